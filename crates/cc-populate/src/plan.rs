@@ -205,6 +205,63 @@ impl<'a> Region<'a> {
     }
 }
 
+/// Reads content that was written in place into guest memory, so that an offline measurement
+/// can hash [`Content::InPlace`] regions (e.g. from the shared view of guest_memfd, or from the
+/// image the VMM wrote there).
+pub trait InPlaceReader {
+    /// Fills `buf` with the guest-physical bytes at `gpa..gpa+buf.len()`.
+    fn read_in_place(&self, gpa: u64, buf: &mut [u8]) -> Result<(), String>;
+}
+
+/// A region's bytes, for measuring it.
+#[derive(Debug)]
+pub enum RegionBytes<'p> {
+    /// The region's content (borrowed from its source, or read from in-place memory).
+    Bytes(Cow<'p, [u8]>),
+    /// All zeros ([`Content::Zero`]).
+    Zeros,
+}
+
+/// Why a region's bytes could not be had for measuring.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContentError {
+    /// No such region.
+    #[error("no region {0} in the plan")]
+    NoRegion(usize),
+    /// An in-place region and no reader for it.
+    #[error("region {region} [{gpa:#x}..+{len:#x}) is written in place and no reader was given to measure it")]
+    NoReader {
+        /// Region index.
+        region: usize,
+        /// Its address.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// The reader failed.
+    #[error("region {region} [{gpa:#x}..+{len:#x}): reading in-place content failed: {reason}")]
+    ReadFailed {
+        /// Region index.
+        region: usize,
+        /// Its address.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+        /// The reader's reason.
+        reason: String,
+    },
+    /// The source was released by a run with `release_sources`.
+    #[error("region {region} [{gpa:#x}..+{len:#x}): its source was released after populating")]
+    Released {
+        /// Region index.
+        region: usize,
+        /// Its address.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+    },
+}
+
 /// Why a plan (or a memory layout) was refused. Every variant names the region by its index in
 /// the given order and its range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -684,6 +741,42 @@ impl<'a> Plan<'a> {
         (0..self.regions.len())
             .map(|i| self.chunks(i, 0).count() as u64)
             .sum()
+    }
+
+    /// Region `index`'s bytes, for an offline measurement: the source, zeros, or (for in-place
+    /// content) what `reader` reads at the region's address.
+    pub fn content_of(
+        &self,
+        index: usize,
+        reader: Option<&dyn InPlaceReader>,
+    ) -> Result<RegionBytes<'_>, ContentError> {
+        let r = self
+            .regions
+            .get(index)
+            .ok_or(ContentError::NoRegion(index))?;
+        let (region, gpa, len) = (index, r.gpa, r.len);
+        if r.released > 0 {
+            return Err(ContentError::Released { region, gpa, len });
+        }
+        match &r.content {
+            Content::Zero => Ok(RegionBytes::Zeros),
+            Content::InPlace => {
+                let reader = reader.ok_or(ContentError::NoReader { region, gpa, len })?;
+                let mut buf = vec![0u8; len as usize];
+                reader
+                    .read_in_place(gpa, &mut buf)
+                    .map_err(|reason| ContentError::ReadFailed {
+                        region,
+                        gpa,
+                        len,
+                        reason,
+                    })?;
+                Ok(RegionBytes::Bytes(Cow::Owned(buf)))
+            }
+            c => Ok(RegionBytes::Bytes(Cow::Borrowed(
+                c.bytes().unwrap_or_default(),
+            ))),
+        }
     }
 
     /// The source of region `index`'s bytes `offset..offset+len` as a chunk source.
