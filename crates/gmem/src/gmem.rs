@@ -1,0 +1,440 @@
+//! [`GuestMemfd`], the owned handle, and conversion between shared and private.
+
+use std::fmt;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use kvm_bindings::{kvm_create_guest_memfd, kvm_memory_attributes};
+use kvm_ioctls::VmFd;
+use vm_memory::{FileOffset, GuestAddress, GuestRegionMmap, MmapRegion};
+use vmm_sys_util::errno;
+use vmm_sys_util::ioctl::ioctl_with_ref;
+
+use crate::range::{check_pages, page_size, RangeSet};
+use crate::{uapi, Capabilities, Error, GmemFlags, SharedView};
+
+/// How a VM converts guest memory between shared and private.
+///
+/// Chosen once, at [`GuestMemfd::create`], from the VM's capabilities; callers always convert
+/// through [`GuestMemfd::convert`] with file offsets, whatever the path, so a new path is a new
+/// variant here and not a change for callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConversionPath {
+    /// VM-wide memory attributes: `KVM_SET_MEMORY_ATTRIBUTES` on the VM fd, over the
+    /// guest-physical addresses the file range is bound to (so the range must be bound to
+    /// memslots of this handle). The guest_memfd's own pages do not become host-mappable by
+    /// this path: a shared GPA is backed by the memslot's `userspace_addr`.
+    ///
+    /// The in-place conversion series under discussion adds a per-guest_memfd path
+    /// (`KVM_SET_MEMORY_ATTRIBUTES2` on the guest_memfd fd, by file offset, which also makes the
+    /// file's pages host-mappable or not); it will be a second variant.
+    VmAttributes,
+}
+
+impl fmt::Display for ConversionPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConversionPath::VmAttributes => f.write_str("KVM_SET_MEMORY_ATTRIBUTES"),
+        }
+    }
+}
+
+/// The state a range is converted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemoryState {
+    /// Accessible by the host.
+    Shared,
+    /// Private to the guest.
+    Private,
+}
+
+impl fmt::Display for MemoryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemoryState::Shared => "shared",
+            MemoryState::Private => "private",
+        })
+    }
+}
+
+/// One file range bound to a memslot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Binding {
+    pub(crate) slot: u32,
+    pub(crate) gpa: u64,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+}
+
+/// What the handle and its memslots share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) fd: OwnedFd,
+    /// A duplicate of the VM fd the file was created on: memslot and attribute ioctls go to the
+    /// file's own VM, and the VM outlives every binding.
+    pub(crate) vm: OwnedFd,
+    pub(crate) size: u64,
+    pub(crate) flags: GmemFlags,
+    pub(crate) bindings: Mutex<Vec<Binding>>,
+}
+
+impl Shared {
+    pub(crate) fn bindings(&self) -> MutexGuard<'_, Vec<Binding>> {
+        // A panic while the lock was held cannot leave the Vec half-updated (every update is a
+        // single push or retain), so a poisoned lock is safe to use.
+        self.bindings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new `File` on the same open file description, for vm-memory's `FileOffset`.
+    pub(crate) fn dup_file(&self, offset: u64, len: u64) -> Result<File, Error> {
+        self.fd
+            .try_clone()
+            .map(File::from)
+            .map_err(|source| Error::Io {
+                op: "fcntl(F_DUPFD_CLOEXEC)",
+                offset,
+                len,
+                source,
+            })
+    }
+
+    /// Maps `[offset, offset + len)` of the file `MAP_SHARED`, read/write.
+    pub(crate) fn map(&self, offset: u64, len: u64) -> Result<MmapRegion<()>, Error> {
+        let size = usize::try_from(len).map_err(|_| Error::OutOfBounds {
+            offset,
+            len,
+            size: usize::MAX as u64,
+        })?;
+        let file = self.dup_file(offset, len)?;
+        MmapRegion::from_file(FileOffset::new(file, offset), size)
+            .map_err(|source| Error::Mmap { offset, len, source })
+    }
+}
+
+/// An owned guest_memfd: the file, its size and flags, its memslot bindings, and which of its
+/// pages are private.
+///
+/// Closing: the fd is closed when the handle and every [`Memslot`](crate::Memslot) bound from it
+/// are dropped (the kernel keeps the memory while any memslot still uses it).
+///
+/// # The shared/private invariant
+/// A range converted to private cannot be written through a live [`SharedView`] by safe code:
+/// - a `SharedView` borrows the handle (`&self`) and [`convert`](Self::convert) needs `&mut self`,
+///   so no view exists while a conversion runs;
+/// - the handle records private ranges, and [`map_shared`](Self::map_shared) refuses a range
+///   that contains any; a file created without `INIT_SHARED` starts all private;
+/// - a memslot's own mapping (its `userspace_addr`) is never handed to safe code;
+/// - a vm-memory region ([`into_guest_region`](Self::into_guest_region)) consumes the handle, so
+///   nothing can convert after it exists.
+#[derive(Debug)]
+pub struct GuestMemfd {
+    pub(crate) shared: Arc<Shared>,
+    private: RangeSet,
+    conversion: Option<ConversionPath>,
+}
+
+impl GuestMemfd {
+    /// Creates a guest_memfd of `size` bytes on `vm` with `flags`.
+    ///
+    /// Refused before any ioctl: no `KVM_CAP_GUEST_MEMFD`, a size of zero or not a multiple of
+    /// the page size, flags the VM does not offer (`KVM_CAP_GUEST_MEMFD_FLAGS`).
+    pub fn create(vm: &VmFd, size: u64, flags: GmemFlags) -> Result<GuestMemfd, Error> {
+        Self::create_with(vm, &Capabilities::probe(vm), size, flags)
+    }
+
+    /// As [`create`](Self::create), with capabilities already probed on `vm`.
+    pub fn create_with(
+        vm: &VmFd,
+        caps: &Capabilities,
+        size: u64,
+        flags: GmemFlags,
+    ) -> Result<GuestMemfd, Error> {
+        if !caps.guest_memfd {
+            return Err(Error::GuestMemfdUnsupported { size });
+        }
+        let page_size = page_size();
+        if size == 0 || size % page_size != 0 {
+            return Err(Error::InvalidSize { size, page_size });
+        }
+        let missing = flags.difference(caps.guest_memfd_flags);
+        if !missing.is_empty() {
+            return Err(Error::FlagsNotOffered {
+                size,
+                requested: missing,
+                offered: caps.guest_memfd_flags,
+            });
+        }
+        // SAFETY: `vm` is borrowed for this whole call, so its fd stays open while borrowed here;
+        // the borrow is only used to duplicate it.
+        let vm_borrowed = unsafe { BorrowedFd::borrow_raw(vm.as_raw_fd()) };
+        let vm_dup = vm_borrowed
+            .try_clone_to_owned()
+            .map_err(|source| Error::Io {
+                op: "fcntl(F_DUPFD_CLOEXEC) of the VM fd",
+                offset: 0,
+                len: size,
+                source,
+            })?;
+        let arg = kvm_create_guest_memfd {
+            size,
+            flags: flags.bits(),
+            ..Default::default()
+        };
+        let raw = vm
+            .create_guest_memfd(arg)
+            .map_err(|source| Error::Kvm {
+                op: "KVM_CREATE_GUEST_MEMFD",
+                offset: 0,
+                len: size,
+                source,
+            })?;
+        // SAFETY: `raw` was just returned by KVM_CREATE_GUEST_MEMFD: an open fd that nothing else
+        // owns, so the OwnedFd becomes its only owner.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut private = RangeSet::default();
+        if !flags.contains(GmemFlags::INIT_SHARED) {
+            private.insert(0, size);
+        }
+        Ok(GuestMemfd {
+            shared: Arc::new(Shared {
+                fd,
+                vm: vm_dup,
+                size,
+                flags,
+                bindings: Mutex::new(Vec::new()),
+            }),
+            private,
+            conversion: caps.conversion_path(),
+        })
+    }
+
+    /// Size of the file in bytes.
+    pub fn size(&self) -> u64 {
+        self.shared.size
+    }
+
+    /// The flags it was created with.
+    pub fn flags(&self) -> GmemFlags {
+        self.shared.flags
+    }
+
+    /// How [`convert`](Self::convert) works on this file's VM, or `None` if it cannot.
+    pub fn conversion_path(&self) -> Option<ConversionPath> {
+        self.conversion
+    }
+
+    /// The ranges `[start, end)` this handle treats as private, in order.
+    pub fn private_ranges(&self) -> Vec<(u64, u64)> {
+        self.private.iter().collect()
+    }
+
+    /// `fallocate(FALLOC_FL_KEEP_SIZE)`: allocates the pages of a page-aligned range.
+    pub fn allocate(&self, offset: u64, len: u64) -> Result<(), Error> {
+        self.fallocate("fallocate(KEEP_SIZE)", libc::FALLOC_FL_KEEP_SIZE, offset, len)
+    }
+
+    /// `fallocate(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)`: frees the pages of a
+    /// page-aligned range; they read back as zero.
+    pub fn punch_hole(&self, offset: u64, len: u64) -> Result<(), Error> {
+        self.fallocate(
+            "fallocate(KEEP_SIZE|PUNCH_HOLE)",
+            libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE,
+            offset,
+            len,
+        )
+    }
+
+    fn fallocate(&self, op: &'static str, mode: i32, offset: u64, len: u64) -> Result<(), Error> {
+        check_pages(offset, len, self.size())?;
+        let (off, l) = match (i64::try_from(offset), i64::try_from(len)) {
+            (Ok(o), Ok(l)) => (o, l),
+            _ => return Err(Error::RangeOverflow { offset, len }),
+        };
+        // SAFETY: fallocate takes no pointers; the fd is owned by this handle and open.
+        let ret = unsafe { libc::fallocate(self.shared.fd.as_raw_fd(), mode, off, l) };
+        if ret != 0 {
+            return Err(Error::Io {
+                op,
+                offset,
+                len,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_host_accessible(&self, offset: u64, len: u64) -> Result<u64, Error> {
+        let end = check_pages(offset, len, self.size())?;
+        if !self.flags().contains(GmemFlags::MMAP) {
+            return Err(Error::NotMappable {
+                offset,
+                len,
+                flags: self.flags(),
+            });
+        }
+        if let Some(first_private) = self.private.first_in(offset, end) {
+            return Err(Error::Private {
+                offset,
+                len,
+                first_private,
+            });
+        }
+        Ok(end)
+    }
+
+    /// Maps a page-aligned range `MAP_SHARED` for the host to read and write.
+    ///
+    /// Refused when the file was created without `MMAP`, or the range holds private pages (a
+    /// file created without `INIT_SHARED` starts private). The view borrows the handle, so the
+    /// handle cannot convert while the view lives; it is unmapped on drop.
+    pub fn map_shared(&self, offset: u64, len: u64) -> Result<SharedView<'_>, Error> {
+        self.check_host_accessible(offset, len)?;
+        let region = self.shared.map(offset, len)?;
+        Ok(SharedView::new(region, offset, len))
+    }
+
+    /// Turns the handle into a vm-memory region at `guest_base` covering the whole file, for a
+    /// VMM's `GuestMemoryMmap`.
+    ///
+    /// A `GuestRegionMmap` hands out writable access without borrowing anything, so it could
+    /// outlive a conversion to private if the handle lived on. This consumes the handle: after
+    /// it, nothing can convert this file (memslots already bound stay bound and cannot convert).
+    /// Refused when any page is private or the file is not mappable.
+    pub fn into_guest_region(self, guest_base: GuestAddress) -> Result<GuestRegionMmap<()>, Error> {
+        let size = self.size();
+        self.check_host_accessible(0, size)?;
+        guest_base
+            .0
+            .checked_add(size)
+            .ok_or(Error::RangeOverflow {
+                offset: guest_base.0,
+                len: size,
+            })?;
+        let region = self.shared.map(0, size)?;
+        GuestRegionMmap::new(region, guest_base).ok_or(Error::RangeOverflow {
+            offset: guest_base.0,
+            len: size,
+        })
+    }
+
+    /// Converts a page-aligned file range to `to`.
+    ///
+    /// Needs `&mut self`: no [`SharedView`] of this handle is alive. Refused with
+    /// [`Error::ConversionUnsupported`] where the VM has no conversion path (as with the default
+    /// x86 VM type), and with [`Error::NotBound`] when the VM-attributes path needs a
+    /// guest-physical address that the range does not have.
+    ///
+    /// On a kernel error part-way (the range spans several memslots), the pieces before the
+    /// failing one were converted; the handle then treats the whole range as private when
+    /// converting to private, and leaves its record unchanged when converting to shared, so it
+    /// never considers a private page shared.
+    pub fn convert(&mut self, offset: u64, len: u64, to: MemoryState) -> Result<(), Error> {
+        let end = check_pages(offset, len, self.size())?;
+        let path = self.conversion.ok_or(Error::ConversionUnsupported {
+            offset,
+            len,
+            to,
+            reason: "KVM_CAP_MEMORY_ATTRIBUTES does not offer KVM_MEMORY_ATTRIBUTE_PRIVATE on this VM",
+        })?;
+        // Input checks first: an unbound range changes nothing.
+        let result = match path {
+            ConversionPath::VmAttributes => {
+                let pieces = self.gpa_pieces(offset, end)?;
+                self.set_vm_attributes(&pieces, to)
+            }
+        };
+        match (to, &result) {
+            (MemoryState::Private, _) => self.private.insert(offset, end),
+            (MemoryState::Shared, Ok(())) => {
+                // VM attributes do not make the file's own pages host-mappable: a file that
+                // started private stays so for the host.
+                if self.flags().contains(GmemFlags::INIT_SHARED) {
+                    self.private.remove(offset, end);
+                }
+            }
+            (MemoryState::Shared, Err(_)) => {}
+        }
+        result
+    }
+
+    /// [`convert`](Self::convert) to private.
+    pub fn set_private(&mut self, offset: u64, len: u64) -> Result<(), Error> {
+        self.convert(offset, len, MemoryState::Private)
+    }
+
+    /// [`convert`](Self::convert) to shared.
+    pub fn set_shared(&mut self, offset: u64, len: u64) -> Result<(), Error> {
+        self.convert(offset, len, MemoryState::Shared)
+    }
+
+    /// The guest-physical pieces `(gpa, len)` of `[offset, end)`, in file order.
+    fn gpa_pieces(&self, offset: u64, end: u64) -> Result<Vec<(u64, u64)>, Error> {
+        let mut bindings = self.shared.bindings().clone();
+        bindings.sort_by_key(|b| b.offset);
+        let mut pieces = Vec::new();
+        let mut at = offset;
+        for b in bindings {
+            let b_end = b.offset + b.len;
+            if b_end <= at || b.offset >= end {
+                continue;
+            }
+            if b.offset > at {
+                break;
+            }
+            let piece_end = b_end.min(end);
+            pieces.push((b.gpa + (at - b.offset), piece_end - at));
+            at = piece_end;
+            if at == end {
+                return Ok(pieces);
+            }
+        }
+        Err(Error::NotBound {
+            offset,
+            len: end - offset,
+            unbound: at,
+        })
+    }
+
+    fn set_vm_attributes(&self, pieces: &[(u64, u64)], to: MemoryState) -> Result<(), Error> {
+        let attributes = match to {
+            MemoryState::Private => uapi::KVM_MEMORY_ATTRIBUTE_PRIVATE,
+            MemoryState::Shared => 0,
+        };
+        for &(gpa, len) in pieces {
+            let arg = kvm_memory_attributes {
+                address: gpa,
+                size: len,
+                attributes,
+                flags: 0,
+            };
+            // SAFETY: the VM fd is owned by `self.shared`; the kernel only reads `arg`, a valid
+            // kvm_memory_attributes that lives across the call.
+            let ret = unsafe {
+                ioctl_with_ref(&self.shared.vm, uapi::KVM_SET_MEMORY_ATTRIBUTES, &arg)
+            };
+            if ret != 0 {
+                return Err(Error::Kvm {
+                    op: "KVM_SET_MEMORY_ATTRIBUTES",
+                    offset: gpa,
+                    len,
+                    source: errno::Error::last(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AsRawFd for GuestMemfd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.shared.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for GuestMemfd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.shared.fd.as_fd()
+    }
+}
