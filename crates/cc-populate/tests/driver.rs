@@ -1,0 +1,491 @@
+//! The driver against a scripted backend: reports equal what the backend did, resume completes
+//! a stopped plan, nothing is populated twice.
+
+use std::collections::BTreeMap;
+
+use cc_populate::testing::{Answer, LedgerBackend};
+use cc_populate::{
+    Conversion, ConversionPolicy, Driver, DriverOptions, ErrorKind, MemoryLayout, Observer, Phase,
+    Plan, PlanBuilder, RegionReport, RegionState, Report, Role, RunError, SourceBuf, StopCause,
+};
+use proptest::prelude::*;
+
+const MIB: u64 = 1 << 20;
+
+/// Three regions: 5 MiB measured from a source (2 MiB chunks: 1+2+2 from 1 MiB), one zero
+/// page, 2 MiB in place.
+fn plan<'a>(backend: &LedgerBackend, data: &'a [u8]) -> Plan<'a> {
+    PlanBuilder::new()
+        .source(MIB, Role::Measured, data)
+        .zero(16 * MIB, 4096)
+        .in_place(32 * MIB, 2 * MIB, Role::Unmeasured)
+        .build(&backend.caps, &MemoryLayout::unbounded())
+        .unwrap()
+}
+
+/// Bytes the backend populated per region, from its own ledger.
+fn ledger_per_region(b: &LedgerBackend) -> BTreeMap<usize, u64> {
+    let mut m = BTreeMap::new();
+    for e in b.ledger.iter().filter(|e| !e.convert) {
+        *m.entry(e.region).or_insert(0) += e.len;
+    }
+    m
+}
+
+fn assert_report_matches_ledger(report: &Report, b: &LedgerBackend) {
+    let per = ledger_per_region(b);
+    for (i, r) in report.regions.iter().enumerate() {
+        assert_eq!(
+            r.populated,
+            per.get(&i).copied().unwrap_or(0),
+            "region {i}: report {r:?}"
+        );
+        assert_eq!(b.populated_in(r.gpa, r.len), r.populated, "region {i}");
+    }
+    let calls = b.ledger.iter().filter(|e| !e.convert).count() as u64;
+    assert_eq!(report.calls(), calls);
+    assert!(b.twice.is_empty(), "populated twice at {:x?}", b.twice);
+    assert!(b.bad_sources.is_empty());
+    assert!(
+        b.not_private.is_empty(),
+        "populated before conversion at {:x?}",
+        b.not_private
+    );
+}
+
+fn data() -> Vec<u8> {
+    (0..5 * MIB).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn clean_run_reports_every_region() {
+    let data = data();
+    let mut b = LedgerBackend::new(2 * MIB);
+    let plan = plan(&b, &data);
+    let report = Driver::new(&mut b).run(&plan).unwrap();
+    assert!(report.is_complete());
+    assert_eq!(report.calls(), 5);
+    assert_eq!(report.bytes_populated(), 5 * MIB + 4096 + 2 * MIB);
+    assert!(report
+        .regions
+        .iter()
+        .all(|r| r.state() == RegionState::Done));
+    assert_eq!(
+        report.regions.iter().map(|r| r.calls).collect::<Vec<_>>(),
+        vec![3, 1, 1]
+    );
+    assert_report_matches_ledger(&report, &b);
+    // Chunks as the backend saw them.
+    let seen: Vec<(u64, u64)> = b.ledger.iter().map(|e| (e.gpa, e.asked)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (MIB, MIB),
+            (2 * MIB, 2 * MIB),
+            (4 * MIB, 2 * MIB),
+            (16 * MIB, 4096),
+            (32 * MIB, 2 * MIB)
+        ]
+    );
+}
+
+/// At every call position and for every kind of answer: the report is exact and resume
+/// finishes the plan without populating anything twice.
+#[test]
+fn every_stop_position_resumes_exactly() {
+    let data = data();
+    let answers = [
+        Answer::fail(0, ErrorKind::Failed),
+        Answer::fail(3, ErrorKind::Failed),
+        Answer::fail(0, ErrorKind::Unsupported),
+        Answer::fail(7, ErrorKind::Unsupported),
+    ];
+    for pos in 0..5 {
+        for a in answers {
+            let mut b = LedgerBackend::new(2 * MIB);
+            let plan = plan(&b, &data);
+            b.script.extend(std::iter::repeat_n(Answer::ALL, pos));
+            b.script.push_back(a);
+            let mut d = Driver::new(&mut b);
+            let err = d.run(&plan).unwrap_err();
+            let report = err.report().expect("a stop carries its report").clone();
+            let stop = report.stop.clone().unwrap();
+            assert_eq!(stop.phase, Phase::Populate);
+            assert!(matches!(stop.cause, StopCause::Backend(ref e) if e.kind == a.error.unwrap()));
+            // The stop names the first byte not done.
+            let r = &report.regions[stop.region];
+            assert_eq!(stop.gpa, r.gpa + r.populated, "pos {pos} {a:?}");
+            assert!(
+                err.to_string().contains(&format!("{:#x}", stop.gpa)),
+                "{err}"
+            );
+            drop(d);
+            assert_report_matches_ledger(&report, &b);
+            let done = Driver::new(&mut b).resume(&plan, &report).unwrap();
+            assert!(done.is_complete());
+            assert_report_matches_ledger(&done, &b);
+            assert_eq!(b.populated_bytes(), plan.total_bytes());
+        }
+    }
+}
+
+#[test]
+fn interrupted_and_busy_calls_are_retried_from_where_they_stopped() {
+    let data = data();
+    let mut b = LedgerBackend::new(2 * MIB);
+    let plan = plan(&b, &data);
+    b.script.extend([
+        Answer::fail(5, ErrorKind::Interrupted),
+        Answer::fail(0, ErrorKind::Again),
+        Answer::partial(3),
+        Answer::fail(0, ErrorKind::Interrupted),
+    ]);
+    let report = Driver::new(&mut b).run(&plan).unwrap();
+    assert!(report.is_complete());
+    assert_eq!(report.regions[0].retries, 3);
+    assert_eq!(report.retries(), 3);
+    assert_report_matches_ledger(&report, &b);
+    // First chunk [1 MiB, 2 MiB): 5 pages, then 0, then 3, then 0, then the rest.
+    let first: Vec<(u64, u64)> = b.ledger.iter().take(5).map(|e| (e.gpa, e.len)).collect();
+    let p = 4096;
+    assert_eq!(
+        first,
+        vec![
+            (MIB, 5 * p),
+            (MIB + 5 * p, 0),
+            (MIB + 5 * p, 3 * p),
+            (MIB + 8 * p, 0),
+            (MIB + 8 * p, MIB - 8 * p)
+        ]
+    );
+}
+
+#[test]
+fn retries_are_bounded() {
+    let data = data();
+    let mut b = LedgerBackend::new(2 * MIB);
+    let plan = plan(&b, &data);
+    b.script.extend(std::iter::repeat_n(
+        Answer::fail(0, ErrorKind::Interrupted),
+        10,
+    ));
+    let opts = DriverOptions {
+        max_retries: 4,
+        ..Default::default()
+    };
+    let err = Driver::new(&mut b)
+        .with_options(opts)
+        .run(&plan)
+        .unwrap_err();
+    let stop = err.report().unwrap().stop.clone().unwrap();
+    assert!(
+        matches!(stop.cause, StopCause::RetriesExhausted { attempts: 5, .. }),
+        "{stop:?}"
+    );
+    assert_eq!(b.ledger.len(), 5);
+    // Progress resets the bound: 4 interruptions, progress, 4 more is fine.
+    let mut b = LedgerBackend::new(2 * MIB);
+    b.script.extend(std::iter::repeat_n(
+        Answer::fail(0, ErrorKind::Interrupted),
+        4,
+    ));
+    b.script.push_back(Answer::fail(1, ErrorKind::Interrupted));
+    b.script.extend(std::iter::repeat_n(
+        Answer::fail(0, ErrorKind::Interrupted),
+        4,
+    ));
+    let opts = DriverOptions {
+        max_retries: 4,
+        ..Default::default()
+    };
+    assert!(Driver::new(&mut b)
+        .with_options(opts)
+        .run(&plan)
+        .unwrap()
+        .is_complete());
+}
+
+#[test]
+fn success_without_progress_does_not_spin() {
+    let data = data();
+    let mut b = LedgerBackend::new(2 * MIB);
+    let plan = plan(&b, &data);
+    b.script.extend([
+        Answer::ALL,
+        Answer::partial(0),
+        Answer::partial(0),
+        Answer::partial(0),
+    ]);
+    let err = Driver::new(&mut b).run(&plan).unwrap_err();
+    let report = err.report().unwrap();
+    let stop = report.stop.as_ref().unwrap();
+    assert_eq!(stop.cause, StopCause::NoProgress { attempts: 2 });
+    assert_eq!(stop.gpa, 2 * MIB);
+    assert_eq!(b.ledger.len(), 3);
+    assert_report_matches_ledger(report, &b);
+}
+
+/// A backend that claims more than it was asked, or a partial granule, is stopped without
+/// counting the claim.
+#[test]
+fn impossible_progress_is_refused() {
+    struct Liar(u64);
+    impl cc_populate::Backend for Liar {
+        fn caps(&self) -> cc_populate::BackendCaps {
+            LedgerBackend::new(2 * MIB).caps
+        }
+        fn populate(&mut self, c: &cc_populate::ChunkRequest<'_>) -> cc_populate::Populated {
+            cc_populate::Populated::all(c.len + self.0)
+        }
+    }
+    let data = data();
+    let plan = plan(&LedgerBackend::new(2 * MIB), &data);
+    for extra in [4096, 1] {
+        let err = Driver::new(Liar(extra)).run(&plan).unwrap_err();
+        let r = err.report().unwrap();
+        assert_eq!(r.regions[0].populated, 0);
+        assert!(matches!(
+            r.stop.as_ref().unwrap().cause,
+            StopCause::BadProgress { .. }
+        ));
+    }
+}
+
+#[test]
+fn conversion_happens_before_populate_and_resumes() {
+    let data = data();
+    let mut b = LedgerBackend::new(2 * MIB);
+    b.caps.conversion = Conversion::BeforePopulate;
+    b.caps.in_place = true;
+    let plan = plan(&b, &data);
+    // The second region's conversion is interrupted after nothing, then fails after nothing.
+    b.convert_script.extend([
+        Answer::ALL,
+        Answer::fail(0, ErrorKind::Interrupted),
+        Answer::fail(0, ErrorKind::Failed),
+    ]);
+    let err = Driver::new(&mut b).run(&plan).unwrap_err();
+    let report = err.report().unwrap().clone();
+    let stop = report.stop.clone().unwrap();
+    assert_eq!(stop.phase, Phase::Convert);
+    assert_eq!(stop.region, 1);
+    assert_eq!(stop.gpa, 16 * MIB);
+    assert_eq!(report.regions[0].converted, 5 * MIB);
+    assert_eq!(report.regions[0].state(), RegionState::Done);
+    assert_eq!(report.regions[1].state(), RegionState::Untouched);
+    assert_eq!(report.convert_calls(), 3);
+    assert_report_matches_ledger(&report, &b);
+    // Partial conversion, then resume.
+    b.convert_script.push_back(Answer::partial(0));
+    let done = Driver::new(&mut b).resume(&plan, &report).unwrap();
+    assert!(done.is_complete());
+    assert!(done.regions.iter().all(|r| r.converted == r.len));
+    assert_report_matches_ledger(&done, &b);
+    for r in &done.regions {
+        assert_eq!(b.converted_in(r.gpa, r.len), r.len);
+    }
+    // A caller that converted everything itself: the driver converts nothing.
+    let mut b2 = LedgerBackend::new(2 * MIB);
+    b2.caps = b.caps.clone();
+    let opts = DriverOptions {
+        conversion: ConversionPolicy::CallerConverted,
+        ..Default::default()
+    };
+    let r = Driver::new(&mut b2).with_options(opts).run(&plan).unwrap();
+    assert_eq!(r.convert_calls(), 0);
+    assert_eq!(b2.ledger.iter().filter(|e| e.convert).count(), 0);
+}
+
+#[test]
+fn by_populate_platforms_report_populated_bytes_as_private() {
+    let data = data();
+    let mut b = LedgerBackend::new(2 * MIB);
+    b.caps.conversion = Conversion::ByPopulate;
+    let plan = plan(&b, &data);
+    b.script
+        .extend([Answer::ALL, Answer::fail(2, ErrorKind::Failed)]);
+    let err = Driver::new(&mut b).run(&plan).unwrap_err();
+    let r = &err.report().unwrap().regions[0];
+    assert_eq!(r.converted, r.populated);
+    assert_eq!(r.populated, MIB + 2 * 4096);
+    assert_eq!(r.convert_calls, 0);
+}
+
+#[test]
+fn sources_are_released_as_they_land_and_a_released_plan_is_not_rerun() {
+    let mut b = LedgerBackend::new(2 * MIB);
+    let mut buf = SourceBuf::new((4 * MIB) as usize).unwrap();
+    buf.as_mut_slice().fill(0x5a);
+    let owned: Vec<u8> = vec![0x33; 8192];
+    let borrowed = vec![0x44u8; 4096];
+    let mut plan = PlanBuilder::new()
+        .buffer(0, Role::Measured, buf)
+        .region(cc_populate::RegionSpec {
+            gpa: 8 * MIB,
+            len: 8192,
+            role: Role::Measured,
+            content: cc_populate::Content::Bytes(owned.into()),
+        })
+        .source(9 * MIB, Role::Measured, &borrowed)
+        .build(&b.caps, &MemoryLayout::unbounded())
+        .unwrap();
+    b.script
+        .extend([Answer::ALL, Answer::fail(1, ErrorKind::Failed)]);
+    let err = Driver::new(&mut b).run_releasing(&mut plan).unwrap_err();
+    let report = err.report().unwrap().clone();
+    // The first 2 MiB chunk and one more page were populated and released.
+    assert_eq!(report.regions[0].released, 2 * MIB + 4096);
+    assert_eq!(plan.regions()[0].released(), 2 * MIB + 4096);
+    assert_eq!(
+        plan.regions()[0].source().unwrap()[0],
+        0,
+        "released pages read as zeros"
+    );
+    assert_eq!(
+        plan.regions()[0].source().unwrap()[(2 * MIB + 4096) as usize],
+        0x5a
+    );
+    // Resume releases the rest; borrowed bytes are never touched.
+    let done = Driver::new(&mut b)
+        .resume_releasing(&mut plan, &report)
+        .unwrap();
+    assert!(done.is_complete());
+    assert_eq!(done.regions[0].released, 4 * MIB);
+    assert_eq!(done.regions[1].released, 8192);
+    assert_eq!(done.regions[2].released, 0);
+    assert_eq!(done.bytes_released(), 4 * MIB + 8192);
+    assert_eq!(borrowed[0], 0x44);
+    // Running the released plan again (a reset VM) is refused for the released source.
+    let mut fresh = LedgerBackend::new(2 * MIB);
+    let err = Driver::new(&mut fresh).run(&plan).unwrap_err();
+    let stop = err.report().unwrap().stop.clone().unwrap();
+    assert_eq!(stop.cause, StopCause::SourceReleased);
+    assert_eq!(stop.region, 0);
+    assert_eq!(fresh.populated_bytes(), 0);
+}
+
+#[test]
+fn the_same_plan_runs_again_on_a_fresh_backend() {
+    let data = data();
+    let b0 = LedgerBackend::new(2 * MIB);
+    let plan = plan(&b0, &data);
+    let mut reports = Vec::new();
+    let mut ledgers = Vec::new();
+    for _ in 0..2 {
+        let mut b = LedgerBackend::new(2 * MIB);
+        let mut r = Driver::new(&mut b).run(&plan).unwrap();
+        r.elapsed = Default::default();
+        reports.push(r);
+        ledgers.push(b.ledger);
+    }
+    assert_eq!(reports[0], reports[1]);
+    assert_eq!(ledgers[0], ledgers[1]);
+}
+
+#[test]
+fn mismatched_caps_or_reports_are_refused() {
+    let data = data();
+    let mut b = LedgerBackend::new(2 * MIB);
+    let plan = plan(&b, &data);
+    b.caps.max_chunk = 4 * MIB;
+    assert!(matches!(
+        Driver::new(&mut b).run(&plan),
+        Err(RunError::CapsMismatch { .. })
+    ));
+    let b = LedgerBackend::new(2 * MIB);
+    let mut d = Driver::new(b);
+    let mut report = Report::new(&plan);
+    report.regions.pop();
+    assert!(matches!(
+        d.resume(&plan, &report),
+        Err(RunError::ReportMismatch(_))
+    ));
+    let mut report = Report::new(&plan);
+    report.regions[0].gpa += 4096;
+    assert!(matches!(
+        d.resume(&plan, &report),
+        Err(RunError::ReportMismatch(_))
+    ));
+    let mut report = Report::new(&plan);
+    report.regions[0].populated = 100;
+    assert!(matches!(
+        d.resume(&plan, &report),
+        Err(RunError::ReportMismatch(_))
+    ));
+}
+
+#[test]
+fn observer_sees_progress_and_regions() {
+    #[derive(Default)]
+    struct Seen {
+        progress: Vec<(u64, u64)>,
+        regions: Vec<usize>,
+    }
+    impl Observer for Seen {
+        fn on_progress(&mut self, done: u64, total: u64) {
+            self.progress.push((done, total));
+        }
+        fn on_region_done(&mut self, index: usize, r: &RegionReport) {
+            assert_eq!(r.populated, r.len);
+            self.regions.push(index);
+        }
+    }
+    let data = data();
+    let mut b = LedgerBackend::new(2 * MIB);
+    let plan = plan(&b, &data);
+    let mut seen = Seen::default();
+    Driver::new(&mut b)
+        .with_observer(&mut seen)
+        .run(&plan)
+        .unwrap();
+    let total = plan.total_bytes();
+    assert_eq!(seen.progress.last(), Some(&(total, total)));
+    assert!(seen.progress.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(seen.regions, vec![0, 1, 2]);
+}
+
+fn answer() -> impl Strategy<Value = Answer> {
+    (
+        prop_oneof![Just(0u32), 1u32..8, Just(u32::MAX)],
+        prop_oneof![
+            4 => Just(None),
+            2 => Just(Some(ErrorKind::Interrupted)),
+            2 => Just(Some(ErrorKind::Again)),
+            1 => Just(Some(ErrorKind::Failed)),
+        ],
+    )
+        .prop_map(|(granules, error)| Answer { granules, error })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any script: stop, resume (with more script), again and again; the report always equals
+    /// the ledger and the plan completes with nothing twice.
+    #[test]
+    fn any_script_resumes_to_completion(
+        scripts in proptest::collection::vec(proptest::collection::vec(answer(), 0..12), 1..5),
+        convert in any::<bool>(),
+    ) {
+        let data = data();
+        let mut b = LedgerBackend::new(2 * MIB);
+        if convert {
+            b.caps.conversion = Conversion::BeforePopulate;
+        }
+        let plan = plan(&b, &data);
+        let mut report = Report::new(&plan);
+        for s in scripts.iter().chain(std::iter::once(&Vec::new())) {
+            b.script = s.iter().copied().collect();
+            b.convert_script = s.iter().rev().copied().collect();
+            let opts = DriverOptions { max_retries: 3, ..Default::default() };
+            match Driver::new(&mut b).with_options(opts).resume(&plan, &report) {
+                Ok(r) => { report = r; break; }
+                Err(e) => report = e.report().unwrap().clone(),
+            }
+            assert_report_matches_ledger(&report, &b);
+        }
+        prop_assert!(report.is_complete());
+        assert_report_matches_ledger(&report, &b);
+        prop_assert_eq!(b.populated_bytes(), plan.total_bytes());
+    }
+}
