@@ -20,7 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let size = 2 << 20;
     let mut gmem = GuestMemfd::create(&vm, size, flags)?;
-    println!("created:    guest_memfd of {size:#x} bytes, flags {}", gmem.flags());
+    println!(
+        "created:    guest_memfd of {size:#x} bytes, flags {}",
+        gmem.flags()
+    );
 
     if flags.contains(GmemFlags::MMAP) {
         let view = gmem.map_shared(0, size)?;

@@ -122,7 +122,9 @@ mod tests {
         assert!(c.user_memory2 && c.pre_fault_memory);
         assert_eq!(c.nr_memslots, 32764);
         assert_eq!(c.conversion_path(), Some(ConversionPath::VmAttributes));
-        assert!(c.to_string().contains("conversion=KVM_SET_MEMORY_ATTRIBUTES"));
+        assert!(c
+            .to_string()
+            .contains("conversion=KVM_SET_MEMORY_ATTRIBUTES"));
     }
 
     #[test]

@@ -16,7 +16,9 @@ pub enum Error {
         size: u64,
     },
     /// A guest_memfd size of zero, or one that is not a multiple of the page size.
-    #[error("guest_memfd size {size:#x}: must be a non-zero multiple of the page size {page_size:#x}")]
+    #[error(
+        "guest_memfd size {size:#x}: must be a non-zero multiple of the page size {page_size:#x}"
+    )]
     InvalidSize {
         /// Requested size.
         size: u64,

@@ -108,8 +108,11 @@ impl Shared {
             size: usize::MAX as u64,
         })?;
         let file = self.dup_file(offset, len)?;
-        MmapRegion::from_file(FileOffset::new(file, offset), size)
-            .map_err(|source| Error::Mmap { offset, len, source })
+        MmapRegion::from_file(FileOffset::new(file, offset), size).map_err(|source| Error::Mmap {
+            offset,
+            len,
+            source,
+        })
     }
 }
 
@@ -182,14 +185,12 @@ impl GuestMemfd {
             flags: flags.bits(),
             ..Default::default()
         };
-        let raw = vm
-            .create_guest_memfd(arg)
-            .map_err(|source| Error::Kvm {
-                op: "KVM_CREATE_GUEST_MEMFD",
-                offset: 0,
-                len: size,
-                source,
-            })?;
+        let raw = vm.create_guest_memfd(arg).map_err(|source| Error::Kvm {
+            op: "KVM_CREATE_GUEST_MEMFD",
+            offset: 0,
+            len: size,
+            source,
+        })?;
         // SAFETY: `raw` was just returned by KVM_CREATE_GUEST_MEMFD: an open fd that nothing else
         // owns, so the OwnedFd becomes its only owner.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -232,7 +233,12 @@ impl GuestMemfd {
 
     /// `fallocate(FALLOC_FL_KEEP_SIZE)`: allocates the pages of a page-aligned range.
     pub fn allocate(&self, offset: u64, len: u64) -> Result<(), Error> {
-        self.fallocate("fallocate(KEEP_SIZE)", libc::FALLOC_FL_KEEP_SIZE, offset, len)
+        self.fallocate(
+            "fallocate(KEEP_SIZE)",
+            libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
     }
 
     /// `fallocate(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)`: frees the pages of a
@@ -305,13 +311,10 @@ impl GuestMemfd {
     pub fn into_guest_region(self, guest_base: GuestAddress) -> Result<GuestRegionMmap<()>, Error> {
         let size = self.size();
         self.check_host_accessible(0, size)?;
-        guest_base
-            .0
-            .checked_add(size)
-            .ok_or(Error::RangeOverflow {
-                offset: guest_base.0,
-                len: size,
-            })?;
+        guest_base.0.checked_add(size).ok_or(Error::RangeOverflow {
+            offset: guest_base.0,
+            len: size,
+        })?;
         let region = self.shared.map(0, size)?;
         GuestRegionMmap::new(region, guest_base).ok_or(Error::RangeOverflow {
             offset: guest_base.0,
@@ -336,7 +339,8 @@ impl GuestMemfd {
             offset,
             len,
             to,
-            reason: "KVM_CAP_MEMORY_ATTRIBUTES does not offer KVM_MEMORY_ATTRIBUTE_PRIVATE on this VM",
+            reason:
+                "KVM_CAP_MEMORY_ATTRIBUTES does not offer KVM_MEMORY_ATTRIBUTE_PRIVATE on this VM",
         })?;
         // Input checks first: an unbound range changes nothing.
         let result = match path {
@@ -411,9 +415,8 @@ impl GuestMemfd {
             };
             // SAFETY: the VM fd is owned by `self.shared`; the kernel only reads `arg`, a valid
             // kvm_memory_attributes that lives across the call.
-            let ret = unsafe {
-                ioctl_with_ref(&self.shared.vm, uapi::KVM_SET_MEMORY_ATTRIBUTES, &arg)
-            };
+            let ret =
+                unsafe { ioctl_with_ref(&self.shared.vm, uapi::KVM_SET_MEMORY_ATTRIBUTES, &arg) };
             if ret != 0 {
                 return Err(Error::Kvm {
                     op: "KVM_SET_MEMORY_ATTRIBUTES",

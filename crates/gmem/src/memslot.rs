@@ -86,7 +86,11 @@ impl GuestMemfd {
             shared.map(offset, len)?
         } else {
             let size = usize::try_from(len).map_err(|_| Error::RangeOverflow { offset, len })?;
-            MmapRegion::new(size).map_err(|source| Error::Mmap { offset, len, source })?
+            MmapRegion::new(size).map_err(|source| Error::Mmap {
+                offset,
+                len,
+                source,
+            })?
         };
         let userspace_addr = mapping.as_ptr() as u64;
         let binding = Binding {
@@ -131,7 +135,8 @@ fn set_region(
     userspace_addr: u64,
 ) -> Result<(), errno::Error> {
     use std::os::fd::AsRawFd;
-    let guest_memfd = u32::try_from(shared.fd.as_raw_fd()).map_err(|_| errno::Error::new(libc::EBADF))?;
+    let guest_memfd =
+        u32::try_from(shared.fd.as_raw_fd()).map_err(|_| errno::Error::new(libc::EBADF))?;
     let region = kvm_userspace_memory_region2 {
         slot: binding.slot,
         flags: uapi::KVM_MEM_GUEST_MEMFD,

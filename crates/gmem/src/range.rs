@@ -65,11 +65,7 @@ impl RangeSet {
             }
         }
         // Ranges starting inside (or adjacent to) the new one.
-        let inner: Vec<(u64, u64)> = self
-            .map
-            .range(start..=end)
-            .map(|(&s, &e)| (s, e))
-            .collect();
+        let inner: Vec<(u64, u64)> = self.map.range(start..=end).map(|(&s, &e)| (s, e)).collect();
         for (s, e) in inner {
             end = end.max(e);
             self.map.remove(&s);
@@ -176,15 +172,27 @@ mod tests {
         let p = page_size();
         assert!(matches!(
             check_pages(u64::MAX, 2, u64::MAX),
-            Err(Error::RangeOverflow { offset: u64::MAX, len: 2 })
+            Err(Error::RangeOverflow {
+                offset: u64::MAX,
+                len: 2
+            })
         ));
-        assert!(matches!(check_pages(p, 0, 4 * p), Err(Error::EmptyRange { .. })));
+        assert!(matches!(
+            check_pages(p, 0, 4 * p),
+            Err(Error::EmptyRange { .. })
+        ));
         assert!(matches!(
             check_pages(3 * p, 2 * p, 4 * p),
             Err(Error::OutOfBounds { size, .. }) if size == 4 * p
         ));
-        assert!(matches!(check_pages(1, p, 4 * p), Err(Error::Unaligned { .. })));
-        assert!(matches!(check_pages(0, p + 1, 4 * p), Err(Error::Unaligned { .. })));
+        assert!(matches!(
+            check_pages(1, p, 4 * p),
+            Err(Error::Unaligned { .. })
+        ));
+        assert!(matches!(
+            check_pages(0, p + 1, 4 * p),
+            Err(Error::Unaligned { .. })
+        ));
         assert_eq!(check_pages(p, 3 * p, 4 * p).ok(), Some(4 * p));
         assert_eq!(check_bounds(1, 3, 4).ok(), Some(4));
     }

@@ -42,7 +42,10 @@ pub fn record_skip(test: &str, reason: &str) {
             .open(&path)
             .and_then(|mut f| writeln!(f, "{line}"));
         if let Err(e) = appended {
-            eprintln!("could not append to {SKIP_LOG_ENV}={}: {e}", path.to_string_lossy());
+            eprintln!(
+                "could not append to {SKIP_LOG_ENV}={}: {e}",
+                path.to_string_lossy()
+            );
         }
     }
 }

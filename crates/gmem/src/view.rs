@@ -5,7 +5,9 @@ use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
 use vm_memory::volatile_memory::{Error as VolatileError, VolatileMemory, VolatileSlice};
-use vm_memory::{AtomicAccess, Bytes, MemoryRegionAddress, MmapRegion, ReadVolatile, WriteVolatile};
+use vm_memory::{
+    AtomicAccess, Bytes, MemoryRegionAddress, MmapRegion, ReadVolatile, WriteVolatile,
+};
 
 use crate::range::page_size;
 use crate::{Error, GuestMemfd};
@@ -138,9 +140,8 @@ impl<'g> SharedView<'g> {
         let hi = (start + s.len()).div_ceil(page) * page;
         // SAFETY: [lo, hi) lies within the mapping owned by `self.region` (see above);
         // MADV_POPULATE_WRITE only faults its pages in and does not change their contents.
-        let ret = unsafe {
-            libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_POPULATE_WRITE)
-        };
+        let ret =
+            unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_POPULATE_WRITE) };
         if ret != 0 {
             return Err(Error::Io {
                 op: "madvise(MADV_POPULATE_WRITE)",

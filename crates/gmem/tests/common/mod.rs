@@ -36,7 +36,13 @@ pub fn resident(view: &SharedView<'_>) -> Vec<bool> {
     let mut vec = vec![0u8; pages];
     let addr = view.as_volatile_slice().ptr_guard().as_ptr();
     // SAFETY: addr/len describe the view's own live mapping; vec has one byte per page.
-    let ret = unsafe { libc::mincore(addr as *mut libc::c_void, view.len() as usize, vec.as_mut_ptr()) };
+    let ret = unsafe {
+        libc::mincore(
+            addr as *mut libc::c_void,
+            view.len() as usize,
+            vec.as_mut_ptr(),
+        )
+    };
     assert_eq!(ret, 0, "mincore: {}", std::io::Error::last_os_error());
     vec.iter().map(|b| b & 1 == 1).collect()
 }
