@@ -1,1 +1,995 @@
-//! placeholder
+// Copyright The cc-populate Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! A tiny KVM guest that proves guest memory holds exactly what was populated.
+//!
+//! [`CheckGuest`] runs a vCPU of the caller's VM over a list of guest-physical ranges
+//! ([`CheckRange`]); for each range it computes [`checksum`] over the range's little-endian `u64`
+//! words and reports the result through an MMIO exit. The host computes the same function over the
+//! bytes it meant to put there and compares.
+//!
+//! The guest runs at CPL 3 in 64-bit mode with identity paging, because paravirtual KVMs such as
+//! the one on the project's machines run CPL 3 code natively but emulate CPL 0 code one instruction
+//! at a time (see the README). The guest's code, page tables, stack and range table live in a
+//! *scratch area*: a 2 MiB-aligned window of [`SCRATCH_SIZE`] guest-physical bytes that the caller
+//! keeps free of memslots. This crate puts an anonymous-memory memslot over its first
+//! [`SCRATCH_SLOT_SIZE`] bytes; the rest stays unbacked and receives the reports.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use guest_check::{checksum, CheckGuest, CheckRange};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let kvm = kvm_ioctls::Kvm::new()?;
+//! let vm = kvm.create_vm()?;
+//!
+//! // The caller's memory: 2 MiB of page-aligned anonymous memory at GPA 0, filled with known bytes.
+//! let len = 2 << 20;
+//! // SAFETY (of this example): a fresh anonymous mapping, checked below.
+//! let host = unsafe {
+//!     libc::mmap(
+//!         std::ptr::null_mut(),
+//!         len,
+//!         libc::PROT_READ | libc::PROT_WRITE,
+//!         libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+//!         -1,
+//!         0,
+//!     )
+//! };
+//! assert_ne!(host, libc::MAP_FAILED);
+//! // SAFETY (of this example): `host` maps `len` bytes, never unmapped while `vm` lives.
+//! let data = unsafe { std::slice::from_raw_parts_mut(host.cast::<u8>(), len) };
+//! for (i, b) in data.iter_mut().enumerate() {
+//!     *b = (i * 7) as u8;
+//! }
+//! // SAFETY (of this example): the mapping outlives the VM.
+//! unsafe {
+//!     vm.set_user_memory_region(kvm_bindings::kvm_userspace_memory_region {
+//!         slot: 0,
+//!         flags: 0,
+//!         guest_phys_addr: 0,
+//!         memory_size: len as u64,
+//!         userspace_addr: host as u64,
+//!     })?;
+//! }
+//!
+//! // Slot 1 and the scratch area at 1 GiB belong to the check guest.
+//! let mut guest = CheckGuest::new(&vm, 1, 1 << 30)?;
+//! let sums = guest.run(&[CheckRange::new(0, len as u64), CheckRange::new(0x1000, 8)])?;
+//! assert_eq!(sums, vec![checksum(data)?, checksum(&data[0x1000..0x1008])?]);
+//! # Ok(())
+//! # }
+//! ```
+
+#![deny(missing_docs)]
+
+mod code;
+mod layout;
+
+use kvm_bindings::{
+    kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES,
+};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use std::fmt;
+use vm_memory::{Bytes, MmapRegion, VolatileMemory};
+
+use crate::layout::{
+    CODE_OFFSET, DONE_OFFSET, PAGE_2M, PML4_OFFSET, REPORT_OFFSET, STACK_TOP_OFFSET, TABLE_OFFSET,
+};
+
+/// Guest-physical bytes the caller reserves for the check guest (6 MiB): a memslot of
+/// [`SCRATCH_SLOT_SIZE`] bytes that this crate creates, then 2 MiB that no memslot may cover (the
+/// report address lives there).
+pub const SCRATCH_SIZE: u64 = layout::SCRATCH_SIZE;
+/// Bytes of the memslot this crate creates at the start of the scratch area (4 MiB).
+pub const SCRATCH_SLOT_SIZE: u64 = layout::SLOT_SIZE;
+/// Required alignment of the scratch area's guest-physical address (2 MiB).
+pub const SCRATCH_ALIGN: u64 = PAGE_2M;
+/// Most ranges one [`CheckGuest::run`] accepts (the range table's capacity).
+pub const MAX_RANGES: usize = layout::MAX_RANGES;
+/// Highest guest-physical address (exclusive) the page tables can map: 512 GiB. The real limit of
+/// a [`CheckGuest`] may be lower, see [`CheckGuest::map_limit`].
+pub const MAX_MAPPED_GPA: u64 = layout::MAX_MAP;
+/// The vCPU id [`CheckGuest::new`] uses.
+pub const DEFAULT_VCPU_ID: u64 = 0;
+
+/// Code segment selector: GDT index 3, RPL 3.
+const CS_SELECTOR: u16 = 0x1b;
+/// Data and stack segment selector: GDT index 4, RPL 3.
+const DS_SELECTOR: u16 = 0x23;
+/// CR0: protection enable, extension type, numeric error, write protect, paging.
+const CR0_PE: u64 = 1 << 0;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+/// CR4: physical address extension (required for long mode).
+const CR4_PAE: u64 = 1 << 5;
+/// EFER: long mode enable and long mode active.
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+/// RFLAGS: bit 1 is reserved and always set; interrupts off.
+const RFLAGS_RESERVED: u64 = 1 << 1;
+/// MAXPHYADDR the CPU assumes when CPUID leaf 0x8000_0008 is absent.
+const DEFAULT_PHYS_BITS: u32 = 36;
+
+/// Errors of this crate. Every refusal names the range (or byte length) and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// [`checksum`] was given a byte length that is not a multiple of 8.
+    #[error("cannot checksum {len} bytes: the length is not a multiple of 8")]
+    LengthNotMultipleOf8 {
+        /// The byte length given.
+        len: usize,
+    },
+    /// A range given to [`CheckGuest::run`] was refused before the guest ran.
+    #[error("range {index} (GPA {gpa:#x}, length {len:#x}) refused: {reason}")]
+    InvalidRange {
+        /// Position of the range in the list.
+        index: usize,
+        /// Its first guest-physical address.
+        gpa: u64,
+        /// Its length in bytes.
+        len: u64,
+        /// Why.
+        reason: RangeProblem,
+    },
+    /// More ranges than the range table holds.
+    #[error("{count} ranges given, at most {max} fit in one run")]
+    TooManyRanges {
+        /// Ranges given.
+        count: usize,
+        /// [`MAX_RANGES`].
+        max: usize,
+    },
+    /// The scratch area's GPA is not 2 MiB-aligned.
+    #[error("scratch area GPA {gpa:#x} is not aligned to {SCRATCH_ALIGN:#x}")]
+    ScratchMisaligned {
+        /// The GPA given.
+        gpa: u64,
+    },
+    /// The scratch area (GPA + [`SCRATCH_SIZE`]) does not fit below the mappable limit.
+    #[error("scratch area GPA {gpa:#x}, length {SCRATCH_SIZE:#x} ends above the mappable limit {limit:#x}")]
+    ScratchOutsideMap {
+        /// The GPA given.
+        gpa: u64,
+        /// The limit: the lower of [`MAX_MAPPED_GPA`] and the guest's physical address width.
+        limit: u64,
+    },
+    /// Opening `/dev/kvm` (to read the supported CPUID) failed.
+    #[error("cannot open /dev/kvm to read the supported CPUID")]
+    OpenKvm(#[source] kvm_ioctls::Error),
+    /// `KVM_GET_SUPPORTED_CPUID` failed.
+    #[error("KVM_GET_SUPPORTED_CPUID failed")]
+    SupportedCpuid(#[source] kvm_ioctls::Error),
+    /// Mapping the scratch memory on the host failed.
+    #[error("cannot map {len:#x} bytes of anonymous memory for the scratch memslot")]
+    MapScratch {
+        /// Bytes asked for.
+        len: u64,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `KVM_SET_USER_MEMORY_REGION` for the scratch memslot failed (e.g. the slot id is in use or
+    /// the range overlaps another memslot).
+    #[error("cannot set memslot {slot} at GPA {gpa:#x}, length {len:#x} for the scratch area")]
+    SetMemslot {
+        /// The slot id.
+        slot: u32,
+        /// Its GPA.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+        /// The KVM error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Creating the vCPU failed (e.g. the id is in use).
+    #[error("cannot create vCPU {id}")]
+    CreateVcpu {
+        /// The vCPU id.
+        id: u64,
+        /// The KVM error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// A vCPU state ioctl failed.
+    #[error("{ioctl} on the check vCPU failed")]
+    VcpuSetup {
+        /// Which ioctl.
+        ioctl: &'static str,
+        /// The KVM error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// The guest stopped before it finished: `results` holds the checksums of the ranges it
+    /// completed, `range` the one it was working on (if any).
+    #[error(
+        "check guest stopped after {} of {total} ranges{}{}: {stop}",
+        results.len(),
+        fmt_range(range),
+        fmt_rip(rip)
+    )]
+    GuestStopped {
+        /// What happened.
+        stop: GuestStop,
+        /// Guest RIP after the exit, where KVM could tell.
+        rip: Option<u64>,
+        /// The range being checked when it stopped.
+        range: Option<CheckRange>,
+        /// Number of ranges in the run.
+        total: usize,
+        /// Checksums of the ranges completed before it stopped, in order.
+        results: Vec<u64>,
+    },
+}
+
+fn fmt_range(range: &Option<CheckRange>) -> String {
+    match range {
+        Some(r) => format!(" (while checking GPA {:#x}, length {:#x})", r.gpa, r.len),
+        None => String::new(),
+    }
+}
+
+fn fmt_rip(rip: &Option<u64>) -> String {
+    match rip {
+        Some(rip) => format!(" at RIP {rip:#x}"),
+        None => String::new(),
+    }
+}
+
+/// Why a range was refused before the guest ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeProblem {
+    /// The length is 0.
+    Empty,
+    /// The length is not a multiple of 8.
+    LengthNotMultipleOf8,
+    /// GPA + length overflows `u64`.
+    Overflow,
+    /// The range ends above the highest address the page tables map.
+    AboveMapLimit {
+        /// The limit (exclusive).
+        limit: u64,
+    },
+    /// The range overlaps the check guest's own scratch area.
+    OverlapsScratch {
+        /// Scratch area GPA.
+        scratch_gpa: u64,
+    },
+}
+
+impl fmt::Display for RangeProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RangeProblem::Empty => write!(f, "the length is 0"),
+            RangeProblem::LengthNotMultipleOf8 => write!(f, "the length is not a multiple of 8"),
+            RangeProblem::Overflow => write!(f, "GPA + length overflows 64 bits"),
+            RangeProblem::AboveMapLimit { limit } => {
+                write!(f, "it ends above the mappable limit {limit:#x}")
+            }
+            RangeProblem::OverlapsScratch { scratch_gpa } => write!(
+                f,
+                "it overlaps the check guest's scratch area at GPA {scratch_gpa:#x}, length {SCRATCH_SIZE:#x}"
+            ),
+        }
+    }
+}
+
+/// How the guest stopped when it did not finish.
+#[derive(Debug)]
+pub enum GuestStop {
+    /// `KVM_EXIT_SHUTDOWN`: the vCPU faulted (with no IDT, any exception becomes a triple fault),
+    /// e.g. a page fault on an address the page tables do not map.
+    Shutdown,
+    /// `KVM_EXIT_INTERNAL_ERROR` with KVM's suberror code (1 = emulation failure).
+    InternalError {
+        /// `kvm_run.internal.suberror`.
+        suberror: u32,
+    },
+    /// `KVM_EXIT_FAIL_ENTRY`: the hardware refused to enter the guest.
+    FailEntry {
+        /// `hardware_entry_failure_reason`.
+        reason: u64,
+        /// Host CPU.
+        cpu: u32,
+    },
+    /// The guest read a GPA no memslot covers (`KVM_EXIT_MMIO`, read): the range is not backed by
+    /// memory.
+    UnbackedRead {
+        /// The GPA read.
+        gpa: u64,
+        /// Bytes read.
+        len: usize,
+    },
+    /// The guest wrote somewhere other than the report address or completion record, or wrote the
+    /// wrong size.
+    UnexpectedWrite {
+        /// The GPA written.
+        gpa: u64,
+        /// The bytes written.
+        data: Vec<u8>,
+    },
+    /// The guest reported more results than ranges.
+    ExtraResult {
+        /// The surplus value.
+        value: u64,
+    },
+    /// The completion record does not match the number of results seen.
+    BadCompletion {
+        /// Ranges the guest says it checked.
+        reported: u64,
+    },
+    /// `KVM_RUN` itself failed (other than `EINTR`/`EAGAIN`, which are retried).
+    RunFailed(kvm_ioctls::Error),
+    /// Any other exit, as `kvm-ioctls` describes it.
+    OtherExit(String),
+}
+
+impl fmt::Display for GuestStop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GuestStop::Shutdown => write!(f, "KVM_EXIT_SHUTDOWN (the guest faulted)"),
+            GuestStop::InternalError { suberror } => {
+                write!(f, "KVM_EXIT_INTERNAL_ERROR, suberror {suberror}")
+            }
+            GuestStop::FailEntry { reason, cpu } => write!(
+                f,
+                "KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x} on host CPU {cpu}"
+            ),
+            GuestStop::UnbackedRead { gpa, len } => write!(
+                f,
+                "read of {len} bytes at GPA {gpa:#x}, which no memslot covers"
+            ),
+            GuestStop::UnexpectedWrite { gpa, data } => {
+                write!(f, "unexpected MMIO write of {data:02x?} to GPA {gpa:#x}")
+            }
+            GuestStop::ExtraResult { value } => {
+                write!(f, "a result ({value:#x}) beyond the last range")
+            }
+            GuestStop::BadCompletion { reported } => {
+                write!(f, "completion record says {reported} ranges were checked")
+            }
+            GuestStop::RunFailed(e) => write!(f, "KVM_RUN failed: {e}"),
+            GuestStop::OtherExit(exit) => write!(f, "unexpected exit {exit}"),
+        }
+    }
+}
+
+/// The function the guest computes, over `bytes` read as little-endian `u64` words `w[0..n]`.
+///
+/// A Fletcher-style pair with wrapping 64-bit additions: `a` starts at 1 and `b` at 0; for each
+/// word, `a += w; b += a`. The result is `a ^ b.rotate_left(32)`. `b` weighs each word by its
+/// distance from the end (`b = n + sum((n - i) * w[i])`), so reordered, swapped or shifted data
+/// changes the result, and `a` starting at 1 makes the length count even for zeros.
+/// It is a test checksum, not a cryptographic hash.
+///
+/// Refuses a length that is not a multiple of 8.
+pub fn checksum(bytes: &[u8]) -> Result<u64, Error> {
+    if bytes.len() % 8 != 0 {
+        return Err(Error::LengthNotMultipleOf8 { len: bytes.len() });
+    }
+    let (mut a, mut b) = (1u64, 0u64);
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        a = a.wrapping_add(u64::from_le_bytes(word));
+        b = b.wrapping_add(a);
+    }
+    Ok(a ^ b.rotate_left(32))
+}
+
+/// A guest-physical range to checksum: `len` bytes (a non-zero multiple of 8) from `gpa`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CheckRange {
+    /// First guest-physical address (any alignment).
+    pub gpa: u64,
+    /// Length in bytes: non-zero, a multiple of 8.
+    pub len: u64,
+}
+
+impl CheckRange {
+    /// A range of `len` bytes from `gpa`.
+    pub fn new(gpa: u64, len: u64) -> CheckRange {
+        CheckRange { gpa, len }
+    }
+}
+
+/// Checks every range against the rules of [`CheckGuest::run`]; `map_limit` is the exclusive top
+/// of the identity map.
+fn validate(ranges: &[CheckRange], scratch_gpa: u64, map_limit: u64) -> Result<(), Error> {
+    if ranges.len() > MAX_RANGES {
+        return Err(Error::TooManyRanges {
+            count: ranges.len(),
+            max: MAX_RANGES,
+        });
+    }
+    let scratch_end = scratch_gpa.saturating_add(SCRATCH_SIZE);
+    for (index, r) in ranges.iter().enumerate() {
+        let refuse = |reason| Error::InvalidRange {
+            index,
+            gpa: r.gpa,
+            len: r.len,
+            reason,
+        };
+        if r.len == 0 {
+            return Err(refuse(RangeProblem::Empty));
+        }
+        if r.len % 8 != 0 {
+            return Err(refuse(RangeProblem::LengthNotMultipleOf8));
+        }
+        let end = r
+            .gpa
+            .checked_add(r.len)
+            .ok_or(refuse(RangeProblem::Overflow))?;
+        if end > map_limit {
+            return Err(refuse(RangeProblem::AboveMapLimit { limit: map_limit }));
+        }
+        if r.gpa < scratch_end && scratch_gpa < end {
+            return Err(refuse(RangeProblem::OverlapsScratch { scratch_gpa }));
+        }
+    }
+    Ok(())
+}
+
+/// The guest's physical address width from the host-supported CPUID leaf 0x8000_0008.
+fn phys_bits(cpuid: &kvm_bindings::CpuId) -> u32 {
+    cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0x8000_0008 && e.index == 0)
+        .map(|e| e.eax & 0xff)
+        .filter(|bits| (32..=64).contains(bits))
+        .unwrap_or(DEFAULT_PHYS_BITS)
+}
+
+/// The exclusive top of the identity map for a guest with `phys_bits` of physical address.
+fn map_limit(phys_bits: u32) -> u64 {
+    MAX_MAPPED_GPA.min(1u64.checked_shl(phys_bits).unwrap_or(u64::MAX))
+}
+
+/// A check guest on one VM: its scratch memslot (removed on drop) and one vCPU.
+///
+/// Create it with [`CheckGuest::new`], then call [`CheckGuest::run`] as often as needed.
+#[derive(Debug)]
+pub struct CheckGuest<'vm> {
+    vm: &'vm VmFd,
+    vcpu: VcpuFd,
+    /// The memslot's host memory (anonymous, private). `None` only during drop.
+    scratch: Option<MmapRegion>,
+    slot: u32,
+    scratch_gpa: u64,
+    map_limit: u64,
+}
+
+impl<'vm> CheckGuest<'vm> {
+    /// Sets up a check guest on `vm` with vCPU id [`DEFAULT_VCPU_ID`]; see
+    /// [`CheckGuest::with_vcpu_id`].
+    pub fn new(
+        vm: &'vm VmFd,
+        scratch_slot: u32,
+        scratch_gpa: u64,
+    ) -> Result<CheckGuest<'vm>, Error> {
+        CheckGuest::with_vcpu_id(vm, scratch_slot, scratch_gpa, DEFAULT_VCPU_ID)
+    }
+
+    /// Sets up a check guest on `vm`.
+    ///
+    /// `scratch_gpa` is a 2 MiB-aligned guest-physical address; `[scratch_gpa, scratch_gpa +
+    /// SCRATCH_SIZE)` must be covered by none of the caller's memslots. The guest's code, page
+    /// tables, stack and range table go in a memslot with id `scratch_slot` (anonymous memory)
+    /// over the first [`SCRATCH_SLOT_SIZE`] bytes; the memslot is removed when the `CheckGuest` is
+    /// dropped. The vCPU `vcpu_id` is created here, given the host-supported CPUID, and kept.
+    ///
+    /// The page tables identity-map every 2 MiB page below [`CheckGuest::map_limit`].
+    pub fn with_vcpu_id(
+        vm: &'vm VmFd,
+        scratch_slot: u32,
+        scratch_gpa: u64,
+        vcpu_id: u64,
+    ) -> Result<CheckGuest<'vm>, Error> {
+        if scratch_gpa % SCRATCH_ALIGN != 0 {
+            return Err(Error::ScratchMisaligned { gpa: scratch_gpa });
+        }
+        let kvm = Kvm::new().map_err(Error::OpenKvm)?;
+        let cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(Error::SupportedCpuid)?;
+        let map_limit = map_limit(phys_bits(&cpuid));
+        if scratch_gpa
+            .checked_add(SCRATCH_SIZE)
+            .is_none_or(|end| end > map_limit)
+        {
+            return Err(Error::ScratchOutsideMap {
+                gpa: scratch_gpa,
+                limit: map_limit,
+            });
+        }
+
+        let scratch =
+            MmapRegion::<()>::new(SCRATCH_SLOT_SIZE as usize).map_err(|e| Error::MapScratch {
+                len: SCRATCH_SLOT_SIZE,
+                source: match e {
+                    vm_memory::mmap::MmapRegionError::Mmap(io) => io,
+                    other => std::io::Error::other(other.to_string()),
+                },
+            })?;
+        // Everything below the range table: page tables, code, stack.
+        let mut image = vec![0u8; TABLE_OFFSET as usize];
+        layout::build_page_tables(&mut image, scratch_gpa, map_limit);
+        let code_at = CODE_OFFSET as usize;
+        image[code_at..code_at + code::GUEST_CODE.len()].copy_from_slice(&code::GUEST_CODE);
+        scratch.as_volatile_slice().copy_from(&image);
+
+        let vcpu = vm
+            .create_vcpu(vcpu_id)
+            .map_err(|source| Error::CreateVcpu {
+                id: vcpu_id,
+                source,
+            })?;
+        vcpu.set_cpuid2(&cpuid).map_err(|source| Error::VcpuSetup {
+            ioctl: "KVM_SET_CPUID2",
+            source,
+        })?;
+
+        // The memslot goes in last: nothing fallible follows, so it never outlives `scratch`
+        // without a `CheckGuest` whose drop removes it.
+        let region = kvm_userspace_memory_region {
+            slot: scratch_slot,
+            flags: 0,
+            guest_phys_addr: scratch_gpa,
+            memory_size: SCRATCH_SLOT_SIZE,
+            userspace_addr: scratch.as_ptr() as u64,
+        };
+        // SAFETY: `userspace_addr..+memory_size` is the live anonymous mapping `scratch`, which the
+        // returned `CheckGuest` owns; its `Drop` removes this memslot before unmapping (and leaks
+        // the mapping if removal fails), so the guest never sees memory the host reused.
+        unsafe { vm.set_user_memory_region(region) }.map_err(|source| Error::SetMemslot {
+            slot: scratch_slot,
+            gpa: scratch_gpa,
+            len: SCRATCH_SLOT_SIZE,
+            source,
+        })?;
+
+        Ok(CheckGuest {
+            vm,
+            vcpu,
+            scratch: Some(scratch),
+            slot: scratch_slot,
+            scratch_gpa,
+            map_limit,
+        })
+    }
+
+    /// The exclusive top of the identity map: every range must end at or below it. The lower of
+    /// [`MAX_MAPPED_GPA`] and `2^MAXPHYADDR` from the host-supported CPUID (36 bits if absent).
+    pub fn map_limit(&self) -> u64 {
+        self.map_limit
+    }
+
+    /// The scratch area's guest-physical address.
+    pub fn scratch_gpa(&self) -> u64 {
+        self.scratch_gpa
+    }
+
+    /// The guest-physical address the guest reports results to (no memslot covers it).
+    pub fn report_gpa(&self) -> u64 {
+        self.scratch_gpa + REPORT_OFFSET
+    }
+
+    /// Checksums every range in order on the vCPU and returns the results in order:
+    /// `result[i] == checksum(bytes of ranges[i])`.
+    ///
+    /// Refused before running (typed [`Error::InvalidRange`] / [`Error::TooManyRanges`]): an empty
+    /// range, a length that is not a multiple of 8, a range whose end overflows or lies above
+    /// [`CheckGuest::map_limit`], a range overlapping the scratch area, more than [`MAX_RANGES`]
+    /// ranges. A range over GPAs no memslot backs makes the guest stop with
+    /// [`GuestStop::UnbackedRead`]; every stop is an [`Error::GuestStopped`] carrying the results
+    /// so far. The guest can be run again after a stop.
+    pub fn run(&mut self, ranges: &[CheckRange]) -> Result<Vec<u64>, Error> {
+        validate(ranges, self.scratch_gpa, self.map_limit)?;
+        self.finish_pending_exit()?;
+        self.write_table(ranges)?;
+        self.set_entry_state(ranges.len() as u64)?;
+
+        let report = self.report_gpa();
+        let done = self.scratch_gpa + DONE_OFFSET;
+        let mut results = Vec::with_capacity(ranges.len());
+        loop {
+            let stop = match self.vcpu.run() {
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) => GuestStop::RunFailed(e),
+                Ok(VcpuExit::MmioWrite(gpa, data)) if data.len() == 8 && gpa == report => {
+                    let value = le_u64(data);
+                    if results.len() < ranges.len() {
+                        results.push(value);
+                        continue;
+                    }
+                    GuestStop::ExtraResult { value }
+                }
+                Ok(VcpuExit::MmioWrite(gpa, data)) if data.len() == 8 && gpa == done => {
+                    let reported = le_u64(data);
+                    if reported == results.len() as u64 && results.len() == ranges.len() {
+                        return Ok(results);
+                    }
+                    GuestStop::BadCompletion { reported }
+                }
+                Ok(VcpuExit::MmioWrite(gpa, data)) => GuestStop::UnexpectedWrite {
+                    gpa,
+                    data: data.to_vec(),
+                },
+                Ok(VcpuExit::MmioRead(gpa, data)) => GuestStop::UnbackedRead {
+                    gpa,
+                    len: data.len(),
+                },
+                Ok(VcpuExit::Shutdown) => GuestStop::Shutdown,
+                Ok(VcpuExit::InternalError) => GuestStop::InternalError {
+                    suberror: self.internal_suberror(),
+                },
+                Ok(VcpuExit::FailEntry(reason, cpu)) => GuestStop::FailEntry { reason, cpu },
+                Ok(other) => GuestStop::OtherExit(format!("{other:?}")),
+            };
+            return Err(Error::GuestStopped {
+                stop,
+                rip: self.vcpu.get_regs().ok().map(|r| r.rip),
+                range: ranges.get(results.len()).copied(),
+                total: ranges.len(),
+                results,
+            });
+        }
+    }
+
+    /// Lets KVM finish the instruction of the previous run's last exit without running guest code.
+    ///
+    /// KVM completes an MMIO access only on the next `KVM_RUN`, from state userspace cannot see or
+    /// reset: a new run started with `KVM_SET_REGS` alone would first replay the old access (seen
+    /// here: after an unbacked read, the next run reported that read again). `KVM_RUN` with
+    /// `immediate_exit` set finishes pending work and returns `EINTR` before entering the guest.
+    fn finish_pending_exit(&mut self) -> Result<(), Error> {
+        self.vcpu.set_kvm_immediate_exit(1);
+        let result = self.vcpu.run().map(|_| ());
+        self.vcpu.set_kvm_immediate_exit(0);
+        match result {
+            Err(e) if e.errno() != libc::EINTR && e.errno() != libc::EAGAIN => {
+                Err(Error::VcpuSetup {
+                    ioctl: "KVM_RUN (immediate_exit, to finish the previous exit)",
+                    source: e,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `kvm_run.internal.suberror` after a `KVM_EXIT_INTERNAL_ERROR`.
+    fn internal_suberror(&mut self) -> u32 {
+        let run = self.vcpu.get_kvm_run();
+        // SAFETY: called only right after KVM_RUN returned exit reason KVM_EXIT_INTERNAL_ERROR, for
+        // which the kernel fills the `internal` member of the exit union; reading a `u32` from it
+        // is a plain load of initialised memory.
+        unsafe { run.__bindgen_anon_1.internal.suberror }
+    }
+
+    /// Writes the range table into the scratch memslot. `ranges` is validated: it fits.
+    fn write_table(&self, ranges: &[CheckRange]) -> Result<(), Error> {
+        let table: Vec<u8> = ranges
+            .iter()
+            .flat_map(|r| r.gpa.to_le_bytes().into_iter().chain(r.len.to_le_bytes()))
+            .collect();
+        self.scratch
+            .as_ref()
+            .and_then(|s| {
+                s.as_volatile_slice()
+                    .write_slice(&table, TABLE_OFFSET as usize)
+                    .ok()
+            })
+            .ok_or(Error::TooManyRanges {
+                count: ranges.len(),
+                max: MAX_RANGES,
+            })
+    }
+
+    /// Puts the vCPU in 64-bit mode at CPL 3 at the start of the guest code.
+    fn set_entry_state(&self, count: u64) -> Result<(), Error> {
+        let mut sregs: kvm_sregs = self.vcpu.get_sregs().map_err(|source| Error::VcpuSetup {
+            ioctl: "KVM_GET_SREGS",
+            source,
+        })?;
+        let code = kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector: CS_SELECTOR,
+            type_: 0xb, // execute/read, accessed
+            present: 1,
+            dpl: 3,
+            db: 0,
+            s: 1,
+            l: 1,
+            g: 1,
+            ..Default::default()
+        };
+        let data = kvm_segment {
+            selector: DS_SELECTOR,
+            type_: 0x3, // read/write, accessed
+            db: 1,
+            l: 0,
+            ..code
+        };
+        sregs.cs = code;
+        sregs.ds = data;
+        sregs.es = data;
+        sregs.fs = data;
+        sregs.gs = data;
+        sregs.ss = data;
+        sregs.tr = kvm_segment {
+            base: 0,
+            limit: 0x67,
+            selector: 0,
+            type_: 0xb, // busy 64-bit TSS
+            present: 1,
+            ..Default::default()
+        };
+        sregs.cr0 = CR0_PE | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+        sregs.cr3 = self.scratch_gpa + PML4_OFFSET;
+        sregs.cr4 = CR4_PAE;
+        sregs.efer = EFER_LME | EFER_LMA;
+        self.vcpu
+            .set_sregs(&sregs)
+            .map_err(|source| Error::VcpuSetup {
+                ioctl: "KVM_SET_SREGS",
+                source,
+            })?;
+
+        let regs = kvm_regs {
+            rip: self.scratch_gpa + CODE_OFFSET,
+            rsp: self.scratch_gpa + STACK_TOP_OFFSET,
+            rsi: self.scratch_gpa + TABLE_OFFSET,
+            rcx: count,
+            rdi: self.report_gpa(),
+            rflags: RFLAGS_RESERVED,
+            ..Default::default()
+        };
+        self.vcpu
+            .set_regs(&regs)
+            .map_err(|source| Error::VcpuSetup {
+                ioctl: "KVM_SET_REGS",
+                source,
+            })
+    }
+}
+
+fn le_u64(data: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    let n = data.len().min(8);
+    word[..n].copy_from_slice(&data[..n]);
+    u64::from_le_bytes(word)
+}
+
+impl Drop for CheckGuest<'_> {
+    fn drop(&mut self) {
+        let Some(scratch) = self.scratch.take() else {
+            return;
+        };
+        let region = kvm_userspace_memory_region {
+            slot: self.slot,
+            flags: 0,
+            guest_phys_addr: self.scratch_gpa,
+            memory_size: 0,
+            userspace_addr: scratch.as_ptr() as u64,
+        };
+        // SAFETY: a zero `memory_size` deletes the memslot; it makes KVM stop using the mapping
+        // rather than start.
+        let removed = unsafe { self.vm.set_user_memory_region(region) };
+        if removed.is_err() {
+            // KVM may still point at the mapping: never hand that memory back to the host.
+            std::mem::forget(scratch);
+        }
+        // Otherwise `scratch` is unmapped here, after the memslot is gone.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_by_hand() {
+        // No words: a = 1, b = 0.
+        assert_eq!(checksum(&[]).unwrap(), 1);
+        // [1]: a = 2, b = 2 -> 2 ^ (2 << 32).
+        assert_eq!(
+            checksum(&1u64.to_le_bytes()).unwrap(),
+            0x0000_0002_0000_0002
+        );
+        // [1, 2]: a = 2, 4; b = 2, 6 -> 4 ^ (6 << 32).
+        let mut two = 1u64.to_le_bytes().to_vec();
+        two.extend_from_slice(&2u64.to_le_bytes());
+        assert_eq!(checksum(&two).unwrap(), 0x0000_0006_0000_0004);
+        // [2, 1]: a = 3, 4; b = 3, 7 -> 4 ^ (7 << 32): swapping words changes the result.
+        let mut swapped = 2u64.to_le_bytes().to_vec();
+        swapped.extend_from_slice(&1u64.to_le_bytes());
+        assert_eq!(checksum(&swapped).unwrap(), 0x0000_0007_0000_0004);
+        // [u64::MAX]: a = 1 + MAX wraps to 0, b = 0.
+        assert_eq!(checksum(&[0xff; 8]).unwrap(), 0);
+        // Little-endian: bytes 01 00 .. 00 is the word 1, bytes 00 .. 00 01 is 1 << 56.
+        let mut high = [0u8; 8];
+        high[7] = 1;
+        // a = 1 + 2^56, b = a -> a ^ rol(a, 32) = (2^56 + 1) ^ (2^24 + 2^32).
+        assert_eq!(
+            checksum(&high).unwrap(),
+            (1u64 << 56) ^ 1 ^ (1 << 24) ^ (1 << 32)
+        );
+    }
+
+    #[test]
+    fn zeros_of_different_lengths_differ() {
+        // n zero words: a = 1, b = n.
+        assert_eq!(checksum(&[0; 8]).unwrap(), 1 ^ (1 << 32));
+        assert_eq!(checksum(&[0; 24]).unwrap(), 1 ^ (3 << 32));
+        // Shifting a word by one position: [0, 1] -> a = 2, b = 1 + 2 = 3; [1, 0] -> a = 2, b = 4.
+        let mut a = [0u8; 16];
+        a[8] = 1;
+        let mut b = [0u8; 16];
+        b[0] = 1;
+        assert_eq!(checksum(&a).unwrap(), 2 ^ (3 << 32));
+        assert_eq!(checksum(&b).unwrap(), 2 ^ (4 << 32));
+    }
+
+    #[test]
+    fn checksum_refuses_partial_words() {
+        for len in [1usize, 7, 9, 15] {
+            match checksum(&vec![0u8; len]) {
+                Err(Error::LengthNotMultipleOf8 { len: l }) => assert_eq!(l, len),
+                other => panic!("len {len}: {other:?}"),
+            }
+        }
+    }
+
+    const SCRATCH: u64 = 64 << 20;
+    const LIMIT: u64 = 1 << 36;
+
+    fn problem(ranges: &[CheckRange]) -> (usize, RangeProblem) {
+        match validate(ranges, SCRATCH, LIMIT) {
+            Err(Error::InvalidRange { index, reason, .. }) => (index, reason),
+            other => panic!("{ranges:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_refuses_bad_ranges() {
+        let ok = CheckRange::new(0, 8);
+        assert_eq!(
+            problem(&[ok, CheckRange::new(0, 0)]),
+            (1, RangeProblem::Empty)
+        );
+        assert_eq!(
+            problem(&[CheckRange::new(8, 12)]),
+            (0, RangeProblem::LengthNotMultipleOf8)
+        );
+        assert_eq!(
+            problem(&[CheckRange::new(u64::MAX - 7, 16)]),
+            (0, RangeProblem::Overflow)
+        );
+        assert_eq!(
+            problem(&[CheckRange::new(LIMIT - 8, 16)]),
+            (0, RangeProblem::AboveMapLimit { limit: LIMIT })
+        );
+        // Touching either end of the scratch area.
+        for r in [
+            CheckRange::new(SCRATCH - 8, 16),
+            CheckRange::new(SCRATCH + SCRATCH_SIZE - 8, 8),
+            CheckRange::new(SCRATCH + REPORT_OFFSET, 8),
+        ] {
+            assert_eq!(
+                problem(&[ok, ok, r]),
+                (
+                    2,
+                    RangeProblem::OverlapsScratch {
+                        scratch_gpa: SCRATCH
+                    }
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn validation_accepts_edges() {
+        let ranges = [
+            CheckRange::new(SCRATCH - 8, 8),
+            CheckRange::new(SCRATCH + SCRATCH_SIZE, 8),
+            CheckRange::new(LIMIT - 8, 8),
+            CheckRange::new(3, 16), // any alignment
+        ];
+        assert!(validate(&ranges, SCRATCH, LIMIT).is_ok());
+        assert!(validate(&[], SCRATCH, LIMIT).is_ok());
+    }
+
+    #[test]
+    fn validation_refuses_too_many_ranges() {
+        let ranges = vec![CheckRange::new(0, 8); MAX_RANGES + 1];
+        match validate(&ranges, SCRATCH, LIMIT) {
+            Err(Error::TooManyRanges { count, max }) => {
+                assert_eq!((count, max), (MAX_RANGES + 1, MAX_RANGES))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(validate(&ranges[1..], SCRATCH, LIMIT).is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_range() {
+        let e = validate(&[CheckRange::new(0x1000, 12)], SCRATCH, LIMIT).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "range 0 (GPA 0x1000, length 0xc) refused: the length is not a multiple of 8"
+        );
+        let e = Error::GuestStopped {
+            stop: GuestStop::UnbackedRead {
+                gpa: 0x5000,
+                len: 8,
+            },
+            rip: Some(0x20_201e),
+            range: Some(CheckRange::new(0x4000, 0x2000)),
+            total: 3,
+            results: vec![7],
+        };
+        assert_eq!(
+            e.to_string(),
+            "check guest stopped after 1 of 3 ranges (while checking GPA 0x4000, length 0x2000) \
+             at RIP 0x20201e: read of 8 bytes at GPA 0x5000, which no memslot covers"
+        );
+    }
+
+    #[test]
+    fn phys_bits_reads_leaf_0x80000008() {
+        let entry = |function, eax| kvm_bindings::kvm_cpuid_entry2 {
+            function,
+            eax,
+            ..Default::default()
+        };
+        let cpuid =
+            kvm_bindings::CpuId::from_entries(&[entry(0, 0x10), entry(0x8000_0008, 0x3030)])
+                .unwrap();
+        assert_eq!(phys_bits(&cpuid), 0x30);
+        let cpuid = kvm_bindings::CpuId::from_entries(&[entry(0, 0x10)]).unwrap();
+        assert_eq!(phys_bits(&cpuid), 36);
+        assert_eq!(map_limit(36), 64 << 30);
+        assert_eq!(map_limit(39), 512 << 30);
+        assert_eq!(map_limit(48), MAX_MAPPED_GPA);
+        assert_eq!(map_limit(64), MAX_MAPPED_GPA);
+    }
+
+    /// The guest shutting down (here: `ud2` with no IDT) is a typed stop, and the guest runs again
+    /// afterwards. Needs /dev/kvm; lives here because it overwrites the guest code.
+    #[test]
+    fn fault_in_the_guest_is_a_shutdown_stop() {
+        let Some(kvm) = gmem::testing::require_kvm("fault_in_the_guest_is_a_shutdown_stop") else {
+            return;
+        };
+        let vm = kvm.create_vm().unwrap();
+        let scratch_gpa = 1u64 << 30;
+        let mut guest = CheckGuest::new(&vm, 0, scratch_gpa).unwrap();
+        let patch_code = |guest: &CheckGuest, bytes: &[u8]| {
+            let scratch = guest.scratch.as_ref().unwrap().as_volatile_slice();
+            scratch.write_slice(bytes, CODE_OFFSET as usize).unwrap();
+        };
+        patch_code(&guest, &[0x0f, 0x0b]); // ud2
+        match guest.run(&[]) {
+            Err(Error::GuestStopped {
+                stop: GuestStop::Shutdown,
+                rip,
+                range: None,
+                total: 0,
+                results,
+            }) => {
+                assert!(results.is_empty());
+                // #UD is a fault: RIP stays on the faulting instruction.
+                assert_eq!(rip, Some(scratch_gpa + CODE_OFFSET));
+            }
+            other => panic!("expected a shutdown, got {other:?}"),
+        }
+        patch_code(&guest, &code::GUEST_CODE[..2]);
+        assert_eq!(guest.run(&[]).unwrap(), Vec::<u64>::new());
+    }
+}

@@ -1,0 +1,319 @@
+//! The check guest on the real /dev/kvm, over plain anonymous-memory memslots.
+
+use gmem::testing::require_kvm;
+use guest_check::{
+    checksum, CheckGuest, CheckRange, Error, GuestStop, RangeProblem, SCRATCH_SIZE,
+    SCRATCH_SLOT_SIZE,
+};
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, VmFd};
+use std::time::Instant;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// A VM whose memslots `0..n` are anonymous memory filled with [`pattern`]. Field order matters:
+/// the VM (and so its memslots) goes before the memory.
+struct TestVm {
+    vm: VmFd,
+    mem: GuestMemoryMmap,
+}
+
+impl TestVm {
+    /// Memslot `i` covers `slots[i]` = (GPA, length).
+    fn new(kvm: &Kvm, slots: &[(u64, u64)]) -> TestVm {
+        let ranges: Vec<_> = slots
+            .iter()
+            .map(|&(gpa, len)| (GuestAddress(gpa), len as usize))
+            .collect();
+        let mem = GuestMemoryMmap::from_ranges(&ranges).expect("anonymous guest memory");
+        let vm = kvm.create_vm().expect("KVM_CREATE_VM");
+        for (slot, &(gpa, len)) in slots.iter().enumerate() {
+            let data: Vec<u8> = (gpa..gpa + len).map(pattern).collect();
+            mem.write_slice(&data, GuestAddress(gpa)).expect("fill");
+            let host = mem
+                .get_host_address(GuestAddress(gpa))
+                .expect("host address");
+            let region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: gpa,
+                memory_size: len,
+                userspace_addr: host as u64,
+            };
+            // SAFETY: `host..host + len` is one region of `mem`, which `TestVm` drops only after
+            // the VM fd (field order).
+            unsafe { vm.set_user_memory_region(region) }.expect("KVM_SET_USER_MEMORY_REGION");
+        }
+        TestVm { vm, mem }
+    }
+
+    /// The host's checksums of `ranges` (which may span adjacent memslots).
+    fn expected(&self, ranges: &[CheckRange]) -> Vec<u64> {
+        ranges
+            .iter()
+            .map(|r| {
+                let mut bytes = vec![0u8; r.len as usize];
+                self.mem
+                    .read_slice(&mut bytes, GuestAddress(r.gpa))
+                    .expect("range in test memory");
+                checksum(&bytes).expect("multiple of 8")
+            })
+            .collect()
+    }
+}
+
+/// A byte pattern with no short period, so shifted or swapped data differs.
+fn pattern(gpa: u64) -> u8 {
+    let x = gpa.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (x >> 56) as u8 ^ (gpa >> 12) as u8
+}
+
+#[test]
+fn guest_checksums_equal_host_checksums() {
+    let Some(kvm) = require_kvm("guest_checksums_equal_host_checksums") else {
+        return;
+    };
+    let t = TestVm::new(&kvm, &[(0, 4 * MIB)]);
+    let ranges = [
+        CheckRange::new(0, 4 * MIB),
+        CheckRange::new(0x1000, 8),
+        // Unaligned start, crossing the 2 MiB page boundary.
+        CheckRange::new(2 * MIB - 0x1003, 0x2000),
+        CheckRange::new(4 * MIB - 8, 8),
+    ];
+    let want = t.expected(&ranges);
+    let mut guest = CheckGuest::new(&t.vm, 1, GIB).expect("CheckGuest::new");
+    assert_eq!(guest.run(&ranges).expect("run"), want);
+    // An empty list finishes at once.
+    assert_eq!(guest.run(&[]).expect("empty run"), Vec::<u64>::new());
+}
+
+#[test]
+fn one_changed_byte_changes_the_checksum() {
+    let Some(kvm) = require_kvm("one_changed_byte_changes_the_checksum") else {
+        return;
+    };
+    let t = TestVm::new(&kvm, &[(0, 2 * MIB)]);
+    let range = [CheckRange::new(0, 2 * MIB)];
+    let before_host = t.expected(&range);
+    let mut guest = CheckGuest::new(&t.vm, 1, 2 * MIB).expect("CheckGuest::new");
+    let before = guest.run(&range).expect("first run");
+    assert_eq!(before, before_host);
+
+    // One byte in the middle, changed through the host mapping; the same guest runs again.
+    let at = GuestAddress(0x12_3457);
+    let byte: u8 = t.mem.read_obj(at).expect("read byte");
+    t.mem.write_obj(byte ^ 0x10, at).expect("write byte");
+    let after = guest.run(&range).expect("second run");
+    assert_ne!(after, before);
+    assert_eq!(after, t.expected(&range));
+}
+
+#[test]
+fn ranges_across_memslots_are_reported_in_order() {
+    let Some(kvm) = require_kvm("ranges_across_memslots_are_reported_in_order") else {
+        return;
+    };
+    // Two adjacent memslots, and a third above 64 GiB: mapping it needs the guest's MAXPHYADDR
+    // from the CPUID (with none, KVM assumes 36 bits and the guest faults).
+    let high = 100 * GIB + 6 * MIB;
+    let t = TestVm::new(&kvm, &[(0, 2 * MIB), (2 * MIB, 4 * MIB), (high, 2 * MIB)]);
+    let mut guest = CheckGuest::new(&t.vm, 3, 16 * GIB).expect("CheckGuest::new");
+    assert!(
+        guest.map_limit() > high + 2 * MIB,
+        "map limit {:#x}",
+        guest.map_limit()
+    );
+
+    // Not in GPA order: the results must follow the given order.
+    let ranges = [
+        CheckRange::new(high + 0x100, MIB),
+        CheckRange::new(2 * MIB - 0x800, 0x1000), // spans slots 0 and 1
+        CheckRange::new(0, 2 * MIB),
+        CheckRange::new(3 * MIB, 3 * MIB),
+        CheckRange::new(high, 2 * MIB),
+    ];
+    let want = t.expected(&ranges);
+    let got = guest.run(&ranges).expect("run");
+    assert_eq!(got, want);
+    // Every result distinct: the data differs per slot, so no range can stand in for another.
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), got.len());
+}
+
+#[test]
+fn sixty_four_mib_at_native_speed() {
+    let Some(kvm) = require_kvm("sixty_four_mib_at_native_speed") else {
+        return;
+    };
+    let t = TestVm::new(&kvm, &[(0, 64 * MIB)]);
+    let range = [CheckRange::new(0, 64 * MIB)];
+    let mut guest = CheckGuest::new(&t.vm, 1, GIB).expect("CheckGuest::new");
+    let host_start = Instant::now();
+    let want = t.expected(&range);
+    let host_time = host_start.elapsed();
+    for round in 0..2 {
+        let start = Instant::now();
+        let got = guest.run(&range).expect("run");
+        let guest_time = start.elapsed();
+        assert_eq!(got, want);
+        println!(
+            "64 MiB checksum, round {round}: guest (CPL 3, through KVM_RUN) {guest_time:?}, host {host_time:?}"
+        );
+    }
+}
+
+#[test]
+fn unbacked_range_stops_the_guest_with_partial_results() {
+    let Some(kvm) = require_kvm("unbacked_range_stops_the_guest_with_partial_results") else {
+        return;
+    };
+    let t = TestVm::new(&kvm, &[(0, 2 * MIB)]);
+    let good = CheckRange::new(0x100, 0x1000);
+    // Starts in slot 0, runs off its end into GPAs no memslot covers.
+    let runs_off = CheckRange::new(2 * MIB - 16, 32);
+    let want = t.expected(&[good]);
+    let mut guest = CheckGuest::new(&t.vm, 1, GIB).expect("CheckGuest::new");
+    match guest.run(&[good, runs_off, good]) {
+        Err(Error::GuestStopped {
+            stop: GuestStop::UnbackedRead { gpa, len },
+            rip,
+            range,
+            total,
+            results,
+        }) => {
+            assert_eq!(gpa, 2 * MIB, "the first unbacked word");
+            assert_eq!(len, 8);
+            assert_eq!(range, Some(runs_off));
+            assert_eq!(total, 3);
+            assert_eq!(results, want);
+            let rip = rip.expect("RIP readable after an MMIO exit");
+            assert!(
+                (GIB..GIB + SCRATCH_SLOT_SIZE).contains(&rip),
+                "RIP {rip:#x} in the guest code"
+            );
+        }
+        other => panic!("expected an unbacked read, got {other:?}"),
+    }
+    // The guest is still usable.
+    assert_eq!(guest.run(&[good]).expect("run after a stop"), want);
+}
+
+#[test]
+fn bad_ranges_are_refused_before_running() {
+    let Some(kvm) = require_kvm("bad_ranges_are_refused_before_running") else {
+        return;
+    };
+    let t = TestVm::new(&kvm, &[(0, 2 * MIB)]);
+    let scratch = 4 * GIB;
+    let mut guest = CheckGuest::new(&t.vm, 1, scratch).expect("CheckGuest::new");
+    let limit = guest.map_limit();
+    let cases = [
+        (CheckRange::new(0, 12), RangeProblem::LengthNotMultipleOf8),
+        (CheckRange::new(0, 0), RangeProblem::Empty),
+        (CheckRange::new(u64::MAX - 7, 16), RangeProblem::Overflow),
+        (
+            CheckRange::new(limit, 8),
+            RangeProblem::AboveMapLimit { limit },
+        ),
+        (
+            CheckRange::new(scratch + SCRATCH_SIZE - 8, 8),
+            RangeProblem::OverlapsScratch {
+                scratch_gpa: scratch,
+            },
+        ),
+    ];
+    for (bad, want) in cases {
+        // A valid first range: nothing at all may run (it would be an unbacked read here).
+        match guest.run(&[CheckRange::new(0, 8), bad]) {
+            Err(Error::InvalidRange {
+                index,
+                gpa,
+                len,
+                reason,
+            }) => {
+                assert_eq!((index, gpa, len, reason), (1, bad.gpa, bad.len, want));
+            }
+            other => panic!("{bad:?}: expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn scratch_area_setup_errors_and_teardown() {
+    let Some(kvm) = require_kvm("scratch_area_setup_errors_and_teardown") else {
+        return;
+    };
+    let t = TestVm::new(&kvm, &[(0, 2 * MIB)]);
+
+    match CheckGuest::new(&t.vm, 1, GIB + 4096) {
+        Err(Error::ScratchMisaligned { gpa }) => assert_eq!(gpa, GIB + 4096),
+        other => panic!("expected misaligned, got {other:?}"),
+    }
+    // Overlapping the caller's memslot at GPA 0: KVM refuses the memslot.
+    match CheckGuest::with_vcpu_id(&t.vm, 1, 0, 5) {
+        Err(Error::SetMemslot { slot, gpa, len, .. }) => {
+            assert_eq!((slot, gpa, len), (1, 0, SCRATCH_SLOT_SIZE))
+        }
+        other => panic!("expected a memslot error, got {other:?}"),
+    }
+    match CheckGuest::with_vcpu_id(&t.vm, 1, 1 << 62, 6) {
+        Err(Error::ScratchOutsideMap { gpa, .. }) => assert_eq!(gpa, 1 << 62),
+        other => panic!("expected outside map, got {other:?}"),
+    }
+
+    let range = [CheckRange::new(0, 2 * MIB)];
+    let want = t.expected(&range);
+    {
+        let mut first = CheckGuest::with_vcpu_id(&t.vm, 1, GIB, 1).expect("first guest");
+        assert_eq!(first.report_gpa(), GIB + SCRATCH_SLOT_SIZE);
+        assert_eq!(first.run(&range).expect("first run"), want);
+        // A second vCPU id cannot be taken twice.
+        match CheckGuest::with_vcpu_id(&t.vm, 2, 2 * GIB, 1) {
+            Err(Error::CreateVcpu { id, .. }) => assert_eq!(id, 1),
+            other => panic!("expected a vCPU error, got {other:?}"),
+        }
+    }
+    // Dropping the first guest removed its memslot: slot 1 at the same GPA is free again.
+    let mut second = CheckGuest::with_vcpu_id(&t.vm, 1, GIB, 2).expect("slot reused after drop");
+    assert_eq!(second.run(&range).expect("second run"), want);
+}
+
+#[test]
+fn memslot_without_host_access_is_a_typed_stop() {
+    let Some(kvm) = require_kvm("memslot_without_host_access_is_a_typed_stop") else {
+        return;
+    };
+    let t = TestVm::new(&kvm, &[(0, 2 * MIB), (2 * MIB, 2 * MIB)]);
+    // Slot 1's host memory becomes PROT_NONE: KVM cannot fault it in for the guest.
+    let sealed = t
+        .mem
+        .get_host_address(GuestAddress(2 * MIB))
+        .expect("host address");
+    // SAFETY: changes the protection of a region `t.mem` owns; nothing reads it from the host
+    // afterwards, and unmapping ignores protection.
+    let rc = unsafe { libc::mprotect(sealed.cast(), 2 * MIB as usize, libc::PROT_NONE) };
+    assert_eq!(rc, 0, "mprotect");
+
+    let good = CheckRange::new(0, 0x1000);
+    let want = t.expected(&[good]);
+    let mut guest = CheckGuest::new(&t.vm, 2, GIB).expect("CheckGuest::new");
+    match guest.run(&[good, CheckRange::new(2 * MIB, 8)]) {
+        Err(Error::GuestStopped {
+            stop: GuestStop::RunFailed(errno),
+            results,
+            range,
+            ..
+        }) => {
+            assert_eq!(errno.errno(), libc::EFAULT);
+            assert_eq!(results, want);
+            assert_eq!(range, Some(CheckRange::new(2 * MIB, 8)));
+        }
+        other => panic!("expected KVM_RUN to fail with EFAULT, got {other:?}"),
+    }
+    assert_eq!(guest.run(&[good]).expect("run after a stop"), want);
+}
