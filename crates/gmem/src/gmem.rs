@@ -68,6 +68,35 @@ pub(crate) struct Binding {
     pub(crate) len: u64,
 }
 
+/// The guest-physical pieces `(gpa, len)` of the file range `[offset, end)`, in file order, or
+/// [`Error::NotBound`] naming the first offset no binding covers.
+fn gpa_pieces(bindings: &[Binding], offset: u64, end: u64) -> Result<Vec<(u64, u64)>, Error> {
+    let mut bindings = bindings.to_vec();
+    bindings.sort_by_key(|b| b.offset);
+    let mut pieces = Vec::new();
+    let mut at = offset;
+    for b in bindings {
+        let b_end = b.offset + b.len;
+        if b_end <= at || b.offset >= end {
+            continue;
+        }
+        if b.offset > at {
+            break;
+        }
+        let piece_end = b_end.min(end);
+        pieces.push((b.gpa + (at - b.offset), piece_end - at));
+        at = piece_end;
+        if at == end {
+            return Ok(pieces);
+        }
+    }
+    Err(Error::NotBound {
+        offset,
+        len: end - offset,
+        unbound: at,
+    })
+}
+
 /// What the handle and its memslots share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -373,32 +402,8 @@ impl GuestMemfd {
         self.convert(offset, len, MemoryState::Shared)
     }
 
-    /// The guest-physical pieces `(gpa, len)` of `[offset, end)`, in file order.
     fn gpa_pieces(&self, offset: u64, end: u64) -> Result<Vec<(u64, u64)>, Error> {
-        let mut bindings = self.shared.bindings().clone();
-        bindings.sort_by_key(|b| b.offset);
-        let mut pieces = Vec::new();
-        let mut at = offset;
-        for b in bindings {
-            let b_end = b.offset + b.len;
-            if b_end <= at || b.offset >= end {
-                continue;
-            }
-            if b.offset > at {
-                break;
-            }
-            let piece_end = b_end.min(end);
-            pieces.push((b.gpa + (at - b.offset), piece_end - at));
-            at = piece_end;
-            if at == end {
-                return Ok(pieces);
-            }
-        }
-        Err(Error::NotBound {
-            offset,
-            len: end - offset,
-            unbound: at,
-        })
+        gpa_pieces(&self.shared.bindings(), offset, end)
     }
 
     fn set_vm_attributes(&self, pieces: &[(u64, u64)], to: MemoryState) -> Result<(), Error> {
@@ -430,14 +435,75 @@ impl GuestMemfd {
     }
 }
 
+/// The guest_memfd's fd, e.g. for a platform's populate ioctl. What is done with it directly
+/// (such as mapping it with another crate) is outside this handle's shared/private tracking.
 impl AsRawFd for GuestMemfd {
     fn as_raw_fd(&self) -> RawFd {
         self.shared.fd.as_raw_fd()
     }
 }
 
+/// See the `AsRawFd` impl: direct use of the fd is outside the handle's tracking.
 impl AsFd for GuestMemfd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.shared.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(slot: u32, gpa: u64, offset: u64, len: u64) -> Binding {
+        Binding {
+            slot,
+            gpa,
+            offset,
+            len,
+        }
+    }
+
+    #[test]
+    fn gpa_pieces_follow_bindings_in_file_order() {
+        // File [0x0, 0x3000) at GPA 0x10_0000, [0x3000, 0x5000) at GPA 0x80_0000; given unsorted.
+        let bs = [b(2, 0x80_0000, 0x3000, 0x2000), b(1, 0x10_0000, 0, 0x3000)];
+        assert_eq!(
+            gpa_pieces(&bs, 0x1000, 0x4000).unwrap(),
+            [(0x10_1000, 0x2000), (0x80_0000, 0x1000)]
+        );
+        assert_eq!(
+            gpa_pieces(&bs, 0x3000, 0x5000).unwrap(),
+            [(0x80_0000, 0x2000)]
+        );
+        assert!(matches!(
+            gpa_pieces(&bs, 0x4000, 0x6000),
+            Err(Error::NotBound {
+                unbound: 0x5000,
+                ..
+            })
+        ));
+        // A gap between bindings.
+        let gap = [b(1, 0, 0, 0x1000), b(2, 0x2000, 0x2000, 0x1000)];
+        assert!(matches!(
+            gpa_pieces(&gap, 0, 0x3000),
+            Err(Error::NotBound {
+                unbound: 0x1000,
+                ..
+            })
+        ));
+        assert!(matches!(
+            gpa_pieces(&[], 0, 0x1000),
+            Err(Error::NotBound { unbound: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn display_of_path_and_state() {
+        assert_eq!(
+            ConversionPath::VmAttributes.to_string(),
+            "KVM_SET_MEMORY_ATTRIBUTES"
+        );
+        assert_eq!(MemoryState::Private.to_string(), "private");
+        assert_eq!(MemoryState::Shared.to_string(), "shared");
     }
 }

@@ -552,3 +552,72 @@ fn handles_and_views_are_send_and_sync() {
     v.read_at(PAGE - 1, &mut b).unwrap();
     assert_eq!(b, [1, 2]);
 }
+
+#[test]
+fn shared_view_implements_vm_memory_bytes() {
+    let Some((_kvm, vm)) = vm("shared_view_implements_vm_memory_bytes") else {
+        return;
+    };
+    let g = shared_gmem(&vm, 2 * PAGE);
+    let v = g.map_shared(0, 2 * PAGE).unwrap();
+    let end = MemoryRegionAddress(2 * PAGE);
+    // write/read report partial counts at the end of the view.
+    assert_eq!(
+        v.write(&[9; 8], MemoryRegionAddress(2 * PAGE - 3)).unwrap(),
+        3
+    );
+    let mut three = [0u8; 8];
+    assert_eq!(
+        v.read(&mut three, MemoryRegionAddress(2 * PAGE - 3))
+            .unwrap(),
+        3
+    );
+    assert_eq!(three[..3], [9, 9, 9]);
+    v.write_slice(b"abc", MemoryRegionAddress(10)).unwrap();
+    let mut abc = [0u8; 3];
+    v.read_slice(&mut abc, MemoryRegionAddress(10)).unwrap();
+    assert_eq!(&abc, b"abc");
+    assert!(v
+        .write_slice(b"abcd", MemoryRegionAddress(2 * PAGE - 3))
+        .is_err());
+    assert!(v.read_slice(&mut abc, end).is_err());
+    assert!(v.write_slice(b"x", MemoryRegionAddress(u64::MAX)).is_err());
+    // Volatile streams in and out.
+    let src: Vec<u8> = (0..100u8).collect();
+    assert_eq!(
+        v.read_volatile_from(MemoryRegionAddress(100), &mut &src[..], 100)
+            .unwrap(),
+        100
+    );
+    v.read_exact_volatile_from(MemoryRegionAddress(300), &mut &src[..50], 50)
+        .unwrap();
+    let mut out = Vec::new();
+    assert_eq!(
+        v.write_volatile_to(MemoryRegionAddress(100), &mut out, 100)
+            .unwrap(),
+        100
+    );
+    v.write_all_volatile_to(MemoryRegionAddress(300), &mut out, 50)
+        .unwrap();
+    assert_eq!(out[..100], src[..]);
+    assert_eq!(out[100..], src[..50]);
+    // Atomics.
+    v.store(
+        0x55aa_u16,
+        MemoryRegionAddress(512),
+        std::sync::atomic::Ordering::SeqCst,
+    )
+    .unwrap();
+    let mut w = [0u8; 2];
+    v.read_at(512, &mut w).unwrap();
+    assert_eq!(u16::from_le_bytes(w), 0x55aa);
+    assert_eq!(
+        v.load::<u16>(
+            MemoryRegionAddress(512),
+            std::sync::atomic::Ordering::SeqCst
+        )
+        .unwrap(),
+        0x55aa
+    );
+    assert!(format!("{v:?}").contains("len: 8192"));
+}
