@@ -470,7 +470,7 @@ impl<'o, B: Backend> Driver<'o, B> {
             }
             if convert && report.regions[i].converted < len {
                 if let Err(stop) = self.convert_region(&mut report, i, gpa, len, role) {
-                    return Err(self.stopped(report, stop, start));
+                    return Err(self.stopped(report, *stop, start));
                 }
             }
             if released > report.regions[i].populated {
@@ -631,7 +631,7 @@ impl<'o, B: Backend> Driver<'o, B> {
         gpa: u64,
         len: u64,
         role: Role,
-    ) -> Result<(), Stop> {
+    ) -> Result<(), Box<Stop>> {
         let granule = self.backend.caps().granule;
         let mut no_progress = 0u32;
         let mut retry_streak = 0u32;
@@ -646,7 +646,7 @@ impl<'o, B: Backend> Driver<'o, B> {
             let rr = &mut report.regions[i];
             rr.convert_calls += 1;
             if done > ask || done % granule != 0 {
-                return Err(self.stop_at(
+                return Err(self.boxed_stop(
                     i,
                     gpa + off,
                     ask,
@@ -664,7 +664,7 @@ impl<'o, B: Backend> Driver<'o, B> {
                 Ok(()) if done == 0 => {
                     no_progress += 1;
                     if no_progress >= self.options.max_no_progress.max(1) {
-                        return Err(self.stop_at(
+                        return Err(self.boxed_stop(
                             i,
                             gpa + off,
                             ask,
@@ -683,7 +683,7 @@ impl<'o, B: Backend> Driver<'o, B> {
                         retry_streak += 1;
                     }
                     if retry_streak > self.options.max_retries {
-                        return Err(self.stop_at(
+                        return Err(self.boxed_stop(
                             i,
                             gpa + off + done,
                             ask - done,
@@ -697,7 +697,7 @@ impl<'o, B: Backend> Driver<'o, B> {
                     }
                 }
                 Err(e) => {
-                    return Err(self.stop_at(
+                    return Err(self.boxed_stop(
                         i,
                         gpa + off + done,
                         ask - done,
@@ -708,6 +708,18 @@ impl<'o, B: Backend> Driver<'o, B> {
                 }
             }
         }
+    }
+
+    fn boxed_stop(
+        &self,
+        region: usize,
+        gpa: u64,
+        len: u64,
+        role: Role,
+        phase: Phase,
+        cause: StopCause,
+    ) -> Box<Stop> {
+        Box::new(self.stop_at(region, gpa, len, role, phase, cause))
     }
 
     fn stop_at(

@@ -119,7 +119,6 @@ fn every_stop_position_resumes_exactly() {
                 err.to_string().contains(&format!("{:#x}", stop.gpa)),
                 "{err}"
             );
-            drop(d);
             assert_report_matches_ledger(&report, &b);
             let done = Driver::new(&mut b).resume(&plan, &report).unwrap();
             assert!(done.is_complete());
