@@ -1,1 +1,172 @@
-//! placeholder
+//! Intel TDX for [`cc_populate`]: the TD launch ioctls through KVM, and MRTD computed offline
+//! from the same plan.
+//!
+//! - [`TdxBackend`] runs the launch steps (`KVM_TDX_CAPABILITIES`, `KVM_TDX_INIT_VM`,
+//!   `KVM_TDX_INIT_VCPU`, `KVM_TDX_FINALIZE_VM`) and implements [`cc_populate::Backend`]:
+//!   ranges are made private first, then added with `KVM_TDX_INIT_MEM_REGION` (with
+//!   `KVM_TDX_MEASURE_MEMORY_REGION` for measured roles), from a separate, page-aligned source
+//!   (TDX cannot encrypt in place). Partial progress is read from the region the kernel writes
+//!   back, so a stopped run resumes exactly where the kernel stopped.
+//! - The ioctls go through the [`TdxIoctl`] trait: [`KvmTdx`] issues them on real VM/vCPU fds,
+//!   [`testing::TdxModel`] models the kernel's documented behaviour for tests.
+//! - [`Mrtd`] computes MRTD record by record; [`measure_plan`] computes it for a
+//!   [`cc_populate::Plan`], through the same role mapping ([`page_op`]) the backend uses.
+//! - [`tdvf`] parses a TDVF image's TDX metadata and plans its sections
+//!   ([`tdvf::plan_regions`], [`tdvf::measure`]), with the PAGE_AUG disagreement between tools
+//!   as a named policy ([`tdvf::PageAugPolicy`]).
+//!
+//! Never run on TDX hardware here: the machine this was built on has no TDX, so the ioctl path
+//! is tested against the model and [`probe`] is tested to refuse on the real `/dev/kvm`.
+//!
+//! ```
+//! use cc_populate::{Driver, MemoryLayout, PlanBuilder, Role};
+//! use tdx_backend::testing::TdxModel;
+//! use tdx_backend::{measure_plan, TdParams, TdxBackend, TDX_CAPS};
+//!
+//! let firmware = vec![0x90u8; 16 << 10];
+//! let plan = PlanBuilder::new()
+//!     .source(0xffff_c000, Role::Measured, &firmware)
+//!     .zero(0x80_0000, 8 << 10)
+//!     .build(&TDX_CAPS, &MemoryLayout::unbounded())?;
+//!
+//! // A real VMM passes `KvmTdx::new(&vm).with_vcpu(&vcpu)`; here the kernel model stands in.
+//! let mut td = TdxBackend::new(TdxModel::new());
+//! td.capabilities()?;
+//! td.init_vm(&TdParams::default())?;
+//! td.init_vcpu(0x80_0000)?;
+//! let report = Driver::new(&mut td).run(&plan)?;
+//! assert!(report.is_complete());
+//! td.finalize()?;
+//! assert_eq!(td.ioctl().mrtd(), Some(measure_plan(&plan)?));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod backend;
+mod ioctl;
+mod measure;
+mod mrtd;
+
+pub mod status;
+pub mod tdvf;
+pub mod testing;
+pub mod uapi;
+
+pub use backend::{
+    init_mem_region_errno_meaning, TdParams, TdxBackend, TdxCapabilities, BOUNCE_SIZE,
+};
+pub use ioctl::{create_td_vm, probe, KvmTdx, TdxIoctl};
+pub use measure::{
+    measure_plan, measure_plan_with, page_op, ExtendOrder, MeasureOptions, PageOp, TDX_CAPS,
+};
+pub use mrtd::{Mrtd, CHUNKS_PER_PAGE, EXTEND_CHUNK, RECORD_SIZE};
+
+/// The TDX page size.
+pub const PAGE_SIZE: u64 = cc_populate::PAGE_SIZE;
+
+/// Everything this crate refuses or fails with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// This KVM (or this VM) has no TDX.
+    #[error("TDX not supported by this KVM: {reason}")]
+    NotSupported {
+        /// What the probe found.
+        reason: String,
+    },
+    /// A TDX ioctl failed.
+    #[error("{op} failed: errno {errno} ({}){}{}", std::io::Error::from_raw_os_error(*errno), hw_error_text(*hw_error), detail_text(detail))]
+    Ioctl {
+        /// The sub-command.
+        op: &'static str,
+        /// The errno.
+        errno: i32,
+        /// The TDX module status KVM reported in `hw_error` (0 = none).
+        hw_error: u64,
+        /// More context.
+        detail: String,
+    },
+    /// A plan region whose role TDX has no page operation for.
+    #[error("region {region} [{gpa:#x}..+{len:#x}): role {role} has no TDX page operation")]
+    RoleUnsupported {
+        /// Region index.
+        region: usize,
+        /// Its address.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+        /// The role.
+        role: cc_populate::Role,
+    },
+    /// A plan region whose content cannot be measured.
+    #[error("region {region} [{gpa:#x}..+{len:#x}): cannot measure: {reason}")]
+    Content {
+        /// Region index.
+        region: usize,
+        /// Its address.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The image is not a TDVF image (no OVMF GUID table footer, no TDX metadata GUID).
+    #[error("not a TDVF image: {reason}")]
+    NotTdvf {
+        /// What is missing.
+        reason: String,
+    },
+    /// The TDVF metadata is malformed.
+    #[error("TDVF metadata at image offset {offset:#x}: {reason}")]
+    TdvfMetadata {
+        /// Image offset of the offending structure.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A TDVF section is malformed or cannot be planned.
+    #[error("TDVF section {index} ({kind}, GPA {gpa:#x}, size {size:#x}): {reason}")]
+    TdvfSection {
+        /// Section index in the metadata.
+        index: usize,
+        /// Its type name.
+        kind: String,
+        /// Its guest-physical address.
+        gpa: u64,
+        /// Its memory size.
+        size: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A plan built from a TDVF image was refused.
+    #[error("the TDVF plan was refused: {0}")]
+    Plan(#[from] cc_populate::PlanError),
+}
+
+impl Error {
+    fn ioctl(op: &'static str, errno: i32, hw_error: u64, detail: &str) -> Error {
+        Error::Ioctl {
+            op,
+            errno,
+            hw_error,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+fn hw_error_text(hw: u64) -> String {
+    if hw == 0 {
+        String::new()
+    } else {
+        format!(", TDX module status {} ({hw:#x})", status::name(hw))
+    }
+}
+
+fn detail_text(d: &str) -> String {
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!(": {d}")
+    }
+}

@@ -1,0 +1,256 @@
+//! The ioctl layer: a small trait over `KVM_MEMORY_ENCRYPT_OP` (VM and vCPU forms) and
+//! `KVM_SET_MEMORY_ATTRIBUTES`, with the real implementation on KVM file descriptors.
+//!
+//! Tests substitute an in-process model of the kernel ([`crate::testing::TdxModel`]).
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use kvm_bindings::{kvm_memory_attributes, KVM_MEMORY_ATTRIBUTE_PRIVATE};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+
+use crate::uapi::{
+    kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_CAP_VM_TYPES, KVM_MEMORY_ENCRYPT_OP,
+    KVM_TDX_CAPABILITIES, KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VM,
+    KVM_X86_TDX_VM,
+};
+use crate::Error;
+
+/// Bytes before the CPUID entries in `struct kvm_tdx_capabilities`.
+pub const CAPS_HEADER: usize = 2048;
+/// Bytes before the CPUID entries in `struct kvm_tdx_init_vm`.
+pub const INIT_VM_HEADER: usize = 256;
+/// Size of the `struct kvm_cpuid2` header.
+pub const CPUID2_HEADER: usize = 8;
+/// Size of one `struct kvm_cpuid_entry2`.
+pub const CPUID_ENTRY: usize = 40;
+
+/// The TDX ioctls the backend issues. Each returns the errno on failure; the kernel's
+/// write-backs (`hw_error`, the advanced `kvm_tdx_init_mem_region`, output payloads) are in
+/// the arguments either way.
+pub trait TdxIoctl {
+    /// VM-scoped `KVM_MEMORY_ENCRYPT_OP`. With a `payload`, `cmd.data` points at it (the
+    /// sub-command's struct, read and/or written by the kernel); without one, `cmd.data` is an
+    /// immediate.
+    fn vm_op(&mut self, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32>;
+
+    /// vCPU-scoped `KVM_MEMORY_ENCRYPT_OP` (e.g. `KVM_TDX_INIT_VCPU`, whose `data` is the
+    /// initial RCX, an immediate).
+    fn vcpu_op(&mut self, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32>;
+
+    /// `KVM_TDX_INIT_MEM_REGION` on the vCPU: `cmd.data` points at `region`, whose
+    /// `source_addr` is the start of `source` (at least `nr_pages` pages long). The kernel
+    /// advances `region` as it goes and writes it back, also on error.
+    fn init_mem_region(
+        &mut self,
+        cmd: &mut kvm_tdx_cmd,
+        region: &mut kvm_tdx_init_mem_region,
+        source: &[u8],
+    ) -> Result<(), i32>;
+
+    /// `KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)` over `gpa..gpa+len`.
+    fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32>;
+}
+
+impl<T: TdxIoctl + ?Sized> TdxIoctl for &mut T {
+    fn vm_op(&mut self, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
+        (**self).vm_op(cmd, payload)
+    }
+    fn vcpu_op(&mut self, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
+        (**self).vcpu_op(cmd, payload)
+    }
+    fn init_mem_region(
+        &mut self,
+        cmd: &mut kvm_tdx_cmd,
+        region: &mut kvm_tdx_init_mem_region,
+        source: &[u8],
+    ) -> Result<(), i32> {
+        (**self).init_mem_region(cmd, region, source)
+    }
+    fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
+        (**self).set_private(gpa, len)
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The payload length a sub-command needs for the kernel to stay inside it, or `None` when the
+/// sub-command is unknown here or takes an immediate.
+fn needed_payload(id: u32, payload: &[u8]) -> Option<usize> {
+    let with_entries = |header: usize| -> Option<usize> {
+        let nent = u32_at(payload, header)? as usize;
+        header
+            .checked_add(CPUID2_HEADER)?
+            .checked_add(nent.checked_mul(CPUID_ENTRY)?)
+    };
+    match id {
+        KVM_TDX_CAPABILITIES => with_entries(CAPS_HEADER),
+        KVM_TDX_INIT_VM => with_entries(INIT_VM_HEADER),
+        KVM_TDX_GET_CPUID => with_entries(0),
+        _ => None,
+    }
+}
+
+/// The real ioctls, on a TD's VM fd and (for vCPU-scoped sub-commands) one of its vCPU fds.
+#[derive(Debug)]
+pub struct KvmTdx<'a> {
+    vm: &'a VmFd,
+    vcpu: Option<&'a VcpuFd>,
+}
+
+impl<'a> KvmTdx<'a> {
+    /// Ioctls on `vm` only (vCPU sub-commands fail with `EBADF` until [`with_vcpu`](Self::with_vcpu)).
+    pub fn new(vm: &'a VmFd) -> Self {
+        KvmTdx { vm, vcpu: None }
+    }
+
+    /// Uses `vcpu` for the vCPU-scoped sub-commands.
+    pub fn with_vcpu(mut self, vcpu: &'a VcpuFd) -> Self {
+        self.vcpu = Some(vcpu);
+        self
+    }
+
+    fn op(fd: RawFd, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
+        match payload {
+            Some(p) => {
+                // The kernel reads and writes through `data` up to a size it derives from the
+                // sub-command and the payload's own `nent`: refuse payloads shorter than that.
+                match needed_payload(cmd.id, p) {
+                    Some(n) if n <= p.len() => {}
+                    _ => return Err(libc::EINVAL),
+                }
+                cmd.data = p.as_mut_ptr() as u64;
+            }
+            None => {
+                if matches!(
+                    cmd.id,
+                    KVM_TDX_CAPABILITIES | KVM_TDX_INIT_VM | KVM_TDX_GET_CPUID
+                ) || cmd.id == KVM_TDX_INIT_MEM_REGION
+                {
+                    // These dereference `data`: never pass an immediate as a pointer.
+                    return Err(libc::EINVAL);
+                }
+            }
+        }
+        encrypt_op(fd, cmd)
+    }
+}
+
+fn encrypt_op<T>(fd: RawFd, arg: &mut T) -> Result<(), i32> {
+    // SAFETY: `fd` is a KVM VM or vCPU fd borrowed for this call; `arg` is a live, exclusively
+    // borrowed `kvm_tdx_cmd` the kernel reads and writes (24 bytes). Any memory `data` points
+    // at was checked by the caller to be at least as large as the sub-command makes the kernel
+    // access, and stays borrowed for the duration of the call.
+    let ret = unsafe { libc::ioctl(fd, KVM_MEMORY_ENCRYPT_OP as _, arg as *mut T) };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
+    } else {
+        Ok(())
+    }
+}
+
+impl TdxIoctl for KvmTdx<'_> {
+    fn vm_op(&mut self, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
+        Self::op(self.vm.as_raw_fd(), cmd, payload)
+    }
+
+    fn vcpu_op(&mut self, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
+        let vcpu = self.vcpu.ok_or(libc::EBADF)?;
+        Self::op(vcpu.as_raw_fd(), cmd, payload)
+    }
+
+    fn init_mem_region(
+        &mut self,
+        cmd: &mut kvm_tdx_cmd,
+        region: &mut kvm_tdx_init_mem_region,
+        source: &[u8],
+    ) -> Result<(), i32> {
+        let vcpu = self.vcpu.ok_or(libc::EBADF)?;
+        let fits = region
+            .nr_pages
+            .checked_mul(crate::PAGE_SIZE)
+            .is_some_and(|n| n <= source.len() as u64);
+        if cmd.id != KVM_TDX_INIT_MEM_REGION
+            || region.source_addr != source.as_ptr() as u64
+            || !fits
+        {
+            return Err(libc::EINVAL);
+        }
+        cmd.data = region as *mut kvm_tdx_init_mem_region as u64;
+        encrypt_op(vcpu.as_raw_fd(), cmd)
+    }
+
+    fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
+        self.vm
+            .set_memory_attributes(kvm_memory_attributes {
+                address: gpa,
+                size: len,
+                attributes: u64::from(KVM_MEMORY_ATTRIBUTE_PRIVATE),
+                flags: 0,
+            })
+            .map_err(|e| e.errno())
+    }
+}
+
+/// Checks that this KVM can create TDs: `KVM_CAP_VM_TYPES` must include `KVM_X86_TDX_VM`.
+///
+/// ```no_run
+/// let kvm = kvm_ioctls::Kvm::new()?;
+/// match tdx_backend::probe(&kvm) {
+///     Ok(()) => println!("TDX available"),
+///     Err(e) => println!("{e}"), // "TDX not supported by this KVM: ..."
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn probe(kvm: &Kvm) -> Result<(), Error> {
+    let types = kvm.check_extension_raw(u64::from(KVM_CAP_VM_TYPES) as _);
+    if types <= 0 {
+        return Err(Error::NotSupported {
+            reason: format!(
+                "KVM_CAP_VM_TYPES ({KVM_CAP_VM_TYPES}) is {types}: no VM types beyond the default"
+            ),
+        });
+    }
+    if types & (1 << KVM_X86_TDX_VM) == 0 {
+        return Err(Error::NotSupported {
+            reason: format!(
+                "KVM_CAP_VM_TYPES is {types:#x}, without bit {KVM_X86_TDX_VM} (KVM_X86_TDX_VM)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Creates a TD's VM fd (`KVM_CREATE_VM` with `KVM_X86_TDX_VM`) after [`probe`]; a refusal by
+/// `KVM_CREATE_VM` itself is also reported as [`Error::NotSupported`].
+pub fn create_td_vm(kvm: &Kvm) -> Result<VmFd, Error> {
+    probe(kvm)?;
+    kvm.create_vm_with_type(u64::from(KVM_X86_TDX_VM))
+        .map_err(|e| Error::NotSupported {
+            reason: format!("KVM_CREATE_VM(KVM_X86_TDX_VM) failed: {e}"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uapi::{KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_VCPU};
+
+    #[test]
+    fn payload_sizes_follow_nent() {
+        let mut caps = vec![0u8; CAPS_HEADER + CPUID2_HEADER];
+        assert_eq!(needed_payload(KVM_TDX_CAPABILITIES, &caps), Some(2056));
+        caps[CAPS_HEADER..CAPS_HEADER + 4].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(
+            needed_payload(KVM_TDX_CAPABILITIES, &caps),
+            Some(2056 + 120)
+        );
+        assert_eq!(needed_payload(KVM_TDX_INIT_VM, &[0u8; 264]), Some(264));
+        assert_eq!(needed_payload(KVM_TDX_INIT_VM, &[0u8; 10]), None);
+        assert_eq!(needed_payload(KVM_TDX_FINALIZE_VM, &[]), None);
+        assert_eq!(needed_payload(KVM_TDX_INIT_VCPU, &[]), None);
+    }
+}

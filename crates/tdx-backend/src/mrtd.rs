@@ -1,0 +1,147 @@
+//! MRTD, the TD's build-time measurement, computed offline.
+//!
+//! The TDX module keeps MRTD as one running SHA-384 over fixed-format records (Intel TDX Module
+//! ABI specification, TDH.MEM.PAGE.ADD and TDH.MR.EXTEND), finalized by TDH.MR.FINALIZE:
+//!
+//! - TDH.MEM.PAGE.ADD extends one 128-byte buffer: bytes 0..12 the ASCII `MEM.PAGE.ADD`,
+//!   bytes 16..24 the page's GPA (little endian), every other byte zero.
+//! - TDH.MR.EXTEND extends three 128-byte buffers: the first holds the ASCII `MR.EXTEND` at
+//!   0..9 and the chunk's GPA at 16..24 (zero elsewhere), the other two the chunk's 256 bytes.
+//!   KVM extends a measured page as 16 such chunks, in address order, right after adding it.
+//!
+//! Records are whole SHA-384 blocks, so the hasher never buffers a partial block: a page's 16
+//! extend records go to the hasher as one 6 KiB run built in a reused buffer (headers written
+//! once, the GPA and 256 data bytes per chunk copied in).
+
+use ring::digest;
+
+use crate::PAGE_SIZE;
+
+/// Size of one MRTD extension buffer (one SHA-384 block).
+pub const RECORD_SIZE: usize = 128;
+/// Bytes of page content one TDH.MR.EXTEND measures.
+pub const EXTEND_CHUNK: usize = 256;
+/// TDH.MR.EXTEND calls per 4 KiB page.
+pub const CHUNKS_PER_PAGE: usize = PAGE_SIZE as usize / EXTEND_CHUNK;
+/// The ASCII tag of a TDH.MEM.PAGE.ADD record.
+pub const PAGE_ADD_TAG: &[u8; 12] = b"MEM.PAGE.ADD";
+/// The ASCII tag of a TDH.MR.EXTEND record.
+pub const MR_EXTEND_TAG: &[u8; 9] = b"MR.EXTEND";
+/// Offset of the GPA in both records.
+pub const GPA_OFFSET: usize = 16;
+
+const EXTEND_RECORD: usize = RECORD_SIZE + EXTEND_CHUNK;
+const PAGE_RUN: usize = EXTEND_RECORD * CHUNKS_PER_PAGE;
+
+/// An MRTD being computed, record by record, in the order the TDX module would see them.
+///
+/// ```
+/// use tdx_backend::Mrtd;
+/// let mut m = Mrtd::new();
+/// let page = [0x90u8; 4096];
+/// m.page_add(0xffff_f000);            // TDH.MEM.PAGE.ADD
+/// m.extend_page(0xffff_f000, &page);  // 16 x TDH.MR.EXTEND
+/// m.page_add(0x10_0000);              // an unmeasured page
+/// let mrtd: [u8; 48] = m.finish();
+/// assert_ne!(mrtd, [0u8; 48]);
+/// ```
+#[derive(Clone)]
+pub struct Mrtd {
+    ctx: digest::Context,
+    run: Box<[u8; PAGE_RUN]>,
+    pages_added: u64,
+    chunks_extended: u64,
+}
+
+impl std::fmt::Debug for Mrtd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mrtd")
+            .field("pages_added", &self.pages_added)
+            .field("chunks_extended", &self.chunks_extended)
+            .finish()
+    }
+}
+
+impl Default for Mrtd {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Mrtd {
+    /// The MRTD of a freshly initialized TD (nothing added yet).
+    pub fn new() -> Self {
+        let mut run = Box::new([0u8; PAGE_RUN]);
+        for c in 0..CHUNKS_PER_PAGE {
+            let at = c * EXTEND_RECORD;
+            run[at..at + MR_EXTEND_TAG.len()].copy_from_slice(MR_EXTEND_TAG);
+        }
+        Mrtd {
+            ctx: digest::Context::new(&digest::SHA384),
+            run,
+            pages_added: 0,
+            chunks_extended: 0,
+        }
+    }
+
+    /// TDH.MEM.PAGE.ADD of the page at `gpa`.
+    pub fn page_add(&mut self, gpa: u64) {
+        let mut rec = [0u8; RECORD_SIZE];
+        rec[..PAGE_ADD_TAG.len()].copy_from_slice(PAGE_ADD_TAG);
+        rec[GPA_OFFSET..GPA_OFFSET + 8].copy_from_slice(&gpa.to_le_bytes());
+        self.ctx.update(&rec);
+        self.pages_added += 1;
+    }
+
+    /// One TDH.MR.EXTEND of the 256-byte chunk at `gpa`.
+    pub fn extend(&mut self, gpa: u64, chunk: &[u8; EXTEND_CHUNK]) {
+        let mut rec = [0u8; RECORD_SIZE];
+        rec[..MR_EXTEND_TAG.len()].copy_from_slice(MR_EXTEND_TAG);
+        rec[GPA_OFFSET..GPA_OFFSET + 8].copy_from_slice(&gpa.to_le_bytes());
+        self.ctx.update(&rec);
+        self.ctx.update(chunk);
+        self.chunks_extended += 1;
+    }
+
+    /// The 16 TDH.MR.EXTEND calls that measure the 4 KiB page at `gpa` (as KVM issues them
+    /// with `KVM_TDX_MEASURE_MEMORY_REGION`).
+    pub fn extend_page(&mut self, gpa: u64, page: &[u8; PAGE_SIZE as usize]) {
+        for (c, data) in page.chunks_exact(EXTEND_CHUNK).enumerate() {
+            let at = c * EXTEND_RECORD;
+            let chunk_gpa = gpa.wrapping_add((c * EXTEND_CHUNK) as u64);
+            self.run[at + GPA_OFFSET..at + GPA_OFFSET + 8]
+                .copy_from_slice(&chunk_gpa.to_le_bytes());
+            self.run[at + RECORD_SIZE..at + EXTEND_RECORD].copy_from_slice(data);
+        }
+        self.ctx.update(&self.run[..]);
+        self.chunks_extended += CHUNKS_PER_PAGE as u64;
+    }
+
+    /// [`extend_page`](Mrtd::extend_page) of a page of zeros.
+    pub fn extend_zero_page(&mut self, gpa: u64) {
+        self.extend_page(gpa, &[0u8; PAGE_SIZE as usize]);
+    }
+
+    /// Pages added so far.
+    pub fn pages_added(&self) -> u64 {
+        self.pages_added
+    }
+
+    /// 256-byte chunks extended so far.
+    pub fn chunks_extended(&self) -> u64 {
+        self.chunks_extended
+    }
+
+    /// TDH.MR.FINALIZE: the 48-byte MRTD.
+    pub fn finish(self) -> [u8; 48] {
+        let d = self.ctx.finish();
+        let mut out = [0u8; 48];
+        out.copy_from_slice(d.as_ref());
+        out
+    }
+
+    /// The MRTD as it would be finalized now, without consuming the running state.
+    pub fn current(&self) -> [u8; 48] {
+        self.clone().finish()
+    }
+}

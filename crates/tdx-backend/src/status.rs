@@ -1,0 +1,131 @@
+//! TDX module SEAMCALL status codes, as KVM reports them in `kvm_tdx_cmd::hw_error`.
+//!
+//! Values read from the kernel's `arch/x86/include/asm/shared/tdx_errno.h` (formerly
+//! `arch/x86/kvm/vmx/tdx_errno.h`). The status class is the upper 32 bits; the lower 32 bits
+//! carry operand details (e.g. which operand was busy), so names are matched on the upper half.
+
+/// Mask of the status part of a SEAMCALL return (the upper 32 bits).
+pub const TDX_SEAMCALL_STATUS_MASK: u64 = 0xFFFF_FFFF_0000_0000;
+
+/// `TDX_SUCCESS`.
+pub const TDX_SUCCESS: u64 = 0;
+/// `TDX_NON_RECOVERABLE_VCPU`.
+pub const TDX_NON_RECOVERABLE_VCPU: u64 = 0x4000_0001_0000_0000;
+/// `TDX_NON_RECOVERABLE_TD`.
+pub const TDX_NON_RECOVERABLE_TD: u64 = 0x4000_0002_0000_0000;
+/// `TDX_INTERRUPTED_RESUMABLE`.
+pub const TDX_INTERRUPTED_RESUMABLE: u64 = 0x8000_0003_0000_0000;
+/// `TDX_NON_RECOVERABLE_TD_NON_ACCESSIBLE`.
+pub const TDX_NON_RECOVERABLE_TD_NON_ACCESSIBLE: u64 = 0x6000_0005_0000_0000;
+/// `TDX_OPERAND_INVALID`.
+pub const TDX_OPERAND_INVALID: u64 = 0xC000_0100_0000_0000;
+/// `TDX_OPERAND_BUSY`: another SEAMCALL holds a resource; retry.
+pub const TDX_OPERAND_BUSY: u64 = 0x8000_0200_0000_0000;
+/// `TDX_PREVIOUS_TLB_EPOCH_BUSY`.
+pub const TDX_PREVIOUS_TLB_EPOCH_BUSY: u64 = 0x8000_0201_0000_0000;
+/// `TDX_RND_NO_ENTROPY`: RDRAND/RDSEED ran dry (e.g. in TDH.MNG.CREATE); retry.
+pub const TDX_RND_NO_ENTROPY: u64 = 0x8000_0203_0000_0000;
+/// `TDX_PAGE_METADATA_INCORRECT`.
+pub const TDX_PAGE_METADATA_INCORRECT: u64 = 0xC000_0300_0000_0000;
+/// `TDX_VCPU_NOT_ASSOCIATED`.
+pub const TDX_VCPU_NOT_ASSOCIATED: u64 = 0x8000_0702_0000_0000;
+/// `TDX_KEY_GENERATION_FAILED`.
+pub const TDX_KEY_GENERATION_FAILED: u64 = 0x8000_0800_0000_0000;
+/// `TDX_KEY_STATE_INCORRECT`.
+pub const TDX_KEY_STATE_INCORRECT: u64 = 0xC000_0811_0000_0000;
+/// `TDX_KEY_CONFIGURED`.
+pub const TDX_KEY_CONFIGURED: u64 = 0x0000_0815_0000_0000;
+/// `TDX_NO_HKID_READY_TO_WBCACHE`.
+pub const TDX_NO_HKID_READY_TO_WBCACHE: u64 = 0x0000_0821_0000_0000;
+/// `TDX_FLUSHVP_NOT_DONE`.
+pub const TDX_FLUSHVP_NOT_DONE: u64 = 0x8000_0824_0000_0000;
+/// `TDX_EPT_WALK_FAILED`.
+pub const TDX_EPT_WALK_FAILED: u64 = 0xC000_0B00_0000_0000;
+/// `TDX_EPT_ENTRY_STATE_INCORRECT`.
+pub const TDX_EPT_ENTRY_STATE_INCORRECT: u64 = 0xC000_0B0D_0000_0000;
+/// `TDX_METADATA_FIELD_NOT_READABLE`.
+pub const TDX_METADATA_FIELD_NOT_READABLE: u64 = 0xC000_0C02_0000_0000;
+
+const NAMES: &[(u64, &str)] = &[
+    (TDX_SUCCESS, "TDX_SUCCESS"),
+    (TDX_NON_RECOVERABLE_VCPU, "TDX_NON_RECOVERABLE_VCPU"),
+    (TDX_NON_RECOVERABLE_TD, "TDX_NON_RECOVERABLE_TD"),
+    (TDX_INTERRUPTED_RESUMABLE, "TDX_INTERRUPTED_RESUMABLE"),
+    (
+        TDX_NON_RECOVERABLE_TD_NON_ACCESSIBLE,
+        "TDX_NON_RECOVERABLE_TD_NON_ACCESSIBLE",
+    ),
+    (TDX_OPERAND_INVALID, "TDX_OPERAND_INVALID"),
+    (TDX_OPERAND_BUSY, "TDX_OPERAND_BUSY"),
+    (TDX_PREVIOUS_TLB_EPOCH_BUSY, "TDX_PREVIOUS_TLB_EPOCH_BUSY"),
+    (TDX_RND_NO_ENTROPY, "TDX_RND_NO_ENTROPY"),
+    (TDX_PAGE_METADATA_INCORRECT, "TDX_PAGE_METADATA_INCORRECT"),
+    (TDX_VCPU_NOT_ASSOCIATED, "TDX_VCPU_NOT_ASSOCIATED"),
+    (TDX_KEY_GENERATION_FAILED, "TDX_KEY_GENERATION_FAILED"),
+    (TDX_KEY_STATE_INCORRECT, "TDX_KEY_STATE_INCORRECT"),
+    (TDX_KEY_CONFIGURED, "TDX_KEY_CONFIGURED"),
+    (TDX_NO_HKID_READY_TO_WBCACHE, "TDX_NO_HKID_READY_TO_WBCACHE"),
+    (TDX_FLUSHVP_NOT_DONE, "TDX_FLUSHVP_NOT_DONE"),
+    (TDX_EPT_WALK_FAILED, "TDX_EPT_WALK_FAILED"),
+    (
+        TDX_EPT_ENTRY_STATE_INCORRECT,
+        "TDX_EPT_ENTRY_STATE_INCORRECT",
+    ),
+    (
+        TDX_METADATA_FIELD_NOT_READABLE,
+        "TDX_METADATA_FIELD_NOT_READABLE",
+    ),
+];
+
+/// The name of a SEAMCALL status (matched on its upper 32 bits), or `"TDX_UNKNOWN_STATUS"`.
+///
+/// ```
+/// assert_eq!(tdx_backend::status::name(0x8000_0200_0000_0092), "TDX_OPERAND_BUSY");
+/// assert_eq!(tdx_backend::status::name(0x1234_5678_0000_0000), "TDX_UNKNOWN_STATUS");
+/// ```
+pub fn name(code: u64) -> &'static str {
+    let class = code & TDX_SEAMCALL_STATUS_MASK;
+    NAMES
+        .iter()
+        .find(|(c, _)| *c == class)
+        .map(|(_, n)| *n)
+        .unwrap_or("TDX_UNKNOWN_STATUS")
+}
+
+/// Whether the status says "busy, try again" (`TDX_OPERAND_BUSY`, `TDX_PREVIOUS_TLB_EPOCH_BUSY`,
+/// `TDX_RND_NO_ENTROPY`, `TDX_INTERRUPTED_RESUMABLE`).
+pub fn is_retryable(code: u64) -> bool {
+    matches!(
+        code & TDX_SEAMCALL_STATUS_MASK,
+        TDX_OPERAND_BUSY
+            | TDX_PREVIOUS_TLB_EPOCH_BUSY
+            | TDX_RND_NO_ENTROPY
+            | TDX_INTERRUPTED_RESUMABLE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_on_the_status_class() {
+        assert_eq!(name(TDX_OPERAND_BUSY | 0x92), "TDX_OPERAND_BUSY");
+        assert_eq!(name(0xC000_0100_0000_0001), "TDX_OPERAND_INVALID");
+        assert_eq!(name(0x4000_0002_0000_0000), "TDX_NON_RECOVERABLE_TD");
+        assert_eq!(name(0), "TDX_SUCCESS");
+        assert!(is_retryable(0x8000_0200_0000_00a9));
+        assert!(!is_retryable(TDX_OPERAND_INVALID));
+    }
+
+    #[test]
+    fn names_are_unique_and_classes_distinct() {
+        let mut codes: Vec<u64> = NAMES.iter().map(|(c, _)| *c).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), NAMES.len());
+        for (c, _) in NAMES {
+            assert_eq!(c & !TDX_SEAMCALL_STATUS_MASK, 0);
+        }
+    }
+}
