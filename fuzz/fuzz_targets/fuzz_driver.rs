@@ -1,0 +1,514 @@
+//! The driver against a backend whose every answer comes from the fuzzer.
+//!
+//! A `LedgerBackend` does what each scripted answer says (some granules, then success, EINTR,
+//! EAGAIN, "unsupported" or a hard error), for populate and for conversion calls alike; a thin
+//! wrapper can also answer impossible progress (more than asked, not whole granules) without
+//! doing anything. After each stop the run is resumed from its report with the script going on,
+//! and finally with no script left, when it must complete. Throughout, checked against the
+//! backend's own ledger (never against the driver's view of itself):
+//! - no byte populated twice (data regions among themselves, ripas regions among themselves);
+//! - per region, the report's `populated` equals the ledger's bytes, as a prefix of the region,
+//!   and its call counts equal the ledger's calls; the conversions add up likewise;
+//! - nothing populated before it was private on a `BeforePopulate` backend;
+//! - every source chunk handed over has the chunk's length;
+//! - a stop names the first region not done, at its first byte not done;
+//! - the final report is complete, and the released bytes match the plan's.
+#![no_main]
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
+use arbitrary::Arbitrary;
+use cc_populate::testing::{Answer, LedgerBackend};
+use cc_populate::{
+    Backend, BackendCaps, ChunkRequest, Content, ContentKind, ConversionPolicy, Driver,
+    DriverOptions, ErrorKind, MemoryLayout, Observer, Phase, PlanBuilder, Populated, RegionReport,
+    RegionSpec, Report, Role, RunError, SourceBuf, StopCause,
+};
+use cc_populate_fuzz::*;
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum ContentIn {
+    Bytes,
+    Owned,
+    Buffer,
+    InPlace,
+    Zero,
+}
+
+#[derive(Arbitrary, Debug)]
+struct RegionIn {
+    /// Pages skipped before the region.
+    gap: u8,
+    /// Length in pages (0 is made 1), or in 2 MiB pages.
+    pages: u8,
+    huge: bool,
+    role: Role,
+    content: ContentIn,
+    /// Place it inside the last ripas region, if it fits.
+    nested: bool,
+}
+
+/// One answer of the backend.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Step {
+    /// Do `granules` (255: all), then end as `error` says.
+    Do {
+        granules: u8,
+        error: Option<ErrorKind>,
+    },
+    /// Claim one granule more than asked, doing nothing.
+    Overshoot,
+    /// Claim a byte count that is not whole granules, doing nothing.
+    Ragged,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Round {
+    populate: Vec<Step>,
+    convert: Vec<Step>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    /// 4 KiB << (shift % 2).
+    granule_shift: u8,
+    /// In granules (0: 2 MiB, 1: 2 MiB + 1 granule, 2: 1 GiB).
+    max_chunk: u8,
+    hugepage_chunks: bool,
+    in_place: bool,
+    conversion: cc_populate::Conversion,
+    caller_converted: bool,
+    release: bool,
+    max_retries: u8,
+    max_no_progress: u8,
+    /// Start of the first region, in 2 MiB pages minus pages.
+    base: (u8, u8),
+    regions: Vec<RegionIn>,
+    rounds: Vec<Round>,
+}
+
+/// A `LedgerBackend` fed one fuzzer step per call, which can also lie about progress.
+struct Scripted {
+    inner: LedgerBackend,
+    populate: VecDeque<Step>,
+    convert: VecDeque<Step>,
+    /// Populate calls answered with a lie, per region (the ledger never sees them).
+    populate_lies: Vec<u64>,
+    /// Conversion calls answered with a lie.
+    convert_lies: u64,
+}
+
+fn lie(step: Step, granule: u64, asked: u64) -> Option<Populated> {
+    match step {
+        Step::Do { .. } => None,
+        Step::Overshoot => Some(Populated::all(asked + granule)),
+        Step::Ragged => Some(Populated::all(asked.min(granule) / 2 + 1)),
+    }
+}
+
+fn answer(step: Step) -> Answer {
+    match step {
+        Step::Do { granules, error } => Answer {
+            granules: if granules == 255 {
+                u32::MAX
+            } else {
+                granules as u32
+            },
+            error,
+        },
+        _ => Answer::ALL,
+    }
+}
+
+impl Backend for Scripted {
+    fn caps(&self) -> BackendCaps {
+        self.inner.caps()
+    }
+    fn make_private(&mut self, gpa: u64, len: u64) -> Populated {
+        let step = self.convert.pop_front();
+        if let Some(p) = step.and_then(|s| lie(s, self.inner.caps.granule, len)) {
+            self.convert_lies += 1;
+            return p;
+        }
+        self.inner.convert_script.extend(step.map(answer));
+        self.inner.make_private(gpa, len)
+    }
+    fn populate(&mut self, chunk: &ChunkRequest<'_>) -> Populated {
+        let step = self.populate.pop_front();
+        if let Some(p) = step.and_then(|s| lie(s, self.inner.caps.granule, chunk.len)) {
+            if self.populate_lies.len() <= chunk.region {
+                self.populate_lies.resize(chunk.region + 1, 0);
+            }
+            self.populate_lies[chunk.region] += 1;
+            return p;
+        }
+        self.inner.script.extend(step.map(answer));
+        self.inner.populate(chunk)
+    }
+}
+
+#[derive(Default)]
+struct Watch {
+    last: u64,
+    total: u64,
+    done: Vec<usize>,
+}
+
+impl Observer for Watch {
+    fn on_progress(&mut self, done: u64, total: u64) {
+        assert!(
+            done > self.last,
+            "progress went from {} to {done}",
+            self.last
+        );
+        assert!(done <= total, "progress {done} over total {total}");
+        self.last = done;
+        self.total = total;
+    }
+    fn on_region_done(&mut self, index: usize, region: &RegionReport) {
+        assert_eq!(
+            region.populated, region.len,
+            "region {index} reported done early"
+        );
+        self.done.push(index);
+    }
+}
+
+/// Most populate calls one plan may take without stops (keeps runs fast).
+const MAX_CALLS: u128 = 4096;
+
+fn check(
+    backend: &Scripted,
+    report: &Report,
+    specs: &[(u64, u64, Role, ContentKind)],
+    convert: bool,
+    by_populate: bool,
+) {
+    let inner = &backend.inner;
+    assert!(
+        inner.twice.is_empty() || specs.iter().any(|s| s.2 == Role::Ripas),
+        "populated twice: {:?}",
+        inner.twice
+    );
+    assert!(
+        inner.bad_sources.is_empty(),
+        "bad sources at {:?}",
+        inner.bad_sources
+    );
+    assert!(
+        inner.not_private.is_empty(),
+        "populated before private at {:?}",
+        inner.not_private
+    );
+    // Independent ledger check: data regions' populated ranges pairwise disjoint, ripas likewise.
+    let pops: Vec<_> = inner
+        .ledger
+        .iter()
+        .filter(|e| !e.convert && e.len > 0)
+        .collect();
+    for (x, a) in pops.iter().enumerate() {
+        for b in &pops[x + 1..] {
+            if (a.role == Role::Ripas) == (b.role == Role::Ripas) {
+                assert!(
+                    !intersects(a.gpa, a.len, b.gpa, b.len),
+                    "populated twice: {a:?} and {b:?}"
+                );
+            }
+        }
+    }
+    let mut convert_calls = 0u64;
+    let mut converted = 0u64;
+    for e in inner.ledger.iter().filter(|e| e.convert) {
+        convert_calls += 1;
+        converted += e.len;
+    }
+    assert_eq!(report.regions.len(), specs.len());
+    for (i, (rr, &(gpa, len, role, kind))) in report.regions.iter().zip(specs).enumerate() {
+        assert_eq!(
+            (rr.gpa, rr.len, rr.role, rr.content),
+            (gpa, len, role, kind)
+        );
+        let mine: Vec<_> = inner
+            .ledger
+            .iter()
+            .filter(|e| !e.convert && e.region == i)
+            .collect();
+        let mut cur = gpa;
+        for e in &mine {
+            assert_eq!(
+                e.gpa, cur,
+                "region {i}: populate call at {:#x}, expected {cur:#x}",
+                e.gpa
+            );
+            assert_eq!(e.role, role);
+            assert!(e.len <= e.asked);
+            cur += e.len;
+        }
+        assert_eq!(
+            cur - gpa,
+            rr.populated,
+            "region {i}: ledger has {:#x} populated, report {:#x}",
+            cur - gpa,
+            rr.populated
+        );
+        assert!(rr.populated <= len);
+        let lies = backend.populate_lies.get(i).copied().unwrap_or(0);
+        assert_eq!(
+            mine.len() as u64 + lies,
+            rr.calls,
+            "region {i}: ledger calls vs report"
+        );
+        if by_populate {
+            assert_eq!(rr.converted, rr.populated, "region {i}");
+        }
+        if convert {
+            assert!(
+                rr.converted >= rr.populated,
+                "region {i}: populated {:#x} past converted {:#x}",
+                rr.populated,
+                rr.converted
+            );
+        } else if !by_populate {
+            assert_eq!(rr.converted, 0);
+            assert_eq!(rr.convert_calls, 0);
+        }
+        assert!(rr.released <= rr.populated);
+    }
+    assert_eq!(
+        report.convert_calls(),
+        convert_calls + backend.convert_lies,
+        "conversion calls"
+    );
+    assert_eq!(
+        report
+            .regions
+            .iter()
+            .map(|r| if convert { r.converted } else { 0 })
+            .sum::<u64>(),
+        converted,
+        "converted bytes"
+    );
+}
+
+fuzz_target!(|input: Input| {
+    let granule = PAGE << (input.granule_shift % 2);
+    let max_chunk = match input.max_chunk {
+        0 => M2,
+        1 => M2 + granule,
+        2 => G1,
+        n => n as u64 * granule,
+    };
+    let mut inner = LedgerBackend::new(max_chunk);
+    inner.caps.granule = granule;
+    inner.caps.hugepage_chunks = input.hugepage_chunks;
+    inner.caps.in_place = input.in_place;
+    inner.caps.conversion = input.conversion;
+    let caps = inner.caps.clone();
+
+    // Lay regions out one after another (or nested in the last ripas region).
+    let mut cursor = (input.base.0 as u64 * M2).saturating_sub(input.base.1 as u64 * granule);
+    cursor -= cursor % granule;
+    let mut ripas: Option<(u64, u64)> = None; // (next free, end) inside the last ripas region
+    let mut builder = PlanBuilder::new();
+    let mut specs = Vec::new();
+    let mut calls = 0u128;
+    for r in input.regions.iter().take(12) {
+        let len = if r.huge {
+            (r.pages % 4 + 1) as u64 * M2
+        } else {
+            (r.pages.max(1)) as u64 * granule
+        };
+        let gap = r.gap as u64 * granule;
+        let gpa = match ripas {
+            Some((next, end)) if r.nested && r.role != Role::Ripas && next + gap + len <= end => {
+                ripas = Some((next + gap + len, end));
+                next + gap
+            }
+            _ => {
+                let g = cursor + gap;
+                cursor = g + len;
+                if r.role == Role::Ripas {
+                    ripas = Some((g, g + len));
+                }
+                g
+            }
+        };
+        calls += chunk_bound(len, max_chunk);
+        let content = if !oracle_carries_content(r.role) {
+            Content::Zero
+        } else {
+            match r.content {
+                ContentIn::Bytes if len <= MAX_SOURCE => {
+                    Content::Bytes(Cow::Borrowed(zeros(len as usize)))
+                }
+                ContentIn::Owned if len <= MAX_SOURCE => {
+                    Content::Bytes(Cow::Owned(vec![0x5a; len as usize]))
+                }
+                ContentIn::Buffer => match SourceBuf::new(len as usize) {
+                    Ok(b) => Content::Buffer(b),
+                    Err(_) => Content::Zero,
+                },
+                ContentIn::InPlace if input.in_place => Content::InPlace,
+                _ => Content::Zero,
+            }
+        };
+        specs.push((gpa, len, r.role, content.kind()));
+        builder = builder.region(RegionSpec {
+            gpa,
+            len,
+            role: r.role,
+            content,
+        });
+    }
+    if calls > MAX_CALLS {
+        return;
+    }
+    let mut plan = match builder.build(&caps, &MemoryLayout::unbounded()) {
+        Ok(p) => p,
+        Err(e) => panic!("the layout above is valid by construction, yet: {e}"),
+    };
+
+    let options = DriverOptions {
+        conversion: if input.caller_converted {
+            ConversionPolicy::CallerConverted
+        } else {
+            ConversionPolicy::Auto
+        },
+        max_retries: (input.max_retries % 8) as u32,
+        max_no_progress: (input.max_no_progress % 4) as u32,
+        release_sources: input.release,
+    };
+    let convert =
+        caps.conversion == cc_populate::Conversion::BeforePopulate && !input.caller_converted;
+    let by_populate = caps.conversion == cc_populate::Conversion::ByPopulate;
+    if input.caller_converted && caps.conversion == cc_populate::Conversion::BeforePopulate {
+        // The caller made everything private up front.
+        for &(gpa, len, ..) in &specs {
+            inner.convert_script.clear();
+            let p = inner.make_private(gpa, len);
+            assert_eq!(p.done, len);
+        }
+        inner.ledger.clear();
+    }
+    let mut backend = Scripted {
+        inner,
+        populate: VecDeque::new(),
+        convert: VecDeque::new(),
+        populate_lies: Vec::new(),
+        convert_lies: 0,
+    };
+    let mut watch = Watch::default();
+
+    let mut report: Option<Report> = None;
+    let mut rounds = input.rounds.iter().take(6).map(Some).collect::<Vec<_>>();
+    rounds.push(None); // the last resume, with no script left
+    for round in rounds {
+        match round {
+            Some(r) => {
+                backend.populate.extend(r.populate.iter().take(64).copied());
+                backend.convert.extend(r.convert.iter().take(64).copied());
+            }
+            None => {
+                backend.populate.clear();
+                backend.convert.clear();
+            }
+        }
+        let last = round.is_none();
+        let mut driver = Driver::new(&mut backend)
+            .with_options(options.clone())
+            .with_observer(&mut watch);
+        let result = match (&report, input.release) {
+            (None, false) => driver.run(&plan),
+            (None, true) => driver.run_releasing(&mut plan),
+            (Some(r), false) => driver.resume(&plan, r),
+            (Some(r), true) => driver.resume_releasing(&mut plan, r),
+        };
+        drop(driver);
+        let r = match result {
+            Ok(r) => {
+                assert!(r.is_complete(), "Ok but not complete: {r}");
+                assert!(r.stop.is_none());
+                check(&backend, &r, &specs, convert, by_populate);
+                for (i, rr) in r.regions.iter().enumerate() {
+                    assert_eq!(rr.populated, rr.len, "region {i}");
+                    assert_eq!(backend.inner.populated_in(rr.gpa, rr.len) >= rr.len, true);
+                }
+                report = Some(r);
+                break;
+            }
+            Err(RunError::Stopped(r)) => {
+                assert!(
+                    !last,
+                    "the final resume, with every answer 'all done', stopped: {r}"
+                );
+                check(&backend, &r, &specs, convert, by_populate);
+                let stop = r.stop.clone().expect("a stopped report has a stop");
+                // Every region before the stop is done, every region after it untouched.
+                for (i, rr) in r.regions.iter().enumerate() {
+                    if i < stop.region {
+                        assert_eq!(
+                            rr.populated, rr.len,
+                            "region {i} before the stop at {}",
+                            stop.region
+                        );
+                    } else if i > stop.region {
+                        assert_eq!(
+                            (rr.populated, rr.converted, rr.calls),
+                            (0, 0, 0),
+                            "region {i} after the stop at {}",
+                            stop.region
+                        );
+                    }
+                }
+                let rr = &r.regions[stop.region];
+                assert_eq!(stop.role, rr.role);
+                match stop.phase {
+                    Phase::Populate => assert_eq!(stop.gpa, rr.gpa + rr.populated, "{stop}"),
+                    Phase::Convert => {
+                        assert!(convert, "conversion stop without conversion: {stop}");
+                        assert_eq!(stop.gpa, rr.gpa + rr.converted, "{stop}");
+                        assert_eq!(rr.populated, 0);
+                    }
+                }
+                if let StopCause::BadProgress { done, asked } = stop.cause {
+                    assert!(done > asked || done % granule != 0);
+                }
+                assert!(!r.to_string().is_empty());
+                *r
+            }
+            Err(e) => panic!("unexpected driver error: {e}"),
+        };
+        report = Some(r);
+    }
+    let report = report.expect("a report");
+    assert!(report.is_complete(), "never completed: {report}");
+    let data: u64 = specs.iter().map(|s| s.1).sum();
+    assert_eq!(report.bytes_populated(), data);
+    for (i, (region, rr)) in plan.regions().iter().zip(&report.regions).enumerate() {
+        assert_eq!(
+            region.released(),
+            rr.released,
+            "region {i}: plan and report disagree on released bytes"
+        );
+        let expect = match (input.release, region.content()) {
+            (true, Content::Buffer(_)) => rr.len,
+            (true, Content::Bytes(Cow::Owned(_))) => rr.len,
+            _ => 0,
+        };
+        assert_eq!(rr.released, expect, "region {i} released");
+    }
+    if data > 0 {
+        assert_eq!(watch.last, data, "progress did not reach the total");
+    }
+    let mut done = watch.done.clone();
+    done.sort_unstable();
+    done.dedup();
+    assert_eq!(
+        done.len(),
+        watch.done.len(),
+        "a region reported done twice: {:?}",
+        watch.done
+    );
+});
