@@ -1,1 +1,69 @@
-//! placeholder
+//! AMD SEV-SNP for [`cc_populate`]: the launch through KVM, and its launch digest computed
+//! offline from the same plan.
+//!
+//! - [`SnpBackend`]: the launch sequence (`KVM_SEV_INIT2`, `KVM_SEV_SNP_LAUNCH_START`, populate
+//!   through `KVM_SEV_SNP_LAUNCH_UPDATE`, `KVM_SEV_SNP_LAUNCH_FINISH`, all through
+//!   `KVM_MEMORY_ENCRYPT_OP`) and the [`cc_populate::Backend`] that maps plan roles to SNP page
+//!   types ([`PageType::for_role`]), makes ranges private first, follows the kernel's partial
+//!   progress, reports an interrupted call (`EIO` with firmware status 0) as an interruption
+//!   with its GPA, and handles a rejected CPUID page by an explicit [`CpuidPolicy`].
+//! - [`LaunchDigest`] / [`measure`]: the chained SHA-384 over each page's `PAGE_INFO`, as the
+//!   firmware computes it, through the same role mapping, plus VMSA pages.
+//! - [`parse_ovmf`] / [`plan_ovmf`]: an OVMF image's SEV metadata and the plan a QEMU-style VMM
+//!   populates from it, under a named [`SectionPolicy`].
+//! - [`testing`]: an in-process model of the kernel's documented `LAUNCH_UPDATE` behaviour.
+//!
+//! Never verified on SEV-SNP hardware: the ioctl path is tested through [`testing`]'s model,
+//! and the real `/dev/kvm` of a machine without SNP is tested to refuse with
+//! [`Error::NotSupported`].
+//!
+//! ```
+//! use cc_populate::{MemoryLayout, PlanBuilder, Role};
+//! use sev_backend::{measure, verifier_caps, LaunchDigest, MeasureOptions, PageType};
+//!
+//! // The digest of a plan ...
+//! let image = vec![0xf4u8; 4096];
+//! let plan = PlanBuilder::new()
+//!     .source(0xffff_f000, Role::Measured, &image)
+//!     .zeros(0x80_e000, 4096, Role::Cpuid)
+//!     .build(&verifier_caps(), &MemoryLayout::unbounded())?;
+//! let digest = measure(&plan, &[], &MeasureOptions::default())?;
+//!
+//! // ... is the chain of its pages' records.
+//! let mut ld = LaunchDigest::new();
+//! ld.update_page(0xffff_f000, PageType::Normal, Some(&image))?;
+//! ld.update_page(0x80_e000, PageType::Cpuid, None)?;
+//! assert_eq!(ld.digest(), digest);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod cpuid;
+mod digest;
+mod error;
+mod hash;
+mod ioctl;
+mod launch;
+mod ovmf;
+
+pub mod testing;
+pub mod uapi;
+
+pub use cpuid::{cpuid_diff, parse_cpuid_table, CpuidLeaf, CpuidTable, LeafDiff};
+pub use digest::{
+    measure, measure_plan_into, page_info, GuestReader, LaunchDigest, MeasureOptions, PageType,
+    VmsaPage, DIGEST_LEN, PAGE, PAGE_INFO_LEN,
+};
+pub use error::{fw_error_name, Error, SEV_RET_INVALID_PARAM};
+pub use ioctl::{sev_cmd, KvmSevIoctl, SevCmd, SevIoctl, SevIoctlError, UpdateSource};
+pub use launch::{
+    probe, snp_caps, verifier_caps, CpuidCorrection, CpuidPolicy, FinishParams, InPlaceMode,
+    InitParams, LaunchConfig, LaunchState, SnpBackend, SnpSupport, StartParams, SEV_DEVICE,
+    SNP_POLICY_RESERVED_MBO, SNP_POLICY_SMT,
+};
+pub use ovmf::{
+    guid, parse_ovmf, plan_ovmf, Guid, GuidEntry, OvmfImage, PlannedRegion, SectionKind,
+    SectionPolicy, SevMetadata, SevSection, FOUR_GIB, OVMF_TABLE_FOOTER_GUID, SEV_METADATA_GUID,
+    SEV_METADATA_SIGNATURE,
+};

@@ -1,0 +1,193 @@
+//! The ioctl layer: typed `KVM_MEMORY_ENCRYPT_OP` commands behind a small trait, so that tests
+//! can capture the exact bytes sent and drive the backend through a model of the kernel.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+use kvm_ioctls::VmFd;
+
+use crate::uapi::{
+    kvm_memory_attributes, kvm_sev_cmd, kvm_sev_init, kvm_sev_snp_launch_finish,
+    kvm_sev_snp_launch_start, kvm_sev_snp_launch_update, KVM_MEMORY_ATTRIBUTE_PRIVATE,
+    KVM_SEV_INIT2, KVM_SEV_SNP_LAUNCH_FINISH, KVM_SEV_SNP_LAUNCH_START, KVM_SEV_SNP_LAUNCH_UPDATE,
+};
+
+/// The source buffer a `KVM_SEV_SNP_LAUNCH_UPDATE` points its `uaddr` into (the kernel reads
+/// it, and writes a corrected CPUID table back into it). The real ioctl uses only `uaddr`; the
+/// slice is there so that a model of the kernel can follow `uaddr` without raw pointers.
+#[derive(Debug)]
+pub enum UpdateSource<'a> {
+    /// A caller's buffer the kernel only reads.
+    Shared(&'a [u8]),
+    /// A bounce buffer the backend owns, which the kernel may write (the CPUID page).
+    Bounce(&'a mut [u8]),
+}
+
+impl UpdateSource<'_> {
+    /// The buffer.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            UpdateSource::Shared(b) => b,
+            UpdateSource::Bounce(b) => b,
+        }
+    }
+}
+
+/// One `KVM_MEMORY_ENCRYPT_OP` command with its parameters.
+#[derive(Debug)]
+pub enum SevCmd<'a> {
+    /// `KVM_SEV_INIT2`.
+    Init2(&'a mut kvm_sev_init),
+    /// `KVM_SEV_SNP_LAUNCH_START`.
+    LaunchStart(&'a mut kvm_sev_snp_launch_start),
+    /// `KVM_SEV_SNP_LAUNCH_UPDATE`; the kernel advances `gfn_start`, `uaddr` and `len` on
+    /// partial progress.
+    LaunchUpdate {
+        /// The parameters.
+        params: &'a mut kvm_sev_snp_launch_update,
+        /// The buffer `params.uaddr` points into (`None` for `ZERO` pages and in-place content).
+        source: Option<UpdateSource<'a>>,
+    },
+    /// `KVM_SEV_SNP_LAUNCH_FINISH`.
+    LaunchFinish(&'a mut kvm_sev_snp_launch_finish),
+}
+
+/// Views a kvm-bindings struct as its bytes.
+///
+/// Only for the bindgen structs named in [`SevCmd`]: `repr(C)`, integer fields only, every
+/// padding byte an explicit field (their sizes are pinned in `uapi`'s tests to the sum of
+/// their fields), so every byte is initialised.
+fn pod_bytes<T: Copy>(v: &T) -> Vec<u8> {
+    // SAFETY: `v` is a valid reference to a `T` of `size_of::<T>()` bytes; the callers pass only
+    // the bindgen structs of `SevCmd`, which have no implicit padding (see above), so all bytes
+    // are initialised and reading them as `u8` is sound. The slice does not outlive `v`.
+    let s = unsafe {
+        std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+    };
+    s.to_vec()
+}
+
+impl SevCmd<'_> {
+    /// The command id (`enum sev_cmd_id`).
+    pub fn id(&self) -> u32 {
+        match self {
+            SevCmd::Init2(_) => KVM_SEV_INIT2,
+            SevCmd::LaunchStart(_) => KVM_SEV_SNP_LAUNCH_START,
+            SevCmd::LaunchUpdate { .. } => KVM_SEV_SNP_LAUNCH_UPDATE,
+            SevCmd::LaunchFinish(_) => KVM_SEV_SNP_LAUNCH_FINISH,
+        }
+    }
+
+    /// The command's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SevCmd::Init2(_) => "KVM_SEV_INIT2",
+            SevCmd::LaunchStart(_) => "KVM_SEV_SNP_LAUNCH_START",
+            SevCmd::LaunchUpdate { .. } => "KVM_SEV_SNP_LAUNCH_UPDATE",
+            SevCmd::LaunchFinish(_) => "KVM_SEV_SNP_LAUNCH_FINISH",
+        }
+    }
+
+    /// The parameter struct's bytes, exactly as the kernel reads them.
+    pub fn params_bytes(&self) -> Vec<u8> {
+        match self {
+            SevCmd::Init2(p) => pod_bytes(&**p),
+            SevCmd::LaunchStart(p) => pod_bytes(&**p),
+            SevCmd::LaunchUpdate { params, .. } => pod_bytes(&**params),
+            SevCmd::LaunchFinish(p) => pod_bytes(&**p),
+        }
+    }
+
+    /// The address of the parameter struct (`kvm_sev_cmd.data`).
+    pub fn data_addr(&mut self) -> u64 {
+        match self {
+            SevCmd::Init2(p) => std::ptr::from_mut(*p) as u64,
+            SevCmd::LaunchStart(p) => std::ptr::from_mut(*p) as u64,
+            SevCmd::LaunchUpdate { params, .. } => std::ptr::from_mut(*params) as u64,
+            SevCmd::LaunchFinish(p) => std::ptr::from_mut(*p) as u64,
+        }
+    }
+}
+
+/// Builds the `struct kvm_sev_cmd` for `cmd` on the SEV device `sev_fd`.
+pub fn sev_cmd(cmd: &mut SevCmd<'_>, sev_fd: u32) -> kvm_sev_cmd {
+    kvm_sev_cmd {
+        id: cmd.id(),
+        pad0: 0,
+        data: cmd.data_addr(),
+        error: 0,
+        sev_fd,
+    }
+}
+
+/// How a command failed: the ioctl's errno and the firmware status the kernel left in
+/// `kvm_sev_cmd.error` (0 when the firmware was not reached, or not told).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SevIoctlError {
+    /// The errno.
+    pub errno: i32,
+    /// The firmware status code.
+    pub fw_error: u32,
+}
+
+/// The ioctls an SNP launch issues.
+pub trait SevIoctl {
+    /// Issues `KVM_MEMORY_ENCRYPT_OP` with `cmd`. The kernel may update the parameters (it does
+    /// for `LaunchUpdate` on progress).
+    fn encrypt_op(&mut self, cmd: SevCmd<'_>) -> Result<(), SevIoctlError>;
+
+    /// Makes `gpa..gpa+len` private (`KVM_SET_MEMORY_ATTRIBUTES` with
+    /// `KVM_MEMORY_ATTRIBUTE_PRIVATE`). Returns the errno on failure.
+    fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32>;
+}
+
+impl<T: SevIoctl + ?Sized> SevIoctl for &mut T {
+    fn encrypt_op(&mut self, cmd: SevCmd<'_>) -> Result<(), SevIoctlError> {
+        (**self).encrypt_op(cmd)
+    }
+    fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
+        (**self).set_private(gpa, len)
+    }
+}
+
+/// The real ioctls, on an SNP VM fd and the SEV firmware device (`/dev/sev`).
+#[derive(Debug)]
+pub struct KvmSevIoctl {
+    vm: VmFd,
+    sev: File,
+}
+
+impl KvmSevIoctl {
+    /// Wraps a VM created with `KVM_X86_SNP_VM` and the opened SEV device.
+    pub fn new(vm: VmFd, sev: File) -> Self {
+        KvmSevIoctl { vm, sev }
+    }
+
+    /// The VM fd (for memslots and vCPUs).
+    pub fn vm(&self) -> &VmFd {
+        &self.vm
+    }
+}
+
+impl SevIoctl for KvmSevIoctl {
+    fn encrypt_op(&mut self, mut cmd: SevCmd<'_>) -> Result<(), SevIoctlError> {
+        let mut raw = sev_cmd(&mut cmd, self.sev.as_raw_fd() as u32);
+        // `raw.data` points into `cmd`'s parameter struct, which lives (mutably borrowed) until
+        // the end of this function, and `uaddr` into the source it borrows.
+        self.vm.encrypt_op_sev(&mut raw).map_err(|e| SevIoctlError {
+            errno: e.errno(),
+            fw_error: raw.error,
+        })
+    }
+
+    fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
+        self.vm
+            .set_memory_attributes(kvm_memory_attributes {
+                address: gpa,
+                size: len,
+                attributes: u64::from(KVM_MEMORY_ATTRIBUTE_PRIVATE),
+                flags: 0,
+            })
+            .map_err(|e| e.errno())
+    }
+}

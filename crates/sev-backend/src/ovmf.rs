@@ -1,0 +1,520 @@
+//! OVMF firmware images with SEV metadata, and the plan a QEMU-style VMM populates from them.
+//!
+//! The image format (QEMU `hw/i386/pc_sysfw_ovmf.c`, `target/i386/sev.c`; OVMF
+//! `OvmfPkg/ResetVector`):
+//! - The GUIDed table footer: the GUID `96b582de-1fb2-45f7-baea-a366c55a082d` 48 bytes before
+//!   the end of the image (32 bytes of reset vector follow it), preceded by a `u16` total length
+//!   of the table (including that length and the GUID). Before them, entries packed back to
+//!   front, each `data, u16 length (of data + 18), GUID`.
+//! - The SEV metadata entry, GUID `dc886566-984a-4798-a75e-5585a7bf67cc`, holds a `u32` offset
+//!   from the END of the image to the metadata: `"ASEV"`, `u32` length, `u32` version, `u32`
+//!   section count, then sections of `{u32 base, u32 length, u32 type}`.
+//! - Section types: 1 `SNP_SEC_MEM`, 2 `SNP_SECRETS`, 3 `CPUID`, 4 `SVSM_CAA`,
+//!   0x10 `SNP_KERNEL_HASHES`.
+//!
+//! GUIDs are stored in the EFI byte order (first three fields little-endian).
+//! Every offset and length is checked; the parser never panics and never reads out of bounds.
+
+use std::fmt;
+
+use cc_populate::{Content, RegionSpec, Role};
+
+use crate::Error;
+
+/// A GUID in its EFI (mixed-endian) byte order, as stored in firmware images.
+pub type Guid = [u8; 16];
+
+/// Parses `"aabbccdd-eeff-gghh-iijj-kkllmmnnoopp"` into the EFI byte order (a const helper for
+/// the constants below; panics at compile time on a malformed literal).
+pub const fn guid(s: &str) -> Guid {
+    const fn hex(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => panic!("bad hex digit in GUID"),
+        }
+    }
+    let b = s.as_bytes();
+    assert!(b.len() == 36, "GUID literal must have 36 characters");
+    // Positions of the 16 byte pairs in the text, in text order.
+    const POS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let mut text = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        text[i] = hex(b[POS[i]]) << 4 | hex(b[POS[i] + 1]);
+        i += 1;
+    }
+    [
+        text[3], text[2], text[1], text[0], text[5], text[4], text[7], text[6], text[8], text[9],
+        text[10], text[11], text[12], text[13], text[14], text[15],
+    ]
+}
+
+/// The OVMF GUIDed table footer.
+pub const OVMF_TABLE_FOOTER_GUID: Guid = guid("96b582de-1fb2-45f7-baea-a366c55a082d");
+/// The entry holding the SEV metadata offset.
+pub const SEV_METADATA_GUID: Guid = guid("dc886566-984a-4798-a75e-5585a7bf67cc");
+/// The SEV metadata signature.
+pub const SEV_METADATA_SIGNATURE: [u8; 4] = *b"ASEV";
+/// Where images are mapped: ending at 4 GiB.
+pub const FOUR_GIB: u64 = 1 << 32;
+
+/// One entry of the GUIDed table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuidEntry<'a> {
+    /// Its GUID (EFI byte order).
+    pub guid: Guid,
+    /// Offset of its data from the start of the image.
+    pub offset: usize,
+    /// Its data.
+    pub data: &'a [u8],
+}
+
+/// What an SEV metadata section is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SectionKind {
+    /// 1: memory the firmware pre-validates (SEC stacks, page tables...).
+    SnpSecMem,
+    /// 2: the secrets page.
+    SnpSecrets,
+    /// 3: the CPUID page.
+    Cpuid,
+    /// 4: the SVSM calling area.
+    SvsmCaa,
+    /// 0x10: the kernel hashes table for measured direct boot.
+    SnpKernelHashes,
+    /// Any other type.
+    Unknown(u32),
+}
+
+impl SectionKind {
+    /// The kind of type number `t`.
+    pub fn from_type(t: u32) -> SectionKind {
+        match t {
+            1 => SectionKind::SnpSecMem,
+            2 => SectionKind::SnpSecrets,
+            3 => SectionKind::Cpuid,
+            4 => SectionKind::SvsmCaa,
+            0x10 => SectionKind::SnpKernelHashes,
+            t => SectionKind::Unknown(t),
+        }
+    }
+}
+
+impl fmt::Display for SectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SectionKind::SnpSecMem => f.write_str("SNP_SEC_MEM"),
+            SectionKind::SnpSecrets => f.write_str("SNP_SECRETS"),
+            SectionKind::Cpuid => f.write_str("CPUID"),
+            SectionKind::SvsmCaa => f.write_str("SVSM_CAA"),
+            SectionKind::SnpKernelHashes => f.write_str("SNP_KERNEL_HASHES"),
+            SectionKind::Unknown(t) => write!(f, "unknown type {t:#x}"),
+        }
+    }
+}
+
+/// One SEV metadata section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SevSection {
+    /// Guest-physical base.
+    pub base: u32,
+    /// Length in bytes.
+    pub len: u32,
+    /// Kind.
+    pub kind: SectionKind,
+}
+
+/// The SEV metadata of an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SevMetadata {
+    /// Offset of the metadata from the start of the image.
+    pub offset: usize,
+    /// Its version field.
+    pub version: u32,
+    /// Its sections, in the image's order.
+    pub sections: Vec<SevSection>,
+}
+
+/// What [`parse_ovmf`] found in an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OvmfImage<'a> {
+    /// The whole image.
+    pub image: &'a [u8],
+    /// The GUIDed table's entries, from the end of the table backwards (the order QEMU searches).
+    pub entries: Vec<GuidEntry<'a>>,
+    /// The SEV metadata, if the image has it.
+    pub sev_metadata: Option<SevMetadata>,
+}
+
+impl<'a> OvmfImage<'a> {
+    /// The data of the first entry with `guid`.
+    pub fn entry(&self, guid: &Guid) -> Option<&'a [u8]> {
+        self.entries
+            .iter()
+            .find(|e| &e.guid == guid)
+            .map(|e| e.data)
+    }
+}
+
+fn read<'a>(
+    image: &'a [u8],
+    what: &'static str,
+    offset: usize,
+    len: usize,
+) -> Result<&'a [u8], Error> {
+    offset
+        .checked_add(len)
+        .and_then(|end| image.get(offset..end))
+        .ok_or(Error::ImageBounds {
+            what,
+            offset: offset as u64,
+            len: len as u64,
+            size: image.len() as u64,
+        })
+}
+
+fn le16(b: &[u8]) -> u16 {
+    u16::from_le_bytes([
+        b.first().copied().unwrap_or(0),
+        b.get(1).copied().unwrap_or(0),
+    ])
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    for (i, x) in a.iter_mut().enumerate() {
+        *x = b.get(at + i).copied().unwrap_or(0);
+    }
+    u32::from_le_bytes(a)
+}
+
+/// Parses an OVMF image's GUIDed table and SEV metadata. An image without the table footer is
+/// refused ([`Error::ImageFormat`]); one with the table but no SEV metadata entry parses with
+/// `sev_metadata: None`. Never panics, on any bytes.
+pub fn parse_ovmf(image: &[u8]) -> Result<OvmfImage<'_>, Error> {
+    let size = image.len();
+    let footer_at = size.checked_sub(48).ok_or(Error::ImageBounds {
+        what: "GUIDed table footer",
+        offset: 0,
+        len: 48,
+        size: size as u64,
+    })?;
+    if read(image, "GUIDed table footer", footer_at, 16)? != OVMF_TABLE_FOOTER_GUID {
+        return Err(Error::ImageFormat {
+            what: "GUIDed table footer",
+            offset: footer_at as u64,
+            reason: "no OVMF table footer GUID 96b582de-1fb2-45f7-baea-a366c55a082d".into(),
+        });
+    }
+    let len_at = footer_at.checked_sub(2).ok_or(Error::ImageBounds {
+        what: "GUIDed table length",
+        offset: 0,
+        len: 2,
+        size: size as u64,
+    })?;
+    let total = le16(read(image, "GUIDed table length", len_at, 2)?) as usize;
+    let body = total.checked_sub(18).ok_or(Error::ImageFormat {
+        what: "GUIDed table length",
+        offset: len_at as u64,
+        reason: format!("total length {total} is shorter than its own length and GUID (18)"),
+    })?;
+    let start = len_at.checked_sub(body).ok_or(Error::ImageBounds {
+        what: "GUIDed table",
+        offset: 0,
+        len: body as u64,
+        size: size as u64,
+    })?;
+    let mut entries = Vec::new();
+    let mut end = len_at; // one past the current entry
+    while end > start {
+        if end - start < 18 {
+            return Err(Error::ImageFormat {
+                what: "GUIDed table entry",
+                offset: start as u64,
+                reason: format!("{} bytes left, an entry has at least 18", end - start),
+            });
+        }
+        let g = read(image, "GUIDed table entry GUID", end - 16, 16)?;
+        let len = le16(read(image, "GUIDed table entry length", end - 18, 2)?) as usize;
+        if len < 18 || len > end - start {
+            return Err(Error::ImageFormat {
+                what: "GUIDed table entry",
+                offset: (end - 18) as u64,
+                reason: format!(
+                    "length {len} is below 18 or runs past the table start at {start:#x}"
+                ),
+            });
+        }
+        let offset = end - len;
+        let mut guid = [0u8; 16];
+        guid.copy_from_slice(g);
+        entries.push(GuidEntry {
+            guid,
+            offset,
+            data: read(image, "GUIDed table entry data", offset, len - 18)?,
+        });
+        end = offset;
+    }
+    let mut out = OvmfImage {
+        image,
+        entries,
+        sev_metadata: None,
+    };
+    if let Some(e) = out.entries.iter().find(|e| e.guid == SEV_METADATA_GUID) {
+        if e.data.len() < 4 {
+            return Err(Error::ImageFormat {
+                what: "SEV metadata offset entry",
+                offset: e.offset as u64,
+                reason: format!("{} bytes of data, the offset needs 4", e.data.len()),
+            });
+        }
+        let from_end = le32(e.data, 0) as usize;
+        out.sev_metadata = Some(parse_metadata(image, from_end)?);
+    }
+    Ok(out)
+}
+
+fn parse_metadata(image: &[u8], from_end: usize) -> Result<SevMetadata, Error> {
+    let size = image.len();
+    let at = size.checked_sub(from_end).ok_or(Error::ImageBounds {
+        what: "SEV metadata",
+        offset: 0,
+        len: from_end as u64,
+        size: size as u64,
+    })?;
+    let hdr = read(image, "SEV metadata header", at, 16)?;
+    if hdr[..4] != SEV_METADATA_SIGNATURE {
+        return Err(Error::ImageFormat {
+            what: "SEV metadata header",
+            offset: at as u64,
+            reason: format!("signature {:02x?} is not \"ASEV\"", &hdr[..4]),
+        });
+    }
+    let len = le32(hdr, 4) as usize;
+    let version = le32(hdr, 8);
+    let count = le32(hdr, 12) as usize;
+    let need = count.checked_mul(12).and_then(|n| n.checked_add(16));
+    if need.is_none_or(|n| n > len) {
+        return Err(Error::ImageFormat {
+            what: "SEV metadata header",
+            offset: at as u64,
+            reason: format!("length {len} cannot hold {count} sections"),
+        });
+    }
+    let body = read(image, "SEV metadata", at, len)?;
+    let sections = (0..count)
+        .map(|i| {
+            let o = 16 + 12 * i;
+            SevSection {
+                base: le32(body, o),
+                len: le32(body, o + 4),
+                kind: SectionKind::from_type(le32(body, o + 8)),
+            }
+        })
+        .collect();
+    Ok(SevMetadata {
+        offset: at,
+        version,
+        sections,
+    })
+}
+
+/// How SEV metadata sections become plan roles: VMMs disagree, and the launch digest depends on
+/// it, so a verifier picks the policy of the VMM it reproduces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectionPolicy {
+    /// A short name for messages.
+    pub name: &'static str,
+    /// Role of `SNP_SEC_MEM` sections.
+    pub sec_mem: Role,
+    /// Role of `SVSM_CAA` sections.
+    pub svsm_caa: Role,
+    /// Role of `SNP_KERNEL_HASHES` sections (when no hashes table is given).
+    pub kernel_hashes: Role,
+    /// Role of sections of unknown type.
+    pub unknown: Role,
+}
+
+impl SectionPolicy {
+    /// QEMU's mapping (`snp_populate_metadata_pages`): secrets and CPUID by type, everything
+    /// else `ZERO` (kernel hashes too, unless measured direct boot supplies the table).
+    pub const QEMU: SectionPolicy = SectionPolicy {
+        name: "qemu",
+        sec_mem: Role::Zero,
+        svsm_caa: Role::Zero,
+        kernel_hashes: Role::Zero,
+        unknown: Role::Zero,
+    };
+
+    /// The mapping some other VMMs use (e.g. alioth, GCE): pre-validated memory as
+    /// `UNMEASURED` instead of `ZERO`.
+    pub const UNMEASURED: SectionPolicy = SectionPolicy {
+        name: "unmeasured",
+        sec_mem: Role::Unmeasured,
+        svsm_caa: Role::Unmeasured,
+        kernel_hashes: Role::Unmeasured,
+        unknown: Role::Unmeasured,
+    };
+
+    /// The role of a section of `kind`.
+    pub fn role(&self, kind: SectionKind) -> Role {
+        match kind {
+            SectionKind::SnpSecrets => Role::Secrets,
+            SectionKind::Cpuid => Role::Cpuid,
+            SectionKind::SnpSecMem => self.sec_mem,
+            SectionKind::SvsmCaa => self.svsm_caa,
+            SectionKind::SnpKernelHashes => self.kernel_hashes,
+            SectionKind::Unknown(_) => self.unknown,
+        }
+    }
+
+    /// The policy named `name` (`"qemu"` or `"unmeasured"`).
+    pub fn by_name(name: &str) -> Option<SectionPolicy> {
+        [SectionPolicy::QEMU, SectionPolicy::UNMEASURED]
+            .into_iter()
+            .find(|p| p.name == name)
+    }
+}
+
+impl Default for SectionPolicy {
+    fn default() -> Self {
+        SectionPolicy::QEMU
+    }
+}
+
+/// A region of a firmware plan, ready for a [`cc_populate::PlanBuilder`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedRegion<'a> {
+    /// Guest-physical address.
+    pub gpa: u64,
+    /// Length.
+    pub len: u64,
+    /// Role.
+    pub role: Role,
+    /// Content bytes (`None`: zeros; for a CPUID section the VMM puts its table there).
+    pub content: Option<&'a [u8]>,
+    /// What it is (`"firmware image"`, or the section kind).
+    pub what: String,
+}
+
+impl<'a> PlannedRegion<'a> {
+    /// As a region for [`cc_populate::PlanBuilder::region`].
+    pub fn to_spec(&self) -> RegionSpec<'a> {
+        RegionSpec {
+            gpa: self.gpa,
+            len: self.len,
+            role: self.role,
+            content: match self.content {
+                Some(b) => Content::Bytes(std::borrow::Cow::Borrowed(b)),
+                None => Content::Zero,
+            },
+        }
+    }
+}
+
+/// Plans a QEMU-style launch of an OVMF image: the image mapped to end at 4 GiB as measured
+/// pages, then its SEV metadata sections in the image's order with their roles under `policy`.
+/// Refuses an image that is empty, not a multiple of 4 KiB, larger than 4 GiB or without SEV
+/// metadata, and sections that are empty, unaligned or end past 4 GiB, naming them.
+///
+/// ```no_run
+/// use cc_populate::{MemoryLayout, PlanBuilder};
+/// use sev_backend::{plan_ovmf, verifier_caps, SectionPolicy};
+///
+/// let image = std::fs::read("/usr/share/ovmf/OVMF.fd")?;
+/// let mut builder = PlanBuilder::new();
+/// for r in plan_ovmf(&image, SectionPolicy::QEMU)? {
+///     builder.push(r.to_spec());
+/// }
+/// let plan = builder.build(&verifier_caps(), &MemoryLayout::unbounded())?;
+/// # let _ = plan;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn plan_ovmf(image: &[u8], policy: SectionPolicy) -> Result<Vec<PlannedRegion<'_>>, Error> {
+    let size = image.len() as u64;
+    if size == 0 || size % 4096 != 0 || size > FOUR_GIB {
+        return Err(Error::ImageFormat {
+            what: "firmware image",
+            offset: 0,
+            reason: format!("size {size:#x} is not a non-zero multiple of 4 KiB up to 4 GiB"),
+        });
+    }
+    let parsed = parse_ovmf(image)?;
+    let meta = parsed.sev_metadata.ok_or(Error::ImageFormat {
+        what: "GUIDed table",
+        offset: 0,
+        reason: "no SEV metadata entry (dc886566-984a-4798-a75e-5585a7bf67cc): not an SEV-capable OVMF build".into(),
+    })?;
+    let mut out = vec![PlannedRegion {
+        gpa: FOUR_GIB - size,
+        len: size,
+        role: Role::Measured,
+        content: Some(image),
+        what: "firmware image".into(),
+    }];
+    for (index, s) in meta.sections.iter().enumerate() {
+        let (gpa, len) = (u64::from(s.base), u64::from(s.len));
+        let bad = |reason: &str| Error::BadSection {
+            index,
+            gpa,
+            len,
+            kind: s.kind.to_string(),
+            reason: reason.into(),
+        };
+        if len == 0 {
+            return Err(bad("empty"));
+        }
+        if gpa % 4096 != 0 || len % 4096 != 0 {
+            return Err(bad("not aligned to 4 KiB"));
+        }
+        if gpa + len > FOUR_GIB {
+            return Err(bad("ends past 4 GiB"));
+        }
+        out.push(PlannedRegion {
+            gpa,
+            len,
+            role: policy.role(s.kind),
+            content: None,
+            what: s.kind.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_byte_order() {
+        // EFI order: 96b582de -> de 82 b5 96, 1fb2 -> b2 1f, 45f7 -> f7 45, rest as written.
+        assert_eq!(
+            OVMF_TABLE_FOOTER_GUID,
+            [
+                0xde, 0x82, 0xb5, 0x96, 0xb2, 0x1f, 0xf7, 0x45, 0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a,
+                0x08, 0x2d
+            ]
+        );
+        assert_eq!(SEV_METADATA_GUID[..4], [0x66, 0x65, 0x88, 0xdc]);
+    }
+
+    #[test]
+    fn section_kinds_and_policies() {
+        assert_eq!(SectionKind::from_type(1), SectionKind::SnpSecMem);
+        assert_eq!(SectionKind::from_type(4), SectionKind::SvsmCaa);
+        assert_eq!(SectionKind::from_type(0x10), SectionKind::SnpKernelHashes);
+        assert_eq!(SectionKind::from_type(5), SectionKind::Unknown(5));
+        let q = SectionPolicy::QEMU;
+        assert_eq!(q.role(SectionKind::SnpSecMem), Role::Zero);
+        assert_eq!(q.role(SectionKind::SnpSecrets), Role::Secrets);
+        assert_eq!(q.role(SectionKind::Cpuid), Role::Cpuid);
+        assert_eq!(q.role(SectionKind::SvsmCaa), Role::Zero);
+        let u = SectionPolicy::UNMEASURED;
+        assert_eq!(u.role(SectionKind::SnpSecMem), Role::Unmeasured);
+        assert_eq!(u.role(SectionKind::Cpuid), Role::Cpuid);
+        assert_eq!(SectionPolicy::by_name("unmeasured"), Some(u));
+        assert_eq!(SectionPolicy::default(), q);
+    }
+}
