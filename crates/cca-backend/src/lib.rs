@@ -1,1 +1,86 @@
-//! placeholder
+//! Arm CCA realms for `cc-populate`: the launch ioctls of the CCA KVM series, and the Realm
+//! Initial Measurement (RIM) computed offline from the same plan.
+//!
+//! - [`probe`] says whether this machine's KVM runs realms (a typed [`Error::NotSupported`]
+//!   otherwise), discovering the capability number rather than assuming it.
+//! - [`CcaBackend`] implements [`cc_populate::Backend`] over a [`CcaIoctl`] layer
+//!   ([`KvmCcaIoctl`] on a VM fd, or [`testing::KernelModel`]), speaking the series version the
+//!   caller selects ([`UapiVersion`]: v14 and v13 in/out populate, v12 bytes-returned populate,
+//!   or the `KVM_ENABLE_CAP` sub-commands of v11 and earlier), with the launch steps around
+//!   populate ([`CcaBackend::configure`], [`CcaBackend::activate`]).
+//! - [`measure`] computes the RIM of a plan for a realm's [`RealmParams`] and [`RecParams`]
+//!   (RMM specification 1.0, SHA-256 and SHA-512), through [`RimDigest`], which can also be
+//!   driven record by record; [`ripas_split`] gives the RTT entries RIPAS initialisation is
+//!   measured as.
+//!
+//! Populating a realm (the VM fd, memslots and vCPUs are the VMM's):
+//!
+//! ```no_run
+//! use cc_populate::{Driver, MemoryLayout, Memslot, PlanBuilder, Role};
+//! use cca_backend::{probe, CcaBackend, HashAlgo, KvmCcaIoctl, RealmParams, UapiVersion, CCA_CAPS};
+//!
+//! let kvm = kvm_ioctls::Kvm::new()?;
+//! let found = probe(&kvm, UapiVersion::V14)?;
+//! let vm = kvm.create_vm_with_type(cca_backend::uapi::realm_vm_type(40))?;
+//! // ... guest_memfd memslots set up here ...
+//! let layout = MemoryLayout::new(&[Memslot { slot: 0, gpa: 0, size: 1 << 30 }])?;
+//! let firmware = std::fs::read("QEMU_EFI.fd")?;
+//! let plan = PlanBuilder::new()
+//!     .zeros(0, 1 << 30, Role::Ripas)
+//!     .source(0, Role::Measured, &firmware)
+//!     .build(&CCA_CAPS, &layout)?;
+//! let realm = RealmParams::new(HashAlgo::Sha256, 40);
+//! let mut backend = CcaBackend::new(KvmCcaIoctl::new(&vm), &found);
+//! backend.configure(&realm)?;
+//! let report = Driver::new(&mut backend).run(&plan)?;
+//! assert!(report.is_complete());
+//! backend.activate()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The expected RIM of the same plan, for a verifier (no KVM needed):
+//!
+//! ```
+//! use cc_populate::{MemoryLayout, PlanBuilder, Role};
+//! use cca_backend::{measure, HashAlgo, RealmParams, RecParams, CCA_CAPS};
+//!
+//! let firmware = vec![0x14u8; 64 << 10];
+//! let plan = PlanBuilder::new()
+//!     .zeros(0, 1 << 30, Role::Ripas)
+//!     .source(0, Role::Measured, &firmware)
+//!     .build(&CCA_CAPS, &MemoryLayout::unbounded())?;
+//! let realm = RealmParams::new(HashAlgo::Sha256, 40);
+//! let boot = RecParams { pc: 0, gprs: [0; 8], runnable: true };
+//! let rim = measure(&plan, &realm, &[boot])?;
+//! println!("RIM {rim}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod backend;
+mod error;
+mod ioctl;
+mod measure;
+mod params;
+mod ripas;
+
+pub mod testing;
+pub mod uapi;
+
+pub use backend::{Activation, CcaBackend, InPlaceStager, RealmState, BOUNCE_SIZE, CCA_CAPS};
+pub use error::Error;
+pub use ioctl::{
+    probe, probe_with, CapSource, CcaIoctl, KvmCcaIoctl, Probe, RmeArg, SharedAliasWriter,
+    UapiVersion,
+};
+pub use measure::{
+    data_descriptor, hash, measure, measure_with, rec_descriptor, ripas_descriptor, InPlaceRead,
+    Measurement, Rim, RimDigest, DESCRIPTOR_SIZE, DESC_TYPE_DATA, DESC_TYPE_REC, DESC_TYPE_RIPAS,
+    RMI_MEASURE_CONTENT,
+};
+pub use params::{
+    realm_offsets, rec_offsets, HashAlgo, RealmParams, RecParams, REALM_FLAG_LPA2, REALM_FLAG_PMU,
+    REALM_FLAG_SVE, REC_FLAG_RUNNABLE, RMI_PARAMS_SIZE,
+};
+pub use ripas::{ripas_split, rtt_geometry, RipasSplit, RttGeometry, GRANULE};

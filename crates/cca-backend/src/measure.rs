@@ -1,0 +1,417 @@
+//! The Realm Initial Measurement (RIM), computed offline (RMM specification 1.0).
+//!
+//! The RIM starts as the hash of the measured realm parameters (RMI_REALM_CREATE, B4.3.9.4) and
+//! is extended by hashing a 256-byte measurement descriptor holding the current RIM for every
+//! RMI_DATA_CREATE (B4.3.1.4), every RTT entry of RMI_RTT_INIT_RIPAS (B4.3.18.4) and every
+//! runnable RMI_REC_CREATE (B4.3.12.4). Descriptor layouts (C1.11-C1.13, zero padded to 256
+//! bytes): `desc_type` u8 at 0x0 (DATA 0, REC 1, RIPAS 2), `len` u64 at 0x8 (0x100), `rim[64]` at
+//! 0x10, then DATA: `ipa` at 0x50, `flags` at 0x58, `content[64]` at 0x60; REC: `content[64]` at
+//! 0x50; RIPAS: `base` at 0x50, `top` at 0x58. A SHA-256 result fills the low 32 bytes of a
+//! 64-byte field and the rest stays zero.
+
+use std::fmt;
+
+use cc_populate::{Content, Plan, Role};
+use sha2::Digest as _;
+
+use crate::params::{HashAlgo, RealmParams, RecParams};
+use crate::ripas::{ripas_split, GRANULE};
+use crate::Error;
+
+/// Size of every measurement descriptor.
+pub const DESCRIPTOR_SIZE: usize = 256;
+/// `RmmMeasurementDescriptorData.desc_type`.
+pub const DESC_TYPE_DATA: u8 = 0;
+/// `RmmMeasurementDescriptorRec.desc_type`.
+pub const DESC_TYPE_REC: u8 = 1;
+/// `RmmMeasurementDescriptorRipas.desc_type`.
+pub const DESC_TYPE_RIPAS: u8 = 2;
+/// `RmiDataFlags.measure` = `RMI_MEASURE_CONTENT`.
+pub const RMI_MEASURE_CONTENT: u64 = 1;
+
+const PAGE: usize = GRANULE as usize;
+
+/// A hash result, zero padded to the 64 bytes of an `RmmRealmMeasurement`.
+pub type Measurement = [u8; 64];
+
+/// Hashes `data` with `algo`, zero padding the result to 64 bytes.
+pub fn hash(algo: HashAlgo, data: &[u8]) -> Measurement {
+    let mut out = [0u8; 64];
+    match algo {
+        HashAlgo::Sha256 => out[..32].copy_from_slice(&sha2::Sha256::digest(data)),
+        HashAlgo::Sha512 => out.copy_from_slice(&sha2::Sha512::digest(data)),
+    }
+    out
+}
+
+fn header(desc_type: u8, rim: &Measurement) -> [u8; DESCRIPTOR_SIZE] {
+    let mut d = [0u8; DESCRIPTOR_SIZE];
+    d[0] = desc_type;
+    d[8..16].copy_from_slice(&(DESCRIPTOR_SIZE as u64).to_le_bytes());
+    d[0x10..0x50].copy_from_slice(rim);
+    d
+}
+
+/// `RmmMeasurementDescriptorData` for a DATA granule at `ipa`: `content` is the granule's hash
+/// when `measured`, ignored (zeros) otherwise.
+pub fn data_descriptor(
+    rim: &Measurement,
+    ipa: u64,
+    measured: bool,
+    content: &Measurement,
+) -> [u8; DESCRIPTOR_SIZE] {
+    let mut d = header(DESC_TYPE_DATA, rim);
+    d[0x50..0x58].copy_from_slice(&ipa.to_le_bytes());
+    if measured {
+        d[0x58..0x60].copy_from_slice(&RMI_MEASURE_CONTENT.to_le_bytes());
+        d[0x60..0xa0].copy_from_slice(content);
+    }
+    d
+}
+
+/// `RmmMeasurementDescriptorRipas` for one RTT entry `[base, top)`.
+pub fn ripas_descriptor(rim: &Measurement, base: u64, top: u64) -> [u8; DESCRIPTOR_SIZE] {
+    let mut d = header(DESC_TYPE_RIPAS, rim);
+    d[0x50..0x58].copy_from_slice(&base.to_le_bytes());
+    d[0x58..0x60].copy_from_slice(&top.to_le_bytes());
+    d
+}
+
+/// `RmmMeasurementDescriptorRec` with `content` the hash of the measured `RmiRecParams`.
+pub fn rec_descriptor(rim: &Measurement, content: &Measurement) -> [u8; DESCRIPTOR_SIZE] {
+    let mut d = header(DESC_TYPE_REC, rim);
+    d[0x50..0x90].copy_from_slice(content);
+    d
+}
+
+/// A finished RIM: 32 bytes for SHA-256 realms, 64 for SHA-512.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rim {
+    algo: HashAlgo,
+    value: Measurement,
+}
+
+impl Rim {
+    /// The hash algorithm.
+    pub fn algo(&self) -> HashAlgo {
+        self.algo
+    }
+
+    /// The RIM's bytes (32 or 64).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.value[..self.algo.output_len()]
+    }
+
+    /// The RIM's bytes as a vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+}
+
+impl fmt::Display for Rim {
+    /// Lower-case hex.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.as_bytes() {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Rim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Rim({}:{self})", self.algo.name())
+    }
+}
+
+/// Granules hashed per batch by [`RimDigest::data_range`] (16 MiB).
+const BATCH: usize = 4096;
+/// Below this many measured granules, hashing stays on the calling thread.
+const PARALLEL_MIN: usize = 64;
+
+/// The RIM being built, one RMM operation at a time, in the order the host issues them.
+///
+/// [`measure`] drives it from a [`Plan`]; an IGVM loader can drive it directive by directive.
+///
+/// ```
+/// use cca_backend::{HashAlgo, RealmParams, RecParams, RimDigest};
+/// let realm = RealmParams::new(HashAlgo::Sha256, 40);
+/// let mut rim = RimDigest::new(&realm)?;
+/// rim.ripas_range(0, 2 << 20)?;
+/// rim.data_range(0x1000, &[0x90u8; 8192], true)?;
+/// rim.rec(&RecParams { pc: 0x1000, gprs: [0; 8], runnable: true });
+/// assert_eq!(rim.finish().as_bytes().len(), 32);
+/// # Ok::<(), cca_backend::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RimDigest {
+    algo: HashAlgo,
+    ipa_bits: u8,
+    lpa2: bool,
+    rim: Measurement,
+    zero_page: Option<Measurement>,
+}
+
+impl RimDigest {
+    /// Starts the RIM of a realm: the hash of its measured `RmiRealmParams` (RMI_REALM_CREATE).
+    pub fn new(realm: &RealmParams) -> Result<Self, Error> {
+        let page = realm.measured_bytes()?;
+        Ok(RimDigest {
+            algo: realm.hash,
+            ipa_bits: realm.ipa_bits,
+            lpa2: realm.lpa2,
+            rim: hash(realm.hash, &page[..]),
+            zero_page: None,
+        })
+    }
+
+    /// The RIM so far.
+    pub fn current(&self) -> Rim {
+        Rim {
+            algo: self.algo,
+            value: self.rim,
+        }
+    }
+
+    /// The final RIM.
+    pub fn finish(self) -> Rim {
+        self.current()
+    }
+
+    fn check_range(&self, base: u64, len: u64) -> Result<(), Error> {
+        let top = base.saturating_add(len);
+        if len == 0 || base % GRANULE != 0 || len % GRANULE != 0 {
+            return Err(Error::BadRange {
+                base,
+                top,
+                reason: "empty or not aligned to the 4 KiB granule",
+            });
+        }
+        if top > 1u64 << (self.ipa_bits - 1) {
+            return Err(Error::BadRange {
+                base,
+                top,
+                reason: "reaches into the unprotected half of the IPA space",
+            });
+        }
+        Ok(())
+    }
+
+    /// RMI_DATA_CREATE of the granule at `ipa` whose content hash is `content` (`None`:
+    /// unmeasured). The caller checks `ipa`.
+    pub fn data_granule_hashed(&mut self, ipa: u64, content: Option<&Measurement>) {
+        let d = data_descriptor(
+            &self.rim,
+            ipa,
+            content.is_some(),
+            content.unwrap_or(&[0; 64]),
+        );
+        self.rim = hash(self.algo, &d);
+    }
+
+    /// RMI_DATA_CREATE of one granule at `ipa` with `content` (exactly 4096 bytes), measured or
+    /// not.
+    pub fn data_granule(&mut self, ipa: u64, content: &[u8], measured: bool) -> Result<(), Error> {
+        self.check_range(ipa, GRANULE)?;
+        if content.len() != PAGE {
+            return Err(Error::BadRange {
+                base: ipa,
+                top: ipa.saturating_add(content.len() as u64),
+                reason: "a DATA granule's content must be exactly 4096 bytes",
+            });
+        }
+        let h = measured.then(|| hash(self.algo, content));
+        self.data_granule_hashed(ipa, h.as_ref());
+        Ok(())
+    }
+
+    /// RMI_DATA_CREATE of every granule of `bytes` (a multiple of 4 KiB), from `ipa` up, in
+    /// address order. Content hashes are computed on every core; the chain stays serial.
+    pub fn data_range(&mut self, ipa: u64, bytes: &[u8], measured: bool) -> Result<(), Error> {
+        self.check_range(ipa, bytes.len() as u64)?;
+        if !measured {
+            for i in 0..bytes.len() / PAGE {
+                self.data_granule_hashed(ipa + (i * PAGE) as u64, None);
+            }
+            return Ok(());
+        }
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(16);
+        let mut hashes = vec![[0u8; 64]; BATCH.min(bytes.len() / PAGE)];
+        let mut at = ipa;
+        for batch in bytes.chunks(BATCH * PAGE) {
+            let n = batch.len() / PAGE;
+            let out = &mut hashes[..n];
+            let algo = self.algo;
+            if threads > 1 && n >= PARALLEL_MIN {
+                let per = n.div_ceil(threads);
+                std::thread::scope(|s| {
+                    for (src, dst) in batch.chunks(per * PAGE).zip(out.chunks_mut(per)) {
+                        s.spawn(move || {
+                            for (page, h) in src.chunks_exact(PAGE).zip(dst.iter_mut()) {
+                                *h = hash(algo, page);
+                            }
+                        });
+                    }
+                });
+            } else {
+                for (page, h) in batch.chunks_exact(PAGE).zip(out.iter_mut()) {
+                    *h = hash(algo, page);
+                }
+            }
+            for h in out.iter() {
+                self.data_granule_hashed(at, Some(h));
+                at += GRANULE;
+            }
+        }
+        Ok(())
+    }
+
+    /// RMI_DATA_CREATE of `len` bytes of zeros from `ipa` (measured or not).
+    pub fn data_zeros(&mut self, ipa: u64, len: u64, measured: bool) -> Result<(), Error> {
+        self.check_range(ipa, len)?;
+        let h = if measured {
+            let algo = self.algo;
+            Some(
+                *self
+                    .zero_page
+                    .get_or_insert_with(|| hash(algo, &[0u8; PAGE])),
+            )
+        } else {
+            None
+        };
+        for i in 0..len / GRANULE {
+            self.data_granule_hashed(ipa + i * GRANULE, h.as_ref());
+        }
+        Ok(())
+    }
+
+    /// One RTT entry `[base, top)` of RMI_RTT_INIT_RIPAS, as given (no split).
+    pub fn ripas_entry(&mut self, base: u64, top: u64) {
+        self.rim = hash(self.algo, &ripas_descriptor(&self.rim, base, top));
+    }
+
+    /// RMI_RTT_INIT_RIPAS of `[base, top)`, split into RTT entries by [`ripas_split`].
+    pub fn ripas_range(&mut self, base: u64, top: u64) -> Result<(), Error> {
+        for (b, t) in ripas_split(base, top, self.ipa_bits, self.lpa2)? {
+            self.ripas_entry(b, t);
+        }
+        Ok(())
+    }
+
+    /// RMI_REC_CREATE of `rec`. Only a runnable REC extends the RIM (RMM 1.0, B4.3.12.4).
+    pub fn rec(&mut self, rec: &RecParams) {
+        if !rec.runnable {
+            return;
+        }
+        let content = hash(self.algo, &rec.measured_bytes()[..]);
+        self.rim = hash(self.algo, &rec_descriptor(&self.rim, &content));
+    }
+}
+
+/// Reads content written in place into guest memory, for measuring [`Content::InPlace`]
+/// regions: fills the buffer with the bytes at the guest-physical address.
+pub type InPlaceRead<'r> = &'r dyn Fn(u64, &mut [u8]) -> Result<(), String>;
+
+/// The RIM of a realm launched from `plan` with `recs`: REALM_CREATE with `realm`, then the
+/// regions in the plan's order (measured and unmeasured regions DATA_CREATE granule by granule
+/// in address order, ripas regions RTT_INIT_RIPAS split as [`ripas_split`] says), then each REC
+/// in the order given.
+///
+/// The plan's given order is measured, as the populate calls are issued; a verifier reproduces
+/// it from the same plan (a VMM that wants GPA order sorts the regions before building the
+/// plan). Refuses `zero`, `secrets` and `cpuid` regions, regions outside the protected half of
+/// the IPA space, and in-place content (use [`measure_with`] to give a reader).
+///
+/// ```
+/// use cc_populate::{MemoryLayout, PlanBuilder, Role};
+/// use cca_backend::{measure, HashAlgo, RealmParams, RecParams, CCA_CAPS};
+///
+/// let kernel = vec![0xaau8; 3 * 4096];
+/// let plan = PlanBuilder::new()
+///     .zeros(0, 1 << 30, Role::Ripas)
+///     .source(0x8_0000, Role::Measured, &kernel)
+///     .build(&CCA_CAPS, &MemoryLayout::unbounded())?;
+/// let realm = RealmParams::new(HashAlgo::Sha512, 40);
+/// let rec = RecParams { pc: 0x8_0000, gprs: [0x4000_0000, 0, 0, 0, 0, 0, 0, 0], runnable: true };
+/// let rim = measure(&plan, &realm, &[rec])?;
+/// assert_eq!(rim.as_bytes().len(), 64);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn measure(plan: &Plan<'_>, realm: &RealmParams, recs: &[RecParams]) -> Result<Rim, Error> {
+    measure_with(plan, realm, recs, None)
+}
+
+/// [`measure`], reading in-place content through `reader`.
+pub fn measure_with(
+    plan: &Plan<'_>,
+    realm: &RealmParams,
+    recs: &[RecParams],
+    reader: Option<InPlaceRead<'_>>,
+) -> Result<Rim, Error> {
+    let mut d = RimDigest::new(realm)?;
+    let limit = realm.protected_limit();
+    for (i, r) in plan.regions().iter().enumerate() {
+        let (gpa, len) = (r.gpa(), r.len());
+        if gpa.checked_add(len).is_none_or(|end| end > limit) {
+            return Err(Error::OutsideProtectedIpa {
+                region: i,
+                gpa,
+                len,
+                limit,
+                ipa_bits: realm.ipa_bits,
+            });
+        }
+        let measured = match r.role() {
+            Role::Measured => true,
+            Role::Unmeasured => false,
+            Role::Ripas => {
+                d.ripas_range(gpa, gpa + len)?;
+                continue;
+            }
+            role => {
+                return Err(Error::RoleRefused {
+                    region: i,
+                    gpa,
+                    len,
+                    role,
+                })
+            }
+        };
+        let content_err = |reason: String| Error::Content {
+            region: i,
+            gpa,
+            len,
+            reason,
+        };
+        if r.released() > 0 {
+            return Err(content_err(
+                "its source was released after populating".into(),
+            ));
+        }
+        match r.content() {
+            Content::Zero => d.data_zeros(gpa, len, measured)?,
+            Content::InPlace if !measured => d.data_zeros(gpa, len, false)?,
+            Content::InPlace => {
+                let read = reader.ok_or_else(|| {
+                    content_err("written in place and no reader was given to measure it".into())
+                })?;
+                let mut buf = vec![0u8; len as usize];
+                read(gpa, &mut buf).map_err(|e| content_err(format!("reading in place: {e}")))?;
+                d.data_range(gpa, &buf, true)?;
+            }
+            _ => {
+                let bytes = r
+                    .source()
+                    .ok_or_else(|| content_err("no source bytes".into()))?;
+                d.data_range(gpa, bytes, measured)?;
+            }
+        }
+    }
+    for rec in recs {
+        d.rec(rec);
+    }
+    Ok(d.finish())
+}
