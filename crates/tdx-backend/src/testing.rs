@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::backend::TdParams;
 use crate::ioctl::{TdxIoctl, CAPS_HEADER, CPUID2_HEADER, CPUID_ENTRY, INIT_VM_HEADER};
 use crate::uapi::{
-    kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_CAPABILITIES, KVM_TDX_FINALIZE_VM,
+    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_CAPABILITIES, KVM_TDX_FINALIZE_VM,
     KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VCPU, KVM_TDX_INIT_VM, KVM_TDX_MEASURE_MEMORY_REGION,
 };
 use crate::{Mrtd, PAGE_SIZE};
@@ -229,6 +229,20 @@ impl TdxModel {
                 p.mrconfigid.copy_from_slice(&b[16..64]);
                 p.mrowner.copy_from_slice(&b[64..112]);
                 p.mrownerconfig.copy_from_slice(&b[112..160]);
+                for i in 0..nent as usize {
+                    let at = INIT_VM_HEADER + CPUID2_HEADER + i * CPUID_ENTRY;
+                    let w = |k: usize| read_u32(b, at + 4 * k).unwrap_or(0);
+                    p.cpuid.push(kvm_cpuid_entry2 {
+                        function: w(0),
+                        index: w(1),
+                        flags: w(2),
+                        eax: w(3),
+                        ebx: w(4),
+                        ecx: w(5),
+                        edx: w(6),
+                        padding: [w(7), w(8), w(9)],
+                    });
+                }
                 if p.attributes & !self.supported_attrs != 0 {
                     return Err(libc::EINVAL);
                 }
