@@ -51,9 +51,9 @@ fn sha2_mrtd(data: &[u8]) -> [u8; 48] {
     h.finalize().into()
 }
 
-fn sha2_mrtd_run(data: &[u8]) -> [u8; 48] {
-    // The same stream through sha2, built like `Mrtd` does: one 6 KiB run of records per page.
-    let mut h = Sha384::new();
+fn ring_mrtd_run(data: &[u8]) -> [u8; 48] {
+    // The same stream through ring, built like `Mrtd` does: one 6 KiB run of records per page.
+    let mut h = ring::digest::Context::new(&ring::digest::SHA384);
     let mut run = vec![0u8; 16 * 384];
     for c in 0..16 {
         run[c * 384..c * 384 + 9].copy_from_slice(b"MR.EXTEND");
@@ -65,7 +65,7 @@ fn sha2_mrtd_run(data: &[u8]) -> [u8; 48] {
             let mut add = [0u8; 128];
             add[..12].copy_from_slice(b"MEM.PAGE.ADD");
             add[16..24].copy_from_slice(&gpa.to_le_bytes());
-            h.update(add);
+            h.update(&add);
             for (c, chunk) in page.chunks_exact(256).enumerate() {
                 let at = c * 384;
                 run[at + 16..at + 24].copy_from_slice(&(gpa + (c * 256) as u64).to_le_bytes());
@@ -74,7 +74,9 @@ fn sha2_mrtd_run(data: &[u8]) -> [u8; 48] {
             h.update(&run);
         }
     }
-    h.finalize().into()
+    let mut o = [0u8; 48];
+    o.copy_from_slice(h.finish().as_ref());
+    o
 }
 
 fn main() {
@@ -105,7 +107,7 @@ fn main() {
         o.copy_from_slice(c.finish().as_ref());
         o
     });
-    let (mrtd_ring, a) = best(|| {
+    let (mrtd_crate, a) = best(|| {
         let mut m = Mrtd::new();
         for pass in 0..PASSES {
             let base = (pass * BUF) as u64;
@@ -118,9 +120,9 @@ fn main() {
         m.finish()
     });
     let (mrtd_sha2, b) = best(|| sha2_mrtd(&data));
-    assert_eq!(a, b, "the ring and sha2 MRTD streams must agree");
-    let (mrtd_sha2_run, b2) = best(|| sha2_mrtd_run(&data));
-    assert_eq!(a, b2, "the ring and sha2 MRTD streams must agree");
+    assert_eq!(a, b, "the MRTD streams must agree");
+    let (mrtd_ring_run, b2) = best(|| ring_mrtd_run(&data));
+    assert_eq!(a, b2, "the MRTD streams must agree");
     let plan = {
         let mut pb = PlanBuilder::new();
         for pass in 0..PASSES {
@@ -144,11 +146,11 @@ fn main() {
     row("bare SHA-384, sha2 0.10", bare_sha2);
     row("bare SHA-384, ring 0.17", bare_ring);
     row("MRTD stream, sha2 (header+data updates)", mrtd_sha2);
-    row("MRTD stream, sha2 (one 6 KiB run per page)", mrtd_sha2_run);
-    row("Mrtd (ring, one 6 KiB run per page)", mrtd_ring);
-    row("measure_plan (ring), 4 regions", plan_t);
+    row("MRTD stream, ring (6 KiB run per page)", mrtd_ring_run);
+    row("Mrtd (sha2, one 6 KiB run per page)", mrtd_crate);
+    row("measure_plan (sha2), 4 regions", plan_t);
     println!(
-        "(ratios against the faster bare hash; against the 0.65 limit: Mrtd reaches {:.0}% of it)",
-        100.0 * bare.as_secs_f64() / mrtd_ring.as_secs_f64() / (32.0 / 49.0)
+        "(ratios against the faster bare hash; Mrtd reaches {:.0}% of the 0.65 limit)",
+        100.0 * bare.as_secs_f64() / mrtd_crate.as_secs_f64() / (32.0 / 49.0)
     );
 }

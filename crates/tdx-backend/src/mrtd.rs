@@ -11,9 +11,10 @@
 //!
 //! Records are whole SHA-384 blocks, so the hasher never buffers a partial block: a page's 16
 //! extend records go to the hasher as one 6 KiB run built in a reused buffer (headers written
-//! once, the GPA and 256 data bytes per chunk copied in).
+//! once, the GPA and 256 data bytes per chunk copied in). The hash is `sha2`'s SHA-384, which
+//! measured faster than `ring`'s on the project's machines (see the crate README).
 
-use ring::digest;
+use sha2::{Digest, Sha384};
 
 use crate::PAGE_SIZE;
 
@@ -47,7 +48,7 @@ const PAGE_RUN: usize = EXTEND_RECORD * CHUNKS_PER_PAGE;
 /// ```
 #[derive(Clone)]
 pub struct Mrtd {
-    ctx: digest::Context,
+    ctx: Sha384,
     run: Box<[u8; PAGE_RUN]>,
     pages_added: u64,
     chunks_extended: u64,
@@ -77,7 +78,7 @@ impl Mrtd {
             run[at..at + MR_EXTEND_TAG.len()].copy_from_slice(MR_EXTEND_TAG);
         }
         Mrtd {
-            ctx: digest::Context::new(&digest::SHA384),
+            ctx: Sha384::new(),
             run,
             pages_added: 0,
             chunks_extended: 0,
@@ -89,7 +90,7 @@ impl Mrtd {
         let mut rec = [0u8; RECORD_SIZE];
         rec[..PAGE_ADD_TAG.len()].copy_from_slice(PAGE_ADD_TAG);
         rec[GPA_OFFSET..GPA_OFFSET + 8].copy_from_slice(&gpa.to_le_bytes());
-        self.ctx.update(&rec);
+        self.ctx.update(rec);
         self.pages_added += 1;
     }
 
@@ -98,7 +99,7 @@ impl Mrtd {
         let mut rec = [0u8; RECORD_SIZE];
         rec[..MR_EXTEND_TAG.len()].copy_from_slice(MR_EXTEND_TAG);
         rec[GPA_OFFSET..GPA_OFFSET + 8].copy_from_slice(&gpa.to_le_bytes());
-        self.ctx.update(&rec);
+        self.ctx.update(rec);
         self.ctx.update(chunk);
         self.chunks_extended += 1;
     }
@@ -134,10 +135,7 @@ impl Mrtd {
 
     /// TDH.MR.FINALIZE: the 48-byte MRTD.
     pub fn finish(self) -> [u8; 48] {
-        let d = self.ctx.finish();
-        let mut out = [0u8; 48];
-        out.copy_from_slice(d.as_ref());
-        out
+        self.ctx.finalize().into()
     }
 
     /// The MRTD as it would be finalized now, without consuming the running state.

@@ -393,8 +393,8 @@ fn padded<'a>(bytes: &'a [u8], len: u64) -> Cow<'a, [u8]> {
 ///
 /// | section | role | content |
 /// |---|---|---|
-/// | BFV, CFV | `Measured` if MR_EXTEND, else `Unmeasured` | image bytes from `DataOffset` (as QEMU: `MemoryDataSize` bytes from there, zero-padded past the image's end) |
-/// | TD_HOB | `Measured` if MR_EXTEND, else `Unmeasured` with the HOB or `Zero` without | [`PlanOptions::td_hob`] or zeros |
+/// | BFV, CFV | `Measured` if MR_EXTEND, else `Unmeasured` | image bytes from `DataOffset` (as QEMU: `MemoryDataSize` bytes from there; refused if they run past the image) |
+/// | TD_HOB | `Measured` if MR_EXTEND, else `Unmeasured` with the HOB or `Zero` without | [`PlanOptions::td_hob`] (its pages, then a zero region for the rest of the section) or zeros |
 /// | TEMP_MEM | `Measured` (zeros) if MR_EXTEND, else `Zero` | zeros |
 /// | PAGE_AUG sections | per [`PageAugPolicy`] | |
 /// | PERM_MEM, PAYLOAD, PAYLOAD_PARAM, others | refused (QEMU refuses them too), except PAGE_AUG ones left to the guest | |
@@ -420,15 +420,29 @@ pub fn plan_regions<'a>(
         let measured = s.mr_extend();
         let (role, content) = match s.section_type {
             SectionType::Bfv | SectionType::Cfv => {
-                let start = s.data_offset as usize;
-                let end = (start as u64 + len).min(image.len() as u64) as usize;
-                let bytes = image.get(start..end).unwrap_or_default();
+                // As QEMU: MemoryDataSize bytes of the image from DataOffset (also when
+                // RawDataSize is smaller); refused where that runs past the image.
+                let start = u64::from(s.data_offset);
+                let Some(bytes) = start
+                    .checked_add(len)
+                    .filter(|end| *end <= image.len() as u64)
+                    .and_then(|end| image.get(start as usize..end as usize))
+                else {
+                    return Err(section_err(
+                        index,
+                        s,
+                        format!(
+                            "MemoryDataSize bytes from DataOffset {start:#x} run past the {:#x}-byte image",
+                            image.len()
+                        ),
+                    ));
+                };
                 let role = if measured {
                     Role::Measured
                 } else {
                     Role::Unmeasured
                 };
-                (role, Content::Bytes(padded(bytes, len)))
+                (role, Content::Bytes(Cow::Borrowed(bytes)))
             }
             SectionType::TdHob => match options.td_hob {
                 Some(hob) if hob.len() as u64 > len => {
@@ -441,14 +455,41 @@ pub fn plan_regions<'a>(
                         ),
                     ))
                 }
-                Some(hob) => (
-                    if measured {
+                Some(hob) => {
+                    let role = if measured {
                         Role::Measured
                     } else {
                         Role::Unmeasured
-                    },
-                    Content::Bytes(padded(hob, len)),
-                ),
+                    };
+                    // The HOB's pages (zero-padded to a page), then zeros for the rest: the
+                    // same PAGE.ADD/MR.EXTEND records as one zero-padded region, without
+                    // allocating a section-sized buffer.
+                    let head = (hob.len() as u64).div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
+                    out.push(PlannedRegion {
+                        section: index,
+                        info: *s,
+                        spec: RegionSpec {
+                            gpa,
+                            len: head,
+                            role,
+                            content: Content::Bytes(padded(hob, head)),
+                        },
+                    });
+                    if head == len {
+                        continue;
+                    }
+                    out.push(PlannedRegion {
+                        section: index,
+                        info: *s,
+                        spec: RegionSpec {
+                            gpa: gpa + head,
+                            len: len - head,
+                            role,
+                            content: Content::Zero,
+                        },
+                    });
+                    continue;
+                }
                 None if measured => (Role::Measured, Content::Zero),
                 None => (Role::Zero, Content::Zero),
             },

@@ -24,8 +24,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::backend::TdParams;
 use crate::ioctl::{TdxIoctl, CAPS_HEADER, CPUID2_HEADER, CPUID_ENTRY, INIT_VM_HEADER};
 use crate::uapi::{
-    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_CAPABILITIES, KVM_TDX_FINALIZE_VM,
-    KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VCPU, KVM_TDX_INIT_VM, KVM_TDX_MEASURE_MEMORY_REGION,
+    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_CAPABILITIES,
+    KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VCPU, KVM_TDX_INIT_VM,
+    KVM_TDX_MEASURE_MEMORY_REGION,
 };
 use crate::{Mrtd, PAGE_SIZE};
 

@@ -7,7 +7,9 @@ use cc_populate::{
 };
 use tdx_backend::status::{TDX_OPERAND_BUSY, TDX_OPERAND_INVALID};
 use tdx_backend::testing::{Event, Scope, TdxModel};
-use tdx_backend::uapi::{kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_FINALIZE_VM};
+use tdx_backend::uapi::{
+    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_FINALIZE_VM,
+};
 use tdx_backend::{measure_plan, Error, TdParams, TdxBackend, TDX_CAPS};
 
 const RCX: u64 = 0x0080_9000;
@@ -47,7 +49,11 @@ fn assert_report_matches_ledger(plan: &Plan<'_>, report: &cc_populate::Report, m
             "region {i}"
         );
     }
-    assert!(model.twice.is_empty(), "pages populated twice: {:?}", model.twice);
+    assert!(
+        model.twice.is_empty(),
+        "pages populated twice: {:?}",
+        model.twice
+    );
 }
 
 #[test]
@@ -176,7 +182,11 @@ fn full_run_matches_the_ledger_and_the_offline_mrtd() {
     let mut td = launched();
     let report = Driver::new(&mut td).run_releasing(&mut plan).unwrap();
     assert!(report.is_complete());
-    assert_eq!(report.bytes_released(), 3 * PAGE, "the SourceBuf is released");
+    assert_eq!(
+        report.bytes_released(),
+        3 * PAGE,
+        "the SourceBuf is released"
+    );
     assert_eq!(report.calls(), 4);
     assert_eq!(report.convert_calls(), 4);
     let model = td.ioctl();
@@ -185,7 +195,11 @@ fn full_run_matches_the_ledger_and_the_offline_mrtd() {
         for p in 0..r.len() / PAGE {
             let gpa = r.gpa() + p * PAGE;
             assert!(model.is_private(gpa));
-            assert_eq!(model.added[&gpa].measured, r.role() == Role::Measured, "{gpa:#x}");
+            assert_eq!(
+                model.added[&gpa].measured,
+                r.role() == Role::Measured,
+                "{gpa:#x}"
+            );
         }
     }
     // The released plan can no longer be measured offline; a fresh copy of it can.
@@ -228,7 +242,10 @@ fn interrupted_and_busy_calls_resume_where_the_kernel_stopped() {
     };
     assert_eq!(regions, vec![at(0, 8), at(2, 6), at(3, 5)]);
     assert_eq!(
-        model.calls[3..].iter().map(|c| c.result).collect::<Vec<_>>(),
+        model.calls[3..]
+            .iter()
+            .map(|c| c.result)
+            .collect::<Vec<_>>(),
         vec![Err(libc::EINTR), Err(libc::EAGAIN), Ok(())]
     );
     assert_report_matches_ledger(&plan, &report, model);
@@ -264,13 +281,22 @@ fn module_error_stops_with_an_exact_report_and_resume_completes() {
     assert_eq!(e.kind, ErrorKind::Failed);
     assert_eq!(e.errno, Some(libc::EIO));
     assert_eq!(e.platform, None);
-    assert!(e.detail.contains("stopped at GPA 0xfffc3000 after 3 page(s)"), "{}", e.detail);
-    assert!(e.detail.contains("TDH.MEM.PAGE.ADD or TDH.MR.EXTEND failed"), "{}", e.detail);
+    assert!(
+        e.detail
+            .contains("stopped at GPA 0xfffc3000 after 3 page(s)"),
+        "{}",
+        e.detail
+    );
+    assert!(
+        e.detail
+            .contains("TDH.MEM.PAGE.ADD or TDH.MR.EXTEND failed"),
+        "{}",
+        e.detail
+    );
     assert_report_matches_ledger(&plan, &report, driver.backend().ioctl());
 
     let done = driver.resume(&plan, &report).unwrap();
     assert!(done.is_complete());
-    drop(driver);
     assert_report_matches_ledger(&plan, &done, td.ioctl());
     td.finalize().unwrap();
     assert_eq!(td.ioctl().mrtd(), Some(measure_plan(&plan).unwrap()));
@@ -296,8 +322,15 @@ fn module_status_is_surfaced_by_name_and_busy_is_retried() {
         panic!()
     };
     let p = e.platform.as_ref().unwrap();
-    assert_eq!((p.code, &*p.name), (TDX_OPERAND_INVALID | 1, "TDX_OPERAND_INVALID"));
-    assert!(err.to_string().contains("TDX_OPERAND_INVALID (0xc000010000000001)"), "{err}");
+    assert_eq!(
+        (p.code, &*p.name),
+        (TDX_OPERAND_INVALID | 1, "TDX_OPERAND_INVALID")
+    );
+    assert!(
+        err.to_string()
+            .contains("TDX_OPERAND_INVALID (0xc000010000000001)"),
+        "{err}"
+    );
 
     let mut td = launched();
     td.ioctl_mut().script.push_back(Event::ModuleError {
@@ -323,7 +356,11 @@ fn finalize_reports_the_module_status() {
             detail: String::new()
         }
     );
-    assert!(e.to_string().contains("TDX_OPERAND_BUSY (0x8000020000000000)"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("TDX_OPERAND_BUSY (0x8000020000000000)"),
+        "{e}"
+    );
     assert!(!td.is_finalized());
     td.finalize().unwrap();
     assert!(td.is_finalized());
@@ -375,7 +412,10 @@ fn the_model_refuses_a_second_populate_and_unconverted_memory() {
         conversion: ConversionPolicy::CallerConverted,
         ..DriverOptions::default()
     };
-    let err = Driver::new(&mut td).with_options(opts).run(&plan).unwrap_err();
+    let err = Driver::new(&mut td)
+        .with_options(opts)
+        .run(&plan)
+        .unwrap_err();
     let StopCause::Backend(e) = &err.report().unwrap().stop.as_ref().unwrap().cause else {
         panic!()
     };
@@ -393,10 +433,9 @@ fn large_unaligned_sources_go_through_the_bounce_buffer_and_resume() {
         .build(&TDX_CAPS, &MemoryLayout::unbounded())
         .unwrap();
     let mut td = launched();
-    td.ioctl_mut().script.extend([
-        Event::Complete,
-        Event::Signal { after_pages: 5 },
-    ]);
+    td.ioctl_mut()
+        .script
+        .extend([Event::Complete, Event::Signal { after_pages: 5 }]);
     let report = Driver::new(&mut td).run(&plan).unwrap();
     assert!(report.is_complete());
     let model = td.ioctl();
