@@ -1,0 +1,95 @@
+//! `ccpop demo` on this machine's real KVM, run as the built binary.
+
+use std::process::{Command, Output};
+
+fn ccpop(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ccpop"))
+        .args(args)
+        .output()
+        .expect("run ccpop")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn demo_populates_64_mib_and_the_guest_verifies_it() {
+    if gmem::testing::require_kvm("demo_populates_64_mib_and_the_guest_verifies_it").is_none() {
+        return;
+    }
+    let out = ccpop(&["demo"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.lines().last(), Some("verified"), "{stdout}");
+    // The plan summary: seven regions of at least 64 MiB, the roles, the calls.
+    let plan = stdout
+        .lines()
+        .find(|l| l.starts_with("plan (plain): 7 regions"))
+        .unwrap_or_else(|| panic!("no plan line: {stdout}"));
+    let bytes: u64 = plan
+        .split('(')
+        .nth(2)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {plan}"));
+    assert!(bytes >= 64 << 20, "{plan}");
+    assert!(stdout.contains("by role: measured"), "{stdout}");
+    // The report names bytes, calls, retries, time and throughput.
+    let report = stdout
+        .lines()
+        .find(|l| l.starts_with("report: 7/7 regions populated"))
+        .unwrap_or_else(|| panic!("no report: {stdout}"));
+    assert!(report.contains(&format!("({bytes} bytes)")), "{report}");
+    assert!(report.contains("calls, 0 retries"), "{report}");
+    assert!(stdout.contains("MiB/s"), "{stdout}");
+    // Every region and the untouched page were checked by the guest, none mismatched.
+    assert_eq!(stdout.matches(" ok\n").count(), 8, "{stdout}");
+    assert!(!stdout.contains("MISMATCH"), "{stdout}");
+}
+
+#[test]
+fn demo_with_a_flipped_byte_exits_1_without_verified() {
+    if gmem::testing::require_kvm("demo_with_a_flipped_byte_exits_1_without_verified").is_none() {
+        return;
+    }
+    let out = ccpop(&["demo", "--size-mib", "16", "--corrupt"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(!stdout.lines().any(|l| l == "verified"), "{stdout}");
+    // Exactly the kernel region mismatches; the message is one line naming it.
+    assert_eq!(stdout.matches("MISMATCH").count(), 1, "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("ccpop: verification failed: kernel [0x200000.."),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn demo_without_kvm_says_so_in_one_line() {
+    let out = ccpop(&["demo", "--kvm-device", "/nonexistent/kvm"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "ccpop: /nonexistent/kvm cannot be opened (No such file or directory (os error 2)): `ccpop demo` needs KVM on this machine"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn demo_sizes_out_of_range_are_refused() {
+    for size in ["8", "5000"] {
+        let out = ccpop(&["demo", "--size-mib", size]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "ccpop: --size-mib {size}: must be between 16 and 4096"
+            )),
+            "{stderr}"
+        );
+    }
+}
