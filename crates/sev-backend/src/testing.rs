@@ -15,12 +15,10 @@
 //!
 //! The model keeps its own ledger (pages in populate order with their type), records every
 //! command's parameter bytes, and computes the launch digest the firmware would, with its own
-//! `PAGE_INFO` code and a second SHA-384 implementation (`sha2`), so tests can compare it with
+//! `PAGE_INFO` code and a second SHA-384 implementation (`ring`; the crate measures with `sha2`), so tests can compare it with
 //! the crate's offline [`measure`](crate::measure).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-use sha2::{Digest, Sha384};
 
 use crate::error::SEV_RET_INVALID_PARAM;
 use crate::ioctl::{SevCmd, SevIoctl, SevIoctlError, UpdateSource};
@@ -107,19 +105,27 @@ impl std::fmt::Debug for KernelModel {
     }
 }
 
+fn ring_sha384(data: &[u8]) -> [u8; 48] {
+    let mut out = [0u8; 48];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA384, data).as_ref());
+    out
+}
+
 /// The firmware's record for one page, written out here independently of
 /// [`crate::page_info`]: DIGEST_CUR, CONTENTS, LENGTH = 0x70, PAGE_TYPE, zeros, GPA.
 fn fw_extend(cur: &[u8; 48], page_type: u8, gpa: u64, content: Option<&[u8]>) -> [u8; 48] {
     let contents: [u8; 48] = match content {
-        Some(c) if page_type == 1 || page_type == 2 => Sha384::digest(c).into(),
+        Some(c) if page_type == 1 || page_type == 2 => ring_sha384(c),
         _ => [0; 48],
     };
-    let mut h = Sha384::new();
+    let mut h = ring::digest::Context::new(&ring::digest::SHA384);
     h.update(cur);
-    h.update(contents);
-    h.update([0x70, 0x00, page_type, 0, 0, 0, 0, 0]);
-    h.update(gpa.to_le_bytes());
-    h.finalize().into()
+    h.update(&contents);
+    h.update(&[0x70, 0x00, page_type, 0, 0, 0, 0, 0]);
+    h.update(&gpa.to_le_bytes());
+    let mut out = [0u8; 48];
+    out.copy_from_slice(h.finish().as_ref());
+    out
 }
 
 impl KernelModel {
