@@ -45,6 +45,8 @@ pub enum Error {
     },
     /// Something about the arguments that clap cannot check.
     Usage(String),
+    /// A platform library refused the input (its message names the range or field).
+    Platform(String),
     /// The guest saw other bytes than were populated.
     Mismatch(String),
 }
@@ -62,7 +64,7 @@ impl fmt::Display for Error {
             Error::Run(e) => write!(f, "populating stopped: {e}"),
             Error::Check(e) => write!(f, "check guest: {e}"),
             Error::Io { path, source } => write!(f, "{path}: {source}"),
-            Error::Usage(m) => f.write_str(m),
+            Error::Usage(m) | Error::Platform(m) => f.write_str(m),
             Error::Mismatch(m) => write!(f, "verification failed: {m}"),
         }
     }

@@ -23,6 +23,15 @@ pub fn size(bytes: u64) -> String {
     format!("{bytes} B")
 }
 
+/// `n thing` or `n things`.
+pub fn plural(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 /// One region of a plan, as printed and as serialised by `ccpop plan --json`.
 #[derive(Debug, Serialize)]
 pub struct RegionLine {
@@ -43,6 +52,15 @@ pub struct RegionLine {
     pub chunks: u64,
 }
 
+/// The bytes of one role in a plan.
+#[derive(Debug, Serialize)]
+pub struct RoleBytes {
+    /// The role.
+    pub role: String,
+    /// Its bytes.
+    pub bytes: u64,
+}
+
 /// A plan, as printed and as serialised by `ccpop plan --json`.
 #[derive(Debug, Serialize)]
 pub struct PlanSummary {
@@ -55,7 +73,7 @@ pub struct PlanSummary {
     /// Populate calls for the whole plan.
     pub chunks: u64,
     /// Bytes per role, in role order, roles with no bytes left out.
-    pub bytes_by_role: Vec<(String, u64)>,
+    pub bytes_by_role: Vec<RoleBytes>,
     /// The backend granule the plan was validated against.
     pub granule: u64,
     /// The largest populate call.
@@ -88,9 +106,12 @@ impl PlanSummary {
                     .filter(|r| r.role() == *role)
                     .map(|r| r.len())
                     .sum::<u64>();
-                (role.to_string(), n)
+                RoleBytes {
+                    role: role.to_string(),
+                    bytes: n,
+                }
             })
-            .filter(|(_, n)| *n > 0)
+            .filter(|r| r.bytes > 0)
             .collect();
         PlanSummary {
             platform: platform.to_string(),
@@ -108,9 +129,9 @@ impl PlanSummary {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "plan ({}): {} regions, {} ({} bytes), {} populate calls (granule {}, calls of at most {})",
+            "plan ({}): {}, {} ({} bytes), {} populate calls (granule {}, calls of at most {})",
             self.platform,
-            self.regions.len(),
+            plural(self.regions.len(), "region"),
             size(self.total_bytes),
             self.total_bytes,
             self.chunks,
@@ -139,7 +160,7 @@ impl PlanSummary {
         let roles: Vec<String> = self
             .bytes_by_role
             .iter()
-            .map(|(role, n)| format!("{role} {}", size(*n)))
+            .map(|r| format!("{} {}", r.role, size(r.bytes)))
             .collect();
         let _ = writeln!(s, "  by role: {}", roles.join(", "));
         s

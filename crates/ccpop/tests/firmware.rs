@@ -1,0 +1,305 @@
+//! `ccpop plan` and `ccpop measure` on firmware images, run as the built binary, checked
+//! against the platform libraries' own answers for the same image.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cc_populate::{MemoryLayout, PlanBuilder};
+
+const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+fn ccpop<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ccpop"))
+        .args(args)
+        .output()
+        .expect("run ccpop")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The OVMF image Debian/Ubuntu's `ovmf` package installs (the one sev-backend's tests use), or
+/// `None` (printed) where it is missing.
+fn ovmf(test: &str) -> Option<Vec<u8>> {
+    match std::fs::read(OVMF) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("SKIPPED (needs {OVMF}, package ovmf): {test}: {e}");
+            None
+        }
+    }
+}
+
+/// A scratch file unique to this test process and `name`.
+fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("ccpop-test-{}-{name}", std::process::id()));
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn last_line(out: &Output) -> String {
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    stdout.lines().last().unwrap_or_default().to_string()
+}
+
+fn is_lower_hex(s: &str, digits: usize) -> bool {
+    s.len() == digits
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn snp_library_digest(image: &[u8], vmsas: &[&[u8]], firmware_only: bool) -> String {
+    let mut regions = sev_backend::plan_ovmf(image, sev_backend::SectionPolicy::QEMU).unwrap();
+    if firmware_only {
+        regions.truncate(1);
+    }
+    let mut b = PlanBuilder::new();
+    for r in &regions {
+        b.push(r.to_spec());
+    }
+    let plan = b
+        .build(&sev_backend::verifier_caps(), &MemoryLayout::unbounded())
+        .unwrap();
+    let pages: Vec<_> = vmsas
+        .iter()
+        .map(|p| sev_backend::VmsaPage::kvm(p))
+        .collect();
+    hex(&sev_backend::measure(&plan, &pages, &Default::default()).unwrap())
+}
+
+#[test]
+fn measure_snp_prints_the_library_digest_last() {
+    let Some(image) = ovmf("measure_snp_prints_the_library_digest_last") else {
+        return;
+    };
+    let digest = last_line(&ccpop(&["measure", "snp", "--firmware", OVMF]));
+    assert!(is_lower_hex(&digest, 96), "{digest}");
+    assert_eq!(digest, snp_library_digest(&image, &[], false));
+
+    // VMSAs are measured after the sections, in the order given.
+    let a = vec![0x11u8; 4096];
+    let mut b = vec![0u8; 4096];
+    b[0x3e8] = 0x22;
+    let (pa, pb) = (scratch("vmsa-a", &a), scratch("vmsa-b", &b));
+    let ab = last_line(&ccpop(&[
+        "measure".as_ref(),
+        "snp".as_ref(),
+        "--firmware".as_ref(),
+        OVMF.as_ref(),
+        "--vmsa".as_ref(),
+        pa.as_os_str(),
+        "--vmsa".as_ref(),
+        pb.as_os_str(),
+    ]));
+    let ba = last_line(&ccpop(&[
+        "measure".as_ref(),
+        "snp".as_ref(),
+        "--firmware".as_ref(),
+        OVMF.as_ref(),
+        "--vmsa".as_ref(),
+        pb.as_os_str(),
+        "--vmsa".as_ref(),
+        pa.as_os_str(),
+    ]));
+    assert_eq!(ab, snp_library_digest(&image, &[&a, &b], false));
+    assert_eq!(ba, snp_library_digest(&image, &[&b, &a], false));
+    assert_ne!(ab, ba);
+    assert_ne!(ab, digest);
+
+    // --firmware-only: the image pages alone.
+    let fw = last_line(&ccpop(&[
+        "measure",
+        "snp",
+        "--firmware",
+        OVMF,
+        "--firmware-only",
+    ]));
+    assert_eq!(fw, snp_library_digest(&image, &[], true));
+    assert_ne!(fw, digest);
+    for p in [pa, pb] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn measure_snp_of_a_hand_checked_one_page_image() {
+    // A one-page image whose GUIDed table holds only an SEV metadata entry with no sections,
+    // laid out by hand from the OVMF table format. --firmware-only measures one page at
+    // 4 GiB - 4 KiB; the library's digest of that single page is the answer.
+    let mut img = vec![0u8; 4096];
+    let guid = |s: &str| -> Vec<u8> {
+        let h: Vec<u8> = (0..16)
+            .map(|i| u8::from_str_radix(&s.replace('-', "")[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        vec![
+            h[3], h[2], h[1], h[0], h[5], h[4], h[7], h[6], h[8], h[9], h[10], h[11], h[12], h[13],
+            h[14], h[15],
+        ]
+    };
+    // SEV metadata at offset 0x100: "ASEV", len 16, version 1, 0 sections.
+    img[0x100..0x104].copy_from_slice(b"ASEV");
+    img[0x104..0x108].copy_from_slice(&16u32.to_le_bytes());
+    img[0x108..0x10c].copy_from_slice(&1u32.to_le_bytes());
+    let mut table = Vec::new();
+    table.extend_from_slice(&((4096 - 0x100) as u32).to_le_bytes());
+    table.extend_from_slice(&22u16.to_le_bytes());
+    table.extend_from_slice(&guid("dc886566-984a-4798-a75e-5585a7bf67cc"));
+    table.extend_from_slice(&((table.len() + 18) as u16).to_le_bytes());
+    table.extend_from_slice(&guid("96b582de-1fb2-45f7-baea-a366c55a082d"));
+    let start = 4096 - 32 - table.len();
+    img[start..4096 - 32].copy_from_slice(&table);
+    let path = scratch("one-page.fd", &img);
+    let out = ccpop(&[
+        "measure".as_ref(),
+        "snp".as_ref(),
+        "--firmware".as_ref(),
+        path.as_os_str(),
+    ]);
+    let digest = last_line(&out);
+    let mut ld = sev_backend::LaunchDigest::new();
+    ld.update_page(0xffff_f000, sev_backend::PageType::Normal, Some(&img))
+        .unwrap();
+    assert_eq!(digest, hex(&ld.digest()));
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn measure_tdx_and_cca_print_the_library_digests_last() {
+    let Some(image) = ovmf("measure_tdx_and_cca_print_the_library_digests_last") else {
+        return;
+    };
+    let mrtd = last_line(&ccpop(&["measure", "tdx", "--firmware", OVMF]));
+    assert!(is_lower_hex(&mrtd, 96), "{mrtd}");
+    let want = tdx_backend::tdvf::measure(&image, &Default::default()).unwrap();
+    assert_eq!(mrtd, hex(&want));
+
+    for (hash, digits, algo) in [
+        ("sha256", 64, cca_backend::HashAlgo::Sha256),
+        ("sha512", 128, cca_backend::HashAlgo::Sha512),
+    ] {
+        let rim = last_line(&ccpop(&[
+            "measure",
+            "cca",
+            "--firmware",
+            OVMF,
+            "--load-gpa",
+            "0x80000000",
+            "--hash",
+            hash,
+        ]));
+        assert!(is_lower_hex(&rim, digits), "{rim}");
+        let plan = PlanBuilder::new()
+            .zeros(0x8000_0000, image.len() as u64, cc_populate::Role::Ripas)
+            .source(0x8000_0000, cc_populate::Role::Measured, &image)
+            .build(&cca_backend::CCA_CAPS, &MemoryLayout::unbounded())
+            .unwrap();
+        let rec = cca_backend::RecParams {
+            pc: 0x8000_0000,
+            gprs: [0; 8],
+            runnable: true,
+        };
+        let want =
+            cca_backend::measure(&plan, &cca_backend::RealmParams::new(algo, 40), &[rec]).unwrap();
+        assert_eq!(rim, want.to_string());
+    }
+}
+
+#[test]
+fn plan_prints_regions_roles_and_calls_and_json() {
+    if ovmf("plan_prints_regions_roles_and_calls_and_json").is_none() {
+        return;
+    }
+    let out = ccpop(&["plan", "--platform", "snp", "--firmware", OVMF]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.starts_with("plan (snp): "), "{stdout}");
+    // The image ends at 4 GiB, measured, in one call; the CPUID and secrets pages have roles.
+    assert!(
+        stdout.contains(
+            "0x0000000100000000)       2 MiB  measured    source        1  firmware image"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  cpuid  "), "{stdout}");
+    assert!(stdout.contains("  secrets  "), "{stdout}");
+
+    let out = ccpop(&["plan", "--platform", "tdx", "--firmware", OVMF, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["platform"], "tdx");
+    let regions = v["regions"].as_array().unwrap();
+    assert!(!regions.is_empty());
+    let sum: u64 = regions.iter().map(|r| r["len"].as_u64().unwrap()).sum();
+    assert_eq!(v["total_bytes"].as_u64(), Some(sum));
+    let calls: u64 = regions.iter().map(|r| r["chunks"].as_u64().unwrap()).sum();
+    assert_eq!(v["chunks"].as_u64(), Some(calls));
+    assert!(regions.iter().any(|r| r["role"] == "measured"));
+}
+
+fn one_line_error(out: &Output) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    stderr.trim_end().to_string()
+}
+
+#[test]
+fn person_caused_errors_are_one_line_and_exit_2() {
+    let missing = "/nonexistent/OVMF.fd";
+    for args in [
+        vec!["measure", "snp", "--firmware", missing],
+        vec!["measure", "tdx", "--firmware", missing],
+        vec!["plan", "--platform", "snp", "--firmware", missing],
+    ] {
+        let e = one_line_error(&ccpop(&args));
+        assert_eq!(
+            e,
+            format!("ccpop: {missing}: No such file or directory (os error 2)")
+        );
+    }
+
+    // An image with no metadata: named, one line.
+    let junk = scratch("junk.fd", &vec![0x5au8; 8192]);
+    let j = junk.to_str().unwrap();
+    let e = one_line_error(&ccpop(&["measure", "snp", "--firmware", j]));
+    assert!(e.starts_with(&format!("ccpop: {j}: ")), "{e}");
+    let e = one_line_error(&ccpop(&["plan", "--platform", "tdx", "--firmware", j]));
+    assert!(e.starts_with(&format!("ccpop: {j}: ")), "{e}");
+    // CCA needs to be told where the image goes.
+    let e = one_line_error(&ccpop(&["plan", "--platform", "cca", "--firmware", j]));
+    assert!(e.contains("--load-gpa"), "{e}");
+    let e = one_line_error(&ccpop(&[
+        "measure",
+        "cca",
+        "--firmware",
+        j,
+        "--load-gpa",
+        "0x1000",
+        "--hash",
+        "md5",
+    ]));
+    assert_eq!(e, "ccpop: --hash md5: unknown (known: sha256, sha512)");
+    let _ = std::fs::remove_file(&junk);
+
+    // A VMSA that is not one page.
+    if Path::new(OVMF).exists() {
+        let short = scratch("short-vmsa", &[0u8; 100]);
+        let s = short.to_str().unwrap();
+        let e = one_line_error(&ccpop(&["measure", "snp", "--firmware", OVMF, "--vmsa", s]));
+        assert!(e.contains("exactly 4096 bytes"), "{e}");
+        let _ = std::fs::remove_file(&short);
+    }
+
+    // An unknown platform is clap's usage error: exit 2, no panic.
+    let out = ccpop(&["plan", "--platform", "sgx", "--firmware", missing]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("invalid value 'sgx'"));
+}
