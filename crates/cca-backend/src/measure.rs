@@ -12,6 +12,7 @@
 use std::fmt;
 
 use cc_populate::{Content, Plan, Role};
+use sha2::digest::generic_array::GenericArray;
 use sha2::Digest as _;
 
 use crate::params::{HashAlgo, RealmParams, RecParams};
@@ -35,14 +36,72 @@ const PAGE: usize = GRANULE as usize;
 pub type Measurement = [u8; 64];
 
 /// Hashes `data` with `algo`, zero padding the result to 64 bytes.
+///
+/// Whole-block messages (every RMM record: 256-byte descriptors, 4096-byte granules and
+/// parameter pages) go straight to the compression function with their constant padding block;
+/// anything else through `sha2`'s buffered digest. Both are checked against each other in tests.
 pub fn hash(algo: HashAlgo, data: &[u8]) -> Measurement {
     let mut out = [0u8; 64];
     match algo {
+        HashAlgo::Sha256 if data.len() % 64 == 0 => {
+            let mut state = SHA256_IV;
+            for block in data.chunks_exact(64) {
+                sha2::compress256(
+                    &mut state,
+                    std::slice::from_ref(GenericArray::from_slice(block)),
+                );
+            }
+            let mut pad = [0u8; 64];
+            pad[0] = 0x80;
+            pad[56..].copy_from_slice(&((data.len() as u64) * 8).to_be_bytes());
+            sha2::compress256(
+                &mut state,
+                std::slice::from_ref(GenericArray::from_slice(&pad)),
+            );
+            for (o, w) in out.chunks_exact_mut(4).zip(state) {
+                o.copy_from_slice(&w.to_be_bytes());
+            }
+        }
+        HashAlgo::Sha512 if data.len() % 128 == 0 => {
+            let mut state = SHA512_IV;
+            for block in data.chunks_exact(128) {
+                sha2::compress512(
+                    &mut state,
+                    std::slice::from_ref(GenericArray::from_slice(block)),
+                );
+            }
+            let mut pad = [0u8; 128];
+            pad[0] = 0x80;
+            pad[112..].copy_from_slice(&((data.len() as u128) * 8).to_be_bytes());
+            sha2::compress512(
+                &mut state,
+                std::slice::from_ref(GenericArray::from_slice(&pad)),
+            );
+            for (o, w) in out.chunks_exact_mut(8).zip(state) {
+                o.copy_from_slice(&w.to_be_bytes());
+            }
+        }
         HashAlgo::Sha256 => out[..32].copy_from_slice(&sha2::Sha256::digest(data)),
         HashAlgo::Sha512 => out.copy_from_slice(&sha2::Sha512::digest(data)),
     }
     out
 }
+
+/// SHA-256 initial hash value (FIPS 180-4, 5.3.3).
+const SHA256_IV: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+/// SHA-512 initial hash value (FIPS 180-4, 5.3.5).
+const SHA512_IV: [u64; 8] = [
+    0x6a09e667f3bcc908,
+    0xbb67ae8584caa73b,
+    0x3c6ef372fe94f82b,
+    0xa54ff53a5f1d36f1,
+    0x510e527fade682d1,
+    0x9b05688c2b3e6c1f,
+    0x1f83d9abfb41bd6b,
+    0x5be0cd19137e2179,
+];
 
 fn header(desc_type: u8, rim: &Measurement) -> [u8; DESCRIPTOR_SIZE] {
     let mut d = [0u8; DESCRIPTOR_SIZE];
@@ -150,6 +209,7 @@ pub struct RimDigest {
     lpa2: bool,
     rim: Measurement,
     zero_page: Option<Measurement>,
+    threads: usize,
 }
 
 impl RimDigest {
@@ -162,7 +222,13 @@ impl RimDigest {
             lpa2: realm.lpa2,
             rim: hash(realm.hash, &page[..]),
             zero_page: None,
+            threads: 0,
         })
+    }
+
+    /// Limits content hashing to `threads` threads (0, the default: every core).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads;
     }
 
     /// The RIM so far.
@@ -235,38 +301,58 @@ impl RimDigest {
             }
             return Ok(());
         }
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(16);
-        let mut hashes = vec![[0u8; 64]; BATCH.min(bytes.len() / PAGE)];
+        let threads = match self.threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(16),
+            n => n,
+        };
+        let algo = self.algo;
+        let hash_pages = |src: &[u8], dst: &mut [Measurement]| {
+            for (page, h) in src.chunks_exact(PAGE).zip(dst.iter_mut()) {
+                *h = hash(algo, page);
+            }
+        };
+        let pages = bytes.len() / PAGE;
+        if threads <= 1 || pages < PARALLEL_MIN {
+            let mut hashes = vec![[0u8; 64]; BATCH.min(pages)];
+            let mut at = ipa;
+            for batch in bytes.chunks(BATCH * PAGE) {
+                let out = &mut hashes[..batch.len() / PAGE];
+                hash_pages(batch, out);
+                self.chain(&mut at, out);
+            }
+            return Ok(());
+        }
+        // Pipelined: the workers hash batch k + 1 while this thread chains batch k.
+        let mut cur = vec![[0u8; 64]; BATCH.min(pages)];
+        let mut prev = vec![[0u8; 64]; BATCH.min(pages)];
+        let mut prev_n = 0;
         let mut at = ipa;
         for batch in bytes.chunks(BATCH * PAGE) {
             let n = batch.len() / PAGE;
-            let out = &mut hashes[..n];
-            let algo = self.algo;
-            if threads > 1 && n >= PARALLEL_MIN {
-                let per = n.div_ceil(threads);
-                std::thread::scope(|s| {
-                    for (src, dst) in batch.chunks(per * PAGE).zip(out.chunks_mut(per)) {
-                        s.spawn(move || {
-                            for (page, h) in src.chunks_exact(PAGE).zip(dst.iter_mut()) {
-                                *h = hash(algo, page);
-                            }
-                        });
-                    }
-                });
-            } else {
-                for (page, h) in batch.chunks_exact(PAGE).zip(out.iter_mut()) {
-                    *h = hash(algo, page);
+            let per = n.div_ceil(threads);
+            let out = &mut cur[..n];
+            let chained = &prev[..prev_n];
+            std::thread::scope(|s| {
+                for (src, dst) in batch.chunks(per * PAGE).zip(out.chunks_mut(per)) {
+                    s.spawn(move || hash_pages(src, dst));
                 }
-            }
-            for h in out.iter() {
-                self.data_granule_hashed(at, Some(h));
-                at += GRANULE;
-            }
+                self.chain(&mut at, chained);
+            });
+            std::mem::swap(&mut cur, &mut prev);
+            prev_n = n;
         }
+        self.chain(&mut at, &prev[..prev_n]);
         Ok(())
+    }
+
+    fn chain(&mut self, at: &mut u64, hashes: &[Measurement]) {
+        for h in hashes {
+            self.data_granule_hashed(*at, Some(h));
+            *at += GRANULE;
+        }
     }
 
     /// RMI_DATA_CREATE of `len` bytes of zeros from `ipa` (measured or not).
@@ -414,4 +500,24 @@ pub fn measure_with(
         d.rec(rec);
     }
     Ok(d.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_path_equals_buffered_digest() {
+        for len in [0usize, 64, 128, 256, 4096, 8192, 100, 4095] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut want = [0u8; 64];
+            want[..32].copy_from_slice(&sha2::Sha256::digest(&data));
+            assert_eq!(hash(HashAlgo::Sha256, &data), want, "sha256 {len}");
+            assert_eq!(
+                hash(HashAlgo::Sha512, &data)[..],
+                sha2::Sha512::digest(&data)[..],
+                "sha512 {len}"
+            );
+        }
+    }
 }

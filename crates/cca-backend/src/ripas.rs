@@ -101,7 +101,9 @@ impl Iterator for RipasSplit {
 }
 
 /// Splits RIPAS initialisation of `[base, top)` into the RTT entries the Linux KVM CCA host
-/// produces for an `ipa_bits`-wide realm (see the [module](self) documentation).
+/// produces for an `ipa_bits`-wide realm: walking from `base`, each entry is the largest block
+/// available from the starting level down ([`RttGeometry::block_sizes`]: 1 GiB, 2 MiB, 4 KiB)
+/// that is aligned at the current address and fits in what is left.
 ///
 /// Refuses an empty or unaligned range, or one reaching into the unprotected half of the IPA
 /// space.
