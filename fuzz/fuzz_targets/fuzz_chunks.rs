@@ -33,6 +33,7 @@ struct Input {
 /// Most regions a run chunks (chunking is linear in the chunk count).
 const MAX_CHUNKS_PER_REGION: u128 = 1 << 14;
 
+#[allow(clippy::too_many_arguments)]
 fn check_chunks(
     i: usize,
     start: u64,

@@ -425,7 +425,6 @@ fuzz_target!(|input: Input| {
             (Some(r), false) => driver.resume(&plan, r),
             (Some(r), true) => driver.resume_releasing(&mut plan, r),
         };
-        drop(driver);
         let r = match result {
             Ok(r) => {
                 assert!(r.is_complete(), "Ok but not complete: {r}");
@@ -433,7 +432,7 @@ fuzz_target!(|input: Input| {
                 check(&backend, &r, &specs, convert, by_populate);
                 for (i, rr) in r.regions.iter().enumerate() {
                     assert_eq!(rr.populated, rr.len, "region {i}");
-                    assert_eq!(backend.inner.populated_in(rr.gpa, rr.len) >= rr.len, true);
+                    assert!(backend.inner.populated_in(rr.gpa, rr.len) >= rr.len);
                 }
                 report = Some(r);
                 break;

@@ -100,7 +100,7 @@ fn region_problems(
     if s.gpa as u128 + s.len as u128 > u64::MAX as u128 {
         p.push("overflow");
     }
-    if s.gpa % caps.granule != 0 || s.len % caps.granule != 0 {
+    if !s.gpa.is_multiple_of(caps.granule) || !s.len.is_multiple_of(caps.granule) {
         p.push("misaligned");
     }
     if !mask_has(caps_in.roles, s.role) {

@@ -230,7 +230,7 @@ pub fn oracle_caps_ok(c: &BackendCaps) -> bool {
     c.granule.count_ones() == 1
         && c.granule >= PAGE
         && c.max_chunk != 0
-        && c.max_chunk % c.granule == 0
+        && c.max_chunk.is_multiple_of(c.granule)
 }
 
 /// A memslot as the fuzzer draws it.
@@ -297,4 +297,86 @@ pub fn oracle_slots_ok(slots: &[Memslot]) -> bool {
 /// (every full chunk is at least half of `max_chunk`, plus a leading and a trailing piece).
 pub fn chunk_bound(len: u64, max_chunk: u64) -> u128 {
     2 * (len as u128) / (max_chunk.max(1) as u128) + 3
+}
+
+/// The OVMF GUIDed table footer GUID `96b582de-1fb2-45f7-baea-a366c55a082d` in on-disk
+/// (mixed-endian) byte order, written out by hand.
+pub const OVMF_FOOTER: [u8; 16] = [
+    0xde, 0x82, 0xb5, 0x96, 0xb2, 0x1f, 0xf7, 0x45, 0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d,
+];
+/// `dc886566-984a-4798-a75e-5585a7bf67cc` (SEV metadata offset entry), on-disk order.
+pub const SEV_META_GUID: [u8; 16] = [
+    0x66, 0x65, 0x88, 0xdc, 0x4a, 0x98, 0x98, 0x47, 0xa7, 0x5e, 0x55, 0x85, 0xa7, 0xbf, 0x67, 0xcc,
+];
+/// `e47a6535-984a-4798-865e-4685a7bf8ec2` (TDX metadata offset entry), on-disk order.
+pub const TDX_META_GUID: [u8; 16] = [
+    0x35, 0x65, 0x7a, 0xe4, 0x4a, 0x98, 0x98, 0x47, 0x86, 0x5e, 0x46, 0x85, 0xa7, 0xbf, 0x8e, 0xc2,
+];
+
+/// One entry of the GUIDed table as the reference walker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableEntry {
+    /// GUID bytes.
+    pub guid: [u8; 16],
+    /// Offset of its data in the image.
+    pub offset: usize,
+    /// Length of its data.
+    pub len: usize,
+}
+
+/// Reads a little-endian integer of `n` bytes at `at`, if it is inside `b` (in `u128`).
+pub fn le(b: &[u8], at: u128, n: usize) -> Option<u64> {
+    let at = usize::try_from(at).ok()?;
+    let s = b.get(at..at.checked_add(n)?)?;
+    Some(s.iter().rev().fold(0u64, |v, x| (v << 8) | u64::from(*x)))
+}
+
+/// A reference walk of the OVMF GUIDed table, written from its layout: the footer GUID 48
+/// bytes before the end, a `u16` total length (counting itself and the footer GUID) before it,
+/// entries `data, u16 length, GUID` running backwards from there. Returns the entries from the
+/// end backwards, and whether the whole table was well formed (`false`: the entries are those
+/// before the first malformed one), or `None` when there is no table.
+pub fn ovmf_table(image: &[u8]) -> Option<(Vec<TableEntry>, bool)> {
+    let size = image.len() as u128;
+    if size < 50 {
+        return None;
+    }
+    let footer = size - 48;
+    if image.get(footer as usize..footer as usize + 16)? != OVMF_FOOTER {
+        return None;
+    }
+    let total = le(image, footer - 2, 2)? as u128;
+    if total < 18 || total - 18 > footer - 2 {
+        return Some((Vec::new(), false));
+    }
+    let start = footer - 2 - (total - 18);
+    let mut end = footer - 2;
+    let mut out = Vec::new();
+    while end > start {
+        if end - start < 18 {
+            return Some((out, false));
+        }
+        let len = le(image, end - 18, 2)? as u128;
+        if len < 18 || len > end - start {
+            return Some((out, false));
+        }
+        let mut guid = [0u8; 16];
+        guid.copy_from_slice(&image[(end - 16) as usize..end as usize]);
+        out.push(TableEntry {
+            guid,
+            offset: (end - len) as usize,
+            len: (len - 18) as usize,
+        });
+        end -= len;
+    }
+    Some((out, true))
+}
+
+/// Whether `inner` is a sub-slice of `outer` at byte offset `at` (by address: proves a parser
+/// handed out a view of its input, not of something else).
+pub fn is_view(outer: &[u8], inner: &[u8], at: usize) -> bool {
+    outer.as_ptr().wrapping_add(at) == inner.as_ptr()
+        && at
+            .checked_add(inner.len())
+            .is_some_and(|e| e <= outer.len())
 }

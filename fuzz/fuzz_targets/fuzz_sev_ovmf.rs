@@ -1,0 +1,84 @@
+//! The OVMF parser of `sev-backend` (GUIDed table and SEV metadata) and the SNP firmware
+//! planner on arbitrary images.
+//!
+//! Never panics; every entry it returns is a view of the image at the offset it names, and the
+//! table it walked is the one a reference walk (written here from the layout) finds; the SEV
+//! metadata lies inside the image, starts with "ASEV", and its sections are the bytes there.
+//! The planner's regions are the image ending at 4 GiB then 4 KiB-aligned, non-empty sections
+//! ending at or below 4 GiB; a plan built from them never panics.
+#![no_main]
+
+use cc_populate::{MemoryLayout, PlanBuilder, Role};
+use cc_populate_fuzz::*;
+use libfuzzer_sys::fuzz_target;
+use sev_backend::{parse_ovmf, plan_ovmf, verifier_caps, SectionPolicy};
+
+const FOUR_GIB: u64 = 1 << 32;
+
+fuzz_target!(|image: &[u8]| {
+    let reference = ovmf_table(image);
+    match parse_ovmf(image) {
+        Ok(parsed) => {
+            assert!(std::ptr::eq(parsed.image, image));
+            let (entries, whole) =
+                reference.expect("parsed an image the reference finds no table in");
+            assert!(whole, "parsed a table the reference finds malformed");
+            assert_eq!(parsed.entries.len(), entries.len());
+            for (e, r) in parsed.entries.iter().zip(&entries) {
+                assert_eq!((e.guid, e.offset, e.data.len()), (r.guid, r.offset, r.len));
+                assert!(is_view(image, e.data, e.offset));
+            }
+            let has_meta = entries.iter().any(|e| e.guid == SEV_META_GUID);
+            assert_eq!(parsed.sev_metadata.is_some(), has_meta);
+            if let Some(m) = &parsed.sev_metadata {
+                let first = entries
+                    .iter()
+                    .find(|e| e.guid == SEV_META_GUID)
+                    .expect("entry");
+                let from_end = le(image, first.offset as u128, 4).expect("offset") as usize;
+                assert_eq!(m.offset, image.len() - from_end);
+                assert_eq!(&image[m.offset..m.offset + 4], b"ASEV");
+                let at = m.offset as u128;
+                assert_eq!(le(image, at + 8, 4), Some(m.version as u64));
+                assert_eq!(le(image, at + 12, 4), Some(m.sections.len() as u64));
+                let len = le(image, at + 4, 4).expect("len") as u128;
+                assert!(16 + 12 * m.sections.len() as u128 <= len);
+                assert!(at + len <= image.len() as u128);
+                for (i, s) in m.sections.iter().enumerate() {
+                    let o = at + 16 + 12 * i as u128;
+                    assert_eq!(le(image, o, 4), Some(s.base as u64));
+                    assert_eq!(le(image, o + 4, 4), Some(s.len as u64));
+                }
+            }
+        }
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+        }
+    }
+    for policy in [SectionPolicy::QEMU, SectionPolicy::UNMEASURED] {
+        let Ok(regions) = plan_ovmf(image, policy) else {
+            continue;
+        };
+        let size = image.len() as u64;
+        let fw = regions.first().expect("the firmware region");
+        assert_eq!(
+            (fw.gpa, fw.len, fw.role),
+            (FOUR_GIB - size, size, Role::Measured)
+        );
+        assert!(fw.content.is_some_and(|c| std::ptr::eq(c, image)));
+        for r in &regions[1..] {
+            assert!(r.len > 0 && r.gpa % 4096 == 0 && r.len % 4096 == 0, "{r:?}");
+            assert!(r.gpa as u128 + r.len as u128 <= FOUR_GIB as u128, "{r:?}");
+            if let Some(c) = r.content {
+                assert_eq!(c.len() as u64, r.len);
+            }
+        }
+        let mut b = PlanBuilder::with_capacity(regions.len());
+        for r in &regions {
+            b.push(r.to_spec());
+        }
+        if let Err(e) = b.build(&verifier_caps(), &MemoryLayout::unbounded()) {
+            assert!(!e.to_string().is_empty());
+        }
+    }
+});
