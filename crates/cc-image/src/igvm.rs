@@ -1,0 +1,475 @@
+//! IGVM files read with the `igvm` crate into a launch image for SEV-SNP or TDX.
+
+use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
+
+use cc_populate::Role;
+use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader};
+use igvm_defs::{IgvmPageDataType, IgvmPlatformType};
+
+use crate::image::{
+    ImageRegion, LaunchImage, Origin, ParameterUse, RequiredMemory, SharedPage, SnpVmsa,
+};
+use crate::{Error, Platform};
+
+const PAGE: u64 = 4096;
+
+/// The largest parameter area this crate inserts (areas hold tables such as a memory map).
+pub const MAX_PARAMETER_AREA: u64 = 64 << 20;
+
+/// Where SNP VMSA pages are measured in the launch sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum VmsaPlacement {
+    /// After every other page, in vCPU order (boot vCPU first), as KVM measures them at
+    /// `KVM_SEV_SNP_LAUNCH_FINISH`. What a launch through `sev-backend` produces.
+    #[default]
+    KvmLast,
+    /// Where the file's directives place each VP context, as the IGVM reference
+    /// implementation (the `igvm` crate's `measurement` module) measures them.
+    FileOrder,
+}
+
+/// The address SNP VMSA pages are measured at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum VmsaGpa {
+    /// `0xffff_ffff_f000`, the address KVM gives every VMSA page it launches
+    /// (`INITIAL_VMSA_GPA`), whatever the file's VP context header says.
+    #[default]
+    Kvm,
+    /// The GPA of the file's VP context header, as the IGVM reference implementation measures.
+    File,
+}
+
+/// How an IGVM file's launch is measured where the IGVM reference implementation and a KVM
+/// launch differ. The two agree when the file's SNP VP contexts are its last directives, in
+/// vCPU order, at GPA `0xffff_ffff_f000` (and always on TDX).
+///
+/// Not a policy but worth knowing: KVM measures the VMSA it builds from the vCPU's register
+/// state (`sev_es_sync_vmsa`), so the file's VMSA bytes are only what is measured if the VMM
+/// sets exactly that state; this crate measures the file's bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IgvmPolicy {
+    /// Where VMSA pages go in the sequence.
+    pub vmsa_placement: VmsaPlacement,
+    /// Which address they are measured at.
+    pub vmsa_gpa: VmsaGpa,
+}
+
+impl IgvmPolicy {
+    /// What a KVM launch through this workspace's backends produces (the default).
+    pub const KVM: IgvmPolicy = IgvmPolicy {
+        vmsa_placement: VmsaPlacement::KvmLast,
+        vmsa_gpa: VmsaGpa::Kvm,
+    };
+    /// What the IGVM reference implementation (`igvm::measurement`) computes.
+    pub const REFERENCE: IgvmPolicy = IgvmPolicy {
+        vmsa_placement: VmsaPlacement::FileOrder,
+        vmsa_gpa: VmsaGpa::File,
+    };
+}
+
+/// Reads an IGVM file for `platform` (`Snp` or `Tdx`) under the default ([`IgvmPolicy::KVM`])
+/// policy. See [`load_igvm_with`].
+pub fn load_igvm(bytes: &[u8], platform: Platform) -> Result<LaunchImage, Error> {
+    load_igvm_with(bytes, platform, IgvmPolicy::default())
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
+/// Parses `bytes` with the `igvm` crate, containing its panics.
+///
+/// The `igvm` parser has panicking paths on malformed input; it is called inside
+/// [`std::panic::catch_unwind`] so that a hostile file is an [`Error::IgvmPanic`], never a
+/// panic in the caller (with `panic = "abort"` this containment does not apply). The default
+/// panic hook still prints the parser's message to stderr.
+pub fn parse_igvm(bytes: &[u8]) -> Result<IgvmFile, Error> {
+    match panic::catch_unwind(AssertUnwindSafe(|| IgvmFile::new_from_binary(bytes, None))) {
+        Ok(Ok(f)) => Ok(f),
+        Ok(Err(e)) => Err(Error::IgvmParse(e.to_string())),
+        Err(p) => Err(Error::IgvmPanic(panic_message(p.as_ref()))),
+    }
+}
+
+fn kind(h: &IgvmDirectiveHeader) -> &'static str {
+    match h {
+        IgvmDirectiveHeader::PageData { .. } => "PageData",
+        IgvmDirectiveHeader::ParameterArea { .. } => "ParameterArea",
+        IgvmDirectiveHeader::VpCount(_) => "VpCount",
+        IgvmDirectiveHeader::EnvironmentInfo(_) => "EnvironmentInfo",
+        IgvmDirectiveHeader::Srat(_) => "Srat",
+        IgvmDirectiveHeader::Madt(_) => "Madt",
+        IgvmDirectiveHeader::Slit(_) => "Slit",
+        IgvmDirectiveHeader::Pptt(_) => "Pptt",
+        IgvmDirectiveHeader::MmioRanges(_) => "MmioRanges",
+        IgvmDirectiveHeader::MemoryMap(_) => "MemoryMap",
+        IgvmDirectiveHeader::CommandLine(_) => "CommandLine",
+        IgvmDirectiveHeader::DeviceTree(_) => "DeviceTree",
+        IgvmDirectiveHeader::RequiredMemory { .. } => "RequiredMemory",
+        IgvmDirectiveHeader::SnpVpContext { .. } => "SnpVpContext",
+        IgvmDirectiveHeader::X64NativeVpContext { .. } => "X64NativeVpContext",
+        IgvmDirectiveHeader::X64VbsVpContext { .. } => "X64VbsVpContext",
+        IgvmDirectiveHeader::AArch64VbsVpContext { .. } => "AArch64VbsVpContext",
+        IgvmDirectiveHeader::AArch64CcaVpContext { .. } => "AArch64CcaVpContext",
+        IgvmDirectiveHeader::ParameterInsert(_) => "ParameterInsert",
+        IgvmDirectiveHeader::ErrorRange { .. } => "ErrorRange",
+        IgvmDirectiveHeader::SnpIdBlock { .. } => "SnpIdBlock",
+        IgvmDirectiveHeader::VbsMeasurement { .. } => "VbsMeasurement",
+    }
+}
+
+fn vmsa_bytes(vmsa: &igvm::snp_defs::SevVmsa) -> &[u8] {
+    // SAFETY: `SevVmsa` is `#[repr(C)]` and derives `zerocopy::IntoBytes` in the igvm crate,
+    // which zerocopy only allows for types without padding whose every byte is initialised;
+    // the slice covers exactly the referenced value and lives no longer than the borrow.
+    unsafe {
+        std::slice::from_raw_parts(
+            (vmsa as *const igvm::snp_defs::SevVmsa).cast::<u8>(),
+            std::mem::size_of::<igvm::snp_defs::SevVmsa>(),
+        )
+    }
+}
+
+struct Builder {
+    image: LaunchImage,
+    /// Whether a VMSA was placed after the last region (no page merges across it).
+    vmsa_after_last: bool,
+}
+
+impl Builder {
+    fn push_page(&mut self, header: usize, gpa: u64, role: Role, data: Option<Vec<u8>>) {
+        if !self.vmsa_after_last {
+            if let Some(last) = self.image.regions.last_mut() {
+                let joins = last.role == role
+                    && last.data.is_some() == data.is_some()
+                    && last.end() == Some(gpa);
+                if let Origin::IgvmPages { headers } = &mut last.origin {
+                    if joins {
+                        if let (Some(d), Some(new)) = (&mut last.data, &data) {
+                            d.extend_from_slice(new);
+                        }
+                        last.size += PAGE;
+                        headers.push(header);
+                        return;
+                    }
+                }
+            }
+        }
+        self.vmsa_after_last = false;
+        self.image.regions.push(ImageRegion {
+            gpa,
+            size: PAGE,
+            role,
+            data,
+            origin: Origin::IgvmPages {
+                headers: vec![header],
+            },
+        });
+    }
+}
+
+/// Pads `data` to one page; `None` when empty (a page of zeros).
+fn page_of(data: &[u8]) -> Option<Vec<u8>> {
+    if data.is_empty() {
+        return None;
+    }
+    let mut v = data.to_vec();
+    v.resize(PAGE as usize, 0);
+    Some(v)
+}
+
+/// Reads an IGVM file for `platform` (`Snp` or `Tdx`): the headers whose compatibility mask
+/// includes the platform's (from its platform header) become the image's regions, in the
+/// file's directive order (consecutive pages merged into one region):
+///
+/// - page data: measured pages as `measured` (no bytes: a page of zeros), pages flagged
+///   unmeasured as `unmeasured`; on SNP, secrets pages as `secrets` and CPUID pages
+///   (`CPUID_DATA`, `CPUID_XF`) as `cpuid` with their bytes; on TDX the data type does not
+///   matter (as in the reference implementation). Shared pages are not in the plan
+///   ([`LaunchImage::shared_pages`]); 2 MiB pages are refused.
+/// - parameter areas, where a parameter insert places them, as `unmeasured` regions holding
+///   the area's initial data ([`LaunchImage::parameter_area_mut`] lets the VMM fill in the
+///   parameters listed by [`LaunchImage::parameter_uses`]).
+/// - SNP VP contexts as VMSA pages, placed and addressed as `policy` says.
+/// - required-memory ranges are listed ([`LaunchImage::required_memory`]); error ranges, ID
+///   blocks and VBS measurement headers do not change the plan.
+///
+/// Refused, naming the header: other VP contexts (native x64, VBS, CCA: KVM sets TDX and SNP
+/// vCPU state itself), 2 MiB pages, page data longer than a page, parameter areas that are
+/// not whole pages or larger than [`MAX_PARAMETER_AREA`], ranges past 2^64, and overlapping
+/// pages. Relocation headers are not applied: the file loads at its own addresses (as the
+/// reference implementation measures it). The file is parsed by [`parse_igvm`] (panics
+/// contained).
+pub fn load_igvm_with(
+    bytes: &[u8],
+    platform: Platform,
+    policy: IgvmPolicy,
+) -> Result<LaunchImage, Error> {
+    let wanted = match platform {
+        Platform::Snp => IgvmPlatformType::SEV_SNP,
+        Platform::Tdx => IgvmPlatformType::TDX,
+        p => return Err(Error::IgvmPlatform(p)),
+    };
+    let file = parse_igvm(bytes)?;
+    let mask = file
+        .platforms()
+        .iter()
+        .map(|p| match p {
+            IgvmPlatformHeader::SupportedPlatform(info) => info,
+        })
+        .find(|info| info.platform_type == wanted)
+        .map(|info| info.compatibility_mask)
+        .ok_or(Error::IgvmNoPlatform(platform))?;
+    let applies = |m: Option<u32>| m.is_none_or(|m| m & mask == mask);
+
+    let mut b = Builder {
+        image: LaunchImage::new(platform),
+        vmsa_after_last: false,
+    };
+    for h in file.initializations() {
+        if let IgvmInitializationHeader::GuestPolicy {
+            policy,
+            compatibility_mask,
+        } = h
+        {
+            if platform == Platform::Snp && compatibility_mask & mask == mask {
+                b.image.snp_policy = Some(*policy);
+            }
+        }
+    }
+
+    // Parameter areas: size, initial data.
+    let mut areas: HashMap<u32, (u64, &[u8])> = HashMap::new();
+    for (index, h) in file.directives().iter().enumerate() {
+        let refuse = |reason: String| Error::IgvmHeader {
+            section: "directive",
+            index,
+            kind: kind(h),
+            reason,
+        };
+        if !applies(h.compatibility_mask()) {
+            continue;
+        }
+        match h {
+            IgvmDirectiveHeader::PageData {
+                gpa,
+                flags,
+                data_type,
+                data,
+                ..
+            } => {
+                let gpa = *gpa;
+                if flags.is_2mb_page() {
+                    return Err(refuse(format!(
+                        "2 MiB page at {gpa:#x}: not supported (give 4 KiB pages)"
+                    )));
+                }
+                if gpa % PAGE != 0 || gpa.checked_add(PAGE).is_none() {
+                    return Err(refuse(format!(
+                        "page at {gpa:#x} is not aligned or ends past 2^64"
+                    )));
+                }
+                if data.len() as u64 > PAGE {
+                    return Err(refuse(format!(
+                        "page at {gpa:#x} carries {} bytes, more than a page",
+                        data.len()
+                    )));
+                }
+                if flags.shared() {
+                    b.image.shared.push(SharedPage {
+                        gpa,
+                        data: page_of(data).unwrap_or_else(|| vec![0; PAGE as usize]),
+                        header: index,
+                    });
+                    continue;
+                }
+                let snp = platform == Platform::Snp;
+                let (role, content) = match *data_type {
+                    IgvmPageDataType::SECRETS if snp => (Role::Secrets, None),
+                    IgvmPageDataType::CPUID_DATA | IgvmPageDataType::CPUID_XF if snp => {
+                        (Role::Cpuid, page_of(data))
+                    }
+                    _ if flags.unmeasured() => (Role::Unmeasured, page_of(data)),
+                    _ => (Role::Measured, page_of(data)),
+                };
+                b.push_page(index, gpa, role, content);
+            }
+            IgvmDirectiveHeader::ParameterArea {
+                number_of_bytes,
+                parameter_area_index,
+                initial_data,
+            } => {
+                areas.insert(
+                    *parameter_area_index,
+                    (*number_of_bytes, initial_data.as_slice()),
+                );
+            }
+            IgvmDirectiveHeader::ParameterInsert(p) => {
+                let area = p.parameter_area_index;
+                let (size, init) = *areas
+                    .get(&area)
+                    .ok_or_else(|| refuse(format!("parameter area {area} was never declared")))?;
+                if size == 0 || size % PAGE != 0 || size > MAX_PARAMETER_AREA {
+                    return Err(refuse(format!(
+                        "parameter area {area} has {size:#x} bytes: not whole pages, or more than {MAX_PARAMETER_AREA:#x}"
+                    )));
+                }
+                if init.len() as u64 > size {
+                    return Err(refuse(format!(
+                        "parameter area {area}: {} bytes of initial data for a {size:#x}-byte area",
+                        init.len()
+                    )));
+                }
+                if p.gpa % PAGE != 0 || p.gpa.checked_add(size).is_none() {
+                    return Err(refuse(format!(
+                        "insert at {:#x} of {size:#x} bytes is not aligned or ends past 2^64",
+                        p.gpa
+                    )));
+                }
+                let data = (!init.is_empty()).then(|| {
+                    let mut v = init.to_vec();
+                    v.resize(size as usize, 0);
+                    v
+                });
+                b.vmsa_after_last = false;
+                b.image.regions.push(ImageRegion {
+                    gpa: p.gpa,
+                    size,
+                    role: Role::Unmeasured,
+                    data,
+                    origin: Origin::IgvmParameterArea {
+                        area,
+                        header: index,
+                    },
+                });
+            }
+            IgvmDirectiveHeader::VpCount(p)
+            | IgvmDirectiveHeader::EnvironmentInfo(p)
+            | IgvmDirectiveHeader::Srat(p)
+            | IgvmDirectiveHeader::Madt(p)
+            | IgvmDirectiveHeader::Slit(p)
+            | IgvmDirectiveHeader::Pptt(p)
+            | IgvmDirectiveHeader::MmioRanges(p)
+            | IgvmDirectiveHeader::MemoryMap(p)
+            | IgvmDirectiveHeader::CommandLine(p)
+            | IgvmDirectiveHeader::DeviceTree(p) => b.image.parameters.push(ParameterUse {
+                kind: kind(h),
+                area: p.parameter_area_index,
+                byte_offset: p.byte_offset,
+                header: index,
+            }),
+            IgvmDirectiveHeader::RequiredMemory {
+                gpa,
+                number_of_bytes,
+                ..
+            } => b.image.required.push(RequiredMemory {
+                gpa: *gpa,
+                size: u64::from(*number_of_bytes),
+                header: index,
+            }),
+            IgvmDirectiveHeader::SnpVpContext {
+                gpa,
+                vp_index,
+                vmsa,
+                ..
+            } => {
+                if platform != Platform::Snp {
+                    return Err(refuse(format!(
+                        "an SNP VP context cannot apply to {platform}"
+                    )));
+                }
+                let bytes = vmsa_bytes(vmsa);
+                if bytes.len() as u64 > PAGE || gpa % PAGE != 0 {
+                    return Err(refuse(format!(
+                        "VMSA of {} bytes at {gpa:#x}: not one aligned page",
+                        bytes.len()
+                    )));
+                }
+                let mut page = Box::new([0u8; PAGE as usize]);
+                page[..bytes.len()].copy_from_slice(bytes);
+                b.image.vmsas.push(SnpVmsa {
+                    gpa: match policy.vmsa_gpa {
+                        VmsaGpa::Kvm => crate::planfile::DEFAULT_VMSA_GPA,
+                        VmsaGpa::File => *gpa,
+                    },
+                    given_gpa: *gpa,
+                    vp_index: Some(*vp_index),
+                    header: Some(index),
+                    page,
+                    regions_before: b.image.regions.len(),
+                });
+                b.vmsa_after_last = true;
+            }
+            IgvmDirectiveHeader::X64NativeVpContext { .. }
+            | IgvmDirectiveHeader::X64VbsVpContext { .. }
+            | IgvmDirectiveHeader::AArch64VbsVpContext { .. }
+            | IgvmDirectiveHeader::AArch64CcaVpContext { .. } => {
+                return Err(refuse(format!(
+                    "this VP context cannot be expressed for a KVM {platform} launch (KVM sets the vCPU state of confidential guests itself)"
+                )));
+            }
+            IgvmDirectiveHeader::ErrorRange { .. }
+            | IgvmDirectiveHeader::SnpIdBlock { .. }
+            | IgvmDirectiveHeader::VbsMeasurement { .. } => {}
+        }
+    }
+    if policy.vmsa_placement == VmsaPlacement::KvmLast {
+        let n = b.image.regions.len();
+        // Boot vCPU first, then the others in index order; a stable sort keeps the file's
+        // order among equal indices.
+        b.image.vmsas.sort_by_key(|v| v.vp_index);
+        for v in &mut b.image.vmsas {
+            v.regions_before = n;
+        }
+    }
+    check_overlaps(&b.image)?;
+    Ok(b.image)
+}
+
+/// The directive header of the page at `gpa` inside region `r`.
+fn header_at(r: &ImageRegion, gpa: u64) -> (usize, &'static str) {
+    match &r.origin {
+        Origin::IgvmPages { headers } => {
+            let k = ((gpa - r.gpa) / PAGE) as usize;
+            (
+                headers
+                    .get(k)
+                    .or(headers.last())
+                    .copied()
+                    .unwrap_or_default(),
+                "PageData",
+            )
+        }
+        Origin::IgvmParameterArea { header, .. } => (*header, "ParameterInsert"),
+        Origin::PlanFile { index } => (*index, "region"),
+    }
+}
+
+fn check_overlaps(image: &LaunchImage) -> Result<(), Error> {
+    let regions = &image.regions;
+    let mut sorted: Vec<usize> = (0..regions.len()).collect();
+    sorted.sort_by_key(|i| (regions[*i].gpa, *i));
+    for w in sorted.windows(2) {
+        let (a, b) = (&regions[w[0]], &regions[w[1]]);
+        // Ends were checked not to overflow when the regions were made.
+        if a.end().is_some_and(|end| end > b.gpa) {
+            let (ha, _) = header_at(a, b.gpa);
+            let (hb, kb) = header_at(b, b.gpa);
+            let (later, kind, other) = if hb > ha { (hb, kb, ha) } else { (ha, kb, hb) };
+            return Err(Error::IgvmHeader {
+                section: "directive",
+                index: later,
+                kind,
+                reason: format!(
+                    "the page at {:#x} is also populated by directive header {other}",
+                    b.gpa
+                ),
+            });
+        }
+    }
+    Ok(())
+}

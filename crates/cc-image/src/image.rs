@@ -1,0 +1,431 @@
+//! The loaded launch: owned regions, SNP VMSA pages and CCA realm parameters, as one plan.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use cc_populate::{
+    BackendCaps, Content, ContentKind, MemoryLayout, Plan, PlanBuilder, RegionSpec, Role,
+};
+use cca_backend::{RealmParams, RecParams};
+use sev_backend::{LaunchDigest, PageType, VmsaPage};
+
+use crate::Error;
+
+/// The platform a launch image is for.
+///
+/// ```
+/// use cc_image::Platform;
+/// let p: Platform = "snp".parse()?;
+/// assert_eq!(p, Platform::Snp);
+/// assert_eq!(p.to_string(), "snp");
+/// assert!("sev".parse::<Platform>().is_err());
+/// # Ok::<(), cc_image::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Platform {
+    /// A plain (non-confidential) guest_memfd VM: populated, never measured.
+    Plain,
+    /// AMD SEV-SNP: the launch digest (48 bytes).
+    Snp,
+    /// Intel TDX: MRTD (48 bytes).
+    Tdx,
+    /// Arm CCA: the Realm Initial Measurement (32 or 64 bytes).
+    Cca,
+}
+
+impl Platform {
+    /// Every platform.
+    pub const ALL: [Platform; 4] = [Platform::Plain, Platform::Snp, Platform::Tdx, Platform::Cca];
+
+    /// The name used in plan files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Plain => "plain",
+            Platform::Snp => "snp",
+            Platform::Tdx => "tdx",
+            Platform::Cca => "cca",
+        }
+    }
+
+    /// What the platform's backend declares, for validating a plan without a VM (with
+    /// [`MemoryLayout::unbounded`]): the plain backend's, `sev_backend::verifier_caps()`,
+    /// `tdx_backend::TDX_CAPS`, `cca_backend::CCA_CAPS`.
+    pub fn caps(self) -> BackendCaps {
+        match self {
+            Platform::Plain => {
+                <cc_populate::plain::PlainBackend<'_> as cc_populate::Backend>::caps(
+                    &cc_populate::plain::PlainBackend::new(),
+                )
+            }
+            Platform::Snp => sev_backend::verifier_caps(),
+            Platform::Tdx => tdx_backend::TDX_CAPS,
+            Platform::Cca => cca_backend::CCA_CAPS,
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Platform {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Platform, Error> {
+        Platform::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| Error::UnknownPlatform(s.to_string()))
+    }
+}
+
+/// Where a region of a [`LaunchImage`] came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Region `index` of a plan file.
+    PlanFile {
+        /// Its index in the file's `regions`.
+        index: usize,
+    },
+    /// Consecutive IGVM page-data directives for consecutive pages, merged.
+    IgvmPages {
+        /// The directive header index of each page, in order.
+        headers: Vec<usize>,
+    },
+    /// An IGVM parameter area inserted by a parameter-insert directive.
+    IgvmParameterArea {
+        /// The parameter area index.
+        area: u32,
+        /// The parameter-insert directive's header index.
+        header: usize,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::PlanFile { index } => write!(f, "plan region {index}"),
+            Origin::IgvmPages { headers } => match (headers.first(), headers.last()) {
+                (Some(a), Some(b)) if a == b => write!(f, "IGVM directive {a}"),
+                (Some(a), Some(b)) => write!(f, "IGVM directives {a}..={b}"),
+                _ => f.write_str("IGVM directives"),
+            },
+            Origin::IgvmParameterArea { area, header } => {
+                write!(f, "IGVM parameter area {area} (directive {header})")
+            }
+        }
+    }
+}
+
+/// One region of a [`LaunchImage`], with its content owned by the image.
+#[derive(Clone, Debug)]
+pub struct ImageRegion {
+    pub(crate) gpa: u64,
+    pub(crate) size: u64,
+    pub(crate) role: Role,
+    /// `None`: zeros.
+    pub(crate) data: Option<Vec<u8>>,
+    pub(crate) origin: Origin,
+}
+
+impl ImageRegion {
+    /// First guest-physical address.
+    pub fn gpa(&self) -> u64 {
+        self.gpa
+    }
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// Role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The content bytes (`None`: zeros).
+    pub fn data(&self) -> Option<&[u8]> {
+        self.data.as_deref()
+    }
+    /// The kind of content the region is populated from.
+    pub fn content_kind(&self) -> ContentKind {
+        if self.data.is_some() {
+            ContentKind::Source
+        } else {
+            ContentKind::Zero
+        }
+    }
+    /// Where it came from.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+    pub(crate) fn end(&self) -> Option<u64> {
+        self.gpa.checked_add(self.size)
+    }
+}
+
+impl fmt::Display for ImageRegion {
+    /// `[gpa..+size) role content (origin)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{:#x}..+{:#x}) {} {} ({})",
+            self.gpa,
+            self.size,
+            self.role,
+            self.content_kind(),
+            self.origin
+        )
+    }
+}
+
+/// An SEV-SNP VMSA page measured with the launch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnpVmsa {
+    /// The address the page is measured at (by default the one KVM uses, see
+    /// [`VmsaGpa`](crate::VmsaGpa)).
+    pub gpa: u64,
+    /// The address given in the input (plan file, or IGVM VP context header).
+    pub given_gpa: u64,
+    /// The vCPU it belongs to (IGVM files), `None` for plan files (order given).
+    pub vp_index: Option<u16>,
+    /// The IGVM directive header it came from.
+    pub header: Option<usize>,
+    /// The page.
+    pub page: Box<[u8; 4096]>,
+    /// Number of image regions measured before it.
+    pub(crate) regions_before: usize,
+}
+
+impl SnpVmsa {
+    /// How many of the image's regions are measured before this VMSA page.
+    pub fn regions_before(&self) -> usize {
+        self.regions_before
+    }
+}
+
+/// A page an IGVM file marks shared: written by the VMM into shared memory, not populated
+/// privately and not measured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedPage {
+    /// Its address.
+    pub gpa: u64,
+    /// Its bytes (4096, zero padded).
+    pub data: Vec<u8>,
+    /// The directive header index.
+    pub header: usize,
+}
+
+/// A range an IGVM file requires the VMM to back with memory (not populated, not measured).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequiredMemory {
+    /// First address.
+    pub gpa: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// The directive header index.
+    pub header: usize,
+}
+
+/// A parameter an IGVM file asks the loader to write into a parameter area (a memory map, the
+/// vCPU count, a command line, ...) before the area is populated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParameterUse {
+    /// What to write (`MemoryMap`, `VpCount`, `CommandLine`, ...).
+    pub kind: &'static str,
+    /// The parameter area index.
+    pub area: u32,
+    /// Byte offset in the area.
+    pub byte_offset: u32,
+    /// The directive header index.
+    pub header: usize,
+}
+
+/// An Arm CCA realm's parameters and RECs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CcaLaunch {
+    /// The realm parameters (REALM_CREATE).
+    pub realm: RealmParams,
+    /// The RECs, in creation order.
+    pub recs: Vec<RecParams>,
+}
+
+/// A launch image: the regions to populate (in populate and measurement order, their content
+/// owned here), plus what the platform measures besides them (SNP VMSA pages, CCA realm
+/// parameters and RECs). Made by [`load_plan_file`](crate::load_plan_file) or
+/// [`load_igvm`](crate::load_igvm).
+#[derive(Clone, Debug)]
+pub struct LaunchImage {
+    pub(crate) platform: Platform,
+    pub(crate) regions: Vec<ImageRegion>,
+    pub(crate) vmsas: Vec<SnpVmsa>,
+    pub(crate) cca: Option<CcaLaunch>,
+    pub(crate) snp_policy: Option<u64>,
+    pub(crate) shared: Vec<SharedPage>,
+    pub(crate) required: Vec<RequiredMemory>,
+    pub(crate) parameters: Vec<ParameterUse>,
+}
+
+impl LaunchImage {
+    pub(crate) fn new(platform: Platform) -> Self {
+        LaunchImage {
+            platform,
+            regions: Vec::new(),
+            vmsas: Vec::new(),
+            cca: None,
+            snp_policy: None,
+            shared: Vec::new(),
+            required: Vec::new(),
+            parameters: Vec::new(),
+        }
+    }
+
+    /// The platform the image is for.
+    pub fn platform(&self) -> Platform {
+        self.platform
+    }
+
+    /// The regions, in populate (and measurement) order.
+    pub fn regions(&self) -> &[ImageRegion] {
+        &self.regions
+    }
+
+    /// SEV-SNP VMSA pages, in measurement order.
+    pub fn vmsas(&self) -> &[SnpVmsa] {
+        &self.vmsas
+    }
+
+    /// The Arm CCA realm parameters and RECs (CCA plan files).
+    pub fn cca(&self) -> Option<&CcaLaunch> {
+        self.cca.as_ref()
+    }
+
+    /// The SEV-SNP guest policy an IGVM file gives for the platform, if any.
+    pub fn snp_policy(&self) -> Option<u64> {
+        self.snp_policy
+    }
+
+    /// Pages an IGVM file marks shared (not in the plan).
+    pub fn shared_pages(&self) -> &[SharedPage] {
+        &self.shared
+    }
+
+    /// Ranges an IGVM file requires to be backed by memory (not in the plan).
+    pub fn required_memory(&self) -> &[RequiredMemory] {
+        &self.required
+    }
+
+    /// Parameters an IGVM file asks the loader to write into its parameter areas.
+    pub fn parameter_uses(&self) -> &[ParameterUse] {
+        &self.parameters
+    }
+
+    /// The bytes of inserted parameter area `area`, for the VMM to write its parameters into
+    /// (see [`parameter_uses`](Self::parameter_uses)) before building the plan. Parameter
+    /// areas are unmeasured, so this does not change the measurement.
+    pub fn parameter_area_mut(&mut self, area: u32) -> Result<&mut [u8], Error> {
+        let r = self
+            .regions
+            .iter_mut()
+            .find(|r| matches!(r.origin, Origin::IgvmParameterArea { area: a, .. } if a == area))
+            .ok_or(Error::NoParameterArea(area))?;
+        let size = r.size as usize;
+        Ok(r.data.get_or_insert_with(|| vec![0u8; size]).as_mut_slice())
+    }
+
+    /// The plan of the image's regions, in their order, validated against `caps` and `layout`
+    /// (the VMM's backend and memslots; a verifier passes [`Platform::caps`] and
+    /// [`MemoryLayout::unbounded`]). The plan borrows the image's page data.
+    pub fn plan(&self, caps: &BackendCaps, layout: &MemoryLayout) -> Result<Plan<'_>, Error> {
+        let mut b = PlanBuilder::with_capacity(self.regions.len());
+        for r in &self.regions {
+            let content = match (&r.data, r.role.carries_content()) {
+                (Some(d), true) => Content::Bytes(Cow::Borrowed(d.as_slice())),
+                _ => Content::Zero,
+            };
+            b.push(RegionSpec {
+                gpa: r.gpa,
+                len: r.size,
+                role: r.role,
+                content,
+            });
+        }
+        Ok(b.build(caps, layout)?)
+    }
+
+    /// The launch measurement a KVM launch of this image through this workspace's backend
+    /// produces (under the policies the image was loaded with): the SNP launch digest (48
+    /// bytes), TDX MRTD (48), or the CCA RIM (32 for SHA-256 realms, 64 for SHA-512). Each is
+    /// computed by the platform's backend crate from [`plan`](Self::plan).
+    pub fn measure(&self) -> Result<Vec<u8>, Error> {
+        let plan = self.plan(&self.platform.caps(), &MemoryLayout::unbounded())?;
+        match self.platform {
+            Platform::Plain => Err(Error::NoMeasurement(Platform::Plain)),
+            Platform::Tdx => Ok(tdx_backend::measure_plan(&plan)?.to_vec()),
+            Platform::Cca => {
+                let cca = self
+                    .cca
+                    .as_ref()
+                    .ok_or(Error::NoMeasurement(Platform::Cca))?;
+                Ok(cca_backend::measure(&plan, &cca.realm, &cca.recs)?.to_vec())
+            }
+            Platform::Snp => self.measure_snp(&plan),
+        }
+    }
+
+    fn measure_snp(&self, plan: &Plan<'_>) -> Result<Vec<u8>, Error> {
+        let n = self.regions.len();
+        if self.vmsas.iter().all(|v| v.regions_before >= n) {
+            // VMSAs after every region: exactly the backend's own plan measurement.
+            let pages: Vec<VmsaPage<'_>> = self
+                .vmsas
+                .iter()
+                .map(|v| VmsaPage {
+                    gpa: v.gpa,
+                    page: &v.page[..],
+                })
+                .collect();
+            let d = sev_backend::measure(plan, &pages, &sev_backend::MeasureOptions::default())?;
+            return Ok(d.to_vec());
+        }
+        // VMSAs where the file places them: the backend's records, driven region by region.
+        let mut ld = LaunchDigest::new();
+        let mut vmsas = self.vmsas.iter().peekable();
+        for (i, r) in plan.regions().iter().enumerate() {
+            while let Some(v) = vmsas.next_if(|v| v.regions_before <= i) {
+                ld.update_vmsa(v.gpa, &v.page[..])?;
+            }
+            let ty = PageType::for_role(r.role()).ok_or(sev_backend::Error::Content {
+                region: i,
+                gpa: r.gpa(),
+                len: r.len(),
+                reason: format!("role {} has no SNP page type", r.role()),
+            })?;
+            let data = if ty.measures_contents() {
+                r.source()
+            } else {
+                None
+            };
+            ld.update_pages(r.gpa(), ty, data, r.len())?;
+        }
+        for v in vmsas {
+            ld.update_vmsa(v.gpa, &v.page[..])?;
+        }
+        Ok(ld.digest().to_vec())
+    }
+}
+
+/// Lower-case hex of `bytes` (how the CLI prints a digest).
+///
+/// ```
+/// assert_eq!(cc_image::hex(&[0x0a, 0xff]), "0aff");
+/// ```
+pub fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
