@@ -61,10 +61,11 @@ impl Visitor<'_> for NumVisitor {
             .map_err(|_| E::custom(format!("{v} is out of range, expected {EXPECTED}")))
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Num, E> {
-        // serde_json hands integers above u64::MAX, fractions and exponents over as f64.
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Num, E> {
+        // serde_json hands integers above u64::MAX, fractions and exponents over as f64: the
+        // value is not printed, as f64 would round it.
         Err(E::custom(format!(
-            "{v} is not an integer in 0..2^64, expected {EXPECTED}"
+            "a number that is not an integer in 0..2^64 (a fraction, an exponent, or too large), expected {EXPECTED}"
         )))
     }
 
@@ -150,7 +151,7 @@ mod tests {
         assert!(parse("1.5").unwrap_err().contains("not an integer"));
         assert!(parse("18446744073709551616")
             .unwrap_err()
-            .contains("not an integer in 0..2^64"));
+            .starts_with("a number that is not an integer in 0..2^64"));
     }
 
     #[test]

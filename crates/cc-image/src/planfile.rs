@@ -368,25 +368,26 @@ fn region(
             ));
         }
     }
-    let data =
-        match (&r.file, r.role) {
-            (None, _) => {
-                if r.file_offset.is_some() {
-                    return Err(cx.err(format!("{field}.file_offset"), "given without a file"));
-                }
-                None
+    let data = match (&r.file, r.role) {
+        (None, _) => {
+            if r.file_offset.is_some() {
+                return Err(cx.err(format!("{field}.file_offset"), "given without a file"));
             }
-            (Some(file), Role::Measured | Role::Unmeasured) => {
-                let off = r.file_offset.map_or(0, |n| n.0);
-                Some(cx.read(&format!("{field}.file"), file, off, size)?)
-            }
-            (Some(_), role) => return Err(cx.err(
+            None
+        }
+        (Some(file), Role::Measured | Role::Unmeasured) => {
+            let off = r.file_offset.map_or(0, |n| n.0);
+            Some(cx.read(&format!("{field}.file"), file, off, size)?)
+        }
+        (Some(_), role) => {
+            return Err(cx.err(
                 format!("{field}.file"),
                 format!(
                     "a {role} region cannot have a file (only measured and unmeasured regions do)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     Ok(ImageRegion {
         gpa,
         size,

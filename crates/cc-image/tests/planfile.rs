@@ -1,0 +1,411 @@
+//! Plan files: parsing, every refusal as one line naming the field or region, and the
+//! measurements against independent derivations.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use cc_image::{hex, load_plan_file, Error, Platform};
+use cc_populate::{MemoryLayout, PlanBuilder, Role};
+use sha2::{Digest, Sha384};
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("cc-image-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    fn file(&self, name: &str, bytes: &[u8]) -> &Self {
+        std::fs::write(self.0.join(name), bytes).unwrap();
+        self
+    }
+    fn plan(&self, json: &str) -> Result<cc_image::LaunchImage, Error> {
+        let p = self.0.join("plan.json");
+        std::fs::write(&p, json).unwrap();
+        load_plan_file(&p)
+    }
+    fn err(&self, json: &str) -> String {
+        let e = self.plan(json).expect_err("must be refused").to_string();
+        assert!(!e.contains('\n'), "one line: {e}");
+        assert!(
+            e.starts_with(&self.0.join("plan.json").display().to_string()),
+            "{e}"
+        );
+        e
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn a_plain_plan_reads_files_at_offsets_in_order() {
+    let d = Dir::new("plain");
+    d.file("a.bin", &pattern(3 * 4096, 1));
+    let img = d
+        .plan(
+            r#"{"version": 1, "platform": "plain", "regions": [
+            {"gpa": "0x200000", "size": 8192, "role": "measured", "file": "a.bin", "file_offset": "0x1000"},
+            {"gpa": 0, "size": "0x1000", "role": "unmeasured", "file": "a.bin"},
+            {"gpa": "0x100000", "size": 4096, "role": "zero"},
+            {"gpa": "0x300000", "size": 4096, "role": "measured"}]}"#,
+        )
+        .unwrap();
+    assert_eq!(img.platform(), Platform::Plain);
+    let r = img.regions();
+    assert_eq!(r.len(), 4);
+    assert_eq!(
+        (r[0].gpa(), r[0].size(), r[0].role()),
+        (0x20_0000, 8192, Role::Measured)
+    );
+    assert_eq!(r[0].data().unwrap(), &pattern(3 * 4096, 1)[4096..]);
+    assert_eq!(r[1].data().unwrap(), &pattern(3 * 4096, 1)[..4096]);
+    assert_eq!(r[2].data(), None);
+    assert_eq!(r[3].data(), None);
+    // The plan keeps the file's order.
+    let plan = img
+        .plan(&Platform::Plain.caps(), &MemoryLayout::unbounded())
+        .unwrap();
+    let gpas: Vec<u64> = plan.regions().iter().map(|r| r.gpa()).collect();
+    assert_eq!(gpas, vec![0x20_0000, 0, 0x10_0000, 0x30_0000]);
+    assert_eq!(
+        img.measure().unwrap_err().to_string(),
+        "platform plain has no launch measurement"
+    );
+}
+
+#[test]
+fn refusals_name_the_field_or_region() {
+    let d = Dir::new("refusals");
+    d.file("four.bin", &[7u8; 4096]);
+    let cases: &[(&str, &str)] = &[
+        ("{", "not valid JSON"),
+        ("[]", "(top level): expected a JSON object"),
+        (r#"{"platform": "tdx", "regions": []}"#, "version: missing"),
+        (
+            r#"{"version": 2, "platform": "tdx", "regions": []}"#,
+            "version: unsupported plan file version 2",
+        ),
+        (
+            r#"{"version": "1", "platform": "tdx", "regions": []}"#,
+            "version: string \"1\" is not a \"0x...\" hex number",
+        ),
+        (
+            r#"{"version": 1, "platform": "sev", "regions": []}"#,
+            "platform: unknown platform \"sev\"",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [], "extra": 1}"#,
+            "unknown field `extra`",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx"}"#,
+            "missing field `regions`",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": -4096, "size": 4096, "role": "zero"}]}"#,
+            "regions[0]: -4096 is negative",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 4096.0, "size": 4096, "role": "zero"}]}"#,
+            "regions[0]: a number that is not an integer",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 18446744073709551616, "size": 4096, "role": "zero"}]}"#,
+            "regions[0]: a number that is not an integer in 0..2^64",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 4096, "role": "zero", "colour": 1}]}"#,
+            "regions[0]: unknown field `colour`",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "role": "zero"}]}"#,
+            "regions[0]: missing field `size`",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 4096, "role": "data"}]}"#,
+            "regions[0]: unknown variant `data`",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 4096, "role": "measured"}, {"gpa": 4096, "size": 4096, "role": "cpuid"}]}"#,
+            "region 1 [0x1000..+0x1000): role cpuid is not supported by this platform",
+        ),
+        (
+            r#"{"version": 1, "platform": "snp", "regions": [{"gpa": 0, "size": 4096, "role": "ripas"}]}"#,
+            "region 0 [0x0..+0x1000): role ripas is not supported",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 8192, "role": "zero"}, {"gpa": 4096, "size": 4096, "role": "zero"}]}"#,
+            "region 1 [0x1000..+0x1000) overlaps region 0 [0x0..+0x2000)",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 100, "role": "zero"}]}"#,
+            "region 0 [0x0..+0x64) is not aligned to the 0x1000-byte granule",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 0, "role": "zero"}]}"#,
+            "region 0 at 0x0 has length zero",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": "0xfffffffffffff000", "size": 8192, "role": "zero"}]}"#,
+            "regions[0]: gpa 0xfffffffffffff000 + size 0x2000 ends past 2^64",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 4096, "role": "measured", "file": "nope.bin"}]}"#,
+            "regions[0].file: ",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 8192, "role": "measured", "file": "four.bin"}]}"#,
+            "regions[0].file: ",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 4096, "role": "measured", "file": "four.bin", "file_offset": 1}]}"#,
+            "(the file is too short)",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 4096, "role": "zero", "file": "four.bin"}]}"#,
+            "regions[0].file: a zero region cannot have a file",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 4096, "role": "zero", "file_offset": 0}]}"#,
+            "regions[0].file_offset: given without a file",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [], "snp": {"vmsa": []}}"#,
+            "snp: only allowed in an snp plan (this plan is for tdx)",
+        ),
+        (
+            r#"{"version": 1, "platform": "snp", "regions": [], "cca": {}}"#,
+            "cca: only allowed in a cca plan (this plan is for snp)",
+        ),
+        (
+            r#"{"version": 1, "platform": "snp", "regions": [], "snp": {"vmsa": [{"file": "four.bin", "gpa": 1}]}}"#,
+            "snp.vmsa[0].gpa: 0x1 is not 4 KiB aligned",
+        ),
+        (
+            r#"{"version": 1, "platform": "snp", "regions": [], "snp": {"vmsa": [{"file": "none.bin"}]}}"#,
+            "snp.vmsa[0].file: ",
+        ),
+        (
+            r#"{"version": 1, "platform": "snp", "regions": [], "snp": {"vmsa": [{"file": "four.bin", "x": 1}]}}"#,
+            "snp.vmsa[0]: unknown field `x`",
+        ),
+        (
+            r#"{"version": 1, "platform": "cca", "regions": []}"#,
+            "cca: missing",
+        ),
+    ];
+    for (json, want) in cases {
+        let e = d.err(json);
+        assert!(e.contains(want), "{json}\n  gave: {e}\n  want: {want}");
+    }
+}
+
+const CCA_OK: &str = r#""cca": {"hash": "sha256", "ipa_bits": 33, "lpa2": false, "num_bps": 2,
+    "num_wps": 2, "sve_vl": 0, "pmu_counters": null, "recs": []}"#;
+
+#[test]
+fn cca_refusals_name_the_field_or_region() {
+    let d = Dir::new("cca-refusals");
+    let with = |cca: &str, regions: &str| {
+        format!(r#"{{"version": 1, "platform": "cca", "regions": [{regions}], "cca": {cca}}}"#)
+    };
+    let base = r#"{"hash": "sha256", "ipa_bits": 40, "lpa2": false, "num_bps": 2, "num_wps": 2, "sve_vl": 0, "pmu_counters": null, "recs": []}"#;
+    let sub = |from: &str, to: &str| base.replace(from, to);
+    let cases: Vec<(String, &str)> = vec![
+        (with(&sub("sha256", "sha384"), ""), "cca.hash: \"sha384\" is not \"sha256\" or \"sha512\""),
+        (with(&sub("\"num_bps\": 2", "\"num_bps\": 1"), ""), "cca.num_bps: realm parameter num_bps = 1 is invalid"),
+        (with(&sub("\"num_wps\": 2", "\"num_wps\": 300"), ""), "cca.num_wps: 300 is out of range"),
+        (with(&sub("\"sve_vl\": 0", "\"sve_vl\": 100"), ""), "cca.sve_vl: realm parameter sve_vl = 100 is invalid"),
+        (with(&sub("\"ipa_bits\": 40", "\"ipa_bits\": 60"), ""), "cca.ipa_bits: realm parameter ipa_bits = 60 is invalid"),
+        (with(&sub("\"pmu_counters\": null", "\"pmu_counters\": 32"), ""), "cca.pmu_counters: realm parameter pmu_counters = 32 is invalid"),
+        (with(&sub("\"lpa2\": false, ", ""), ""), "cca: missing field `lpa2`"),
+        (with(&sub("\"recs\": []", "\"recs\": [{\"pc\": 0, \"gprs\": [0,0,0,0,0,0,0], \"runnable\": true}]"), ""), "cca.recs[0]: invalid length 7"),
+        (with(&sub("\"recs\": []", "\"recs\": [{\"pc\": 0, \"gprs\": [0,0,0,0,0,0,0,0], \"runnable\": 1}]"), ""), "cca.recs[0]: invalid type"),
+        (with(base, r#"{"gpa": "0x7ffffff000", "size": 8192, "role": "measured"}"#), "regions[0]: [0x7ffffff000..0x8000001000) is not in the protected half of the IPA space (below 0x8000000000)"),
+        (with(base, r#"{"gpa": 0, "size": 4096, "role": "zero"}"#), "region 0 [0x0..+0x1000): role zero is not supported"),
+        (with(base, r#"{"gpa": 0, "size": 4096, "role": "secrets"}"#), "role secrets is not supported"),
+        (with(base, r#"{"gpa": 0, "size": 4096, "role": "measured"}, {"gpa": 0, "size": 8192, "role": "ripas"}"#), "region 0 [0x0..+0x1000) lies in ripas region 1, which must be listed before it"),
+    ];
+    for (json, want) in &cases {
+        let e = d.err(json);
+        assert!(e.contains(want), "{json}\n  gave: {e}\n  want: {want}");
+    }
+    // The good base is accepted.
+    assert!(d
+        .plan(&format!(
+            r#"{{"version": 1, "platform": "cca", "regions": [], {CCA_OK}}}"#
+        ))
+        .is_ok());
+}
+
+/// SHA-384 of one SNP `PAGE_INFO`, written field by field from the SNP firmware ABI
+/// (SNP_LAUNCH_UPDATE): DIGEST_CUR, CONTENTS, LENGTH = 0x70, PAGE_TYPE, IMI_PAGE, VMPL3..1
+/// permissions, reserved, GPA.
+fn snp_step(cur: [u8; 48], contents: [u8; 48], page_type: u8, gpa: u64) -> [u8; 48] {
+    let mut info = Vec::with_capacity(0x70);
+    info.extend_from_slice(&cur);
+    info.extend_from_slice(&contents);
+    info.extend_from_slice(&0x70u16.to_le_bytes());
+    info.push(page_type);
+    info.extend_from_slice(&[0, 0, 0, 0, 0]);
+    info.extend_from_slice(&gpa.to_le_bytes());
+    assert_eq!(info.len(), 0x70);
+    Sha384::digest(&info).into()
+}
+
+fn sha384(b: &[u8]) -> [u8; 48] {
+    Sha384::digest(b).into()
+}
+
+#[test]
+fn snp_plan_digest_matches_a_hand_derived_chain() {
+    let d = Dir::new("snp");
+    let fw = pattern(2 * 4096, 9);
+    let cpuid = pattern(4096, 3);
+    let vmsa0 = pattern(4096, 100);
+    let vmsa1 = pattern(4096, 200);
+    d.file("fw.bin", &fw)
+        .file("cpuid.bin", &cpuid)
+        .file("v0.bin", &vmsa0)
+        .file("v1.bin", &vmsa1);
+    let img = d
+        .plan(
+            r#"{"version": 1, "platform": "snp",
+            "regions": [
+              {"gpa": "0xffffe000", "size": 8192, "role": "measured", "file": "fw.bin"},
+              {"gpa": "0x800000", "size": 8192, "role": "zero"},
+              {"gpa": "0x802000", "size": 4096, "role": "unmeasured", "file": "cpuid.bin"},
+              {"gpa": "0x803000", "size": 4096, "role": "secrets"},
+              {"gpa": "0x804000", "size": 4096, "role": "cpuid"},
+              {"gpa": "0x805000", "size": 4096, "role": "measured"}],
+            "snp": {"vmsa": [{"file": "v1.bin", "gpa": "0x1000"}, {"file": "v0.bin"}]}}"#,
+        )
+        .unwrap();
+    // PAGE_TYPE: NORMAL 1, VMSA 2, ZERO 3, UNMEASURED 4, SECRETS 5, CPUID 6.
+    let z = [0u8; 48];
+    let mut ld = [0u8; 48];
+    ld = snp_step(ld, sha384(&fw[..4096]), 1, 0xffff_e000);
+    ld = snp_step(ld, sha384(&fw[4096..]), 1, 0xffff_f000);
+    ld = snp_step(ld, z, 3, 0x80_0000);
+    ld = snp_step(ld, z, 3, 0x80_1000);
+    ld = snp_step(ld, z, 4, 0x80_2000);
+    ld = snp_step(ld, z, 5, 0x80_3000);
+    ld = snp_step(ld, z, 6, 0x80_4000);
+    ld = snp_step(ld, sha384(&[0u8; 4096]), 1, 0x80_5000);
+    ld = snp_step(ld, sha384(&vmsa1), 2, 0x1000);
+    ld = snp_step(ld, sha384(&vmsa0), 2, 0xffff_ffff_f000);
+    let got = img.measure().unwrap();
+    assert_eq!(hex(&got), hex(&ld));
+    assert_eq!(hex(&got).len(), 96);
+}
+
+#[test]
+fn tdx_plan_digest_matches_the_igvm_reference_on_the_same_pages() {
+    use common::*;
+    use igvm_defs::{IgvmPageDataFlags, IgvmPageDataType};
+    let d = Dir::new("tdx");
+    let fw = pattern(3 * 4096, 5);
+    let un = pattern(4096, 77);
+    d.file("fw.bin", &fw).file("un.bin", &un);
+    let img = d
+        .plan(
+            r#"{"version": 1, "platform": "tdx", "regions": [
+              {"gpa": "0xffffd000", "size": "0x3000", "role": "measured", "file": "fw.bin"},
+              {"gpa": "0x800000", "size": 8192, "role": "zero"},
+              {"gpa": "0x900000", "size": 4096, "role": "unmeasured", "file": "un.bin"},
+              {"gpa": "0xa00000", "size": 4096, "role": "measured"}]}"#,
+        )
+        .unwrap();
+    // The same launch as IGVM directives: measured pages with data, zero and unmeasured
+    // pages as unmeasured page data (PAGE.ADD only), a measured page without data (zeros).
+    let m = IgvmPageDataFlags::new();
+    let u = IgvmPageDataFlags::new().with_unmeasured(true);
+    let n = IgvmPageDataType::NORMAL;
+    let dirs = vec![
+        page(0xffff_d000, TDX, m, n, fw[..4096].to_vec()),
+        page(0xffff_e000, TDX, m, n, fw[4096..8192].to_vec()),
+        page(0xffff_f000, TDX, m, n, fw[8192..].to_vec()),
+        page(0x80_0000, TDX, u, n, Vec::new()),
+        page(0x80_1000, TDX, u, n, Vec::new()),
+        page(0x90_0000, TDX, u, n, un.clone()),
+        page(0xa0_0000, TDX, m, n, Vec::new()),
+    ];
+    let want = reference(&serialize(dirs), TDX);
+    assert_eq!(hex(&img.measure().unwrap()), hex(&want));
+}
+
+#[test]
+fn cca_plan_rim_is_the_backends_rim_of_the_equivalent_plan() {
+    use cca_backend::{HashAlgo, RealmParams, RecParams, CCA_CAPS};
+    let d = Dir::new("cca");
+    let kernel = pattern(3 * 4096, 42);
+    d.file("kernel.bin", &kernel);
+    for (hash, algo, len) in [
+        ("sha256", HashAlgo::Sha256, 32),
+        ("sha512", HashAlgo::Sha512, 64),
+    ] {
+        let img = d
+            .plan(&format!(
+                r#"{{"version": 1, "platform": "cca", "regions": [
+              {{"gpa": 0, "size": "0x400000", "role": "ripas"}},
+              {{"gpa": "0x80000", "size": "0x3000", "role": "measured", "file": "kernel.bin"}},
+              {{"gpa": "0x200000", "size": "0x1000", "role": "unmeasured"}}],
+              "cca": {{"hash": "{hash}", "ipa_bits": 40, "lpa2": false, "num_bps": 6,
+                "num_wps": 4, "sve_vl": 512, "pmu_counters": 8,
+                "recs": [{{"pc": "0x80000", "gprs": ["0xfedcba9876543210", 1, 2, 3, 4, 5, 6, 18446744073709551615], "runnable": true}},
+                         {{"pc": 0, "gprs": [0, 0, 0, 0, 0, 0, 0, 0], "runnable": false}}]}}}}"#
+            ))
+            .unwrap();
+        let zeros = vec![0u8; 4096];
+        let plan = PlanBuilder::new()
+            .zeros(0, 0x40_0000, Role::Ripas)
+            .source(0x8_0000, Role::Measured, &kernel)
+            .source(0x20_0000, Role::Unmeasured, &zeros)
+            .build(&CCA_CAPS, &MemoryLayout::unbounded())
+            .unwrap();
+        let mut realm = RealmParams::new(algo, 40);
+        realm.num_bps = 6;
+        realm.num_wps = 4;
+        realm.sve_vl = 512;
+        realm.pmu_counters = Some(8);
+        let recs = [
+            RecParams {
+                pc: 0x8_0000,
+                gprs: [0xfedc_ba98_7654_3210, 1, 2, 3, 4, 5, 6, u64::MAX],
+                runnable: true,
+            },
+            RecParams {
+                pc: 0,
+                gprs: [0; 8],
+                runnable: false,
+            },
+        ];
+        assert_eq!(img.cca().unwrap().realm, realm);
+        assert_eq!(img.cca().unwrap().recs, recs);
+        let want = cca_backend::measure(&plan, &realm, &recs).unwrap();
+        let got = img.measure().unwrap();
+        assert_eq!(got.len(), len);
+        assert_eq!(got, want.to_vec());
+    }
+}
+
+#[test]
+fn the_example_plan_file_loads_and_measures() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/example-tdx.json");
+    let img = load_plan_file(&p).unwrap();
+    assert_eq!(img.platform(), Platform::Tdx);
+    assert_eq!(hex(&img.measure().unwrap()).len(), 96);
+}
