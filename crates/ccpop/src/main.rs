@@ -12,6 +12,7 @@
 mod demo;
 mod error;
 mod firmware;
+mod launch;
 mod progress;
 mod summary;
 
@@ -45,6 +46,19 @@ enum Command {
     Measure(MeasureCommand),
 }
 
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Size of the generated image in MiB (16 to 4096; below 64 is a test size).
+    #[arg(long, default_value_t = demo::MIN_SIZE_MIB, value_name = "N")]
+    size_mib: u64,
+    /// Flip one byte after populating, to show (and test) that the guest catches it.
+    #[arg(long, hide = true)]
+    corrupt: bool,
+    /// The KVM device to open (for testing the message when KVM is missing).
+    #[arg(long, hide = true, default_value = "/dev/kvm", value_name = "PATH")]
+    kvm_device: std::path::PathBuf,
+}
+
 /// A confidential-computing platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Platform {
@@ -56,15 +70,32 @@ enum Platform {
     Cca,
 }
 
+impl Platform {
+    fn name(self) -> &'static str {
+        match self {
+            Platform::Snp => "snp",
+            Platform::Tdx => "tdx",
+            Platform::Cca => "cca",
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("input").required(true).args(["firmware", "igvm", "plan"]))]
 struct PlanArgs {
-    /// The platform.
-    #[arg(long)]
-    platform: Platform,
-    /// The firmware image (SNP: an OVMF build with SEV metadata; TDX: a TDVF image; CCA: any
+    /// The platform (with --plan it may come from the file; a mismatch is an error).
+    #[arg(long, required_unless_present = "plan")]
+    platform: Option<Platform>,
+    /// A firmware image (SNP: an OVMF build with SEV metadata; TDX: a TDVF image; CCA: any
     /// image, placed at --load-gpa).
     #[arg(long, value_name = "IMAGE")]
-    firmware: PathBuf,
+    firmware: Option<PathBuf>,
+    /// An IGVM file (SNP or TDX).
+    #[arg(long, value_name = "FILE")]
+    igvm: Option<PathBuf>,
+    /// A cc-image plan file (JSON).
+    #[arg(long, value_name = "FILE")]
+    plan: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -74,46 +105,65 @@ struct PlanArgs {
     tdx: TdxArgs,
     #[command(flatten)]
     cca: CcaArgs,
+    #[command(flatten)]
+    igvm_args: IgvmArgs,
 }
 
 #[derive(Debug, Clone, clap::Args)]
 struct SnpArgs {
-    /// SNP: how SEV metadata sections become page types (`qemu`: as QEMU, pre-validated memory
-    /// as ZERO pages; `unmeasured`: as UNMEASURED pages).
+    /// SNP firmware: how SEV metadata sections become page types (`qemu`: as QEMU,
+    /// pre-validated memory as ZERO pages; `unmeasured`: as UNMEASURED pages).
     #[arg(long, default_value = "qemu", value_name = "POLICY")]
     section_policy: String,
 }
 
 #[derive(Debug, Clone, Copy, clap::Args)]
 struct TdxArgs {
-    /// TDX: leave PAGE_AUG sections to the guest (not in MRTD) instead of adding them as QEMU
-    /// does.
+    /// TDX firmware: leave PAGE_AUG sections to the guest (not in MRTD) instead of adding them
+    /// as QEMU does.
     #[arg(long)]
     page_aug_leave_for_guest: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
 struct CcaArgs {
-    /// CCA: the IPA the firmware image is loaded at (hex with 0x, or decimal); RIPAS RAM covers
+    /// CCA firmware: the IPA the image is loaded at (hex with 0x, or decimal); RIPAS RAM covers
     /// the image's granules and the one REC enters there.
     #[arg(long, value_name = "GPA", value_parser = parse_u64)]
     load_gpa: Option<u64>,
-    /// CCA: the realm's measurement hash (`sha256` or `sha512`).
+    /// CCA firmware: the realm's measurement hash (`sha256` or `sha512`).
     #[arg(long, default_value = "sha256")]
     hash: String,
-    /// CCA: the realm's IPA width in bits.
+    /// CCA firmware: the realm's IPA width in bits.
     #[arg(long, default_value_t = 40)]
     ipa_bits: u8,
 }
 
+#[derive(Debug, Clone, clap::Args)]
+struct IgvmArgs {
+    /// IGVM: where VMSAs are measured (`kvm`: after all pages at KVM's VMSA address, as a KVM
+    /// launch through these crates does; `reference`: in file order at the file's address, as
+    /// the igvm crate's reference measurement does).
+    #[arg(long, default_value = "kvm", value_name = "POLICY")]
+    igvm_policy: String,
+}
+
 #[derive(Debug, Subcommand)]
 enum MeasureCommand {
-    /// The SEV-SNP launch digest of a QEMU-style launch: the image ending at 4 GiB as measured
-    /// pages, its SEV metadata sections, then one VMSA page per --vmsa file in order.
+    /// The SEV-SNP launch digest. With --firmware: a QEMU-style launch, the image ending at
+    /// 4 GiB as measured pages, its SEV metadata sections, then one VMSA page per --vmsa file
+    /// in order.
+    #[command(group = clap::ArgGroup::new("input").required(true).args(["firmware", "igvm", "plan"]))]
     Snp {
         /// An OVMF build with SEV metadata.
         #[arg(long, value_name = "OVMF.fd")]
-        firmware: PathBuf,
+        firmware: Option<PathBuf>,
+        /// An IGVM file (its VMSAs are measured as --igvm-policy says).
+        #[arg(long, value_name = "FILE")]
+        igvm: Option<PathBuf>,
+        /// A cc-image plan file for platform snp (its VMSAs are in the file).
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
         /// A 4096-byte VMSA page, measured after the image (repeat for each vCPU, in order).
         #[arg(long, value_name = "FILE", conflicts_with = "firmware_only")]
         vmsa: Vec<PathBuf>,
@@ -122,21 +172,36 @@ enum MeasureCommand {
         firmware_only: bool,
         #[command(flatten)]
         snp: SnpArgs,
+        #[command(flatten)]
+        igvm_args: IgvmArgs,
     },
-    /// The TDX MRTD of a TDVF image as QEMU populates it.
+    /// The TDX MRTD. With --firmware: a TDVF image as QEMU populates it.
+    #[command(group = clap::ArgGroup::new("input").required(true).args(["firmware", "igvm", "plan"]))]
     Tdx {
         /// A TDVF image (OVMF built with TDX metadata).
         #[arg(long, value_name = "IMAGE")]
-        firmware: PathBuf,
+        firmware: Option<PathBuf>,
+        /// An IGVM file.
+        #[arg(long, value_name = "FILE")]
+        igvm: Option<PathBuf>,
+        /// A cc-image plan file for platform tdx.
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
         #[command(flatten)]
         tdx: TdxArgs,
+        #[command(flatten)]
+        igvm_args: IgvmArgs,
     },
-    /// The Arm CCA RIM of a realm whose firmware image is loaded at --load-gpa, entered there by
-    /// one runnable REC with x0..x7 zero.
+    /// The Arm CCA RIM. With --firmware: a realm whose image is loaded at --load-gpa, entered
+    /// there by one runnable REC with x0..x7 zero; with --plan: the realm and RECs of the file.
+    #[command(group = clap::ArgGroup::new("input").required(true).args(["firmware", "plan"]))]
     Cca {
         /// The firmware image (zero-padded to 4 KiB granules).
         #[arg(long, value_name = "IMAGE")]
-        firmware: PathBuf,
+        firmware: Option<PathBuf>,
+        /// A cc-image plan file for platform cca.
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
         #[command(flatten)]
         cca: CcaArgs,
     },
@@ -184,25 +249,85 @@ fn print_plan(plan: &NamedPlan<'_>, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn plan_command(a: &PlanArgs) -> Result<(), Error> {
-    let image = firmware::read(&a.firmware)?;
-    let path = a.firmware.as_path();
-    match a.platform {
-        Platform::Snp => print_plan(
-            &firmware::snp_plan(path, &image, &snp_options(&a.snp, false))?,
-            a.json,
-        ),
-        Platform::Tdx => print_plan(
-            &firmware::tdx_plan(path, &image, &tdx_options(&a.tdx))?,
-            a.json,
-        ),
-        Platform::Cca => {
-            let padded = firmware::cca_padded(&image);
-            print_plan(
-                &firmware::cca_plan(path, &padded, &cca_options(&a.cca))?,
-                a.json,
-            )
+/// Where a plan comes from: exactly one of these (clap's argument group sees to it).
+struct Input<'p> {
+    firmware: Option<&'p Path>,
+    igvm: Option<&'p Path>,
+    plan: Option<&'p Path>,
+}
+
+/// What was loaded: the firmware bytes, or a cc-image launch image.
+enum Loaded {
+    Firmware(PathBuf, Vec<u8>),
+    Image(PathBuf, Box<cc_image::LaunchImage>),
+}
+
+fn load(input: &Input<'_>, platform: Option<Platform>, igvm: &IgvmArgs) -> Result<Loaded, Error> {
+    match (input.firmware, input.igvm, input.plan) {
+        (Some(f), _, _) => Ok(Loaded::Firmware(f.to_path_buf(), firmware::read(f)?)),
+        (_, Some(i), _) => {
+            let platform = platform.map(Platform::name).unwrap_or_default();
+            if platform == "cca" {
+                return Err(Error::Usage(
+                    "--igvm: IGVM files are loaded for platform snp or tdx, not cca".into(),
+                ));
+            }
+            Ok(Loaded::Image(
+                i.to_path_buf(),
+                Box::new(launch::load_igvm(i, platform, &igvm.igvm_policy)?),
+            ))
         }
+        (_, _, Some(p)) => Ok(Loaded::Image(
+            p.to_path_buf(),
+            Box::new(launch::load_plan(p, platform.map(Platform::name))?),
+        )),
+        _ => Err(Error::Usage(
+            "give one of --firmware, --igvm or --plan".into(),
+        )),
+    }
+}
+
+/// Plans firmware bytes for `platform`.
+fn firmware_plan<'a>(
+    platform: Platform,
+    path: &Path,
+    image: &'a [u8],
+    padded: &'a [u8],
+    snp: &SnpOptions,
+    tdx: &TdxOptions,
+    cca: &CcaOptions,
+) -> Result<NamedPlan<'a>, Error> {
+    match platform {
+        Platform::Snp => firmware::snp_plan(path, image, snp),
+        Platform::Tdx => firmware::tdx_plan(path, image, tdx),
+        Platform::Cca => firmware::cca_plan(path, padded, cca),
+    }
+}
+
+fn plan_command(a: &PlanArgs) -> Result<(), Error> {
+    let input = Input {
+        firmware: a.firmware.as_deref(),
+        igvm: a.igvm.as_deref(),
+        plan: a.plan.as_deref(),
+    };
+    match load(&input, a.platform, &a.igvm_args)? {
+        Loaded::Firmware(path, image) => {
+            let platform = a
+                .platform
+                .ok_or_else(|| Error::Usage("--firmware needs --platform".into()))?;
+            let padded = firmware::cca_padded(&image);
+            let plan = firmware_plan(
+                platform,
+                &path,
+                &image,
+                &padded,
+                &snp_options(&a.snp, false),
+                &tdx_options(&a.tdx),
+                &cca_options(&a.cca),
+            )?;
+            print_plan(&plan, a.json)
+        }
+        Loaded::Image(path, image) => print_plan(&launch::plan(&path, &image)?, a.json),
     }
 }
 
@@ -216,52 +341,108 @@ fn measured_line(plan: &NamedPlan<'_>, what: &str, path: &Path) {
     );
 }
 
+/// Prints what a launch image holds and its measurement (last line).
+fn measure_image(path: &Path, image: &cc_image::LaunchImage, what: &str) -> Result<(), Error> {
+    let plan = launch::plan(path, image)?;
+    let digest = launch::measure(path, image)?;
+    measured_line(&plan, what, path);
+    if image.platform() == cc_image::Platform::Snp {
+        println!("  VMSA pages: {}", image.vmsas().len());
+    }
+    if let Some(cca) = image.cca() {
+        println!(
+            "  realm: {}, {} IPA bits, {}",
+            cca.realm.hash.name(),
+            cca.realm.ipa_bits,
+            summary::plural(cca.recs.len(), "REC")
+        );
+    }
+    println!("{digest}");
+    Ok(())
+}
+
 fn measure_command(m: &MeasureCommand) -> Result<(), Error> {
     match m {
         MeasureCommand::Snp {
             firmware,
+            igvm,
+            plan,
             vmsa,
             firmware_only,
             snp,
+            igvm_args,
         } => {
-            let image = firmware::read(firmware)?;
-            let plan = firmware::snp_plan(firmware, &image, &snp_options(snp, *firmware_only))?;
-            let digest = firmware::snp_measure(&plan, vmsa)?;
-            measured_line(&plan, "launch digest", firmware);
-            println!("  VMSA pages: {}", vmsa.len());
-            println!("{digest}");
+            if firmware.is_none() && (!vmsa.is_empty() || *firmware_only) {
+                return Err(Error::Usage(
+                    "--vmsa and --firmware-only go with --firmware (IGVM and plan files carry their own VMSAs)".into(),
+                ));
+            }
+            let input = Input {
+                firmware: firmware.as_deref(),
+                igvm: igvm.as_deref(),
+                plan: plan.as_deref(),
+            };
+            match load(&input, Some(Platform::Snp), igvm_args)? {
+                Loaded::Firmware(path, image) => {
+                    let plan =
+                        firmware::snp_plan(&path, &image, &snp_options(snp, *firmware_only))?;
+                    let digest = firmware::snp_measure(&plan, vmsa)?;
+                    measured_line(&plan, "launch digest", &path);
+                    println!("  VMSA pages: {}", vmsa.len());
+                    println!("{digest}");
+                }
+                Loaded::Image(path, image) => measure_image(&path, &image, "launch digest")?,
+            }
         }
-        MeasureCommand::Tdx { firmware, tdx } => {
-            let image = firmware::read(firmware)?;
-            let plan = firmware::tdx_plan(firmware, &image, &tdx_options(tdx))?;
-            let mrtd = firmware::tdx_measure(&plan)?;
-            measured_line(&plan, "MRTD", firmware);
-            println!("{mrtd}");
+        MeasureCommand::Tdx {
+            firmware,
+            igvm,
+            plan,
+            tdx,
+            igvm_args,
+        } => {
+            let input = Input {
+                firmware: firmware.as_deref(),
+                igvm: igvm.as_deref(),
+                plan: plan.as_deref(),
+            };
+            match load(&input, Some(Platform::Tdx), igvm_args)? {
+                Loaded::Firmware(path, image) => {
+                    let plan = firmware::tdx_plan(&path, &image, &tdx_options(tdx))?;
+                    let mrtd = firmware::tdx_measure(&plan)?;
+                    measured_line(&plan, "MRTD", &path);
+                    println!("{mrtd}");
+                }
+                Loaded::Image(path, image) => measure_image(&path, &image, "MRTD")?,
+            }
         }
-        MeasureCommand::Cca { firmware, cca } => {
-            let image = firmware::read(firmware)?;
-            let padded = firmware::cca_padded(&image);
-            let opts = cca_options(cca);
-            let plan = firmware::cca_plan(firmware, &padded, &opts)?;
-            let rim = firmware::cca_measure(&plan, &opts)?;
-            measured_line(&plan, "RIM", firmware);
-            println!("{rim}");
+        MeasureCommand::Cca {
+            firmware,
+            plan,
+            cca,
+        } => {
+            let input = Input {
+                firmware: firmware.as_deref(),
+                igvm: None,
+                plan: plan.as_deref(),
+            };
+            let igvm_args = IgvmArgs {
+                igvm_policy: "kvm".into(),
+            };
+            match load(&input, Some(Platform::Cca), &igvm_args)? {
+                Loaded::Firmware(path, image) => {
+                    let padded = firmware::cca_padded(&image);
+                    let opts = cca_options(cca);
+                    let plan = firmware::cca_plan(&path, &padded, &opts)?;
+                    let rim = firmware::cca_measure(&plan, &opts)?;
+                    measured_line(&plan, "RIM", &path);
+                    println!("{rim}");
+                }
+                Loaded::Image(path, image) => measure_image(&path, &image, "RIM")?,
+            }
         }
     }
     Ok(())
-}
-
-#[derive(Debug, clap::Args)]
-struct DemoArgs {
-    /// Size of the generated image in MiB (16 to 4096; below 64 is a test size).
-    #[arg(long, default_value_t = demo::MIN_SIZE_MIB, value_name = "N")]
-    size_mib: u64,
-    /// Flip one byte after populating, to show (and test) that the guest catches it.
-    #[arg(long, hide = true)]
-    corrupt: bool,
-    /// The KVM device to open (for testing the message when KVM is missing).
-    #[arg(long, hide = true, default_value = "/dev/kvm", value_name = "PATH")]
-    kvm_device: std::path::PathBuf,
 }
 
 fn run(cli: Cli) -> Result<(), Error> {

@@ -1,0 +1,263 @@
+//! `--plan FILE` and `--igvm FILE`: launch images read by cc-image, run as the built binary and
+//! checked against the platform backends measuring an equivalent plan built directly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cc_populate::{MemoryLayout, PlanBuilder, Role};
+
+fn ccpop<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ccpop"))
+        .args(args)
+        .output()
+        .expect("run ccpop")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A folder of its own for each test.
+fn dir(test: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ccpop-image-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn last_line(out: &Output) -> String {
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    stdout.lines().last().unwrap_or_default().to_string()
+}
+
+fn one_line_error(out: &Output) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr.trim_end().to_string()
+}
+
+fn is_lower_hex(s: &str, digits: usize) -> bool {
+    s.len() == digits
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[test]
+fn tdx_plan_file_measures_as_the_backend_does() {
+    let d = dir("tdx");
+    let fw = pattern(8192, 1);
+    write(&d, "fw.bin", &fw);
+    let plan = write(
+        &d,
+        "plan.json",
+        br#"{ "version": 1, "platform": "tdx", "regions": [
+            { "gpa": "0xffffe000", "size": 8192, "role": "measured", "file": "fw.bin" },
+            { "gpa": "0x800000", "size": "0x2000", "role": "zero" } ] }"#,
+    );
+    let mrtd = last_line(&ccpop(&["measure", "tdx", "--plan", &plan]));
+    assert!(is_lower_hex(&mrtd, 96), "{mrtd}");
+    let want = PlanBuilder::new()
+        .source(0xffff_e000, Role::Measured, &fw)
+        .zero(0x80_0000, 0x2000)
+        .build(&tdx_backend::TDX_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    assert_eq!(mrtd, hex(&tdx_backend::measure_plan(&want).unwrap()));
+
+    // `plan` takes the platform from the file, or checks it.
+    let out = ccpop(&["plan", "--plan", &plan]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.starts_with("plan (tdx): 2 regions, 16 KiB"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("plan region 0"), "{stdout}");
+    assert!(ccpop(&["plan", "--plan", &plan, "--platform", "tdx"])
+        .status
+        .success());
+    let e = one_line_error(&ccpop(&["plan", "--plan", &plan, "--platform", "snp"]));
+    assert_eq!(
+        e,
+        format!("ccpop: {plan}: the plan is for platform tdx, not snp")
+    );
+    let e = one_line_error(&ccpop(&["measure", "cca", "--plan", &plan]));
+    assert_eq!(
+        e,
+        format!("ccpop: {plan}: the plan is for platform tdx, not cca")
+    );
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn snp_plan_file_with_a_vmsa_measures_as_the_backend_does() {
+    let d = dir("snp");
+    let fw = pattern(3 * 4096, 7);
+    let vmsa = pattern(4096, 9);
+    write(&d, "fw.bin", &fw);
+    write(&d, "vmsa.bin", &vmsa);
+    let plan = write(
+        &d,
+        "plan.json",
+        br#"{ "version": 1, "platform": "snp", "regions": [
+            { "gpa": "0xffffd000", "size": "0x3000", "role": "measured", "file": "fw.bin" },
+            { "gpa": "0x80d000", "size": 4096, "role": "secrets" },
+            { "gpa": "0x800000", "size": "0x9000", "role": "zero" } ],
+          "snp": { "vmsa": [ { "file": "vmsa.bin" } ] } }"#,
+    );
+    let digest = last_line(&ccpop(&["measure", "snp", "--plan", &plan]));
+    assert!(is_lower_hex(&digest, 96), "{digest}");
+    let want = PlanBuilder::new()
+        .source(0xffff_d000, Role::Measured, &fw)
+        .zeros(0x80_d000, 4096, Role::Secrets)
+        .zero(0x80_0000, 0x9000)
+        .build(&sev_backend::verifier_caps(), &MemoryLayout::unbounded())
+        .unwrap();
+    let pages = [sev_backend::VmsaPage::kvm(&vmsa)];
+    let want = sev_backend::measure(&want, &pages, &Default::default()).unwrap();
+    assert_eq!(digest, hex(&want));
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn cca_plan_files_print_64_or_128_digits() {
+    let d = dir("cca");
+    let kernel = pattern(5 * 4096, 3);
+    write(&d, "kernel.bin", &kernel);
+    for (hash, digits, algo) in [
+        ("sha256", 64, cca_backend::HashAlgo::Sha256),
+        ("sha512", 128, cca_backend::HashAlgo::Sha512),
+    ] {
+        let plan = write(
+            &d,
+            &format!("{hash}.json"),
+            format!(
+                r#"{{ "version": 1, "platform": "cca", "regions": [
+                    {{ "gpa": 0, "size": "0x40000000", "role": "ripas" }},
+                    {{ "gpa": "0x80000", "size": "0x5000", "role": "measured", "file": "kernel.bin" }} ],
+                  "cca": {{ "hash": "{hash}", "ipa_bits": 40, "lpa2": false, "num_bps": 2,
+                           "num_wps": 2, "sve_vl": 0, "pmu_counters": null,
+                           "recs": [ {{ "pc": "0x80000", "gprs": [1, 0, 0, 0, 0, 0, 0, 0],
+                                       "runnable": true }} ] }} }}"#
+            )
+            .as_bytes(),
+        );
+        let rim = last_line(&ccpop(&["measure", "cca", "--plan", &plan]));
+        assert!(is_lower_hex(&rim, digits), "{rim}");
+        let want = PlanBuilder::new()
+            .zeros(0, 1 << 30, Role::Ripas)
+            .source(0x8_0000, Role::Measured, &kernel)
+            .build(&cca_backend::CCA_CAPS, &MemoryLayout::unbounded())
+            .unwrap();
+        let rec = cca_backend::RecParams {
+            pc: 0x8_0000,
+            gprs: [1, 0, 0, 0, 0, 0, 0, 0],
+            runnable: true,
+        };
+        let want =
+            cca_backend::measure(&want, &cca_backend::RealmParams::new(algo, 40), &[rec]).unwrap();
+        assert_eq!(rim, want.to_string());
+    }
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn bad_plan_files_are_one_line_naming_the_field_or_region() {
+    let d = dir("bad");
+    write(&d, "fw.bin", &pattern(4096, 1));
+    let cases: [(&str, &str, &str); 5] = [
+        ("not-json.json", "{ version: 1", "not valid JSON"),
+        (
+            "missing-file.json",
+            r#"{ "version": 1, "platform": "tdx", "regions": [
+                { "gpa": 0, "size": 4096, "role": "measured", "file": "nope.bin" } ] }"#,
+            "regions[0].file",
+        ),
+        (
+            "bad-role.json",
+            r#"{ "version": 1, "platform": "tdx", "regions": [
+                { "gpa": 0, "size": 4096, "role": "measured", "file": "fw.bin" },
+                { "gpa": 4096, "size": 4096, "role": "weird" } ] }"#,
+            "regions[1]",
+        ),
+        (
+            "overlap.json",
+            r#"{ "version": 1, "platform": "tdx", "regions": [
+                { "gpa": 0, "size": 8192, "role": "zero" },
+                { "gpa": 4096, "size": 4096, "role": "zero" } ] }"#,
+            "region 1",
+        ),
+        (
+            "bad-platform.json",
+            r#"{ "version": 1, "platform": "sgx", "regions": [] }"#,
+            "sgx",
+        ),
+    ];
+    for (name, body, names) in cases {
+        let plan = write(&d, name, body.as_bytes());
+        for args in [
+            vec!["measure", "tdx", "--plan", plan.as_str()],
+            vec!["plan", "--plan", plan.as_str()],
+        ] {
+            let e = one_line_error(&ccpop(&args));
+            assert!(e.starts_with(&format!("ccpop: {plan}: ")), "{name}: {e}");
+            assert!(e.contains(names), "{name}: {e}");
+        }
+    }
+    let e = one_line_error(&ccpop(&["plan", "--plan", "/nonexistent/plan.json"]));
+    assert!(e.starts_with("ccpop: /nonexistent/plan.json: "), "{e}");
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn bad_igvm_files_and_platforms_are_one_line() {
+    let d = dir("igvm");
+    let junk = write(&d, "junk.igvm", &pattern(4096, 5));
+    for args in [
+        vec!["measure", "snp", "--igvm", junk.as_str()],
+        vec!["measure", "tdx", "--igvm", junk.as_str()],
+        vec!["plan", "--platform", "snp", "--igvm", junk.as_str()],
+    ] {
+        let e = one_line_error(&ccpop(&args));
+        assert!(
+            e.starts_with(&format!("ccpop: {junk}: IGVM file refused")),
+            "{e}"
+        );
+    }
+    let e = one_line_error(&ccpop(&["plan", "--platform", "cca", "--igvm", &junk]));
+    assert!(e.contains("snp or tdx, not cca"), "{e}");
+    let e = one_line_error(&ccpop(&[
+        "measure", "snp", "--igvm", &junk, "--vmsa", &junk,
+    ]));
+    assert!(
+        e.contains("--vmsa and --firmware-only go with --firmware"),
+        "{e}"
+    );
+    let e = one_line_error(&ccpop(&[
+        "measure",
+        "snp",
+        "--igvm",
+        &junk,
+        "--igvm-policy",
+        "hyperv",
+    ]));
+    assert!(e.contains("--igvm-policy hyperv: unknown"), "{e}");
+    let _ = std::fs::remove_dir_all(d);
+}
