@@ -170,3 +170,7 @@ fn detail_text(d: &str) -> String {
         format!(": {d}")
     }
 }
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
