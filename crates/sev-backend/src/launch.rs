@@ -434,9 +434,14 @@ impl<I: SevIoctl> SnpBackend<I> {
             // firmware's corrected table back into the source, and only when there is one.
             (PageType::Cpuid, ChunkSource::Bytes(b)) => bounce = Some(b.to_vec()),
             (PageType::Cpuid, ChunkSource::Zero) => bounce = Some(vec![0; ulen]),
-            (PageType::Cpuid, ChunkSource::InPlace) => match in_place_copy(self) {
-                Ok(c) => bounce = Some(c),
-                Err(e) => return fail(ErrorKind::Failed, e),
+            (PageType::Cpuid, ChunkSource::InPlace) => match self.copy_of(gpa, len) {
+                Some(c) => bounce = Some(c),
+                None => {
+                    return fail(
+                        ErrorKind::Failed,
+                        format!("{range}: the CPUID page needs a source page (the kernel writes the firmware's corrected table back only there) and its in-place content was not copied before conversion: give the table as bytes, or use InPlaceMode::CopyBeforeConversion with a shared-view reader"),
+                    )
+                }
             },
             (_, ChunkSource::Bytes(b)) => shared = Some(b),
             (_, ChunkSource::Zero) => bounce = Some(vec![0; ulen]),

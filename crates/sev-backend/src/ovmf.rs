@@ -19,6 +19,8 @@ use std::fmt;
 
 use cc_populate::{Content, RegionSpec, Role};
 
+use crate::digest::{measure, MeasureOptions, VmsaPage, DIGEST_LEN};
+use crate::launch::verifier_caps;
 use crate::Error;
 
 /// A GUID in its EFI (mixed-endian) byte order, as stored in firmware images.
@@ -481,6 +483,31 @@ pub fn plan_ovmf(image: &[u8], policy: SectionPolicy) -> Result<Vec<PlannedRegio
         });
     }
     Ok(out)
+}
+
+/// The expected launch digest of a QEMU-style launch of an OVMF image: the image's pages ending
+/// at 4 GiB, then (unless `firmware_only`) its SEV metadata sections under `policy`, then the
+/// `vmsas` in the order given. What `ccpop measure snp --firmware` computes.
+pub fn measure_ovmf(
+    image: &[u8],
+    policy: SectionPolicy,
+    vmsas: &[VmsaPage<'_>],
+    firmware_only: bool,
+) -> Result<[u8; DIGEST_LEN], Error> {
+    let regions = plan_ovmf(image, policy)?;
+    let take = if firmware_only { 1 } else { regions.len() };
+    let mut builder = cc_populate::PlanBuilder::with_capacity(take);
+    for r in regions.iter().take(take) {
+        builder.push(r.to_spec());
+    }
+    let plan = builder
+        .build(&verifier_caps(), &cc_populate::MemoryLayout::unbounded())
+        .map_err(|e| Error::ImageFormat {
+            what: "SEV metadata",
+            offset: 0,
+            reason: format!("the planned regions are not a valid plan: {e}"),
+        })?;
+    measure(&plan, vmsas, &MeasureOptions::default())
 }
 
 #[cfg(test)]

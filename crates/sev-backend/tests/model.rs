@@ -433,6 +433,48 @@ fn in_place_falls_back_to_a_copy_taken_before_conversion() {
 }
 
 #[test]
+fn in_place_cpuid_page_still_needs_a_source_page() {
+    let mut model = KernelModel::new();
+    model.in_place = true;
+    let config = LaunchConfig {
+        in_place: InPlaceMode::Kernel,
+        ..LaunchConfig::default()
+    };
+    let mut b = backend(config, model);
+    let plan = PlanBuilder::new()
+        .in_place(0x80_e000, 4096, Role::Cpuid)
+        .build(&b.caps_now(), &MemoryLayout::unbounded())
+        .unwrap();
+    let err = Driver::new(&mut b).run(&plan).unwrap_err();
+    let stop = err.report().unwrap().stop.clone().unwrap();
+    assert!(
+        stop.to_string()
+            .contains("[0x80e000..+0x1000): the CPUID page needs a source page"),
+        "{stop}"
+    );
+    // Never handed to the kernel with uaddr 0.
+    assert!(b
+        .ioctl()
+        .calls
+        .iter()
+        .all(|c| c.id != KVM_SEV_SNP_LAUNCH_UPDATE));
+
+    // With a copy taken before conversion, the bounce page is there.
+    let config = LaunchConfig {
+        in_place: InPlaceMode::CopyBeforeConversion,
+        ..LaunchConfig::default()
+    };
+    let table = cpuid_page(0xd);
+    let mut b =
+        backend(config, rejecting_model()).with_shared_view(Box::new(View(0x80_e000, table)));
+    b.set_cpuid_policy(CpuidPolicy::UseFirmwareValues);
+    let report = Driver::new(&mut b).run(&plan).unwrap();
+    assert!(report.is_complete());
+    assert!(b.ioctl().wrote_shared.is_empty());
+    assert_eq!(b.ioctl().ledger[0].2, cpuid_page(0x10));
+}
+
+#[test]
 fn launch_steps_in_order_only() {
     let mut b = SnpBackend::with_ioctl(KernelModel::new(), LaunchConfig::default());
     let e = b.start(&StartParams::default()).unwrap_err();

@@ -4,8 +4,8 @@
 
 use cc_populate::{MemoryLayout, PlanBuilder, Role};
 use sev_backend::{
-    measure, parse_ovmf, plan_ovmf, verifier_caps, Error, MeasureOptions, SectionKind,
-    SectionPolicy, VmsaPage,
+    measure, measure_ovmf, parse_ovmf, plan_ovmf, verifier_caps, Error, MeasureOptions,
+    SectionKind, SectionPolicy, VmsaPage,
 };
 
 /// The EFI byte order of a GUID written as text.
@@ -304,6 +304,16 @@ fn debian_ovmf_digest() {
     let qemu = ours(&img, SectionPolicy::QEMU, &[], false);
     let qemu_vmsa = ours(&img, SectionPolicy::QEMU, &[VmsaPage::kvm(&vmsa)], false);
     let unmeasured = ours(&img, SectionPolicy::UNMEASURED, &[], false);
+
+    // The one-call form gives the same values.
+    assert_eq!(
+        measure_ovmf(&img, SectionPolicy::QEMU, &[], true).unwrap(),
+        fw_only
+    );
+    assert_eq!(
+        measure_ovmf(&img, SectionPolicy::QEMU, &[VmsaPage::kvm(&vmsa)], false).unwrap(),
+        qemu_vmsa
+    );
 
     // Cross-check with the simple implementation above.
     assert_eq!(hex(&fw_only), hex(&simple_digest(&img, 3, None, true)));
