@@ -261,3 +261,108 @@ fn bad_igvm_files_and_platforms_are_one_line() {
     assert!(e.contains("--igvm-policy hyperv: unknown"), "{e}");
     let _ = std::fs::remove_dir_all(d);
 }
+
+/// CRC-32 (IEEE, reflected, as IGVM's header checksum), bit by bit.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for b in bytes {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A minimal IGVM file laid out by hand from the format (igvm_defs): the fixed header, one
+/// SUPPORTED_PLATFORM header (`platform_type` 2 = SEV-SNP, 3 = TDX; compatibility mask 1), one
+/// PAGE_DATA directive per page (NORMAL, measured) with its 4096 bytes in the file data section.
+fn igvm_file(platform_type: u8, pages: &[(u64, &[u8])]) -> Vec<u8> {
+    let mut vh = Vec::new();
+    // IGVM_VHT_SUPPORTED_PLATFORM (0x1), 16 bytes.
+    vh.extend_from_slice(&1u32.to_le_bytes());
+    vh.extend_from_slice(&16u32.to_le_bytes());
+    vh.extend_from_slice(&1u32.to_le_bytes()); // compatibility_mask
+    vh.push(0); // highest_vtl
+    vh.push(platform_type);
+    vh.extend_from_slice(&1u16.to_le_bytes()); // platform_version
+    vh.extend_from_slice(&0u64.to_le_bytes()); // shared_gpa_boundary
+    let data_start = 24 + vh.len() + pages.len() * 32;
+    for (k, (gpa, _)) in pages.iter().enumerate() {
+        // IGVM_VHT_PAGE_DATA (0x302), 24 bytes.
+        vh.extend_from_slice(&0x302u32.to_le_bytes());
+        vh.extend_from_slice(&24u32.to_le_bytes());
+        vh.extend_from_slice(&gpa.to_le_bytes());
+        vh.extend_from_slice(&1u32.to_le_bytes()); // compatibility_mask
+        vh.extend_from_slice(&((data_start + k * 4096) as u32).to_le_bytes()); // file_offset
+        vh.extend_from_slice(&0u32.to_le_bytes()); // flags: measured, 4 KiB, private
+        vh.extend_from_slice(&0u16.to_le_bytes()); // data_type NORMAL
+        vh.extend_from_slice(&0u16.to_le_bytes()); // reserved
+    }
+    let total = data_start + pages.len() * 4096;
+    let mut file = Vec::with_capacity(total);
+    file.extend_from_slice(b"IGVM");
+    file.extend_from_slice(&1u32.to_le_bytes()); // format_version
+    file.extend_from_slice(&24u32.to_le_bytes()); // variable_header_offset
+    file.extend_from_slice(&(vh.len() as u32).to_le_bytes());
+    file.extend_from_slice(&(total as u32).to_le_bytes());
+    file.extend_from_slice(&0u32.to_le_bytes()); // checksum, filled below
+    file.extend_from_slice(&vh);
+    let sum = crc32(&file);
+    file[20..24].copy_from_slice(&sum.to_le_bytes());
+    for (_, data) in pages {
+        file.extend_from_slice(data);
+    }
+    file
+}
+
+#[test]
+fn igvm_files_plan_and_measure_as_the_backends_do() {
+    let d = dir("igvm-ok");
+    let (a, b) = (pattern(4096, 11), pattern(4096, 12));
+    // Two pages out of GPA order: measured in file order.
+    let pages: [(u64, &[u8]); 2] = [(0x20_1000, &a), (0x20_0000, &b)];
+
+    let snp = write(&d, "snp.igvm", &igvm_file(2, &pages));
+    let digest = last_line(&ccpop(&["measure", "snp", "--igvm", &snp]));
+    assert!(is_lower_hex(&digest, 96), "{digest}");
+    let mut ld = sev_backend::LaunchDigest::new();
+    for (gpa, data) in pages {
+        ld.update_page(gpa, sev_backend::PageType::Normal, Some(data))
+            .unwrap();
+    }
+    assert_eq!(digest, hex(&ld.digest()));
+
+    let tdx = write(&d, "tdx.igvm", &igvm_file(3, &pages));
+    let mrtd = last_line(&ccpop(&["measure", "tdx", "--igvm", &tdx]));
+    assert!(is_lower_hex(&mrtd, 96), "{mrtd}");
+    let plan = PlanBuilder::new()
+        .source(0x20_1000, Role::Measured, &a)
+        .source(0x20_0000, Role::Measured, &b)
+        .build(&tdx_backend::TDX_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    assert_eq!(mrtd, hex(&tdx_backend::measure_plan(&plan).unwrap()));
+
+    let out = ccpop(&["plan", "--platform", "snp", "--igvm", &snp, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["platform"], "snp");
+    assert_eq!(v["total_bytes"].as_u64(), Some(8192));
+    let gpas: Vec<u64> = v["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["gpa"].as_u64().unwrap())
+        .collect();
+    assert_eq!(gpas, vec![0x20_1000, 0x20_0000]);
+
+    // The SNP file has no TDX platform header: one line naming that.
+    let e = one_line_error(&ccpop(&["measure", "tdx", "--igvm", &snp]));
+    assert!(e.starts_with(&format!("ccpop: {snp}: ")), "{e}");
+    assert!(e.contains("tdx"), "{e}");
+    let _ = std::fs::remove_dir_all(d);
+}
