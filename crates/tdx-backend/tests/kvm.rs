@@ -69,3 +69,58 @@ fn tdx_capabilities_on_an_ordinary_vm_are_not_supported() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_real_ioctl_path_runs_and_an_ordinary_vm_refuses_it() {
+    use tdx_backend::uapi::{kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_INIT_MEM_REGION};
+    use tdx_backend::TdxIoctl;
+    let Some(kvm) = require_kvm("the_real_ioctl_path_runs_and_an_ordinary_vm_refuses_it") else {
+        return;
+    };
+    let vm = kvm.create_vm().unwrap();
+    let vcpu = vm.create_vcpu(0).unwrap();
+    let mut io = KvmTdx::new(&vm).with_vcpu(&vcpu);
+    let source = vec![0u8; 3 * 4096];
+    let aligned = source.as_ptr().align_offset(4096);
+    let src = &source[aligned..aligned + 4096];
+    let mut cmd = kvm_tdx_cmd {
+        id: KVM_TDX_INIT_MEM_REGION,
+        ..Default::default()
+    };
+    // Arguments the kernel would read out of bounds are refused before any ioctl.
+    let mut region = kvm_tdx_init_mem_region {
+        source_addr: src.as_ptr() as u64,
+        gpa: 0,
+        nr_pages: 2,
+    };
+    assert_eq!(
+        io.init_mem_region(&mut cmd, &mut region, src),
+        Err(libc::EINVAL)
+    );
+    let mut region = kvm_tdx_init_mem_region {
+        source_addr: src.as_ptr() as u64 + 4096,
+        gpa: 0,
+        nr_pages: 1,
+    };
+    assert_eq!(
+        io.init_mem_region(&mut cmd, &mut region, src),
+        Err(libc::EINVAL)
+    );
+    // Well-formed arguments reach the kernel, which refuses TDX on an ordinary VM's vCPU.
+    let mut region = kvm_tdx_init_mem_region {
+        source_addr: src.as_ptr() as u64,
+        gpa: 0,
+        nr_pages: 1,
+    };
+    let r = io.init_mem_region(&mut cmd, &mut region, src);
+    eprintln!("INIT_MEM_REGION on an ordinary vCPU: {r:?}");
+    assert!(
+        matches!(r, Err(e) if e == libc::ENOTTY || e == libc::EINVAL),
+        "{r:?}"
+    );
+    assert_eq!(region.nr_pages, 1, "nothing was done");
+    // A payload too short for the sub-command never reaches the kernel.
+    let mut short = [0u8; 16];
+    let mut caps = kvm_tdx_cmd::default();
+    assert_eq!(io.vm_op(&mut caps, Some(&mut short)), Err(libc::EINVAL));
+}

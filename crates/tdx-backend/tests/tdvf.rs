@@ -457,3 +457,56 @@ fn arbitrary_mutations_never_panic() {
         assert!(tdvf::parse(&v).is_err());
     }
 }
+
+#[test]
+fn a_hob_smaller_than_its_section_is_its_pages_then_zeros() {
+    let mut s = default_sections();
+    s[2].size = 0x3000;
+    s[2].attr = 1; // a measured HOB section: its content counts
+    let img = image(&s);
+    let hob = vec![0x42u8; 5000];
+    let opts = PlanOptions {
+        td_hob: Some(&hob),
+        ..PlanOptions::default()
+    };
+    let regions = tdvf::plan_regions(&img, &opts).unwrap();
+    let hob_regions: Vec<_> = regions.iter().filter(|r| r.section == 2).collect();
+    assert_eq!(hob_regions.len(), 2);
+    assert_eq!(
+        (hob_regions[0].spec.gpa, hob_regions[0].spec.len),
+        (0x80_9000, 0x2000)
+    );
+    assert_eq!(
+        (hob_regions[1].spec.gpa, hob_regions[1].spec.len),
+        (0x80_b000, 0x1000)
+    );
+    assert!(matches!(hob_regions[1].spec.content, Content::Zero));
+    assert!(hob_regions.iter().all(|r| r.spec.role == Role::Measured));
+
+    // By hand: the HOB section is three measured pages of the HOB zero-padded to 0x3000.
+    let mut padded = hob.clone();
+    padded.resize(0x3000, 0);
+    let mut h = Sha384::new();
+    for p in 0..4u64 {
+        let gpa = 0xffff_c000 + p * 4096;
+        page_add(&mut h, gpa);
+        extend_page(
+            &mut h,
+            gpa,
+            &img[(p * 4096) as usize..(p * 4096 + 4096) as usize],
+        );
+    }
+    page_add(&mut h, 0xffff_b000);
+    for p in 0..3u64 {
+        page_add(&mut h, 0x80_9000 + p * 4096);
+        extend_page(
+            &mut h,
+            0x80_9000 + p * 4096,
+            &padded[(p * 4096) as usize..][..4096],
+        );
+    }
+    page_add(&mut h, 0x80_0000);
+    page_add(&mut h, 0x80_1000);
+    page_add(&mut h, 0x81_0000);
+    assert_eq!(tdvf::measure(&img, &opts).unwrap(), h.finalize());
+}

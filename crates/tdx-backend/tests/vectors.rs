@@ -161,3 +161,24 @@ fn add_all_then_extend_order() {
     assert_eq!(measure_plan_with(&plan, &two_pass).unwrap(), expect);
     assert_ne!(measure_plan(&plan).unwrap(), expect);
 }
+
+#[test]
+fn tdx_refuses_in_place_content_and_foreign_roles() {
+    let e = PlanBuilder::new()
+        .in_place(0x1000, 0x1000, Role::Measured)
+        .build(&TDX_CAPS, &MemoryLayout::unbounded())
+        .unwrap_err();
+    assert!(
+        matches!(e, cc_populate::PlanError::InPlaceUnsupported { .. }),
+        "{e}"
+    );
+    let page = [0u8; 4096];
+    let e = PlanBuilder::new()
+        .source(0x1000, Role::Cpuid, &page)
+        .build(&TDX_CAPS, &MemoryLayout::unbounded())
+        .unwrap_err();
+    assert!(
+        matches!(e, cc_populate::PlanError::RoleUnsupported { .. }),
+        "{e}"
+    );
+}

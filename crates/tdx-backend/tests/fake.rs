@@ -1,0 +1,81 @@
+//! The backend against ioctl layers that misbehave in ways the model never does: write-backs
+//! that are not a kernel's, and success with less than asked.
+
+use cc_populate::{
+    Backend, ChunkRequest, ChunkSource, Driver, ErrorKind, MemoryLayout, PlanBuilder, Role,
+};
+use tdx_backend::uapi::{kvm_tdx_cmd, kvm_tdx_init_mem_region};
+use tdx_backend::{TdxBackend, TdxIoctl, TDX_CAPS};
+
+/// Answers INIT_MEM_REGION with a scripted write-back.
+struct Fake {
+    /// (pages to advance, gpa skew, result) per call.
+    answers: Vec<(u64, u64, Result<(), i32>)>,
+    calls: usize,
+}
+
+impl TdxIoctl for Fake {
+    fn vm_op(&mut self, _: &mut kvm_tdx_cmd, _: Option<&mut [u8]>) -> Result<(), i32> {
+        Ok(())
+    }
+    fn vcpu_op(&mut self, _: &mut kvm_tdx_cmd, _: Option<&mut [u8]>) -> Result<(), i32> {
+        Ok(())
+    }
+    fn init_mem_region(
+        &mut self,
+        _: &mut kvm_tdx_cmd,
+        region: &mut kvm_tdx_init_mem_region,
+        _: &[u8],
+    ) -> Result<(), i32> {
+        let (pages, skew, r) =
+            self.answers
+                .get(self.calls)
+                .copied()
+                .unwrap_or((region.nr_pages, 0, Ok(())));
+        self.calls += 1;
+        region.gpa += pages * 4096 + skew;
+        region.source_addr += pages * 4096;
+        region.nr_pages -= pages.min(region.nr_pages);
+        r
+    }
+    fn set_private(&mut self, _: u64, _: u64) -> Result<(), i32> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_impossible_write_back_counts_nothing() {
+    let mut td = TdxBackend::new(Fake {
+        answers: vec![(1, 8, Err(libc::EINTR))],
+        calls: 0,
+    });
+    let data = vec![0u8; 2 * 4096];
+    let p = td.populate(&ChunkRequest {
+        region: 0,
+        gpa: 0x1000,
+        len: 0x2000,
+        role: Role::Measured,
+        source: ChunkSource::Bytes(&data),
+    });
+    assert_eq!(p.done, 0);
+    let e = p.result.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Failed);
+    assert!(e.detail.contains("impossible region"), "{}", e.detail);
+}
+
+#[test]
+fn success_with_less_than_asked_is_partial_progress_and_the_driver_continues() {
+    let mut td = TdxBackend::new(Fake {
+        answers: vec![(1, 0, Ok(()))],
+        calls: 0,
+    });
+    let data = vec![0u8; 3 * 4096];
+    let plan = PlanBuilder::new()
+        .source(0x10_0000, Role::Unmeasured, &data)
+        .build(&TDX_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    let report = Driver::new(&mut td).run(&plan).unwrap();
+    assert!(report.is_complete());
+    assert_eq!(report.regions[0].calls, 2);
+    assert_eq!(td.ioctl().calls, 2);
+}
