@@ -154,18 +154,23 @@ fn extend_page(h: &mut Sha384, gpa: u64, page: &[u8]) {
     }
 }
 
-fn hand_mrtd(img: &[u8], with_aug: bool) -> [u8; 48] {
-    let mut h = Sha384::new();
+/// The records of the default image's BFV (4 measured pages) and CFV (1 unmeasured page).
+fn hand_firmware(h: &mut Sha384, img: &[u8]) {
     for p in 0..4u64 {
         let gpa = 0xffff_c000 + p * 4096;
-        page_add(&mut h, gpa);
+        page_add(h, gpa);
         extend_page(
-            &mut h,
+            h,
             gpa,
             &img[(p * 4096) as usize..(p * 4096 + 4096) as usize],
         );
     }
-    page_add(&mut h, 0xffff_b000);
+    page_add(h, 0xffff_b000);
+}
+
+fn hand_mrtd(img: &[u8], with_aug: bool) -> [u8; 48] {
+    let mut h = Sha384::new();
+    hand_firmware(&mut h, img);
     page_add(&mut h, 0x80_9000);
     if with_aug {
         page_add(&mut h, 0x80_0000);
@@ -487,16 +492,7 @@ fn a_hob_smaller_than_its_section_is_its_pages_then_zeros() {
     let mut padded = hob.clone();
     padded.resize(0x3000, 0);
     let mut h = Sha384::new();
-    for p in 0..4u64 {
-        let gpa = 0xffff_c000 + p * 4096;
-        page_add(&mut h, gpa);
-        extend_page(
-            &mut h,
-            gpa,
-            &img[(p * 4096) as usize..(p * 4096 + 4096) as usize],
-        );
-    }
-    page_add(&mut h, 0xffff_b000);
+    hand_firmware(&mut h, &img);
     for p in 0..3u64 {
         page_add(&mut h, 0x80_9000 + p * 4096);
         extend_page(
