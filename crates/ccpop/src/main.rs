@@ -3,7 +3,8 @@
 //! - `ccpop demo`: populate a generated guest image (at least 64 MiB of code, data and zero
 //!   regions) into guest_memfd on this machine's KVM through the driver, then have a vCPU
 //!   checksum every populated byte; prints `verified` only when the guest confirmed all of it.
-//! - `ccpop plan`: print the populate plan a VMM would run for a firmware image.
+//! - `ccpop plan`: print the populate plan a VMM would run for a firmware image, an IGVM file
+//!   or a cc-image plan file.
 //! - `ccpop measure`: print the launch measurement a platform would compute for it.
 //!
 //! Every error is one line on stderr (`ccpop: <message>`); the exit code is 1 when the demo's
@@ -37,11 +38,11 @@ enum Command {
     /// Populate a generated guest image into guest_memfd on this machine's KVM and have a vCPU
     /// verify every populated byte.
     Demo(DemoArgs),
-    /// Print the populate plan a VMM would run for a firmware image (regions, roles, chunk and
-    /// call counts).
+    /// Print the populate plan a VMM would run for a firmware image, an IGVM file or a plan file
+    /// (regions, roles, chunk and call counts).
     Plan(PlanArgs),
-    /// Print the launch measurement a platform computes for a firmware image; the last line is
-    /// the digest in lower-case hex.
+    /// Print the launch measurement a platform computes for a firmware image, an IGVM file or a
+    /// plan file; the last line is the digest in lower-case hex.
     #[command(subcommand)]
     Measure(MeasureCommand),
 }
@@ -80,12 +81,10 @@ impl Platform {
     }
 }
 
-#[derive(Debug, clap::Args)]
-#[command(group = clap::ArgGroup::new("input").required(true).args(["firmware", "igvm", "plan"]))]
-struct PlanArgs {
-    /// The platform (with --plan it may come from the file; a mismatch is an error).
-    #[arg(long, required_unless_present = "plan")]
-    platform: Option<Platform>,
+/// Where a plan comes from: exactly one of these.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+struct InputArgs {
     /// A firmware image (SNP: an OVMF build with SEV metadata; TDX: a TDVF image; CCA: any
     /// image, placed at --load-gpa).
     #[arg(long, value_name = "IMAGE")]
@@ -93,9 +92,18 @@ struct PlanArgs {
     /// An IGVM file (SNP or TDX).
     #[arg(long, value_name = "FILE")]
     igvm: Option<PathBuf>,
-    /// A cc-image plan file (JSON).
+    /// A cc-image plan file (JSON; the platform is the file's).
     #[arg(long, value_name = "FILE")]
     plan: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PlanArgs {
+    /// The platform (with --plan it may come from the file; a mismatch is an error).
+    #[arg(long, required_unless_present = "plan")]
+    platform: Option<Platform>,
+    #[command(flatten)]
+    input: InputArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -153,17 +161,9 @@ enum MeasureCommand {
     /// The SEV-SNP launch digest. With --firmware: a QEMU-style launch, the image ending at
     /// 4 GiB as measured pages, its SEV metadata sections, then one VMSA page per --vmsa file
     /// in order.
-    #[command(group = clap::ArgGroup::new("input").required(true).args(["firmware", "igvm", "plan"]))]
     Snp {
-        /// An OVMF build with SEV metadata.
-        #[arg(long, value_name = "OVMF.fd")]
-        firmware: Option<PathBuf>,
-        /// An IGVM file (its VMSAs are measured as --igvm-policy says).
-        #[arg(long, value_name = "FILE")]
-        igvm: Option<PathBuf>,
-        /// A cc-image plan file for platform snp (its VMSAs are in the file).
-        #[arg(long, value_name = "FILE")]
-        plan: Option<PathBuf>,
+        #[command(flatten)]
+        input: InputArgs,
         /// A 4096-byte VMSA page, measured after the image (repeat for each vCPU, in order).
         #[arg(long, value_name = "FILE", conflicts_with = "firmware_only")]
         vmsa: Vec<PathBuf>,
@@ -176,17 +176,9 @@ enum MeasureCommand {
         igvm_args: IgvmArgs,
     },
     /// The TDX MRTD. With --firmware: a TDVF image as QEMU populates it.
-    #[command(group = clap::ArgGroup::new("input").required(true).args(["firmware", "igvm", "plan"]))]
     Tdx {
-        /// A TDVF image (OVMF built with TDX metadata).
-        #[arg(long, value_name = "IMAGE")]
-        firmware: Option<PathBuf>,
-        /// An IGVM file.
-        #[arg(long, value_name = "FILE")]
-        igvm: Option<PathBuf>,
-        /// A cc-image plan file for platform tdx.
-        #[arg(long, value_name = "FILE")]
-        plan: Option<PathBuf>,
+        #[command(flatten)]
+        input: InputArgs,
         #[command(flatten)]
         tdx: TdxArgs,
         #[command(flatten)]
@@ -194,14 +186,9 @@ enum MeasureCommand {
     },
     /// The Arm CCA RIM. With --firmware: a realm whose image is loaded at --load-gpa, entered
     /// there by one runnable REC with x0..x7 zero; with --plan: the realm and RECs of the file.
-    #[command(group = clap::ArgGroup::new("input").required(true).args(["firmware", "plan"]))]
     Cca {
-        /// The firmware image (zero-padded to 4 KiB granules).
-        #[arg(long, value_name = "IMAGE")]
-        firmware: Option<PathBuf>,
-        /// A cc-image plan file for platform cca.
-        #[arg(long, value_name = "FILE")]
-        plan: Option<PathBuf>,
+        #[command(flatten)]
+        input: InputArgs,
         #[command(flatten)]
         cca: CcaArgs,
     },
@@ -249,21 +236,14 @@ fn print_plan(plan: &NamedPlan<'_>, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Where a plan comes from: exactly one of these (clap's argument group sees to it).
-struct Input<'p> {
-    firmware: Option<&'p Path>,
-    igvm: Option<&'p Path>,
-    plan: Option<&'p Path>,
-}
-
 /// What was loaded: the firmware bytes, or a cc-image launch image.
 enum Loaded {
     Firmware(PathBuf, Vec<u8>),
     Image(PathBuf, Box<cc_image::LaunchImage>),
 }
 
-fn load(input: &Input<'_>, platform: Option<Platform>, igvm: &IgvmArgs) -> Result<Loaded, Error> {
-    match (input.firmware, input.igvm, input.plan) {
+fn load(input: &InputArgs, platform: Option<Platform>, igvm: &IgvmArgs) -> Result<Loaded, Error> {
+    match (&input.firmware, &input.igvm, &input.plan) {
         (Some(f), _, _) => Ok(Loaded::Firmware(f.to_path_buf(), firmware::read(f)?)),
         (_, Some(i), _) => {
             let platform = platform.map(Platform::name).unwrap_or_default();
@@ -305,12 +285,7 @@ fn firmware_plan<'a>(
 }
 
 fn plan_command(a: &PlanArgs) -> Result<(), Error> {
-    let input = Input {
-        firmware: a.firmware.as_deref(),
-        igvm: a.igvm.as_deref(),
-        plan: a.plan.as_deref(),
-    };
-    match load(&input, a.platform, &a.igvm_args)? {
+    match load(&a.input, a.platform, &a.igvm_args)? {
         Loaded::Firmware(path, image) => {
             let platform = a
                 .platform
@@ -364,25 +339,18 @@ fn measure_image(path: &Path, image: &cc_image::LaunchImage, what: &str) -> Resu
 fn measure_command(m: &MeasureCommand) -> Result<(), Error> {
     match m {
         MeasureCommand::Snp {
-            firmware,
-            igvm,
-            plan,
+            input,
             vmsa,
             firmware_only,
             snp,
             igvm_args,
         } => {
-            if firmware.is_none() && (!vmsa.is_empty() || *firmware_only) {
+            if input.firmware.is_none() && (!vmsa.is_empty() || *firmware_only) {
                 return Err(Error::Usage(
                     "--vmsa and --firmware-only go with --firmware (IGVM and plan files carry their own VMSAs)".into(),
                 ));
             }
-            let input = Input {
-                firmware: firmware.as_deref(),
-                igvm: igvm.as_deref(),
-                plan: plan.as_deref(),
-            };
-            match load(&input, Some(Platform::Snp), igvm_args)? {
+            match load(input, Some(Platform::Snp), igvm_args)? {
                 Loaded::Firmware(path, image) => {
                     let plan =
                         firmware::snp_plan(&path, &image, &snp_options(snp, *firmware_only))?;
@@ -395,41 +363,23 @@ fn measure_command(m: &MeasureCommand) -> Result<(), Error> {
             }
         }
         MeasureCommand::Tdx {
-            firmware,
-            igvm,
-            plan,
+            input,
             tdx,
             igvm_args,
-        } => {
-            let input = Input {
-                firmware: firmware.as_deref(),
-                igvm: igvm.as_deref(),
-                plan: plan.as_deref(),
-            };
-            match load(&input, Some(Platform::Tdx), igvm_args)? {
-                Loaded::Firmware(path, image) => {
-                    let plan = firmware::tdx_plan(&path, &image, &tdx_options(tdx))?;
-                    let mrtd = firmware::tdx_measure(&plan)?;
-                    measured_line(&plan, "MRTD", &path);
-                    println!("{mrtd}");
-                }
-                Loaded::Image(path, image) => measure_image(&path, &image, "MRTD")?,
+        } => match load(input, Some(Platform::Tdx), igvm_args)? {
+            Loaded::Firmware(path, image) => {
+                let plan = firmware::tdx_plan(&path, &image, &tdx_options(tdx))?;
+                let mrtd = firmware::tdx_measure(&plan)?;
+                measured_line(&plan, "MRTD", &path);
+                println!("{mrtd}");
             }
-        }
-        MeasureCommand::Cca {
-            firmware,
-            plan,
-            cca,
-        } => {
-            let input = Input {
-                firmware: firmware.as_deref(),
-                igvm: None,
-                plan: plan.as_deref(),
-            };
+            Loaded::Image(path, image) => measure_image(&path, &image, "MRTD")?,
+        },
+        MeasureCommand::Cca { input, cca } => {
             let igvm_args = IgvmArgs {
                 igvm_policy: "kvm".into(),
             };
-            match load(&input, Some(Platform::Cca), &igvm_args)? {
+            match load(input, Some(Platform::Cca), &igvm_args)? {
                 Loaded::Firmware(path, image) => {
                     let padded = firmware::cca_padded(&image);
                     let opts = cca_options(cca);

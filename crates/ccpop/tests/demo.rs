@@ -1,17 +1,8 @@
 //! `ccpop demo` on this machine's real KVM, run as the built binary.
 
-use std::process::{Command, Output};
+mod common;
 
-fn ccpop(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ccpop"))
-        .args(args)
-        .output()
-        .expect("run ccpop")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{ccpop, text};
 
 #[test]
 fn demo_populates_64_mib_and_the_guest_verifies_it() {

@@ -1,23 +1,15 @@
 //! `ccpop plan` and `ccpop measure` on firmware images, run as the built binary, checked
 //! against the platform libraries' own answers for the same image.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{ccpop, hex, is_lower_hex, last_line, one_line_error, scratch_dir, text};
 
 use cc_populate::{MemoryLayout, PlanBuilder};
 
 const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
-
-fn ccpop<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ccpop"))
-        .args(args)
-        .output()
-        .expect("run ccpop")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// The OVMF image Debian/Ubuntu's `ovmf` package installs (the one sev-backend's tests use), or
 /// `None` (printed) where it is missing.
@@ -33,25 +25,9 @@ fn ovmf(test: &str) -> Option<Vec<u8>> {
 
 /// A scratch file unique to this test process and `name`.
 fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("ccpop-test-{}-{name}", std::process::id()));
+    let p = scratch_dir("firmware").join(name);
     std::fs::write(&p, bytes).unwrap();
     p
-}
-
-fn last_line(out: &Output) -> String {
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    stdout.lines().last().unwrap_or_default().to_string()
-}
-
-fn is_lower_hex(s: &str, digits: usize) -> bool {
-    s.len() == digits
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn snp_library_digest(image: &[u8], vmsas: &[&[u8]], firmware_only: bool) -> String {
@@ -240,15 +216,6 @@ fn plan_prints_regions_roles_and_calls_and_json() {
     let calls: u64 = regions.iter().map(|r| r["chunks"].as_u64().unwrap()).sum();
     assert_eq!(v["chunks"].as_u64(), Some(calls));
     assert!(regions.iter().any(|r| r["role"] == "measured"));
-}
-
-fn one_line_error(out: &Output) -> String {
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
-    stderr.trim_end().to_string()
 }
 
 #[test]

@@ -1,31 +1,17 @@
 //! `--plan FILE` and `--igvm FILE`: launch images read by cc-image, run as the built binary and
 //! checked against the platform backends measuring an equivalent plan built directly.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{ccpop, hex, is_lower_hex, last_line, one_line_error, scratch_dir, text};
 
 use cc_populate::{MemoryLayout, PlanBuilder, Role};
 
-fn ccpop<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ccpop"))
-        .args(args)
-        .output()
-        .expect("run ccpop")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// A folder of its own for each test.
 fn dir(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ccpop-image-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch_dir(&format!("image-{test}"))
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
@@ -38,26 +24,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
-}
-
-fn last_line(out: &Output) -> String {
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    stdout.lines().last().unwrap_or_default().to_string()
-}
-
-fn one_line_error(out: &Output) -> String {
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr.trim_end().to_string()
-}
-
-fn is_lower_hex(s: &str, digits: usize) -> bool {
-    s.len() == digits
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[test]
