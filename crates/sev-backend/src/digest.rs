@@ -167,12 +167,24 @@ fn default_threads() -> usize {
 /// # let _ = digest;
 /// # Ok::<(), sev_backend::Error>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct LaunchDigest {
     cur: [u8; DIGEST_LEN],
     pages: u64,
     threads: usize,
+    /// Pages per batch of content hashes in `update_pages`.
+    batch_pages: usize,
 }
+
+/// Two digests are equal when they have recorded the same number of pages to the same value
+/// (how many threads they hash on does not matter).
+impl PartialEq for LaunchDigest {
+    fn eq(&self, other: &Self) -> bool {
+        self.cur == other.cur && self.pages == other.pages
+    }
+}
+
+impl Eq for LaunchDigest {}
 
 impl Default for LaunchDigest {
     fn default() -> Self {
@@ -192,6 +204,7 @@ impl LaunchDigest {
             cur,
             pages: 0,
             threads: default_threads(),
+            batch_pages: 512,
         }
     }
 
@@ -273,19 +286,12 @@ impl LaunchDigest {
         }
         let pages = len / PAGE as u64;
         match (page_type.measures_contents(), data) {
-            (true, Some(d)) => {
-                // Batches bound the memory for the hashes and keep them in cache.
-                const BATCH: usize = 16 * 1024;
-                let mut hashes = vec![[0u8; DIGEST_LEN]; BATCH.min(pages as usize)];
-                for (i, chunk) in d.chunks(BATCH * PAGE).enumerate() {
-                    let n = chunk.len() / PAGE;
-                    hash_pages(chunk, &mut hashes[..n], self.threads);
-                    let base = gpa + (i * BATCH * PAGE) as u64;
-                    for (k, h) in hashes[..n].iter().enumerate() {
-                        self.update_record(base + (k * PAGE) as u64, page_type, h);
-                    }
+            (true, Some(d)) if self.threads == 1 => {
+                for (k, p) in d.chunks_exact(PAGE).enumerate() {
+                    self.update_record(gpa + (k * PAGE) as u64, page_type, &sha384(p));
                 }
             }
+            (true, Some(d)) => self.update_pages_parallel(gpa, page_type, d),
             (measured, _) => {
                 let h = if measured {
                     *zero_page_hash()
@@ -298,6 +304,40 @@ impl LaunchDigest {
             }
         }
         Ok(())
+    }
+}
+
+impl LaunchDigest {
+    /// Content hashes of batch k+1 are computed on `threads` threads while this thread chains
+    /// the records of batch k: the serial chain overlaps the parallel hashing.
+    fn update_pages_parallel(&mut self, gpa: u64, page_type: PageType, data: &[u8]) {
+        let (threads, batch) = (self.threads, self.batch_pages.max(1));
+        let mut batches = data.chunks(batch * PAGE).enumerate();
+        std::thread::scope(|s| {
+            let mut ready: Option<(usize, Vec<[u8; DIGEST_LEN]>)> = None;
+            loop {
+                let job = batches.next().map(|(i, chunk)| {
+                    s.spawn(move || {
+                        let mut hashes = vec![[0u8; DIGEST_LEN]; chunk.len() / PAGE];
+                        hash_pages(chunk, &mut hashes, threads);
+                        (i, hashes)
+                    })
+                });
+                if let Some((i, hashes)) = ready.take() {
+                    let base = gpa + (i * batch * PAGE) as u64;
+                    for (k, h) in hashes.iter().enumerate() {
+                        self.update_record(base + (k * PAGE) as u64, page_type, h);
+                    }
+                }
+                match job {
+                    // A hashing thread cannot panic short of a bug; pass one on unchanged.
+                    Some(j) => {
+                        ready = Some(j.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    }
+                    None => break,
+                }
+            }
+        });
     }
 }
 
@@ -472,13 +512,15 @@ mod tests {
     fn batched_parallel_equals_page_by_page() {
         let data: Vec<u8> = (0..(300 * PAGE)).map(|i| (i * 7 % 251) as u8).collect();
         let mut a = LaunchDigest::new().with_threads(3);
+        a.batch_pages = 70; // several batches, the last one short
         a.update_pages(0x10_0000, PageType::Normal, Some(&data), data.len() as u64)
             .unwrap();
+
         let mut b = LaunchDigest::new().with_threads(1);
         for (k, p) in data.chunks(PAGE).enumerate() {
             b.update_page(0x10_0000 + (k * PAGE) as u64, PageType::Normal, Some(p))
                 .unwrap();
         }
-        assert_eq!(a, b.with_threads(3));
+        assert_eq!(a, b);
     }
 }
