@@ -312,7 +312,15 @@ impl<I: TdxIoctl> TdxBackend<I> {
     pub fn finalize(&mut self) -> Result<(), Error> {
         self.vm_cmd("KVM_TDX_FINALIZE_VM", KVM_TDX_FINALIZE_VM, 0, None)?;
         self.finalized = true;
+        self.release_buffers();
         Ok(())
+    }
+
+    /// Frees the bounce buffer and the zero source (2 MiB each, allocated on first use), e.g.
+    /// once populate is done; they are allocated again if needed.
+    pub fn release_buffers(&mut self) {
+        self.bounce = None;
+        self.zero = None;
     }
 
     /// Whether [`finalize`](Self::finalize) succeeded.
@@ -383,6 +391,8 @@ fn add_pages<I: TdxIoctl>(
                 ),
             );
             if cmd.hw_error != 0 {
+                e.detail
+                    .push_str(&format!("; TDX module: {}", status::meaning(cmd.hw_error)));
                 e = e.with_platform(cmd.hw_error, status::name(cmd.hw_error));
                 if status::is_retryable(cmd.hw_error) {
                     e.kind = cc_populate::ErrorKind::Again;

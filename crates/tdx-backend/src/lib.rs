@@ -159,7 +159,11 @@ fn hw_error_text(hw: u64) -> String {
     if hw == 0 {
         String::new()
     } else {
-        format!(", TDX module status {} ({hw:#x})", status::name(hw))
+        format!(
+            ", TDX module status {} ({hw:#x}): {}",
+            status::name(hw),
+            status::meaning(hw)
+        )
     }
 }
 

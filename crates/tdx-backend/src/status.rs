@@ -92,6 +92,40 @@ pub fn name(code: u64) -> &'static str {
         .unwrap_or("TDX_UNKNOWN_STATUS")
 }
 
+/// What a SEAMCALL status means, in a few words (matched on its upper 32 bits).
+///
+/// ```
+/// assert!(tdx_backend::status::meaning(0x8000_0200_0000_0092).contains("retry"));
+/// ```
+pub fn meaning(code: u64) -> &'static str {
+    match code & TDX_SEAMCALL_STATUS_MASK {
+        TDX_SUCCESS => "success",
+        TDX_NON_RECOVERABLE_VCPU => "the vCPU is in an unrecoverable state",
+        TDX_NON_RECOVERABLE_TD => "the TD is in an unrecoverable state and must be torn down",
+        TDX_INTERRUPTED_RESUMABLE => "the SEAMCALL was interrupted and can be resumed",
+        TDX_NON_RECOVERABLE_TD_NON_ACCESSIBLE => {
+            "the TD is unrecoverable and its memory inaccessible"
+        }
+        TDX_OPERAND_INVALID => "an operand is invalid (the low 32 bits name which)",
+        TDX_OPERAND_BUSY => "an operand is locked by another operation; retry",
+        TDX_PREVIOUS_TLB_EPOCH_BUSY => "a previous TLB tracking epoch is still active; retry",
+        TDX_RND_NO_ENTROPY => "the CPU's random number generator ran dry; retry",
+        TDX_PAGE_METADATA_INCORRECT => "the page's ownership metadata does not allow the operation",
+        TDX_VCPU_NOT_ASSOCIATED => "the vCPU is not associated with this logical CPU",
+        TDX_KEY_GENERATION_FAILED => "generating the TD's ephemeral key failed; retry",
+        TDX_KEY_STATE_INCORRECT => "the TD's key is in the wrong state for the operation",
+        TDX_KEY_CONFIGURED => "the TD's key is already configured",
+        TDX_NO_HKID_READY_TO_WBCACHE => "no HKID is waiting for a cache write-back",
+        TDX_FLUSHVP_NOT_DONE => "a vCPU was not flushed before the operation",
+        TDX_EPT_WALK_FAILED => "the secure EPT walk failed (page not mapped at the expected level)",
+        TDX_EPT_ENTRY_STATE_INCORRECT => {
+            "the secure EPT entry is in the wrong state (e.g. already mapped)"
+        }
+        TDX_METADATA_FIELD_NOT_READABLE => "the metadata field cannot be read",
+        _ => "a status this crate does not know",
+    }
+}
+
 /// Whether the status says "busy, try again" (`TDX_OPERAND_BUSY`, `TDX_PREVIOUS_TLB_EPOCH_BUSY`,
 /// `TDX_RND_NO_ENTROPY`, `TDX_INTERRUPTED_RESUMABLE`).
 pub fn is_retryable(code: u64) -> bool {
@@ -116,6 +150,9 @@ mod tests {
         assert_eq!(name(0), "TDX_SUCCESS");
         assert!(is_retryable(0x8000_0200_0000_00a9));
         assert!(!is_retryable(TDX_OPERAND_INVALID));
+        for (c, _) in NAMES {
+            assert_ne!(meaning(*c), meaning(0x1234_5678_0000_0000));
+        }
     }
 
     #[test]

@@ -331,6 +331,7 @@ fn module_status_is_surfaced_by_name_and_busy_is_retried() {
             .contains("TDX_OPERAND_INVALID (0xc000010000000001)"),
         "{err}"
     );
+    assert!(e.detail.contains("an operand is invalid"), "{}", e.detail);
 
     let mut td = launched();
     td.ioctl_mut().script.push_back(Event::ModuleError {
@@ -358,7 +359,7 @@ fn finalize_reports_the_module_status() {
     );
     assert!(
         e.to_string()
-            .contains("TDX_OPERAND_BUSY (0x8000020000000000)"),
+            .contains("TDX_OPERAND_BUSY (0x8000020000000000): an operand is locked by another operation; retry"),
         "{e}"
     );
     assert!(!td.is_finalized());
