@@ -90,7 +90,17 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 pub fn parse_igvm(bytes: &[u8]) -> Result<IgvmFile, Error> {
     match panic::catch_unwind(AssertUnwindSafe(|| IgvmFile::new_from_binary(bytes, None))) {
         Ok(Ok(f)) => Ok(f),
-        Ok(Err(e)) => Err(Error::IgvmParse(e.to_string())),
+        Ok(Err(e)) => {
+            // The igvm crate's messages keep their detail in the source chain.
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            Err(Error::IgvmParse(msg))
+        }
         Err(p) => Err(Error::IgvmPanic(panic_message(p.as_ref()))),
     }
 }

@@ -6,7 +6,7 @@ mod common;
 use cc_image::{hex, load_igvm, load_igvm_with, IgvmPolicy, Platform};
 use common::*;
 
-const FILES: u64 = 300;
+const FILES: u64 = 200;
 
 fn ours(bytes: &[u8], platform: Platform, policy: IgvmPolicy) -> Vec<u8> {
     load_igvm_with(bytes, platform, policy)

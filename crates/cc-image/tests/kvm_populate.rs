@@ -27,7 +27,9 @@ fn populate(kvm: &kvm_ioctls::Kvm, image: &cc_image::LaunchImage, roles: RoleSet
         .unwrap();
     let mut backend = PlainBackend::new().with_roles(roles);
     backend.add_memslot(0, 0, &g, 0, MEM).unwrap();
-    let plan = image.plan(&backend.caps(), &backend.layout().unwrap()).unwrap();
+    let plan = image
+        .plan(&backend.caps(), &backend.layout().unwrap())
+        .unwrap();
     let report = Driver::new(&mut backend).run(&plan).unwrap();
     assert!(report.is_complete());
     let mut mem = vec![0u8; MEM as usize];
@@ -66,7 +68,10 @@ fn a_plain_plan_file_lands_byte_for_byte() {
     want[0x1000..0x3000].copy_from_slice(&blob[0x3000..0x5000]);
     want[0x80_0000..0x81_0000].fill(0);
     want[0x90_0000..0x90_1000].fill(0);
-    assert!(mem == want, "guest memory differs from the plan file's content");
+    assert!(
+        mem == want,
+        "guest memory differs from the plan file's content"
+    );
 }
 
 /// The memory an IGVM file's SNP directives describe, from the `igvm` crate's parse: page
@@ -98,7 +103,10 @@ fn expected_from_file(bytes: &[u8], mask: u32) -> Vec<u8> {
                 parameter_area_index,
                 initial_data,
             } => {
-                areas.insert(*parameter_area_index, (*number_of_bytes, initial_data.clone()));
+                areas.insert(
+                    *parameter_area_index,
+                    (*number_of_bytes, initial_data.clone()),
+                );
             }
             IgvmDirectiveHeader::ParameterInsert(p) => {
                 let (size, init) = &areas[&p.parameter_area_index];
@@ -120,7 +128,12 @@ fn igvm_page_data_lands_byte_for_byte() {
     let mut rng = Rng(0xdead_beef);
     let roles = RoleSet::COMMON.with(Role::Secrets).with(Role::Cpuid);
     for i in 0..12 {
-        let bytes = serialize(random_file(&mut rng, &Options { vmsas_anywhere: false }));
+        let bytes = serialize(random_file(
+            &mut rng,
+            &Options {
+                vmsas_anywhere: false,
+            },
+        ));
         for (platform, mask) in [(Platform::Snp, SNP), (Platform::Tdx, TDX)] {
             let image = load_igvm(&bytes, platform).unwrap();
             let mem = populate(&kvm, &image, roles);
