@@ -12,6 +12,7 @@
 use std::fmt;
 
 use cc_populate::{Content, Plan, Role};
+use sha2::digest::consts::{U128, U64};
 use sha2::digest::generic_array::GenericArray;
 use sha2::Digest as _;
 
@@ -37,46 +38,37 @@ pub type Measurement = [u8; 64];
 
 /// Hashes `data` with `algo`, zero padding the result to 64 bytes.
 ///
-/// Whole-block messages (every RMM record: 256-byte descriptors, 4096-byte granules and
-/// parameter pages) go straight to the compression function with their constant padding block;
-/// anything else through `sha2`'s buffered digest. Both are checked against each other in tests.
+/// Short whole-block messages (the 256-byte measurement descriptors, hashed serially once per
+/// granule) go straight to the compression function, in one call with their constant padding
+/// block; anything else through `sha2`'s digest, which compresses whole blocks in place. Both
+/// paths are checked against each other in tests.
 pub fn hash(algo: HashAlgo, data: &[u8]) -> Measurement {
     let mut out = [0u8; 64];
     match algo {
-        HashAlgo::Sha256 if data.len() % 64 == 0 => {
-            let mut state = SHA256_IV;
-            for block in data.chunks_exact(64) {
-                sha2::compress256(
-                    &mut state,
-                    std::slice::from_ref(GenericArray::from_slice(block)),
-                );
+        HashAlgo::Sha256 if data.len() % 64 == 0 && data.len() <= SHORT => {
+            let mut blocks = [GenericArray::<u8, U64>::default(); SHORT / 64 + 1];
+            let n = data.len() / 64;
+            for (b, d) in blocks.iter_mut().zip(data.chunks_exact(64)) {
+                b.copy_from_slice(d);
             }
-            let mut pad = [0u8; 64];
-            pad[0] = 0x80;
-            pad[56..].copy_from_slice(&((data.len() as u64) * 8).to_be_bytes());
-            sha2::compress256(
-                &mut state,
-                std::slice::from_ref(GenericArray::from_slice(&pad)),
-            );
+            blocks[n][0] = 0x80;
+            blocks[n][56..].copy_from_slice(&((data.len() as u64) * 8).to_be_bytes());
+            let mut state = SHA256_IV;
+            sha2::compress256(&mut state, &blocks[..=n]);
             for (o, w) in out.chunks_exact_mut(4).zip(state) {
                 o.copy_from_slice(&w.to_be_bytes());
             }
         }
-        HashAlgo::Sha512 if data.len() % 128 == 0 => {
-            let mut state = SHA512_IV;
-            for block in data.chunks_exact(128) {
-                sha2::compress512(
-                    &mut state,
-                    std::slice::from_ref(GenericArray::from_slice(block)),
-                );
+        HashAlgo::Sha512 if data.len() % 128 == 0 && data.len() <= SHORT => {
+            let mut blocks = [GenericArray::<u8, U128>::default(); SHORT / 128 + 1];
+            let n = data.len() / 128;
+            for (b, d) in blocks.iter_mut().zip(data.chunks_exact(128)) {
+                b.copy_from_slice(d);
             }
-            let mut pad = [0u8; 128];
-            pad[0] = 0x80;
-            pad[112..].copy_from_slice(&((data.len() as u128) * 8).to_be_bytes());
-            sha2::compress512(
-                &mut state,
-                std::slice::from_ref(GenericArray::from_slice(&pad)),
-            );
+            blocks[n][0] = 0x80;
+            blocks[n][112..].copy_from_slice(&((data.len() as u128) * 8).to_be_bytes());
+            let mut state = SHA512_IV;
+            sha2::compress512(&mut state, &blocks[..=n]);
             for (o, w) in out.chunks_exact_mut(8).zip(state) {
                 o.copy_from_slice(&w.to_be_bytes());
             }
@@ -86,6 +78,9 @@ pub fn hash(algo: HashAlgo, data: &[u8]) -> Measurement {
     }
     out
 }
+
+/// Messages up to this size (a descriptor) take the direct compression path.
+const SHORT: usize = DESCRIPTOR_SIZE;
 
 /// SHA-256 initial hash value (FIPS 180-4, 5.3.3).
 const SHA256_IV: [u32; 8] = [
@@ -185,6 +180,8 @@ impl fmt::Debug for Rim {
 
 /// Granules hashed per batch by [`RimDigest::data_range`] (16 MiB).
 const BATCH: usize = 4096;
+/// In-place content is read and measured this many bytes at a time (64 MiB).
+const IN_PLACE_PIECE: u64 = 64 << 20;
 /// Below this many measured granules, hashing stays on the calling thread.
 const PARALLEL_MIN: usize = 64;
 
@@ -484,9 +481,18 @@ pub fn measure_with(
                 let read = reader.ok_or_else(|| {
                     content_err("written in place and no reader was given to measure it".into())
                 })?;
-                let mut buf = vec![0u8; len as usize];
-                read(gpa, &mut buf).map_err(|e| content_err(format!("reading in place: {e}")))?;
-                d.data_range(gpa, &buf, true)?;
+                // In bounded pieces: a region may be far larger than memory.
+                let mut buf = vec![0u8; len.min(IN_PLACE_PIECE) as usize];
+                let mut off = 0;
+                while off < len {
+                    let n = (len - off).min(IN_PLACE_PIECE) as usize;
+                    let piece = &mut buf[..n];
+                    read(gpa + off, piece).map_err(|e| {
+                        content_err(format!("reading in place at {:#x}: {e}", gpa + off))
+                    })?;
+                    d.data_range(gpa + off, piece, true)?;
+                    off += n as u64;
+                }
             }
             _ => {
                 let bytes = r
