@@ -138,7 +138,7 @@ pub fn init_mem_region_errno_meaning(errno: i32) -> &'static str {
         libc::EBUSY => "the TDX module was busy; retry",
         libc::EIO => "TDH.MEM.PAGE.ADD or TDH.MR.EXTEND failed in the TDX module",
         libc::EEXIST => "the page was already populated (never populate a page twice)",
-        libc::EFAULT => "the page is not private, or the source is not mapped",
+        libc::EFAULT => "the source could not be read, or the page is not private to TDX",
         libc::EINVAL => {
             "invalid request (vCPU not initialized, TD finalized, bad flags, misaligned or non-private range)"
         }

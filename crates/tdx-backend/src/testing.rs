@@ -7,7 +7,7 @@
 //!   with a non-zero `hw_error` on input;
 //! - `KVM_TDX_INIT_MEM_REGION` needs an initialized vCPU, page-aligned `source_addr` and `gpa`,
 //!   a non-zero `nr_pages`, only the `KVM_TDX_MEASURE_MEMORY_REGION` flag; it then loops a page
-//!   at a time: a pending signal stops it with `EINTR`, a page not private with `EFAULT`, a page
+//!   at a time: a pending signal stops it with `EINTR`, a page not private with `EINVAL`, a page
 //!   already added with `EEXIST`, a module failure with `EIO`; each added page advances
 //!   `source_addr`, `gpa` and `nr_pages` together, and the region is written back whatever
 //!   the outcome;
@@ -399,8 +399,10 @@ impl TdxModel {
                 .get(off..off + PAGE_SIZE as usize)
                 .and_then(|s| <&[u8; PAGE_SIZE as usize]>::try_from(s).ok())
                 .ok_or(libc::EFAULT)?;
+            // kvm_gmem_populate() checks the range is private before calling TDX's
+            // post-populate: -EINVAL.
             if !self.is_private(gpa) {
-                return Err(libc::EFAULT);
+                return Err(libc::EINVAL);
             }
             if self.added.contains_key(&gpa) {
                 self.twice.push(gpa);

@@ -407,7 +407,7 @@ fn the_model_refuses_a_second_populate_and_unconverted_memory() {
     assert_eq!(td.ioctl().twice, vec![0x3000]);
     assert!(err.to_string().contains("already populated"), "{err}");
 
-    // Memory the caller claims it converted, but did not: the kernel refuses (EFAULT).
+    // Memory the caller claims it converted, but did not: guest_memfd refuses (EINVAL).
     let mut td = launched();
     let opts = DriverOptions {
         conversion: ConversionPolicy::CallerConverted,
@@ -420,7 +420,8 @@ fn the_model_refuses_a_second_populate_and_unconverted_memory() {
     let StopCause::Backend(e) = &err.report().unwrap().stop.as_ref().unwrap().cause else {
         panic!()
     };
-    assert_eq!(e.errno, Some(libc::EFAULT));
+    assert_eq!(e.errno, Some(libc::EINVAL));
+    assert!(e.detail.contains("non-private range"), "{}", e.detail);
     assert!(td.ioctl().added.is_empty());
 }
 
