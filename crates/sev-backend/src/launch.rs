@@ -272,6 +272,36 @@ impl SnpBackend<KvmSevIoctl> {
     }
 }
 
+/// A page-aligned bounce buffer (newer kernels refuse an unaligned `uaddr`), made without
+/// `unsafe`: a `Vec` one page longer than needed, used from its first page boundary.
+struct Bounce {
+    buf: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl Bounce {
+    fn new(len: usize) -> Option<Bounce> {
+        let buf = vec![0u8; len.checked_add(PAGE)?];
+        let off = buf.as_ptr().align_offset(PAGE);
+        (off < PAGE).then_some(Bounce { buf, off, len })
+    }
+
+    fn from(bytes: &[u8]) -> Option<Bounce> {
+        let mut b = Bounce::new(bytes.len())?;
+        b.as_mut().copy_from_slice(bytes);
+        Some(b)
+    }
+
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.off..self.off + self.len]
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
+}
+
 fn cmd_error(cmd: &'static str, e: SevIoctlError) -> Error {
     Error::Command {
         cmd,
@@ -419,23 +449,24 @@ impl<I: SevIoctl> SnpBackend<I> {
         let Ok(ulen) = usize::try_from(len) else {
             return fail(ErrorKind::Failed, format!("{range}: chunk too large"));
         };
-        // Where the bytes come from: the caller's buffer, a bounce buffer we own, or nothing
-        // (ZERO pages; in-place content the kernel populates where it is).
-        let mut bounce: Option<Vec<u8>> = None;
+        // Where the bytes come from: the caller's page-aligned buffer, a page-aligned bounce
+        // buffer we own, or nothing (ZERO pages; in-place content the kernel populates where
+        // it is).
+        let mut bounce: Option<Bounce> = None;
         let mut shared: Option<&[u8]> = None;
         let in_place_copy = |s: &Self| {
             s.copy_of(gpa, len).ok_or_else(|| {
                 format!("{range}: in-place content was not copied out of the shared view before conversion (this kernel cannot populate in place; give the backend a shared-view reader)")
             })
         };
-        match (ty, chunk.source) {
-            (PageType::Zero, _) => {}
+        let owned: Option<Cow<'_, [u8]>> = match (ty, chunk.source) {
+            (PageType::Zero, _) => None,
             // The CPUID page always goes through a bounce page: the kernel writes the
             // firmware's corrected table back into the source, and only when there is one.
-            (PageType::Cpuid, ChunkSource::Bytes(b)) => bounce = Some(b.to_vec()),
-            (PageType::Cpuid, ChunkSource::Zero) => bounce = Some(vec![0; ulen]),
+            (PageType::Cpuid, ChunkSource::Bytes(b)) => Some(Cow::Owned(b.to_vec())),
+            (PageType::Cpuid, ChunkSource::Zero) => Some(Cow::Owned(vec![0; ulen])),
             (PageType::Cpuid, ChunkSource::InPlace) => match self.copy_of(gpa, len) {
-                Some(c) => bounce = Some(c),
+                Some(c) => Some(Cow::Owned(c)),
                 None => {
                     return fail(
                         ErrorKind::Failed,
@@ -443,12 +474,17 @@ impl<I: SevIoctl> SnpBackend<I> {
                     )
                 }
             },
-            (_, ChunkSource::Bytes(b)) => shared = Some(b),
-            (_, ChunkSource::Zero) => bounce = Some(vec![0; ulen]),
+            // An aligned caller buffer is handed to the kernel as is; others are copied.
+            (_, ChunkSource::Bytes(b)) if b.as_ptr().align_offset(PAGE) == 0 => {
+                shared = Some(b);
+                None
+            }
+            (_, ChunkSource::Bytes(b)) => Some(Cow::Borrowed(b)),
+            (_, ChunkSource::Zero) => Some(Cow::Owned(vec![0; ulen])),
             (_, ChunkSource::InPlace) => match self.config.in_place {
-                InPlaceMode::Kernel => {}
+                InPlaceMode::Kernel => None,
                 InPlaceMode::CopyBeforeConversion => match in_place_copy(self) {
-                    Ok(c) => bounce = Some(c),
+                    Ok(c) => Some(Cow::Owned(c)),
                     Err(e) => return fail(ErrorKind::Failed, e),
                 },
                 InPlaceMode::Unsupported => {
@@ -458,8 +494,25 @@ impl<I: SevIoctl> SnpBackend<I> {
                     )
                 }
             },
+        };
+        if let Some(bytes) = owned {
+            if bytes.len() != ulen {
+                return fail(
+                    ErrorKind::Failed,
+                    format!("{range}: source has {} bytes", bytes.len()),
+                );
+            }
+            match Bounce::from(&bytes) {
+                Some(b) => bounce = Some(b),
+                None => {
+                    return fail(
+                        ErrorKind::Failed,
+                        format!("{range}: cannot allocate an aligned bounce buffer"),
+                    )
+                }
+            }
         }
-        if let Some(b) = shared.or(bounce.as_deref()) {
+        if let Some(b) = shared {
             if b.len() != ulen {
                 return fail(
                     ErrorKind::Failed,
@@ -468,7 +521,7 @@ impl<I: SevIoctl> SnpBackend<I> {
             }
         }
         let original = if ty == PageType::Cpuid {
-            bounce.clone()
+            bounce.as_ref().map(|b| b.as_ref().to_vec())
         } else {
             None
         };
@@ -476,7 +529,7 @@ impl<I: SevIoctl> SnpBackend<I> {
             gfn_start: gpa / PAGE as u64,
             uaddr: shared
                 .map(|b| b.as_ptr() as u64)
-                .or(bounce.as_ref().map(|b| b.as_ptr() as u64))
+                .or(bounce.as_ref().map(|b| b.as_ref().as_ptr() as u64))
                 .unwrap_or(0),
             len,
             type_: ty.code(),
@@ -486,7 +539,7 @@ impl<I: SevIoctl> SnpBackend<I> {
         let mut retried_cpuid: Option<u64> = None;
         loop {
             let before = p;
-            let source = match (shared, bounce.as_deref_mut()) {
+            let source = match (shared, bounce.as_mut().map(Bounce::as_mut)) {
                 (Some(s), _) => Some(UpdateSource::Shared(s)),
                 (None, Some(b)) => Some(UpdateSource::Bounce(b)),
                 (None, None) => None,
@@ -548,8 +601,8 @@ impl<I: SevIoctl> SnpBackend<I> {
                             .and_then(|o| o.get(off..off + PAGE))
                             .unwrap_or(&[]);
                         let theirs = bounce
-                            .as_deref()
-                            .and_then(|b| b.get(off..off + PAGE))
+                            .as_ref()
+                            .and_then(|b| b.as_ref().get(off..off + PAGE))
                             .unwrap_or(&[]);
                         let (diff, note) =
                             match (parse_cpuid_table(ours), parse_cpuid_table(theirs)) {

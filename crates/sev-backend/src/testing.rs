@@ -3,7 +3,8 @@
 //!
 //! [`KernelModel`] implements [`SevIoctl`] as `arch/x86/kvm/svm/sev.c` and
 //! `virt/kvm/guest_memfd.c` behave (Linux 6.11-6.18):
-//! - `KVM_SEV_SNP_LAUNCH_UPDATE` populates page by page; a page must be private (else the
+//! - `KVM_SEV_SNP_LAUNCH_UPDATE` refuses a source (`uaddr`) that is not page-aligned (`-EINVAL`,
+//!   as newer kernels do), then populates page by page; a page must be private (else the
 //!   populate stops with `-EINVAL`) and not populated before (`-EEXIST`). When the populate
 //!   stops after some pages, the call succeeds and `gfn_start`, `len` and (for non-`ZERO` types)
 //!   `uaddr` are advanced past the pages done; when it stops before the first page the call
@@ -176,6 +177,10 @@ impl KernelModel {
         if self.state != 2 || p.len % PAGE != 0 || p.flags != 0 || !matches!(p.type_, 1 | 3..=6) {
             return einval;
         }
+        // Newer kernels refuse a source that is not page-aligned.
+        if p.type_ != 3 && p.uaddr % PAGE != 0 {
+            return einval;
+        }
         let step = self.script.pop_front().unwrap_or(Step::All);
         match step {
             Step::Again => {
@@ -205,7 +210,7 @@ impl KernelModel {
                 }
                 _ => {}
             }
-            let gpa = (p.gfn_start + done) * PAGE;
+            let gpa = p.gfn_start.wrapping_add(done).wrapping_mul(PAGE);
             if !self.private.contains(&gpa) {
                 self.not_private.push(gpa);
                 stop = Some(0);

@@ -475,6 +475,50 @@ fn in_place_cpuid_page_still_needs_a_source_page() {
 }
 
 #[test]
+fn sources_reach_the_kernel_page_aligned() {
+    let mut aligned = cc_populate::SourceBuf::new(3 * 4096).unwrap();
+    aligned.as_mut_slice().fill(0x3c);
+    let aligned_ptr = aligned.as_slice().as_ptr() as u64;
+    assert_eq!(aligned_ptr % 4096, 0);
+    let backing = vec![0x5au8; 2 * 4096 + 1];
+    let unaligned = if backing.as_ptr() as usize % 4096 == 0 {
+        &backing[1..]
+    } else {
+        &backing[..8192]
+    };
+    assert_ne!(unaligned.as_ptr() as u64 % 4096, 0);
+
+    let mut b = backend(LaunchConfig::default(), KernelModel::new());
+    let plan = PlanBuilder::new()
+        .buffer(0x10_0000, Role::Measured, aligned)
+        .source(0x20_0000, Role::Measured, unaligned)
+        .build(&b.caps_now(), &MemoryLayout::unbounded())
+        .unwrap();
+    let report = Driver::new(&mut b).run(&plan).unwrap();
+    assert!(report.is_complete());
+    let uaddrs: Vec<u64> = b
+        .ioctl()
+        .calls
+        .iter()
+        .filter(|c| c.id == KVM_SEV_SNP_LAUNCH_UPDATE)
+        .map(|c| u64::from_le_bytes(c.params[8..16].try_into().unwrap()))
+        .collect();
+    // The aligned buffer is used in place; the unaligned one through an aligned copy.
+    assert_eq!(uaddrs[0], aligned_ptr);
+    assert_eq!(uaddrs[1] % 4096, 0);
+    assert_ne!(uaddrs[1], unaligned.as_ptr() as u64);
+    let contents: Vec<u8> = b
+        .ioctl()
+        .ledger
+        .iter()
+        .flat_map(|(_, _, c)| c.clone())
+        .collect();
+    let mut want = vec![0x3cu8; 3 * 4096];
+    want.extend_from_slice(unaligned);
+    assert_eq!(contents, want);
+}
+
+#[test]
 fn launch_steps_in_order_only() {
     let mut b = SnpBackend::with_ioctl(KernelModel::new(), LaunchConfig::default());
     let e = b.start(&StartParams::default()).unwrap_err();
