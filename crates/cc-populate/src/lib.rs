@@ -64,8 +64,8 @@ pub use driver::{
     RunError, Stop, StopCause,
 };
 pub use plan::{
-    Chunks, Content, ContentKind, MemoryLayout, Memslot, Plan, PlanBuilder, PlanError, Region,
-    RegionSpec,
+    Chunks, Content, ContentError, ContentKind, InPlaceReader, MemoryLayout, Memslot, Plan,
+    PlanBuilder, PlanError, Region, RegionBytes, RegionSpec,
 };
 pub use role::{Role, RoleSet};
 pub use source::SourceBuf;

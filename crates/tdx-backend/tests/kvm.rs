@@ -4,16 +4,7 @@
 use kvm_ioctls::Kvm;
 use tdx_backend::{create_td_vm, probe, Error, KvmTdx, TdxBackend};
 
-// TODO: switch to `gmem::testing::require_kvm` once gmem has landed it.
-fn require_kvm(test: &str) -> Option<Kvm> {
-    match Kvm::new() {
-        Ok(k) => Some(k),
-        Err(e) => {
-            eprintln!("SKIPPED {test}: /dev/kvm not usable: {e}");
-            None
-        }
-    }
-}
+use gmem::testing::require_kvm;
 
 fn has_tdx(kvm: &Kvm) -> bool {
     kvm.check_extension_raw(235) > 0 && kvm.check_extension_raw(235) & (1 << 5) != 0
