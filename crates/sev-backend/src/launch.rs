@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 
 use cc_populate::{
     Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, Conversion, ErrorKind,
-    Populated, Role, RoleSet, HUGE_1G,
+    Populated, Role, RoleSet, HUGE_2M,
 };
 use kvm_ioctls::Kvm;
 
@@ -89,7 +89,9 @@ pub struct LaunchConfig {
     pub cpuid: CpuidPolicy,
     /// In-place content.
     pub in_place: InPlaceMode,
-    /// The largest chunk one `LAUNCH_UPDATE` is given (a multiple of 4 KiB).
+    /// The largest chunk one `LAUNCH_UPDATE` is given (a multiple of 4 KiB). The default,
+    /// 2 MiB, is the largest RMP page size: aligned 2 MiB spans stay whole (hugepage-backed
+    /// guest_memfd), and a bounce buffer for an unaligned source never exceeds it.
     pub max_chunk: u64,
 }
 
@@ -98,7 +100,7 @@ impl Default for LaunchConfig {
         LaunchConfig {
             cpuid: CpuidPolicy::Fail,
             in_place: InPlaceMode::Unsupported,
-            max_chunk: HUGE_1G,
+            max_chunk: HUGE_2M,
         }
     }
 }
@@ -119,7 +121,7 @@ pub fn snp_caps(in_place: bool, max_chunk: u64) -> BackendCaps {
 /// Capabilities for plans that are only measured (a verifier): those of the backend, with
 /// in-place content allowed. Use with [`cc_populate::MemoryLayout::unbounded`].
 pub fn verifier_caps() -> BackendCaps {
-    snp_caps(true, HUGE_1G)
+    snp_caps(true, HUGE_2M)
 }
 
 /// `KVM_SEV_INIT2` parameters.
