@@ -99,4 +99,6 @@ pub use image::{
     SharedPage, SnpVmsa,
 };
 pub use num::Num;
-pub use planfile::{load_plan_file, parse_plan, DEFAULT_VMSA_GPA, PLAN_FILE_VERSION};
+pub use planfile::{
+    load_plan_file, load_plan_file_as, parse_plan, DEFAULT_VMSA_GPA, PLAN_FILE_VERSION,
+};

@@ -232,6 +232,31 @@ pub fn load_plan_file(path: &Path) -> Result<LaunchImage, Error> {
     parse_plan(&text, path, dir)
 }
 
+/// [`load_plan_file`], refusing a plan whose platform is not `platform` (for a command line
+/// that names the platform as well as the file).
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("cc-image-as-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// let path = dir.join("plan.json");
+/// std::fs::write(&path, r#"{"version": 1, "platform": "tdx", "regions": []}"#)?;
+/// assert!(cc_image::load_plan_file_as(&path, cc_image::Platform::Tdx).is_ok());
+/// let e = cc_image::load_plan_file_as(&path, cc_image::Platform::Snp).unwrap_err();
+/// assert!(e.to_string().ends_with("plan.json: the plan is for platform tdx, not snp"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn load_plan_file_as(path: &Path, platform: Platform) -> Result<LaunchImage, Error> {
+    let image = load_plan_file(path)?;
+    if image.platform() != platform {
+        return Err(Error::PlatformMismatch {
+            path: path.to_path_buf(),
+            file: image.platform(),
+            requested: platform,
+        });
+    }
+    Ok(image)
+}
+
 /// [`load_plan_file`] for plan text already in memory: `path` names it in messages, `dir` is
 /// the folder content files are relative to.
 pub fn parse_plan(text: &str, path: &Path, dir: &Path) -> Result<LaunchImage, Error> {

@@ -409,3 +409,84 @@ fn the_example_plan_file_loads_and_measures() {
     assert_eq!(img.platform(), Platform::Tdx);
     assert_eq!(hex(&img.measure().unwrap()).len(), 96);
 }
+
+/// The RMM 1.0 hash of `data` for a realm of `algo`, zero padded to the 512-bit fields the
+/// measurement descriptors hold.
+fn rmm_hash(sha512: bool, data: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    if sha512 {
+        out.copy_from_slice(&sha2::Sha512::digest(data));
+    } else {
+        out[..32].copy_from_slice(&sha2::Sha256::digest(data));
+    }
+    out
+}
+
+#[test]
+fn cca_plan_rim_matches_a_hand_derived_descriptor_chain() {
+    // RMM specification 1.0: REALM_CREATE sets the RIM to the hash of the 4096-byte
+    // RmiRealmParams with only the measured fields kept (flags 0x0, s2sz 0x8, sve_vl 0x10,
+    // num_bps 0x18, num_wps 0x20, pmu_num_ctrs 0x28, hash_algo 0x30); DATA_CREATE hashes a
+    // 256-byte RmmMeasurementDescriptorData (desc_type 0 at 0x0, len 0x100 at 0x8, rim at
+    // 0x10, ipa at 0x50, flags at 0x58 (bit 0: content measured), content hash at 0x60);
+    // REC_CREATE of a runnable REC hashes a RmmMeasurementDescriptorRec (desc_type 1, len,
+    // rim at 0x10, content at 0x50 = hash of RmiRecParams with flags 0x0, pc 0x200,
+    // gprs 0x300 kept).
+    let d = Dir::new("cca-hand");
+    let kernel = pattern(2 * 4096, 11);
+    let blob = pattern(4096, 12);
+    d.file("kernel.bin", &kernel).file("blob.bin", &blob);
+    for (name, sha512) in [("sha256", false), ("sha512", true)] {
+        let img = d
+            .plan(&format!(
+                r#"{{"version": 1, "platform": "cca", "regions": [
+                  {{"gpa": "0x40000", "size": 8192, "role": "measured", "file": "kernel.bin"}},
+                  {{"gpa": "0x10000", "size": 4096, "role": "unmeasured", "file": "blob.bin"}}],
+                  "cca": {{"hash": "{name}", "ipa_bits": 36, "lpa2": false, "num_bps": 4,
+                    "num_wps": 3, "sve_vl": 256, "pmu_counters": 5,
+                    "recs": [{{"pc": "0x40000", "gprs": [9, 8, 7, 6, 5, 4, 3, "0x8000000000000001"], "runnable": true}}]}}}}"#
+            ))
+            .unwrap();
+        let mut params = vec![0u8; 4096];
+        params[0] = 0b110; // SVE (bit 1) and PMU (bit 2) enabled, no LPA2.
+        params[0x8] = 36;
+        params[0x10] = 1; // 256 bits = 2 x 128: encoded as 2 - 1.
+        params[0x18] = 3; // 4 breakpoints, encoded as count - 1.
+        params[0x20] = 2;
+        params[0x28] = 5;
+        params[0x30] = u8::from(sha512); // RMI_HASH_SHA_256 = 0, RMI_HASH_SHA_512 = 1.
+        let mut rim = rmm_hash(sha512, &params);
+        let data = |rim: [u8; 64], ipa: u64, content: Option<&[u8]>| {
+            let mut desc = vec![0u8; 256];
+            desc[0] = 0;
+            desc[8..16].copy_from_slice(&0x100u64.to_le_bytes());
+            desc[0x10..0x50].copy_from_slice(&rim);
+            desc[0x50..0x58].copy_from_slice(&ipa.to_le_bytes());
+            if let Some(c) = content {
+                desc[0x58] = 1;
+                desc[0x60..0xa0].copy_from_slice(&rmm_hash(sha512, c));
+            }
+            rmm_hash(sha512, &desc)
+        };
+        rim = data(rim, 0x40000, Some(&kernel[..4096]));
+        rim = data(rim, 0x41000, Some(&kernel[4096..]));
+        rim = data(rim, 0x10000, None);
+        let mut rec = vec![0u8; 4096];
+        rec[0] = 1; // runnable
+        rec[0x200..0x208].copy_from_slice(&0x40000u64.to_le_bytes());
+        for (i, g) in [9u64, 8, 7, 6, 5, 4, 3, 0x8000_0000_0000_0001]
+            .iter()
+            .enumerate()
+        {
+            rec[0x300 + 8 * i..0x308 + 8 * i].copy_from_slice(&g.to_le_bytes());
+        }
+        let mut desc = vec![0u8; 256];
+        desc[0] = 1;
+        desc[8..16].copy_from_slice(&0x100u64.to_le_bytes());
+        desc[0x10..0x50].copy_from_slice(&rim);
+        desc[0x50..0x90].copy_from_slice(&rmm_hash(sha512, &rec));
+        rim = rmm_hash(sha512, &desc);
+        let len = if sha512 { 64 } else { 32 };
+        assert_eq!(hex(&img.measure().unwrap()), hex(&rim[..len]), "{name}");
+    }
+}
