@@ -742,7 +742,17 @@ impl<'o, B: Backend> Driver<'o, B> {
         }
     }
 
-    fn stopped(&self, mut report: Report, stop: Stop, start: Instant) -> RunError {
+    fn stopped(&mut self, mut report: Report, stop: Stop, start: Instant) -> RunError {
+        // A call can finish a region and still fail (all bytes done, then an error): the
+        // region is complete, so the observer hears of it here, once (resume skips it).
+        if let (Some(o), Some(r)) = (
+            self.observer.as_deref_mut(),
+            report.regions.get(stop.region),
+        ) {
+            if r.populated == r.len && stop.phase == Phase::Populate {
+                o.on_region_done(stop.region, r);
+            }
+        }
         report.stop = Some(stop);
         report.elapsed += start.elapsed();
         RunError::Stopped(Box::new(report))

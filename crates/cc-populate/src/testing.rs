@@ -9,7 +9,7 @@ use crate::backend::{
 use crate::{Role, RoleSet};
 
 /// One scripted answer of [`LedgerBackend`]: how many granules of the request to do, then how to
-/// end. Granules beyond the request are clamped to it unless `overshoot` is set.
+/// end. Granules beyond the request are clamped to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Answer {
@@ -71,8 +71,11 @@ pub struct LedgerBackend {
     pub convert_script: VecDeque<Answer>,
     /// Every call, in order.
     pub ledger: Vec<LedgerEntry>,
-    /// Populated ranges (start -> end), merged; a byte populated twice is recorded in `twice`.
+    /// Populated data ranges (start -> end), merged; a byte populated twice is recorded in `twice`.
     populated: BTreeMap<u64, u64>,
+    /// RIPAS-initialised ranges, kept apart: a ripas region may contain data regions, and
+    /// initialising RIPAS and populating data are different operations.
+    ripas: BTreeMap<u64, u64>,
     /// Converted ranges (start -> end), merged.
     converted: BTreeMap<u64, u64>,
     /// Addresses of chunks that were populated a second time (must stay empty).
@@ -100,6 +103,7 @@ impl LedgerBackend {
             convert_script: VecDeque::new(),
             ledger: Vec::new(),
             populated: BTreeMap::new(),
+            ripas: BTreeMap::new(),
             converted: BTreeMap::new(),
             twice: Vec::new(),
             bad_sources: Vec::new(),
@@ -107,14 +111,23 @@ impl LedgerBackend {
         }
     }
 
-    /// Bytes populated in all.
+    /// Bytes populated in all (data and RIPAS-only ranges).
     pub fn populated_bytes(&self) -> u64 {
-        self.populated.iter().map(|(s, e)| e - s).sum()
+        self.populated
+            .iter()
+            .chain(&self.ripas)
+            .map(|(s, e)| e - s)
+            .sum()
     }
 
-    /// Bytes populated inside `gpa..gpa+len`.
+    /// Data bytes (every role but `Ripas`) populated inside `gpa..gpa+len`.
     pub fn populated_in(&self, gpa: u64, len: u64) -> u64 {
         covered(&self.populated, gpa, len)
+    }
+
+    /// Bytes of `Ripas` regions initialised inside `gpa..gpa+len`.
+    pub fn ripas_in(&self, gpa: u64, len: u64) -> u64 {
+        covered(&self.ripas, gpa, len)
     }
 
     /// Bytes converted inside `gpa..gpa+len`.
@@ -198,7 +211,12 @@ impl Backend for LedgerBackend {
         {
             self.not_private.push(chunk.gpa);
         }
-        if insert(&mut self.populated, chunk.gpa, chunk.gpa + done) {
+        let set = if chunk.role == Role::Ripas {
+            &mut self.ripas
+        } else {
+            &mut self.populated
+        };
+        if insert(set, chunk.gpa, chunk.gpa + done) {
             self.twice.push(chunk.gpa);
         }
         self.ledger.push(LedgerEntry {

@@ -414,6 +414,55 @@ fn mismatched_caps_or_reports_are_refused() {
 }
 
 #[test]
+fn ripas_regions_and_the_data_inside_them_are_not_populated_twice() {
+    let mut b = LedgerBackend::new(2 * MIB);
+    let data = vec![1u8; 4096];
+    let plan = PlanBuilder::new()
+        .zeros(0, 0x10000, Role::Ripas)
+        .source(0x1000, Role::Measured, &data)
+        .build(&b.caps, &MemoryLayout::unbounded())
+        .unwrap();
+    let r = Driver::new(&mut b).run(&plan).unwrap();
+    assert!(r.is_complete());
+    assert!(b.twice.is_empty(), "{:x?}", b.twice);
+    assert_eq!(b.ripas_in(0, 0x10000), 0x10000);
+    assert_eq!(b.populated_in(0, 0x10000), 0x1000);
+}
+
+#[test]
+fn a_region_finished_by_a_failing_call_is_reported_done_once() {
+    #[derive(Default)]
+    struct Done(Vec<usize>);
+    impl Observer for Done {
+        fn on_region_done(&mut self, index: usize, _: &RegionReport) {
+            self.0.push(index);
+        }
+    }
+    let data = data();
+    let mut b = LedgerBackend::new(2 * MIB);
+    let plan = plan(&b, &data);
+    // The last chunk of region 0 is done entirely, then the call fails.
+    b.script.extend([
+        Answer::ALL,
+        Answer::ALL,
+        Answer::fail(u32::MAX, ErrorKind::Failed),
+    ]);
+    let mut seen = Done::default();
+    let err = Driver::new(&mut b)
+        .with_observer(&mut seen)
+        .run(&plan)
+        .unwrap_err();
+    let report = err.report().unwrap().clone();
+    assert_eq!(report.regions[0].state(), RegionState::Done);
+    assert_eq!(report.stop.as_ref().unwrap().region, 0);
+    Driver::new(&mut b)
+        .with_observer(&mut seen)
+        .resume(&plan, &report)
+        .unwrap();
+    assert_eq!(seen.0, vec![0, 1, 2]);
+}
+
+#[test]
 fn observer_sees_progress_and_regions() {
     #[derive(Default)]
     struct Seen {
