@@ -647,7 +647,7 @@ impl<I: SevIoctl> SnpBackend<I> {
                         // (a pending signal, among others) to -EIO with no firmware status.
                         let mut err = BackendError::new(
                             ErrorKind::Interrupted,
-                            format!("{what}: interrupted before any page was populated (EIO with firmware status 0)"),
+                            format!("{what}: interrupted before any page was populated (EIO with firmware status 0; the kernel reports a page already populated or not private the same way, so a retry that keeps failing means one of those)"),
                         );
                         err.errno = Some(e.errno);
                         return Populated::failed(done, err);
