@@ -154,6 +154,26 @@ mod tests {
             .starts_with("a number that is not an integer in 0..2^64"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn every_u64_reads_back_in_both_notations(v: u64, zeros in 0usize..4) {
+            proptest::prop_assert_eq!(parse(&v.to_string()), Ok(v));
+            let hex = format!("\"0x{}{v:x}\"", "0".repeat(zeros));
+            proptest::prop_assert_eq!(parse(&hex), Ok(v));
+            let upper = format!("\"0x{v:X}\"");
+            proptest::prop_assert_eq!(parse(&upper), Ok(v));
+            proptest::prop_assert_eq!(serde_json::to_string(&Num(v)).unwrap(), v.to_string());
+        }
+
+        #[test]
+        fn above_u64_is_refused(hi in 1u64.., lo: u64) {
+            let big = (u128::from(hi) << 64) | u128::from(lo);
+            proptest::prop_assert!(parse(&big.to_string()).is_err());
+            let hex = format!("\"0x{big:x}\"");
+            proptest::prop_assert!(parse(&hex).is_err());
+        }
+    }
+
     #[test]
     fn serializes_as_integer() {
         assert_eq!(
