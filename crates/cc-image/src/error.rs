@@ -88,6 +88,16 @@ pub enum Error {
     /// A platform without a launch measurement was asked for one.
     #[error("platform {0} has no launch measurement")]
     NoMeasurement(Platform),
+    /// A VMSA page for a platform without them, or at an unaligned address.
+    #[error(
+        "cannot add a VMSA page at {gpa:#x} to a {platform} image (SEV-SNP only, 4 KiB aligned)"
+    )]
+    Vmsa {
+        /// The image's platform.
+        platform: Platform,
+        /// The address given.
+        gpa: u64,
+    },
     /// No parameter area with this index in the image.
     #[error("no IGVM parameter area with index {0} is inserted in this image")]
     NoParameterArea(u32),

@@ -46,7 +46,9 @@ pub enum VmsaGpa {
 ///
 /// Not a policy but worth knowing: KVM measures the VMSA it builds from the vCPU's register
 /// state (`sev_es_sync_vmsa`), so the file's VMSA bytes are only what is measured if the VMM
-/// sets exactly that state; this crate measures the file's bytes.
+/// sets exactly that state; this crate measures the file's bytes. KVM also measures one VMSA
+/// page per vCPU: for vCPUs beyond the file's VP contexts, add their pages with
+/// [`LaunchImage::push_vmsa`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct IgvmPolicy {
     /// Where VMSA pages go in the sequence.

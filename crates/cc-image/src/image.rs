@@ -296,6 +296,29 @@ impl LaunchImage {
         &self.vmsas
     }
 
+    /// Appends an SEV-SNP VMSA page, measured after everything else (at `gpa`, for KVM
+    /// [`DEFAULT_VMSA_GPA`](crate::DEFAULT_VMSA_GPA)). KVM measures one VMSA page per vCPU it
+    /// launches, so a VMM with more vCPUs than the file has VP contexts adds the pages KVM will
+    /// build for the others (their contents are KVM's, from the vCPUs' register state).
+    /// Refused for other platforms and unaligned addresses.
+    pub fn push_vmsa(&mut self, gpa: u64, page: Box<[u8; 4096]>) -> Result<(), Error> {
+        if self.platform != Platform::Snp || gpa % 4096 != 0 {
+            return Err(Error::Vmsa {
+                platform: self.platform,
+                gpa,
+            });
+        }
+        self.vmsas.push(SnpVmsa {
+            gpa,
+            given_gpa: gpa,
+            vp_index: None,
+            header: None,
+            page,
+            regions_before: self.regions.len(),
+        });
+        Ok(())
+    }
+
     /// The Arm CCA realm parameters and RECs (CCA plan files).
     pub fn cca(&self) -> Option<&CcaLaunch> {
         self.cca.as_ref()

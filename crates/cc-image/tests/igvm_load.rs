@@ -201,6 +201,21 @@ fn vmsa_policies() {
     digests.dedup();
     assert_eq!(digests.len(), 4);
     assert_ne!(kvm.measure().unwrap(), reference(&bytes, SNP));
+    // A VMM with a third vCPU adds the VMSA KVM builds for it, measured last.
+    let mut three = load_igvm(&bytes, Platform::Snp).unwrap();
+    let ap = Box::new([0x42u8; 4096]);
+    three
+        .push_vmsa(cc_image::DEFAULT_VMSA_GPA, ap.clone())
+        .unwrap();
+    let mut ld = sev_backend::LaunchDigest::from_digest(kvm.measure().unwrap().try_into().unwrap());
+    ld.update_vmsa(cc_image::DEFAULT_VMSA_GPA, &ap[..]).unwrap();
+    assert_eq!(three.measure().unwrap(), ld.digest().to_vec());
+    assert!(three.push_vmsa(0x123, ap.clone()).is_err());
+    let mut tdx = load_igvm(&bytes, Platform::Tdx).unwrap();
+    assert_eq!(
+        tdx.push_vmsa(0x1000, ap).unwrap_err().to_string(),
+        "cannot add a VMSA page at 0x1000 to a tdx image (SEV-SNP only, 4 KiB aligned)"
+    );
     // TDX has no VMSA: the policies do not matter there.
     assert_eq!(
         load_igvm(&bytes, Platform::Tdx).unwrap().measure().unwrap(),
