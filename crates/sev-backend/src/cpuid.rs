@@ -140,10 +140,23 @@ impl std::fmt::Display for LeafDiff {
 /// The entries that differ between `ours` and `firmware`, matched by their inputs, in the order
 /// of `ours` followed by entries only the firmware has.
 pub fn cpuid_diff(ours: &CpuidTable, firmware: &CpuidTable) -> Vec<LeafDiff> {
+    // Entries are matched by their inputs; a table that repeats inputs is matched occurrence by
+    // occurrence (the n-th entry with given inputs against the n-th in the other table), so a
+    // table never differs from itself.
+    let nth = |t: &CpuidTable, k, n: usize| {
+        t.leaves
+            .iter()
+            .filter(|l| l.key() == k)
+            .nth(n)
+            .map(|l| l.regs)
+    };
+    let occurrence = |t: &CpuidTable, i: usize| {
+        let k = t.leaves[i].key();
+        t.leaves[..i].iter().filter(|l| l.key() == k).count()
+    };
     let mut out = Vec::new();
-    let find = |t: &CpuidTable, k| t.leaves.iter().find(|l| l.key() == k).map(|l| l.regs);
-    for l in &ours.leaves {
-        let fw = find(firmware, l.key());
+    for (i, l) in ours.leaves.iter().enumerate() {
+        let fw = nth(firmware, l.key(), occurrence(ours, i));
         if fw != Some(l.regs) {
             out.push(LeafDiff {
                 eax_in: l.eax_in,
@@ -155,8 +168,8 @@ pub fn cpuid_diff(ours: &CpuidTable, firmware: &CpuidTable) -> Vec<LeafDiff> {
             });
         }
     }
-    for l in &firmware.leaves {
-        if find(ours, l.key()).is_none() {
+    for (i, l) in firmware.leaves.iter().enumerate() {
+        if nth(ours, l.key(), occurrence(firmware, i)).is_none() {
             out.push(LeafDiff {
                 eax_in: l.eax_in,
                 ecx_in: l.ecx_in,
@@ -173,6 +186,18 @@ pub fn cpuid_diff(ours: &CpuidTable, firmware: &CpuidTable) -> Vec<LeafDiff> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_with_repeated_inputs_does_not_differ_from_itself() {
+        let t = parse_cpuid_table(&table(&[(7, 0, [1, 2, 3, 4]), (7, 0, [5, 6, 7, 8])])).unwrap();
+        assert!(cpuid_diff(&t, &t).is_empty());
+        // Dropping the second copy is one difference: a leaf only we have.
+        let one = parse_cpuid_table(&table(&[(7, 0, [1, 2, 3, 4])])).unwrap();
+        let d = cpuid_diff(&t, &one);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].ours, Some([5, 6, 7, 8]));
+        assert_eq!(d[0].firmware, None);
+    }
 
     fn table(entries: &[(u32, u32, [u32; 4])]) -> Vec<u8> {
         let mut p = vec![0u8; 4096];
