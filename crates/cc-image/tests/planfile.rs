@@ -490,3 +490,54 @@ fn cca_plan_rim_matches_a_hand_derived_descriptor_chain() {
         assert_eq!(hex(&img.measure().unwrap()), hex(&rim[..len]), "{name}");
     }
 }
+
+#[test]
+fn a_typed_plan_file_written_with_serde_reads_back() {
+    use cc_image::planfile::{PlanFile, PlanRegion, PlanSnp, PlanVmsa};
+    use cc_image::Num;
+    let d = Dir::new("typed");
+    d.file("fw.bin", &pattern(8192, 4))
+        .file("vmsa.bin", &pattern(4096, 5));
+    let typed = PlanFile {
+        version: Num(1),
+        platform: Platform::Snp,
+        regions: vec![
+            PlanRegion {
+                gpa: Num(0xffff_e000),
+                size: Num(8192),
+                role: Role::Measured,
+                file: Some("fw.bin".into()),
+                file_offset: None,
+            },
+            PlanRegion {
+                gpa: Num(0x80_0000),
+                size: Num(4096),
+                role: Role::Secrets,
+                file: None,
+                file_offset: None,
+            },
+        ],
+        snp: Some(PlanSnp {
+            vmsa: vec![PlanVmsa {
+                file: "vmsa.bin".into(),
+                gpa: None,
+            }],
+        }),
+        cca: None,
+    };
+    let json = serde_json::to_string_pretty(&typed).unwrap();
+    // The typed form reads back through serde (unknown fields refused there too) ...
+    assert_eq!(serde_json::from_str::<PlanFile>(&json).unwrap(), typed);
+    assert!(serde_json::from_str::<PlanFile>(&json.replacen(
+        "\"version\"",
+        "\"x\": 1, \"version\"",
+        1
+    ))
+    .is_err());
+    // ... and the loader reads what it wrote.
+    let img = d.plan(&json).unwrap();
+    assert_eq!(img.regions().len(), 2);
+    assert_eq!(img.vmsas().len(), 1);
+    assert_eq!(img.vmsas()[0].gpa, cc_image::DEFAULT_VMSA_GPA);
+    assert_eq!(img.regions()[1].role(), Role::Secrets);
+}
