@@ -16,6 +16,6 @@ for target in $(cargo fuzz list); do
 done
 
 # The image parsers need inputs of a few pages to reach the metadata.
-for target in fuzz_sev_ovmf fuzz_tdvf; do
+for target in fuzz_sev_ovmf fuzz_tdvf fuzz_igvm; do
     printf '[libfuzzer]\nmax_len = 65536\n' >"$OUT/$target.options"
 done
