@@ -567,3 +567,69 @@ fn run_error_is_typed_for_mismatched_caps() {
         Err(RunError::CapsMismatch { .. })
     ));
 }
+
+#[test]
+fn retries_exhausted_stop_then_resume() {
+    for v in RMI_VERSIONS {
+        let img = image();
+        let mut m = model(v, realm(HashAlgo::Sha256));
+        // Progress, then more interruptions and busy answers in a row than the driver accepts.
+        m.faults.extend([
+            Fault::Signal { after: 3 },
+            Fault::Signal { after: 0 },
+            Fault::Busy,
+            Fault::Signal { after: 0 },
+        ]);
+        let mut be = CcaBackend::with_version(&mut m, v, v.series_cap());
+        let plan = plan(&img, &img.unmeasured, false, &be.caps());
+        let options = cc_populate::DriverOptions {
+            max_retries: 2,
+            ..Default::default()
+        };
+        let err = Driver::new(&mut be)
+            .with_options(options.clone())
+            .run(&plan)
+            .unwrap_err();
+        let report = err.report().unwrap().clone();
+        let stop = report.stop.clone().unwrap();
+        let StopCause::RetriesExhausted { attempts: 3, last } = &stop.cause else {
+            panic!("{stop}")
+        };
+        assert_eq!(last.errno, Some(libc::EINTR));
+        assert_eq!(stop.gpa, 2 * M + 3 * K4);
+        assert_eq!(report.regions[0].populated, 3 * K4);
+        assert_eq!(m.populated_bytes(), 3 * K4);
+        let mut be = CcaBackend::with_version(&mut m, v, v.series_cap());
+        let report = Driver::new(&mut be)
+            .with_options(options)
+            .resume(&plan, &report)
+            .unwrap();
+        assert!(report.is_complete());
+        check_ledger(&m, &img, HashAlgo::Sha256);
+    }
+}
+
+#[test]
+fn declared_caps() {
+    use cc_populate::{Conversion, RoleSet};
+    let c = cca_backend::CCA_CAPS;
+    assert!(c.check().is_ok());
+    assert_eq!(c.granule, 4096);
+    assert_eq!(c.max_chunk, 1 << 30);
+    assert_eq!(c.cut_alignment(), 1 << 30);
+    assert!(!c.in_place);
+    assert_eq!(c.conversion, Conversion::ByPopulate);
+    assert_eq!(
+        c.roles,
+        [Role::Measured, Role::Unmeasured, Role::Ripas]
+            .into_iter()
+            .collect::<RoleSet>()
+    );
+    let be = CcaBackend::with_version(
+        model(UapiVersion::V12, realm(HashAlgo::Sha256)),
+        UapiVersion::V12,
+        247,
+    );
+    assert_eq!(be.caps(), c);
+    assert_eq!(be.page_type(Role::Ripas), "RTT_INIT_RIPAS");
+}
