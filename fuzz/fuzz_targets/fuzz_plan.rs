@@ -10,7 +10,8 @@ use std::borrow::Cow;
 
 use arbitrary::Arbitrary;
 use cc_populate::{
-    Content, ContentKind, MemoryLayout, PlanBuilder, PlanError, RegionSpec, Role, SourceBuf,
+    Content, ContentError, ContentKind, InPlaceReader, MemoryLayout, PlanBuilder, PlanError,
+    RegionBytes, RegionSpec, Role, SourceBuf,
 };
 use cc_populate_fuzz::*;
 use libfuzzer_sys::fuzz_target;
@@ -146,6 +147,21 @@ fn pair_conflict(a: &Spec, b: &Spec) -> Option<&'static str> {
     Some("overlap")
 }
 
+/// Reads in-place content as 0x5a bytes, or fails (naming the address) when told to.
+struct Reader {
+    fail: bool,
+}
+
+impl InPlaceReader for Reader {
+    fn read_in_place(&self, gpa: u64, buf: &mut [u8]) -> Result<(), String> {
+        if self.fail {
+            return Err(format!("no memory at {gpa:#x}"));
+        }
+        buf.fill(0x5a);
+        Ok(())
+    }
+}
+
 fn hex_in(msg: &str, v: u64) {
     let h = format!("{v:#x}");
     assert!(msg.contains(&h), "message {msg:?} does not name {h}");
@@ -263,24 +279,39 @@ fuzz_target!(|input: Input| {
                         assert!(within(s.gpa, s.len, m.gpa, m.size));
                     }
                 }
-                // `RegionBytes` / `ContentError` are not re-exported by cc-populate, so the
-                // variants are told apart by their Debug / Display forms.
                 match plan.content_of(i, None) {
-                    Ok(b) => {
-                        let d = format!("{b:?}");
-                        match s.kind {
-                            ContentKind::Zero => assert_eq!(d, "Zeros"),
-                            ContentKind::Source => assert!(d.starts_with("Bytes("), "{d}"),
-                            ContentKind::InPlace => {
-                                panic!("in-place content without a reader: {d}")
-                            }
-                        }
+                    Ok(RegionBytes::Zeros) => assert_eq!(s.kind, ContentKind::Zero),
+                    Ok(RegionBytes::Bytes(b)) => {
+                        assert_eq!(s.kind, ContentKind::Source);
+                        assert_eq!(b.len() as u64, s.len);
                     }
-                    Err(e) => {
-                        assert_eq!(s.kind, ContentKind::InPlace, "content_of({i}): {e}");
-                        let m = e.to_string();
-                        assert!(m.contains("no reader"), "{m}");
-                        hex_in(&m, s.gpa);
+                    Err(ContentError::NoReader { region, gpa, len }) => {
+                        assert_eq!(s.kind, ContentKind::InPlace);
+                        assert_eq!((region, gpa, len), (i, s.gpa, s.len));
+                    }
+                    Err(e) => panic!("content_of({i}): {e}"),
+                }
+                // With a reader (small regions only: in-place content is read whole).
+                if s.kind == ContentKind::InPlace && s.len <= 1 << 20 {
+                    let fail = s.gpa & (1 << 12) != 0;
+                    let reader = Reader { fail };
+                    match plan.content_of(i, Some(&reader)) {
+                        Ok(RegionBytes::Bytes(b)) => {
+                            assert!(!fail);
+                            assert_eq!(b.len() as u64, s.len);
+                            assert!(b.iter().all(|x| *x == 0x5a));
+                        }
+                        Err(ContentError::ReadFailed {
+                            region,
+                            gpa,
+                            len,
+                            reason,
+                        }) => {
+                            assert!(fail);
+                            assert_eq!((region, gpa, len), (i, s.gpa, s.len));
+                            assert_eq!(reason, format!("no memory at {:#x}", s.gpa));
+                        }
+                        other => panic!("content_of({i}) with a reader: {other:?}"),
                     }
                 }
             }
