@@ -213,6 +213,13 @@ pub trait InPlaceReader {
     fn read_in_place(&self, gpa: u64, buf: &mut [u8]) -> Result<(), String>;
 }
 
+/// Any `Fn(gpa, buf)` closure is a reader.
+impl<F: Fn(u64, &mut [u8]) -> Result<(), String>> InPlaceReader for F {
+    fn read_in_place(&self, gpa: u64, buf: &mut [u8]) -> Result<(), String> {
+        self(gpa, buf)
+    }
+}
+
 /// A region's bytes, for measuring it.
 #[derive(Debug)]
 pub enum RegionBytes<'p> {

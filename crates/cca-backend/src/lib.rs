@@ -75,8 +75,8 @@ pub use ioctl::{
     UapiVersion,
 };
 pub use measure::{
-    data_descriptor, hash, measure, measure_with, rec_descriptor, ripas_descriptor, InPlaceRead,
-    Measurement, Rim, RimDigest, DESCRIPTOR_SIZE, DESC_TYPE_DATA, DESC_TYPE_REC, DESC_TYPE_RIPAS,
+    data_descriptor, hash, measure, measure_with, rec_descriptor, ripas_descriptor, Measurement,
+    Rim, RimDigest, DESCRIPTOR_SIZE, DESC_TYPE_DATA, DESC_TYPE_REC, DESC_TYPE_RIPAS,
     RMI_MEASURE_CONTENT,
 };
 pub use params::{

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use cc_populate::{Content, Plan, Role};
+use cc_populate::{Content, InPlaceReader, Plan, Role};
 use sha2::digest::consts::{U128, U64};
 use sha2::digest::generic_array::GenericArray;
 use sha2::Digest as _;
@@ -394,10 +394,6 @@ impl RimDigest {
     }
 }
 
-/// Reads content written in place into guest memory, for measuring [`Content::InPlace`]
-/// regions: fills the buffer with the bytes at the guest-physical address.
-pub type InPlaceRead<'r> = &'r dyn Fn(u64, &mut [u8]) -> Result<(), String>;
-
 /// The RIM of a realm launched from `plan` with `recs`: REALM_CREATE with `realm`, then the
 /// regions in the plan's order (measured and unmeasured regions DATA_CREATE granule by granule
 /// in address order, ripas regions RTT_INIT_RIPAS split as [`ripas_split`] says), then each REC
@@ -432,7 +428,7 @@ pub fn measure_with(
     plan: &Plan<'_>,
     realm: &RealmParams,
     recs: &[RecParams],
-    reader: Option<InPlaceRead<'_>>,
+    reader: Option<&dyn InPlaceReader>,
 ) -> Result<Rim, Error> {
     let mut d = RimDigest::new(realm)?;
     let limit = realm.protected_limit();
@@ -487,7 +483,7 @@ pub fn measure_with(
                 while off < len {
                     let n = (len - off).min(IN_PLACE_PIECE) as usize;
                     let piece = &mut buf[..n];
-                    read(gpa + off, piece).map_err(|e| {
+                    read.read_in_place(gpa + off, piece).map_err(|e| {
                         content_err(format!("reading in place at {:#x}: {e}", gpa + off))
                     })?;
                     d.data_range(gpa + off, piece, true)?;

@@ -21,7 +21,7 @@
 
 use std::sync::OnceLock;
 
-use cc_populate::{Content, Plan, Role};
+use cc_populate::{Content, InPlaceReader, Plan, Role};
 
 use crate::hash::sha384;
 use crate::uapi::SNP_VMSA_GPA;
@@ -376,18 +376,11 @@ impl<'a> VmsaPage<'a> {
     }
 }
 
-/// Reads guest-physical bytes written in place (the shared view of guest_memfd, or the image a
-/// VMM wrote there), so that [`measure`] can hash [`Content::InPlace`] regions.
-pub trait GuestReader {
-    /// Fills `buf` with the bytes at `gpa..gpa+buf.len()`.
-    fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> Result<(), String>;
-}
-
 /// How [`measure`] reads what it needs.
 #[derive(Default)]
 pub struct MeasureOptions<'r> {
     /// Reader for in-place content (required when the plan has any measured in-place region).
-    pub reader: Option<&'r dyn GuestReader>,
+    pub reader: Option<&'r dyn InPlaceReader>,
     /// Threads for content hashes (0: the machine's parallelism).
     pub threads: usize,
 }
@@ -431,7 +424,7 @@ pub fn measure(
 pub fn measure_plan_into(
     ld: &mut LaunchDigest,
     plan: &Plan<'_>,
-    reader: Option<&dyn GuestReader>,
+    reader: Option<&dyn InPlaceReader>,
 ) -> Result<(), Error> {
     for (i, r) in plan.regions().iter().enumerate() {
         let err = |reason: String| Error::Content {
@@ -459,7 +452,7 @@ pub fn measure_plan_into(
                     .map_err(|_| err("too large to read into memory".into()))?;
                 let mut buf = vec![0u8; len];
                 reader
-                    .read_guest(r.gpa(), &mut buf)
+                    .read_in_place(r.gpa(), &mut buf)
                     .map_err(|e| err(format!("reading in-place content failed: {e}")))?;
                 ld.update_pages(r.gpa(), ty, Some(&buf), r.len())?;
             }

@@ -11,7 +11,7 @@ use cc_populate::{
 use kvm_ioctls::Kvm;
 
 use crate::cpuid::{cpuid_diff, parse_cpuid_table, LeafDiff};
-use crate::digest::{GuestReader, PageType, PAGE};
+use crate::digest::{PageType, PAGE};
 use crate::error::{fw_error_name, SEV_RET_INVALID_PARAM};
 use crate::ioctl::{KvmSevIoctl, SevCmd, SevIoctl, SevIoctlError, UpdateSource};
 use crate::uapi::{
@@ -20,6 +20,7 @@ use crate::uapi::{
     KVM_SEV_SNP_ID_BLOCK_SIZE, KVM_X86_SNP_VM,
 };
 use crate::Error;
+use cc_populate::InPlaceReader;
 
 /// The SEV firmware device the SNP commands go through.
 pub const SEV_DEVICE: &str = "/dev/sev";
@@ -234,7 +235,7 @@ pub struct SnpBackend<I> {
     ioctl: I,
     state: LaunchState,
     config: LaunchConfig,
-    shared_view: Option<Box<dyn GuestReader>>,
+    shared_view: Option<Box<dyn InPlaceReader>>,
     /// Copies of in-place content taken before conversion: start GPA -> bytes.
     copies: BTreeMap<u64, Vec<u8>>,
     corrections: Vec<CpuidCorrection>,
@@ -328,7 +329,7 @@ impl<I: SevIoctl> SnpBackend<I> {
 
     /// Sets the reader of the shared view that [`InPlaceMode::CopyBeforeConversion`] copies
     /// in-place content from.
-    pub fn with_shared_view(mut self, reader: Box<dyn GuestReader>) -> Self {
+    pub fn with_shared_view(mut self, reader: Box<dyn InPlaceReader>) -> Self {
         self.shared_view = Some(reader);
         self
     }
@@ -699,7 +700,7 @@ impl<I: SevIoctl> Backend for SnpBackend<I> {
                     );
                 };
                 let mut buf = vec![0u8; n];
-                if let Err(e) = reader.read_guest(gpa, &mut buf) {
+                if let Err(e) = reader.read_in_place(gpa, &mut buf) {
                     return Populated::failed(
                         0,
                         BackendError::new(

@@ -106,8 +106,8 @@ fn one_page_of_each_type() {
 #[test]
 fn multi_page_regions_and_in_place_reader() {
     struct Mem(Vec<u8>);
-    impl sev_backend::GuestReader for Mem {
-        fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> Result<(), String> {
+    impl cc_populate::InPlaceReader for Mem {
+        fn read_in_place(&self, gpa: u64, buf: &mut [u8]) -> Result<(), String> {
             let off = (gpa - 0x10_0000) as usize;
             buf.copy_from_slice(self.0.get(off..off + buf.len()).ok_or("out of range")?);
             Ok(())

@@ -9,8 +9,8 @@ use cc_populate::{
 use sev_backend::testing::{KernelModel, Step};
 use sev_backend::uapi::*;
 use sev_backend::{
-    measure, sev_cmd, CpuidPolicy, Error, FinishParams, GuestReader, InPlaceMode, InitParams,
-    LaunchConfig, MeasureOptions, SevCmd, SnpBackend, StartParams, UpdateSource, VmsaPage,
+    measure, sev_cmd, CpuidPolicy, Error, FinishParams, InPlaceMode, InitParams, LaunchConfig,
+    MeasureOptions, SevCmd, SnpBackend, StartParams, UpdateSource, VmsaPage,
 };
 
 const FW: u64 = 0xffc0_0000;
@@ -343,8 +343,8 @@ fn cpuid_report_only_keeps_the_firmware_table() {
 }
 
 struct View(u64, Vec<u8>);
-impl GuestReader for View {
-    fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> Result<(), String> {
+impl cc_populate::InPlaceReader for View {
+    fn read_in_place(&self, gpa: u64, buf: &mut [u8]) -> Result<(), String> {
         let off = gpa.checked_sub(self.0).ok_or("below the view")? as usize;
         buf.copy_from_slice(self.1.get(off..off + buf.len()).ok_or("past the view")?);
         Ok(())
