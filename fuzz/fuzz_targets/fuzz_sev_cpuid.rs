@@ -5,7 +5,8 @@
 //! 48-byte entries; every field equals the one decoded here, independently, from the layout of
 //! `struct snp_cpuid_table` (count u32, reserved u32, reserved u64; entries eax_in u32, ecx_in
 //! u32, xcr0_in u64, xss_in u64, eax/ebx/ecx/edx u32, reserved u64). The per-leaf diff of two
-//! tables never panics, names only differing entries, and is empty for a table against itself.
+//! tables never panics, names only differing entries, is empty for a table against itself
+//! (also with repeated inputs), and lists as firmware-only exactly the surplus occurrences.
 #![no_main]
 
 use cc_populate_fuzz::le;
@@ -48,22 +49,28 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for x in &tables {
-        // Against itself: no difference, unless an entry's inputs repeat (matching is by
-        // inputs, first match; see fuzz/README.md, findings).
-        let mut keys: Vec<_> = x.leaves.iter().map(|l| l.key()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        if keys.len() == x.leaves.len() {
-            assert!(cpuid_diff(x, x).is_empty());
-        }
+        // A table never differs from itself, repeated inputs or not.
+        assert!(cpuid_diff(x, x).is_empty());
         for y in &tables {
-            for d in cpuid_diff(x, y) {
+            let count =
+                |t: &sev_backend::CpuidTable, k| t.leaves.iter().filter(|l| l.key() == k).count();
+            let diff = cpuid_diff(x, y);
+            for d in &diff {
                 assert_ne!(d.ours, d.firmware, "{d}");
                 let key = (d.eax_in, d.ecx_in, d.xcr0_in, d.xss_in);
-                let inx = x.leaves.iter().any(|l| l.key() == key);
-                let iny = y.leaves.iter().any(|l| l.key() == key);
-                assert_eq!(d.ours.is_some(), inx);
-                assert!(inx || iny);
+                let (cx, cy) = (count(x, key), count(y, key));
+                if d.ours.is_some() {
+                    assert!(cx > 0, "{d}");
+                } else {
+                    // Only the firmware's table has this occurrence of the inputs.
+                    let only_fw = diff
+                        .iter()
+                        .filter(|e| {
+                            e.ours.is_none() && (e.eax_in, e.ecx_in, e.xcr0_in, e.xss_in) == key
+                        })
+                        .count();
+                    assert_eq!(only_fw, cy.saturating_sub(cx), "{d}");
+                }
                 assert!(!d.to_string().is_empty());
             }
         }
