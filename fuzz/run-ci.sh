@@ -41,14 +41,16 @@ run_one() {
     local t="$1"
     mkdir -p "$work/$t" "$here/artifacts/$t"
     # New inputs go to the scratch dir; the seeds are only read.
+    local rc=0 seeds=()
+    if [ -d "$here/corpus/$t" ]; then seeds=("$here/corpus/$t"); fi
     "$bindir/$t" \
         -max_total_time="$secs" \
         -timeout=10 \
         -rss_limit_mb=2048 \
         -print_final_stats=1 \
         -artifact_prefix="$here/artifacts/$t/" \
-        "$work/$t" "$here/corpus/$t" >"$work/$t.log" 2>&1
-    echo $? >"$work/$t.rc"
+        "$work/$t" "${seeds[@]}" >"$work/$t.log" 2>&1 || rc=$?
+    echo "$rc" >"$work/$t.rc"
 }
 
 running=0
