@@ -832,12 +832,16 @@ impl<'a> Plan<'a> {
 }
 
 fn check_overlaps(regions: &[Region<'_>]) -> Result<Vec<u32>, PlanError> {
-    let mut sorted: Vec<u32> = (0..regions.len() as u32).collect();
     // Sort by address; at equal addresses ripas regions come first (they may contain data).
-    sorted.sort_unstable_by_key(|i| {
-        let r = &regions[*i as usize];
-        (r.gpa, r.role != Role::Ripas, *i)
-    });
+    // The keys are sorted as compact (address, data flag and index) pairs, so comparisons do not
+    // chase into the regions themselves.
+    let mut keys: Vec<(u64, u64)> = regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.gpa, (u64::from(r.role != Role::Ripas) << 32) | i as u64))
+        .collect();
+    keys.sort_unstable();
+    let sorted: Vec<u32> = keys.into_iter().map(|(_, k)| k as u32).collect();
     let overlap = |a: usize, b: usize| {
         let (later, earlier) = if a > b { (a, b) } else { (b, a) };
         let (l, e) = (&regions[later], &regions[earlier]);
