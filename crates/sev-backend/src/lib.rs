@@ -63,7 +63,7 @@ pub use launch::{
     SNP_POLICY_RESERVED_MBO, SNP_POLICY_SMT,
 };
 pub use ovmf::{
-    guid, measure_ovmf, parse_ovmf, plan_ovmf, Guid, GuidEntry, OvmfImage, PlannedRegion,
-    SectionKind, SectionPolicy, SevMetadata, SevSection, FOUR_GIB, OVMF_TABLE_FOOTER_GUID,
-    SEV_METADATA_GUID, SEV_METADATA_SIGNATURE,
+    measure_ovmf, parse_ovmf, plan_ovmf, Guid, GuidEntry, OvmfImage, PlannedRegion, SectionKind,
+    SectionPolicy, SevMetadata, SevSection, FOUR_GIB, OVMF_TABLE_FOOTER_GUID, SEV_METADATA_GUID,
+    SEV_METADATA_SIGNATURE,
 };

@@ -27,8 +27,8 @@ use crate::Error;
 pub type Guid = [u8; 16];
 
 /// Parses `"aabbccdd-eeff-gghh-iijj-kkllmmnnoopp"` into the EFI byte order (a const helper for
-/// the constants below; panics at compile time on a malformed literal).
-pub const fn guid(s: &str) -> Guid {
+/// the constants below; a malformed literal fails the build, since only constants call it).
+pub(crate) const fn guid(s: &str) -> Guid {
     const fn hex(c: u8) -> u8 {
         match c {
             b'0'..=b'9' => c - b'0',
