@@ -489,8 +489,7 @@ impl<'o, B: Backend> Driver<'o, B> {
             for (cgpa, clen) in chunks {
                 let mut off = cgpa - gpa;
                 let cend = off + clen;
-                let mut no_progress = 0u32;
-                let mut retry_streak = 0u32;
+                let mut guard = Guard::default();
                 while off < cend {
                     let ask = cend - off;
                     let answer = {
@@ -518,15 +517,8 @@ impl<'o, B: Backend> Driver<'o, B> {
                     let rr = &mut report.regions[i];
                     rr.calls += 1;
                     let Populated { done, result } = answer;
-                    if done > ask || done % caps.granule != 0 {
-                        let stop = self.stop_at(
-                            i,
-                            gpa + off,
-                            ask,
-                            role,
-                            Phase::Populate,
-                            StopCause::BadProgress { done, asked: ask },
-                        );
+                    if let Err(cause) = check_progress(done, ask, caps.granule) {
+                        let stop = self.stop_at(i, gpa + off, ask, role, Phase::Populate, cause);
                         return Err(self.stopped(report, stop, start));
                     }
                     off += done;
@@ -535,8 +527,6 @@ impl<'o, B: Backend> Driver<'o, B> {
                         rr.converted = rr.converted.max(off);
                     }
                     if done > 0 {
-                        no_progress = 0;
-                        retry_streak = 0;
                         done_bytes += done;
                         if release {
                             if let PlanAccess::Exclusive(p) = &mut plan {
@@ -560,56 +550,17 @@ impl<'o, B: Backend> Driver<'o, B> {
                             o.on_progress(done_bytes, total);
                         }
                     }
-                    let rr = &mut report.regions[i];
-                    match result {
-                        Ok(()) if done == 0 => {
-                            no_progress += 1;
-                            if no_progress >= self.options.max_no_progress.max(1) {
-                                let stop = self.stop_at(
-                                    i,
-                                    gpa + off,
-                                    cend - off,
-                                    role,
-                                    Phase::Populate,
-                                    StopCause::NoProgress {
-                                        attempts: no_progress,
-                                    },
-                                );
-                                return Err(self.stopped(report, stop, start));
-                            }
-                        }
-                        Ok(()) => {}
-                        Err(e) if e.kind.is_retryable() => {
-                            rr.retries += 1;
-                            if done == 0 {
-                                retry_streak += 1;
-                            }
-                            if retry_streak > self.options.max_retries {
-                                let stop = self.stop_at(
-                                    i,
-                                    gpa + off,
-                                    cend - off,
-                                    role,
-                                    Phase::Populate,
-                                    StopCause::RetriesExhausted {
-                                        attempts: retry_streak,
-                                        last: e,
-                                    },
-                                );
-                                return Err(self.stopped(report, stop, start));
-                            }
-                            if e.kind == ErrorKind::Again {
-                                std::thread::yield_now();
-                            }
-                        }
-                        Err(e) => {
+                    match guard.judge(done, result, &self.options) {
+                        Ok(retried) => report.regions[i].retries += u64::from(retried),
+                        Err(cause) => {
+                            report.regions[i].retries += u64::from(cause.was_retried());
                             let stop = self.stop_at(
                                 i,
                                 gpa + off,
                                 cend - off,
                                 role,
                                 Phase::Populate,
-                                StopCause::Backend(e),
+                                cause,
                             );
                             return Err(self.stopped(report, stop, start));
                         }
@@ -633,11 +584,9 @@ impl<'o, B: Backend> Driver<'o, B> {
         role: Role,
     ) -> Result<(), Box<Stop>> {
         let granule = self.backend.caps().granule;
-        let mut no_progress = 0u32;
-        let mut retry_streak = 0u32;
+        let mut guard = Guard::default();
         loop {
-            let rr = &mut report.regions[i];
-            let off = rr.converted;
+            let off = report.regions[i].converted;
             if off >= len {
                 return Ok(());
             }
@@ -645,65 +594,22 @@ impl<'o, B: Backend> Driver<'o, B> {
             let Populated { done, result } = self.backend.make_private(gpa + off, ask);
             let rr = &mut report.regions[i];
             rr.convert_calls += 1;
-            if done > ask || done % granule != 0 {
-                return Err(self.boxed_stop(
-                    i,
-                    gpa + off,
-                    ask,
-                    role,
-                    Phase::Convert,
-                    StopCause::BadProgress { done, asked: ask },
-                ));
+            if let Err(cause) = check_progress(done, ask, granule) {
+                return Err(self.boxed_stop(i, gpa + off, ask, role, Phase::Convert, cause));
             }
             rr.converted += done;
-            if done > 0 {
-                no_progress = 0;
-                retry_streak = 0;
-            }
-            match result {
-                Ok(()) if done == 0 => {
-                    no_progress += 1;
-                    if no_progress >= self.options.max_no_progress.max(1) {
-                        return Err(self.boxed_stop(
-                            i,
-                            gpa + off,
-                            ask,
-                            role,
-                            Phase::Convert,
-                            StopCause::NoProgress {
-                                attempts: no_progress,
-                            },
-                        ));
-                    }
-                }
-                Ok(()) => {}
-                Err(e) if e.kind.is_retryable() => {
-                    rr.retries += 1;
-                    if done == 0 {
-                        retry_streak += 1;
-                    }
-                    if retry_streak > self.options.max_retries {
-                        return Err(self.boxed_stop(
-                            i,
-                            gpa + off + done,
-                            ask - done,
-                            role,
-                            Phase::Convert,
-                            StopCause::RetriesExhausted {
-                                attempts: retry_streak,
-                                last: e,
-                            },
-                        ));
-                    }
-                }
-                Err(e) => {
+            match guard.judge(done, result, &self.options) {
+                Ok(retried) => rr.retries += u64::from(retried),
+                Err(cause) => {
+                    rr.retries += u64::from(cause.was_retried());
+                    let at = off + done;
                     return Err(self.boxed_stop(
                         i,
-                        gpa + off + done,
-                        ask - done,
+                        gpa + at,
+                        len - at,
                         role,
                         Phase::Convert,
-                        StopCause::Backend(e),
+                        cause,
                     ));
                 }
             }
@@ -756,6 +662,74 @@ impl<'o, B: Backend> Driver<'o, B> {
         report.stop = Some(stop);
         report.elapsed += start.elapsed();
         RunError::Stopped(Box::new(report))
+    }
+}
+
+/// A backend's claim of progress must be whole granules and no more than asked; otherwise
+/// nothing of the call is counted.
+fn check_progress(done: u64, asked: u64, granule: u64) -> Result<(), StopCause> {
+    if done > asked || done % granule != 0 {
+        return Err(StopCause::BadProgress { done, asked });
+    }
+    Ok(())
+}
+
+/// Counts calls in a row without progress on one piece of work, for the retry bound and the
+/// no-progress guard; progress resets both.
+#[derive(Default)]
+struct Guard {
+    no_progress: u32,
+    retry_streak: u32,
+}
+
+impl Guard {
+    /// Judges a call that moved `done` bytes (already counted) and ended with `result`:
+    /// `Ok(retried)` to call again, `Err` with the cause to stop.
+    fn judge(
+        &mut self,
+        done: u64,
+        result: Result<(), BackendError>,
+        options: &DriverOptions,
+    ) -> Result<bool, StopCause> {
+        if done > 0 {
+            self.no_progress = 0;
+            self.retry_streak = 0;
+        }
+        match result {
+            Ok(()) if done == 0 => {
+                self.no_progress += 1;
+                if self.no_progress >= options.max_no_progress.max(1) {
+                    return Err(StopCause::NoProgress {
+                        attempts: self.no_progress,
+                    });
+                }
+                Ok(false)
+            }
+            Ok(()) => Ok(false),
+            Err(e) if e.kind.is_retryable() => {
+                if done == 0 {
+                    self.retry_streak += 1;
+                }
+                if self.retry_streak > options.max_retries {
+                    return Err(StopCause::RetriesExhausted {
+                        attempts: self.retry_streak,
+                        last: e,
+                    });
+                }
+                if e.kind == ErrorKind::Again {
+                    std::thread::yield_now();
+                }
+                Ok(true)
+            }
+            Err(e) => Err(StopCause::Backend(e)),
+        }
+    }
+}
+
+impl StopCause {
+    /// Whether the call that caused this stop ended retryable (and so counts as a retry).
+    fn was_retried(&self) -> bool {
+        matches!(self, StopCause::RetriesExhausted { .. })
     }
 }
 
