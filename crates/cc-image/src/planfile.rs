@@ -191,6 +191,10 @@ impl Ctx<'_> {
     fn read(&self, field: &str, file: &Path, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
         let full = self.dir.join(file);
         let io = |e: std::io::Error| self.err(field, format!("{}: {e}", full.display()));
+        // Only regular files: opening a FIFO would block, and a device has no length to check.
+        if !std::fs::metadata(&full).map_err(io)?.is_file() {
+            return Err(self.err(field, format!("{} is not a regular file", full.display())));
+        }
         let mut f = File::open(&full).map_err(io)?;
         let have = f.metadata().map_err(io)?.len();
         let end = offset.checked_add(len);

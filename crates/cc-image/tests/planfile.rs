@@ -175,6 +175,14 @@ fn refusals_name_the_field_or_region() {
             "(the file is too short)",
         ),
         (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 4096, "role": "measured", "file": "/dev/zero"}]}"#,
+            "regions[0].file: /dev/zero is not a regular file",
+        ),
+        (
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 4096, "role": "measured", "file": "."}]}"#,
+            "is not a regular file",
+        ),
+        (
             r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 4096, "role": "zero", "file": "four.bin"}]}"#,
             "regions[0].file: a zero region cannot have a file",
         ),
