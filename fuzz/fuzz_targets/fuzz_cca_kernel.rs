@@ -1,0 +1,505 @@
+//! The Arm CCA backend against a kernel whose every populate answer comes from the fuzzer, for
+//! each series version ([`UapiVersion`]): v14/v13 `KVM_ARM_RMI_POPULATE` with the in/out struct
+//! the kernel advances (honestly, over-claimed, or any values, and any return value), v12 with
+//! the bytes populated as the return value (any value), and the `KVM_ENABLE_CAP` sub-commands of
+//! v11 and earlier (POPULATE_REALM from the shared alias, INIT_RIPAS_REALM, all or nothing);
+//! errnos everywhere, including the shared-alias writes.
+//!
+//! Driven by `cc_populate::Driver` over a plan of measured and unmeasured regions, some inside
+//! `ripas` regions, resumed after every stop and finally against an honest kernel: never panics;
+//! every call names a range inside one region of the right kind, with the right measure flag,
+//! `reserved` zero, a page-aligned source (when the source is the caller's buffer, at the
+//! region's offset in it), and for v11 the shared alias holding the region's bytes; no granule
+//! populated (or RIPAS range initialised) twice; each region's reported bytes equal what the
+//! kernel did for it (a prefix); an impossible answer stops the run with a hard error and counts
+//! nothing; the plan completes.
+#![no_main]
+
+use std::collections::VecDeque;
+
+use arbitrary::Arbitrary;
+use cc_populate::StopCause;
+use cc_populate::{Driver, ErrorKind, MemoryLayout, PlanBuilder, Role, RunError, SourceBuf};
+use cc_populate_fuzz::intersects;
+use cca_backend::uapi::{
+    KvmArmRmiPopulate, KVM_CAP_ARM_RME_INIT_RIPAS_REALM, KVM_CAP_ARM_RME_POPULATE_REALM,
+};
+use cca_backend::{CcaBackend, CcaIoctl, HashAlgo, RealmParams, RmeArg, UapiVersion, CCA_CAPS};
+use libfuzzer_sys::fuzz_target;
+
+const PAGE: u64 = 4096;
+const CAP: u32 = 0x1234;
+const ERRNOS: [i32; 8] = [
+    libc::EINTR,
+    libc::EAGAIN,
+    libc::EIO,
+    libc::EINVAL,
+    libc::EFAULT,
+    libc::EEXIST,
+    libc::ENXIO,
+    libc::EBUSY,
+];
+/// Populate flags by hand: bit 0 = measure (the series' `*_POPULATE_FLAGS_MEASURE`).
+const MEASURE: u32 = 1;
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Reply {
+    /// v13/v14: struct advanced by the granules done, 0 returned; v12: bytes done returned;
+    /// v11: success (all done).
+    Honest,
+    /// Any struct and any return value (v12/v13/v14); counted only if consistent.
+    Raw {
+        base: u64,
+        size: u64,
+        source_uaddr: u64,
+        ret: i32,
+    },
+    /// `k` granules more than done claimed (v12/v13/v14).
+    Overclaim(u8),
+    /// An errno from [`ERRNOS`]; nothing done.
+    Errno(u8),
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+struct Answer {
+    /// Granules done (clamped to the request; 255: all).
+    granules: u8,
+    reply: Reply,
+}
+
+#[derive(Arbitrary, Debug)]
+struct DataIn {
+    gap: u8,
+    pages: u8,
+    measured: bool,
+    source: bool,
+    misaligned: bool,
+}
+
+#[derive(Arbitrary, Debug)]
+struct GroupIn {
+    gap: u8,
+    ripas: bool,
+    tail: u8,
+    data: Vec<DataIn>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    version: u8,
+    groups: Vec<GroupIn>,
+    data: Vec<u8>,
+    rounds: Vec<Vec<Answer>>,
+    /// Shared-alias write errnos, per call (`None`: success).
+    alias: Vec<Option<u8>>,
+}
+
+#[derive(Clone, Copy)]
+struct Spec {
+    gpa: u64,
+    len: u64,
+    role: Role,
+    /// Offset of the content in the source buffer (None: zeros).
+    content: Option<usize>,
+}
+
+#[derive(Default)]
+struct Kernel {
+    version: Option<UapiVersion>,
+    specs: Vec<Spec>,
+    bytes: Vec<u8>,
+    /// Address of the caller's source buffer, and its length.
+    src_base: u64,
+    src_len: u64,
+    /// The shared alias of the window `[WINDOW, WINDOW + alias.len())`.
+    alias: Vec<u8>,
+    answers: VecDeque<Answer>,
+    alias_errnos: VecDeque<Option<u8>>,
+    /// Granules populated: (gpa, bytes).
+    populated: Vec<(u64, u64)>,
+    /// RIPAS ranges initialised (v11).
+    ripas: Vec<(u64, u64)>,
+    impossible: u64,
+}
+
+const WINDOW: u64 = 0x10_0000;
+
+impl Kernel {
+    fn region(&self, gpa: u64, len: u64, ripas: bool) -> Spec {
+        *self
+            .specs
+            .iter()
+            .find(|s| {
+                (s.role == Role::Ripas) == ripas && gpa >= s.gpa && gpa + len <= s.gpa + s.len
+            })
+            .unwrap_or_else(|| panic!("[{gpa:#x}..+{len:#x}) is in no region (ripas {ripas})"))
+    }
+
+    fn expected(&self, s: &Spec, gpa: u64, len: u64) -> Vec<u8> {
+        match s.content {
+            Some(off) => {
+                let o = off + (gpa - s.gpa) as usize;
+                self.bytes[o..o + len as usize].to_vec()
+            }
+            None => vec![0; len as usize],
+        }
+    }
+
+    fn check_data(&self, gpa: u64, len: u64, flags: u32) -> Spec {
+        assert!(
+            len > 0 && len.is_multiple_of(PAGE) && gpa.is_multiple_of(PAGE),
+            "[{gpa:#x}..+{len:#x})"
+        );
+        let s = self.region(gpa, len, false);
+        let want = if s.role == Role::Measured { MEASURE } else { 0 };
+        assert_eq!(flags, want, "flags at {gpa:#x}");
+        for p in &self.populated {
+            assert!(
+                !intersects(p.0, p.1, gpa, len),
+                "[{gpa:#x}..+{len:#x}) asked again, {p:?} populated"
+            );
+        }
+        s
+    }
+
+    fn next(&mut self) -> Answer {
+        self.answers.pop_front().unwrap_or(Answer {
+            granules: u8::MAX,
+            reply: Reply::Honest,
+        })
+    }
+}
+
+impl CcaIoctl for Kernel {
+    fn rmi_populate(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+        let version = self.version.expect("version");
+        assert_eq!(Some(request), version.populate_request(), "request number");
+        assert_eq!(args.reserved, 0);
+        let (base0, size0, src0) = (args.base, args.size, args.source_uaddr);
+        let s = self.check_data(base0, size0, args.flags);
+        assert_eq!(src0 % PAGE, 0, "source {src0:#x} not page-aligned");
+        if src0 >= self.src_base && src0 < self.src_base + self.src_len {
+            // The caller's own buffer: it must be this range's bytes.
+            let off = s.content.map(|o| o as u64 + (base0 - s.gpa));
+            assert_eq!(
+                Some(src0 - self.src_base),
+                off,
+                "source of [{base0:#x}..+{size0:#x}) at the wrong place in the caller's buffer"
+            );
+            assert!(src0 - self.src_base + size0 <= self.src_len);
+        }
+        let a = self.next();
+        let nr = size0 / PAGE;
+        let k = if a.granules == u8::MAX {
+            nr
+        } else {
+            (a.granules as u64).min(nr)
+        };
+        let in_out = matches!(version, UapiVersion::V13 | UapiVersion::V14);
+        let ret = match a.reply {
+            Reply::Errno(e) => return Err(ERRNOS[e as usize % ERRNOS.len()]),
+            Reply::Honest | Reply::Overclaim(_) => {
+                let c = match a.reply {
+                    Reply::Overclaim(x) => k + x as u64 + 1,
+                    _ => k,
+                };
+                if in_out {
+                    args.base = base0.wrapping_add(c * PAGE);
+                    args.size = size0.wrapping_sub(c * PAGE);
+                    args.source_uaddr = src0.wrapping_add(c * PAGE);
+                    0
+                } else {
+                    (c * PAGE) as i32
+                }
+            }
+            Reply::Raw {
+                base,
+                size,
+                source_uaddr,
+                ret,
+            } => {
+                args.base = base;
+                args.size = size;
+                args.source_uaddr = source_uaddr;
+                ret
+            }
+        };
+        // Judged independently.
+        let done = if in_out {
+            let d = size0.checked_sub(args.size);
+            d.filter(|d| {
+                ret == 0
+                    && d.is_multiple_of(PAGE)
+                    && args.base == base0.wrapping_add(*d)
+                    && args.source_uaddr == src0.wrapping_add(*d)
+            })
+        } else {
+            u64::try_from(ret)
+                .ok()
+                .filter(|d| *d <= size0 && d.is_multiple_of(PAGE))
+        };
+        match done {
+            Some(0) => {}
+            Some(d) => self.populated.push((base0, d)),
+            None => self.impossible += 1,
+        }
+        Ok(ret)
+    }
+
+    fn rme_enable_cap(&mut self, cap: u32, sub: u64, arg: RmeArg<'_>) -> Result<(), i32> {
+        assert_eq!(cap, CAP);
+        assert_eq!(
+            self.version,
+            Some(UapiVersion::EnableCap),
+            "ENABLE_CAP on v12+"
+        );
+        match (sub, arg) {
+            (KVM_CAP_ARM_RME_POPULATE_REALM, RmeArg::Populate(p)) => {
+                assert_eq!(p.reserved, [0; 3]);
+                let (gpa, len) = (p.base, p.size);
+                let s = self.check_data(gpa, len, p.flags);
+                let o = (gpa - WINDOW) as usize;
+                assert!(
+                    self.alias[o..o + len as usize] == self.expected(&s, gpa, len)[..],
+                    "the shared alias of [{gpa:#x}..+{len:#x}) does not hold the region's bytes"
+                );
+                match self.next().reply {
+                    Reply::Errno(e) => Err(ERRNOS[e as usize % ERRNOS.len()]),
+                    _ => {
+                        self.populated.push((gpa, len));
+                        Ok(())
+                    }
+                }
+            }
+            (KVM_CAP_ARM_RME_INIT_RIPAS_REALM, RmeArg::InitRipas(r)) => {
+                assert_eq!(r.reserved, [0; 2]);
+                let (gpa, len) = (r.base, r.size);
+                assert!(len > 0 && len.is_multiple_of(PAGE) && gpa.is_multiple_of(PAGE));
+                self.region(gpa, len, true);
+                for p in &self.ripas {
+                    assert!(
+                        !intersects(p.0, p.1, gpa, len),
+                        "RIPAS [{gpa:#x}..+{len:#x}) twice"
+                    );
+                }
+                match self.next().reply {
+                    Reply::Errno(e) => Err(ERRNOS[e as usize % ERRNOS.len()]),
+                    _ => {
+                        self.ripas.push((gpa, len));
+                        Ok(())
+                    }
+                }
+            }
+            (KVM_CAP_ARM_RME_POPULATE_REALM | KVM_CAP_ARM_RME_INIT_RIPAS_REALM, _) => {
+                panic!("sub-command {sub} with the wrong argument")
+            }
+            // CONFIG_REALM, CREATE_REALM.
+            _ => Ok(()),
+        }
+    }
+
+    fn write_shared_alias(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), i32> {
+        assert_eq!(
+            self.version,
+            Some(UapiVersion::EnableCap),
+            "shared alias on v12+"
+        );
+        if let Some(e) = self.alias_errnos.pop_front().flatten() {
+            return Err(ERRNOS[e as usize % ERRNOS.len()]);
+        }
+        let o = (gpa - WINDOW) as usize;
+        self.alias[o..o + bytes.len()].copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// `[a.0, +a.1)` entries of `ledger` within `[gpa, +len)`, sorted, must be a prefix: returns
+/// its length.
+fn prefix(ledger: &[(u64, u64)], gpa: u64, len: u64, what: &str) -> u64 {
+    let mut mine: Vec<(u64, u64)> = ledger
+        .iter()
+        .copied()
+        .filter(|(g, _)| *g >= gpa && *g < gpa + len)
+        .collect();
+    mine.sort_unstable();
+    let mut cur = gpa;
+    for (g, n) in &mine {
+        assert_eq!(*g, cur, "{what}: {g:#x} done, expected {cur:#x}");
+        cur += n;
+    }
+    assert!(cur <= gpa + len, "{what}: done beyond the region");
+    cur - gpa
+}
+
+fuzz_target!(|input: Input| {
+    let version = [
+        UapiVersion::V14,
+        UapiVersion::V13,
+        UapiVersion::V12,
+        UapiVersion::EnableCap,
+    ][input.version as usize % 4];
+    // Layout: groups of data regions, each group optionally covered by a ripas region listed
+    // before its data.
+    let mut specs: Vec<Spec> = Vec::new();
+    let mut cursor = WINDOW;
+    let mut slot = 0usize;
+    for g in input.groups.iter().take(4) {
+        let start = cursor + (g.gap % 8) as u64 * PAGE;
+        let mut at = start;
+        let mut datas = Vec::new();
+        for d in g.data.iter().take(3) {
+            let gpa = at + (d.gap % 4) as u64 * PAGE;
+            let len = (d.pages % 16 + 1) as u64 * PAGE;
+            at = gpa + len;
+            let content = d.source.then(|| {
+                let off = slot + if d.misaligned { 8 } else { 0 };
+                slot += len as usize + PAGE as usize;
+                off
+            });
+            let role = if d.measured {
+                Role::Measured
+            } else {
+                Role::Unmeasured
+            };
+            datas.push(Spec {
+                gpa,
+                len,
+                role,
+                content,
+            });
+        }
+        let end = at + (g.tail % 4) as u64 * PAGE;
+        if g.ripas && end > start {
+            specs.push(Spec {
+                gpa: start,
+                len: end - start,
+                role: Role::Ripas,
+                content: None,
+            });
+        }
+        specs.extend(datas);
+        cursor = end;
+    }
+    let mut buf = SourceBuf::new(slot.max(PAGE as usize)).expect("source buffer");
+    for (i, b) in buf.as_mut_slice().iter_mut().enumerate() {
+        *b = if input.data.is_empty() {
+            (i / 4096) as u8 ^ 0xa5
+        } else {
+            input.data[i % input.data.len()]
+        };
+    }
+    let mut builder = PlanBuilder::new();
+    for s in &specs {
+        builder = match s.content {
+            Some(off) => builder.source(s.gpa, s.role, &buf.as_slice()[off..off + s.len as usize]),
+            None => builder.zeros(s.gpa, s.len, s.role),
+        };
+    }
+    let plan = builder
+        .build(&CCA_CAPS, &MemoryLayout::unbounded())
+        .expect("valid by construction");
+    let kernel = Kernel {
+        version: Some(version),
+        specs: specs.clone(),
+        bytes: buf.as_slice().to_vec(),
+        src_base: buf.as_slice().as_ptr() as u64,
+        src_len: buf.len() as u64,
+        alias: vec![0; (cursor - WINDOW) as usize],
+        alias_errnos: input.alias.iter().take(16).copied().collect(),
+        ..Kernel::default()
+    };
+    let mut backend = CcaBackend::with_version(kernel, version, CAP);
+    backend
+        .configure(&RealmParams::new(HashAlgo::Sha256, 40))
+        .expect("configure");
+
+    let mut report = None;
+    let mut rounds: Vec<Option<&Vec<Answer>>> = input.rounds.iter().take(6).map(Some).collect();
+    rounds.push(None);
+    for round in rounds {
+        let impossible_before;
+        {
+            let k = backend.io_mut();
+            match round {
+                Some(r) => k.answers.extend(r.iter().take(32).copied()),
+                None => {
+                    k.answers.clear();
+                    k.alias_errnos.clear();
+                }
+            }
+            impossible_before = k.impossible;
+        }
+        let mut driver = Driver::new(&mut backend);
+        let result = match &report {
+            None => driver.run(&plan),
+            Some(r) => driver.resume(&plan, r),
+        };
+        let k = backend.io();
+        let r = match result {
+            Ok(r) => {
+                assert_eq!(
+                    k.impossible, impossible_before,
+                    "an impossible answer went unnoticed"
+                );
+                assert!(r.is_complete());
+                r
+            }
+            Err(RunError::Stopped(r)) => {
+                assert!(
+                    round.is_some(),
+                    "an honest kernel did not complete the plan: {r}"
+                );
+                if k.impossible > impossible_before {
+                    let stop = r.stop.as_ref().expect("stop");
+                    assert!(
+                        matches!(&stop.cause, StopCause::Backend(e) if e.kind == ErrorKind::Failed),
+                        "an impossible answer must stop the run hard: {stop}"
+                    );
+                }
+                *r
+            }
+            Err(e) => panic!("unexpected: {e}"),
+        };
+        for (i, (rr, s)) in r.regions.iter().zip(&specs).enumerate() {
+            let what = format!(
+                "{version} region {i} [{:#x}..+{:#x}) {}",
+                s.gpa, s.len, s.role
+            );
+            if s.role != Role::Ripas {
+                let done = prefix(&k.populated, s.gpa, s.len, &what);
+                assert_eq!(
+                    done, rr.populated,
+                    "{what}: kernel {done:#x}, report {:#x}",
+                    rr.populated
+                );
+            } else if version == UapiVersion::EnableCap {
+                let done = prefix(&k.ripas, s.gpa, s.len, &what);
+                assert_eq!(
+                    done, rr.populated,
+                    "{what}: kernel {done:#x}, report {:#x}",
+                    rr.populated
+                );
+            } else {
+                // v12+: the kernel sets RIPAS itself; nothing is issued.
+                assert!(
+                    rr.populated <= s.len && rr.populated.is_multiple_of(PAGE),
+                    "{what}"
+                );
+            }
+        }
+        for (x, a) in k.populated.iter().enumerate() {
+            for b in &k.populated[x + 1..] {
+                assert!(
+                    !intersects(a.0, a.1, b.0, b.1),
+                    "populated twice: {a:?} {b:?}"
+                );
+            }
+        }
+        let done = r.is_complete();
+        report = Some(r);
+        if done {
+            break;
+        }
+    }
+    assert!(report.is_some_and(|r| r.is_complete()));
+});
