@@ -15,11 +15,13 @@
 //! nothing; the plan completes.
 #![no_main]
 
+#[path = "common/kernel.rs"]
+mod kernel;
+
 use std::collections::VecDeque;
 
 use arbitrary::Arbitrary;
-use cc_populate::StopCause;
-use cc_populate::{Driver, ErrorKind, MemoryLayout, PlanBuilder, Role, RunError, SourceBuf};
+use cc_populate::{MemoryLayout, PlanBuilder, Role, SourceBuf};
 use cc_populate_fuzz::intersects;
 use cca_backend::uapi::{
     KvmArmRmiPopulate, KVM_CAP_ARM_RME_INIT_RIPAS_REALM, KVM_CAP_ARM_RME_POPULATE_REALM,
@@ -56,6 +58,9 @@ enum Reply {
     },
     /// `k` granules more than done claimed (v12/v13/v14).
     Overclaim(u8),
+    /// Honest, then one value (`field % 4`: base, size, source_uaddr, return value) moved by
+    /// `delta` (granules when `pages`, else bytes) (v12/v13/v14).
+    Skewed { field: u8, delta: i16, pages: bool },
     /// An errno from [`ERRNOS`]; nothing done.
     Errno(u8),
 }
@@ -198,6 +203,29 @@ impl CcaIoctl for Kernel {
         let in_out = matches!(version, UapiVersion::V13 | UapiVersion::V14);
         let ret = match a.reply {
             Reply::Errno(e) => return Err(ERRNOS[e as usize % ERRNOS.len()]),
+            Reply::Skewed {
+                field,
+                delta,
+                pages,
+            } => {
+                let d = delta as i64 as u64;
+                let d = if pages { d.wrapping_mul(PAGE) } else { d };
+                let mut ret = 0i32;
+                if in_out {
+                    args.base = base0 + k * PAGE;
+                    args.size = size0 - k * PAGE;
+                    args.source_uaddr = src0 + k * PAGE;
+                } else {
+                    ret = (k * PAGE) as i32;
+                }
+                match field % 4 {
+                    0 => args.base = args.base.wrapping_add(d),
+                    1 => args.size = args.size.wrapping_add(d),
+                    2 => args.source_uaddr = args.source_uaddr.wrapping_add(d),
+                    _ => ret = ret.wrapping_add(d as i32),
+                }
+                ret
+            }
             Reply::Honest | Reply::Overclaim(_) => {
                 let c = match a.reply {
                     Reply::Overclaim(x) => k + x as u64 + 1,
@@ -313,24 +341,6 @@ impl CcaIoctl for Kernel {
     }
 }
 
-/// `[a.0, +a.1)` entries of `ledger` within `[gpa, +len)`, sorted, must be a prefix: returns
-/// its length.
-fn prefix(ledger: &[(u64, u64)], gpa: u64, len: u64, what: &str) -> u64 {
-    let mut mine: Vec<(u64, u64)> = ledger
-        .iter()
-        .copied()
-        .filter(|(g, _)| *g >= gpa && *g < gpa + len)
-        .collect();
-    mine.sort_unstable();
-    let mut cur = gpa;
-    for (g, n) in &mine {
-        assert_eq!(*g, cur, "{what}: {g:#x} done, expected {cur:#x}");
-        cur += n;
-    }
-    assert!(cur <= gpa + len, "{what}: done beyond the region");
-    cur - gpa
-}
-
 fuzz_target!(|input: Input| {
     let version = [
         UapiVersion::V14,
@@ -413,13 +423,13 @@ fuzz_target!(|input: Input| {
         .configure(&RealmParams::new(HashAlgo::Sha256, 40))
         .expect("configure");
 
-    let mut report = None;
-    let mut rounds: Vec<Option<&Vec<Answer>>> = input.rounds.iter().take(6).map(Some).collect();
-    rounds.push(None);
-    for round in rounds {
-        let impossible_before;
-        {
-            let k = backend.io_mut();
+    let rounds: Vec<&Vec<Answer>> = input.rounds.iter().take(6).collect();
+    kernel::drive(
+        &plan,
+        &mut backend,
+        &rounds,
+        |b, round| {
+            let k = b.io_mut();
             match round {
                 Some(r) => k.answers.extend(r.iter().take(32).copied()),
                 None => {
@@ -427,79 +437,36 @@ fuzz_target!(|input: Input| {
                     k.alias_errnos.clear();
                 }
             }
-            impossible_before = k.impossible;
-        }
-        let mut driver = Driver::new(&mut backend);
-        let result = match &report {
-            None => driver.run(&plan),
-            Some(r) => driver.resume(&plan, r),
-        };
-        let k = backend.io();
-        let r = match result {
-            Ok(r) => {
-                assert_eq!(
-                    k.impossible, impossible_before,
-                    "an impossible answer went unnoticed"
+        },
+        |b| b.io().impossible,
+        |b, r| {
+            let k = b.io();
+            for (i, (rr, s)) in r.regions.iter().zip(&specs).enumerate() {
+                let what = format!(
+                    "{version} region {i} [{:#x}..+{:#x}) {}",
+                    s.gpa, s.len, s.role
                 );
-                assert!(r.is_complete());
-                r
-            }
-            Err(RunError::Stopped(r)) => {
-                assert!(
-                    round.is_some(),
-                    "an honest kernel did not complete the plan: {r}"
-                );
-                if k.impossible > impossible_before {
-                    let stop = r.stop.as_ref().expect("stop");
-                    assert!(
-                        matches!(&stop.cause, StopCause::Backend(e) if e.kind == ErrorKind::Failed),
-                        "an impossible answer must stop the run hard: {stop}"
-                    );
-                }
-                *r
-            }
-            Err(e) => panic!("unexpected: {e}"),
-        };
-        for (i, (rr, s)) in r.regions.iter().zip(&specs).enumerate() {
-            let what = format!(
-                "{version} region {i} [{:#x}..+{:#x}) {}",
-                s.gpa, s.len, s.role
-            );
-            if s.role != Role::Ripas {
-                let done = prefix(&k.populated, s.gpa, s.len, &what);
+                let ledger = match (s.role, version) {
+                    // v12+: the kernel sets RIPAS itself; nothing is issued.
+                    (Role::Ripas, UapiVersion::EnableCap) => &k.ripas,
+                    (Role::Ripas, _) => {
+                        assert!(
+                            rr.populated <= s.len && rr.populated.is_multiple_of(PAGE),
+                            "{what}"
+                        );
+                        continue;
+                    }
+                    _ => &k.populated,
+                };
+                let done = kernel::prefix(ledger, s.gpa, s.len, &what);
                 assert_eq!(
                     done, rr.populated,
                     "{what}: kernel {done:#x}, report {:#x}",
                     rr.populated
                 );
-            } else if version == UapiVersion::EnableCap {
-                let done = prefix(&k.ripas, s.gpa, s.len, &what);
-                assert_eq!(
-                    done, rr.populated,
-                    "{what}: kernel {done:#x}, report {:#x}",
-                    rr.populated
-                );
-            } else {
-                // v12+: the kernel sets RIPAS itself; nothing is issued.
-                assert!(
-                    rr.populated <= s.len && rr.populated.is_multiple_of(PAGE),
-                    "{what}"
-                );
             }
-        }
-        for (x, a) in k.populated.iter().enumerate() {
-            for b in &k.populated[x + 1..] {
-                assert!(
-                    !intersects(a.0, a.1, b.0, b.1),
-                    "populated twice: {a:?} {b:?}"
-                );
-            }
-        }
-        let done = r.is_complete();
-        report = Some(r);
-        if done {
-            break;
-        }
-    }
-    assert!(report.is_some_and(|r| r.is_complete()));
+            kernel::assert_disjoint(&k.populated, "populated");
+            kernel::assert_disjoint(&k.ripas, "RIPAS initialised");
+        },
+    );
 });

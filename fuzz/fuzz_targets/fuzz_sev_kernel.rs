@@ -15,12 +15,13 @@
 //! page with the firmware's table; the plan completes.
 #![no_main]
 
+#[path = "common/kernel.rs"]
+mod kernel;
+
 use std::collections::{BTreeSet, VecDeque};
 
 use arbitrary::Arbitrary;
-use cc_populate::{Driver, ErrorKind, MemoryLayout, PlanBuilder, Role, RunError, SourceBuf};
-use cc_populate::{StopCause, HUGE_2M};
-use cc_populate_fuzz::intersects;
+use cc_populate::{MemoryLayout, PlanBuilder, Role, SourceBuf, HUGE_2M};
 use libfuzzer_sys::fuzz_target;
 use sev_backend::{
     snp_caps, CpuidPolicy, InitParams, LaunchConfig, SevCmd, SevIoctl, SevIoctlError, SnpBackend,
@@ -67,6 +68,9 @@ enum WriteBack {
     },
     /// Advanced by `k` more pages than accepted.
     Overclaim(u8),
+    /// Advanced honestly, then one field (`field % 3`: gfn_start, uaddr, len) moved by
+    /// `delta` (pages when `pages`, else bytes or gfns).
+    Skewed { field: u8, delta: i16, pages: bool },
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -254,6 +258,22 @@ impl Kernel {
                         p.gfn_start = gfn0.wrapping_add(c);
                         p.uaddr = uaddr0.wrapping_add(step(c));
                         p.len = len0.wrapping_sub(c * PAGE);
+                    }
+                    WriteBack::Skewed {
+                        field,
+                        delta,
+                        pages,
+                    } => {
+                        p.gfn_start = gfn0 + k;
+                        p.uaddr = uaddr0 + step(k);
+                        p.len = len0 - k * PAGE;
+                        let d = delta as i64 as u64;
+                        let d = if pages { d.wrapping_mul(PAGE) } else { d };
+                        match field % 3 {
+                            0 => p.gfn_start = p.gfn_start.wrapping_add(delta as i64 as u64),
+                            1 => p.uaddr = p.uaddr.wrapping_add(d),
+                            _ => p.len = p.len.wrapping_add(d),
+                        }
                     }
                 }
                 // Judged independently: n pages, gfn and (for content types) uaddr in step.
@@ -451,13 +471,13 @@ fuzz_target!(|input: Input| {
     backend.init(&InitParams::default()).expect("init");
     backend.start(&StartParams::default()).expect("start");
 
-    let mut report = None;
-    let mut rounds: Vec<Option<&Vec<Answer>>> = input.rounds.iter().take(6).map(Some).collect();
-    rounds.push(None);
-    for round in rounds {
-        let impossible_before;
-        {
-            let k = backend.ioctl_mut();
+    let rounds: Vec<&Vec<Answer>> = input.rounds.iter().take(6).collect();
+    kernel::drive(
+        &plan,
+        &mut backend,
+        &rounds,
+        |b, round| {
+            let k = b.ioctl_mut();
             match round {
                 Some(r) => k.answers.extend(r.iter().take(32).cloned()),
                 None => {
@@ -465,78 +485,25 @@ fuzz_target!(|input: Input| {
                     k.private.clear();
                 }
             }
-            impossible_before = k.impossible;
             // A retry of a rejected page happens within the run that saw the rejection.
             k.pending = None;
-        }
-        let mut driver = Driver::new(&mut backend);
-        let result = match &report {
-            None => driver.run(&plan),
-            Some(r) => driver.resume(&plan, r),
-        };
-        let k = backend.ioctl();
-        let r = match result {
-            Ok(r) => {
+        },
+        |b| b.ioctl().impossible,
+        |b, r| {
+            // Per region, the report equals what the kernel really accepted (as a prefix).
+            let k = b.ioctl();
+            for (i, (rr, &(gpa, len, role, _))) in r.regions.iter().zip(&layout).enumerate() {
+                let what = format!("region {i} [{gpa:#x}..+{len:#x}) {role}");
+                let done = kernel::prefix(&k.accepted, gpa, len, &what);
                 assert_eq!(
-                    k.impossible, impossible_before,
-                    "an impossible write-back went unnoticed"
-                );
-                assert!(r.is_complete());
-                r
-            }
-            Err(RunError::Stopped(r)) => {
-                assert!(
-                    round.is_some(),
-                    "an honest kernel did not complete the plan: {r}"
-                );
-                if k.impossible > impossible_before {
-                    let stop = r.stop.as_ref().expect("stop");
-                    assert!(
-                        matches!(&stop.cause, StopCause::Backend(e) if e.kind == ErrorKind::Failed),
-                        "an impossible write-back must stop the run hard: {stop}"
-                    );
-                }
-                *r
-            }
-            Err(e) => panic!("unexpected: {e}"),
-        };
-        // Per region, the report equals what the kernel really accepted (as a prefix).
-        for (i, (rr, &(gpa, len, _, _))) in r.regions.iter().zip(&layout).enumerate() {
-            let mut mine: Vec<(u64, u64)> = k
-                .accepted
-                .iter()
-                .copied()
-                .filter(|(g, _)| *g >= gpa && *g < gpa + len)
-                .collect();
-            mine.sort_unstable();
-            let mut cur = gpa;
-            for (g, n) in &mine {
-                assert_eq!(*g, cur, "region {i}: accepted {g:#x}, expected {cur:#x}");
-                cur += n;
-            }
-            assert_eq!(
-                cur - gpa,
-                rr.populated,
-                "region {i}: kernel accepted {:#x}, report says {:#x}",
-                cur - gpa,
-                rr.populated
-            );
-        }
-        for (x, a) in k.accepted.iter().enumerate() {
-            for b in &k.accepted[x + 1..] {
-                assert!(
-                    !intersects(a.0, a.1, b.0, b.1),
-                    "accepted twice: {a:?} {b:?}"
+                    done, rr.populated,
+                    "{what}: kernel accepted {done:#x}, report says {:#x}",
+                    rr.populated
                 );
             }
-        }
-        let done = r.is_complete();
-        report = Some(r);
-        if done {
-            break;
-        }
-    }
-    assert!(report.is_some_and(|r| r.is_complete()));
+            kernel::assert_disjoint(&k.accepted, "accepted");
+        },
+    );
     // Every CPUID rejection recorded once, at its address; applied exactly when retried with
     // the firmware's table; the whole page kept for ReportOnly.
     let k = backend.ioctl();
