@@ -5,7 +5,7 @@
 # with RUSTC_BOOTSTRAP=1 (see fuzz/README.md). Fails on any crash, leak, timeout or OOM, and
 # prints each target's executions.
 #
-#   FUZZ_SECONDS  per-target time (default 50: 9 targets, two at a time, about 4 min)
+#   FUZZ_SECONDS  per-target time (default 50: 12 targets, two at a time, about 5 min)
 #   FUZZ_JOBS     targets run at once (default 2: the machine's cores)
 #   FUZZ_TARGETS  space-separated subset (default: every target)
 #   FUZZ_SANITIZER  address (default) or none
