@@ -171,8 +171,8 @@ impl Ctx<'_> {
     fn err(&self, field: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::Field {
             path: self.path.to_path_buf(),
-            field: field.into(),
-            reason: reason.into(),
+            field: one_line(field.into()),
+            reason: one_line(reason.into()),
         }
     }
 
@@ -221,6 +221,23 @@ impl Ctx<'_> {
         }
         Ok(buf)
     }
+}
+
+/// Messages quote what the file says (an unknown field's name, a file path); control
+/// characters in it are escaped so that every refusal stays one line.
+fn one_line(s: String) -> String {
+    if !s.chars().any(char::is_control) {
+        return s;
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Reads a plan file (see the crate docs for the format): parses and checks every field,

@@ -214,9 +214,15 @@ fn refusals_name_the_field_or_region() {
             r#"{"version": 1, "platform": "cca", "regions": []}"#,
             "cca: missing",
         ),
+        (
+            // A field name with a newline in it (found by fuzz_plan_file): still one line.
+            r#"{"version": 1, "platform": "tdx", "regions": [{"gpa": 0, "size": 4096, "role": "zero", "x\ny": 1}]}"#,
+            "unknown field `x\\ny`",
+        ),
     ];
     for (json, want) in cases {
         let e = d.err(json);
+        assert!(!e.contains('\n'), "{json}\n  gave more than one line: {e}");
         assert!(e.contains(want), "{json}\n  gave: {e}\n  want: {want}");
     }
 }
