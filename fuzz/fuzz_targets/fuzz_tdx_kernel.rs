@@ -14,10 +14,13 @@ use std::collections::VecDeque;
 
 use arbitrary::Arbitrary;
 use cc_populate::{Driver, MemoryLayout, PlanBuilder, Role, RunError, StopCause};
-use cc_populate_fuzz::intersects;
 use libfuzzer_sys::fuzz_target;
 use tdx_backend::uapi::{kvm_tdx_cmd, kvm_tdx_init_mem_region};
 use tdx_backend::{TdxBackend, TdxIoctl, TDX_CAPS};
+
+#[path = "common/kernel.rs"]
+#[allow(dead_code)] // `drive` serves the other kernel targets
+mod kernel;
 
 const PAGE: u64 = 4096;
 const ERRNOS: [i32; 7] = [
@@ -244,31 +247,14 @@ fuzz_target!(|input: Input| {
         };
         // Per region, the report equals what the kernel really added (as a prefix), never twice.
         for (i, (rr, &(gpa, len))) in r.regions.iter().zip(&specs).enumerate() {
-            let mut mine: Vec<(u64, u64)> = k
-                .added
-                .iter()
-                .copied()
-                .filter(|(g, _)| *g >= gpa && *g < gpa + len)
-                .collect();
-            mine.sort_unstable();
-            let mut cur = gpa;
-            for (g, n) in &mine {
-                assert_eq!(*g, cur, "region {i}: added {g:#x}, expected {cur:#x}");
-                cur += n;
-            }
+            let added = kernel::prefix(&k.added, gpa, len, &format!("region {i}"));
             assert_eq!(
-                cur - gpa,
-                rr.populated,
-                "region {i}: kernel added {:#x}, report says {:#x}",
-                cur - gpa,
+                added, rr.populated,
+                "region {i}: kernel added {added:#x}, report says {:#x}",
                 rr.populated
             );
         }
-        for (x, a) in k.added.iter().enumerate() {
-            for b in &k.added[x + 1..] {
-                assert!(!intersects(a.0, a.1, b.0, b.1), "added twice: {a:?} {b:?}");
-            }
-        }
+        kernel::assert_disjoint(&k.added, "added");
         let done = r.is_complete();
         report = Some(r);
         if done {
