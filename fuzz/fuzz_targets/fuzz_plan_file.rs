@@ -48,7 +48,10 @@ fuzz_target!(|data: &[u8]| {
     let mut total = 0u128;
     for r in image.regions() {
         assert!(r.size() > 0, "empty region at {:#x}", r.gpa());
-        assert!(r.gpa() as u128 + r.size() as u128 <= u64::MAX as u128, "region wraps");
+        assert!(
+            r.gpa() as u128 + r.size() as u128 <= u64::MAX as u128,
+            "region wraps"
+        );
         if let Some(b) = r.data() {
             assert_eq!(b.len() as u64, r.size(), "region at {:#x}", r.gpa());
         }
@@ -60,7 +63,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(plan.regions().len(), image.regions().len());
     if platform != Platform::Plain && total <= MEASURE_LIMIT {
         match image.measure() {
-            Ok(digest) => assert!(matches!(digest.len(), 32 | 48 | 64), "{} bytes", digest.len()),
+            Ok(digest) => assert!(
+                matches!(digest.len(), 32 | 48 | 64),
+                "{} bytes",
+                digest.len()
+            ),
             Err(e) => assert!(!e.to_string().contains('\n')),
         }
     }
