@@ -219,8 +219,8 @@ fn generated(region: &DemoRegion) -> Vec<u8> {
     v
 }
 
-fn expected_checksum(bytes: &[u8]) -> Result<u64, Error> {
-    Ok(checksum(bytes)?)
+fn expected_checksum(gpa: u64, bytes: &[u8]) -> Result<u64, Error> {
+    Ok(checksum(gpa, bytes)?)
 }
 
 /// Runs the demo, printing to stdout. `Ok` only when the guest confirmed every region.
@@ -277,7 +277,7 @@ pub fn run(opts: &DemoOptions) -> Result<(), Error> {
         match r.delivery {
             Delivery::Borrowed => {
                 let bytes = generated(r);
-                expected.push(expected_checksum(&bytes)?);
+                expected.push(expected_checksum(r.gpa, &bytes)?);
                 borrowed.push(bytes);
             }
             Delivery::Buffer => {
@@ -286,18 +286,18 @@ pub fn run(opts: &DemoOptions) -> Result<(), Error> {
                     source: e,
                 })?;
                 generate(buf.as_mut_slice(), r.seed, r.name);
-                expected.push(expected_checksum(buf.as_slice())?);
+                expected.push(expected_checksum(r.gpa, buf.as_slice())?);
                 buffers.push(buf);
             }
             Delivery::InPlace => {
                 let bytes = generated(r);
-                expected.push(expected_checksum(&bytes)?);
+                expected.push(expected_checksum(r.gpa, &bytes)?);
                 let off = layout.file_offset(r.gpa);
                 gmem.map_shared(off, r.len)
                     .and_then(|v| v.write_at(0, &bytes))
                     .map_err(|e| Error::gmem(format!("writing {} in place", r.name), e))?;
             }
-            Delivery::Zero => expected.push(expected_checksum(&vec![0u8; r.len as usize])?),
+            Delivery::Zero => expected.push(expected_checksum(r.gpa, &vec![0u8; r.len as usize])?),
         }
     }
 
@@ -377,7 +377,7 @@ pub fn run(opts: &DemoOptions) -> Result<(), Error> {
         .map(|r| CheckRange::new(r.gpa, r.len))
         .collect();
     ranges.push(CheckRange::new(0, 4096));
-    expected.push(expected_checksum(&[JUNK; 4096])?);
+    expected.push(expected_checksum(0, &[JUNK; 4096])?);
     let started = Instant::now();
     let sums = guest.run(&ranges)?;
     let took = started.elapsed();

@@ -5,8 +5,10 @@
 //!
 //! [`CheckGuest`] runs a vCPU of the caller's VM over a list of guest-physical ranges
 //! ([`CheckRange`]); for each range it computes [`checksum`] over the range's little-endian `u64`
-//! words and reports the result through an MMIO exit. The host computes the same function over the
-//! bytes it meant to put there and compares.
+//! words, each mixed with its guest-physical address, and reports the result through an MMIO exit.
+//! The host computes the same function over the bytes it meant to put at that address and
+//! compares: changed bytes and bytes at the wrong place both mismatch (see [`checksum`] for what
+//! is certain, what is probable and what is not detected).
 //!
 //! The guest runs at CPL 3 in 64-bit mode with identity paging, because paravirtual KVMs such as
 //! the one on the project's machines run CPL 3 code natively but emulate CPL 0 code one instruction
@@ -57,7 +59,7 @@
 //! // Slot 1 and the scratch area at 1 GiB belong to the check guest.
 //! let mut guest = CheckGuest::new(&vm, 1, 1 << 30)?;
 //! let sums = guest.run(&[CheckRange::new(0, len as u64), CheckRange::new(0x1000, 8)])?;
-//! assert_eq!(sums, vec![checksum(data)?, checksum(&data[0x1000..0x1008])?]);
+//! assert_eq!(sums, vec![checksum(0, data)?, checksum(0x1000, &data[0x1000..0x1008])?]);
 //! # Ok(())
 //! # }
 //! ```
@@ -358,27 +360,83 @@ impl fmt::Display for GuestStop {
     }
 }
 
-/// The function the guest computes, over `bytes` read as little-endian `u64` words `w[0..n]`.
+/// Multiplier that turns a word's guest-physical address into the key XORed into the word
+/// (the 64-bit golden-ratio constant, odd so that distinct addresses give distinct keys).
+pub const POSITION_KEY: u64 = 0x9e37_79b9_7f4a_7c15;
+/// First multiplier of [`mix`] (MurmurHash3's 64-bit finalizer).
+pub const MIX_K1: u64 = 0xff51_afd7_ed55_8ccd;
+/// Second multiplier of [`mix`] (MurmurHash3's 64-bit finalizer).
+pub const MIX_K2: u64 = 0xc4ce_b9fe_1a85_ec53;
+/// Shift of each xorshift step of [`mix`].
+pub const MIX_SHIFT: u32 = 33;
+
+/// The multiply-xorshift mixer applied to each word: `x ^= x >> 33; x *= MIX_K1; x ^= x >> 33;
+/// x *= MIX_K2; x ^= x >> 33` (wrapping multiplications), MurmurHash3's 64-bit finalizer.
 ///
-/// A Fletcher-style pair with wrapping 64-bit additions: `a` starts at 1 and `b` at 0; for each
-/// word, `a += w; b += a`. The result is `a ^ b.rotate_left(32)`. `b` weighs each word by its
-/// distance from the end (`b = n + sum((n - i) * w[i])`), so reordered, swapped or shifted data
-/// changes the result, and `a` starting at 1 makes the length count even for zeros.
-/// It is a test checksum, not a cryptographic hash.
+/// It is a bijection of `u64` (each step is invertible: an xorshift by at least half the width,
+/// and a multiplication by an odd constant), and every input bit affects every output bit.
+pub fn mix(mut x: u64) -> u64 {
+    x ^= x >> MIX_SHIFT;
+    x = x.wrapping_mul(MIX_K1);
+    x ^= x >> MIX_SHIFT;
+    x = x.wrapping_mul(MIX_K2);
+    x ^= x >> MIX_SHIFT;
+    x
+}
+
+/// The function the guest computes over the range at guest-physical `gpa` holding `bytes`.
 ///
-/// Refuses a length that is not a multiple of 8.
-pub fn checksum(bytes: &[u8]) -> Result<u64, Error> {
+/// With `w[i]` the little-endian `u64` words of `bytes` and `p[i] = gpa + 8 * i` their
+/// guest-physical addresses, all arithmetic modulo 2^64:
+///
+/// ```text
+/// checksum(gpa, bytes) = sum over i of mix(w[i] ^ (p[i] * POSITION_KEY))
+/// ```
+///
+/// Each word is mixed with its own address, so the same bytes at another address give another
+/// value, and [`mix`] is non-linear, so no combination of changes cancels by arithmetic
+/// structure the way it can in a weighted sum. The sum makes the result additive over
+/// consecutive pieces: `checksum(gpa, a ++ b) == checksum(gpa, a) + checksum(gpa + a.len(), b)`.
+///
+/// # What a mismatch-free comparison proves, and what it does not
+/// The host computes the expected value from the bytes it meant to put at `gpa`; the guest
+/// computes the value of the bytes that are there.
+/// - **Certain:** a range in which exactly one 8-byte word differs always mismatches (one bit, one
+///   byte, one word): for a fixed address the term is a bijection of the word, and no other term
+///   changes.
+/// - **Two or more words differ** (data populated at a wrong offset, swapped pages or regions,
+///   data shifted by a few bytes, a neighbour's write running over, a stale page): the change goes
+///   unnoticed only if the differences of the changed terms sum to 0 modulo 2^64. For a fixed,
+///   public function there is no proof of a bound; treating `mix` as a random permutation, a
+///   given wrong content passes with probability about 2^-64 per range, whatever its structure,
+///   as long as the error was not chosen with knowledge of this function (a bug, not an
+///   adversary). The blind spots of a linear checksum (two pages with equal word sums swapped,
+///   bit 63 flipped in two words an even distance apart, `+d, -2d, +d` on three consecutive words)
+///   are not special here; the crate's tests check each of them.
+/// - **Not detected:** changes made by someone who knows this function. `mix` and the key are
+///   public and invertible, so a second content with the same checksum is computed in a few
+///   operations (change one word, then solve for another:
+///   `w'[j] = mix^-1(t) ^ (p[j] * POSITION_KEY)`). This is a test oracle, not a MAC or a
+///   cryptographic hash; protecting a confidential guest's image against a malicious host is the
+///   platform's launch measurement's job. Bytes outside the ranges compared are not checked at
+///   all.
+///
+/// Refuses a length that is not a multiple of 8. Addresses wrap modulo 2^64 (the guest refuses
+/// ranges that overflow before it runs).
+pub fn checksum(gpa: u64, bytes: &[u8]) -> Result<u64, Error> {
     if bytes.len() % 8 != 0 {
         return Err(Error::LengthNotMultipleOf8 { len: bytes.len() });
     }
-    let (mut a, mut b) = (1u64, 0u64);
+    let mut key = gpa.wrapping_mul(POSITION_KEY);
+    let step = POSITION_KEY.wrapping_mul(8);
+    let mut sum = 0u64;
     for chunk in bytes.chunks_exact(8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        a = a.wrapping_add(u64::from_le_bytes(word));
-        b = b.wrapping_add(a);
+        sum = sum.wrapping_add(mix(u64::from_le_bytes(word) ^ key));
+        key = key.wrapping_add(step);
     }
-    Ok(a ^ b.rotate_left(32))
+    Ok(sum)
 }
 
 /// A guest-physical range to checksum: `len` bytes (a non-zero multiple of 8) from `gpa`.
@@ -580,7 +638,7 @@ impl<'vm> CheckGuest<'vm> {
     }
 
     /// Checksums every range in order on the vCPU and returns the results in order:
-    /// `result[i] == checksum(bytes of ranges[i])`.
+    /// `result[i] == checksum(ranges[i].gpa, bytes at ranges[i])`.
     ///
     /// Refused before running (typed [`Error::InvalidRange`] / [`Error::TooManyRanges`]): an empty
     /// range, a length that is not a multiple of 8, a range whose end overflows or lies above
@@ -794,52 +852,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checksum_by_hand() {
-        // No words: a = 1, b = 0.
-        assert_eq!(checksum(&[]).unwrap(), 1);
-        // [1]: a = 2, b = 2 -> 2 ^ (2 << 32).
-        assert_eq!(
-            checksum(&1u64.to_le_bytes()).unwrap(),
-            0x0000_0002_0000_0002
-        );
-        // [1, 2]: a = 2, 4; b = 2, 6 -> 4 ^ (6 << 32).
-        let mut two = 1u64.to_le_bytes().to_vec();
-        two.extend_from_slice(&2u64.to_le_bytes());
-        assert_eq!(checksum(&two).unwrap(), 0x0000_0006_0000_0004);
-        // [2, 1]: a = 3, 4; b = 3, 7 -> 4 ^ (7 << 32): swapping words changes the result.
-        let mut swapped = 2u64.to_le_bytes().to_vec();
-        swapped.extend_from_slice(&1u64.to_le_bytes());
-        assert_eq!(checksum(&swapped).unwrap(), 0x0000_0007_0000_0004);
-        // [u64::MAX]: a = 1 + MAX wraps to 0, b = 0.
-        assert_eq!(checksum(&[0xff; 8]).unwrap(), 0);
-        // Little-endian: bytes 01 00 .. 00 is the word 1, bytes 00 .. 00 01 is 1 << 56.
-        let mut high = [0u8; 8];
-        high[7] = 1;
-        // a = 1 + 2^56, b = a -> a ^ rol(a, 32) = (2^56 + 1) ^ (2^24 + 2^32).
-        assert_eq!(
-            checksum(&high).unwrap(),
-            (1u64 << 56) ^ 1 ^ (1 << 24) ^ (1 << 32)
-        );
+    fn mix_by_hand() {
+        // 0 is a fixed point of every step.
+        assert_eq!(mix(0), 0);
+        // x = 1: x >> 33 = 0, so x = K1; then x ^= x >> 33, x *= K2, x ^= x >> 33.
+        let x = MIX_K1;
+        let x = (x ^ (x >> 33)).wrapping_mul(MIX_K2);
+        assert_eq!(mix(1), x ^ (x >> 33));
     }
 
     #[test]
-    fn zeros_of_different_lengths_differ() {
-        // n zero words: a = 1, b = n.
-        assert_eq!(checksum(&[0; 8]).unwrap(), 1 ^ (1 << 32));
-        assert_eq!(checksum(&[0; 24]).unwrap(), 1 ^ (3 << 32));
-        // Shifting a word by one position: [0, 1] -> a = 2, b = 1 + 2 = 3; [1, 0] -> a = 2, b = 4.
-        let mut a = [0u8; 16];
-        a[8] = 1;
-        let mut b = [0u8; 16];
-        b[0] = 1;
-        assert_eq!(checksum(&a).unwrap(), 2 ^ (3 << 32));
-        assert_eq!(checksum(&b).unwrap(), 2 ^ (4 << 32));
+    fn checksum_by_hand() {
+        // No words: the empty sum.
+        assert_eq!(checksum(0x1000, &[]).unwrap(), 0);
+        // One zero word at GPA 0: mix(0 ^ 0) = 0.
+        assert_eq!(checksum(0, &[0; 8]).unwrap(), 0);
+        // One zero word at GPA 8: mix(8 * POSITION_KEY).
+        assert_eq!(
+            checksum(8, &[0; 8]).unwrap(),
+            mix(8u64.wrapping_mul(POSITION_KEY))
+        );
+        // Word 5 at GPA 0x10, word 7 at 0x18.
+        let mut two = 5u64.to_le_bytes().to_vec();
+        two.extend_from_slice(&7u64.to_le_bytes());
+        assert_eq!(
+            checksum(0x10, &two).unwrap(),
+            mix(5 ^ 0x10u64.wrapping_mul(POSITION_KEY))
+                .wrapping_add(mix(7 ^ 0x18u64.wrapping_mul(POSITION_KEY)))
+        );
+        // Little-endian: bytes 01 00 .. 00 is the word 1.
+        let mut one = [0u8; 8];
+        one[0] = 1;
+        assert_eq!(checksum(0, &one).unwrap(), mix(1));
+    }
+
+    #[test]
+    fn the_same_bytes_elsewhere_differ() {
+        let bytes = [0x5au8; 64];
+        let here = checksum(0x1000, &bytes).unwrap();
+        assert_ne!(checksum(0x1008, &bytes).unwrap(), here);
+        assert_ne!(checksum(0x2000, &bytes).unwrap(), here);
+        // Zeros of different lengths differ.
+        assert_ne!(
+            checksum(0, &[0; 16]).unwrap(),
+            checksum(0, &[0; 24]).unwrap()
+        );
     }
 
     #[test]
     fn checksum_refuses_partial_words() {
         for len in [1usize, 7, 9, 15] {
-            match checksum(&vec![0u8; len]) {
+            match checksum(0, &vec![0u8; len]) {
                 Err(Error::LengthNotMultipleOf8 { len: l }) => assert_eq!(l, len),
                 other => panic!("len {len}: {other:?}"),
             }

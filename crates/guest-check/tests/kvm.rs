@@ -58,7 +58,7 @@ impl TestVm {
                 self.mem
                     .read_slice(&mut bytes, GuestAddress(r.gpa))
                     .expect("range in test memory");
-                checksum(&bytes).expect("multiple of 8")
+                checksum(r.gpa, &bytes).expect("multiple of 8")
             })
             .collect()
     }
