@@ -34,9 +34,34 @@ fn demo_populates_64_mib_and_the_guest_verifies_it() {
     assert!(report.contains(&format!("({bytes} bytes)")), "{report}");
     assert!(report.contains("calls, 0 retries"), "{report}");
     assert!(stdout.contains("MiB/s"), "{stdout}");
-    // Every region and the untouched page were checked by the guest, none mismatched.
-    assert_eq!(stdout.matches(" ok\n").count(), 8, "{stdout}");
+    // Every region and both unpopulated ranges (page 0, the gap after the boot tables) were
+    // checked by the guest, none mismatched: every byte of both memslots.
+    assert_eq!(stdout.matches(" ok\n").count(), 9, "{stdout}");
+    assert_eq!(stdout.matches(" unpopulated ").count(), 2, "{stdout}");
     assert!(!stdout.contains("MISMATCH"), "{stdout}");
+    let memslots: u64 = stdout
+        .lines()
+        .next()
+        .and_then(|l| l.split(" of ").nth(1))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(|mib| mib << 20)
+        .unwrap_or_else(|| panic!("no guest memory size: {stdout}"));
+    let check = stdout
+        .lines()
+        .find(|l| l.starts_with("guest check: "))
+        .unwrap_or_else(|| panic!("no check line: {stdout}"));
+    assert!(
+        check.contains(&format!(
+            "checksummed {} MiB (every byte of both memslots) in 9 ranges",
+            memslots >> 20
+        )),
+        "{check}"
+    );
+    assert!(
+        stdout.contains("a second pass over the same ranges, every page already mapped: "),
+        "{stdout}"
+    );
 }
 
 #[test]
