@@ -419,7 +419,11 @@ pub fn mix(mut x: u64) -> u64 {
 ///   `w'[j] = mix^-1(t) ^ (p[j] * POSITION_KEY)`). This is a test oracle, not a MAC or a
 ///   cryptographic hash; protecting a confidential guest's image against a malicious host is the
 ///   platform's launch measurement's job. Bytes outside the ranges compared are not checked at
-///   all.
+///   all. The one structure that cancels exactly: a content whose mixer inputs
+///   `w[i] ^ (p[i] * POSITION_KEY)` are a permutation of the intended ones (the sum does not see
+///   order). A word moved from `p` to `q` keeps its input only if it is also XORed with the
+///   difference of the two keys, which data does not do by accident unless it is built from
+///   addresses times `POSITION_KEY`.
 ///
 /// Refuses a length that is not a multiple of 8. Addresses wrap modulo 2^64 (the guest refuses
 /// ranges that overflow before it runs).
