@@ -737,3 +737,87 @@ impl<I: TdxIoctl> Backend for TdxBackend<I> {
         Populated::all(chunk.len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_meanings_follow_6_18() {
+        // KVM_TDX_INIT_MEM_REGION cannot return EAGAIN in 6.18 (see the function's docs).
+        let unknown = init_mem_region_errno_meaning(libc::EAGAIN);
+        assert_eq!(
+            unknown,
+            "an errno Linux 6.18 does not return for this command"
+        );
+        assert!(init_mem_region_errno_meaning(libc::EINVAL).contains("a non-private page"));
+        assert!(init_mem_region_errno_meaning(libc::EINVAL).contains("no guest_memfd memslot"));
+        assert!(init_mem_region_errno_meaning(libc::EBUSY).contains("EEXIST"));
+        assert!(init_mem_region_errno_meaning(libc::EIO).contains("cannot recover"));
+        for errno in [
+            libc::EINTR,
+            libc::EBUSY,
+            libc::EIO,
+            libc::EEXIST,
+            libc::EFAULT,
+            libc::EINVAL,
+            libc::ENOMEM,
+            libc::EHWPOISON,
+            libc::ENOTTY,
+        ] {
+            assert_ne!(init_mem_region_errno_meaning(errno), unknown, "{errno}");
+        }
+    }
+
+    #[test]
+    fn unrecoverable_lists_every_range_in_the_td() {
+        let u = Unrecoverable {
+            errno: libc::EBUSY,
+            page: 0x3000,
+            page_state: PageState::PreMappedNotAdded,
+            in_td: vec![
+                AddedRange {
+                    gpa: 0x1000,
+                    len: 0x2000,
+                    measured: true,
+                },
+                AddedRange {
+                    gpa: 0x8000,
+                    len: 0x1000,
+                    measured: false,
+                },
+            ],
+        };
+        assert_eq!(u.bytes_in_td(), 0x3000);
+        let s = u.to_string();
+        assert!(
+            s.ends_with("in the TD (12288 bytes added by this backend): [0x1000..0x3000) measured, [0x8000..0x9000) unmeasured; tear the VM down"),
+            "{s}"
+        );
+        assert!(s.contains("at page 0x3000, which is not in the TD"), "{s}");
+        assert!(PageState::AlreadyPrepared.to_string().contains("unknown"));
+    }
+
+    #[test]
+    fn added_ranges_merge_only_when_contiguous_and_alike() {
+        let mut td = TdxBackend::new(crate::testing::TdxModel::new());
+        td.record_added(0x1000, 0x1000, true);
+        td.record_added(0x2000, 0x1000, true);
+        td.record_added(0x3000, 0x1000, false);
+        td.record_added(0x5000, 0x1000, false);
+        td.record_added(0x6000, 0, true);
+        let r: Vec<_> = td
+            .added()
+            .iter()
+            .map(|r| (r.gpa, r.len, r.measured))
+            .collect();
+        assert_eq!(
+            r,
+            vec![
+                (0x1000, 0x2000, true),
+                (0x3000, 0x1000, false),
+                (0x5000, 0x1000, false)
+            ]
+        );
+    }
+}
