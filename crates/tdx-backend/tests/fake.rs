@@ -119,3 +119,88 @@ fn success_with_less_than_asked_is_partial_progress_and_the_driver_continues() {
     assert_eq!(report.regions[0].calls, 2);
     assert_eq!(td.ioctl().calls, 2);
 }
+
+#[test]
+fn chunks_the_backend_cannot_send_are_refused_before_any_ioctl() {
+    let mut fake = Fake::new(Vec::new());
+    // Through `&mut`: the forwarding impl, and the default `vm_check_extension` (a TD's).
+    let mut td = TdxBackend::new(&mut fake);
+    let data = vec![0u8; 4096];
+    let req = |role, source| ChunkRequest {
+        region: 0,
+        gpa: 0x1000,
+        len: 0x2000,
+        role,
+        source,
+    };
+    let p = td.populate(&req(Role::Secrets, ChunkSource::Bytes(&data)));
+    assert!(p
+        .result
+        .unwrap_err()
+        .detail
+        .contains("no TDX page operation"));
+    assert_eq!(td.page_type(Role::Secrets), "none (not a TDX role)");
+    assert_eq!(td.page_type(Role::Zero), "PAGE.ADD (zero source)");
+    assert_eq!(td.page_type(Role::Unmeasured), "PAGE.ADD");
+    let p = td.populate(&req(Role::Measured, ChunkSource::Bytes(&data)));
+    assert!(p
+        .result
+        .unwrap_err()
+        .detail
+        .contains("fewer than the chunk"));
+    let p = td.populate(&req(Role::Measured, ChunkSource::InPlace));
+    let e = p.result.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unsupported);
+    assert!(
+        e.detail.contains("cannot populate in place"),
+        "{}",
+        e.detail
+    );
+    assert_eq!(td.ioctl().calls, 0);
+    // Zero content goes through the zero source.
+    let p = td.populate(&req(Role::Zero, ChunkSource::Zero));
+    assert_eq!(p, cc_populate::Populated::all(0x2000));
+    assert_eq!(td.ioctl().calls, 1);
+    drop(td);
+    assert_eq!(fake.calls, 1);
+}
+
+/// Refuses every conversion.
+struct NoPrivate;
+
+impl TdxIoctl for NoPrivate {
+    fn vm_op(&mut self, _: &mut kvm_tdx_cmd, _: Option<&mut [u8]>) -> Result<(), i32> {
+        Ok(())
+    }
+    fn vcpu_op(&mut self, _: &mut kvm_tdx_cmd, _: Option<&mut [u8]>) -> Result<(), i32> {
+        Ok(())
+    }
+    fn init_mem_region(
+        &mut self,
+        _: &mut kvm_tdx_cmd,
+        _: &mut kvm_tdx_init_mem_region,
+        _: &[u8],
+    ) -> Result<(), i32> {
+        Err(libc::EINVAL)
+    }
+    fn set_private(&mut self, _: u64, _: u64) -> Result<(), i32> {
+        Err(libc::EINVAL)
+    }
+}
+
+#[test]
+fn a_refused_conversion_stops_before_populate() {
+    let mut td = TdxBackend::new(NoPrivate);
+    let data = vec![0u8; 4096];
+    let plan = PlanBuilder::new()
+        .source(0x10_0000, Role::Measured, &data)
+        .build(&TDX_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    let err = Driver::new(&mut td).run(&plan).unwrap_err();
+    let stop = err.report().unwrap().stop.clone().unwrap();
+    assert_eq!(stop.phase, cc_populate::Phase::Convert);
+    assert!(stop
+        .to_string()
+        .contains("KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) [0x100000..+0x1000)"));
+    let _ = td.into_ioctl();
+}

@@ -3,8 +3,8 @@
 //! the check that the VM is a TD.
 
 use cc_populate::{
-    ConversionPolicy, Driver, DriverOptions, ErrorKind, MemoryLayout, Plan, PlanBuilder, Role,
-    RunError, SourceBuf, StopCause,
+    Backend, ChunkRequest, ChunkSource, ConversionPolicy, Driver, DriverOptions, ErrorKind,
+    MemoryLayout, Plan, PlanBuilder, Role, RunError, SourceBuf, StopCause,
 };
 use tdx_backend::status::{TDX_OPERAND_BUSY, TDX_OPERAND_INVALID};
 use tdx_backend::testing::{Event, Host, Memslot, Scope, TdxModel, VmFault, SHARED_BIT};
@@ -391,6 +391,16 @@ fn a_failed_page_add_is_unrecoverable_and_says_what_is_in_the_td() {
         .unwrap_err()
         .to_string()
         .contains("tear the VM down"));
+    assert_eq!(td.ioctl().calls.len(), calls);
+    let zero = td.populate(&ChunkRequest {
+        region: 1,
+        gpa: 0x80_0000,
+        len: PAGE,
+        role: Role::Zero,
+        source: ChunkSource::Zero,
+    });
+    let e = zero.result.unwrap_err();
+    assert!(e.unrecoverable && e.detail.contains("not sent"), "{e}");
     assert_eq!(td.ioctl().calls.len(), calls);
     // The kernel: the page is pre-mapped, not added.
     assert_eq!(td.ioctl().premapped(), 1);
