@@ -14,6 +14,7 @@ struct Fake {
     calls: usize,
     vm_answer: Result<(), i32>,
     vm_calls: usize,
+    private: Result<(), i32>,
 }
 
 impl Fake {
@@ -23,6 +24,7 @@ impl Fake {
             calls: 0,
             vm_answer: Ok(()),
             vm_calls: 0,
+            private: Ok(()),
         }
     }
 }
@@ -53,7 +55,7 @@ impl TdxIoctl for Fake {
         r
     }
     fn set_private(&mut self, _: u64, _: u64) -> Result<(), i32> {
-        Ok(())
+        self.private
     }
 }
 
@@ -165,32 +167,11 @@ fn chunks_the_backend_cannot_send_are_refused_before_any_ioctl() {
     assert_eq!(fake.calls, 1);
 }
 
-/// Refuses every conversion.
-struct NoPrivate;
-
-impl TdxIoctl for NoPrivate {
-    fn vm_op(&mut self, _: &mut kvm_tdx_cmd, _: Option<&mut [u8]>) -> Result<(), i32> {
-        Ok(())
-    }
-    fn vcpu_op(&mut self, _: &mut kvm_tdx_cmd, _: Option<&mut [u8]>) -> Result<(), i32> {
-        Ok(())
-    }
-    fn init_mem_region(
-        &mut self,
-        _: &mut kvm_tdx_cmd,
-        _: &mut kvm_tdx_init_mem_region,
-        _: &[u8],
-    ) -> Result<(), i32> {
-        Err(libc::EINVAL)
-    }
-    fn set_private(&mut self, _: u64, _: u64) -> Result<(), i32> {
-        Err(libc::EINVAL)
-    }
-}
-
 #[test]
 fn a_refused_conversion_stops_before_populate() {
-    let mut td = TdxBackend::new(NoPrivate);
+    let mut fake = Fake::new(Vec::new());
+    fake.private = Err(libc::EINVAL);
+    let mut td = TdxBackend::new(fake);
     let data = vec![0u8; 4096];
     let plan = PlanBuilder::new()
         .source(0x10_0000, Role::Measured, &data)
@@ -202,5 +183,5 @@ fn a_refused_conversion_stops_before_populate() {
     assert!(stop
         .to_string()
         .contains("KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) [0x100000..+0x1000)"));
-    let _ = td.into_ioctl();
+    assert_eq!(td.into_ioctl().calls, 0);
 }
