@@ -155,6 +155,11 @@ pub struct BackendError {
     pub platform: Option<PlatformCode>,
     /// Free-form detail (which ioctl, what it was asked).
     pub detail: String,
+    /// The platform is left in a state no retry or resume can fix (e.g. a TDX page that
+    /// guest_memfd marked prepared but the TDX module never added): the driver stops whatever
+    /// the `kind`, and [`Driver::resume`](crate::Driver::resume) refuses the report. Set with
+    /// [`unrecoverable`](BackendError::unrecoverable).
+    pub unrecoverable: bool,
 }
 
 impl BackendError {
@@ -165,6 +170,7 @@ impl BackendError {
             errno: None,
             platform: None,
             detail: detail.into(),
+            unrecoverable: false,
         }
     }
 
@@ -183,7 +189,24 @@ impl BackendError {
             errno: Some(errno),
             platform: None,
             detail: detail.into(),
+            unrecoverable: false,
         }
+    }
+
+    /// This error, marked unrecoverable: its kind becomes [`ErrorKind::Failed`] (never
+    /// retried) and a report stopped by it cannot be resumed.
+    ///
+    /// ```
+    /// use cc_populate::{BackendError, ErrorKind};
+    /// let e = BackendError::from_errno(libc::EBUSY, "page half-added").unrecoverable();
+    /// assert_eq!(e.kind, ErrorKind::Failed);
+    /// assert!(e.unrecoverable);
+    /// assert!(e.to_string().starts_with("unrecoverable"));
+    /// ```
+    pub fn unrecoverable(mut self) -> Self {
+        self.kind = ErrorKind::Failed;
+        self.unrecoverable = true;
+        self
     }
 
     /// This error with the platform's code attached.
@@ -199,6 +222,7 @@ impl BackendError {
 impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
+            _ if self.unrecoverable => "unrecoverable",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::Again => "busy, try again",
             ErrorKind::Unsupported => "not supported",

@@ -321,13 +321,17 @@ pub enum RunError {
     /// A report given to resume does not describe this plan.
     #[error("the report does not match the plan: {0}")]
     ReportMismatch(String),
+    /// The report given to resume stopped on an unrecoverable error
+    /// ([`BackendError::unrecoverable`]): nothing is retried; the VM must be torn down.
+    #[error("cannot resume: the run stopped on an unrecoverable error: {}", .0.stop.as_ref().map(|s| s.to_string()).unwrap_or_default())]
+    Unrecoverable(Box<Report>),
 }
 
 impl RunError {
-    /// The report of a stopped run.
+    /// The report of a stopped run (also of one that cannot be resumed).
     pub fn report(&self) -> Option<&Report> {
         match self {
-            RunError::Stopped(r) => Some(r),
+            RunError::Stopped(r) | RunError::Unrecoverable(r) => Some(r),
             _ => None,
         }
     }
@@ -706,7 +710,7 @@ impl Guard {
                 Ok(false)
             }
             Ok(()) => Ok(false),
-            Err(e) if e.kind.is_retryable() => {
+            Err(e) if e.kind.is_retryable() && !e.unrecoverable => {
                 if done == 0 {
                     self.retry_streak += 1;
                 }
@@ -734,6 +738,15 @@ impl StopCause {
 }
 
 fn check_report(plan: &Plan<'_>, report: &Report) -> Result<(), RunError> {
+    if let Some(Stop {
+        cause: StopCause::Backend(e),
+        ..
+    }) = &report.stop
+    {
+        if e.unrecoverable {
+            return Err(RunError::Unrecoverable(Box::new(report.clone())));
+        }
+    }
     let regions = plan.regions();
     if regions.len() != report.regions.len() {
         return Err(RunError::ReportMismatch(format!(

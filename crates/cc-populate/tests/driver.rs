@@ -537,3 +537,53 @@ proptest! {
         prop_assert_eq!(b.populated_bytes(), plan.total_bytes());
     }
 }
+
+/// Populates `granules` of the first call, then ends it with an error that is retryable by
+/// kind but marked unrecoverable; every later call populates everything.
+struct HalfAdded {
+    calls: u32,
+}
+
+impl cc_populate::Backend for HalfAdded {
+    fn caps(&self) -> cc_populate::BackendCaps {
+        LedgerBackend::new(2 * MIB).caps
+    }
+    fn populate(&mut self, chunk: &cc_populate::ChunkRequest<'_>) -> cc_populate::Populated {
+        self.calls += 1;
+        if self.calls == 1 {
+            let e = cc_populate::BackendError::from_errno(libc::EINTR, "page left half-added")
+                .unrecoverable();
+            return cc_populate::Populated::failed(2 * 4096, e);
+        }
+        cc_populate::Populated::all(chunk.len)
+    }
+}
+
+#[test]
+fn an_unrecoverable_error_is_never_retried_nor_resumed() {
+    let mut backend = HalfAdded { calls: 0 };
+    let data = vec![1u8; 4 * 4096];
+    let plan = PlanBuilder::new()
+        .source(MIB, Role::Measured, &data)
+        .build(&backend.caps(), &MemoryLayout::unbounded())
+        .unwrap();
+    use cc_populate::Backend;
+    let mut driver = Driver::new(&mut backend);
+    let err = driver.run(&plan).unwrap_err();
+    let report = err.report().unwrap().clone();
+    assert_eq!(report.regions[0].populated, 2 * 4096);
+    assert_eq!(report.regions[0].retries, 0);
+    let stop = report.stop.as_ref().unwrap();
+    assert_eq!(stop.gpa, MIB + 2 * 4096);
+    let StopCause::Backend(e) = &stop.cause else {
+        panic!("{:?}", stop.cause)
+    };
+    assert!(e.unrecoverable);
+    assert_eq!(e.kind, ErrorKind::Failed);
+    assert!(err.to_string().contains("unrecoverable, errno 4"), "{err}");
+    let again = driver.resume(&plan, &report).unwrap_err();
+    assert!(matches!(again, RunError::Unrecoverable(_)), "{again}");
+    assert_eq!(again.report(), Some(&report));
+    assert!(again.to_string().starts_with("cannot resume"), "{again}");
+    assert_eq!(backend.calls, 1, "nothing was called again");
+}

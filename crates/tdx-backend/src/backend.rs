@@ -7,11 +7,11 @@ use cc_populate::{Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource,
 use crate::ioctl::{TdxIoctl, CAPS_HEADER, CPUID2_HEADER, CPUID_ENTRY, INIT_VM_HEADER};
 use crate::measure::{page_op, TDX_CAPS};
 use crate::uapi::{
-    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_CAPABILITIES,
-    KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VCPU, KVM_TDX_INIT_VM,
-    KVM_TDX_MEASURE_MEMORY_REGION,
+    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_MAX_CPUID_ENTRIES,
+    KVM_TDX_CAPABILITIES, KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VCPU,
+    KVM_TDX_INIT_VM, KVM_TDX_MEASURE_MEMORY_REGION, TDX_MAX_CPUID_CONFIG,
 };
-use crate::{status, Error, PAGE_SIZE};
+use crate::{Error, PAGE_SIZE};
 
 /// Size of the page-aligned bounce buffer used for sources that are not page aligned (the
 /// kernel requires `source_addr` to be), and of the zero source for zero content.
@@ -123,6 +123,13 @@ fn get_entry(b: &[u8]) -> Option<kvm_cpuid_entry2> {
     })
 }
 
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_le_bytes)
+        .unwrap_or(0)
+}
+
 fn u64_at(b: &[u8], at: usize) -> u64 {
     b.get(at..at + 8)
         .and_then(|s| s.try_into().ok())
@@ -130,20 +137,139 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
         .unwrap_or(0)
 }
 
-/// Meaning of an errno from `KVM_TDX_INIT_MEM_REGION`, as the kernel's TDX code produces it.
+/// Meaning of an errno from `KVM_TDX_INIT_MEM_REGION`, as Linux 6.18.2 produces it
+/// (`arch/x86/kvm/vmx/tdx.c: tdx_vcpu_ioctl`, `tdx_vcpu_init_mem_region`,
+/// `tdx_gmem_post_populate`; `virt/kvm/guest_memfd.c: kvm_gmem_populate`). There is no
+/// `EAGAIN`: the one source of it on that path (`kvm_mmu_faultin_pfn` on a memslot being
+/// moved, `arch/x86/kvm/mmu/mmu.c`) cannot be seen while the command holds `slots_lock`.
 pub fn init_mem_region_errno_meaning(errno: i32) -> &'static str {
     match errno {
-        libc::EINTR => "interrupted by a signal (the region was written back: resume from it)",
-        libc::EAGAIN => "the private mapping changed under KVM; retry",
-        libc::EBUSY => "the TDX module was busy; retry",
-        libc::EIO => "TDH.MEM.PAGE.ADD or TDH.MR.EXTEND failed in the TDX module",
-        libc::EEXIST => "the page was already populated (never populate a page twice)",
-        libc::EFAULT => "the source could not be read, or the page is not private to TDX",
-        libc::EINVAL => {
-            "invalid request (vCPU not initialized, TD finalized, bad flags, misaligned or non-private range)"
+        libc::EINTR => {
+            "a signal was pending (tdx_vcpu_init_mem_region, kvm_gmem_populate); the region was written back: resume from it"
         }
-        libc::ENOMEM => "the source page could not be pinned",
-        _ => "unexpected error",
+        libc::EBUSY => {
+            "TDH.MEM.PAGE.ADD found an operand busy (tdx_gmem_post_populate): the page is pre-mapped by KVM and prepared in guest_memfd but not added; Linux 6.18 can neither retry it (EEXIST) nor finalize the TD (EINVAL)"
+        }
+        libc::EIO => {
+            "TDH.MEM.PAGE.ADD or TDH.MR.EXTEND failed (tdx_gmem_post_populate; 6.18 does not copy the module status out for vCPU commands): the page is prepared in guest_memfd and either pre-mapped but not added or added with a partial measurement; Linux 6.18 cannot recover it"
+        }
+        libc::EEXIST => {
+            "guest_memfd already has the page prepared (kvm_gmem_populate): it was added before, or left prepared by a failed add; a page is never added twice"
+        }
+        libc::EFAULT => {
+            "the region or the source page could not be read (copy_from_user, get_user_pages_fast in tdx_gmem_post_populate), or the memslot's guest_memfd is gone; the page was not touched"
+        }
+        libc::EINVAL => {
+            "refused before the page was touched: vCPU not initialized or TD finalized (tdx_vcpu_ioctl, tdx_vcpu_init_mem_region), bad flags, a misaligned, empty or wrapping range or a GPA with the shared bit (vt_is_tdx_private_gpa), a page in no guest_memfd memslot, or a non-private page (kvm_gmem_populate: KVM_MEMORY_ATTRIBUTE_PRIVATE not set)"
+        }
+        libc::ENOMEM => {
+            "the source pin, the guest_memfd folio or KVM's page tables could not be allocated; the page was not touched"
+        }
+        libc::EHWPOISON => "the guest_memfd page is poisoned (__kvm_gmem_get_pfn)",
+        libc::ENOTTY => "this KVM has no vCPU KVM_MEMORY_ENCRYPT_OP (not an Intel host)",
+        _ => "an errno Linux 6.18 does not return for this command",
+    }
+}
+
+/// Attempts of `KVM_TDX_INIT_VM` while it fails with `EAGAIN` (`TDX_RND_NO_ENTROPY` from
+/// TDH.MNG.CREATE or TDH.MNG.ADDCX, `arch/x86/kvm/vmx/tdx.c: __tdx_td_init`): QEMU's bound
+/// (`target/i386/kvm/tdx.c: tdx_pre_create_vcpu`, `retry = 10000`, no delay between).
+pub const INIT_VM_ATTEMPTS: u32 = 10_000;
+
+/// Pages this backend added to the TD with one flag setting, contiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddedRange {
+    /// First guest-physical address.
+    pub gpa: u64,
+    /// Bytes (whole pages).
+    pub len: u64,
+    /// Whether each page was also extended into MRTD (TDH.MR.EXTEND x 16).
+    pub measured: bool,
+}
+
+/// What is known of the page an unrecoverable `KVM_TDX_INIT_MEM_REGION` stopped at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageState {
+    /// `EBUSY`, or `EIO` without `KVM_TDX_MEASURE_MEMORY_REGION`: TDH.MEM.PAGE.ADD failed
+    /// after `kvm_tdp_map_page` had mapped the page (`tdx_gmem_post_populate`). It is not in
+    /// the TD, but KVM counts it in `nr_premapped` (`tdx_mem_page_record_premap_cnt`), so
+    /// `KVM_TDX_FINALIZE_VM` fails with `EINVAL` (`tdx_td_finalize`), and the fault marked its
+    /// guest_memfd folio prepared (`kvm_gmem_get_pfn` -> `kvm_gmem_prepare_folio`), so another
+    /// add gets `EEXIST` (`kvm_gmem_populate`).
+    PreMappedNotAdded,
+    /// `EIO` with `KVM_TDX_MEASURE_MEMORY_REGION`: either as [`PreMappedNotAdded`]
+    /// (PAGE.ADD failed) or added with only some of its 16 MR.EXTENDs (then finalize succeeds,
+    /// but MRTD matches no plan). Linux 6.18 does not say which: `hw_error` is not copied out
+    /// for vCPU commands (`tdx_vcpu_ioctl`).
+    ///
+    /// [`PreMappedNotAdded`]: PageState::PreMappedNotAdded
+    NotAddedOrPartlyMeasured,
+    /// `EEXIST`: guest_memfd already had the page prepared (`kvm_gmem_populate`). This backend
+    /// never added it; someone else did, or an earlier failed call left it prepared (e.g. a
+    /// signal in `kvm_tdp_map_page` after the fault had prepared the folio). Whether it is in
+    /// the TD is unknown here.
+    AlreadyPrepared,
+}
+
+impl std::fmt::Display for PageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PageState::PreMappedNotAdded => {
+                "not in the TD, but pre-mapped by KVM (KVM_TDX_FINALIZE_VM now fails with EINVAL) and prepared in guest_memfd (adding it again gets EEXIST)"
+            }
+            PageState::NotAddedOrPartlyMeasured => {
+                "either not in the TD but pre-mapped (finalize fails with EINVAL), or in the TD with a partial MR.EXTEND (MRTD matches no plan); the kernel does not say which; prepared in guest_memfd (adding it again gets EEXIST)"
+            }
+            PageState::AlreadyPrepared => {
+                "already prepared in guest_memfd before this backend added it (by another caller, or left by an earlier failed call); whether it is in the TD is unknown"
+            }
+        })
+    }
+}
+
+/// The state a TD is left in by a populate failure Linux 6.18 cannot recover from: the pages
+/// this backend added (all of them, across every call), and the page it stopped at.
+///
+/// The TD cannot be finalized to the plan's MRTD: tear the VM down and start again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unrecoverable {
+    /// The errno of the failing `KVM_TDX_INIT_MEM_REGION`.
+    pub errno: i32,
+    /// The page it stopped at.
+    pub page: u64,
+    /// What is known of that page.
+    pub page_state: PageState,
+    /// The pages this backend added to the TD, in the order added, contiguous runs merged.
+    pub in_td: Vec<AddedRange>,
+}
+
+impl Unrecoverable {
+    /// Bytes this backend added to the TD.
+    pub fn bytes_in_td(&self) -> u64 {
+        self.in_td.iter().map(|r| r.len).sum()
+    }
+}
+
+impl std::fmt::Display for Unrecoverable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unrecoverable on Linux 6.18: KVM_TDX_INIT_MEM_REGION failed with errno {} ({}) at page {:#x}, which is {}; in the TD ({} bytes added by this backend):",
+            self.errno,
+            std::io::Error::from_raw_os_error(self.errno),
+            self.page,
+            self.page_state,
+            self.bytes_in_td()
+        )?;
+        if self.in_td.is_empty() {
+            f.write_str(" nothing")?;
+        }
+        for (i, r) in self.in_td.iter().enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            let how = if r.measured { "measured" } else { "unmeasured" };
+            write!(f, "{sep}[{:#x}..{:#x}) {how}", r.gpa, r.gpa + r.len)?;
+        }
+        f.write_str("; tear the VM down")
     }
 }
 
@@ -181,6 +307,9 @@ pub struct TdxBackend<I> {
     bounce: Option<Aligned>,
     zero: Option<Aligned>,
     finalized: bool,
+    td_checked: bool,
+    added: Vec<AddedRange>,
+    unrecoverable: Option<Box<Unrecoverable>>,
 }
 
 impl<I: TdxIoctl> TdxBackend<I> {
@@ -191,7 +320,44 @@ impl<I: TdxIoctl> TdxBackend<I> {
             bounce: None,
             zero: None,
             finalized: false,
+            td_checked: false,
+            added: Vec::new(),
+            unrecoverable: None,
         }
+    }
+
+    /// The pages this backend added to the TD so far, in the order added (contiguous runs with
+    /// the same measure flag merged).
+    pub fn added(&self) -> &[AddedRange] {
+        &self.added
+    }
+
+    /// The unrecoverable state a populate failure left the TD in, if one did. After it,
+    /// populate and [`finalize`](Self::finalize) are refused without an ioctl.
+    pub fn unrecoverable(&self) -> Option<&Unrecoverable> {
+        self.unrecoverable.as_deref()
+    }
+
+    /// [`check_td`](crate::check_td), once: every TDX command waits for it.
+    fn ensure_td(&mut self) -> Result<(), Error> {
+        if !self.td_checked {
+            crate::check_td(&mut self.ioctl)?;
+            self.td_checked = true;
+        }
+        Ok(())
+    }
+
+    fn record_added(&mut self, gpa: u64, len: u64, measured: bool) {
+        if len == 0 {
+            return;
+        }
+        if let Some(last) = self.added.last_mut() {
+            if last.measured == measured && last.gpa + last.len == gpa {
+                last.len += len;
+                return;
+            }
+        }
+        self.added.push(AddedRange { gpa, len, measured });
     }
 
     /// The ioctl layer.
@@ -216,6 +382,7 @@ impl<I: TdxIoctl> TdxBackend<I> {
         data: u64,
         payload: Option<&mut [u8]>,
     ) -> Result<kvm_tdx_cmd, Error> {
+        self.ensure_td()?;
         let mut cmd = kvm_tdx_cmd {
             id,
             flags: 0,
@@ -228,75 +395,88 @@ impl<I: TdxIoctl> TdxBackend<I> {
         Ok(cmd)
     }
 
-    /// `KVM_TDX_CAPABILITIES`. On a VM that is not a TD, or a KVM without TDX, this is
-    /// [`Error::NotSupported`].
+    /// `KVM_TDX_CAPABILITIES`, after [`check_td`](crate::check_td). On a host without TDX
+    /// this is [`Error::NotSupported`], on a VM that is not a TD [`Error::NotATd`], both
+    /// without sending the command.
+    ///
+    /// Room is made for `KVM_MAX_CPUID_ENTRIES` (256) CPUID entries, twice the most a TDX
+    /// module can report to Linux 6.18 (128). `E2BIG` is a hard error: the kernel does not write
+    /// the needed count back (`arch/x86/kvm/vmx/tdx.c: tdx_get_capabilities` returns before
+    /// any copy).
     pub fn capabilities(&mut self) -> Result<TdxCapabilities, Error> {
-        let mut room: usize = 256;
-        for _ in 0..3 {
-            let mut b = vec![0u8; CAPS_HEADER + CPUID2_HEADER + room * CPUID_ENTRY];
-            b[CAPS_HEADER..CAPS_HEADER + 4].copy_from_slice(&(room as u32).to_le_bytes());
-            let r = self.vm_cmd(
-                "KVM_TDX_CAPABILITIES",
-                KVM_TDX_CAPABILITIES,
-                0,
-                Some(&mut b),
-            );
-            let nent = u32::from_le_bytes([
-                b[CAPS_HEADER],
-                b[CAPS_HEADER + 1],
-                b[CAPS_HEADER + 2],
-                b[CAPS_HEADER + 3],
-            ]) as usize;
-            match r {
-                Ok(_) => {
-                    let entries = &b[CAPS_HEADER + CPUID2_HEADER..];
-                    let cpuid = (0..nent.min(room))
-                        .filter_map(|i| get_entry(&entries[i * CPUID_ENTRY..]))
-                        .collect();
-                    return Ok(TdxCapabilities {
-                        supported_attrs: u64_at(&b, 0),
-                        supported_xfam: u64_at(&b, 8),
-                        kernel_tdvmcallinfo_1_r11: u64_at(&b, 16),
-                        user_tdvmcallinfo_1_r11: u64_at(&b, 24),
-                        kernel_tdvmcallinfo_1_r12: u64_at(&b, 32),
-                        user_tdvmcallinfo_1_r12: u64_at(&b, 40),
-                        cpuid,
-                    });
-                }
-                Err(Error::Ioctl { errno, .. }) if errno == libc::E2BIG && nent > room => {
-                    room = nent;
-                }
-                Err(Error::Ioctl { errno, .. })
-                    if matches!(errno, libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP) =>
-                {
-                    return Err(Error::NotSupported {
-                        reason: format!(
-                            "KVM_MEMORY_ENCRYPT_OP(KVM_TDX_CAPABILITIES) refused with errno {errno} ({}): not a TD, or no TDX in this KVM",
-                            std::io::Error::from_raw_os_error(errno)
-                        ),
-                    })
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::ioctl(
+        let room = KVM_MAX_CPUID_ENTRIES as usize;
+        let mut b = vec![0u8; CAPS_HEADER + CPUID2_HEADER + room * CPUID_ENTRY];
+        b[CAPS_HEADER..CAPS_HEADER + 4].copy_from_slice(&(room as u32).to_le_bytes());
+        match self.vm_cmd(
             "KVM_TDX_CAPABILITIES",
-            libc::E2BIG,
+            KVM_TDX_CAPABILITIES,
             0,
-            "the CPUID table kept growing",
-        ))
+            Some(&mut b),
+        ) {
+            Ok(_) => {}
+            Err(Error::Ioctl { errno, .. }) if errno == libc::E2BIG => {
+                return Err(Error::ioctl(
+                    "KVM_TDX_CAPABILITIES",
+                    errno,
+                    0,
+                    &format!("the TDX module reports more than {room} configurable CPUID leaves (no 6.18 kernel takes a module with more than {TDX_MAX_CPUID_CONFIG}); the kernel does not say how many (tdx_get_capabilities)"),
+                ))
+            }
+            Err(Error::Ioctl { errno, .. }) if errno == libc::ENOTTY => {
+                return Err(Error::NotSupported {
+                    reason: format!(
+                        "KVM_MEMORY_ENCRYPT_OP(KVM_TDX_CAPABILITIES) refused with errno {errno} ({}): not a TD (vt_mem_enc_ioctl)",
+                        std::io::Error::from_raw_os_error(errno)
+                    ),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+        let nent = u32_at(&b, CAPS_HEADER) as usize;
+        let entries = &b[CAPS_HEADER + CPUID2_HEADER..];
+        let cpuid = (0..nent.min(room))
+            .filter_map(|i| get_entry(&entries[i * CPUID_ENTRY..]))
+            .collect();
+        Ok(TdxCapabilities {
+            supported_attrs: u64_at(&b, 0),
+            supported_xfam: u64_at(&b, 8),
+            kernel_tdvmcallinfo_1_r11: u64_at(&b, 16),
+            user_tdvmcallinfo_1_r11: u64_at(&b, 24),
+            kernel_tdvmcallinfo_1_r12: u64_at(&b, 32),
+            user_tdvmcallinfo_1_r12: u64_at(&b, 40),
+            cpuid,
+        })
     }
 
     /// `KVM_TDX_INIT_VM` with `params` (before any vCPU is created).
+    ///
+    /// `EAGAIN` means the CPU's random number generator ran dry in TDH.MNG.CREATE or
+    /// TDH.MNG.ADDCX (`__tdx_td_init`; the TD stays uninitialized): the command is sent again,
+    /// up to [`INIT_VM_ATTEMPTS`] times in all, as QEMU does. `EINVAL` with `hw_error`
+    /// `TDX_OPERAND_INVALID` names the operand TDH.MNG.INIT refused.
     pub fn init_vm(&mut self, params: &TdParams) -> Result<(), Error> {
         let mut b = params.to_bytes();
-        self.vm_cmd("KVM_TDX_INIT_VM", KVM_TDX_INIT_VM, 0, Some(&mut b))
-            .map(|_| ())
+        for _ in 0..INIT_VM_ATTEMPTS {
+            match self.vm_cmd("KVM_TDX_INIT_VM", KVM_TDX_INIT_VM, 0, Some(&mut b)) {
+                Err(Error::Ioctl { errno, .. }) if errno == libc::EAGAIN => continue,
+                r => return r.map(|_| ()),
+            }
+        }
+        Err(Error::ioctl(
+            "KVM_TDX_INIT_VM",
+            libc::EAGAIN,
+            0,
+            &format!("TDX_RND_NO_ENTROPY: the CPU's random number generator stayed dry for {INIT_VM_ATTEMPTS} attempts (QEMU's bound); something is draining RDRAND/RDSEED"),
+        ))
     }
 
     /// `KVM_TDX_INIT_VCPU` on the vCPU of the ioctl layer; `rcx` is the vCPU's initial RCX
     /// (TDVF expects the TD HOB's address there).
+    ///
+    /// Linux 6.18 never copies a vCPU command back (`tdx_vcpu_ioctl`): there is no module
+    /// status to read, only the errno.
     pub fn init_vcpu(&mut self, rcx: u64) -> Result<(), Error> {
+        self.ensure_td()?;
         let mut cmd = kvm_tdx_cmd {
             id: KVM_TDX_INIT_VCPU,
             flags: 0,
@@ -305,11 +485,18 @@ impl<I: TdxIoctl> TdxBackend<I> {
         };
         self.ioctl
             .vcpu_op(&mut cmd, None)
-            .map_err(|errno| Error::ioctl("KVM_TDX_INIT_VCPU", errno, cmd.hw_error, ""))
+            .map_err(|errno| Error::ioctl("KVM_TDX_INIT_VCPU", errno, 0, ""))
     }
 
     /// `KVM_TDX_FINALIZE_VM` (TDH.MR.FINALIZE): MRTD is fixed, no page can be added after.
+    ///
+    /// Refused without an ioctl after an [`Unrecoverable`] populate failure: Linux 6.18 would
+    /// fail with `EINVAL` (a page pre-mapped but not added, `tdx_td_finalize`) or fix an MRTD
+    /// no plan has. `EBUSY` (`TDX_OPERAND_BUSY` in `hw_error`) may be retried by the caller.
     pub fn finalize(&mut self) -> Result<(), Error> {
+        if let Some(u) = &self.unrecoverable {
+            return Err(Error::Unrecoverable(u.clone()));
+        }
         self.vm_cmd("KVM_TDX_FINALIZE_VM", KVM_TDX_FINALIZE_VM, 0, None)?;
         self.finalized = true;
         self.release_buffers();
@@ -330,13 +517,13 @@ impl<I: TdxIoctl> TdxBackend<I> {
 }
 
 /// One `KVM_TDX_INIT_MEM_REGION` over `source` (page aligned, whole pages) at `gpa`.
-/// Returns the bytes done, as the kernel wrote them back, and the error.
+/// Returns the bytes done, as the kernel wrote them back, and the errno with its message.
 fn add_pages<I: TdxIoctl>(
     ioctl: &mut I,
     gpa: u64,
     source: &[u8],
     flags: u32,
-) -> (u64, Result<(), BackendError>) {
+) -> (u64, Result<(), (i32, BackendError)>) {
     let nr = source.len() as u64 / PAGE_SIZE;
     let start = source.as_ptr() as u64;
     let mut region = kvm_tdx_init_mem_region {
@@ -356,32 +543,33 @@ fn add_pages<I: TdxIoctl>(
     } else {
         "PAGE.ADD"
     };
-    // The kernel advances all three fields together, one page at a time.
+    // tdx_vcpu_init_mem_region advances all three fields together, one page at a time, and
+    // writes the region back whatever the outcome.
     let pages = nr.checked_sub(region.nr_pages);
     let consistent = pages.is_some_and(|p| {
         region.gpa == gpa.wrapping_add(p * PAGE_SIZE)
             && region.source_addr == start.wrapping_add(p * PAGE_SIZE)
     });
     let Some(pages) = pages.filter(|_| consistent) else {
-        return (
-            0,
-            Err(BackendError::new(
-                cc_populate::ErrorKind::Failed,
-                format!(
-                    "KVM_TDX_INIT_MEM_REGION [{gpa:#x}..+{:#x}) {what}: the kernel wrote back an impossible region (gpa {:#x}, nr_pages {}, source {:#x} from {start:#x}); nothing counted",
-                    nr * PAGE_SIZE,
-                    region.gpa,
-                    region.nr_pages,
-                    region.source_addr
-                ),
-            )),
+        let e = BackendError::new(
+            cc_populate::ErrorKind::Failed,
+            format!(
+                "KVM_TDX_INIT_MEM_REGION [{gpa:#x}..+{:#x}) {what}: the kernel wrote back an impossible region (gpa {:#x}, nr_pages {}, source {:#x} from {start:#x}); nothing counted",
+                nr * PAGE_SIZE,
+                region.gpa,
+                region.nr_pages,
+                region.source_addr
+            ),
         );
+        // Where it stopped is unknown: no errno is judged for an impossible write-back.
+        return (0, Err((0, e)));
     };
     let done = pages * PAGE_SIZE;
     match r {
         Ok(()) => (done, Ok(())),
         Err(errno) => {
-            let mut e = BackendError::from_errno(
+            // No hw_error to read: tdx_vcpu_ioctl (Linux 6.18) never copies the command back.
+            let e = BackendError::from_errno(
                 errno,
                 format!(
                     "KVM_TDX_INIT_MEM_REGION [{gpa:#x}..+{:#x}) {what}: stopped at GPA {:#x} after {pages} page(s): {}",
@@ -390,16 +578,33 @@ fn add_pages<I: TdxIoctl>(
                     init_mem_region_errno_meaning(errno)
                 ),
             );
-            if cmd.hw_error != 0 {
-                e.detail
-                    .push_str(&format!("; TDX module: {}", status::meaning(cmd.hw_error)));
-                e = e.with_platform(cmd.hw_error, status::name(cmd.hw_error));
-                if status::is_retryable(cmd.hw_error) {
-                    e.kind = cc_populate::ErrorKind::Again;
-                }
-            }
-            (done, Err(e))
+            (done, Err((errno, e)))
         }
+    }
+}
+
+impl<I: TdxIoctl> TdxBackend<I> {
+    /// Marks the errors Linux 6.18 cannot recover from (a page prepared in guest_memfd that
+    /// this backend did not add, or one pre-mapped or half-measured by a failed add) and keeps
+    /// the TD's state for [`unrecoverable`](Self::unrecoverable).
+    fn judge(&mut self, errno: i32, page: u64, measured: bool, e: BackendError) -> BackendError {
+        let page_state = match errno {
+            libc::EBUSY => PageState::PreMappedNotAdded,
+            libc::EIO if measured => PageState::NotAddedOrPartlyMeasured,
+            libc::EIO => PageState::PreMappedNotAdded,
+            libc::EEXIST => PageState::AlreadyPrepared,
+            _ => return e,
+        };
+        let u = Box::new(Unrecoverable {
+            errno,
+            page,
+            page_state,
+            in_td: self.added.clone(),
+        });
+        let mut e = e.unrecoverable();
+        e.detail.push_str(&format!("; {u}"));
+        self.unrecoverable = Some(u);
+        e
     }
 }
 
@@ -444,6 +649,23 @@ impl<I: TdxIoctl> Backend for TdxBackend<I> {
                 ),
             );
         };
+        if let Some(u) = &self.unrecoverable {
+            return Populated::failed(
+                0,
+                BackendError::new(
+                    ErrorKind::Failed,
+                    format!("[{:#x}..+{:#x}): not sent: {u}", chunk.gpa, chunk.len),
+                )
+                .unrecoverable(),
+            );
+        }
+        if let Err(e) = self.ensure_td() {
+            return fail(
+                0,
+                ErrorKind::Unsupported,
+                format!("[{:#x}..+{:#x}): {e}", chunk.gpa, chunk.len),
+            );
+        }
         if self.finalized {
             return fail(
                 0,
@@ -499,9 +721,10 @@ impl<I: TdxIoctl> Backend for TdxBackend<I> {
                     )
                 }
             };
+            self.record_added(gpa, n, op.measure);
             done += n;
-            if let Err(e) = r {
-                return Populated::failed(done, e);
+            if let Err((errno, e)) = r {
+                return Populated::failed(done, self.judge(errno, chunk.gpa + done, op.measure, e));
             }
             if n < asked {
                 // Success with less than asked: report the progress; the driver calls again.
@@ -512,5 +735,89 @@ impl<I: TdxIoctl> Backend for TdxBackend<I> {
             }
         }
         Populated::all(chunk.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_meanings_follow_6_18() {
+        // KVM_TDX_INIT_MEM_REGION cannot return EAGAIN in 6.18 (see the function's docs).
+        let unknown = init_mem_region_errno_meaning(libc::EAGAIN);
+        assert_eq!(
+            unknown,
+            "an errno Linux 6.18 does not return for this command"
+        );
+        assert!(init_mem_region_errno_meaning(libc::EINVAL).contains("a non-private page"));
+        assert!(init_mem_region_errno_meaning(libc::EINVAL).contains("no guest_memfd memslot"));
+        assert!(init_mem_region_errno_meaning(libc::EBUSY).contains("EEXIST"));
+        assert!(init_mem_region_errno_meaning(libc::EIO).contains("cannot recover"));
+        for errno in [
+            libc::EINTR,
+            libc::EBUSY,
+            libc::EIO,
+            libc::EEXIST,
+            libc::EFAULT,
+            libc::EINVAL,
+            libc::ENOMEM,
+            libc::EHWPOISON,
+            libc::ENOTTY,
+        ] {
+            assert_ne!(init_mem_region_errno_meaning(errno), unknown, "{errno}");
+        }
+    }
+
+    #[test]
+    fn unrecoverable_lists_every_range_in_the_td() {
+        let u = Unrecoverable {
+            errno: libc::EBUSY,
+            page: 0x3000,
+            page_state: PageState::PreMappedNotAdded,
+            in_td: vec![
+                AddedRange {
+                    gpa: 0x1000,
+                    len: 0x2000,
+                    measured: true,
+                },
+                AddedRange {
+                    gpa: 0x8000,
+                    len: 0x1000,
+                    measured: false,
+                },
+            ],
+        };
+        assert_eq!(u.bytes_in_td(), 0x3000);
+        let s = u.to_string();
+        assert!(
+            s.ends_with("in the TD (12288 bytes added by this backend): [0x1000..0x3000) measured, [0x8000..0x9000) unmeasured; tear the VM down"),
+            "{s}"
+        );
+        assert!(s.contains("at page 0x3000, which is not in the TD"), "{s}");
+        assert!(PageState::AlreadyPrepared.to_string().contains("unknown"));
+    }
+
+    #[test]
+    fn added_ranges_merge_only_when_contiguous_and_alike() {
+        let mut td = TdxBackend::new(crate::testing::TdxModel::new());
+        td.record_added(0x1000, 0x1000, true);
+        td.record_added(0x2000, 0x1000, true);
+        td.record_added(0x3000, 0x1000, false);
+        td.record_added(0x5000, 0x1000, false);
+        td.record_added(0x6000, 0, true);
+        let r: Vec<_> = td
+            .added()
+            .iter()
+            .map(|r| (r.gpa, r.len, r.measured))
+            .collect();
+        assert_eq!(
+            r,
+            vec![
+                (0x1000, 0x2000, true),
+                (0x3000, 0x1000, false),
+                (0x5000, 0x1000, false)
+            ]
+        );
     }
 }

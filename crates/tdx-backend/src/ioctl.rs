@@ -9,9 +9,9 @@ use kvm_bindings::{kvm_memory_attributes, KVM_MEMORY_ATTRIBUTE_PRIVATE};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use crate::uapi::{
-    kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_CAP_VM_TYPES, KVM_MEMORY_ENCRYPT_OP,
-    KVM_TDX_CAPABILITIES, KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VM,
-    KVM_X86_TDX_VM,
+    kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_CAP_SYNC_REGS, KVM_CAP_VM_TYPES,
+    KVM_MEMORY_ENCRYPT_OP, KVM_TDX_CAPABILITIES, KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION,
+    KVM_TDX_INIT_VM, KVM_X86_DEFAULT_VM, KVM_X86_TDX_VM,
 };
 use crate::Error;
 
@@ -49,6 +49,62 @@ pub trait TdxIoctl {
 
     /// `KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)` over `gpa..gpa+len`.
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32>;
+
+    /// `KVM_CHECK_EXTENSION(cap)` on the VM fd. [`check_td`] asks `KVM_CAP_VM_TYPES` and
+    /// `KVM_CAP_SYNC_REGS` before the backend sends its first TDX command.
+    ///
+    /// The default answers as the VM fd of a TD on a TDX host does in Linux 6.18
+    /// (`arch/x86/kvm/x86.c: kvm_vm_ioctl_check_extension`: the VM types
+    /// `KVM_X86_DEFAULT_VM | KVM_X86_TDX_VM`, no sync regs, 0 for anything else), for layers
+    /// that stand in for a TD; [`KvmTdx`] asks the kernel.
+    fn vm_check_extension(&mut self, cap: u32) -> i32 {
+        match cap {
+            KVM_CAP_VM_TYPES => (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_TDX_VM),
+            _ => 0,
+        }
+    }
+}
+
+/// Checks, before any TDX command, that the VM behind `io` is a TD.
+///
+/// `KVM_MEMORY_ENCRYPT_OP` means what the host's vendor module makes of it: on an AMD host
+/// with SEV, command 0 (`KVM_TDX_CAPABILITIES`) is `KVM_SEV_INIT`
+/// (`arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl`), which would turn an ordinary VM into an
+/// SEV VM and "succeed". So (Linux 6.18, `arch/x86/kvm/x86.c: kvm_vm_ioctl_check_extension`):
+///
+/// - `KVM_CAP_VM_TYPES` must include `KVM_X86_TDX_VM` (only an Intel host with TDX enabled
+///   says so; there `vt_mem_enc_ioctl` refuses non-TDs with `ENOTTY`), else
+///   [`Error::NotSupported`];
+/// - `KVM_CAP_SYNC_REGS` on the VM fd must be 0: `kvm_sync_valid_fields` answers 0 only for a
+///   VM with protected state, which on such a host only a TD has (`tdx_vm_init`), else
+///   [`Error::NotATd`].
+///
+/// ```
+/// use tdx_backend::testing::{Host, TdxModel};
+/// assert!(tdx_backend::check_td(&mut TdxModel::new()).is_ok());
+/// let mut ordinary = TdxModel::ordinary_vm(Host::AmdSev);
+/// let e = tdx_backend::check_td(&mut ordinary).unwrap_err();
+/// assert!(e.to_string().contains("KVM_SEV_INIT"), "{e}");
+/// assert!(ordinary.calls.is_empty(), "no TDX command was sent");
+/// ```
+pub fn check_td<I: TdxIoctl + ?Sized>(io: &mut I) -> Result<(), Error> {
+    let types = io.vm_check_extension(KVM_CAP_VM_TYPES);
+    if types <= 0 || types & (1 << KVM_X86_TDX_VM) == 0 {
+        return Err(Error::NotSupported {
+            reason: format!(
+                "KVM_CAP_VM_TYPES on the VM fd is {types:#x}, without bit {KVM_X86_TDX_VM} (KVM_X86_TDX_VM): no TD can exist here, and KVM_MEMORY_ENCRYPT_OP may mean something else (command 0 is KVM_SEV_INIT on an AMD host with SEV); no TDX command was sent"
+            ),
+        });
+    }
+    let sync = io.vm_check_extension(KVM_CAP_SYNC_REGS);
+    if sync != 0 {
+        return Err(Error::NotATd {
+            reason: format!(
+                "KVM_CAP_SYNC_REGS on the VM fd is {sync:#x}: the VM has no protected state, so it was not created as KVM_X86_TDX_VM; no TDX command was sent"
+            ),
+        });
+    }
+    Ok(())
 }
 
 impl<T: TdxIoctl + ?Sized> TdxIoctl for &mut T {
@@ -68,6 +124,9 @@ impl<T: TdxIoctl + ?Sized> TdxIoctl for &mut T {
     }
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
         (**self).set_private(gpa, len)
+    }
+    fn vm_check_extension(&mut self, cap: u32) -> i32 {
+        (**self).vm_check_extension(cap)
     }
 }
 
@@ -192,6 +251,10 @@ impl TdxIoctl for KvmTdx<'_> {
                 flags: 0,
             })
             .map_err(|e| e.errno())
+    }
+
+    fn vm_check_extension(&mut self, cap: u32) -> i32 {
+        self.vm.check_extension_raw(libc::c_ulong::from(cap))
     }
 }
 

@@ -6,9 +6,14 @@
 //!   ranges are made private first, then added with `KVM_TDX_INIT_MEM_REGION` (with
 //!   `KVM_TDX_MEASURE_MEMORY_REGION` for measured roles), from a separate, page-aligned source
 //!   (TDX cannot encrypt in place). Partial progress is read from the region the kernel writes
-//!   back, so a stopped run resumes exactly where the kernel stopped.
+//!   back, so an interrupted run resumes exactly where the kernel stopped; a failed page add or
+//!   measure is unrecoverable in Linux 6.18 and stops with [`Unrecoverable`], which lists the
+//!   pages in the TD.
+//! - Before its first TDX command the backend checks that the VM is a TD ([`check_td`]).
+//! - Every behaviour relied on is traced to Linux 6.18.2 (`arch/x86/kvm/vmx/tdx.c`,
+//!   `virt/kvm/guest_memfd.c`): see the Kernel conformance table in the crate's README.
 //! - The ioctls go through the [`TdxIoctl`] trait: [`KvmTdx`] issues them on real VM/vCPU fds,
-//!   [`testing::TdxModel`] models the kernel's documented behaviour for tests.
+//!   [`testing::TdxModel`] follows Linux 6.18's code for tests.
 //! - [`Mrtd`] computes MRTD record by record; [`measure_plan`] computes it for a
 //!   [`cc_populate::Plan`], through the same role mapping ([`page_op`]) the backend uses.
 //! - [`tdvf`] parses a TDVF image's TDX metadata and plans its sections
@@ -54,9 +59,10 @@ pub mod testing;
 pub mod uapi;
 
 pub use backend::{
-    init_mem_region_errno_meaning, TdParams, TdxBackend, TdxCapabilities, BOUNCE_SIZE,
+    init_mem_region_errno_meaning, AddedRange, PageState, TdParams, TdxBackend, TdxCapabilities,
+    Unrecoverable, BOUNCE_SIZE, INIT_VM_ATTEMPTS,
 };
-pub use ioctl::{create_td_vm, probe, KvmTdx, TdxIoctl};
+pub use ioctl::{check_td, create_td_vm, probe, KvmTdx, TdxIoctl};
 pub use measure::{
     measure_plan, measure_plan_with, page_op, ExtendOrder, MeasureOptions, PageOp, TDX_CAPS,
 };
@@ -75,6 +81,18 @@ pub enum Error {
         /// What the probe found.
         reason: String,
     },
+    /// The host has TDX, but this VM was not created as a TD ([`check_td`]); no TDX command
+    /// was sent.
+    #[error("this VM is not a TD: {reason}")]
+    NotATd {
+        /// What the check found.
+        reason: String,
+    },
+    /// A populate failure Linux 6.18 cannot recover from: the TD can neither take that page
+    /// again nor be finalized with the measurement the plan expects. Says which pages are in
+    /// the TD. See [`Unrecoverable`].
+    #[error("{0}")]
+    Unrecoverable(Box<Unrecoverable>),
     /// A TDX ioctl failed.
     #[error("{op} failed: errno {errno} ({}){}{}", std::io::Error::from_raw_os_error(*errno), hw_error_text(*hw_error), detail_text(detail))]
     Ioctl {

@@ -1,59 +1,152 @@
-//! An in-process model of the kernel's TDX ioctls, for testing VMM code without TDX hardware.
+//! An in-process model of Linux 6.18.2's TDX ioctls, for testing VMM code without TDX hardware.
 //!
-//! [`TdxModel`] implements [`TdxIoctl`] the way Linux 6.16+ behaves
-//! (`arch/x86/kvm/vmx/tdx.c`, `Documentation/virt/kvm/x86/intel-tdx.rst`):
+//! [`TdxModel`] implements [`TdxIoctl`] by following the kernel's code, function by function;
+//! each rule below names the function it comes from (`arch/x86/kvm/vmx/tdx.c` unless another
+//! file is named). It returns no errno the kernel cannot return for a command, and it keeps the
+//! kernel's unrecoverable states:
 //!
-//! - vCPU sub-commands need an initialized TD and fail with `EINVAL` after finalization or
-//!   with a non-zero `hw_error` on input;
-//! - `KVM_TDX_INIT_MEM_REGION` needs an initialized vCPU, page-aligned `source_addr` and `gpa`,
-//!   a non-zero `nr_pages`, only the `KVM_TDX_MEASURE_MEMORY_REGION` flag; it then loops a page
-//!   at a time: a pending signal stops it with `EINTR`, a page not private with `EINVAL`, a page
-//!   already added with `EEXIST`, a module failure with `EIO`; each added page advances
-//!   `source_addr`, `gpa` and `nr_pages` together, and the region is written back whatever
-//!   the outcome;
-//! - each added page goes into the model's own MRTD (TDH.MEM.PAGE.ADD, then 16 x TDH.MR.EXTEND
-//!   of the source bytes when measured), and into a ledger of what was populated;
-//! - `KVM_TDX_FINALIZE_VM` fixes MRTD ([`TdxModel::mrtd`]).
+//! - VM commands (`tdx_vm_ioctl`): `hw_error` set on input is `EINVAL`; an unknown id is
+//!   `EINVAL`; `KVM_TDX_CAPABILITIES` (`tdx_get_capabilities`) answers `E2BIG` without writing
+//!   the needed count back; `KVM_TDX_INIT_VM` (`tdx_td_init`, `__tdx_td_init`) can fail with
+//!   `EAGAIN` (no entropy: the TD stays uninitialized) or `EINVAL` with the module status in
+//!   `hw_error`; `KVM_TDX_FINALIZE_VM` (`tdx_td_finalize`) is `EINVAL` while a page is
+//!   pre-mapped but not added, `EBUSY` with the status when TDH.MR.FINALIZE is busy.
+//! - vCPU commands (`tdx_vcpu_ioctl`) never write `hw_error` back.
+//! - `KVM_TDX_INIT_MEM_REGION` (`tdx_vcpu_init_mem_region`) checks the vCPU, the TD state, the
+//!   flags and the range (aligned, non-empty, not wrapping, no shared bit:
+//!   `vt_is_tdx_private_gpa`), then goes page by page, writing the advanced region back
+//!   whatever the outcome: a pending signal is `EINTR`; `kvm_gmem_populate`
+//!   (`virt/kvm/guest_memfd.c`) refuses a page in no guest_memfd memslot (`EINVAL`: a memslot's
+//!   end stops the call there), a page already prepared (`EEXIST`) and a page not private
+//!   (`EINVAL`); `tdx_gmem_post_populate` pins the source (`EFAULT`), maps the page
+//!   (`kvm_tdp_map_page`, which prepares the guest_memfd folio and counts the page pre-mapped),
+//!   then TDH.MEM.PAGE.ADD (`EBUSY`/`EIO`: the page stays prepared and pre-mapped) and, with
+//!   `KVM_TDX_MEASURE_MEMORY_REGION`, 16 TDH.MR.EXTEND (`EIO`: the page is added, partly
+//!   measured). A prepared page is never populated again (`EEXIST`), and a pre-mapped one
+//!   blocks finalization: as in the kernel, neither state is left.
+//! - On a VM that is not a TD ([`TdxModel::ordinary_vm`]): on an Intel host
+//!   `vt_mem_enc_ioctl` answers `ENOTTY` and `vt_vcpu_mem_enc_ioctl` `EINVAL`
+//!   (`arch/x86/kvm/vmx/main.c`); on an AMD host with SEV, `KVM_MEMORY_ENCRYPT_OP` is
+//!   `sev_mem_enc_ioctl` (`arch/x86/kvm/svm/sev.c`): command 0 is `KVM_SEV_INIT`, which
+//!   succeeds and makes the VM an SEV VM ([`TdxModel::sev_initialized`]), and the vCPU form does
+//!   not exist (`ENOTTY`, `arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl`).
 //!
-//! Failures are injected through [`TdxModel::script`] (one [`Event`] per INIT_MEM_REGION call)
-//! and [`TdxModel::fail_vm_op`]. Every call is recorded with its exact arguments in
-//! [`TdxModel::calls`].
+//! Where it cannot follow the kernel: the TDX module is a ledger ([`TdxModel::added`]) and an
+//! MRTD ([`Mrtd`]), not the module's metadata; the configurable CPUID leaves are a count; the
+//! CPUID `KVM_TDX_GET_CPUID` reads back is the one given to `KVM_TDX_INIT_VM`; failures that
+//! need other threads or the host (a busy operand, a dry RNG, a poisoned page) are injected
+//! through [`TdxModel::script`] and [`TdxModel::vm_faults`]; the zap path that undoes a
+//! pre-mapped page when it is converted back to shared (`tdx_sept_zap_private_spte`) is not
+//! modelled (nothing converts back to shared here).
+//!
+//! Every call is recorded with its exact arguments in [`TdxModel::calls`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::backend::TdParams;
 use crate::ioctl::{TdxIoctl, CAPS_HEADER, CPUID2_HEADER, CPUID_ENTRY, INIT_VM_HEADER};
+use crate::mrtd::EXTEND_CHUNK;
 use crate::uapi::{
-    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_CAPABILITIES,
-    KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VCPU, KVM_TDX_INIT_VM,
-    KVM_TDX_MEASURE_MEMORY_REGION,
+    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_CAP_SYNC_REGS, KVM_CAP_VM_TYPES,
+    KVM_MAX_CPUID_ENTRIES, KVM_SYNC_X86_VALID_FIELDS, KVM_TDX_CAPABILITIES, KVM_TDX_FINALIZE_VM,
+    KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VCPU, KVM_TDX_INIT_VM,
+    KVM_TDX_MEASURE_MEMORY_REGION, KVM_X86_DEFAULT_VM, KVM_X86_TDX_VM, TDX_MAX_CPUID_CONFIG,
 };
-use crate::{Mrtd, PAGE_SIZE};
+use crate::{Mrtd, CHUNKS_PER_PAGE, PAGE_SIZE};
 
-/// What happens during one `KVM_TDX_INIT_MEM_REGION` call.
+/// The shared bit of a TD's GPAs with 4-level EPT (`TDX_SHARED_BIT_PWL_4`, bit 47): a GPA with
+/// it set is not private (`vt_is_tdx_private_gpa`).
+pub const SHARED_BIT: u64 = 1 << 47;
+
+/// What happens during one `KVM_TDX_INIT_MEM_REGION` call, at page `after_pages` of it (the
+/// pages before are added). Every variant is a path of Linux 6.18's code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Every page is added.
     Complete,
-    /// A signal is pending when the loop reaches page `after_pages`: `EINTR`.
+    /// A signal is pending at the top of the loop (`tdx_vcpu_init_mem_region`): `EINTR`,
+    /// the page untouched.
     Signal {
         /// Pages added before.
         after_pages: u64,
     },
-    /// The private mapping changed under KVM at page `after_pages`: `EAGAIN`.
-    Again {
+    /// `get_user_pages_fast` cannot pin the source page (`tdx_gmem_post_populate`): `EFAULT`,
+    /// the page untouched.
+    SourceFault {
         /// Pages added before.
         after_pages: u64,
     },
-    /// TDH.MEM.PAGE.ADD fails at page `after_pages`: `EIO`. Linux 6.16 does not copy the
-    /// module status out for this sub-command (`hw_error` stays 0); `hw_error: Some(code)`
-    /// models a kernel that does.
-    ModuleError {
+    /// A signal in `kvm_tdp_map_page` after a first fault attempt (`RET_PF_RETRY`) had already
+    /// prepared the guest_memfd folio (`kvm_gmem_get_pfn`): `EINTR`, the page not mapped but
+    /// prepared, so a retry of it gets `EEXIST`.
+    SignalAfterFault {
         /// Pages added before.
         after_pages: u64,
-        /// The status the kernel reports, if any.
-        hw_error: Option<u64>,
     },
+    /// TDH.MEM.PAGE.ADD returns `TDX_OPERAND_BUSY` (`tdx_gmem_post_populate`): `EBUSY`, the
+    /// page prepared and pre-mapped, not added.
+    PageAddBusy {
+        /// Pages added before.
+        after_pages: u64,
+    },
+    /// TDH.MEM.PAGE.ADD fails otherwise: `EIO`, the page prepared and pre-mapped, not added.
+    PageAddFailed {
+        /// Pages added before.
+        after_pages: u64,
+    },
+    /// TDH.MR.EXTEND fails on 256-byte chunk `chunk` (0..16) of the page: `EIO`, the page
+    /// added with the chunks before it measured. Only with `KVM_TDX_MEASURE_MEMORY_REGION`
+    /// (without it there is no MR.EXTEND and the event does not fire).
+    ExtendFailed {
+        /// Pages added before.
+        after_pages: u64,
+        /// The chunk that fails.
+        chunk: u8,
+    },
+}
+
+/// A failure of a VM command that needs the TDX module's cooperation, for the next call of
+/// the command it names ([`TdxModel::vm_faults`], first in first out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmFault {
+    /// `KVM_TDX_INIT_VM`: TDH.MNG.CREATE (or ADDCX) found no entropy (`TDX_RND_NO_ENTROPY`):
+    /// `EAGAIN`, `hw_error` 0, the TD still uninitialized (`__tdx_td_init`).
+    InitVmNoEntropy,
+    /// `KVM_TDX_INIT_VM`: TDH.MNG.INIT refused an operand: `EINVAL` with this status
+    /// (`TDX_OPERAND_INVALID` and the operand) in `hw_error` (`__tdx_td_init`).
+    InitVmOperandInvalid(u64),
+    /// `KVM_TDX_FINALIZE_VM`: TDH.MR.FINALIZE busy: `EBUSY` with this status in `hw_error`
+    /// (`tdx_td_finalize`).
+    FinalizeBusy(u64),
+}
+
+impl VmFault {
+    fn command(self) -> u32 {
+        match self {
+            VmFault::InitVmNoEntropy | VmFault::InitVmOperandInvalid(_) => KVM_TDX_INIT_VM,
+            VmFault::FinalizeBusy(_) => KVM_TDX_FINALIZE_VM,
+        }
+    }
+}
+
+/// The host the VM runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host {
+    /// An Intel host with TDX enabled (`KVM_CAP_VM_TYPES`: default and TDX VMs).
+    Tdx,
+    /// An AMD host with SEV, SEV-ES and SNP (`KVM_CAP_VM_TYPES`: default, SEV, SEV-ES, SNP).
+    AmdSev,
+}
+
+/// A memslot of the modelled VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memslot {
+    /// First guest-physical address.
+    pub gpa: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Whether it is bound to a guest_memfd (`KVM_MEM_GUEST_MEMFD`).
+    pub guest_memfd: bool,
 }
 
 /// Which fd a call was issued on.
@@ -82,11 +175,14 @@ pub struct Call {
     pub result: Result<(), i32>,
 }
 
-/// A page the model populated.
+/// A page the model's TDX module added (TDH.MEM.PAGE.ADD succeeded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AddedPage {
-    /// Whether it was extended into MRTD.
+    /// Whether it was added with `KVM_TDX_MEASURE_MEMORY_REGION`.
     pub measured: bool,
+    /// 256-byte chunks extended into MRTD (16 for a measured page, fewer after an
+    /// [`Event::ExtendFailed`], 0 unmeasured).
+    pub chunks_extended: u8,
     /// Index of the call (in [`TdxModel::calls`]) that added it.
     pub call: usize,
 }
@@ -94,27 +190,39 @@ pub struct AddedPage {
 /// The kernel model. See the [module docs](self).
 #[derive(Debug)]
 pub struct TdxModel {
+    /// The host.
+    pub host: Host,
+    /// The type the VM was created with (`KVM_X86_TDX_VM` for a TD).
+    pub vm_type: u32,
     /// What `KVM_TDX_CAPABILITIES` reports (attributes, XFAM) and how many CPUID entries.
     pub supported_attrs: u64,
     /// Supported XFAM.
     pub supported_xfam: u64,
-    /// Number of configurable CPUID entries reported.
+    /// Number of configurable CPUID entries the module reports (at most
+    /// [`TDX_MAX_CPUID_CONFIG`]: a 6.18 kernel does not load a module with more; larger values
+    /// are taken as that).
     pub cpuid_entries: u32,
     /// Events for the next `KVM_TDX_INIT_MEM_REGION` calls (empty = [`Event::Complete`]).
     pub script: VecDeque<Event>,
-    /// Make the next VM-scoped call with this sub-command id fail with `(errno, hw_error)`.
-    pub fail_vm_op: Option<(u32, i32, u64)>,
+    /// Failures for the next VM commands they name.
+    pub vm_faults: VecDeque<VmFault>,
+    /// The VM's memslots (by default one guest_memfd memslot over the first 4 GiB).
+    pub memslots: Vec<Memslot>,
     /// Every call, in order.
     pub calls: Vec<Call>,
-    /// The pages populated, by GPA.
+    /// The pages the TDX module added, by GPA.
     pub added: BTreeMap<u64, AddedPage>,
-    /// GPAs a call tried to add a second time (refused with `EEXIST`).
+    /// GPAs a call tried to populate while guest_memfd had them prepared (`EEXIST`).
     pub twice: Vec<u64>,
     /// The `TdParams` the TD was initialized with.
     pub params: Option<TdParams>,
     /// The initial RCX given to `KVM_TDX_INIT_VCPU`.
     pub vcpu_rcx: Option<u64>,
+    /// On an [`Host::AmdSev`] ordinary VM: a command 0 or 1 reached `sev_guest_init`.
+    pub sev_initialized: bool,
     private: BTreeSet<u64>,
+    prepared: BTreeSet<u64>,
+    premapped: u64,
     mrtd: Mrtd,
     finalized: Option<[u8; 48]>,
 }
@@ -126,22 +234,42 @@ impl Default for TdxModel {
 }
 
 impl TdxModel {
-    /// A fresh TD VM: nothing initialized, nothing private.
+    /// A fresh TD (`KVM_X86_TDX_VM` on a TDX host): nothing initialized, nothing private, one
+    /// guest_memfd memslot over `[0, 4 GiB)`.
     pub fn new() -> Self {
         TdxModel {
+            host: Host::Tdx,
+            vm_type: KVM_X86_TDX_VM,
             supported_attrs: 1 << 28,
             supported_xfam: 0x6_02e7,
             cpuid_entries: 2,
             script: VecDeque::new(),
-            fail_vm_op: None,
+            vm_faults: VecDeque::new(),
+            memslots: vec![Memslot {
+                gpa: 0,
+                len: 1 << 32,
+                guest_memfd: true,
+            }],
             calls: Vec::new(),
             added: BTreeMap::new(),
             twice: Vec::new(),
             params: None,
             vcpu_rcx: None,
+            sev_initialized: false,
             private: BTreeSet::new(),
+            prepared: BTreeSet::new(),
+            premapped: 0,
             mrtd: Mrtd::new(),
             finalized: None,
+        }
+    }
+
+    /// An ordinary VM (`KVM_X86_DEFAULT_VM`) on `host`.
+    pub fn ordinary_vm(host: Host) -> Self {
+        TdxModel {
+            host,
+            vm_type: KVM_X86_DEFAULT_VM,
+            ..TdxModel::new()
         }
     }
 
@@ -150,7 +278,7 @@ impl TdxModel {
         self.finalized
     }
 
-    /// Bytes populated inside `gpa..gpa+len`.
+    /// Bytes the TDX module added inside `gpa..gpa+len`.
     pub fn populated_in(&self, gpa: u64, len: u64) -> u64 {
         self.added.range(gpa..gpa.saturating_add(len)).count() as u64 * PAGE_SIZE
     }
@@ -160,20 +288,49 @@ impl TdxModel {
         self.private.contains(&(gpa / PAGE_SIZE))
     }
 
+    /// Whether guest_memfd has the page at `gpa` prepared (its folio up to date).
+    pub fn is_prepared(&self, gpa: u64) -> bool {
+        self.prepared.contains(&(gpa / PAGE_SIZE))
+    }
+
+    /// `nr_premapped`: pages mapped by `kvm_tdp_map_page` but not (yet) added.
+    pub fn premapped(&self) -> u64 {
+        self.premapped
+    }
+
+    fn is_td(&self) -> bool {
+        self.vm_type == KVM_X86_TDX_VM
+    }
+
     fn record(&mut self, call: Call) -> Result<(), i32> {
         let r = call.result;
         self.calls.push(call);
         r
     }
 
-    fn injected(&mut self, id: u32, cmd: &mut kvm_tdx_cmd) -> Option<i32> {
-        match self.fail_vm_op {
-            Some((fid, errno, hw)) if fid == id => {
-                self.fail_vm_op = None;
-                cmd.hw_error = hw;
-                Some(errno)
+    fn take_fault(&mut self, id: u32) -> Option<VmFault> {
+        if self.vm_faults.front().is_some_and(|f| f.command() == id) {
+            self.vm_faults.pop_front()
+        } else {
+            None
+        }
+    }
+
+    fn slot_of(&self, gpa: u64) -> Option<&Memslot> {
+        self.memslots
+            .iter()
+            .find(|s| gpa >= s.gpa && gpa - s.gpa < s.len)
+    }
+
+    /// `sev_mem_enc_ioctl` on an ordinary VM of an AMD host: `KVM_SEV_INIT` (0) and
+    /// `KVM_SEV_ES_INIT` (1) initialize SEV; the launch commands refuse a non-SEV VM.
+    fn sev_op(&mut self, cmd: &kvm_tdx_cmd) -> Result<(), i32> {
+        match cmd.id {
+            0 | 1 => {
+                self.sev_initialized = true;
+                Ok(())
             }
-            _ => None,
+            _ => Err(libc::ENOTTY),
         }
     }
 
@@ -182,79 +339,185 @@ impl TdxModel {
         cmd: &mut kvm_tdx_cmd,
         payload: Option<&mut [u8]>,
     ) -> Result<(), i32> {
-        if cmd.hw_error != 0 || cmd.flags != 0 {
+        if !self.is_td() {
+            return match self.host {
+                Host::Tdx => Err(libc::ENOTTY),
+                Host::AmdSev => self.sev_op(cmd),
+            };
+        }
+        // tdx_vm_ioctl: userspace never sets hw_error.
+        if cmd.hw_error != 0 {
             return Err(libc::EINVAL);
         }
-        if let Some(errno) = self.injected(cmd.id, cmd) {
-            return Err(errno);
-        }
         match cmd.id {
-            KVM_TDX_CAPABILITIES => {
+            KVM_TDX_CAPABILITIES => self.capabilities(cmd, payload),
+            KVM_TDX_INIT_VM => self.init_vm(cmd, payload),
+            KVM_TDX_FINALIZE_VM => self.finalize(cmd),
+            _ => Err(libc::EINVAL),
+        }
+    }
+
+    /// `tdx_get_capabilities`.
+    fn capabilities(&mut self, cmd: &kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
+        if cmd.flags != 0 {
+            return Err(libc::EINVAL);
+        }
+        let b = payload.ok_or(libc::EFAULT)?;
+        let room = read_u32(b, CAPS_HEADER).ok_or(libc::EFAULT)?;
+        let n = self.cpuid_entries.min(TDX_MAX_CPUID_CONFIG);
+        if room < n {
+            // Returned before any copy_to_user: the needed count is not written back.
+            return Err(libc::E2BIG);
+        }
+        if b.len() < CAPS_HEADER + CPUID2_HEADER + n as usize * CPUID_ENTRY {
+            return Err(libc::EFAULT);
+        }
+        b[..CAPS_HEADER + CPUID2_HEADER].fill(0);
+        b[0..8].copy_from_slice(&self.supported_attrs.to_le_bytes());
+        b[8..16].copy_from_slice(&self.supported_xfam.to_le_bytes());
+        write_u32(b, CAPS_HEADER, n);
+        for i in 0..n as usize {
+            let at = CAPS_HEADER + CPUID2_HEADER + i * CPUID_ENTRY;
+            b[at..at + CPUID_ENTRY].fill(0);
+            // Leaf 0x7 sub-leaf i, all bits configurable: just something recognisable.
+            write_u32(b, at, 7);
+            write_u32(b, at + 4, i as u32);
+            write_u32(b, at + 12, u32::MAX);
+        }
+        Ok(())
+    }
+
+    /// `tdx_td_init` and `__tdx_td_init`.
+    fn init_vm(&mut self, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
+        if self.params.is_some() || cmd.flags != 0 {
+            return Err(libc::EINVAL);
+        }
+        let b = payload.ok_or(libc::EFAULT)?;
+        let nent = read_u32(b, INIT_VM_HEADER).ok_or(libc::EFAULT)?;
+        if nent > KVM_MAX_CPUID_ENTRIES {
+            return Err(libc::E2BIG);
+        }
+        let need = INIT_VM_HEADER + CPUID2_HEADER + nent as usize * CPUID_ENTRY;
+        if b.len() < need {
+            return Err(libc::EFAULT);
+        }
+        if b[160..256].iter().any(|x| *x != 0) || read_u32(b, INIT_VM_HEADER + 4) != Some(0) {
+            // Reserved bytes or cpuid.padding.
+            return Err(libc::EINVAL);
+        }
+        let mut p = TdParams {
+            attributes: read_u64(b, 0).unwrap_or(0),
+            xfam: read_u64(b, 8).unwrap_or(0),
+            ..TdParams::default()
+        };
+        p.mrconfigid.copy_from_slice(&b[16..64]);
+        p.mrowner.copy_from_slice(&b[64..112]);
+        p.mrownerconfig.copy_from_slice(&b[112..160]);
+        for i in 0..nent as usize {
+            let at = INIT_VM_HEADER + CPUID2_HEADER + i * CPUID_ENTRY;
+            let w = |k: usize| read_u32(b, at + 4 * k).unwrap_or(0);
+            p.cpuid.push(kvm_cpuid_entry2 {
+                function: w(0),
+                index: w(1),
+                flags: w(2),
+                eax: w(3),
+                ebx: w(4),
+                ecx: w(5),
+                edx: w(6),
+                padding: [w(7), w(8), w(9)],
+            });
+        }
+        // setup_tdparams: attributes and XFAM outside what KVM and the module allow.
+        if p.attributes & !self.supported_attrs != 0 || p.xfam & !self.supported_xfam != 0 {
+            return Err(libc::EINVAL);
+        }
+        match self.take_fault(KVM_TDX_INIT_VM) {
+            Some(VmFault::InitVmNoEntropy) => return Err(libc::EAGAIN),
+            Some(VmFault::InitVmOperandInvalid(status)) => {
+                cmd.hw_error = status;
+                return Err(libc::EINVAL);
+            }
+            _ => {}
+        }
+        self.params = Some(p);
+        Ok(())
+    }
+
+    /// `tdx_td_finalize` (it reads neither `flags` nor `data`).
+    fn finalize(&mut self, cmd: &mut kvm_tdx_cmd) -> Result<(), i32> {
+        if self.params.is_none() || self.finalized.is_some() || self.premapped != 0 {
+            return Err(libc::EINVAL);
+        }
+        if let Some(VmFault::FinalizeBusy(status)) = self.take_fault(KVM_TDX_FINALIZE_VM) {
+            cmd.hw_error = status;
+            return Err(libc::EBUSY);
+        }
+        cmd.hw_error = 0;
+        self.finalized = Some(self.mrtd.current());
+        Ok(())
+    }
+
+    /// The vCPU `KVM_MEMORY_ENCRYPT_OP` up to the command switch: on a non-TD
+    /// `vt_vcpu_mem_enc_ioctl` (Intel: `EINVAL`) or no vCPU form at all (AMD: `ENOTTY`); on a
+    /// TD `tdx_vcpu_ioctl`: `EINVAL` before `KVM_TDX_INIT_VM` (no HKID), after finalization,
+    /// or with `hw_error` set.
+    fn vcpu_entry(&self, cmd: &kvm_tdx_cmd) -> Result<(), i32> {
+        if !self.is_td() {
+            return match self.host {
+                Host::Tdx => Err(libc::EINVAL),
+                Host::AmdSev => Err(libc::ENOTTY),
+            };
+        }
+        if self.params.is_none() || self.finalized.is_some() || cmd.hw_error != 0 {
+            return Err(libc::EINVAL);
+        }
+        Ok(())
+    }
+
+    /// `tdx_vcpu_ioctl` (the command is not copied back).
+    fn vcpu_op_inner(&mut self, cmd: &kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
+        self.vcpu_entry(cmd)?;
+        match cmd.id {
+            // tdx_vcpu_init
+            KVM_TDX_INIT_VCPU => {
+                if cmd.flags != 0 || self.vcpu_rcx.is_some() {
+                    return Err(libc::EINVAL);
+                }
+                self.vcpu_rcx = Some(cmd.data);
+                Ok(())
+            }
+            // tdx_vcpu_init_mem_region without a region the model can read.
+            KVM_TDX_INIT_MEM_REGION => {
+                if self.vcpu_rcx.is_none() || cmd.flags & !KVM_TDX_MEASURE_MEMORY_REGION != 0 {
+                    return Err(libc::EINVAL);
+                }
+                Err(libc::EFAULT)
+            }
+            // tdx_vcpu_get_cpuid: the header (with the count) is written back also on E2BIG.
+            KVM_TDX_GET_CPUID => {
                 let b = payload.ok_or(libc::EFAULT)?;
-                let room = read_u32(b, CAPS_HEADER).ok_or(libc::EFAULT)?;
-                if room < self.cpuid_entries {
-                    write_u32(b, CAPS_HEADER, self.cpuid_entries);
+                let room = read_u32(b, 0).ok_or(libc::EFAULT)?;
+                let entries = self
+                    .params
+                    .as_ref()
+                    .map(|p| p.cpuid.clone())
+                    .unwrap_or_default();
+                let n = entries.len() as u32;
+                write_u32(b, 0, n);
+                if room < n {
                     return Err(libc::E2BIG);
                 }
-                b.get_mut(..48).ok_or(libc::EFAULT)?.fill(0);
-                b[0..8].copy_from_slice(&self.supported_attrs.to_le_bytes());
-                b[8..16].copy_from_slice(&self.supported_xfam.to_le_bytes());
-                write_u32(b, CAPS_HEADER, self.cpuid_entries);
-                for i in 0..self.cpuid_entries as usize {
-                    let at = CAPS_HEADER + CPUID2_HEADER + i * CPUID_ENTRY;
-                    // Leaf 0x7 sub-leaf i, all bits configurable: just something recognisable.
-                    write_u32(b, at, 7);
-                    write_u32(b, at + 4, i as u32);
-                    write_u32(b, at + 12, u32::MAX);
+                for (i, e) in entries.iter().enumerate() {
+                    let at = CPUID2_HEADER + i * CPUID_ENTRY;
+                    let words = [e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx];
+                    if b.len() < at + CPUID_ENTRY {
+                        return Err(libc::EFAULT);
+                    }
+                    b[at..at + CPUID_ENTRY].fill(0);
+                    for (k, w) in words.iter().enumerate() {
+                        write_u32(b, at + 4 * k, *w);
+                    }
                 }
-                Ok(())
-            }
-            KVM_TDX_INIT_VM => {
-                if self.params.is_some() {
-                    return Err(libc::EINVAL);
-                }
-                let b = payload.ok_or(libc::EFAULT)?;
-                let nent = read_u32(b, INIT_VM_HEADER).ok_or(libc::EFAULT)?;
-                let need = INIT_VM_HEADER + CPUID2_HEADER + nent as usize * CPUID_ENTRY;
-                if b.len() < need {
-                    return Err(libc::EFAULT);
-                }
-                let mut p = TdParams {
-                    attributes: read_u64(b, 0).unwrap_or(0),
-                    xfam: read_u64(b, 8).unwrap_or(0),
-                    ..TdParams::default()
-                };
-                if b[160..256].iter().any(|x| *x != 0) {
-                    return Err(libc::EINVAL);
-                }
-                p.mrconfigid.copy_from_slice(&b[16..64]);
-                p.mrowner.copy_from_slice(&b[64..112]);
-                p.mrownerconfig.copy_from_slice(&b[112..160]);
-                for i in 0..nent as usize {
-                    let at = INIT_VM_HEADER + CPUID2_HEADER + i * CPUID_ENTRY;
-                    let w = |k: usize| read_u32(b, at + 4 * k).unwrap_or(0);
-                    p.cpuid.push(kvm_cpuid_entry2 {
-                        function: w(0),
-                        index: w(1),
-                        flags: w(2),
-                        eax: w(3),
-                        ebx: w(4),
-                        ecx: w(5),
-                        edx: w(6),
-                        padding: [w(7), w(8), w(9)],
-                    });
-                }
-                if p.attributes & !self.supported_attrs != 0 {
-                    return Err(libc::EINVAL);
-                }
-                self.params = Some(p);
-                Ok(())
-            }
-            KVM_TDX_FINALIZE_VM => {
-                if self.params.is_none() || self.finalized.is_some() || cmd.data != 0 {
-                    return Err(libc::EINVAL);
-                }
-                self.finalized = Some(self.mrtd.current());
                 Ok(())
             }
             _ => Err(libc::EINVAL),
@@ -294,17 +557,7 @@ impl TdxIoctl for TdxModel {
     fn vcpu_op(&mut self, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
         let as_passed = *cmd;
         let copy = payload.as_ref().map(|p| p.to_vec());
-        let result = if self.params.is_none() || self.finalized.is_some() || cmd.hw_error != 0 {
-            Err(libc::EINVAL)
-        } else {
-            match cmd.id {
-                KVM_TDX_INIT_VCPU if cmd.flags == 0 && self.vcpu_rcx.is_none() => {
-                    self.vcpu_rcx = Some(cmd.data);
-                    Ok(())
-                }
-                _ => Err(libc::EINVAL),
-            }
-        };
+        let result = self.vcpu_op_inner(cmd, payload);
         self.record(Call {
             scope: Scope::Vcpu,
             cmd: as_passed,
@@ -327,7 +580,7 @@ impl TdxIoctl for TdxModel {
         region_passed.source_addr = region.source_addr.wrapping_sub(base);
         let call = self.calls.len();
         let event = self.script.pop_front().unwrap_or(Event::Complete);
-        let result = self.populate(cmd, region, source, base, call, event);
+        let result = self.init_mem_region_inner(cmd, region, source, base, call, event);
         self.record(Call {
             scope: Scope::Vcpu,
             cmd: as_passed,
@@ -337,8 +590,16 @@ impl TdxIoctl for TdxModel {
         })
     }
 
+    /// `KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)` (`virt/kvm/kvm_main.c:
+    /// kvm_vm_ioctl_set_mem_attributes`): `EINVAL` when misaligned or wrapping, or on a VM
+    /// without private memory (`kvm_supported_mem_attributes` is 0 for an ordinary VM).
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
-        if gpa % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 || gpa.checked_add(len).is_none() {
+        if !self.is_td()
+            || gpa % PAGE_SIZE != 0
+            || len % PAGE_SIZE != 0
+            || len == 0
+            || gpa.checked_add(len).is_none()
+        {
             return Err(libc::EINVAL);
         }
         for p in 0..len / PAGE_SIZE {
@@ -346,10 +607,28 @@ impl TdxIoctl for TdxModel {
         }
         Ok(())
     }
+
+    /// `kvm_vm_ioctl_check_extension` (`arch/x86/kvm/x86.c`) for the two capabilities
+    /// [`check_td`](crate::check_td) asks; 0 for the others.
+    fn vm_check_extension(&mut self, cap: u32) -> i32 {
+        match cap {
+            KVM_CAP_VM_TYPES => match self.host {
+                Host::Tdx => (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_TDX_VM),
+                // KVM_X86_SEV_VM (2), KVM_X86_SEV_ES_VM (3), KVM_X86_SNP_VM (4).
+                Host::AmdSev => (1 << KVM_X86_DEFAULT_VM) | (0b111 << 2),
+            },
+            // kvm_sync_valid_fields: 0 for a VM with protected state (a TD).
+            KVM_CAP_SYNC_REGS if self.is_td() => 0,
+            KVM_CAP_SYNC_REGS => KVM_SYNC_X86_VALID_FIELDS as i32,
+            _ => 0,
+        }
+    }
 }
 
 impl TdxModel {
-    fn populate(
+    /// `tdx_vcpu_ioctl` -> `tdx_vcpu_init_mem_region` -> per page `kvm_gmem_populate` ->
+    /// `tdx_gmem_post_populate`. The region is advanced in place (the kernel's write-back).
+    fn init_mem_region_inner(
         &mut self,
         cmd: &mut kvm_tdx_cmd,
         region: &mut kvm_tdx_init_mem_region,
@@ -358,67 +637,93 @@ impl TdxModel {
         call: usize,
         event: Event,
     ) -> Result<(), i32> {
-        if self.params.is_none() || self.finalized.is_some() || cmd.hw_error != 0 {
-            return Err(libc::EINVAL);
-        }
+        self.vcpu_entry(cmd)?;
+        // tdx_vcpu_init_mem_region
         if cmd.id != KVM_TDX_INIT_MEM_REGION || self.vcpu_rcx.is_none() {
             return Err(libc::EINVAL);
         }
         if cmd.flags & !KVM_TDX_MEASURE_MEMORY_REGION != 0 {
             return Err(libc::EINVAL);
         }
-        let end = region
+        let last = region
             .nr_pages
             .checked_mul(PAGE_SIZE)
-            .and_then(|n| region.gpa.checked_add(n));
+            .and_then(|n| region.gpa.checked_add(n))
+            .map(|end| end - 1);
+        let Some(last) = last else {
+            return Err(libc::EINVAL);
+        };
         if region.source_addr % PAGE_SIZE != 0
             || region.gpa % PAGE_SIZE != 0
             || region.nr_pages == 0
-            || end.is_none()
+            || region.gpa & SHARED_BIT != 0
+            || last & SHARED_BIT != 0
         {
             return Err(libc::EINVAL);
         }
         let measure = cmd.flags & KVM_TDX_MEASURE_MEMORY_REGION != 0;
         let mut i = 0u64;
         while region.nr_pages > 0 {
-            match event {
-                Event::Signal { after_pages } if after_pages == i => return Err(libc::EINTR),
-                Event::Again { after_pages } if after_pages == i => return Err(libc::EAGAIN),
-                Event::ModuleError {
-                    after_pages,
-                    hw_error,
-                } if after_pages == i => {
-                    cmd.hw_error = hw_error.unwrap_or(0);
-                    return Err(libc::EIO);
-                }
-                _ => {}
+            let at = |p: u64| p == i;
+            if matches!(event, Event::Signal { after_pages } if at(after_pages)) {
+                return Err(libc::EINTR);
             }
             let gpa = region.gpa;
-            let off = region.source_addr.wrapping_sub(base) as usize;
-            let page = source
-                .get(off..off + PAGE_SIZE as usize)
-                .and_then(|s| <&[u8; PAGE_SIZE as usize]>::try_from(s).ok())
-                .ok_or(libc::EFAULT)?;
-            // kvm_gmem_populate() checks the range is private before calling TDX's
-            // post-populate: -EINVAL.
-            if !self.is_private(gpa) {
+            let gfn = gpa / PAGE_SIZE;
+            // kvm_gmem_populate: the memslot of this page (a slot's end is where npages stops).
+            if !self.slot_of(gpa).is_some_and(|s| s.guest_memfd) {
                 return Err(libc::EINVAL);
             }
-            if self.added.contains_key(&gpa) {
+            if self.prepared.contains(&gfn) {
                 self.twice.push(gpa);
                 return Err(libc::EEXIST);
             }
-            self.mrtd.page_add(gpa);
-            if measure {
-                self.mrtd.extend_page(gpa, page);
+            if !self.private.contains(&gfn) {
+                return Err(libc::EINVAL);
             }
-            self.added.insert(
-                gpa,
-                AddedPage {
-                    measured: measure,
-                    call,
-                },
-            );
+            // tdx_gmem_post_populate: pin the source.
+            let off = region.source_addr.wrapping_sub(base) as usize;
+            let page = source
+                .get(off..off.saturating_add(PAGE_SIZE as usize))
+                .and_then(|s| <&[u8; PAGE_SIZE as usize]>::try_from(s).ok())
+                .ok_or(libc::EFAULT)?;
+            if matches!(event, Event::SourceFault { after_pages } if at(after_pages)) {
+                return Err(libc::EFAULT);
+            }
+            // kvm_tdp_map_page: the fault prepares the folio (kvm_gmem_get_pfn ->
+            // kvm_gmem_prepare_folio), then maps it: tdx_mem_page_record_premap_cnt.
+            self.prepared.insert(gfn);
+            if matches!(event, Event::SignalAfterFault { after_pages } if at(after_pages)) {
+                return Err(libc::EINTR);
+            }
+            self.premapped += 1;
+            // TDH.MEM.PAGE.ADD
+            match event {
+                Event::PageAddBusy { after_pages } if at(after_pages) => return Err(libc::EBUSY),
+                Event::PageAddFailed { after_pages } if at(after_pages) => return Err(libc::EIO),
+                _ => {}
+            }
+            self.mrtd.page_add(gpa);
+            self.premapped -= 1;
+            let mut added = AddedPage {
+                measured: measure,
+                chunks_extended: 0,
+                call,
+            };
+            if measure {
+                for (c, data) in page.chunks_exact(EXTEND_CHUNK).enumerate() {
+                    if matches!(event, Event::ExtendFailed { after_pages, chunk } if at(after_pages) && usize::from(chunk) == c)
+                    {
+                        self.added.insert(gpa, added);
+                        return Err(libc::EIO);
+                    }
+                    let chunk: &[u8; EXTEND_CHUNK] = data.try_into().map_err(|_| libc::EIO)?;
+                    self.mrtd.extend(gpa + (c * EXTEND_CHUNK) as u64, chunk);
+                    added.chunks_extended += 1;
+                }
+                debug_assert_eq!(usize::from(added.chunks_extended), CHUNKS_PER_PAGE);
+            }
+            self.added.insert(gpa, added);
             region.source_addr += PAGE_SIZE;
             region.gpa += PAGE_SIZE;
             region.nr_pages -= 1;

@@ -1,9 +1,9 @@
 //! Raw TDX uAPI that kvm-bindings 0.14 (generated from Linux 6.15) lacks.
 //!
-//! Every item was read from the Linux 6.16+ uAPI: `arch/x86/include/uapi/asm/kvm.h` (the TDX
-//! section) as reproduced in `Documentation/virt/kvm/x86/intel-tdx.rst` (torvalds/linux), and
-//! the ioctl number from `include/uapi/linux/kvm.h` (`KVM_MEMORY_ENCRYPT_OP =
-//! _IOWR(KVMIO, 0xba, unsigned long)`). The tests below pin sizes and field offsets.
+//! Every item was read from the Linux 6.18.2 uAPI: `arch/x86/include/uapi/asm/kvm.h` (the TDX
+//! section: `enum kvm_tdx_cmd_id`, `struct kvm_tdx_cmd`, ...) and `include/uapi/linux/kvm.h`
+//! (`KVM_MEMORY_ENCRYPT_OP = _IOWR(KVMIO, 0xba, unsigned long)`, the capability numbers).
+//! The tests below pin sizes and field offsets.
 
 #![allow(non_camel_case_types)]
 
@@ -21,6 +21,28 @@ pub const KVM_CAP_VM_TYPES: u32 = 235;
 /// `KVM_CAP_MEMORY_ATTRIBUTES` (233): the attributes `KVM_SET_MEMORY_ATTRIBUTES` accepts.
 pub const KVM_CAP_MEMORY_ATTRIBUTES: u32 = 233;
 
+/// `KVM_CAP_SYNC_REGS` (74). On a VM fd, Linux 6.18 answers 0 when the VM has protected state
+/// (`arch/x86/kvm/x86.c: kvm_sync_valid_fields`), which among the VM types of an Intel host
+/// only a TD has (`arch/x86/kvm/vmx/tdx.c: tdx_vm_init` sets `has_protected_state`).
+pub const KVM_CAP_SYNC_REGS: u32 = 74;
+
+/// `KVM_SYNC_X86_VALID_FIELDS` (`KVM_SYNC_X86_REGS | SREGS | EVENTS`): what `KVM_CAP_SYNC_REGS`
+/// answers on a VM without protected state.
+pub const KVM_SYNC_X86_VALID_FIELDS: u32 = 0x7;
+
+/// `KVM_X86_DEFAULT_VM` (0): an ordinary VM.
+pub const KVM_X86_DEFAULT_VM: u32 = 0;
+
+/// `KVM_MAX_CPUID_ENTRIES` (`arch/x86/include/asm/kvm_host.h`): the most CPUID entries KVM takes
+/// in `KVM_TDX_INIT_VM` (more is `E2BIG` in `tdx_td_init`) and gives in `KVM_TDX_GET_CPUID`.
+pub const KVM_MAX_CPUID_ENTRIES: u32 = 256;
+
+/// The most configurable CPUID leaves a TDX module can report to Linux 6.18
+/// (`cpuid_config_leaves[128]` in `arch/x86/include/asm/tdx_global_metadata.h`; a larger
+/// `num_cpuid_config` is refused by `arch/x86/virt/vmx/tdx/tdx_global_metadata.c:
+/// get_tdx_sys_info_td_conf`, and TDX stays off).
+pub const TDX_MAX_CPUID_CONFIG: u32 = 128;
+
 /// `enum kvm_tdx_cmd_id`: `KVM_TDX_CAPABILITIES` (VM ioctl).
 pub const KVM_TDX_CAPABILITIES: u32 = 0;
 /// `KVM_TDX_INIT_VM` (VM ioctl).
@@ -33,8 +55,9 @@ pub const KVM_TDX_INIT_MEM_REGION: u32 = 3;
 pub const KVM_TDX_FINALIZE_VM: u32 = 4;
 /// `KVM_TDX_GET_CPUID` (vCPU ioctl).
 pub const KVM_TDX_GET_CPUID: u32 = 5;
-/// `KVM_TDX_TERMINATE_VM` (VM ioctl, later kernels).
-pub const KVM_TDX_TERMINATE_VM: u32 = 6;
+/// `KVM_TDX_CMD_NR_MAX`: one past the last command of Linux 6.18 (there is no command 6;
+/// `tdx_vm_ioctl` and `tdx_vcpu_ioctl` answer `EINVAL` to it).
+pub const KVM_TDX_CMD_NR_MAX: u32 = 6;
 
 /// `KVM_TDX_MEASURE_MEMORY_REGION`: the `flags` bit of `KVM_TDX_INIT_MEM_REGION` that also
 /// extends MRTD (TDH.MR.EXTEND per 256-byte chunk).
@@ -179,12 +202,21 @@ mod tests {
                 KVM_TDX_INIT_MEM_REGION,
                 KVM_TDX_FINALIZE_VM,
                 KVM_TDX_GET_CPUID,
-                KVM_TDX_TERMINATE_VM
+                KVM_TDX_CMD_NR_MAX
             ],
             [0, 1, 2, 3, 4, 5, 6]
         );
         assert_eq!(KVM_TDX_MEASURE_MEMORY_REGION, 1);
         assert_eq!(KVM_X86_TDX_VM, kvm_bindings::KVM_X86_TDX_VM);
+        assert_eq!(KVM_X86_DEFAULT_VM, kvm_bindings::KVM_X86_DEFAULT_VM);
+        assert_eq!(KVM_CAP_SYNC_REGS, kvm_bindings::KVM_CAP_SYNC_REGS);
+        assert_eq!(KVM_CAP_VM_TYPES, kvm_bindings::KVM_CAP_VM_TYPES);
+        assert_eq!(
+            KVM_SYNC_X86_VALID_FIELDS,
+            kvm_bindings::KVM_SYNC_X86_REGS
+                | kvm_bindings::KVM_SYNC_X86_SREGS
+                | kvm_bindings::KVM_SYNC_X86_EVENTS
+        );
     }
 
     #[test]

@@ -1,16 +1,22 @@
-//! The backend driven by cc-populate's driver through the in-process model of the kernel's
-//! documented TDX behaviour: exact ioctl bytes, partial progress, retries, stops and resume.
+//! The backend driven by cc-populate's driver through the in-process model of Linux 6.18.2's
+//! TDX code: exact ioctl bytes, partial progress, retries, the states 6.18 cannot leave, and
+//! the check that the VM is a TD.
 
 use cc_populate::{
-    ConversionPolicy, Driver, DriverOptions, ErrorKind, MemoryLayout, Plan, PlanBuilder, Role,
-    RunError, SourceBuf, StopCause,
+    Backend, ChunkRequest, ChunkSource, ConversionPolicy, Driver, DriverOptions, ErrorKind,
+    MemoryLayout, Plan, PlanBuilder, Role, RunError, SourceBuf, StopCause,
 };
 use tdx_backend::status::{TDX_OPERAND_BUSY, TDX_OPERAND_INVALID};
-use tdx_backend::testing::{Event, Scope, TdxModel};
+use tdx_backend::testing::{Event, Host, Memslot, Scope, TdxModel, VmFault, SHARED_BIT};
 use tdx_backend::uapi::{
-    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_FINALIZE_VM,
+    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_MAX_CPUID_ENTRIES,
+    KVM_TDX_CMD_NR_MAX, KVM_TDX_FINALIZE_VM, KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION,
+    KVM_TDX_INIT_VCPU, TDX_MAX_CPUID_CONFIG,
 };
-use tdx_backend::{measure_plan, Error, TdParams, TdxBackend, TDX_CAPS};
+use tdx_backend::{
+    measure_plan, AddedRange, Error, PageState, TdParams, TdxBackend, TdxIoctl, INIT_VM_ATTEMPTS,
+    TDX_CAPS,
+};
 
 const RCX: u64 = 0x0080_9000;
 const PAGE: u64 = 4096;
@@ -217,7 +223,7 @@ fn full_run_matches_the_ledger_and_the_offline_mrtd() {
 }
 
 #[test]
-fn interrupted_and_busy_calls_resume_where_the_kernel_stopped() {
+fn interrupted_calls_resume_where_the_kernel_stopped() {
     let fw = unaligned(8 * 4096, 4);
     let gpa = 0x40_0000;
     let plan = PlanBuilder::new()
@@ -227,7 +233,7 @@ fn interrupted_and_busy_calls_resume_where_the_kernel_stopped() {
     let mut td = launched();
     td.ioctl_mut().script.extend([
         Event::Signal { after_pages: 2 },
-        Event::Again { after_pages: 1 },
+        Event::Signal { after_pages: 1 },
     ]);
     let report = Driver::new(&mut td).run(&plan).unwrap();
     assert!(report.is_complete());
@@ -246,15 +252,15 @@ fn interrupted_and_busy_calls_resume_where_the_kernel_stopped() {
             .iter()
             .map(|c| c.result)
             .collect::<Vec<_>>(),
-        vec![Err(libc::EINTR), Err(libc::EAGAIN), Ok(())]
+        vec![Err(libc::EINTR), Err(libc::EINTR), Ok(())]
     );
     assert_report_matches_ledger(&plan, &report, model);
     td.finalize().unwrap();
     assert_eq!(td.ioctl().mrtd(), Some(measure_plan(&plan).unwrap()));
 }
 
-#[test]
-fn module_error_stops_with_an_exact_report_and_resume_completes() {
+/// Runs a measured 4-page region then a zero region; `event` hits the first call.
+fn run_into(event: Event) -> (TdxBackend<TdxModel>, cc_populate::Report, u64) {
     let fw = unaligned(4 * 4096, 5);
     let gpa = 0xfffc_0000u64;
     let plan = PlanBuilder::new()
@@ -263,23 +269,92 @@ fn module_error_stops_with_an_exact_report_and_resume_completes() {
         .build(&TDX_CAPS, &MemoryLayout::unbounded())
         .unwrap();
     let mut td = launched();
-    td.ioctl_mut().script.push_back(Event::ModuleError {
-        after_pages: 3,
-        hw_error: None,
-    });
+    td.ioctl_mut().script.push_back(event);
     let mut driver = Driver::new(&mut td);
     let err = driver.run(&plan).unwrap_err();
     let report = err.report().unwrap().clone();
+    // The report counts the pages added whole; the page it stopped at may be in the TD
+    // half-measured (ExtendFailed), which the backend's Unrecoverable says.
+    let model = driver.backend().ioctl();
+    let stop = report.stop.as_ref().unwrap().gpa;
+    for (i, r) in plan.regions().iter().enumerate() {
+        let half = u64::from(
+            model
+                .added
+                .get(&stop)
+                .is_some_and(|p| p.chunks_extended < 16),
+        );
+        let whole = model.populated_in(r.gpa(), r.len())
+            - half * u64::from(r.gpa() <= stop && stop < r.gpa() + r.len()) * PAGE;
+        assert_eq!(report.regions[i].populated, whole, "region {i}");
+    }
+    // Linux 6.18 cannot take the page again: the driver refuses to resume, and calls nothing.
+    let calls = driver.backend().ioctl().calls.len();
+    let again = driver.resume(&plan, &report).unwrap_err();
+    assert!(matches!(again, RunError::Unrecoverable(_)), "{again}");
+    assert_eq!(driver.backend().ioctl().calls.len(), calls);
+    (td, report, gpa)
+}
+
+/// Runs `plan` with the caller claiming every region is already private; it must fail.
+fn run_caller_converted(td: &mut TdxBackend<TdxModel>, plan: &Plan<'_>) -> RunError {
+    let opts = DriverOptions {
+        conversion: ConversionPolicy::CallerConverted,
+        ..DriverOptions::default()
+    };
+    Driver::new(td).with_options(opts).run(plan).unwrap_err()
+}
+
+fn backend_error(report: &cc_populate::Report) -> &cc_populate::BackendError {
+    let StopCause::Backend(e) = &report.stop.as_ref().unwrap().cause else {
+        panic!("{:?}", report.stop)
+    };
+    e
+}
+
+/// What Linux 6.18 does with the page left behind, asked of the model directly: adding it
+/// again is EEXIST (guest_memfd has it prepared); finalize is EINVAL while it is pre-mapped.
+fn kernel_refuses_retry_and_finalize(td: &mut TdxBackend<TdxModel>, page: u64) -> Result<(), i32> {
+    let model = td.ioctl_mut();
+    assert!(model.is_prepared(page));
+    let src = vec![0u8; 2 * 4096];
+    let off = src.as_ptr().align_offset(4096);
+    let src = &src[off..off + 4096];
+    let mut region = kvm_tdx_init_mem_region {
+        source_addr: src.as_ptr() as u64,
+        gpa: page,
+        nr_pages: 1,
+    };
+    let mut cmd = kvm_tdx_cmd {
+        id: KVM_TDX_INIT_MEM_REGION,
+        ..Default::default()
+    };
+    assert_eq!(
+        model.init_mem_region(&mut cmd, &mut region, src),
+        Err(libc::EEXIST)
+    );
+    assert_eq!(region.nr_pages, 1, "nothing done");
+    assert_eq!(model.twice, vec![page]);
+    let mut fin = kvm_tdx_cmd {
+        id: KVM_TDX_FINALIZE_VM,
+        ..Default::default()
+    };
+    model.vm_op(&mut fin, None)
+}
+
+#[test]
+fn a_failed_page_add_is_unrecoverable_and_says_what_is_in_the_td() {
+    let (mut td, report, gpa) = run_into(Event::PageAddFailed { after_pages: 3 });
     assert_eq!(report.regions[0].populated, 3 * PAGE);
     assert_eq!(report.regions[1].populated, 0);
     let stop = report.stop.as_ref().unwrap();
     assert_eq!((stop.region, stop.gpa), (0, gpa + 3 * PAGE));
     assert_eq!(stop.page_type, "PAGE.ADD+MR.EXTEND");
-    let StopCause::Backend(e) = &stop.cause else {
-        panic!("{:?}", stop.cause)
-    };
+    let e = backend_error(&report);
+    assert!(e.unrecoverable);
     assert_eq!(e.kind, ErrorKind::Failed);
     assert_eq!(e.errno, Some(libc::EIO));
+    // Linux 6.18 does not copy hw_error out for vCPU commands: there is no module status.
     assert_eq!(e.platform, None);
     assert!(
         e.detail
@@ -289,64 +364,428 @@ fn module_error_stops_with_an_exact_report_and_resume_completes() {
     );
     assert!(
         e.detail
-            .contains("TDH.MEM.PAGE.ADD or TDH.MR.EXTEND failed"),
+            .contains("in the TD (12288 bytes added by this backend): [0xfffc0000..0xfffc3000) measured; tear the VM down"),
         "{}",
         e.detail
     );
-    assert_report_matches_ledger(&plan, &report, driver.backend().ioctl());
+    let u = td.unrecoverable().unwrap().clone();
+    assert_eq!(u.page, gpa + 3 * PAGE);
+    assert_eq!(u.errno, libc::EIO);
+    assert_eq!(u.page_state, PageState::NotAddedOrPartlyMeasured);
+    assert_eq!(
+        u.in_td,
+        vec![AddedRange {
+            gpa,
+            len: 3 * PAGE,
+            measured: true
+        }]
+    );
+    // The backend refuses finalize without an ioctl, and populates nothing more.
+    let calls = td.ioctl().calls.len();
+    assert_eq!(
+        td.finalize(),
+        Err(Error::Unrecoverable(Box::new(u.clone())))
+    );
+    assert!(td
+        .finalize()
+        .unwrap_err()
+        .to_string()
+        .contains("tear the VM down"));
+    assert_eq!(td.ioctl().calls.len(), calls);
+    let zero = td.populate(&ChunkRequest {
+        region: 1,
+        gpa: 0x80_0000,
+        len: PAGE,
+        role: Role::Zero,
+        source: ChunkSource::Zero,
+    });
+    let e = zero.result.unwrap_err();
+    assert!(e.unrecoverable && e.detail.contains("not sent"), "{e}");
+    assert_eq!(td.ioctl().calls.len(), calls);
+    // The kernel: the page is pre-mapped, not added.
+    assert_eq!(td.ioctl().premapped(), 1);
+    assert!(!td.ioctl().added.contains_key(&u.page));
+    assert_eq!(
+        kernel_refuses_retry_and_finalize(&mut td, u.page),
+        Err(libc::EINVAL)
+    );
+    assert_eq!(td.ioctl().mrtd(), None);
+}
 
+#[test]
+fn a_busy_page_add_is_unrecoverable_too() {
+    let (mut td, report, gpa) = run_into(Event::PageAddBusy { after_pages: 0 });
+    assert_eq!(report.regions[0].populated, 0);
+    let e = backend_error(&report);
+    assert!(e.unrecoverable, "EBUSY is not retried in 6.18");
+    assert_eq!(e.errno, Some(libc::EBUSY));
+    assert_eq!(report.regions[0].retries, 0);
+    let u = td.unrecoverable().unwrap().clone();
+    assert_eq!((u.page, u.page_state), (gpa, PageState::PreMappedNotAdded));
+    assert!(u.in_td.is_empty());
+    assert!(
+        e.detail
+            .contains("in the TD (0 bytes added by this backend): nothing"),
+        "{}",
+        e.detail
+    );
+    assert_eq!(
+        kernel_refuses_retry_and_finalize(&mut td, gpa),
+        Err(libc::EINVAL)
+    );
+}
+
+#[test]
+fn a_failed_unmeasured_add_is_a_pre_mapped_page() {
+    let page = vec![3u8; 2 * 4096];
+    let plan = PlanBuilder::new()
+        .source(0x10_0000, Role::Unmeasured, &page)
+        .build(&TDX_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    let mut td = launched();
+    td.ioctl_mut()
+        .script
+        .push_back(Event::PageAddFailed { after_pages: 1 });
+    let err = Driver::new(&mut td).run(&plan).unwrap_err();
+    assert_eq!(err.report().unwrap().regions[0].populated, PAGE);
+    let u = td.unrecoverable().unwrap();
+    assert_eq!(u.page_state, PageState::PreMappedNotAdded);
+    assert_eq!(
+        u.in_td,
+        vec![AddedRange {
+            gpa: 0x10_0000,
+            len: PAGE,
+            measured: false
+        }]
+    );
+}
+
+#[test]
+fn a_failed_extend_leaves_a_page_in_the_td_with_a_wrong_mrtd() {
+    let (mut td, report, gpa) = run_into(Event::ExtendFailed {
+        after_pages: 1,
+        chunk: 5,
+    });
+    assert_eq!(report.regions[0].populated, PAGE);
+    let u = td.unrecoverable().unwrap().clone();
+    assert_eq!(u.page, gpa + PAGE);
+    assert_eq!(u.page_state, PageState::NotAddedOrPartlyMeasured);
+    // The model (the kernel): added, 5 of 16 chunks measured, nothing pre-mapped; finalize
+    // would succeed with an MRTD no plan has, which is why the backend refuses it.
+    let model = td.ioctl();
+    assert_eq!(model.added[&(gpa + PAGE)].chunks_extended, 5);
+    assert_eq!(model.premapped(), 0);
+    assert_eq!(
+        kernel_refuses_retry_and_finalize(&mut td, gpa + PAGE),
+        Ok(())
+    );
+    let fw = unaligned(4 * 4096, 5);
+    let plan = PlanBuilder::new()
+        .source(gpa, Role::Measured, &fw[1..])
+        .zero(0x80_0000, 2 * PAGE)
+        .build(&TDX_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    assert_ne!(td.ioctl().mrtd(), Some(measure_plan(&plan).unwrap()));
+}
+
+#[test]
+fn a_signal_after_the_fault_makes_the_retry_see_eexist() {
+    let (td, report, gpa) = run_into(Event::SignalAfterFault { after_pages: 2 });
+    // EINTR is retried; the retry finds the page prepared: EEXIST, unrecoverable.
+    assert_eq!(report.regions[0].retries, 1);
+    assert_eq!(report.regions[0].populated, 2 * PAGE);
+    let e = backend_error(&report);
+    assert_eq!(e.errno, Some(libc::EEXIST));
+    assert!(e.unrecoverable);
+    let u = td.unrecoverable().unwrap();
+    assert_eq!(
+        (u.page, u.page_state),
+        (gpa + 2 * PAGE, PageState::AlreadyPrepared)
+    );
+    assert_eq!(td.ioctl().twice, vec![gpa + 2 * PAGE]);
+    assert_eq!(td.ioctl().premapped(), 0);
+}
+
+#[test]
+fn an_unreadable_source_is_a_plain_failure_that_resumes() {
+    let fw = unaligned(3 * 4096, 8);
+    let plan = PlanBuilder::new()
+        .source(0x20_0000, Role::Measured, &fw[1..])
+        .build(&TDX_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    let mut td = launched();
+    td.ioctl_mut()
+        .script
+        .push_back(Event::SourceFault { after_pages: 1 });
+    let mut driver = Driver::new(&mut td);
+    let report = driver.run(&plan).unwrap_err().report().unwrap().clone();
+    let e = backend_error(&report);
+    assert_eq!((e.errno, e.unrecoverable), (Some(libc::EFAULT), false));
+    assert!(
+        e.detail.contains("the page was not touched"),
+        "{}",
+        e.detail
+    );
+    // get_user_pages_fast failed before the fault: the page is not prepared, so it can be added.
     let done = driver.resume(&plan, &report).unwrap();
     assert!(done.is_complete());
-    assert_report_matches_ledger(&plan, &done, td.ioctl());
+    assert!(td.unrecoverable().is_none());
     td.finalize().unwrap();
     assert_eq!(td.ioctl().mrtd(), Some(measure_plan(&plan).unwrap()));
 }
 
 #[test]
-fn module_status_is_surfaced_by_name_and_busy_is_retried() {
-    let page = vec![1u8; 4096];
+fn a_memslot_end_stops_a_populate_and_it_resumes_once_memory_is_there() {
+    let data = unaligned(4 * 4096, 9);
+    let gpa = 0x10_0000 - 2 * PAGE;
+    let plan = PlanBuilder::new()
+        .source(gpa, Role::Measured, &data[1..])
+        .build(&TDX_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    let mut td = launched();
+    td.ioctl_mut().memslots = vec![
+        Memslot {
+            gpa: 0,
+            len: 0x10_0000,
+            guest_memfd: true,
+        },
+        Memslot {
+            gpa: 0x10_0000,
+            len: 0x10_0000,
+            guest_memfd: false,
+        },
+    ];
+    let mut driver = Driver::new(&mut td);
+    let report = driver.run(&plan).unwrap_err().report().unwrap().clone();
+    // kvm_gmem_populate: the page after the guest_memfd memslot is in a slot without
+    // guest_memfd: EINVAL, after the two pages before it, written back.
+    assert_eq!(report.regions[0].populated, 2 * PAGE);
+    let e = backend_error(&report);
+    assert_eq!((e.errno, e.unrecoverable), (Some(libc::EINVAL), false));
+    assert!(
+        e.detail.contains("a page in no guest_memfd memslot"),
+        "{}",
+        e.detail
+    );
+    let model = driver.backend().ioctl();
+    assert_eq!(
+        model.calls.last().unwrap().region.unwrap(),
+        kvm_tdx_init_mem_region {
+            source_addr: 0,
+            gpa,
+            nr_pages: 4
+        }
+    );
+    assert!(!model.is_prepared(0x10_0000));
+    // Two guest_memfd memslots back to back: a populate crosses from one to the next.
+    driver.backend_mut().ioctl_mut().memslots[1].guest_memfd = true;
+    let done = driver.resume(&plan, &report).unwrap();
+    assert!(done.is_complete());
+    td.finalize().unwrap();
+    assert_eq!(td.ioctl().mrtd(), Some(measure_plan(&plan).unwrap()));
+}
+
+#[test]
+fn a_shared_bit_gpa_is_refused_before_any_page() {
+    let page = vec![0u8; 4096];
+    let gpa = SHARED_BIT | 0x1000;
+    let plan = PlanBuilder::new()
+        .source(gpa, Role::Measured, &page)
+        .build(&TDX_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    let mut td = launched();
+    let err = Driver::new(&mut td).run(&plan).unwrap_err();
+    let e = backend_error(err.report().unwrap());
+    assert_eq!(e.errno, Some(libc::EINVAL));
+    assert!(td.ioctl().added.is_empty());
+}
+
+#[test]
+fn init_vm_is_retried_on_eagain_as_qemu_does() {
+    let mut td = TdxBackend::new(TdxModel::new());
+    td.ioctl_mut()
+        .vm_faults
+        .extend([VmFault::InitVmNoEntropy; 3]);
+    td.init_vm(&TdParams::default()).unwrap();
+    let calls = &td.ioctl().calls;
+    assert_eq!(calls.len(), 4);
+    assert_eq!(
+        calls.iter().map(|c| c.result).collect::<Vec<_>>(),
+        vec![
+            Err(libc::EAGAIN),
+            Err(libc::EAGAIN),
+            Err(libc::EAGAIN),
+            Ok(())
+        ]
+    );
+    assert!(td.ioctl().params.is_some());
+
+    // The bound: INIT_VM_ATTEMPTS calls, then a hard error.
+    let mut td = TdxBackend::new(TdxModel::new());
+    td.ioctl_mut().vm_faults.extend(std::iter::repeat_n(
+        VmFault::InitVmNoEntropy,
+        INIT_VM_ATTEMPTS as usize,
+    ));
+    let e = td.init_vm(&TdParams::default()).unwrap_err();
+    assert_eq!(td.ioctl().calls.len(), 10_000);
+    assert!(td.ioctl().params.is_none());
+    let Error::Ioctl { errno, detail, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(*errno, libc::EAGAIN);
+    assert!(detail.contains("10000 attempts"), "{detail}");
+}
+
+#[test]
+fn init_vm_names_the_operand_the_module_refused_and_is_not_retried() {
+    let mut td = TdxBackend::new(TdxModel::new());
+    td.ioctl_mut()
+        .vm_faults
+        .push_back(VmFault::InitVmOperandInvalid(TDX_OPERAND_INVALID | 3));
+    let e = td.init_vm(&TdParams::default()).unwrap_err();
+    assert!(
+        matches!(e, Error::Ioctl { errno: libc::EINVAL, hw_error, .. } if hw_error == TDX_OPERAND_INVALID | 3),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("TDX_OPERAND_INVALID"), "{e}");
+    assert_eq!(td.ioctl().calls.len(), 1);
+}
+
+#[test]
+fn capabilities_ask_for_the_kernel_maximum_once() {
+    let mut td = TdxBackend::new(TdxModel::new());
+    td.ioctl_mut().cpuid_entries = TDX_MAX_CPUID_CONFIG;
+    let caps = td.capabilities().unwrap();
+    assert_eq!(caps.cpuid.len(), 128);
+    let calls = &td.ioctl().calls;
+    assert_eq!(calls.len(), 1);
+    let p = calls[0].payload.as_ref().unwrap();
+    assert_eq!(p.len(), 2048 + 8 + KVM_MAX_CPUID_ENTRIES as usize * 40);
+
+    // The model, as tdx_get_capabilities: E2BIG when the room is short, nent not written back.
+    let mut model = TdxModel::new();
+    let mut b = vec![0u8; 2048 + 8 + 40];
+    b[2048] = 1;
+    let mut cmd = kvm_tdx_cmd::default();
+    assert_eq!(model.vm_op(&mut cmd, Some(&mut b)), Err(libc::E2BIG));
+    assert_eq!(b[2048..2052], [1, 0, 0, 0]);
+}
+
+#[test]
+fn the_model_answers_vm_and_vcpu_commands_as_6_18_does() {
+    let mut td = launched();
+    let model = td.ioctl_mut();
+    // hw_error set on input: EINVAL, VM and vCPU.
+    let mut cmd = kvm_tdx_cmd {
+        id: KVM_TDX_FINALIZE_VM,
+        hw_error: 1,
+        ..Default::default()
+    };
+    assert_eq!(model.vm_op(&mut cmd, None), Err(libc::EINVAL));
+    let mut cmd = kvm_tdx_cmd {
+        id: KVM_TDX_INIT_VCPU,
+        hw_error: 1,
+        ..Default::default()
+    };
+    assert_eq!(model.vcpu_op(&mut cmd, None), Err(libc::EINVAL));
+    // Command 6 is KVM_TDX_CMD_NR_MAX: no such command (there is no KVM_TDX_TERMINATE_VM).
+    for id in [KVM_TDX_CMD_NR_MAX, 7] {
+        let mut cmd = kvm_tdx_cmd {
+            id,
+            ..Default::default()
+        };
+        assert_eq!(model.vm_op(&mut cmd, None), Err(libc::EINVAL));
+        assert_eq!(model.vcpu_op(&mut cmd, None), Err(libc::EINVAL));
+    }
+    // KVM_TDX_GET_CPUID writes the count back with E2BIG (tdx_vcpu_get_cpuid).
+    let mut b = vec![0u8; 8];
+    let mut cmd = kvm_tdx_cmd {
+        id: KVM_TDX_GET_CPUID,
+        ..Default::default()
+    };
+    assert_eq!(model.vcpu_op(&mut cmd, Some(&mut b)), Ok(()), "no entries");
+    model.params.as_mut().unwrap().cpuid.push(kvm_cpuid_entry2 {
+        function: 1,
+        ..Default::default()
+    });
+    assert_eq!(model.vcpu_op(&mut cmd, Some(&mut b)), Err(libc::E2BIG));
+    assert_eq!(b[0..4], [1, 0, 0, 0]);
+    let mut b = vec![0u8; 48];
+    b[0] = 1;
+    assert_eq!(model.vcpu_op(&mut cmd, Some(&mut b)), Ok(()));
+    assert_eq!(b[8], 1);
+    // FINALIZE reads neither flags nor data.
+    let mut cmd = kvm_tdx_cmd {
+        id: KVM_TDX_FINALIZE_VM,
+        flags: 1,
+        data: 9,
+        ..Default::default()
+    };
+    assert_eq!(model.vm_op(&mut cmd, None), Ok(()));
+    // After finalization every vCPU command is EINVAL.
+    let mut cmd = kvm_tdx_cmd {
+        id: KVM_TDX_GET_CPUID,
+        ..Default::default()
+    };
+    assert_eq!(model.vcpu_op(&mut cmd, Some(&mut b)), Err(libc::EINVAL));
+}
+
+#[test]
+fn no_tdx_command_reaches_an_ordinary_vm_on_an_amd_sev_host() {
+    // What the danger is: command 0 on such a VM is KVM_SEV_INIT, and it "succeeds".
+    let mut raw = TdxModel::ordinary_vm(Host::AmdSev);
+    let mut cmd = kvm_tdx_cmd::default();
+    let mut caps = vec![0u8; 2048 + 8];
+    assert_eq!(raw.vm_op(&mut cmd, Some(&mut caps)), Ok(()));
+    assert!(raw.sev_initialized);
+
+    let mut td = TdxBackend::new(TdxModel::ordinary_vm(Host::AmdSev));
+    let e = td.capabilities().unwrap_err();
+    assert!(matches!(e, Error::NotSupported { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("KVM_CAP_VM_TYPES on the VM fd is 0x1d"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("no TDX command was sent"), "{e}");
+    assert!(td.init_vm(&TdParams::default()).is_err());
+    assert!(td.init_vcpu(RCX).is_err());
+    assert!(td.finalize().is_err());
+    let page = vec![0u8; 4096];
     let plan = PlanBuilder::new()
         .source(0x1000, Role::Measured, &page)
         .build(&TDX_CAPS, &MemoryLayout::unbounded())
         .unwrap();
-    let mut td = launched();
-    td.ioctl_mut().script.push_back(Event::ModuleError {
-        after_pages: 0,
-        hw_error: Some(TDX_OPERAND_INVALID | 0x1),
-    });
-    let err = Driver::new(&mut td).run(&plan).unwrap_err();
-    let RunError::Stopped(report) = &err else {
-        panic!("{err}")
-    };
-    let StopCause::Backend(e) = &report.stop.as_ref().unwrap().cause else {
-        panic!()
-    };
-    let p = e.platform.as_ref().unwrap();
-    assert_eq!(
-        (p.code, &*p.name),
-        (TDX_OPERAND_INVALID | 1, "TDX_OPERAND_INVALID")
-    );
-    assert!(
-        err.to_string()
-            .contains("TDX_OPERAND_INVALID (0xc000010000000001)"),
-        "{err}"
-    );
-    assert!(e.detail.contains("an operand is invalid"), "{}", e.detail);
+    let err = run_caller_converted(&mut td, &plan);
+    let e = backend_error(err.report().unwrap());
+    assert_eq!(e.kind, ErrorKind::Unsupported);
+    assert!(td.ioctl().calls.is_empty(), "{:?}", td.ioctl().calls);
+    assert!(!td.ioctl().sev_initialized);
+}
 
-    let mut td = launched();
-    td.ioctl_mut().script.push_back(Event::ModuleError {
-        after_pages: 0,
-        hw_error: Some(TDX_OPERAND_BUSY | 0x92),
-    });
-    let report = Driver::new(&mut td).run(&plan).unwrap();
-    assert!(report.is_complete());
-    assert_eq!(report.retries(), 1);
+#[test]
+fn an_ordinary_vm_on_a_tdx_host_is_not_a_td() {
+    let mut td = TdxBackend::new(TdxModel::ordinary_vm(Host::Tdx));
+    let e = td.capabilities().unwrap_err();
+    assert!(matches!(e, Error::NotATd { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "this VM is not a TD: KVM_CAP_SYNC_REGS on the VM fd is 0x7: the VM has no protected state, so it was not created as KVM_X86_TDX_VM; no TDX command was sent"
+    );
+    assert!(td.ioctl().calls.is_empty());
+    // The model without the check: vt_mem_enc_ioctl's ENOTTY, vt_vcpu_mem_enc_ioctl's EINVAL.
+    let model = td.ioctl_mut();
+    let mut cmd = kvm_tdx_cmd::default();
+    assert_eq!(model.vm_op(&mut cmd, None), Err(libc::ENOTTY));
+    assert_eq!(model.vcpu_op(&mut cmd, None), Err(libc::EINVAL));
 }
 
 #[test]
 fn finalize_reports_the_module_status() {
     let mut td = launched();
-    td.ioctl_mut().fail_vm_op = Some((KVM_TDX_FINALIZE_VM, libc::EBUSY, TDX_OPERAND_BUSY));
+    td.ioctl_mut()
+        .vm_faults
+        .push_back(VmFault::FinalizeBusy(TDX_OPERAND_BUSY));
     let e = td.finalize().unwrap_err();
     assert_eq!(
         e,
@@ -405,23 +844,24 @@ fn the_model_refuses_a_second_populate_and_unconverted_memory() {
     Driver::new(&mut td).run(&plan).unwrap();
     let err = Driver::new(&mut td).run(&plan).unwrap_err();
     assert_eq!(td.ioctl().twice, vec![0x3000]);
-    assert!(err.to_string().contains("already populated"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("guest_memfd already has the page prepared"),
+        "{err}"
+    );
+    assert_eq!(
+        td.unrecoverable().map(|u| u.page_state),
+        Some(PageState::AlreadyPrepared)
+    );
 
     // Memory the caller claims it converted, but did not: guest_memfd refuses (EINVAL).
     let mut td = launched();
-    let opts = DriverOptions {
-        conversion: ConversionPolicy::CallerConverted,
-        ..DriverOptions::default()
-    };
-    let err = Driver::new(&mut td)
-        .with_options(opts)
-        .run(&plan)
-        .unwrap_err();
+    let err = run_caller_converted(&mut td, &plan);
     let StopCause::Backend(e) = &err.report().unwrap().stop.as_ref().unwrap().cause else {
         panic!()
     };
     assert_eq!(e.errno, Some(libc::EINVAL));
-    assert!(e.detail.contains("non-private range"), "{}", e.detail);
+    assert!(e.detail.contains("a non-private page"), "{}", e.detail);
     assert!(td.ioctl().added.is_empty());
 }
 
