@@ -489,6 +489,8 @@ fuzz_target!(|input: Input| {
             k.pending = None;
         },
         |b| b.ioctl().impossible,
+        // No answer of this fake kernel is one the backend must treat as unrecoverable.
+        |_| false,
         |b, r| {
             // Per region, the report equals what the kernel really accepted (as a prefix).
             let k = b.ioctl();

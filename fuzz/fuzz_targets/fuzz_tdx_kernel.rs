@@ -1,270 +1,611 @@
-//! The TDX backend against a kernel whose every `KVM_TDX_INIT_MEM_REGION` answer comes from the
-//! fuzzer: pages added, the `struct kvm_tdx_init_mem_region` it writes back (honestly advanced,
-//! or any values), the errno and the TDX module's `hw_error`.
+//! The TDX backend against a fake Linux 6.18.2 kernel whose `KVM_TDX_INIT_MEM_REGION` fails
+//! where the fuzzer says, and only as that kernel can.
 //!
-//! The backend must read the written-back struct as untrusted: never panic, count exactly the
-//! pages a consistent write-back shows (the fake kernel adds exactly those), and stop with a
-//! hard error on an impossible one. Driven by `cc_populate::Driver` over a small plan, resumed
-//! after every stop and finally against an honest kernel: no page added twice, each region's
-//! reported bytes equal the pages the kernel added to it, every source handed to the kernel is
-//! page-aligned and as long as the pages asked, and the plan completes.
+//! The fake kernel follows `arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init_mem_region` ->
+//! `virt/kvm/guest_memfd.c: kvm_gmem_populate` -> `tdx.c: tdx_gmem_post_populate` page by page
+//! (crates/tdx-backend/README.md, "Kernel conformance"): per call the fuzzer picks one page and
+//! the step that fails there, and the kernel answers the errno that step returns, with the
+//! state it leaves (a folio prepared, a page pre-mapped but not added, a page added with a
+//! partial measurement). A page already prepared gets `EEXIST` from the kernel's own state, so
+//! a failed add really cannot be retried. Sometimes it writes back a `struct
+//! kvm_tdx_init_mem_region` no kernel writes (any values, an advance past the request, one
+//! field skewed) and does nothing else.
+//!
+//! Driven by `cc_populate::Driver`, resumed after every stop, finally against a kernel that
+//! fails nowhere: never panics; every call asks whole, private pages inside one region, with
+//! the role's measure flag, `hw_error` 0 and a page-aligned source holding the region's bytes
+//! at that offset; no page this backend was told it added is asked again; each region's
+//! reported bytes are the pages the kernel added for it (a prefix) and `TdxBackend::added` is
+//! the kernel's list of them; an impossible write-back stops the run hard and counts nothing.
+//! `EBUSY`, `EIO` and `EEXIST` stop the run as unrecoverable, naming the page and what is known
+//! of it, and after them no ioctl is made: a resume, a direct populate and finalize are all
+//! refused. Without such an answer the plan completes and the TD finalizes.
 #![no_main]
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use cc_populate::{Driver, MemoryLayout, PlanBuilder, Role, RunError, StopCause};
+use cc_populate::{Backend, ChunkRequest, ChunkSource, MemoryLayout, PlanBuilder, Role, StopCause};
 use libfuzzer_sys::fuzz_target;
-use tdx_backend::uapi::{kvm_tdx_cmd, kvm_tdx_init_mem_region};
-use tdx_backend::{TdxBackend, TdxIoctl, TDX_CAPS};
+use tdx_backend::uapi::{
+    kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_MEM_REGION,
+    KVM_TDX_MEASURE_MEMORY_REGION,
+};
+use tdx_backend::{PageState, TdxBackend, TdxIoctl, TDX_CAPS};
 
 #[path = "common/kernel.rs"]
-#[allow(dead_code)] // `drive` serves the other kernel targets
 mod kernel;
 
 const PAGE: u64 = 4096;
-const ERRNOS: [i32; 7] = [
-    libc::EINTR,
-    libc::EAGAIN,
-    libc::EBUSY,
-    libc::EIO,
-    libc::EINVAL,
-    libc::ENOTTY,
-    libc::EFAULT,
-];
+/// Longest region, in pages: more than the backend's 2 MiB bounce buffer (512 pages).
+const MAX_PAGES: u64 = 700;
+/// Bytes of the source pattern: the longest region at the largest offset, plus alignment.
+const PATTERN_LEN: usize = ((MAX_PAGES + 4) * PAGE) as usize;
 
-/// What the kernel writes back.
+/// The step of one page of `KVM_TDX_INIT_MEM_REGION` that fails, in Linux 6.18.2's order, with
+/// the errno it returns (the rows of the Kernel conformance table).
 #[derive(Arbitrary, Debug, Clone, Copy)]
-enum WriteBack {
-    /// Advanced by the pages added (what Linux does).
-    Honest,
-    /// Any values (a broken or hostile kernel); pages count as added only if they happen to
-    /// be consistent.
+enum Fault {
+    /// Refused before any page, the region not written back (`tdx_vcpu_ioctl`,
+    /// `tdx_vcpu_init_mem_region`: vCPU not initialized, TD finalized, ...): `EINVAL`.
+    Refused,
+    /// A pending signal (`tdx_vcpu_init_mem_region`, `kvm_gmem_populate`, or
+    /// `kvm_tdp_map_page` before its first fault): `EINTR`, the page untouched.
+    Signal,
+    /// The page is in no guest_memfd memslot (`kvm_gmem_populate`: `kvm_slot_has_gmem`):
+    /// `EINVAL`, the page untouched.
+    NoMemslot,
+    /// The folio or the source pin could not be had (`kvm_gmem_get_folio`,
+    /// `tdx_gmem_post_populate`: `get_user_pages_fast` pinning nothing): `ENOMEM`, untouched.
+    NoMemory,
+    /// The folio is poisoned (`__kvm_gmem_get_pfn`): `EHWPOISON`, untouched.
+    Poisoned,
+    /// Another caller added the page first, so guest_memfd has it prepared
+    /// (`kvm_gmem_populate`: `is_prepared`): `EEXIST`.
+    PreparedElsewhere,
+    /// The source page cannot be pinned (`tdx_gmem_post_populate`: `get_user_pages_fast`):
+    /// `EFAULT`, untouched.
+    SourceFault,
+    /// A signal in `kvm_tdp_map_page` after a first fault attempt (`RET_PF_RETRY`): the fault
+    /// prepared the folio (`kvm_gmem_get_pfn` -> `kvm_gmem_prepare_folio`), nothing is mapped:
+    /// `EINTR`, and the retry gets `EEXIST`.
+    SignalAfterFault,
+    /// TDH.MEM.PAGE.ADD finds an operand busy (`tdx_gmem_post_populate`): `EBUSY`; the page is
+    /// prepared and pre-mapped (`nr_premapped`), not added.
+    AddBusy,
+    /// TDH.MEM.PAGE.ADD fails otherwise: `EIO`, the same state.
+    AddFailed,
+    /// TDH.MR.EXTEND fails at one of the 16 chunks (measured calls only): `EIO`; the page is
+    /// added with a partial measurement, the region not advanced past it.
+    ExtendFailed,
+}
+
+impl Fault {
+    fn errno(self) -> i32 {
+        match self {
+            Fault::Refused | Fault::NoMemslot => libc::EINVAL,
+            Fault::Signal | Fault::SignalAfterFault => libc::EINTR,
+            Fault::NoMemory => libc::ENOMEM,
+            Fault::Poisoned => libc::EHWPOISON,
+            Fault::PreparedElsewhere => libc::EEXIST,
+            Fault::SourceFault => libc::EFAULT,
+            Fault::AddBusy => libc::EBUSY,
+            Fault::AddFailed | Fault::ExtendFailed => libc::EIO,
+        }
+    }
+}
+
+/// A write-back no Linux kernel makes (`tdx_vcpu_init_mem_region` advances all three fields
+/// together, by the pages done).
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Lie {
+    /// Any values (taken only when inconsistent).
     Raw {
         gpa: u64,
         nr_pages: u64,
         source_addr: u64,
     },
-    /// Advanced by `k` more pages than added (claims progress it did not make).
+    /// Advanced past the request by `k + 1` pages.
     Overclaim(u8),
+    /// An honest advance by the pages before the fault, with one field (`field % 3`) off by
+    /// `delta` (at least 1).
+    Skewed { field: u8, delta: u64 },
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
 struct Answer {
-    /// Pages added (clamped to the request).
-    pages: u8,
-    write_back: WriteBack,
-    /// `None`: success; else an errno from [`ERRNOS`].
-    errno: Option<u8>,
-    /// The TDX module's status, when non-zero.
-    hw_error: Option<u64>,
+    /// The page of the call (0 = the first asked) where `fault` happens; past the end, the
+    /// call completes.
+    at: u8,
+    /// `None`: every page is added.
+    fault: Option<Fault>,
+    /// The write-back lies when this is below 16 (about one call in 16).
+    lie_gate: u8,
+    lie: Lie,
 }
 
 #[derive(Arbitrary, Debug)]
 struct RegionIn {
     gap: u8,
-    pages: u8,
+    /// Pages: `pages % 64 + 1`, or from 0xf000 on `pages % MAX_PAGES + 1`.
+    pages: u16,
     role: Role,
-    /// A source (else zeros).
-    source: bool,
+    /// A source at this offset in the pattern (`(aligned, n)`: `n % 4` pages, or `n % 8192`
+    /// bytes); `None` (or a zero role): zero content.
+    source: Option<(bool, u16)>,
 }
 
 #[derive(Arbitrary, Debug)]
 struct Input {
     regions: Vec<RegionIn>,
     rounds: Vec<Vec<Answer>>,
-    /// `set_private` errnos, per call (empty: success).
-    private: Vec<Option<u8>>,
+    /// Per `KVM_SET_MEMORY_ATTRIBUTES` call that has something to do: `ENOMEM` when true.
+    private: Vec<bool>,
+}
+
+/// A region as the target planned it.
+#[derive(Clone, Copy, Debug)]
+struct Spec {
+    gpa: u64,
+    len: u64,
+    role: Role,
+    /// Offset of its bytes in the pattern; `None`: zeros.
+    content: Option<usize>,
+}
+
+/// The kernel's state after an answer it cannot recover from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FatalState {
+    /// Prepared in guest_memfd and pre-mapped by KVM, not added (PAGE.ADD failed).
+    PreMapped,
+    /// Added, with fewer than 16 MR.EXTENDs.
+    PartlyMeasured,
+    /// Prepared before this call reached it.
+    Prepared,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Fatal {
+    errno: i32,
+    page: u64,
+    measured: bool,
+    state: FatalState,
 }
 
 #[derive(Default)]
 struct Kernel {
+    specs: Vec<Spec>,
     answers: VecDeque<Answer>,
-    private: VecDeque<Option<u8>>,
-    /// Pages really added: (gpa, bytes).
+    private_errs: VecDeque<bool>,
+    /// `KVM_MEMORY_ATTRIBUTE_PRIVATE` pages (gfn).
+    private: BTreeSet<u64>,
+    /// Folios marked prepared (uptodate) in guest_memfd (gfn).
+    prepared: BTreeSet<u64>,
+    /// Pages counted in `nr_premapped`: mapped, not added (gfn).
+    premapped: BTreeSet<u64>,
+    /// Pages this backend's calls added and the write-back counted, per call: (gpa, bytes).
     added: Vec<(u64, u64)>,
-    /// Write-backs that were impossible (inconsistent).
+    /// The same, page by page in order, with the measure flag.
+    added_pages: Vec<(u64, bool)>,
+    /// Gfns in `added_pages`.
+    added_set: BTreeSet<u64>,
+    /// An answer Linux 6.18 cannot recover from.
+    fatal: Option<Fatal>,
+    /// Write-backs that were impossible.
     impossible: u64,
+    finalized: bool,
+}
+
+/// The pattern the sources are cut from: every page different, every offset in it too.
+fn pattern() -> &'static [u8] {
+    static BUF: OnceLock<(Vec<u8>, usize)> = OnceLock::new();
+    let (buf, off) = BUF.get_or_init(|| {
+        let buf: Vec<u8> = (0..PATTERN_LEN as u64 + PAGE)
+            .map(|j| (j.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+            .collect();
+        let off = buf.as_ptr().align_offset(PAGE as usize);
+        (buf, off)
+    });
+    &buf[*off..*off + PATTERN_LEN]
+}
+
+impl Kernel {
+    fn no_call_after_fatal(&self, what: &str) {
+        if let Some(f) = &self.fatal {
+            panic!("{what} after an unrecoverable answer: {f:?}");
+        }
+    }
+
+    /// The region holding `[gpa, gpa+len)`, which must lie inside one.
+    fn spec_of(&self, gpa: u64, len: u64) -> Spec {
+        let s = self
+            .specs
+            .iter()
+            .find(|s| gpa >= s.gpa && gpa < s.gpa + s.len)
+            .unwrap_or_else(|| panic!("{gpa:#x} is in no region"));
+        assert!(
+            gpa + len <= s.gpa + s.len,
+            "[{gpa:#x}..+{len:#x}) runs past its region {s:?}"
+        );
+        *s
+    }
+
+    /// `tdx_vcpu_init_mem_region`'s loop over `nr` pages from `gpa`, failing as `fault` at
+    /// page `at`: the pages done (the write-back's advance) and the result.
+    fn pages(
+        &mut self,
+        gpa: u64,
+        nr: u64,
+        measured: bool,
+        at: u64,
+        fault: Option<Fault>,
+    ) -> (u64, Result<(), i32>) {
+        if let Some(Fault::Refused) = fault {
+            return (0, Err(libc::EINVAL));
+        }
+        for i in 0..nr {
+            let page = gpa + i * PAGE;
+            let gfn = page / PAGE;
+            let fault = fault.filter(|_| i == at);
+            let fail = |e| (i, Err(e));
+            let fatal = |errno, state| {
+                Some(Fatal {
+                    errno,
+                    page,
+                    measured,
+                    state,
+                })
+            };
+            match fault {
+                // tdx_vcpu_init_mem_region / kvm_gmem_populate: signal_pending.
+                Some(Fault::Signal) => return fail(libc::EINTR),
+                // kvm_gmem_populate: kvm_slot_has_gmem.
+                Some(Fault::NoMemslot) => return fail(libc::EINVAL),
+                // __kvm_gmem_get_pfn: kvm_gmem_get_folio, folio_test_hwpoison.
+                Some(Fault::NoMemory) => return fail(libc::ENOMEM),
+                Some(Fault::Poisoned) => return fail(libc::EHWPOISON),
+                Some(Fault::PreparedElsewhere) => {
+                    self.prepared.insert(gfn);
+                }
+                _ => {}
+            }
+            // kvm_gmem_populate: is_prepared.
+            if self.prepared.contains(&gfn) {
+                self.fatal = fatal(libc::EEXIST, FatalState::Prepared);
+                return fail(libc::EEXIST);
+            }
+            // kvm_gmem_populate: kvm_range_has_memory_attributes(PRIVATE), else EINVAL. The
+            // driver converts every range before populating it.
+            assert!(
+                self.private.contains(&gfn),
+                "page {page:#x} asked before it was made private"
+            );
+            match fault {
+                // tdx_gmem_post_populate: get_user_pages_fast.
+                Some(Fault::SourceFault) => return fail(libc::EFAULT),
+                // kvm_tdp_map_page: the fault prepared the folio, then a signal.
+                Some(Fault::SignalAfterFault) => {
+                    self.prepared.insert(gfn);
+                    return fail(libc::EINTR);
+                }
+                _ => {}
+            }
+            // kvm_tdp_map_page: prepared and mapped, counted in nr_premapped.
+            self.prepared.insert(gfn);
+            self.premapped.insert(gfn);
+            // TDH.MEM.PAGE.ADD
+            if let Some(f @ (Fault::AddBusy | Fault::AddFailed)) = fault {
+                self.fatal = fatal(f.errno(), FatalState::PreMapped);
+                return fail(f.errno());
+            }
+            self.premapped.remove(&gfn);
+            // TDH.MR.EXTEND x 16
+            if let (true, Some(Fault::ExtendFailed)) = (measured, fault) {
+                self.fatal = fatal(libc::EIO, FatalState::PartlyMeasured);
+                return fail(libc::EIO);
+            }
+            self.added_pages.push((page, measured));
+            self.added_set.insert(gfn);
+        }
+        (nr, Ok(()))
+    }
 }
 
 impl TdxIoctl for Kernel {
-    fn vm_op(&mut self, _: &mut kvm_tdx_cmd, _: Option<&mut [u8]>) -> Result<(), i32> {
+    fn vm_op(&mut self, cmd: &mut kvm_tdx_cmd, _: Option<&mut [u8]>) -> Result<(), i32> {
+        self.no_call_after_fatal("a VM command");
+        assert_eq!(
+            cmd.id, KVM_TDX_FINALIZE_VM,
+            "the only VM command here is finalize"
+        );
+        assert_eq!(cmd.hw_error, 0);
+        // tdx_td_finalize: pages pre-mapped but not added.
+        if !self.premapped.is_empty() {
+            return Err(libc::EINVAL);
+        }
+        self.finalized = true;
         Ok(())
     }
-    fn vcpu_op(&mut self, _: &mut kvm_tdx_cmd, _: Option<&mut [u8]>) -> Result<(), i32> {
-        Ok(())
+
+    fn vcpu_op(&mut self, cmd: &mut kvm_tdx_cmd, _: Option<&mut [u8]>) -> Result<(), i32> {
+        panic!("populate sent a vCPU command: {cmd:?}");
     }
+
     fn init_mem_region(
         &mut self,
         cmd: &mut kvm_tdx_cmd,
         region: &mut kvm_tdx_init_mem_region,
         source: &[u8],
     ) -> Result<(), i32> {
+        self.no_call_after_fatal("KVM_TDX_INIT_MEM_REGION");
+        assert!(!self.finalized, "populate after finalize");
         let (gpa0, nr0, src0) = (region.gpa, region.nr_pages, region.source_addr);
+        // What tdx_vcpu_ioctl / tdx_vcpu_init_mem_region would refuse with EINVAL: the backend
+        // must never send it.
+        assert_eq!(cmd.id, KVM_TDX_INIT_MEM_REGION);
+        assert_eq!(cmd.hw_error, 0, "hw_error set on input");
         assert_eq!(src0 % PAGE, 0, "source not page-aligned");
         assert_eq!(
             src0,
             source.as_ptr() as u64,
             "source_addr is not the source"
         );
+        assert!(nr0 > 0 && gpa0 % PAGE == 0, "{gpa0:#x} x {nr0}");
         assert!(
             source.len() as u64 >= nr0 * PAGE,
             "source shorter than the pages asked"
         );
-        assert!(nr0 > 0 && gpa0 % PAGE == 0);
-        let a = self.answers.pop_front().unwrap_or(Answer {
-            pages: u8::MAX,
-            write_back: WriteBack::Honest,
-            errno: None,
-            hw_error: None,
-        });
-        let k = if a.pages == u8::MAX {
-            nr0
-        } else {
-            (a.pages as u64).min(nr0)
-        };
-        match a.write_back {
-            WriteBack::Honest => {
-                region.gpa = gpa0 + k * PAGE;
-                region.source_addr = src0 + k * PAGE;
-                region.nr_pages = nr0 - k;
+        let spec = self.spec_of(gpa0, nr0 * PAGE);
+        let measured = spec.role == Role::Measured;
+        assert_eq!(
+            cmd.flags,
+            if measured {
+                KVM_TDX_MEASURE_MEMORY_REGION
+            } else {
+                0
+            },
+            "flags for a {} region",
+            spec.role
+        );
+        for i in 0..nr0 {
+            let gpa = gpa0 + i * PAGE;
+            assert!(
+                !self.added_set.contains(&(gpa / PAGE)),
+                "page {gpa:#x} asked again after the kernel said it was added"
+            );
+            let got = &source[(i * PAGE) as usize..((i + 1) * PAGE) as usize];
+            let off = (gpa - spec.gpa) as usize;
+            match spec.content {
+                Some(c) => assert!(
+                    got == &pattern()[c + off..c + off + PAGE as usize],
+                    "page {gpa:#x}: source is not the region's bytes at {off:#x}"
+                ),
+                None => assert!(got == &[0u8; PAGE as usize][..], "page {gpa:#x}: not zero"),
             }
-            WriteBack::Raw {
-                gpa,
-                nr_pages,
-                source_addr,
-            } => {
+        }
+
+        let a = self.answers.pop_front().unwrap_or(Answer {
+            at: 0,
+            fault: None,
+            lie_gate: u8::MAX,
+            lie: Lie::Overclaim(0),
+        });
+        let at = u64::from(a.at);
+        if a.lie_gate < 16 {
+            let (gpa, nr_pages, source_addr) = match a.lie {
+                Lie::Raw {
+                    gpa,
+                    nr_pages,
+                    source_addr,
+                } => (gpa, nr_pages, source_addr),
+                Lie::Overclaim(k) => {
+                    let p = nr0 + 1 + u64::from(k);
+                    (
+                        gpa0.wrapping_add(p * PAGE),
+                        nr0.wrapping_sub(p),
+                        src0.wrapping_add(p * PAGE),
+                    )
+                }
+                Lie::Skewed { field, delta } => {
+                    let p = at.min(nr0);
+                    let mut v = [gpa0 + p * PAGE, nr0 - p, src0 + p * PAGE];
+                    let f = usize::from(field % 3);
+                    v[f] = v[f].wrapping_add(delta.max(1));
+                    (v[0], v[1], v[2])
+                }
+            };
+            // Judged independently, in u128: p pages done, all three fields in step.
+            let consistent = nr_pages <= nr0 && {
+                let p = u128::from(nr0 - nr_pages) * u128::from(PAGE);
+                u128::from(gpa) == u128::from(gpa0) + p
+                    && u128::from(source_addr) == u128::from(src0) + p
+            };
+            if !consistent {
+                // A kernel that writes this back did nothing this model can name.
                 region.gpa = gpa;
                 region.nr_pages = nr_pages;
                 region.source_addr = source_addr;
-            }
-            WriteBack::Overclaim(extra) => {
-                let claimed = k + extra as u64 + 1;
-                region.gpa = gpa0.wrapping_add(claimed * PAGE);
-                region.source_addr = src0.wrapping_add(claimed * PAGE);
-                region.nr_pages = nr0.wrapping_sub(claimed);
+                self.impossible += 1;
+                return a.fault.map_or(Ok(()), |f| Err(f.errno()));
             }
         }
-        // What the write-back says, judged independently: p pages, all three fields in step.
-        let p = nr0.checked_sub(region.nr_pages);
-        let consistent = p.is_some_and(|p| {
-            region.gpa == gpa0.wrapping_add(p.wrapping_mul(PAGE))
-                && region.source_addr == src0.wrapping_add(p.wrapping_mul(PAGE))
-        });
-        match p {
-            Some(p) if consistent && p > 0 => self.added.push((gpa0, p * PAGE)),
-            Some(_) if consistent => {}
-            _ => self.impossible += 1,
+        let (done, result) = self.pages(gpa0, nr0, measured, at, a.fault);
+        // tdx_vcpu_init_mem_region writes the region back on every outcome but the up-front
+        // refusals, advanced by the pages done.
+        if done > 0 {
+            region.gpa = gpa0 + done * PAGE;
+            region.source_addr = src0 + done * PAGE;
+            region.nr_pages = nr0 - done;
+            self.added.push((gpa0, done * PAGE));
         }
-        cmd.hw_error = a.hw_error.unwrap_or(0);
-        match a.errno {
-            None => Ok(()),
-            Some(e) => Err(ERRNOS[e as usize % ERRNOS.len()]),
-        }
+        result
     }
-    fn set_private(&mut self, _: u64, _: u64) -> Result<(), i32> {
-        match self.private.pop_front().flatten() {
-            None => Ok(()),
-            Some(e) => Err(ERRNOS[e as usize % ERRNOS.len()]),
+
+    /// `KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)` (`virt/kvm/kvm_main.c`:
+    /// `kvm_vm_ioctl_set_mem_attributes`, `kvm_vm_set_mem_attributes`): nothing to do when
+    /// the range is already private; else `ENOMEM` from `xa_reserve` before any page changes.
+    /// Its `EINVAL`s (misaligned, empty, wrapping) the backend must never cause.
+    fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
+        self.no_call_after_fatal("KVM_SET_MEMORY_ATTRIBUTES");
+        assert!(
+            gpa % PAGE == 0 && len % PAGE == 0 && len > 0 && gpa.checked_add(len).is_some(),
+            "KVM_SET_MEMORY_ATTRIBUTES [{gpa:#x}..+{len:#x}) is EINVAL"
+        );
+        let gfns = gpa / PAGE..(gpa + len) / PAGE;
+        if gfns.clone().all(|g| self.private.contains(&g)) {
+            return Ok(());
         }
+        if self.private_errs.pop_front() == Some(true) {
+            return Err(libc::ENOMEM);
+        }
+        self.private.extend(gfns);
+        Ok(())
     }
 }
 
 fuzz_target!(|input: Input| {
-    let source = vec![0xc3u8; 64 * PAGE as usize];
-    let mut builder = PlanBuilder::new();
-    let mut cursor = 0x10_0000u64;
     let mut specs = Vec::new();
+    let mut cursor = 0x10_0000u64;
     for r in input.regions.iter().take(6) {
         let role = match r.role {
             Role::Measured | Role::Unmeasured | Role::Zero => r.role,
             _ => Role::Measured,
         };
-        let len = (r.pages % 64 + 1) as u64 * PAGE;
-        let gpa = cursor + r.gap as u64 * PAGE;
-        cursor = gpa + len;
-        builder = if r.source && role != Role::Zero {
-            builder.source(gpa, role, &source[..len as usize])
+        let pages = if r.pages >= 0xf000 {
+            u64::from(r.pages) % MAX_PAGES + 1
         } else {
-            builder.zeros(gpa, len, role)
+            u64::from(r.pages) % 64 + 1
         };
-        specs.push((gpa, len));
+        let len = pages * PAGE;
+        let gpa = cursor + u64::from(r.gap) * PAGE;
+        cursor = gpa + len;
+        let content = match r.source {
+            Some((aligned, n)) if role != Role::Zero => Some(if aligned {
+                (n as usize % 4) * PAGE as usize
+            } else {
+                n as usize % 8192
+            }),
+            _ => None,
+        };
+        specs.push(Spec {
+            gpa,
+            len,
+            role,
+            content,
+        });
+    }
+    let mut builder = PlanBuilder::new();
+    for s in &specs {
+        builder = match s.content {
+            Some(c) => builder.source(s.gpa, s.role, &pattern()[c..c + s.len as usize]),
+            None => builder.zeros(s.gpa, s.len, s.role),
+        };
     }
     let plan = builder
         .build(&TDX_CAPS, &MemoryLayout::unbounded())
         .expect("valid by construction");
     let mut kernel = Kernel {
-        private: input.private.iter().take(16).copied().collect(),
+        specs: specs.clone(),
+        private_errs: input.private.iter().take(16).copied().collect(),
         ..Kernel::default()
     };
     let mut backend = TdxBackend::new(&mut kernel);
-    let mut report = None;
-    let mut rounds: Vec<Option<&Vec<Answer>>> = input.rounds.iter().take(6).map(Some).collect();
-    rounds.push(None);
-    for round in rounds {
-        let impossible_before;
-        {
-            let k = backend_kernel(&mut backend);
+
+    let rounds: Vec<&Vec<Answer>> = input.rounds.iter().take(6).collect();
+    let end = kernel::drive(
+        &plan,
+        &mut backend,
+        &rounds,
+        |b, round| {
+            let k = b.ioctl_mut();
             match round {
                 Some(r) => k.answers.extend(r.iter().take(32).copied()),
                 None => {
                     k.answers.clear();
-                    k.private.clear();
+                    k.private_errs.clear();
                 }
             }
-            impossible_before = k.impossible;
-        }
-        let mut driver = Driver::new(&mut backend);
-        let result = match &report {
-            None => driver.run(&plan),
-            Some(r) => driver.resume(&plan, r),
-        };
-        let k = backend_kernel(&mut backend);
-        let r = match result {
-            Ok(r) => {
-                assert_eq!(
-                    k.impossible, impossible_before,
-                    "an impossible write-back went unnoticed"
-                );
-                assert!(r.is_complete());
-                r
-            }
-            Err(RunError::Stopped(r)) => {
-                assert!(
-                    round.is_some(),
-                    "an honest kernel did not complete the plan: {r}"
-                );
-                if k.impossible > impossible_before {
-                    let stop = r.stop.as_ref().expect("stop");
-                    assert!(
-                        matches!(&stop.cause, StopCause::Backend(e) if e.kind == cc_populate::ErrorKind::Failed),
-                        "an impossible write-back must stop the run hard: {stop}"
-                    );
-                }
-                *r
-            }
-            Err(e) => panic!("unexpected: {e}"),
-        };
-        // Per region, the report equals what the kernel really added (as a prefix), never twice.
-        for (i, (rr, &(gpa, len))) in r.regions.iter().zip(&specs).enumerate() {
-            let added = kernel::prefix(&k.added, gpa, len, &format!("region {i}"));
-            assert_eq!(
-                added, rr.populated,
-                "region {i}: kernel added {added:#x}, report says {:#x}",
-                rr.populated
-            );
-        }
-        kernel::assert_disjoint(&k.added, "added");
-        let done = r.is_complete();
-        report = Some(r);
-        if done {
-            break;
-        }
+        },
+        |b| b.ioctl().impossible,
+        |b| b.ioctl().fatal.is_some(),
+        |b, r| check(b, r, &specs),
+    );
+    if let kernel::End::Complete = end {
+        let k = backend.ioctl();
+        assert!(k.premapped.is_empty() && k.fatal.is_none());
+        let all: u64 = specs.iter().map(|s| s.len / PAGE).sum();
+        assert_eq!(k.added_pages.len() as u64, all, "every page added once");
+        backend.finalize().expect("a completed plan finalizes");
+        assert!(backend.ioctl().finalized);
     }
-    assert!(report.is_some_and(|r| r.is_complete()));
 });
 
-/// The fake kernel inside the backend.
-fn backend_kernel<'a>(b: &'a mut TdxBackend<&mut Kernel>) -> &'a mut Kernel {
-    b.ioctl_mut()
+/// After every run: the report and the backend's list of added pages against the kernel's
+/// ledger; after an unrecoverable stop, what the backend says of the TD and that it sends
+/// nothing more.
+fn check(b: &mut TdxBackend<&mut Kernel>, r: &cc_populate::Report, specs: &[Spec]) {
+    let k = b.ioctl();
+    for (i, (rr, s)) in r.regions.iter().zip(specs).enumerate() {
+        let what = format!("region {i} [{:#x}..+{:#x}) {}", s.gpa, s.len, s.role);
+        let added = kernel::prefix(&k.added, s.gpa, s.len, &what);
+        assert_eq!(
+            added, rr.populated,
+            "{what}: kernel added {added:#x}, report says {:#x}",
+            rr.populated
+        );
+    }
+    kernel::assert_disjoint(&k.added, "added");
+    let backend_pages: Vec<(u64, bool)> = b
+        .added()
+        .iter()
+        .flat_map(|a| (0..a.len / PAGE).map(move |p| (a.gpa + p * PAGE, a.measured)))
+        .collect();
+    assert_eq!(
+        backend_pages, k.added_pages,
+        "TdxBackend::added is not the kernel's list of added pages"
+    );
+    let Some(fatal) = k.fatal else {
+        assert!(b.unrecoverable().is_none());
+        return;
+    };
+    let stop = r.stop.as_ref().expect("stopped");
+    assert_eq!(stop.gpa, fatal.page, "the stop names the page: {stop}");
+    assert!(
+        matches!(&stop.cause, StopCause::Backend(e) if e.kind == cc_populate::ErrorKind::Failed)
+    );
+    let u = b
+        .unrecoverable()
+        .expect("the backend keeps the TD's state")
+        .clone();
+    assert_eq!((u.errno, u.page), (fatal.errno, fatal.page), "{u}");
+    assert_eq!(u.in_td.as_slice(), b.added(), "{u}");
+    // What 6.18 lets userspace know of the page (the errno and the measure flag only).
+    let expected = match (fatal.state, fatal.errno, fatal.measured) {
+        (FatalState::Prepared, _, _) => PageState::AlreadyPrepared,
+        (FatalState::PreMapped, libc::EIO, true) | (FatalState::PartlyMeasured, _, _) => {
+            PageState::NotAddedOrPartlyMeasured
+        }
+        (FatalState::PreMapped, _, _) => PageState::PreMappedNotAdded,
+    };
+    assert_eq!(u.page_state, expected, "{u}");
+    // No ioctl from here on: the fake kernel panics on any.
+    match b.finalize() {
+        Err(tdx_backend::Error::Unrecoverable(v)) => assert_eq!(*v, u),
+        other => panic!("finalize after an unrecoverable stop: {other:?}"),
+    }
+    let s = specs[stop.region];
+    let p = b.populate(&ChunkRequest {
+        region: stop.region,
+        gpa: stop.gpa,
+        len: PAGE,
+        role: s.role,
+        source: ChunkSource::Zero,
+    });
+    assert_eq!(p.done, 0);
+    assert!(
+        p.result.as_ref().is_err_and(|e| e.unrecoverable),
+        "a direct populate after an unrecoverable stop: {:?}",
+        p.result
+    );
 }

@@ -1,5 +1,6 @@
-//! What the fake-kernel targets (`fuzz_sev_kernel`, `fuzz_cca_kernel`) share: driving a plan
-//! through rounds of fuzzer answers with resumes, then an honest kernel, and the ledger checks.
+//! What the fake-kernel targets (`fuzz_tdx_kernel`, `fuzz_sev_kernel`, `fuzz_cca_kernel`)
+//! share: driving a plan through rounds of fuzzer answers with resumes, then an honest kernel,
+//! stopping for good where the kernel cannot recover, and the ledger checks.
 //! Included with `#[path]` by each target.
 
 use cc_populate::{Backend, Driver, ErrorKind, Plan, Report, RunError, StopCause};
@@ -32,19 +33,35 @@ pub fn assert_disjoint(ledger: &[(u64, u64)], what: &str) {
     }
 }
 
+/// How [`drive`] ended.
+pub enum End {
+    /// The plan completed.
+    Complete,
+    /// A run stopped on an error the backend marked unrecoverable (the kernel had reached a
+    /// state it cannot leave), and a resume was refused without a backend call.
+    Unrecoverable,
+}
+
 /// Runs `plan` on `backend`, then resumes after each stop: one round per element of `rounds`
 /// (handed to `feed` before the run), then a last one with `feed(None)` (the kernel turns
 /// honest). `impossible` counts the impossible answers the kernel gave so far: a run that saw
-/// one must stop hard (`ErrorKind::Failed`), a run that completes must have seen none. After
-/// every run `check` gets the backend and the report. The plan must complete by the end.
+/// one must stop hard (`ErrorKind::Failed`), a run that completes must have seen none.
+/// `fatal` says whether the kernel has given an answer it cannot recover from (the fake
+/// kernel's own judgement, from the kernel code it follows): a run stops with an error the
+/// backend marked unrecoverable exactly when it has, and then a resume must be refused
+/// (`RunError::Unrecoverable`, the same report; the fake kernels refuse any ioctl after a
+/// fatal answer, so a resume that reached the kernel would fail there). After every run
+/// `check` gets the backend and the report. Without a fatal answer the plan must complete
+/// by the end: the completion check holds only where the kernel allows recovery.
 pub fn drive<B: Backend, R>(
     plan: &Plan<'_>,
     backend: &mut B,
     rounds: &[R],
     mut feed: impl FnMut(&mut B, Option<&R>),
     impossible: impl Fn(&B) -> u64,
-    mut check: impl FnMut(&B, &Report),
-) {
+    fatal: impl Fn(&B) -> bool,
+    mut check: impl FnMut(&mut B, &Report),
+) -> End {
     let mut report: Option<Report> = None;
     let mut all: Vec<Option<&R>> = rounds.iter().map(Some).collect();
     all.push(None);
@@ -60,31 +77,42 @@ pub fn drive<B: Backend, R>(
         let r = match result {
             Ok(r) => {
                 assert_eq!(after, before, "an impossible answer went unnoticed");
+                assert!(!fatal(backend), "a run completed after a fatal answer");
                 assert!(r.is_complete());
-                r
+                check(backend, &r);
+                return End::Complete;
             }
-            Err(RunError::Stopped(r)) => {
-                assert!(
-                    round.is_some(),
-                    "an honest kernel did not complete the plan: {r}"
-                );
-                if after > before {
-                    let stop = r.stop.as_ref().expect("stop");
-                    assert!(
-                        matches!(&stop.cause, StopCause::Backend(e) if e.kind == ErrorKind::Failed),
-                        "an impossible answer must stop the run hard: {stop}"
-                    );
-                }
-                *r
-            }
+            Err(RunError::Stopped(r)) => *r,
             Err(e) => panic!("unexpected: {e}"),
         };
-        check(backend, &r);
-        let done = r.is_complete();
-        report = Some(r);
-        if done {
-            break;
+        let stop = r.stop.as_ref().expect("a stopped run names its stop");
+        let unrecoverable = matches!(&stop.cause, StopCause::Backend(e) if e.unrecoverable);
+        assert_eq!(
+            unrecoverable,
+            fatal(backend),
+            "the stop is unrecoverable exactly when the kernel cannot recover: {stop}"
+        );
+        if after > before {
+            assert!(
+                matches!(&stop.cause, StopCause::Backend(e) if e.kind == ErrorKind::Failed),
+                "an impossible answer must stop the run hard: {stop}"
+            );
         }
+        check(backend, &r);
+        if unrecoverable {
+            match Driver::new(&mut *backend).resume(plan, &r) {
+                Err(RunError::Unrecoverable(refused)) => {
+                    assert_eq!(*refused, r, "a refused resume gives the report back")
+                }
+                other => panic!("a resume after an unrecoverable stop was not refused: {other:?}"),
+            }
+            return End::Unrecoverable;
+        }
+        assert!(
+            round.is_some(),
+            "an honest kernel did not complete the plan, and nothing was unrecoverable: {r}"
+        );
+        report = Some(r);
     }
-    assert!(report.is_some_and(|r| r.is_complete()));
+    unreachable!("the last round completes, stops unrecoverable or fails its assertion")
 }
