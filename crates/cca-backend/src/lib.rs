@@ -84,3 +84,8 @@ pub use params::{
     REALM_FLAG_SVE, REC_FLAG_RUNNABLE, RMI_PARAMS_SIZE,
 };
 pub use ripas::{ripas_split, rtt_geometry, RipasSplit, RttGeometry, GRANULE};
+// The RMM version and launch order a RIM is measured under.
+pub use measure::{measure_with_options, MeasureOptions, MeasureOrder};
+pub use params::{
+    RmmVersion, ID_AA64DFR0_EL1_BRPS_SHIFT, ID_AA64DFR0_EL1_WRPS_SHIFT, PMCR_EL0_N_SHIFT,
+};
