@@ -686,4 +686,9 @@ fn order_and_version_names() {
     assert_eq!(MeasureOrder::default(), MeasureOrder::Planned);
     assert_eq!(MeasureOrder::from_name("v13"), None);
     assert_eq!(RmmVersion::from_name("1.0"), Some(RmmVersion::V1_0));
+    let dbg = format!("{:?}", opts(RmmVersion::V2_0, MeasureOrder::SeriesV12));
+    assert_eq!(
+        dbg,
+        "MeasureOptions { rmm: V2_0, order: SeriesV12, reader: false, threads: 0 }"
+    );
 }
