@@ -225,7 +225,8 @@ impl RealmParams {
     ///
     /// These defaults are what a v12 kernel measures only when the VMM makes them so: it
     /// writes `BRPs = 1` and `WRPs = 1` into every vCPU's `ID_AA64DFR0_EL1` (otherwise the
-    /// kernel measures the RMM's maximum, which is the host's), and creates the vCPUs without
+    /// kernel measures the RMM's maximum, which TF-RMM takes from the host's `ID_AA64DFR0_EL1`
+    /// in `runtime/rmi/feature.c`), and creates the vCPUs without
     /// `KVM_ARM_VCPU_SVE` and `KVM_ARM_VCPU_PMU_V3`. A VMM that does not set them sets the
     /// fields here from the vCPUs ([`set_debug_from_id_aa64dfr0`](Self::set_debug_from_id_aa64dfr0),
     /// [`set_pmu_from_pmcr`](Self::set_pmu_from_pmcr), `sve_vl`).
