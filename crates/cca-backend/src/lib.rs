@@ -9,9 +9,10 @@
 //!   or the `KVM_ENABLE_CAP` sub-commands of v11 and earlier), with the launch steps around
 //!   populate ([`CcaBackend::configure`], [`CcaBackend::activate`]).
 //! - [`measure`] computes the RIM of a plan for a realm's [`RealmParams`] and [`RecParams`]
-//!   (RMM specification 1.0, SHA-256 and SHA-512), through [`RimDigest`], which can also be
-//!   driven record by record; [`ripas_split`] gives the RTT entries RIPAS initialisation is
-//!   measured as.
+//!   (SHA-256 and SHA-512) under the RMM 1.0 or 2.0 rules ([`RmmVersion`]) in the launch
+//!   order of the series ([`MeasureOrder`], through [`measure_with_options`]), via
+//!   [`RimDigest`], which can also be driven record by record; [`ripas_split`] gives the RTT
+//!   entries RIPAS initialisation is measured as.
 //!
 //! Populating a realm (the VM fd, memslots and vCPUs are the VMM's):
 //!
@@ -84,3 +85,8 @@ pub use params::{
     REALM_FLAG_SVE, REC_FLAG_RUNNABLE, RMI_PARAMS_SIZE,
 };
 pub use ripas::{ripas_split, rtt_geometry, RipasSplit, RttGeometry, GRANULE};
+// The RMM version and launch order a RIM is measured under.
+pub use measure::{measure_with_options, MeasureOptions, MeasureOrder};
+pub use params::{
+    RmmVersion, ID_AA64DFR0_EL1_BRPS_SHIFT, ID_AA64DFR0_EL1_WRPS_SHIFT, PMCR_EL0_N_SHIFT,
+};

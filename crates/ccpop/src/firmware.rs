@@ -168,6 +168,20 @@ pub struct CcaOptions {
     pub hash: String,
     /// IPA width.
     pub ipa_bits: u8,
+    /// Breakpoints.
+    pub num_bps: u8,
+    /// Watchpoints.
+    pub num_wps: u8,
+    /// SVE vector length in bits (0: off).
+    pub sve_vl: u16,
+    /// PMU counters (`None`: no PMU).
+    pub pmu_counters: Option<u8>,
+    /// LPA2.
+    pub lpa2: bool,
+    /// The RMM whose rules measure the RIM.
+    pub rmm: cca_backend::RmmVersion,
+    /// The launch order.
+    pub order: cca_backend::MeasureOrder,
 }
 
 /// The image padded with zeros to whole 4 KiB granules.
@@ -217,16 +231,24 @@ pub fn cca_plan<'a>(
     })
 }
 
-/// The RIM of `plan` for a realm with these options and one runnable REC entering at
-/// `--load-gpa` with `x0..x7` zero.
-pub fn cca_measure(plan: &NamedPlan<'_>, opts: &CcaOptions) -> Result<String, Error> {
+/// The realm parameters the options give, and the RIM of `plan` for that realm with one
+/// runnable REC entering at `--load-gpa` with `x0..x7` zero, under the options' RMM version.
+pub fn cca_measure(
+    plan: &NamedPlan<'_>,
+    opts: &CcaOptions,
+) -> Result<(cca_backend::RealmParams, String), Error> {
     let hash = cca_backend::HashAlgo::from_name(&opts.hash).ok_or_else(|| {
         Error::Usage(format!(
             "--hash {}: unknown (known: sha256, sha512)",
             opts.hash
         ))
     })?;
-    let realm = cca_backend::RealmParams::new(hash, opts.ipa_bits);
+    let mut realm = cca_backend::RealmParams::new(hash, opts.ipa_bits);
+    realm.num_bps = opts.num_bps;
+    realm.num_wps = opts.num_wps;
+    realm.sve_vl = opts.sve_vl;
+    realm.pmu_counters = opts.pmu_counters;
+    realm.lpa2 = opts.lpa2;
     realm
         .validate()
         .map_err(|e| Error::Usage(format!("realm parameters: {e}")))?;
@@ -235,9 +257,14 @@ pub fn cca_measure(plan: &NamedPlan<'_>, opts: &CcaOptions) -> Result<String, Er
         gprs: [0; 8],
         runnable: true,
     };
-    let rim = cca_backend::measure(&plan.plan, &realm, &[rec])
+    let how = cca_backend::MeasureOptions {
+        rmm: opts.rmm,
+        order: opts.order,
+        ..Default::default()
+    };
+    let rim = cca_backend::measure_with_options(&plan.plan, &realm, &[rec], &how)
         .map_err(|e| Error::Platform(e.to_string()))?;
-    Ok(rim.to_string())
+    Ok((realm, rim.to_string()))
 }
 
 #[cfg(test)]
