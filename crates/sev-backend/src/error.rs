@@ -33,6 +33,41 @@ pub enum Error {
         /// Its name (`SEV_RET_*`).
         fw_name: Cow<'static, str>,
     },
+    /// A parameter the kernel would refuse (or silently ignore), refused before the ioctl.
+    /// `reason` names the Linux 6.18.2 function that checks it.
+    #[error("{cmd}: {field} = {value:#x} refused: {reason}")]
+    InvalidParam {
+        /// The command (e.g. `KVM_SEV_SNP_LAUNCH_START`).
+        cmd: &'static str,
+        /// The parameter.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// Why, with the kernel function that checks it.
+        reason: String,
+    },
+    /// [`InPlaceMode::Kernel`](crate::InPlaceMode::Kernel) asked of a kernel that does not
+    /// advertise in-place populate.
+    #[error("in-place populate (LAUNCH_UPDATE with uaddr 0 for content pages) is not offered by this kernel: {reason}")]
+    InPlaceUnsupported {
+        /// What the kernel would do instead, and what would advertise it.
+        reason: String,
+    },
+    /// A command failed in a way that leaves the launch unable to go on: the VM must be torn
+    /// down.
+    #[error("{cmd} failed: errno {errno} ({}), firmware status {fw_name} ({fw_code:#x}); the launch cannot go on: {reason}", std::io::Error::from_raw_os_error(*errno))]
+    Unrecoverable {
+        /// The command.
+        cmd: &'static str,
+        /// The errno.
+        errno: i32,
+        /// The firmware status code.
+        fw_code: u32,
+        /// Its name.
+        fw_name: Cow<'static, str>,
+        /// Why the launch cannot go on, with the kernel function that makes it so.
+        reason: String,
+    },
     /// A launch step issued out of order.
     #[error("{step} is not allowed now: the launch is {state}")]
     BadState {
