@@ -236,9 +236,11 @@ pub struct CpuidCorrection {
     pub diff: Vec<LeafDiff>,
     /// Whether the page was then populated with the firmware's table.
     pub applied: bool,
-    /// The firmware's whole page ([`CpuidPolicy::ReportOnly`]).
+    /// The whole source page as the kernel left it ([`CpuidPolicy::ReportOnly`]): the
+    /// firmware's table, or ours when the kernel wrote nothing back.
     pub firmware_page: Option<Vec<u8>>,
-    /// A note when either table did not parse (then `diff` is empty).
+    /// A note when either table did not parse, or the page came back unchanged (then `diff`
+    /// is empty).
     pub note: Option<String>,
 }
 
@@ -861,7 +863,7 @@ impl<I: SevIoctl> SnpBackend<I> {
             gpa,
             diff,
             applied: apply,
-            firmware_page: (policy == CpuidPolicy::ReportOnly && changed).then(|| now.to_vec()),
+            firmware_page: (policy == CpuidPolicy::ReportOnly).then(|| now.to_vec()),
             note,
         });
         if apply {
