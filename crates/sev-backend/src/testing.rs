@@ -335,11 +335,6 @@ impl KernelModel {
         if p.policy & !POLICY_VALID != 0 || p.policy & (1 << 17) == 0 {
             return err(libc::EINVAL, 0);
         }
-        if self.psp_dead {
-            // snp_context_create: SNP_GCTX_CREATE fails (-EBUSY), which it reports as NULL,
-            // and snp_launch_start as -ENOTTY.
-            return err(libc::ENOTTY, 0);
-        }
         if let Some(code) = self.start_fw_error.take() {
             // __sev_issue_cmd fails (-EIO, status); snp_decommission_context frees the context.
             return err(libc::EIO, code);
@@ -362,9 +357,6 @@ impl KernelModel {
             self.violations
                 .push("KVM_SEV_SNP_LAUNCH_FINISH after the VMSAs were measured".into());
             return err(libc::EIO, SEV_RET_INVALID_GUEST_STATE);
-        }
-        if self.psp_dead {
-            return err(libc::EBUSY, 0);
         }
         for v in std::mem::take(&mut self.vmsas) {
             self.digest = fw_extend(&self.digest, 2, crate::uapi::SNP_VMSA_GPA, Some(&v));
@@ -456,13 +448,8 @@ impl KernelModel {
                     }
                 }
             };
-            // __sev_issue_cmd(SEV_CMD_SNP_LAUNCH_UPDATE).
-            if self.psp_dead {
-                // -EBUSY; the reclaim fails too: KVM_BUG.
-                self.vm_dead = true;
-                stop = Some(Stop { fw_error: 0 });
-                break;
-            }
+            // __sev_issue_cmd(SEV_CMD_SNP_LAUNCH_UPDATE). (A dead PSP fails every later
+            // command with -EBUSY, but the model's VM died with it: kvm_vm_ioctl answers first.)
             if step == Step::PspTimeout(done) {
                 self.psp_dead = true;
                 self.vm_dead = true;

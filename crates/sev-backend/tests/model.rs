@@ -283,6 +283,7 @@ fn a_psp_time_out_ends_the_launch() {
         ),
         "{e}"
     );
+    assert_eq!(b.ioctl_mut().set_private(0, 4096), Err(libc::EIO));
 }
 
 #[test]
@@ -555,6 +556,28 @@ fn cpuid_rejection_without_the_table_written_back_is_reported_as_unknown() {
     assert!(stop.to_string().contains("came back unchanged"), "{stop}");
     let c = &b.cpuid_corrections()[0];
     assert!(!c.applied && c.diff.is_empty() && c.note.is_some());
+
+    // A table written back that does not parse: the difference cannot be given, and the
+    // table is sent as the firmware left it (the policy asked for that).
+    let mut model = KernelModel::new();
+    let once = std::cell::Cell::new(true);
+    model.cpuid_check = Some(Box::new(move |_: &[u8]| {
+        once.replace(false).then(|| table.clone())
+    }));
+    let mut b = backend(config, model);
+    let ours = cpuid_page(0xd);
+    let plan = PlanBuilder::new()
+        .source(0x80_e000, Role::Cpuid, &ours)
+        .build(&b.caps_now(), &MemoryLayout::unbounded())
+        .unwrap();
+    assert!(Driver::new(&mut b).run(&plan).unwrap().is_complete());
+    let c = &b.cpuid_corrections()[0];
+    assert!(c.applied && c.diff.is_empty());
+    assert!(
+        c.note.as_deref().unwrap().contains("could not compare"),
+        "{:?}",
+        c.note
+    );
 }
 
 struct View(u64, Vec<u8>);
@@ -1201,6 +1224,14 @@ fn the_model_checks_commands_as_6_18_does() {
     let mut p = update(0x100, 0, 4096, 3);
     assert_eq!(send(&mut m, &mut p, None), eio0);
     assert_eq!(m.twice, [0x10_0000]);
+    // A rejected CPUID table is written back into the source even when the caller handed a
+    // buffer it meant to keep (the backend never does: it uses a bounce page).
+    m.cpuid_check = Some(Box::new(|_: &[u8]| Some(vec![0xee; 4096])));
+    let table = vec![0u8; 4096];
+    let mut p = update(0x101, table.as_ptr() as u64, 4096, 6);
+    assert_eq!(send(&mut m, &mut p, Some(&table)), Err((libc::EIO, 0x16)));
+    assert_eq!(m.wrote_shared, [0x10_1000]);
+    m.cpuid_check = None;
     // The firmware's status.
     m.script.push_back(Step::Firmware {
         after: 0,
@@ -1231,8 +1262,13 @@ fn the_model_checks_commands_as_6_18_does() {
     assert_eq!(finish_err(&mut m, &mut bad), einval);
     assert!(m.vmsas_measured());
     assert!(m.violations.is_empty());
+    // What follows is firmware internals: the model answers, and records that it was asked.
     assert!(finish_err(&mut m, &mut fin).is_err());
-    assert_eq!(m.violations.len(), 1);
+    assert_eq!(
+        send(&mut m, &mut update(0x103, 0, 4096, 3), None),
+        Err((libc::EIO, 0x02))
+    );
+    assert_eq!(m.violations.len(), 2);
 
     // KVM_SET_MEMORY_ATTRIBUTES: size 0 and misalignment are EINVAL.
     assert_eq!(m.set_private(0x1000, 0), Err(libc::EINVAL));
