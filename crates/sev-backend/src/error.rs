@@ -21,7 +21,9 @@ pub enum Error {
         errno: i32,
     },
     /// A `KVM_MEMORY_ENCRYPT_OP` command failed; `fw_code` is the firmware status the kernel
-    /// returned in `kvm_sev_cmd.error` (0 when the firmware was not reached).
+    /// returned in `kvm_sev_cmd.error` (`arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl` copies the
+    /// command back after every command it dispatched, Linux 6.18.2), 0 when the firmware was
+    /// not reached or gave no status.
     #[error("{cmd} failed: errno {errno} ({}), firmware status {fw_name} ({fw_code:#x})", std::io::Error::from_raw_os_error(*errno))]
     Command {
         /// The command (e.g. `KVM_SEV_SNP_LAUNCH_START`).

@@ -564,7 +564,7 @@ impl<I: SevIoctl> SnpBackend<I> {
                 errno: e.errno,
                 fw_code: e.fw_error,
                 fw_name: fw_error_name(e.fw_error),
-                reason: "arch/x86/kvm/svm/sev.c: snp_launch_finish (Linux 6.18.2) hands every vCPU's VMSA to the firmware (snp_launch_update_vmsa) before anything that can fail for parameters this backend sends, and a second LAUNCH_FINISH would hand them over again; tear the VM down".into(),
+                reason: "arch/x86/kvm/svm/sev.c: snp_launch_finish (Linux 6.18.2) hands every vCPU's VMSA to the firmware (snp_launch_update_vmsa) before anything that can fail for parameters this backend sends, and a second LAUNCH_FINISH would hand them over again (or the VM is dead: virt/kvm/kvm_main.c: kvm_vm_ioctl answers EIO to everything); tear the VM down".into(),
             });
         }
         self.state = LaunchState::Finished;
