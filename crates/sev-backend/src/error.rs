@@ -216,6 +216,21 @@ mod tests {
     }
 
     #[test]
+    fn every_code_of_psp_sev_h_has_its_name() {
+        // include/uapi/linux/psp-sev.h (Linux 6.18.2), sev_ret_code: 0x00-0x1d and 0x1f-0x27
+        // are named, 0x1e is not; names are unique.
+        let names: Vec<_> = (0..=0x28u32).map(fw_error_name).collect();
+        for (code, name) in names.iter().enumerate() {
+            let unknown = name.starts_with("SEV_RET_UNKNOWN");
+            assert_eq!(unknown, code == 0x1e || code == 0x28, "{code:#x}: {name}");
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+    }
+
+    #[test]
     fn messages_name_the_range() {
         let e = Error::BadSection {
             index: 2,

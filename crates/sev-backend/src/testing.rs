@@ -162,7 +162,6 @@ pub struct KernelModel {
     pub violations: Vec<String>,
     populated: BTreeSet<u64>,
     digest: [u8; 48],
-    need_init: bool,
     snp_active: bool,
     snp_context: bool,
     vmsas_measured: bool,
@@ -250,7 +249,6 @@ impl KernelModel {
             violations: Vec::new(),
             populated: BTreeSet::new(),
             digest: [0; 48],
-            need_init: true,
             snp_active: false,
             snp_context: false,
             vmsas_measured: false,
@@ -298,10 +296,8 @@ impl KernelModel {
 
     /// `sev.c: __sev_guest_init` through `sev_guest_init2` (Linux 6.18.2).
     fn init2(&mut self, p: &kvm_sev_init) -> Result<(), SevIoctlError> {
-        // sev_guest_init2: `!need_init` -> -EINVAL.
-        if !self.need_init {
-            return err(libc::EINVAL, 0);
-        }
+        // sev_guest_init2's `!need_init` -> -EINVAL cannot be reached here: need_init is
+        // cleared only by a successful init, after which sev_mem_enc_ioctl answers EPERM.
         // __sev_guest_init: `kvm->created_vcpus`, `data->flags`.
         if self.vcpus_created || p.flags != 0 {
             return err(libc::EINVAL, 0);
@@ -319,7 +315,6 @@ impl KernelModel {
         if p.ghcb_version > 2 || ghcb < 2 {
             return err(libc::EINVAL, 0);
         }
-        self.need_init = false;
         self.snp_active = true;
         Ok(())
     }

@@ -284,6 +284,48 @@ fn a_psp_time_out_ends_the_launch() {
         "{e}"
     );
     assert_eq!(b.ioctl_mut().set_private(0, 4096), Err(libc::EIO));
+    let r = cc_populate::Backend::make_private(&mut b, 0x10_0000, 4096);
+    let e = r.result.unwrap_err();
+    assert_eq!((r.done, e.errno), (0, Some(libc::EIO)));
+    assert!(
+        e.detail
+            .contains("KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) [0x100000..+0x1000)"),
+        "{e}"
+    );
+    assert!(format!("{:?}", b.ioctl()).contains("vm_dead: true"));
+    assert!(format!("{b:?}").contains("Unrecoverable"));
+}
+
+#[test]
+fn bad_state_names_where_the_launch_is() {
+    let mut b = SnpBackend::with_ioctl(KernelModel::default(), LaunchConfig::default());
+    b.init(&InitParams::default()).unwrap();
+    let e = b.init(&InitParams::default()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("initialised (before KVM_SEV_SNP_LAUNCH_START)"),
+        "{e}"
+    );
+    b.start(&StartParams::default()).unwrap();
+    let e = b.start(&StartParams::default()).unwrap_err();
+    assert!(e.to_string().ends_with("the launch is started"), "{e}");
+    b.finish(&FinishParams::default()).unwrap();
+    let e = b.finish(&FinishParams::default()).unwrap_err();
+    assert!(e.to_string().ends_with("the launch is finished"), "{e}");
+    assert_eq!(b.ioctl().calls.len(), 3);
+
+    // The same launch over a borrowed ioctl layer (`&mut impl SevIoctl`).
+    let mut model = KernelModel::new();
+    let mut b = SnpBackend::with_ioctl(&mut model, LaunchConfig::default());
+    assert!(!b.ioctl().in_place_populate());
+    b.init(&InitParams::default()).unwrap();
+    b.start(&StartParams::default()).unwrap();
+    let plan = PlanBuilder::new()
+        .zero(0x10_0000, 0x3000)
+        .build(&b.caps_now(), &MemoryLayout::unbounded())
+        .unwrap();
+    assert!(Driver::new(&mut b).run(&plan).unwrap().is_complete());
+    assert_eq!(model.populated_in(0x10_0000, 0x3000), 0x3000);
 }
 
 #[test]
@@ -528,6 +570,22 @@ fn cpuid_rejection_of_a_later_page_is_not_accepted_silently() {
     assert_eq!((c.len(), c[0].gpa, c[0].applied), (1, 0x80_f000, true));
     let pages: Vec<&Vec<u8>> = b.ioctl().ledger.iter().map(|(_, _, p)| p).collect();
     assert_eq!(pages, [&cpuid_page(0x10), &cpuid_page(0x10)]);
+
+    // A call that stops after the first page for another reason (a signal) leaves the next
+    // source page as sent: no rejection is seen, and the rest goes on.
+    let mut model = KernelModel::new();
+    model.script.push_back(Step::Signal(1));
+    let mut b = backend(LaunchConfig::default(), model);
+    let table = two_page_cpuid();
+    let plan = PlanBuilder::new()
+        .source(0x80_e000, Role::Cpuid, &table)
+        .zeros(0x90_0000, 4096, Role::Cpuid)
+        .build(&b.caps_now(), &MemoryLayout::unbounded())
+        .unwrap();
+    assert!(Driver::new(&mut b).run(&plan).unwrap().is_complete());
+    assert!(b.cpuid_corrections().is_empty());
+    assert_eq!(b.ioctl().ledger.len(), 3);
+    assert_eq!(b.ioctl().ledger[2].2, vec![0u8; 4096]);
 }
 
 #[test]
@@ -556,6 +614,23 @@ fn cpuid_rejection_without_the_table_written_back_is_reported_as_unknown() {
     assert!(stop.to_string().contains("came back unchanged"), "{stop}");
     let c = &b.cpuid_corrections()[0];
     assert!(!c.applied && c.diff.is_empty() && c.note.is_some());
+
+    // A table written back that differs only outside its entries: no leaf differs, and Fail
+    // still stops.
+    let mut model = KernelModel::new();
+    model.cpuid_check = Some(Box::new(|page: &[u8]| {
+        let mut p = page.to_vec();
+        p[4095] ^= 1;
+        Some(p)
+    }));
+    let mut b = backend(LaunchConfig::default(), model);
+    let ours = cpuid_page(0xd);
+    let plan = PlanBuilder::new()
+        .source(0x80_e000, Role::Cpuid, &ours)
+        .build(&b.caps_now(), &MemoryLayout::unbounded())
+        .unwrap();
+    let err = Driver::new(&mut b).run(&plan).unwrap_err();
+    assert!(err.to_string().contains("no leaf differs"), "{err}");
 
     // A table written back that does not parse: the difference cannot be given, and the
     // table is sent as the firmware left it (the policy asked for that).
