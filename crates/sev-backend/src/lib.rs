@@ -5,13 +5,15 @@
 //!   through `KVM_SEV_SNP_LAUNCH_UPDATE`, `KVM_SEV_SNP_LAUNCH_FINISH`, all through
 //!   `KVM_MEMORY_ENCRYPT_OP`) and the [`cc_populate::Backend`] that maps plan roles to SNP page
 //!   types ([`PageType::for_role`]), makes ranges private first, follows the kernel's partial
-//!   progress, reports an interrupted call (`EIO` with firmware status 0) as an interruption
-//!   with its GPA, and handles a rejected CPUID page by an explicit [`CpuidPolicy`].
+//!   progress, retries `EIO` with firmware status 0 a bounded number of times and names its
+//!   many meanings, and handles a rejected CPUID page by an explicit [`CpuidPolicy`] (also
+//!   when the kernel reports the rejection as success).
 //! - [`LaunchDigest`] / [`measure`]: the chained SHA-384 over each page's `PAGE_INFO`, as the
 //!   firmware computes it, through the same role mapping, plus VMSA pages.
 //! - [`parse_ovmf`] / [`plan_ovmf`]: an OVMF image's SEV metadata and the plan a QEMU-style VMM
 //!   populates from it, under a named [`SectionPolicy`].
-//! - [`testing`]: an in-process model of the kernel's documented `LAUNCH_UPDATE` behaviour.
+//! - [`testing`]: an in-process model of Linux 6.18.2's SNP launch commands, each behaviour
+//!   cited to its kernel function.
 //!
 //! Never verified on SEV-SNP hardware: the ioctl path is tested through [`testing`]'s model,
 //! and the real `/dev/kvm` of a machine without SNP is tested to refuse with
@@ -60,7 +62,8 @@ pub use ioctl::{sev_cmd, KvmSevIoctl, SevCmd, SevIoctl, SevIoctlError, UpdateSou
 pub use launch::{
     probe, snp_caps, verifier_caps, CpuidCorrection, CpuidPolicy, FinishParams, InPlaceMode,
     InitParams, LaunchConfig, LaunchState, SnpBackend, SnpSupport, StartParams, SEV_DEVICE,
-    SNP_POLICY_RESERVED_MBO, SNP_POLICY_SMT,
+    SNP_POLICY_DEBUG, SNP_POLICY_MASK_VALID, SNP_POLICY_RESERVED_MBO, SNP_POLICY_SINGLE_SOCKET,
+    SNP_POLICY_SMT, SNP_VMSA_FEATURES_KNOWN,
 };
 pub use ovmf::{
     measure_ovmf, parse_ovmf, plan_ovmf, Guid, GuidEntry, OvmfImage, PlannedRegion, SectionKind,
