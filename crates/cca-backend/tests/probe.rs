@@ -200,3 +200,116 @@ fn real_vm_fd_refuses_with_typed_errors() {
         }
     );
 }
+
+#[test]
+fn real_ioctl_layer_refuses_every_call_off_arm64() {
+    use cca_backend::uapi::{self, KvmArmRmiPopulate};
+    use cca_backend::{CcaIoctl, RmeArg};
+    let Some(kvm) = gmem::testing::require_kvm("real_ioctl_layer_refuses_every_call_off_arm64")
+    else {
+        return;
+    };
+    let vm = kvm.create_vm().unwrap();
+    let vcpus = [vm.create_vcpu(0).unwrap()];
+    let written = std::cell::RefCell::new(Vec::new());
+    let mut io = KvmCcaIoctl::new(&vm)
+        .with_vcpus(&vcpus)
+        .with_shared_alias(Box::new(|gpa, bytes| {
+            written.borrow_mut().push((gpa, bytes.len()));
+            Ok(())
+        }));
+    assert_eq!(io.vcpu_count(), 1);
+    assert_eq!(io.write_shared_alias(0x1000, &[0; 4096]), Ok(()));
+    drop(io);
+    assert_eq!(*written.borrow(), vec![(0x1000, 4096)]);
+    let mut io = KvmCcaIoctl::new(&vm);
+    // Without a writer the shared alias cannot be written (EFAULT).
+    assert_eq!(io.write_shared_alias(0, &[0; 4096]), Err(libc::EFAULT));
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        let mut args = KvmArmRmiPopulate::default();
+        assert_eq!(
+            io.rmi_populate(uapi::KVM_ARM_RMI_POPULATE_V13, &mut args),
+            Err(libc::ENOTTY)
+        );
+        assert_eq!(io.rme_enable_cap(243, 1, RmeArg::None), Err(libc::ENOTTY));
+        let mut p = uapi::ArmRmePopulateRealm::default();
+        assert_eq!(
+            io.rme_enable_cap(243, 3, RmeArg::Populate(&mut p)),
+            Err(libc::ENOTTY)
+        );
+        let mut r = uapi::ArmRmeInitRipas::default();
+        assert_eq!(
+            io.rme_enable_cap(243, 2, RmeArg::InitRipas(&mut r)),
+            Err(libc::ENOTTY)
+        );
+        assert_eq!(io.set_private(0, 4096), Err(libc::ENOTTY));
+        let mut b = [0u8; 8];
+        assert_eq!(
+            io.vcpu_get_one_reg(0, uapi::KVM_REG_ID_AA64DFR0_EL1, &mut b),
+            Err(libc::ENOTTY)
+        );
+        assert_eq!(
+            io.vcpu_set_one_reg(0, uapi::KVM_REG_ID_AA64DFR0_EL1, &b),
+            Err(libc::ENOTTY)
+        );
+        assert_eq!(
+            io.vcpu_finalize(0, uapi::KVM_ARM_VCPU_SVE),
+            Err(libc::ENOTTY)
+        );
+    }
+}
+
+/// A layer with only the required methods: the defaults refuse what it cannot do.
+struct Minimal;
+
+impl cca_backend::CcaIoctl for Minimal {
+    fn rmi_populate(
+        &mut self,
+        _: u64,
+        _: &mut cca_backend::uapi::KvmArmRmiPopulate,
+    ) -> Result<i32, i32> {
+        Err(libc::ENOTTY)
+    }
+    fn rme_enable_cap(&mut self, _: u32, _: u64, _: cca_backend::RmeArg<'_>) -> Result<(), i32> {
+        Err(libc::ENOTTY)
+    }
+    fn write_shared_alias(&mut self, _: u64, _: &[u8]) -> Result<(), i32> {
+        Err(libc::ENOTTY)
+    }
+}
+
+#[test]
+fn default_layer_methods_refuse() {
+    use cca_backend::CcaIoctl;
+    // Through the `&mut T` forwarding impl.
+    fn calls<I: CcaIoctl>(mut io: I) {
+        assert_eq!(io.vcpu_count(), 0);
+        assert_eq!(io.set_private(0, 4096), Err(libc::ENOTTY));
+        let mut b = [0u8; 8];
+        assert_eq!(io.vcpu_get_one_reg(0, 1, &mut b), Err(libc::ENOTTY));
+        assert_eq!(io.vcpu_set_one_reg(0, 1, &b), Err(libc::ENOTTY));
+        assert_eq!(io.vcpu_finalize(0, 4), Err(libc::ENOTTY));
+        assert_eq!(io.write_shared_alias(0, &b), Err(libc::ENOTTY));
+        let mut a = cca_backend::uapi::KvmArmRmiPopulate::default();
+        assert_eq!(io.rmi_populate(0, &mut a), Err(libc::ENOTTY));
+        assert_eq!(
+            io.rme_enable_cap(0, 0, cca_backend::RmeArg::None),
+            Err(libc::ENOTTY)
+        );
+    }
+    let mut m = Minimal;
+    calls(&mut m);
+    // The backend turns them into typed errors.
+    let mut be = CcaBackend::with_version(&mut m, UapiVersion::V12, 247);
+    assert!(matches!(
+        be.configure(&RealmParams::new(HashAlgo::Sha256, 40)),
+        Err(Error::WrongState { .. })
+    ));
+    assert!(be.adopt(&RealmParams::new(HashAlgo::Sha256, 40)).is_ok());
+    let mut be = CcaBackend::with_version(&mut m, UapiVersion::EnableCap, 243);
+    assert!(matches!(
+        be.adopt(&RealmParams::new(HashAlgo::Sha256, 40)),
+        Err(Error::NotOffered { .. })
+    ));
+}
