@@ -15,10 +15,10 @@
 //! - non-zero `reserved`, unknown flags, `base` or `base + size` not page aligned, and from v13
 //!   on `source_uaddr` not page aligned: `-EINVAL`;
 //! - `realm_ensure_created` (v12 22/46, v13 26/48, v14 28/44): creates the realm at the first
-//!   call (`realm_create_rd`, which from v14 41/44 `realm_init_sve_param` fails with `-EINVAL`
-//!   unless every SVE vCPU is finalized with one vector length, and reads the breakpoint and
-//!   watchpoint counts from `ID_AA64DFR0_EL1`, 39/44); a dead realm is `-ENXIO`, an active one
-//!   `-EBUSY`, for good;
+//!   call (`realm_create_rd`, whose `realm_init_sve_param`, v14 41/44 and v12 42/46, fails with
+//!   `-EINVAL` unless every SVE vCPU is finalized with one vector length, and which reads the
+//!   breakpoint and watchpoint counts from `ID_AA64DFR0_EL1`, v14 39/44, v12 39/46); a dead
+//!   realm is `-ENXIO`, an active one `-EBUSY`, for good;
 //! - then `kvm_gmem_populate` (6.18 `virt/kvm/guest_memfd.c`): `size` of no page is `-EINVAL`;
 //!   the base must be in a guest_memfd memslot (`-EINVAL`); the range is cut at the memslot's
 //!   end; page by page: a pending signal is `-EINTR`, a page already populated `-EEXIST`, a page
