@@ -1,12 +1,20 @@
-//! The SHA-384 the digest uses: `sha2` 0.10, chosen over `ring` 0.17 for speed. Both are
-//! measured by `cargo bench -p sev-backend --bench digest` (bare hash of the bytes and SHA-384
-//! per 4 KiB page, the digest's hot loop); on this project's machine `sha2` was 3-5% ahead in
-//! every interleaved run (see the crate README). The kernel model in `testing` and the tests'
-//! hand-derived vectors hash with `ring`, so that neither shares this code path.
+//! The hashes the measurement uses, in one place: SHA-384 for the launch digest, SHA-256 for
+//! the kernel hashes table of measured direct boot. Both are `sha2` 0.10, chosen over `ring`
+//! 0.17 for speed. SHA-384 is measured by `cargo bench -p sev-backend --bench digest` (bare hash
+//! of the bytes and SHA-384 per 4 KiB page, the digest's hot loop); on this project's machine
+//! `sha2` was 3-5% ahead in every interleaved run (see the crate README). SHA-256 runs on the
+//! SHA-NI instructions where the CPU has them (`sha2`'s runtime detection), as fast as the
+//! alternatives measured in `measurement-limits.md`. The kernel model in `testing` and the
+//! tests' hand-derived vectors hash with `ring`, so that neither shares this code path.
 
 use sha2::Digest;
 
 /// SHA-384 of `data`.
 pub(crate) fn sha384(data: &[u8]) -> [u8; 48] {
     sha2::Sha384::digest(data).into()
+}
+
+/// SHA-256 of `data`.
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    sha2::Sha256::digest(data).into()
 }
