@@ -77,9 +77,9 @@ pub use ovmf::{
     SEV_ES_RESET_BLOCK_GUID, SEV_METADATA_GUID, SEV_METADATA_SIGNATURE,
 };
 pub use sev_hashes::{
-    hashes_area, kernel_cmdline_limit, kernel_hashes_section, HashesAreaError, SevHashes,
-    SEV_CMDLINE_ENTRY_GUID, SEV_HASH_ENTRY_LEN, SEV_HASH_TABLE_HEADER_GUID, SEV_HASH_TABLE_LEN,
-    SEV_HASH_TABLE_RV_GUID, SEV_INITRD_ENTRY_GUID, SEV_KERNEL_ENTRY_GUID,
+    hashes_area, kernel_cmdline_limit, kernel_hashes_section, BootFileError, HashesAreaError,
+    SevHashes, SEV_CMDLINE_ENTRY_GUID, SEV_HASH_ENTRY_LEN, SEV_HASH_TABLE_HEADER_GUID,
+    SEV_HASH_TABLE_LEN, SEV_HASH_TABLE_RV_GUID, SEV_INITRD_ENTRY_GUID, SEV_KERNEL_ENTRY_GUID,
     SEV_PADDED_HASH_TABLE_LEN,
 };
 pub use snp_launch::{

@@ -16,7 +16,9 @@
 //!   whole `SNP_KERNEL_HASHES` metadata section is measured as `NORMAL` pages: zeros, with the
 //!   table at offset `base & 0xfff` of the section (QEMU asserts it fits).
 
-use crate::hash::sha256;
+use std::path::{Path, PathBuf};
+
+use crate::hash::{sha256, sha256_reader};
 use crate::ovmf::{guid, Guid, OvmfImage, SectionKind, SevSection};
 
 /// The GUIDed table entry giving the hashes table's base and size.
@@ -79,6 +81,41 @@ impl SevHashes {
         }
     }
 
+    /// The hashes of the files `kernel` and `initrd` (each streamed through its own thread, never
+    /// held whole in memory) and the command line `append`. A file that cannot be opened or
+    /// read is an error naming it.
+    pub fn from_files(
+        kernel: &Path,
+        initrd: Option<&Path>,
+        append: Option<&str>,
+    ) -> Result<SevHashes, BootFileError> {
+        let hash = |which: &'static str, p: &Path| {
+            std::fs::File::open(p)
+                .and_then(sha256_reader)
+                .map_err(|source| BootFileError {
+                    which,
+                    path: p.to_path_buf(),
+                    source,
+                })
+        };
+        let (kernel, initrd) = std::thread::scope(|s| {
+            let i = s.spawn(|| match initrd {
+                Some(p) => hash("initrd", p),
+                None => Ok(sha256(&[])),
+            });
+            let k = hash("kernel", kernel);
+            // A hashing thread cannot panic short of a bug; pass one on unchanged.
+            (k, i.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+        });
+        let mut cmdline = append.unwrap_or("").as_bytes().to_vec();
+        cmdline.push(0);
+        Ok(SevHashes {
+            kernel: kernel?,
+            initrd: initrd?,
+            cmdline: sha256(&cmdline),
+        })
+    }
+
     /// The padded table QEMU writes (176 bytes).
     pub fn table(&self) -> [u8; SEV_PADDED_HASH_TABLE_LEN] {
         let mut t = [0u8; SEV_PADDED_HASH_TABLE_LEN];
@@ -97,6 +134,18 @@ impl SevHashes {
         }
         t
     }
+}
+
+/// A kernel or initrd file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{which} {}: {source}", path.display())]
+pub struct BootFileError {
+    /// `kernel` or `initrd`.
+    pub which: &'static str,
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
 }
 
 /// Where a firmware wants the hashes table, and why it cannot have one.
