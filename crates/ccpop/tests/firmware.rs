@@ -618,3 +618,78 @@ fn measure_snp_bad_input_is_one_line_naming_the_flag_and_writes_nothing() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+#[test]
+fn measure_snp_svsm_is_the_library_digest_and_vars_file_is_its_size() {
+    if !Path::new(OVMF).exists() {
+        eprintln!("SKIPPED (needs {OVMF}): measure_snp_svsm_is_the_library_digest");
+        return;
+    }
+    // An SVSM image: the AmdSev fixture page with its hashes table entry turned into the SVSM
+    // information entry (SVSM_INFO_GUID a789a612-0597-4c4b-a49f-cbb1fe9d1ddd, entry at 0x100).
+    let mut svsm = std::fs::read(amdsev()).unwrap();
+    let rv = [
+        0x1f, 0x37, 0x55, 0x72, 0x3b, 0x3a, 0x04, 0x4b, 0x92, 0x7b, 0x1d, 0xa6, 0xef, 0xa8, 0xd4,
+        0x54,
+    ];
+    let info = [
+        0x12, 0xa6, 0x89, 0xa7, 0x97, 0x05, 0x4b, 0x4c, 0xa4, 0x9f, 0xcb, 0xb1, 0xfe, 0x9d, 0x1d,
+        0xdd,
+    ];
+    let at = svsm.windows(16).position(|w| w == rv).unwrap();
+    svsm[at..at + 16].copy_from_slice(&info);
+    svsm[at - 10..at - 6].copy_from_slice(&0x100u32.to_le_bytes());
+    let svsm_path = scratch("svsm.bin", &svsm);
+    let vars = scratch("vars.fd", &vec![0u8; 0x84000]);
+    let ovmf = std::fs::read(OVMF).unwrap();
+    let lib = sev_backend::measure_snp_launch(&sev_backend::SnpLaunch {
+        firmware: &ovmf,
+        vcpus: Some(sev_backend::VcpuConfig {
+            count: 3,
+            signature: sev_backend::VcpuType::by_name("EPYC-v4")
+                .unwrap()
+                .signature(),
+            ..Default::default()
+        }),
+        svsm: Some(sev_backend::SvsmLaunch {
+            image: &svsm,
+            vars_size: 0x84000,
+        }),
+        ..Default::default()
+    })
+    .unwrap();
+    let run = |vars_flag: &str, vars_value: &str| {
+        last_line(&ccpop(&[
+            "measure",
+            "snp",
+            "--ovmf",
+            OVMF,
+            "--vcpus",
+            "3",
+            "--vcpu-type",
+            "EPYC-v4",
+            "--svsm",
+            svsm_path.to_str().unwrap(),
+            vars_flag,
+            vars_value,
+        ]))
+    };
+    assert_eq!(run("--vars-size", "540672"), hex(&lib.digest));
+    assert_eq!(run("--vars-file", vars.to_str().unwrap()), hex(&lib.digest));
+    // An SVSM launch without the variable store's size is refused on one line.
+    let e = one_line_error(&ccpop(&[
+        "measure",
+        "snp",
+        "--ovmf",
+        OVMF,
+        "--vcpus",
+        "1",
+        "--vcpu-type",
+        "EPYC",
+        "--svsm",
+        svsm_path.to_str().unwrap(),
+    ]));
+    assert_eq!(e, "ccpop: --svsm needs --vars-size N or --vars-file FILE");
+    let _ = std::fs::remove_file(svsm_path);
+    let _ = std::fs::remove_file(vars);
+}

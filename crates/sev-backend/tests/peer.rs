@@ -538,3 +538,39 @@ fn svsm_launches_match_sev_snp_measure_but_for_the_kernels_fcw() {
         );
     }
 }
+
+#[test]
+fn a_vmms_own_plan_plus_its_vcpus_is_the_launch_digest() {
+    // measure_with_vcpus (a plan a VMM populates through SnpBackend, then KVM's VMSAs) equals
+    // the whole-launch call for the same launch, which the matrix pins to sev-snp-measure.
+    use cc_populate::{MemoryLayout, PlanBuilder};
+    let image = std::fs::read(amdsev()).unwrap();
+    let hashes = SevHashes::new(b"kernel", Some(b"initrd"), Some("console=ttyS0"));
+    let (_, section) =
+        sev_backend::kernel_hashes_section(&parse_ovmf(&image).unwrap(), &hashes).unwrap();
+    let mut b = PlanBuilder::new();
+    for r in sev_backend::plan_ovmf_with(&image, sev_backend::SectionPolicy::QEMU, Some(&section))
+        .unwrap()
+    {
+        b.push(r.to_spec());
+    }
+    let plan = b
+        .build(&sev_backend::verifier_caps(), &MemoryLayout::unbounded())
+        .unwrap();
+    let vcpus = VcpuConfig {
+        count: 4,
+        signature: VcpuType::by_name("EPYC-Genoa").unwrap().signature(),
+        vmm: VmmType::Qemu,
+        guest_features: 0x21,
+    };
+    let eip = parse_ovmf(&image).unwrap().sev_es_reset_eip();
+    let vmm = sev_backend::measure_with_vcpus(&plan, &vcpus, eip).unwrap();
+    let whole = measure_snp_launch(&SnpLaunch {
+        firmware: &image,
+        vcpus: Some(vcpus),
+        kernel: Some(hashes),
+        ..SnpLaunch::default()
+    })
+    .unwrap();
+    assert_eq!(vmm, whole.digest);
+}
