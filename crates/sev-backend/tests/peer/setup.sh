@@ -10,7 +10,12 @@ dir="${1:-${CCPOP_PEER_DIR:-/tmp/ccpop-peer}}"
 mkdir -p "$dir"
 
 if ! python3 -c 'import sevsnpmeasure' 2>/dev/null; then
-    python3 -m pip install -q 'sev-snp-measure==0.0.13'
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    fi
+    # A distribution's own Python refuses pip installs (PEP 668) unless told otherwise.
+    python3 -m pip install -q 'sev-snp-measure==0.0.13' ||
+        python3 -m pip install -q --break-system-packages 'sev-snp-measure==0.0.13'
 fi
 python3 -c 'import sevsnpmeasure'
 
