@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::error::Error;
-use crate::firmware::{CcaOptions, NamedPlan, SnpOptions, TdxOptions};
+use crate::firmware::{CcaOptions, NamedPlan, SnpLaunchArgs, SnpOptions, TdxOptions, VcpuSigArgs};
 use crate::summary::PlanSummary;
 
 /// Populate and measure confidential-VM launch images (guest_memfd, SEV-SNP, TDX, Arm CCA).
@@ -87,8 +87,8 @@ impl Platform {
 #[group(required = true, multiple = false)]
 struct InputArgs {
     /// A firmware image (SNP: an OVMF build with SEV metadata; TDX: a TDVF image; CCA: any
-    /// image, placed at --load-gpa).
-    #[arg(long, value_name = "IMAGE")]
+    /// image, placed at --load-gpa). `--ovmf` is the same flag.
+    #[arg(long, value_name = "IMAGE", visible_alias = "ovmf")]
     firmware: Option<PathBuf>,
     /// An IGVM file (SNP or TDX).
     #[arg(long, value_name = "FILE")]
@@ -121,9 +121,69 @@ struct PlanArgs {
 #[derive(Debug, Clone, clap::Args)]
 struct SnpArgs {
     /// SNP firmware: how SEV metadata sections become page types (`qemu`: as QEMU,
-    /// pre-validated memory as ZERO pages; `unmeasured`: as UNMEASURED pages).
-    #[arg(long, default_value = "qemu", value_name = "POLICY")]
-    section_policy: String,
+    /// pre-validated memory as ZERO pages; `ec2`: as QEMU, CPUID pages last; `gce`:
+    /// pre-validated memory as UNMEASURED pages; `unmeasured`: every non-secrets, non-CPUID
+    /// section as UNMEASURED). Default: `qemu`, for `measure snp` the --vmm-type's.
+    #[arg(long, value_name = "POLICY")]
+    section_policy: Option<String>,
+}
+
+/// `measure snp`: what `sev-snp-measure --mode snp` (and `snp:svsm`) takes.
+#[derive(Debug, Clone, clap::Args)]
+struct SnpLaunchFlags {
+    /// Number of vCPUs: their VMSA pages are synthesized and measured last.
+    #[arg(long, value_name = "N")]
+    vcpus: Option<u32>,
+    /// The vCPU type (QEMU's name: EPYC, EPYC-v1..v4, EPYC-IBPB, EPYC-Rome[-v1..v3],
+    /// EPYC-Milan[-v1,-v2], EPYC-Genoa[-v1], EPYC-Turin).
+    #[arg(long, value_name = "CPUTYPE")]
+    vcpu_type: Option<String>,
+    /// The vCPU's CPUID signature (hex with 0x, or decimal).
+    #[arg(long, value_name = "VALUE", value_parser = parse_u64)]
+    vcpu_sig: Option<u64>,
+    /// The vCPU's family (with --vcpu-model and --vcpu-stepping).
+    #[arg(long, value_name = "FAMILY")]
+    vcpu_family: Option<u32>,
+    /// The vCPU's model.
+    #[arg(long, value_name = "MODEL")]
+    vcpu_model: Option<u32>,
+    /// The vCPU's stepping.
+    #[arg(long, value_name = "STEPPING")]
+    vcpu_stepping: Option<u32>,
+    /// The VMM whose reset state the VMSAs carry: qemu, ec2 or gce (any case).
+    #[arg(long, value_name = "VMMTYPE", default_value = "qemu")]
+    vmm_type: String,
+    /// The SEV features asked of KVM for the VMSAs (hex with 0x, or decimal; default 0x1).
+    #[arg(long, value_name = "VALUE", value_parser = parse_u64)]
+    guest_features: Option<u64>,
+    /// Measured direct boot: the kernel whose hash fills the firmware's hashes table.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Measured direct boot: the initrd (with --kernel).
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Measured direct boot: the kernel command line (with --kernel).
+    #[arg(long, value_name = "CMDLINE", allow_hyphen_values = true)]
+    append: Option<String>,
+    /// The digest of the firmware pages, precomputed (96 hex digits): used instead of hashing
+    /// the image's pages (its metadata is still read).
+    #[arg(long, value_name = "HASH")]
+    snp_ovmf_hash: Option<String>,
+    /// A COCONUT-SVSM image, loaded below the firmware and its variable store.
+    #[arg(long, value_name = "PATH")]
+    svsm: Option<PathBuf>,
+    /// The size of the OVMF variable store between the firmware and the SVSM, in bytes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_u64)]
+    vars_size: Option<u64>,
+    /// The OVMF variable store file (its size is used).
+    #[arg(long, value_name = "PATH")]
+    vars_file: Option<PathBuf>,
+    /// How the digest is printed: hex or base64.
+    #[arg(long, value_name = "FORMAT", default_value = "hex")]
+    output_format: String,
+    /// Write the synthesized VMSA pages to DIR/vmsa0.bin, vmsa1.bin, ... (default: .).
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
+    dump_vmsa: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -209,6 +269,8 @@ enum MeasureCommand {
         #[command(flatten)]
         snp: SnpArgs,
         #[command(flatten)]
+        launch: Box<SnpLaunchFlags>,
+        #[command(flatten)]
         igvm_args: IgvmArgs,
     },
     /// The TDX MRTD. With --firmware: a TDVF image as QEMU populates it.
@@ -246,9 +308,91 @@ fn parse_u64(s: &str) -> Result<u64, String> {
 
 fn snp_options(a: &SnpArgs, firmware_only: bool) -> SnpOptions {
     SnpOptions {
-        section_policy: a.section_policy.clone(),
+        section_policy: a.section_policy.clone().unwrap_or_else(|| "qemu".into()),
         firmware_only,
     }
+}
+
+fn snp_launch_args(snp: &SnpArgs, l: &SnpLaunchFlags, vmsa: &[PathBuf]) -> SnpLaunchArgs {
+    SnpLaunchArgs {
+        section_policy: snp.section_policy.clone(),
+        vcpus: l.vcpus,
+        sig: VcpuSigArgs {
+            vcpu_type: l.vcpu_type.clone(),
+            vcpu_sig: l.vcpu_sig,
+            family: l.vcpu_family,
+            model: l.vcpu_model,
+            stepping: l.vcpu_stepping,
+        },
+        vmm_type: l.vmm_type.clone(),
+        guest_features: l.guest_features,
+        kernel: l.kernel.clone(),
+        initrd: l.initrd.clone(),
+        append: l.append.clone(),
+        ovmf_hash: l.snp_ovmf_hash.clone(),
+        svsm: l.svsm.clone(),
+        vars_size: l.vars_size,
+        vars_file: l.vars_file.clone(),
+        vmsa: vmsa.to_vec(),
+    }
+}
+
+/// Measures an SNP launch of a firmware image and prints it (the digest last); writes the
+/// VMSA pages only after everything was computed.
+fn measure_snp_firmware(
+    path: &Path,
+    image: &[u8],
+    args: &SnpLaunchArgs,
+    firmware_only: bool,
+    l: &SnpLaunchFlags,
+) -> Result<(), Error> {
+    let format = match l.output_format.as_str() {
+        "hex" => firmware::hex,
+        "base64" => firmware::base64,
+        f => {
+            return Err(Error::Usage(format!(
+                "--output-format {f}: unknown (known: hex, base64)"
+            )))
+        }
+    };
+    let r = firmware::snp_launch(path, image, args)?;
+    if let Some(dir) = &l.dump_vmsa {
+        let v = r.m.vmsas.as_ref().ok_or_else(|| {
+            Error::Usage("--dump-vmsa writes the VMSAs --vcpus synthesizes: give --vcpus".into())
+        })?;
+        if !dir.is_dir() {
+            return Err(Error::Usage(format!(
+                "--dump-vmsa {}: not a directory",
+                dir.display()
+            )));
+        }
+        for (i, page) in v.iter().enumerate() {
+            let p = dir.join(format!("vmsa{i}.bin"));
+            std::fs::write(&p, page)
+                .map_err(|e| Error::Usage(format!("--dump-vmsa {}: {e}", p.display())))?;
+        }
+    }
+    let (regions, bytes) = if firmware_only {
+        (1, image.len() as u64)
+    } else {
+        (r.m.regions.len(), r.m.regions.iter().map(|x| x.1).sum())
+    };
+    println!(
+        "snp launch digest of {}: {}, {}",
+        path.display(),
+        summary::plural(regions, "region"),
+        summary::size(bytes)
+    );
+    if !firmware_only {
+        println!("  VMSA pages: {}", r.vmsa_pages);
+    }
+    let digest = if firmware_only {
+        r.m.firmware_digest
+    } else {
+        r.m.digest
+    };
+    println!("{}", format(&digest));
+    Ok(())
 }
 
 fn tdx_options(a: &TdxArgs) -> TdxOptions {
@@ -471,6 +615,7 @@ fn measure_command(m: &MeasureCommand) -> Result<(), Error> {
             vmsa,
             firmware_only,
             snp,
+            launch,
             igvm_args,
         } => {
             if input.firmware.is_none() && (!vmsa.is_empty() || *firmware_only) {
@@ -479,14 +624,13 @@ fn measure_command(m: &MeasureCommand) -> Result<(), Error> {
                 ));
             }
             match load(input, Some(Platform::Snp), igvm_args)? {
-                Loaded::Firmware(path, image) => {
-                    let plan =
-                        firmware::snp_plan(&path, &image, &snp_options(snp, *firmware_only))?;
-                    let digest = firmware::snp_measure(&plan, vmsa)?;
-                    measured_line(&plan, "launch digest", &path);
-                    println!("  VMSA pages: {}", vmsa.len());
-                    println!("{digest}");
-                }
+                Loaded::Firmware(path, image) => measure_snp_firmware(
+                    &path,
+                    &image,
+                    &snp_launch_args(snp, launch, vmsa),
+                    *firmware_only,
+                    launch,
+                )?,
                 Loaded::Image(path, image) => measure_image(&path, &image, "launch digest")?,
             }
         }
