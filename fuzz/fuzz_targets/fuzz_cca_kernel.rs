@@ -1,15 +1,15 @@
 //! The Arm CCA backend against a kernel whose every populate answer comes from the fuzzer, for
 //! each series version ([`UapiVersion`]): v14/v13 `KVM_ARM_RMI_POPULATE` with the in/out struct
 //! the kernel advances (honestly, over-claimed, or any values, and any return value), v12 with
-//! the bytes populated as the return value (any value), and the `KVM_ENABLE_CAP` sub-commands of
-//! v11 and earlier (POPULATE_REALM from the shared alias, INIT_RIPAS_REALM, all or nothing);
+//! the bytes populated as the return value (any value), both after `KVM_SET_MEMORY_ATTRIBUTES`
+//! and with the vCPUs configured first, and the `KVM_ENABLE_CAP` sub-commands of v9 (POPULATE_REALM from the shared alias, INIT_RIPAS_REALM, all or nothing);
 //! errnos everywhere, including the shared-alias writes.
 //!
 //! Driven by `cc_populate::Driver` over a plan of measured and unmeasured regions, some inside
 //! `ripas` regions, resumed after every stop and finally against an honest kernel: never panics;
 //! every call names a range inside one region of the right kind, with the right measure flag,
 //! `reserved` zero, a page-aligned source (when the source is the caller's buffer, at the
-//! region's offset in it), and for v11 the shared alias holding the region's bytes; no granule
+//! region's offset in it), and for v9 the shared alias holding the region's bytes; no granule
 //! populated (or RIPAS range initialised) twice; each region's reported bytes equal what the
 //! kernel did for it (a prefix); an impossible answer stops the run with a hard error and counts
 //! nothing; the plan completes.
@@ -26,11 +26,13 @@ use cc_populate_fuzz::intersects;
 use cca_backend::uapi::{
     KvmArmRmiPopulate, KVM_CAP_ARM_RME_INIT_RIPAS_REALM, KVM_CAP_ARM_RME_POPULATE_REALM,
 };
-use cca_backend::{CcaBackend, CcaIoctl, HashAlgo, RealmParams, RmeArg, UapiVersion, CCA_CAPS};
+use cca_backend::{cca_caps, CcaBackend, CcaIoctl, HashAlgo, RealmParams, RmeArg, UapiVersion};
 use libfuzzer_sys::fuzz_target;
 
 const PAGE: u64 = 4096;
 const CAP: u32 = 0x1234;
+/// Not `EBUSY`: from v12 on it means "the realm is active" for good and the backend stops
+/// populating, so a run that saw it cannot complete (pinned in `tests/backend_model.rs`).
 const ERRNOS: [i32; 8] = [
     libc::EINTR,
     libc::EAGAIN,
@@ -39,7 +41,7 @@ const ERRNOS: [i32; 8] = [
     libc::EFAULT,
     libc::EEXIST,
     libc::ENXIO,
-    libc::EBUSY,
+    libc::EPERM,
 ];
 /// Populate flags by hand: bit 0 = measure (the series' `*_POPULATE_FLAGS_MEASURE`).
 const MEASURE: u32 = 1;
@@ -47,7 +49,7 @@ const MEASURE: u32 = 1;
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum Reply {
     /// v13/v14: struct advanced by the granules done, 0 returned; v12: bytes done returned;
-    /// v11: success (all done).
+    /// v9: success (all done).
     Honest,
     /// Any struct and any return value (v12/v13/v14); counted only if consistent.
     Raw {
@@ -122,7 +124,7 @@ struct Kernel {
     alias_errnos: VecDeque<Option<u8>>,
     /// Granules populated: (gpa, bytes).
     populated: Vec<(u64, u64)>,
-    /// RIPAS ranges initialised (v11).
+    /// RIPAS ranges initialised (v9).
     ripas: Vec<(u64, u64)>,
     impossible: u64,
 }
@@ -326,6 +328,35 @@ impl CcaIoctl for Kernel {
         }
     }
 
+    fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
+        // v12+ convert each region (KVM_SET_MEMORY_ATTRIBUTES) before populating it.
+        assert_ne!(
+            self.version,
+            Some(UapiVersion::EnableCap),
+            "conversion on v9"
+        );
+        assert!(len > 0 && gpa.is_multiple_of(PAGE) && len.is_multiple_of(PAGE));
+        Ok(())
+    }
+
+    fn vcpu_count(&self) -> usize {
+        1
+    }
+
+    fn vcpu_get_one_reg(&mut self, _vcpu: usize, id: u64, value: &mut [u8]) -> Result<(), i32> {
+        // One vCPU without SVE; ID_AA64DFR0_EL1 with 2 breakpoints and 2 watchpoints.
+        if id == cca_backend::uapi::KVM_REG_ID_AA64DFR0_EL1 && value.len() == 8 {
+            value.copy_from_slice(&(0x6u64 | (1 << 12) | (1 << 20)).to_le_bytes());
+            Ok(())
+        } else {
+            Err(libc::ENOENT)
+        }
+    }
+
+    fn vcpu_set_one_reg(&mut self, _vcpu: usize, _id: u64, _value: &[u8]) -> Result<(), i32> {
+        Ok(())
+    }
+
     fn write_shared_alias(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), i32> {
         assert_eq!(
             self.version,
@@ -406,7 +437,7 @@ fuzz_target!(|input: Input| {
         };
     }
     let plan = builder
-        .build(&CCA_CAPS, &MemoryLayout::unbounded())
+        .build(&cca_caps(version), &MemoryLayout::unbounded())
         .expect("valid by construction");
     let kernel = Kernel {
         version: Some(version),

@@ -88,6 +88,9 @@ pub enum Error {
     /// A platform without a launch measurement was asked for one.
     #[error("platform {0} has no launch measurement")]
     NoMeasurement(Platform),
+    /// A CCA RIM was asked of an image that is not a CCA realm.
+    #[error("the image is for platform {0}: it has no Arm CCA realm to measure")]
+    NotCca(Platform),
     /// A VMSA page for a platform without them, or at an unaligned address.
     #[error(
         "cannot add a VMSA page at {gpa:#x} to a {platform} image (SEV-SNP only, 4 KiB aligned)"

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use cc_populate::{
     BackendCaps, Content, ContentKind, MemoryLayout, Plan, PlanBuilder, RegionSpec, Role,
 };
-use cca_backend::{RealmParams, RecParams};
+use cca_backend::{MeasureOptions, RealmParams, RecParams, RmmVersion};
 use sev_backend::{LaunchDigest, PageType, VmsaPage};
 
 use crate::Error;
@@ -249,6 +249,9 @@ pub struct CcaLaunch {
     pub realm: RealmParams,
     /// The RECs, in creation order.
     pub recs: Vec<RecParams>,
+    /// The RMM version the plan file names (`"rmm"`), or `None` when it does not say (then
+    /// [`LaunchImage::measure`] uses RMM 1.0, the meaning plan files had before the field).
+    pub rmm: Option<RmmVersion>,
 }
 
 /// A launch image: the regions to populate (in populate and measurement order, their content
@@ -387,14 +390,29 @@ impl LaunchImage {
             Platform::Plain => Err(Error::NoMeasurement(Platform::Plain)),
             Platform::Tdx => Ok(tdx_backend::measure_plan(&plan)?.to_vec()),
             Platform::Cca => {
-                let cca = self
+                let rmm = self
                     .cca
                     .as_ref()
-                    .ok_or(Error::NoMeasurement(Platform::Cca))?;
-                Ok(cca_backend::measure(&plan, &cca.realm, &cca.recs)?.to_vec())
+                    .ok_or(Error::NoMeasurement(Platform::Cca))?
+                    .rmm
+                    .unwrap_or_default();
+                self.measure_cca(&MeasureOptions {
+                    rmm,
+                    ..MeasureOptions::default()
+                })
             }
             Platform::Snp => self.measure_snp(&plan),
         }
+    }
+
+    /// The CCA RIM under explicit options: the RMM version and launch order (for a verifier
+    /// that knows which series and RMM launched the realm; [`measure`](Self::measure) uses
+    /// the file's `"rmm"`, else RMM 1.0, in the plan's order). The caller decides between the
+    /// file's [`CcaLaunch::rmm`] and its own. Refused for other platforms.
+    pub fn measure_cca(&self, opts: &MeasureOptions<'_>) -> Result<Vec<u8>, Error> {
+        let cca = self.cca.as_ref().ok_or(Error::NotCca(self.platform))?;
+        let plan = self.plan(&self.platform.caps(), &MemoryLayout::unbounded())?;
+        Ok(cca_backend::measure_with_options(&plan, &cca.realm, &cca.recs, opts)?.to_vec())
     }
 
     fn measure_snp(&self, plan: &Plan<'_>) -> Result<Vec<u8>, Error> {

@@ -65,7 +65,8 @@
 //!   "snp": { "vmsa": [ { "file": "PATH", "gpa": N } ] },  // gpa default 0xfffffffff000
 //!   "cca": { "hash": "sha256" | "sha512", "ipa_bits": N, "lpa2": bool,
 //!            "num_bps": N, "num_wps": N, "sve_vl": N, "pmu_counters": N | null,
-//!            "recs": [ { "pc": N, "gprs": [N x 8], "runnable": bool } ] } }
+//!            "recs": [ { "pc": N, "gprs": [N x 8], "runnable": bool } ],
+//!            "rmm": "1.0" | "2.0" } }                    // rmm optional, default "1.0"
 //! ```
 //!
 //! Regions are populated and measured in the order listed; they never overlap, except that a
@@ -73,8 +74,11 @@
 //! plan's own platform may be present. Roles per platform: SNP measured/unmeasured/zero/
 //! secrets/cpuid as the page types of those names, VMSA pages after all regions; TDX measured
 //! = PAGE.ADD + MR.EXTEND, unmeasured and zero = PAGE.ADD; CCA measured/unmeasured =
-//! DATA_CREATE with/without content measurement, ripas = RTT_INIT_RIPAS. Every problem is one
-//! [`Error`] line naming the field (`regions[3].file`, `cca.sve_vl`) or region.
+//! DATA_CREATE with/without content measurement, ripas = RTT_INIT_RIPAS (measured under RMM
+//! 1.0, not under RMM 2.0: `cca.rmm` names the version, and a file without it keeps the RMM 1.0
+//! meaning it had before the field existed; series v12 and earlier target RMM 1.0, v13 and v14
+//! RMM 2.0). Every problem is one [`Error`] line naming the field (`regions[3].file`,
+//! `cca.sve_vl`) or region.
 //!
 //! # IGVM files
 //!

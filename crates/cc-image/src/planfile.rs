@@ -5,7 +5,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use cc_populate::{MemoryLayout, Role};
-use cca_backend::{HashAlgo, RealmParams, RecParams};
+use cca_backend::{HashAlgo, RealmParams, RecParams, RmmVersion};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -91,6 +91,10 @@ pub struct PlanCca {
     pub pmu_counters: Option<Num>,
     /// RECs in creation order.
     pub recs: Vec<PlanRec>,
+    /// The RMM version whose measurement rules the RIM follows: `"1.0"` (RMI_RTT_INIT_RIPAS
+    /// measured) or `"2.0"` (not measured). Absent: not said, measured as `"1.0"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rmm: Option<String>,
 }
 
 /// A version-1 plan file, as typed data (e.g. to write one with `serde_json`).
@@ -454,6 +458,8 @@ struct PlanCcaRaw {
     sve_vl: Num,
     pmu_counters: Option<Num>,
     recs: Vec<Value>,
+    #[serde(default)]
+    rmm: Option<Value>,
 }
 
 fn parse_cca(cx: &Ctx<'_>, v: Value) -> Result<CcaLaunch, Error> {
@@ -488,5 +494,18 @@ fn parse_cca(cx: &Ctx<'_>, v: Value) -> Result<CcaLaunch, Error> {
             runnable: r.runnable,
         });
     }
-    Ok(CcaLaunch { realm, recs })
+    let rmm = match c.rmm {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(
+            RmmVersion::from_name(&name)
+                .ok_or_else(|| cx.err("cca.rmm", format!("{name:?} is not \"1.0\" or \"2.0\"")))?,
+        ),
+        Some(other) => {
+            return Err(cx.err(
+                "cca.rmm",
+                format!("{other} is not \"1.0\" or \"2.0\" (a JSON string)"),
+            ))
+        }
+    };
+    Ok(CcaLaunch { realm, recs, rmm })
 }

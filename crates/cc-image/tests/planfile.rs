@@ -252,6 +252,9 @@ fn cca_refusals_name_the_field_or_region() {
         (with(base, r#"{"gpa": 0, "size": 4096, "role": "zero"}"#), "region 0 [0x0..+0x1000): role zero is not supported"),
         (with(base, r#"{"gpa": 0, "size": 4096, "role": "secrets"}"#), "role secrets is not supported"),
         (with(base, r#"{"gpa": 0, "size": 4096, "role": "measured"}, {"gpa": 0, "size": 8192, "role": "ripas"}"#), "region 0 [0x0..+0x1000) lies in ripas region 1, which must be listed before it"),
+        (with(&sub("\"recs\": []", "\"recs\": [], \"rmm\": \"3.0\""), ""), "cca.rmm: \"3.0\" is not \"1.0\" or \"2.0\""),
+        (with(&sub("\"recs\": []", "\"recs\": [], \"rmm\": \"2\""), ""), "cca.rmm: \"2\" is not \"1.0\" or \"2.0\""),
+        (with(&sub("\"recs\": []", "\"recs\": [], \"rmm\": 2.0"), ""), "cca.rmm: 2.0 is not \"1.0\" or \"2.0\" (a JSON string)"),
     ];
     for (json, want) in &cases {
         let e = d.err(json);
@@ -554,4 +557,84 @@ fn a_typed_plan_file_written_with_serde_reads_back() {
     assert_eq!(img.vmsas().len(), 1);
     assert_eq!(img.vmsas()[0].gpa, cc_image::DEFAULT_VMSA_GPA);
     assert_eq!(img.regions()[1].role(), Role::Secrets);
+}
+
+/// `cca.rmm`: "1.0" and a file without the field measure RTT_INIT_RIPAS (RMM 1.0, B4.3.18.4:
+/// a 256-byte RmmMeasurementDescriptorRipas, desc_type 2 at 0x0, len 0x100 at 0x8, rim at
+/// 0x10, base at 0x50, top at 0x58); "2.0" does not (TF-RMM's 2.0-era `smc_rtt_init_ripas`
+/// has no measurement call); `null` is the field left out.
+#[test]
+fn cca_rmm_field_selects_the_measurement_rules() {
+    use cca_backend::RmmVersion;
+    let d = Dir::new("cca-rmm");
+    let kernel = pattern(4096, 21);
+    d.file("kernel.bin", &kernel);
+    let load = |rmm: &str| {
+        d.plan(&format!(
+            r#"{{"version": 1, "platform": "cca", "regions": [
+              {{"gpa": 0, "size": "0x200000", "role": "ripas"}},
+              {{"gpa": "0x1000", "size": 4096, "role": "measured", "file": "kernel.bin"}}],
+              "cca": {{"hash": "sha256", "ipa_bits": 36, "lpa2": false, "num_bps": 2,
+                "num_wps": 2, "sve_vl": 0, "pmu_counters": null,
+                "recs": [{{"pc": "0x1000", "gprs": [0, 0, 0, 0, 0, 0, 0, 0], "runnable": true}}]{rmm}}}}}"#
+        ))
+        .unwrap()
+    };
+    // The chain, by hand: params page (s2sz 36, 2/2 debug resources), [RIPAS 0..2 MiB: a
+    // 36-bit realm starts at level 1, the range fits one level-2 entry], DATA at 0x1000, REC.
+    let mut params = vec![0u8; 4096];
+    params[0x8] = 36;
+    params[0x18] = 1;
+    params[0x20] = 1;
+    let desc = |ty: u8, rim: &[u8; 64], fill: &dyn Fn(&mut [u8])| {
+        let mut d = vec![0u8; 256];
+        d[0] = ty;
+        d[8..16].copy_from_slice(&0x100u64.to_le_bytes());
+        d[0x10..0x50].copy_from_slice(rim);
+        fill(&mut d);
+        rmm_hash(false, &d)
+    };
+    let chain = |ripas: bool| {
+        let mut rim = rmm_hash(false, &params);
+        if ripas {
+            rim = desc(2, &rim, &|d| {
+                d[0x50..0x58].copy_from_slice(&0u64.to_le_bytes());
+                d[0x58..0x60].copy_from_slice(&0x20_0000u64.to_le_bytes());
+            });
+        }
+        rim = desc(0, &rim, &|d| {
+            d[0x50..0x58].copy_from_slice(&0x1000u64.to_le_bytes());
+            d[0x58] = 1;
+            d[0x60..0xa0].copy_from_slice(&rmm_hash(false, &kernel));
+        });
+        let mut rec = vec![0u8; 4096];
+        rec[0] = 1;
+        rec[0x200..0x208].copy_from_slice(&0x1000u64.to_le_bytes());
+        rim = desc(1, &rim, &|d| {
+            d[0x50..0x90].copy_from_slice(&rmm_hash(false, &rec))
+        });
+        hex(&rim[..32])
+    };
+    for (field, said, ripas) in [
+        ("", None, true),
+        (r#", "rmm": null"#, None, true),
+        (r#", "rmm": "1.0""#, Some(RmmVersion::V1_0), true),
+        (r#", "rmm": "2.0""#, Some(RmmVersion::V2_0), false),
+    ] {
+        let img = load(field);
+        assert_eq!(img.cca().unwrap().rmm, said, "{field}");
+        assert_eq!(hex(&img.measure().unwrap()), chain(ripas), "{field}");
+    }
+    // measure_cca takes the caller's version over the file's, and refuses other platforms.
+    let img = load(r#", "rmm": "1.0""#);
+    let v2 = cca_backend::MeasureOptions {
+        rmm: RmmVersion::V2_0,
+        ..Default::default()
+    };
+    assert_eq!(hex(&img.measure_cca(&v2).unwrap()), chain(false));
+    let tdx = d
+        .plan(r#"{"version": 1, "platform": "tdx", "regions": []}"#)
+        .unwrap();
+    let e = tdx.measure_cca(&v2).unwrap_err().to_string();
+    assert!(e.contains("platform tdx: it has no Arm CCA realm"), "{e}");
 }

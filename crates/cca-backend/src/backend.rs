@@ -15,23 +15,42 @@ use crate::uapi::{
 };
 use crate::Error;
 
-/// What the CCA backend declares: 4 KiB granules, chunks up to 1 GiB kept hugepage-aligned,
-/// no in-place content (granule delegation destroys it), memory made private by populate itself,
-/// and the roles `measured`, `unmeasured` and `ripas` (`zero`, `secrets` and `cpuid` are refused).
+/// What the CCA backend declares for the series' current form (v12 to v14, the default): 4 KiB
+/// granules, chunks up to 1 GiB kept hugepage-aligned, no in-place content (granule delegation
+/// destroys it), memory made private before populate (`kvm_gmem_populate` refuses pages that
+/// are not `KVM_MEMORY_ATTRIBUTE_PRIVATE`), and the roles `measured`, `unmeasured` and `ripas`
+/// (`zero`, `secrets` and `cpuid` are refused).
 ///
 /// A verifier validates a plan against it with `MemoryLayout::unbounded()`. A backend built with
-/// [`CcaBackend::stage_in_place`] declares `in_place: true` instead.
+/// [`CcaBackend::stage_in_place`] declares `in_place: true` instead; one speaking v9 declares
+/// [`CCA_CAPS_V9`].
 pub const CCA_CAPS: BackendCaps = BackendCaps {
     granule: PAGE_SIZE,
     max_chunk: HUGE_1G,
     hugepage_chunks: true,
     in_place: false,
-    conversion: Conversion::ByPopulate,
+    conversion: Conversion::BeforePopulate,
     roles: RoleSet::EMPTY
         .with(Role::Measured)
         .with(Role::Unmeasured)
         .with(Role::Ripas),
 };
+
+/// [`CCA_CAPS`] for [`UapiVersion::EnableCap`] (v9): POPULATE_REALM delegates the granules
+/// itself, so the driver converts nothing (`Conversion::ByPopulate`).
+pub const CCA_CAPS_V9: BackendCaps = BackendCaps {
+    conversion: Conversion::ByPopulate,
+    ..CCA_CAPS
+};
+
+/// The caps a backend speaking `version` declares (without in-place staging).
+pub fn cca_caps(version: UapiVersion) -> BackendCaps {
+    if version.gmem_populate() {
+        CCA_CAPS
+    } else {
+        CCA_CAPS_V9
+    }
+}
 
 /// Bytes copied through the bounce buffer per populate call, when the source cannot be handed to
 /// the kernel as it is (not page aligned, zeros, or staged in-place content).
@@ -44,7 +63,8 @@ pub enum RealmState {
     NotCreated,
     /// Created, being populated.
     New,
-    /// Activated (explicitly for v11 and earlier; v12 and later on the first `KVM_RUN`).
+    /// Activated (explicitly for v9; v12 and later on the first `KVM_RUN`). From v12 on the
+    /// kernel answers every later populate with `EBUSY`, for good.
     Active,
 }
 
@@ -66,20 +86,32 @@ pub type InPlaceStager<'s> = Box<dyn FnMut(u64, &mut [u8]) -> Result<(), String>
 ///
 /// Role policy (named, as VMMs differ): `measured` = DATA_CREATE with content measured
 /// (`KVM_ARM_RMI_POPULATE_FLAGS_MEASURE`), `unmeasured` = DATA_CREATE without, `ripas` = RIPAS
-/// RAM with no content: INIT_RIPAS_REALM for v11 and earlier; for v12 and later no call is
-/// issued, as the kernel itself sets RIPAS RAM (on every guest_memfd memslot at activation in
-/// v12, on each populated range in v13/v14) and the region is reported done.
+/// RAM with no content: INIT_RIPAS_REALM for v9; from v12 on no call is issued (the range is
+/// only made private), as the kernel itself initialises RIPAS RAM over every guest_memfd
+/// memslot at the first `KVM_RUN`, and the region is reported done.
+///
+/// Launch order from v12 on (the kernel creates the realm at the first populate and reads the
+/// SVE and debug parameters from the vCPUs then): create the VM with
+/// [`UapiVersion::realm_vm_type`], the guest_memfd memslots and every vCPU
+/// (`KVM_ARM_VCPU_INIT` with PSCI 0.2, and SVE when the realm has it), then
+/// [`CcaBackend::configure`] (required for v14), then the driver's run, then `KVM_RUN`.
 pub struct CcaBackend<'s, I> {
     io: I,
     version: UapiVersion,
     cap: u32,
     state: RealmState,
+    configured: Option<RealmParams>,
     bounce: Option<SourceBuf>,
     stager: Option<InPlaceStager<'s>>,
 }
 
 fn err(errno: i32, detail: String) -> BackendError {
     BackendError::from_errno(errno, detail)
+}
+
+/// `(field, shift)` of a 4-bit `ID_AA64DFR0_EL1` field.
+fn dfr0_field(v: u64, shift: u32) -> u64 {
+    (v >> shift) & 0xf
 }
 
 impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
@@ -95,6 +127,7 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
             version,
             cap,
             state: RealmState::NotCreated,
+            configured: None,
             bounce: None,
             stager: None,
         }
@@ -118,6 +151,11 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
         self.state
     }
 
+    /// The realm parameters [`CcaBackend::configure`] applied, if it ran.
+    pub fn configured(&self) -> Option<&RealmParams> {
+        self.configured.as_ref()
+    }
+
     /// The ioctl layer (e.g. a test model's ledger).
     pub fn io(&self) -> &I {
         &self.io
@@ -134,20 +172,33 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
             .map_err(|errno| Error::Ioctl { op, errno })
     }
 
-    /// Configures and creates the realm, before anything is populated.
+    /// Configures the realm before anything is populated.
     ///
-    /// v11 and earlier: CONFIG_REALM with the RPV and the hash algorithm, then CREATE_REALM.
-    /// v12 and later offer no configuration (the realm is created on the first populate):
-    /// a non-zero RPV or a SHA-512 hash is refused with [`Error::NotOffered`].
+    /// v9: CONFIG_REALM with the RPV and the hash algorithm, then CREATE_REALM.
     ///
-    /// The IPA width goes in the VM type (`uapi::realm_vm_type`); SVE, PMU and debug
-    /// resources are set through the vCPUs (features and ID registers), not here.
+    /// v12 and later have no configuration call: the kernel creates the realm at the first
+    /// populate from what it finds then (v14 28/44 `realm_create_rd`, 39/44, 41/44). This sets
+    /// it up on every vCPU the ioctl layer reaches (at least one is required):
+    ///
+    /// - `num_bps` / `num_wps`: `ID_AA64DFR0_EL1.BRPs` / `.WRPs` (count - 1), lowered from the
+    ///   host's value with `KVM_SET_ONE_REG` (`CTX_CMPs` lowered to at most `BRPs`); more than
+    ///   the host offers is refused ([`Error::VcpuParam`]).
+    /// - `sve_vl`: `KVM_REG_ARM64_SVE_VLS` limited to the lengths up to `sve_vl`, then
+    ///   `KVM_ARM_VCPU_FINALIZE(SVE)`. A vCPU initialised without SVE while `sve_vl` is set, or
+    ///   with SVE while it is 0, is refused; a length the host lacks is refused.
+    ///
+    /// Refused with [`Error::NotOffered`] because no v12-v14 kernel takes them from userspace: a
+    /// non-zero RPV or SHA-512 (the kernel leaves `hash_algo` 0 = SHA-256 in the zeroed
+    /// parameters), and PMU counters (v14 drops realm PMU support; v12/v13 read them from a
+    /// vCPU PMU this backend does not set up). LPA2 is the host kernel's choice
+    /// (`kvm_lpa2_is_enabled()`); the backend cannot apply it and the caller states it. The IPA
+    /// width is the VM type's ([`UapiVersion::realm_vm_type`]).
     pub fn configure(&mut self, realm: &RealmParams) -> Result<(), Error> {
         realm.validate()?;
-        if self.state != RealmState::NotCreated {
+        if self.state != RealmState::NotCreated || self.configured.is_some() {
             return Err(Error::WrongState {
                 op: "configure",
-                reason: "the realm is already created",
+                reason: "the realm is already configured or created",
             });
         }
         if self.version != UapiVersion::EnableCap {
@@ -163,6 +214,26 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
                     version: self.version,
                 });
             }
+            if realm.pmu_counters.is_some() {
+                return Err(Error::NotOffered {
+                    what: "the PMU counter count",
+                    version: self.version,
+                });
+            }
+            let n = self.io.vcpu_count();
+            if n == 0 {
+                return Err(Error::WrongState {
+                    op: "configure",
+                    reason:
+                        "no vCPUs: create and initialise every vCPU first (the kernel reads the \
+                             realm's SVE and debug parameters from them when it creates the realm \
+                             at the first populate)",
+                });
+            }
+            for vcpu in 0..n {
+                self.configure_vcpu(vcpu, realm)?;
+            }
+            self.configured = Some(realm.clone());
             return Ok(());
         }
         let mut rpv = ArmRmeConfig::rpv(&realm.rpv);
@@ -186,12 +257,123 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
             uapi::KVM_CAP_ARM_RME_CREATE_REALM,
             RmeArg::None,
         )?;
+        self.configured = Some(realm.clone());
         self.state = RealmState::New;
         Ok(())
     }
 
-    /// Activates the realm once populated (and its RECs created): ACTIVATE_REALM for v11 and
-    /// earlier; v12 and later activate on the first `KVM_RUN`.
+    /// Records that the vCPUs already carry `realm`, set up by an earlier backend on the same VM
+    /// (for a VMM that resumes a run with a new backend). Issues nothing; v12 and later only.
+    pub fn adopt(&mut self, realm: &RealmParams) -> Result<(), Error> {
+        realm.validate()?;
+        if !self.version.gmem_populate() {
+            return Err(Error::NotOffered {
+                what: "adopting a configuration",
+                version: self.version,
+            });
+        }
+        self.configured = Some(realm.clone());
+        Ok(())
+    }
+
+    /// Sets the debug and SVE parameters of `realm` on one vCPU.
+    fn configure_vcpu(&mut self, vcpu: usize, realm: &RealmParams) -> Result<(), Error> {
+        let io_err = |op: &'static str| move |errno| Error::VcpuIoctl { vcpu, op, errno };
+        // Breakpoints and watchpoints: ID_AA64DFR0_EL1 (v14 39/44).
+        let mut b = [0u8; 8];
+        self.io
+            .vcpu_get_one_reg(vcpu, uapi::KVM_REG_ID_AA64DFR0_EL1, &mut b)
+            .map_err(io_err("KVM_GET_ONE_REG(ID_AA64DFR0_EL1)"))?;
+        let host = u64::from_le_bytes(b);
+        let mut dfr0 = host;
+        for (field, want, shift) in [
+            ("num_bps", realm.num_bps, uapi::DFR0_BRPS_SHIFT),
+            ("num_wps", realm.num_wps, uapi::DFR0_WRPS_SHIFT),
+        ] {
+            let offered = dfr0_field(host, shift) + 1;
+            if u64::from(want) > offered {
+                return Err(Error::VcpuParam {
+                    vcpu,
+                    field,
+                    value: want.into(),
+                    reason: format!(
+                        "ID_AA64DFR0_EL1 ({host:#x}) offers {offered}; the count can only be lowered"
+                    ),
+                });
+            }
+            dfr0 = (dfr0 & !(0xf << shift)) | ((u64::from(want) - 1) << shift);
+        }
+        let bps = dfr0_field(dfr0, uapi::DFR0_BRPS_SHIFT);
+        if dfr0_field(dfr0, uapi::DFR0_CTX_CMPS_SHIFT) > bps {
+            // set_id_aa64dfr0_el1 (v14 39/44): CTX_CMPs is never greater than BRPs.
+            dfr0 =
+                (dfr0 & !(0xf << uapi::DFR0_CTX_CMPS_SHIFT)) | (bps << uapi::DFR0_CTX_CMPS_SHIFT);
+        }
+        self.io
+            .vcpu_set_one_reg(vcpu, uapi::KVM_REG_ID_AA64DFR0_EL1, &dfr0.to_le_bytes())
+            .map_err(io_err("KVM_SET_ONE_REG(ID_AA64DFR0_EL1)"))?;
+        // SVE: KVM_REG_ARM64_SVE_VLS then finalize (v14 41/44 realm_init_sve_param).
+        let mut vls = [0u8; 64];
+        let has_sve = match self
+            .io
+            .vcpu_get_one_reg(vcpu, uapi::KVM_REG_ARM64_SVE_VLS, &mut vls)
+        {
+            Ok(()) => true,
+            Err(libc::ENOENT) => false,
+            Err(errno) => {
+                return Err(Error::VcpuIoctl {
+                    vcpu,
+                    op: "KVM_GET_ONE_REG(KVM_REG_ARM64_SVE_VLS)",
+                    errno,
+                })
+            }
+        };
+        match (realm.sve_vl, has_sve) {
+            (0, false) => Ok(()),
+            (0, true) => Err(Error::VcpuParam {
+                vcpu,
+                field: "sve_vl",
+                value: 0,
+                reason: "the vCPU was initialised with KVM_ARM_VCPU_SVE; the kernel would give \
+                         the realm SVE"
+                    .into(),
+            }),
+            (vl, false) => Err(Error::VcpuParam {
+                vcpu,
+                field: "sve_vl",
+                value: vl.into(),
+                reason: "the vCPU was initialised without KVM_ARM_VCPU_SVE".into(),
+            }),
+            (vl, true) => {
+                let vq = usize::from(vl / 128);
+                let bit = |v: &[u8; 64], q: usize| v[(q - 1) / 8] & (1 << ((q - 1) % 8)) != 0;
+                if !bit(&vls, vq) {
+                    return Err(Error::VcpuParam {
+                        vcpu,
+                        field: "sve_vl",
+                        value: vl.into(),
+                        reason:
+                            "the host does not offer this vector length (KVM_REG_ARM64_SVE_VLS)"
+                                .into(),
+                    });
+                }
+                for q in vq + 1..=512 {
+                    vls[(q - 1) / 8] &= !(1 << ((q - 1) % 8));
+                }
+                self.io
+                    .vcpu_set_one_reg(vcpu, uapi::KVM_REG_ARM64_SVE_VLS, &vls)
+                    .map_err(io_err("KVM_SET_ONE_REG(KVM_REG_ARM64_SVE_VLS)"))?;
+                self.io
+                    .vcpu_finalize(vcpu, uapi::KVM_ARM_VCPU_SVE)
+                    .map_err(io_err("KVM_ARM_VCPU_FINALIZE(KVM_ARM_VCPU_SVE)"))
+            }
+        }
+    }
+
+    /// Activates the realm once populated (and its RECs created): ACTIVATE_REALM for v9; from
+    /// v12 on the kernel activates on the first `KVM_RUN` (creating the RECs and initialising
+    /// RIPAS then), so nothing is issued and the backend counts the realm as active: populating
+    /// after it is refused without asking the kernel (which would answer `EBUSY` for good).
     pub fn activate(&mut self) -> Result<Activation, Error> {
         if self.state == RealmState::Active {
             return Err(Error::WrongState {
@@ -200,6 +382,7 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
             });
         }
         if self.version != UapiVersion::EnableCap {
+            self.state = RealmState::Active;
             return Ok(Activation::OnFirstRun);
         }
         if self.state != RealmState::New {
@@ -299,6 +482,31 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
             )
         };
         match self.io.rmi_populate(request, &mut args) {
+            // realm_ensure_created (v12 22/46, v13 26/48, v14 28/44): once the realm is active
+            // every populate is EBUSY, for good. Not a "busy, try again": a hard stop.
+            Err(libc::EBUSY) => {
+                self.state = RealmState::Active;
+                let mut e = BackendError::new(
+                    ErrorKind::Failed,
+                    what(
+                        "EBUSY: the realm is already active (the first KVM_RUN activated it); \
+                         the kernel refuses every populate from now on",
+                    ),
+                );
+                e.errno = Some(libc::EBUSY);
+                Populated::failed(0, e)
+            }
+            Err(libc::EINVAL) => Populated::failed(
+                0,
+                err(
+                    libc::EINVAL,
+                    what(
+                        "EINVAL: the range must lie in a guest_memfd memslot and be private \
+                         (KVM_SET_MEMORY_ATTRIBUTES) page by page (kvm_gmem_populate); before the \
+                         realm exists, every SVE vCPU must also be finalized with one vector length",
+                    ),
+                ),
+            ),
             Err(errno) => Populated::failed(0, err(errno, what("refused"))),
             Ok(ret) if self.version.populate_in_out() => {
                 let done = len.wrapping_sub(args.size);
@@ -346,7 +554,25 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
                 0,
                 BackendError::new(
                     ErrorKind::Failed,
-                    format!("populating {:#x}: the realm is already active", chunk.gpa),
+                    format!(
+                        "populating [{:#x}..+{:#x}): the realm is already active; the kernel \
+                         refuses populate after the first KVM_RUN (EBUSY)",
+                        chunk.gpa, chunk.len
+                    ),
+                ),
+            );
+        }
+        if self.version == UapiVersion::V14 && self.configured.is_none() {
+            return Populated::failed(
+                0,
+                BackendError::new(
+                    ErrorKind::Failed,
+                    format!(
+                        "populating [{:#x}..+{:#x}): v14 creates the realm at the first populate \
+                         and reads its SVE and debug parameters from the vCPUs then; create and \
+                         initialise every vCPU and call configure first",
+                        chunk.gpa, chunk.len
+                    ),
                 ),
             );
         }
@@ -494,7 +720,35 @@ impl<I: CcaIoctl> Backend for CcaBackend<'_, I> {
     fn caps(&self) -> BackendCaps {
         BackendCaps {
             in_place: self.stager.is_some(),
-            ..CCA_CAPS
+            ..cca_caps(self.version)
+        }
+    }
+
+    /// v12 and later: `KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)` over the range, as
+    /// `kvm_gmem_populate` refuses (EINVAL) every page that is not private. v9 never gets here
+    /// (its caps say `ByPopulate`).
+    fn make_private(&mut self, gpa: u64, len: u64) -> Populated {
+        if !self.version.gmem_populate() {
+            return Populated::failed(
+                0,
+                BackendError::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "[{gpa:#x}..+{len:#x}): {} populates from the shared alias; nothing to convert",
+                        self.version
+                    ),
+                ),
+            );
+        }
+        match self.io.set_private(gpa, len) {
+            Ok(()) => Populated::all(len),
+            Err(errno) => Populated::failed(
+                0,
+                err(
+                    errno,
+                    format!("KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) [{gpa:#x}..+{len:#x})"),
+                ),
+            ),
         }
     }
 
@@ -514,7 +768,8 @@ impl<I: CcaIoctl> Backend for CcaBackend<'_, I> {
             Role::Ripas if self.version == UapiVersion::EnableCap => {
                 return self.init_ripas_legacy(chunk)
             }
-            // The kernel sets RIPAS RAM itself from v12 on: nothing to issue.
+            // The kernel initialises RIPAS RAM over every guest_memfd memslot at the first
+            // KVM_RUN from v12 on (v12 21/46, v13 25/48, v14 27/44): nothing to issue.
             Role::Ripas => return Populated::all(chunk.len),
             role => {
                 return Populated::failed(

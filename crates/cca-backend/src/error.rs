@@ -96,4 +96,34 @@ pub enum Error {
         /// Its errno.
         errno: i32,
     },
+    /// A series version this crate does not speak.
+    #[error("version v{series} of the Arm CCA KVM series is not supported: {reason}")]
+    UnsupportedVersion {
+        /// The series version (`v<N>`).
+        series: u32,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A vCPU ioctl of the launch failed.
+    #[error("{op} on vCPU {vcpu} failed: errno {errno} ({})", std::io::Error::from_raw_os_error(*errno))]
+    VcpuIoctl {
+        /// The vCPU (creation order).
+        vcpu: usize,
+        /// The ioctl (and register).
+        op: &'static str,
+        /// Its errno.
+        errno: i32,
+    },
+    /// A vCPU cannot carry the realm parameter asked for.
+    #[error("vCPU {vcpu} cannot carry {field} = {value}: {reason}")]
+    VcpuParam {
+        /// The vCPU (creation order).
+        vcpu: usize,
+        /// The realm parameter.
+        field: &'static str,
+        /// The value asked for.
+        value: u64,
+        /// Why not (what the vCPU offers).
+        reason: String,
+    },
 }

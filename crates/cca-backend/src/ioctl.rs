@@ -10,39 +10,56 @@ use crate::uapi::{
 use crate::Error;
 
 /// Which version of the Arm CCA KVM series' user ABI to speak. Deployed kernels carry different
-/// versions, so the caller selects one; [`UapiVersion::default`] is the newest.
+/// versions, so the caller selects one; [`UapiVersion::default`] is the newest. Only versions
+/// whose numbers were read in their own patches are offered; [`UapiVersion::from_series`]
+/// refuses the others by name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum UapiVersion {
-    /// v11 and earlier: `KVM_ENABLE_CAP(KVM_CAP_ARM_RME)` sub-commands (CONFIG_REALM,
-    /// CREATE_REALM, INIT_RIPAS_REALM, POPULATE_REALM from the memslot's shared alias,
-    /// ACTIVATE_REALM). Populate reports no partial progress.
+    /// v9, the `KVM_ENABLE_CAP(KVM_CAP_ARM_RME = 243)` form: CONFIG_REALM, CREATE_REALM,
+    /// INIT_RIPAS_REALM, POPULATE_REALM from the memslot's shared alias, ACTIVATE_REALM.
+    /// Populate reports no partial progress.
     EnableCap,
     /// v12: `KVM_ARM_RMI_POPULATE` (`_IOW`) returning the bytes populated; realm created on
-    /// first populate and activated on first `KVM_RUN`; no RIPAS or configuration calls.
+    /// first populate, RECs, RIPAS and activation on the first `KVM_RUN`.
     V12,
-    /// v13: as v14 (a different capability number).
+    /// v13: as v14 but capability 248 and the realm VM type at bit 8.
     V13,
     /// v14: `KVM_ARM_RMI_POPULATE` (`_IOWR`) with an in/out struct the kernel advances, 0 on
-    /// success; the destination is set to RIPAS RAM implicitly.
+    /// success; realm VM type at bit 30.
     #[default]
     V14,
 }
 
 impl UapiVersion {
-    /// The version a kernel series number (`v<N>`) speaks, if this crate knows it.
-    pub fn from_series(n: u32) -> Option<UapiVersion> {
+    /// The version a kernel series number (`v<N>`) speaks. Versions whose capability number
+    /// this crate could not read in their patches (v5 to v8, v10, v11, and anything after v14)
+    /// are refused with [`Error::UnsupportedVersion`].
+    ///
+    /// ```
+    /// use cca_backend::{Error, UapiVersion};
+    /// assert_eq!(UapiVersion::from_series(14)?, UapiVersion::V14);
+    /// assert!(matches!(UapiVersion::from_series(11), Err(Error::UnsupportedVersion { series: 11, .. })));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn from_series(n: u32) -> Result<UapiVersion, Error> {
         match n {
-            5..=11 => Some(UapiVersion::EnableCap),
-            12 => Some(UapiVersion::V12),
-            13 => Some(UapiVersion::V13),
-            14 => Some(UapiVersion::V14),
-            _ => None,
+            9 => Ok(UapiVersion::EnableCap),
+            12 => Ok(UapiVersion::V12),
+            13 => Ok(UapiVersion::V13),
+            14 => Ok(UapiVersion::V14),
+            5..=8 | 10 | 11 => Err(Error::UnsupportedVersion {
+                series: n,
+                reason:
+                    "its KVM_CAP_ARM_RME number differs from v9's and was not read in its patches",
+            }),
+            _ => Err(Error::UnsupportedVersion {
+                series: n,
+                reason: "this crate knows v9, v12, v13 and v14 of the series",
+            }),
         }
     }
 
-    /// The capability number the version's patches give, used when the kernel does not export
-    /// the live one ([`uapi::KVM_CAP_ARM_RMI_SYSFS`]). For [`UapiVersion::EnableCap`] this is the
-    /// v9 number; v10 and v11 differ: pass theirs to [`probe_with`].
+    /// The capability number the version's own patches give (v9 243, v12 247, v13 248, v14 249).
     pub fn series_cap(self) -> u32 {
         match self {
             UapiVersion::EnableCap => KVM_CAP_ARM_RME_V9,
@@ -57,6 +74,12 @@ impl UapiVersion {
         matches!(self, UapiVersion::V13 | UapiVersion::V14)
     }
 
+    /// Whether this version populates through `kvm_gmem_populate` (v12 and later), which needs
+    /// the range private (`KVM_SET_MEMORY_ATTRIBUTES`) first.
+    pub fn gmem_populate(self) -> bool {
+        self != UapiVersion::EnableCap
+    }
+
     /// The `KVM_ARM_RMI_POPULATE` request number (`None` for [`UapiVersion::EnableCap`]).
     pub fn populate_request(self) -> Option<u64> {
         match self {
@@ -65,12 +88,18 @@ impl UapiVersion {
             UapiVersion::V13 | UapiVersion::V14 => Some(uapi::KVM_ARM_RMI_POPULATE_V13),
         }
     }
+
+    /// The `KVM_CREATE_VM` machine type of a realm with `ipa_bits` of IPA space
+    /// ([`uapi::realm_vm_type`]).
+    pub fn realm_vm_type(self, ipa_bits: u8) -> u64 {
+        uapi::realm_vm_type(self, ipa_bits)
+    }
 }
 
 impl fmt::Display for UapiVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            UapiVersion::EnableCap => "v11-and-earlier (KVM_ENABLE_CAP)",
+            UapiVersion::EnableCap => "v9 (KVM_ENABLE_CAP)",
             UapiVersion::V12 => "v12",
             UapiVersion::V13 => "v13",
             UapiVersion::V14 => "v14",
@@ -94,7 +123,8 @@ pub enum RmeArg<'a> {
 /// Every CCA ioctl the backend issues. The real implementation is [`KvmCcaIoctl`]; tests use a
 /// model of the kernel ([`testing::KernelModel`](crate::testing::KernelModel)).
 ///
-/// Errors are the ioctl's errno (positive).
+/// Errors are the ioctl's errno (positive). vCPUs are numbered in the order the VMM created
+/// them (index 0 is the boot vCPU, the only runnable REC).
 pub trait CcaIoctl {
     /// VM ioctl `KVM_ARM_RMI_POPULATE` with request number `request`; the ioctl's return value
     /// (bytes populated for v12, 0 from v13 on, when the kernel advanced `args`).
@@ -103,9 +133,40 @@ pub trait CcaIoctl {
     /// `KVM_ENABLE_CAP` with `cap`, `args[0] = sub` and `args[1]` pointing at `arg`.
     fn rme_enable_cap(&mut self, cap: u32, sub: u64, arg: RmeArg<'_>) -> Result<(), i32>;
 
-    /// Writes `bytes` into the memslot's shared (userspace) alias at `gpa`: v11 and earlier
-    /// populate from there.
+    /// Writes `bytes` into the memslot's shared (userspace) alias at `gpa`: v9 populates from
+    /// there.
     fn write_shared_alias(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), i32>;
+
+    /// VM ioctl `KVM_SET_MEMORY_ATTRIBUTES` with `KVM_MEMORY_ATTRIBUTE_PRIVATE` over
+    /// `[gpa, gpa + len)`. The default refuses with `ENOTTY` (a layer that cannot convert).
+    fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
+        let _ = (gpa, len);
+        Err(libc::ENOTTY)
+    }
+
+    /// How many vCPUs the VM has (the ones this layer can reach). The default has none.
+    fn vcpu_count(&self) -> usize {
+        0
+    }
+
+    /// `KVM_GET_ONE_REG` of register `id` on vCPU `vcpu` into `value`. The default refuses
+    /// with `ENOTTY`.
+    fn vcpu_get_one_reg(&mut self, vcpu: usize, id: u64, value: &mut [u8]) -> Result<(), i32> {
+        let _ = (vcpu, id, value);
+        Err(libc::ENOTTY)
+    }
+
+    /// `KVM_SET_ONE_REG` of register `id` on vCPU `vcpu`. The default refuses with `ENOTTY`.
+    fn vcpu_set_one_reg(&mut self, vcpu: usize, id: u64, value: &[u8]) -> Result<(), i32> {
+        let _ = (vcpu, id, value);
+        Err(libc::ENOTTY)
+    }
+
+    /// `KVM_ARM_VCPU_FINALIZE(feature)` on vCPU `vcpu`. The default refuses with `ENOTTY`.
+    fn vcpu_finalize(&mut self, vcpu: usize, feature: i32) -> Result<(), i32> {
+        let _ = (vcpu, feature);
+        Err(libc::ENOTTY)
+    }
 }
 
 impl<T: CcaIoctl + ?Sized> CcaIoctl for &mut T {
@@ -118,31 +179,66 @@ impl<T: CcaIoctl + ?Sized> CcaIoctl for &mut T {
     fn write_shared_alias(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), i32> {
         (**self).write_shared_alias(gpa, bytes)
     }
+    fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
+        (**self).set_private(gpa, len)
+    }
+    fn vcpu_count(&self) -> usize {
+        (**self).vcpu_count()
+    }
+    fn vcpu_get_one_reg(&mut self, vcpu: usize, id: u64, value: &mut [u8]) -> Result<(), i32> {
+        (**self).vcpu_get_one_reg(vcpu, id, value)
+    }
+    fn vcpu_set_one_reg(&mut self, vcpu: usize, id: u64, value: &[u8]) -> Result<(), i32> {
+        (**self).vcpu_set_one_reg(vcpu, id, value)
+    }
+    fn vcpu_finalize(&mut self, vcpu: usize, feature: i32) -> Result<(), i32> {
+        (**self).vcpu_finalize(vcpu, feature)
+    }
 }
 
 /// Writes bytes into the shared alias of guest memory at a guest-physical address (the VMM's
 /// mapping of the memslot's `userspace_addr`), for [`UapiVersion::EnableCap`] populate.
 pub type SharedAliasWriter<'v> = Box<dyn FnMut(u64, &[u8]) -> std::io::Result<()> + 'v>;
 
-/// The real ioctls, on a realm VM's fd. The ioctls are issued on arm64 hosts only; elsewhere
-/// every call fails with `ENOTTY` without reaching the kernel (the numbers may mean something
-/// else to another architecture's KVM).
+/// The real ioctls, on a realm VM's fd and its vCPUs' fds. The ioctls are issued on arm64 hosts
+/// only; elsewhere every call fails with `ENOTTY` without reaching the kernel (the numbers may
+/// mean something else to another architecture's KVM).
 pub struct KvmCcaIoctl<'v> {
     #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     vm: &'v kvm_ioctls::VmFd,
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    vcpus: &'v [kvm_ioctls::VcpuFd],
     shared: Option<SharedAliasWriter<'v>>,
 }
 
 impl<'v> KvmCcaIoctl<'v> {
-    /// The ioctls of `vm`.
+    /// The ioctls of `vm` (no vCPUs: add them with [`KvmCcaIoctl::with_vcpus`]).
     pub fn new(vm: &'v kvm_ioctls::VmFd) -> Self {
-        KvmCcaIoctl { vm, shared: None }
+        KvmCcaIoctl {
+            vm,
+            vcpus: &[],
+            shared: None,
+        }
+    }
+
+    /// The VM's vCPUs, in creation order (index 0 boots). From v12 on the kernel reads the
+    /// realm's SVE vector length and debug resources from them when it creates the realm (at
+    /// the first populate), so [`CcaBackend::configure`](crate::CcaBackend::configure) sets
+    /// them up through these fds.
+    pub fn with_vcpus(mut self, vcpus: &'v [kvm_ioctls::VcpuFd]) -> Self {
+        self.vcpus = vcpus;
+        self
     }
 
     /// Sets how to write the memslot's shared alias (needed for [`UapiVersion::EnableCap`]).
     pub fn with_shared_alias(mut self, writer: SharedAliasWriter<'v>) -> Self {
         self.shared = Some(writer);
         self
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    fn vcpu(&self, vcpu: usize) -> Result<&kvm_ioctls::VcpuFd, i32> {
+        self.vcpus.get(vcpu).ok_or(libc::ENODEV)
     }
 }
 
@@ -199,23 +295,88 @@ impl CcaIoctl for KvmCcaIoctl<'_> {
             None => Err(libc::EFAULT),
         }
     }
+
+    fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
+        #[cfg(target_arch = "aarch64")]
+        {
+            self.vm
+                .set_memory_attributes(kvm_bindings::kvm_memory_attributes {
+                    address: gpa,
+                    size: len,
+                    attributes: uapi::KVM_MEMORY_ATTRIBUTE_PRIVATE,
+                    flags: 0,
+                })
+                .map_err(|e| e.errno())
+        }
+        #[cfg(not(target_arch = "aarch64"))]
+        {
+            let _ = (gpa, len);
+            Err(libc::ENOTTY)
+        }
+    }
+
+    fn vcpu_count(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    fn vcpu_get_one_reg(&mut self, vcpu: usize, id: u64, value: &mut [u8]) -> Result<(), i32> {
+        #[cfg(target_arch = "aarch64")]
+        {
+            self.vcpu(vcpu)?
+                .get_one_reg(id, value)
+                .map(|_| ())
+                .map_err(|e| e.errno())
+        }
+        #[cfg(not(target_arch = "aarch64"))]
+        {
+            let _ = (vcpu, id, value);
+            Err(libc::ENOTTY)
+        }
+    }
+
+    fn vcpu_set_one_reg(&mut self, vcpu: usize, id: u64, value: &[u8]) -> Result<(), i32> {
+        #[cfg(target_arch = "aarch64")]
+        {
+            self.vcpu(vcpu)?
+                .set_one_reg(id, value)
+                .map(|_| ())
+                .map_err(|e| e.errno())
+        }
+        #[cfg(not(target_arch = "aarch64"))]
+        {
+            let _ = (vcpu, id, value);
+            Err(libc::ENOTTY)
+        }
+    }
+
+    fn vcpu_finalize(&mut self, vcpu: usize, feature: i32) -> Result<(), i32> {
+        #[cfg(target_arch = "aarch64")]
+        {
+            self.vcpu(vcpu)?
+                .vcpu_finalize(&feature)
+                .map_err(|e| e.errno())
+        }
+        #[cfg(not(target_arch = "aarch64"))]
+        {
+            let _ = (vcpu, feature);
+            Err(libc::ENOTTY)
+        }
+    }
 }
 
 /// Where the capability number came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CapSource {
-    /// The kernel's `kvm_cap_arm_rmi` module parameter.
-    ModuleParam,
     /// The number the selected series version's patches give.
     SeriesNumber,
-    /// Given by the caller.
+    /// Given by the caller (a kernel whose number the VMM knows better, e.g. a vendor tree).
     Caller,
 }
 
 /// What probing found: CCA realms are available through this capability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Probe {
-    /// The capability number (`KVM_CAP_ARM_RMI`, or `KVM_CAP_ARM_RME` for v11 and earlier).
+    /// The capability number (`KVM_CAP_ARM_RMI`, or `KVM_CAP_ARM_RME` for v9).
     pub cap: u32,
     /// Where the number came from.
     pub cap_source: CapSource,
@@ -223,11 +384,15 @@ pub struct Probe {
     pub version: UapiVersion,
 }
 
-/// Probes this machine's KVM for Arm CCA realm support speaking `version`.
+/// Probes this machine's KVM for Arm CCA realm support speaking `version`, asking
+/// `KVM_CHECK_EXTENSION` for the capability number `version`'s own patches give
+/// ([`UapiVersion::series_cap`]). On a host that is not arm64 nothing is asked of the kernel
+/// (capability numbers of an out-of-tree series may mean something else there).
 ///
-/// The capability number is taken from the `kvm_cap_arm_rmi` module parameter when the kernel
-/// exports it, else from the version's patches. On a host that is not arm64 nothing is asked of
-/// the kernel (capability numbers of an out-of-tree series may mean something else there).
+/// A positive answer says the number answers, not which series it belongs to: v9's 243 is
+/// mainline 6.18's `KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED`. Creating the realm VM
+/// ([`UapiVersion::realm_vm_type`]) is the decisive check: a kernel without the series (or of
+/// another version: v14 moved the type bit) refuses it with `EINVAL`.
 ///
 /// ```
 /// # let Ok(kvm) = kvm_ioctls::Kvm::new() else { return };
@@ -237,22 +402,19 @@ pub struct Probe {
 /// }
 /// ```
 pub fn probe(kvm: &kvm_ioctls::Kvm, version: UapiVersion) -> Result<Probe, Error> {
-    let param = std::fs::read_to_string(uapi::KVM_CAP_ARM_RMI_SYSFS).ok();
     probe_with(
         &|cap| kvm.check_extension_raw(cap.into()),
-        param.as_deref(),
         None,
         cfg!(target_arch = "aarch64"),
         version,
     )
 }
 
-/// [`probe`] with its inputs given: `check_extension` asks `KVM_CHECK_EXTENSION`, `module_param`
-/// is the content of the `kvm_cap_arm_rmi` parameter (if the kernel has one), `cap` a number the
-/// caller knows (taking precedence), `arm64` whether the host is arm64.
+/// [`probe`] with its inputs given: `check_extension` asks `KVM_CHECK_EXTENSION`, `cap` a number
+/// the caller knows (taking precedence over the series number), `arm64` whether the host is
+/// arm64.
 pub fn probe_with(
     check_extension: &dyn Fn(u32) -> i32,
-    module_param: Option<&str>,
     cap: Option<u32>,
     arm64: bool,
     version: UapiVersion,
@@ -265,20 +427,9 @@ pub fn probe_with(
             ),
         });
     }
-    let (cap, cap_source) = match (cap, module_param.map(str::trim)) {
-        (Some(c), _) => (c, CapSource::Caller),
-        (None, Some(p)) => match p.parse::<u32>() {
-            Ok(c) => (c, CapSource::ModuleParam),
-            Err(_) => {
-                return Err(Error::NotSupported {
-                    reason: format!(
-                        "{} holds {p:?}, not a capability number",
-                        uapi::KVM_CAP_ARM_RMI_SYSFS
-                    ),
-                })
-            }
-        },
-        (None, None) => (version.series_cap(), CapSource::SeriesNumber),
+    let (cap, cap_source) = match cap {
+        Some(c) => (c, CapSource::Caller),
+        None => (version.series_cap(), CapSource::SeriesNumber),
     };
     match check_extension(cap) {
         r if r > 0 => Ok(Probe {
@@ -290,7 +441,6 @@ pub fn probe_with(
             reason: format!(
                 "KVM_CHECK_EXTENSION({cap}) = {r} (capability number from {}; selected ABI {version})",
                 match cap_source {
-                    CapSource::ModuleParam => "the kvm_cap_arm_rmi module parameter",
                     CapSource::SeriesNumber => "the series patches",
                     CapSource::Caller => "the caller",
                 }

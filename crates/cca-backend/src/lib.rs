@@ -4,16 +4,21 @@
 //! - [`probe`] says whether this machine's KVM runs realms (a typed [`Error::NotSupported`]
 //!   otherwise), discovering the capability number rather than assuming it.
 //! - [`CcaBackend`] implements [`cc_populate::Backend`] over a [`CcaIoctl`] layer
-//!   ([`KvmCcaIoctl`] on a VM fd, or [`testing::KernelModel`]), speaking the series version the
-//!   caller selects ([`UapiVersion`]: v14 and v13 in/out populate, v12 bytes-returned populate,
-//!   or the `KVM_ENABLE_CAP` sub-commands of v11 and earlier), with the launch steps around
-//!   populate ([`CcaBackend::configure`], [`CcaBackend::activate`]).
+//!   ([`KvmCcaIoctl`] on a VM fd and its vCPU fds, or [`testing::KernelModel`]), speaking the
+//!   series version the caller selects ([`UapiVersion`]: v14 and v13 in/out populate, v12
+//!   bytes-returned populate, both after `KVM_SET_MEMORY_ATTRIBUTES`, or v9's `KVM_ENABLE_CAP`
+//!   sub-commands), with the launch steps around populate ([`CcaBackend::configure`],
+//!   [`CcaBackend::activate`]).
 //! - [`measure`] computes the RIM of a plan for a realm's [`RealmParams`] and [`RecParams`]
-//!   (RMM specification 1.0, SHA-256 and SHA-512), through [`RimDigest`], which can also be
-//!   driven record by record; [`ripas_split`] gives the RTT entries RIPAS initialisation is
-//!   measured as.
+//!   (SHA-256 and SHA-512) under the RMM 1.0 or 2.0 rules ([`RmmVersion`]) in the launch
+//!   order of the series ([`MeasureOrder`], through [`measure_with_options`]), via
+//!   [`RimDigest`], which can also be driven record by record; [`ripas_split`] gives the RTT
+//!   entries RIPAS initialisation is measured as.
 //!
-//! Populating a realm (the VM fd, memslots and vCPUs are the VMM's):
+//! Populating a realm on v14 (the VM fd, memslots and vCPUs are the VMM's). The order matters:
+//! the kernel creates the realm at the first populate and reads its SVE and debug parameters
+//! from the vCPUs then, so every vCPU exists and is configured (finalized) before the run;
+//! the realm is activated, and can no longer be populated, at the first `KVM_RUN`.
 //!
 //! ```no_run
 //! use cc_populate::{Driver, MemoryLayout, Memslot, PlanBuilder, Role};
@@ -21,19 +26,27 @@
 //!
 //! let kvm = kvm_ioctls::Kvm::new()?;
 //! let found = probe(&kvm, UapiVersion::V14)?;
-//! let vm = kvm.create_vm_with_type(cca_backend::uapi::realm_vm_type(40))?;
-//! // ... guest_memfd memslots set up here ...
+//! // 1. The realm VM: bit 30 of the machine type on v14 (bit 8 up to v13).
+//! let vm = kvm.create_vm_with_type(UapiVersion::V14.realm_vm_type(40))?;
+//! // 2. guest_memfd memslots (KVM_SET_USER_MEMORY_REGION2 with KVM_MEM_GUEST_MEMFD) here.
+//! // 3. Every vCPU, KVM_ARM_VCPU_INIT with PSCI 0.2 (and SVE if the realm has it).
+//! let vcpus = vec![vm.create_vcpu(0)?, vm.create_vcpu(1)?];
 //! let layout = MemoryLayout::new(&[Memslot { slot: 0, gpa: 0, size: 1 << 30 }])?;
 //! let firmware = std::fs::read("QEMU_EFI.fd")?;
 //! let plan = PlanBuilder::new()
 //!     .zeros(0, 1 << 30, Role::Ripas)
 //!     .source(0, Role::Measured, &firmware)
 //!     .build(&CCA_CAPS, &layout)?;
-//! let realm = RealmParams::new(HashAlgo::Sha256, 40);
-//! let mut backend = CcaBackend::new(KvmCcaIoctl::new(&vm), &found);
+//! let mut realm = RealmParams::new(HashAlgo::Sha256, 40);
+//! realm.num_bps = 4;
+//! let io = KvmCcaIoctl::new(&vm).with_vcpus(&vcpus);
+//! let mut backend = CcaBackend::new(io, &found);
+//! // 4. Debug counts and SVE length onto the vCPUs (and SVE finalized).
 //! backend.configure(&realm)?;
+//! // 5. Made private (KVM_SET_MEMORY_ATTRIBUTES), then populated; resumable after a stop.
 //! let report = Driver::new(&mut backend).run(&plan)?;
 //! assert!(report.is_complete());
+//! // 6. Nothing to issue: the first KVM_RUN activates the realm.
 //! backend.activate()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -68,7 +81,9 @@ mod ripas;
 pub mod testing;
 pub mod uapi;
 
-pub use backend::{Activation, CcaBackend, InPlaceStager, RealmState, BOUNCE_SIZE, CCA_CAPS};
+pub use backend::{
+    cca_caps, Activation, CcaBackend, InPlaceStager, RealmState, BOUNCE_SIZE, CCA_CAPS, CCA_CAPS_V9,
+};
 pub use error::Error;
 pub use ioctl::{
     probe, probe_with, CapSource, CcaIoctl, KvmCcaIoctl, Probe, RmeArg, SharedAliasWriter,
@@ -84,3 +99,8 @@ pub use params::{
     REALM_FLAG_SVE, REC_FLAG_RUNNABLE, RMI_PARAMS_SIZE,
 };
 pub use ripas::{ripas_split, rtt_geometry, RipasSplit, RttGeometry, GRANULE};
+// The RMM version and launch order a RIM is measured under.
+pub use measure::{measure_with_options, MeasureOptions, MeasureOrder};
+pub use params::{
+    RmmVersion, ID_AA64DFR0_EL1_BRPS_SHIFT, ID_AA64DFR0_EL1_WRPS_SHIFT, PMCR_EL0_N_SHIFT,
+};

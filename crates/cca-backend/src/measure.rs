@@ -1,13 +1,18 @@
-//! The Realm Initial Measurement (RIM), computed offline (RMM specification 1.0).
+//! The Realm Initial Measurement (RIM), computed offline (RMM specification 1.0 and 2.0).
 //!
 //! The RIM starts as the hash of the measured realm parameters (RMI_REALM_CREATE, B4.3.9.4) and
 //! is extended by hashing a 256-byte measurement descriptor holding the current RIM for every
-//! RMI_DATA_CREATE (B4.3.1.4), every RTT entry of RMI_RTT_INIT_RIPAS (B4.3.18.4) and every
-//! runnable RMI_REC_CREATE (B4.3.12.4). Descriptor layouts (C1.11-C1.13, zero padded to 256
-//! bytes): `desc_type` u8 at 0x0 (DATA 0, REC 1, RIPAS 2), `len` u64 at 0x8 (0x100), `rim[64]` at
-//! 0x10, then DATA: `ipa` at 0x50, `flags` at 0x58, `content[64]` at 0x60; REC: `content[64]` at
-//! 0x50; RIPAS: `base` at 0x50, `top` at 0x58. A SHA-256 result fills the low 32 bytes of a
-//! 64-byte field and the rest stays zero.
+//! RMI_DATA_CREATE (B4.3.1.4), every RTT entry of RMI_RTT_INIT_RIPAS (B4.3.18.4, RMM 1.0 only:
+//! see [`RmmVersion`]) and every runnable RMI_REC_CREATE (B4.3.12.4). Descriptor layouts
+//! (C1.11-C1.13, zero padded to 256 bytes): `desc_type` u8 at 0x0 (DATA 0, REC 1, RIPAS 2),
+//! `len` u64 at 0x8 (0x100), `rim[64]` at 0x10, then DATA: `ipa` at 0x50, `flags` at 0x58,
+//! `content[64]` at 0x60; REC: `content[64]` at 0x50; RIPAS: `base` at 0x50, `top` at 0x58. A
+//! SHA-256 result fills the low 32 bytes of a 64-byte field and the rest stays zero. TF-RMM's
+//! 2.0-era runtime keeps the DATA and REC layouts (`app/attestation/rmm_stub/src/
+//! measurement_descs.h` at `9a7f8ef46378320ad69140a42e51c1ccf5914661`).
+//!
+//! The order of the records is the order the host issues the RMI calls: [`MeasureOrder`] names
+//! the orders the CCA KVM series produce.
 
 use std::fmt;
 
@@ -16,7 +21,7 @@ use sha2::digest::consts::{U128, U64};
 use sha2::digest::generic_array::GenericArray;
 use sha2::Digest as _;
 
-use crate::params::{HashAlgo, RealmParams, RecParams};
+use crate::params::{HashAlgo, RealmParams, RecParams, RmmVersion};
 use crate::ripas::{ripas_split, GRANULE};
 use crate::Error;
 
@@ -202,6 +207,7 @@ const PARALLEL_MIN: usize = 64;
 #[derive(Clone, Debug)]
 pub struct RimDigest {
     algo: HashAlgo,
+    rmm: RmmVersion,
     ipa_bits: u8,
     lpa2: bool,
     rim: Measurement,
@@ -210,11 +216,18 @@ pub struct RimDigest {
 }
 
 impl RimDigest {
-    /// Starts the RIM of a realm: the hash of its measured `RmiRealmParams` (RMI_REALM_CREATE).
+    /// Starts the RIM of a realm under RMM 1.0: the hash of its measured `RmiRealmParams`
+    /// (RMI_REALM_CREATE).
     pub fn new(realm: &RealmParams) -> Result<Self, Error> {
+        Self::with_rmm(realm, RmmVersion::V1_0)
+    }
+
+    /// Starts the RIM of a realm under the measurement rules of `rmm`.
+    pub fn with_rmm(realm: &RealmParams, rmm: RmmVersion) -> Result<Self, Error> {
         let page = realm.measured_bytes()?;
         Ok(RimDigest {
             algo: realm.hash,
+            rmm,
             ipa_bits: realm.ipa_bits,
             lpa2: realm.lpa2,
             rim: hash(realm.hash, &page[..]),
@@ -226,6 +239,11 @@ impl RimDigest {
     /// Limits content hashing to `threads` threads (0, the default: every core).
     pub fn set_threads(&mut self, threads: usize) {
         self.threads = threads;
+    }
+
+    /// The RMM version whose rules this digest follows.
+    pub fn rmm(&self) -> RmmVersion {
+        self.rmm
     }
 
     /// The RIM so far.
@@ -371,12 +389,16 @@ impl RimDigest {
         Ok(())
     }
 
-    /// One RTT entry `[base, top)` of RMI_RTT_INIT_RIPAS, as given (no split).
+    /// One RTT entry `[base, top)` of RMI_RTT_INIT_RIPAS, as given (no split). Extends the
+    /// RIM under RMM 1.0 only.
     pub fn ripas_entry(&mut self, base: u64, top: u64) {
-        self.rim = hash(self.algo, &ripas_descriptor(&self.rim, base, top));
+        if self.rmm.measures_init_ripas() {
+            self.rim = hash(self.algo, &ripas_descriptor(&self.rim, base, top));
+        }
     }
 
-    /// RMI_RTT_INIT_RIPAS of `[base, top)`, split into RTT entries by [`ripas_split`].
+    /// RMI_RTT_INIT_RIPAS of `[base, top)`, split into RTT entries by [`ripas_split`] (checked
+    /// under every RMM version; measured under RMM 1.0 only).
     pub fn ripas_range(&mut self, base: u64, top: u64) -> Result<(), Error> {
         for (b, t) in ripas_split(base, top, self.ipa_bits, self.lpa2)? {
             self.ripas_entry(b, t);
@@ -394,15 +416,104 @@ impl RimDigest {
     }
 }
 
-/// The RIM of a realm launched from `plan` with `recs`: REALM_CREATE with `realm`, then the
-/// regions in the plan's order (measured and unmeasured regions DATA_CREATE granule by granule
-/// in address order, ripas regions RTT_INIT_RIPAS split as [`ripas_split`] says), then each REC
-/// in the order given.
+/// The order in which a launch's RMI calls reach the RMM, which is the order the RIM records
+/// them in. Which series uses which:
+///
+/// | series | who orders | order | policy |
+/// |---|---|---|---|
+/// | v11 and earlier (`UapiVersion::EnableCap`) | the VMM, one `KVM_ENABLE_CAP` per step | as issued | [`Planned`](Self::Planned) |
+/// | v12 | the kernel | REALM_CREATE, DATA in populate order, RECs at the first `KVM_RUN`, then RTT_INIT_RIPAS of the memslots | [`SeriesV12`](Self::SeriesV12) |
+/// | v13, v14 (RMM 2.0) | the kernel | REALM_CREATE, DATA in populate order, RECs at the first `KVM_RUN`; RIPAS is not measured | [`Planned`](Self::Planned) with [`RmmVersion::V2_0`] gives the same RIM |
+///
+/// Like the SNP VMSA placement, the policy is the verifier's statement of how the launch was
+/// made; the plan alone does not say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MeasureOrder {
+    /// REALM_CREATE, then the plan's regions in its order (ripas regions RTT_INIT_RIPAS where
+    /// they stand, data regions DATA_CREATE), then the RECs in the order given (only runnable
+    /// ones extend the RIM). The order the backend issues the steps in with the
+    /// `KVM_ENABLE_CAP` sub-commands of series v11 and earlier.
+    #[default]
+    Planned,
+    /// The order a series v12 kernel picks, whatever the VMM's order:
+    ///
+    /// 1. REALM_CREATE, at the first populate (`realm_ensure_created` from
+    ///    `kvm_arm_rmi_populate`, v12 patch 22/46 "Create the realm descriptor");
+    /// 2. DATA_CREATE of the plan's data regions, in the plan's order (the populate calls;
+    ///    20/46 "Allow populating initial contents");
+    /// 3. at the first `KVM_RUN` (`kvm_activate_realm`, 11/46 "Activate realm on first VCPU
+    ///    run"), one REC per vCPU in vCPU order, only vCPU 0 runnable (`kvm_create_rec`: `if
+    ///    (vcpu->vcpu_id == 0) params->flags |= REC_PARAMS_FLAG_RUNNABLE`, 12/46 "Allocate/free
+    ///    RECs to match vCPUs"): `recs` must list every vCPU with only the first runnable;
+    /// 4. then RTT_INIT_RIPAS over every guest_memfd memslot (`set_ripas_of_protected_regions`
+    ///    → `realm_init_ipa_state` → `ripas_change`, 21/46 "Set RIPAS of initial memslots"):
+    ///    the plan's ripas regions are those memslots, in the order the kernel walks them
+    ///    (`kvm_for_each_memslot`: memslot hash-table buckets, not GPA order; one memslot has
+    ///    no order to get wrong). RMM 1.0 measures no entry the populate already assigned
+    ///    (`smc_rtt_init_ripas` stops at an ASSIGNED entry and the kernel steps over it one page
+    ///    at a time, "FIXME: Ugly hack to skip regions which are already RIPAS_RAM"), so each
+    ///    memslot is measured as its ranges not populated, split into RTT entries as
+    ///    [`ripas_split`] says.
+    ///
+    /// Every data region must lie in the ripas regions (the kernel populates only guest_memfd
+    /// memslots).
+    SeriesV12,
+}
+
+impl MeasureOrder {
+    /// Every policy.
+    pub const ALL: [MeasureOrder; 2] = [MeasureOrder::Planned, MeasureOrder::SeriesV12];
+
+    /// The command-line name (`"planned"`, `"v12"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MeasureOrder::Planned => "planned",
+            MeasureOrder::SeriesV12 => "v12",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn from_name(name: &str) -> Option<MeasureOrder> {
+        MeasureOrder::ALL.into_iter().find(|o| o.name() == name)
+    }
+}
+
+/// How [`measure_with_options`] measures: the RMM version, the order, in-place content and
+/// threads. The default (RMM 1.0, [`MeasureOrder::Planned`], no reader, every core) is
+/// [`measure`].
+#[derive(Clone, Copy, Default)]
+pub struct MeasureOptions<'r> {
+    /// Whose measurement rules apply.
+    pub rmm: RmmVersion,
+    /// The order the launch issued its steps in.
+    pub order: MeasureOrder,
+    /// Reader for in-place content (required when a measured region's content is in place).
+    pub reader: Option<&'r dyn InPlaceReader>,
+    /// Threads for content hashes (0: every core).
+    pub threads: usize,
+}
+
+impl fmt::Debug for MeasureOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeasureOptions")
+            .field("rmm", &self.rmm)
+            .field("order", &self.order)
+            .field("reader", &self.reader.is_some())
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+/// The RIM of a realm launched from `plan` with `recs` under RMM 1.0, in the plan's order
+/// ([`MeasureOrder::Planned`]): REALM_CREATE with `realm`, then the regions in the plan's order
+/// (measured and unmeasured regions DATA_CREATE granule by granule in address order, ripas
+/// regions RTT_INIT_RIPAS split as [`ripas_split`] says), then each REC in the order given.
 ///
 /// The plan's given order is measured, as the populate calls are issued; a verifier reproduces
 /// it from the same plan (a VMM that wants GPA order sorts the regions before building the
 /// plan). Refuses `zero`, `secrets` and `cpuid` regions, regions outside the protected half of
-/// the IPA space, and in-place content (use [`measure_with`] to give a reader).
+/// the IPA space, and in-place content (use [`measure_with`] to give a reader). Other RMM
+/// versions and orders: [`measure_with_options`].
 ///
 /// ```
 /// use cc_populate::{MemoryLayout, PlanBuilder, Role};
@@ -420,7 +531,7 @@ impl RimDigest {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn measure(plan: &Plan<'_>, realm: &RealmParams, recs: &[RecParams]) -> Result<Rim, Error> {
-    measure_with(plan, realm, recs, None)
+    measure_with_options(plan, realm, recs, &MeasureOptions::default())
 }
 
 /// [`measure`], reading in-place content through `reader`.
@@ -430,8 +541,54 @@ pub fn measure_with(
     recs: &[RecParams],
     reader: Option<&dyn InPlaceReader>,
 ) -> Result<Rim, Error> {
-    let mut d = RimDigest::new(realm)?;
+    measure_with_options(
+        plan,
+        realm,
+        recs,
+        &MeasureOptions {
+            reader,
+            ..MeasureOptions::default()
+        },
+    )
+}
+
+/// The RIM of `plan` with `recs` under `opts`' RMM version and order (see [`MeasureOrder`]).
+///
+/// ```
+/// use cc_populate::{MemoryLayout, PlanBuilder, Role};
+/// use cca_backend::{
+///     measure_with_options, HashAlgo, MeasureOptions, MeasureOrder, RealmParams, RecParams,
+///     RmmVersion, CCA_CAPS,
+/// };
+///
+/// let kernel = vec![0xaau8; 3 * 4096];
+/// let plan = PlanBuilder::new()
+///     .zeros(0, 1 << 30, Role::Ripas) // the guest_memfd memslot
+///     .source(0x8_0000, Role::Measured, &kernel)
+///     .build(&CCA_CAPS, &MemoryLayout::unbounded())?;
+/// let realm = RealmParams::new(HashAlgo::Sha256, 40);
+/// let vcpus = [
+///     RecParams { pc: 0x8_0000, gprs: [0; 8], runnable: true },
+///     RecParams { pc: 0, gprs: [0; 8], runnable: false },
+/// ];
+/// let v12 = MeasureOptions { order: MeasureOrder::SeriesV12, ..Default::default() };
+/// let v14 = MeasureOptions { rmm: RmmVersion::V2_0, ..Default::default() };
+/// let a = measure_with_options(&plan, &realm, &vcpus, &v12)?;
+/// let b = measure_with_options(&plan, &realm, &vcpus, &v14)?;
+/// assert_ne!(a, b);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn measure_with_options(
+    plan: &Plan<'_>,
+    realm: &RealmParams,
+    recs: &[RecParams],
+    opts: &MeasureOptions<'_>,
+) -> Result<Rim, Error> {
+    let mut d = RimDigest::with_rmm(realm, opts.rmm)?;
+    d.set_threads(opts.threads);
     let limit = realm.protected_limit();
+    // Every region is checked before anything is measured, in the plan's order.
+    let mut kinds = Vec::with_capacity(plan.regions().len());
     for (i, r) in plan.regions().iter().enumerate() {
         let (gpa, len) = (r.gpa(), r.len());
         if gpa.checked_add(len).is_none_or(|end| end > limit) {
@@ -443,13 +600,10 @@ pub fn measure_with(
                 ipa_bits: realm.ipa_bits,
             });
         }
-        let measured = match r.role() {
-            Role::Measured => true,
-            Role::Unmeasured => false,
-            Role::Ripas => {
-                d.ripas_range(gpa, gpa + len)?;
-                continue;
-            }
+        kinds.push(match r.role() {
+            Role::Measured => Some(true),
+            Role::Unmeasured => Some(false),
+            Role::Ripas => None,
             role => {
                 return Err(Error::RoleRefused {
                     region: i,
@@ -458,55 +612,189 @@ pub fn measure_with(
                     role,
                 })
             }
-        };
-        let content_err = |reason: String| Error::Content {
-            region: i,
-            gpa,
-            len,
-            reason,
-        };
-        if r.released() > 0 {
-            return Err(content_err(
-                "its source was released after populating".into(),
-            ));
-        }
-        match r.content() {
-            Content::Zero => d.data_zeros(gpa, len, measured)?,
-            Content::InPlace if !measured => d.data_zeros(gpa, len, false)?,
-            Content::InPlace => {
-                let read = reader.ok_or_else(|| {
-                    content_err("written in place and no reader was given to measure it".into())
-                })?;
-                // In bounded pieces: a region may be far larger than memory.
-                let mut buf = vec![0u8; len.min(IN_PLACE_PIECE) as usize];
-                let mut off = 0;
-                while off < len {
-                    let n = (len - off).min(IN_PLACE_PIECE) as usize;
-                    let piece = &mut buf[..n];
-                    read.read_in_place(gpa + off, piece).map_err(|e| {
-                        content_err(format!("reading in place at {:#x}: {e}", gpa + off))
-                    })?;
-                    d.data_range(gpa + off, piece, true)?;
-                    off += n as u64;
+        });
+    }
+    match opts.order {
+        MeasureOrder::Planned => {
+            for ((i, r), kind) in plan.regions().iter().enumerate().zip(&kinds) {
+                match kind {
+                    None => d.ripas_range(r.gpa(), r.gpa() + r.len())?,
+                    Some(measured) => data_region(&mut d, i, r, *measured, opts.reader)?,
                 }
             }
-            _ => {
-                let bytes = r
-                    .source()
-                    .ok_or_else(|| content_err("no source bytes".into()))?;
-                d.data_range(gpa, bytes, measured)?;
+            for rec in recs {
+                d.rec(rec);
+            }
+        }
+        MeasureOrder::SeriesV12 => {
+            check_v12_recs(recs)?;
+            let regions = plan.regions();
+            let slots = merged(
+                regions
+                    .iter()
+                    .zip(&kinds)
+                    .filter(|(_, k)| k.is_none())
+                    .map(|(r, _)| (r.gpa(), r.gpa() + r.len())),
+            );
+            let populated = merged(
+                regions
+                    .iter()
+                    .zip(&kinds)
+                    .filter(|(_, k)| k.is_some())
+                    .map(|(r, _)| (r.gpa(), r.gpa() + r.len())),
+            );
+            for ((i, r), kind) in regions.iter().enumerate().zip(&kinds) {
+                let Some(measured) = kind else { continue };
+                let (base, top) = (r.gpa(), r.gpa() + r.len());
+                if !slots.iter().any(|&(b, t)| b <= base && top <= t) {
+                    return Err(Error::BadRange {
+                        base,
+                        top,
+                        reason: "under the v12 order every populated range lies in a guest_memfd memslot, given as a ripas region",
+                    });
+                }
+                data_region(&mut d, i, r, *measured, opts.reader)?;
+            }
+            for rec in recs {
+                d.rec(rec);
+            }
+            for (r, _) in regions.iter().zip(&kinds).filter(|(_, k)| k.is_none()) {
+                let (base, top) = (r.gpa(), r.gpa() + r.len());
+                for (b, t) in gaps(base, top, &populated) {
+                    d.ripas_range(b, t)?;
+                }
             }
         }
     }
-    for rec in recs {
-        d.rec(rec);
-    }
     Ok(d.finish())
+}
+
+/// `recs` as the v12 kernel creates them: at least one vCPU, and only vCPU 0 runnable.
+fn check_v12_recs(recs: &[RecParams]) -> Result<(), Error> {
+    if recs.is_empty() {
+        return Err(Error::InvalidParam {
+            field: "recs",
+            value: 0,
+            reason: "the v12 order creates one REC per vCPU at the first KVM_RUN: give every vCPU, vCPU 0 first",
+        });
+    }
+    for (i, rec) in recs.iter().enumerate() {
+        if rec.runnable != (i == 0) {
+            return Err(Error::InvalidParam {
+                field: "recs.runnable",
+                value: i as u64,
+                reason: "the v12 kernel makes only vCPU 0's REC runnable (kvm_create_rec): list the vCPUs in order with only the first runnable",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Sorted, merged (adjacent ranges joined) copy of `ranges`.
+fn merged(ranges: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = ranges.collect();
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+    for (b, t) in v {
+        match out.last_mut() {
+            Some(last) if b <= last.1 => last.1 = last.1.max(t),
+            _ => out.push((b, t)),
+        }
+    }
+    out
+}
+
+/// The parts of `[base, top)` outside every range of `taken` (sorted and merged), in address
+/// order.
+fn gaps(base: u64, top: u64, taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = base;
+    for &(b, t) in taken {
+        if t <= at || b >= top {
+            continue;
+        }
+        if b > at {
+            out.push((at, b));
+        }
+        at = at.max(t);
+        if at >= top {
+            break;
+        }
+    }
+    if at < top {
+        out.push((at, top));
+    }
+    out
+}
+
+/// DATA_CREATE of every granule of data region `i`.
+fn data_region(
+    d: &mut RimDigest,
+    i: usize,
+    r: &cc_populate::Region<'_>,
+    measured: bool,
+    reader: Option<&dyn InPlaceReader>,
+) -> Result<(), Error> {
+    let (gpa, len) = (r.gpa(), r.len());
+    let content_err = |reason: String| Error::Content {
+        region: i,
+        gpa,
+        len,
+        reason,
+    };
+    if r.released() > 0 {
+        return Err(content_err(
+            "its source was released after populating".into(),
+        ));
+    }
+    match r.content() {
+        Content::Zero => d.data_zeros(gpa, len, measured)?,
+        Content::InPlace if !measured => d.data_zeros(gpa, len, false)?,
+        Content::InPlace => {
+            let read = reader.ok_or_else(|| {
+                content_err("written in place and no reader was given to measure it".into())
+            })?;
+            // In bounded pieces: a region may be far larger than memory.
+            let mut buf = vec![0u8; len.min(IN_PLACE_PIECE) as usize];
+            let mut off = 0;
+            while off < len {
+                let n = (len - off).min(IN_PLACE_PIECE) as usize;
+                let piece = &mut buf[..n];
+                read.read_in_place(gpa + off, piece).map_err(|e| {
+                    content_err(format!("reading in place at {:#x}: {e}", gpa + off))
+                })?;
+                d.data_range(gpa + off, piece, true)?;
+                off += n as u64;
+            }
+        }
+        _ => {
+            let bytes = r
+                .source()
+                .ok_or_else(|| content_err("no source bytes".into()))?;
+            d.data_range(gpa, bytes, measured)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gaps_and_merges() {
+        let m = merged([(0x5000, 0x6000), (0x1000, 0x2000), (0x2000, 0x3000)].into_iter());
+        assert_eq!(m, vec![(0x1000, 0x3000), (0x5000, 0x6000)]);
+        assert_eq!(
+            gaps(0, 0x8000, &m),
+            vec![(0, 0x1000), (0x3000, 0x5000), (0x6000, 0x8000)]
+        );
+        assert_eq!(gaps(0x1000, 0x3000, &m), vec![]);
+        assert_eq!(gaps(0x2000, 0x5800, &m), vec![(0x3000, 0x5000)]);
+        assert_eq!(gaps(0x7000, 0x9000, &m), vec![(0x7000, 0x9000)]);
+        assert_eq!(gaps(0, 0x1000, &[]), vec![(0, 0x1000)]);
+        assert_eq!(merged([(0, 4), (1, 2)].into_iter()), vec![(0, 4)]);
+    }
 
     #[test]
     fn block_path_equals_buffered_digest() {

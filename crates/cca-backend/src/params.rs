@@ -1,4 +1,5 @@
-//! Realm and REC parameters, and the RMM 1.0 structures measured from them.
+//! Realm and REC parameters, the RMM version whose rules measure them, and the structures
+//! measured from them.
 //!
 //! Layouts from the RMM specification 1.0 (DEN0137 1.0-rel0): B4.4.12 `RmiRealmParams`
 //! (4096 bytes: `flags` 0x0, `s2sz` 0x8, `sve_vl` 0x10, `num_bps` 0x18, `num_wps` 0x20,
@@ -7,6 +8,16 @@
 //! bit 1 `sve`, bit 2 `pmu`), B4.4.7 `RmiHashAlgorithm` (0 SHA-256, 1 SHA-512), B4.4.19
 //! `RmiRecParams` (4096 bytes: `flags` 0x0, `mpidr` 0x100, `pc` 0x200, `gprs[0..8]` 0x300,
 //! `num_aux` 0x800, `aux` 0x808), B4.4.13 `RmiRecCreateFlags` (bit 0 `runnable`).
+//!
+//! RMM 2.0 keeps every measured offset: TF-RMM's 2.0-era runtime (`TF-RMM/tf-rmm` at
+//! `9a7f8ef46378320ad69140a42e51c1ccf5914661`, `lib/smc/include/smc-rmi.h`: `struct
+//! rmi_realm_params` with `flags0` 0x0, `s2sz` 0x8, `sve_vl` 0x10, `num_bps` 0x18, `num_wps`
+//! 0x20, `pmu_num_ctrs` 0x28, `algorithm` 0x30, and `struct rmi_rec_params` with `flags` 0x0,
+//! `pc` 0x200, `gprs` 0x300; `RMI_REALM_FLAGS0_{LPA2,SVE,PMU}` bits 0, 1, 2) copies exactly
+//! those fields into a zeroed page before hashing (`app/attestation/rmm_stub/src/rim.c`:
+//! `measurement_realm_params_measure`, `measurement_rec_params_measure`). Its wider fields
+//! (`unsigned int` where 1.0 has UInt8) hold the same little-endian bytes for every value
+//! accepted here.
 
 use crate::Error;
 
@@ -97,7 +108,85 @@ impl HashAlgo {
     }
 }
 
-/// The parameters of a realm (the plan file's `"cca"` object, minus the RECs).
+/// The RMM specification version whose measurement rules the RIM follows.
+///
+/// The two differ in one step: RMM 1.0 extends the RIM for every RTT entry of
+/// `RMI_RTT_INIT_RIPAS` (DEN0137 1.0-rel0, B4.3.18.4); RMM 2.0 does not. TF-RMM removed the
+/// measurement from `smc_rtt_init_ripas` (`runtime/rmi/rtt.c`) in commit
+/// `bdb07f46c010ea285c268411b4a3696fd0812e1c` ("feat(runtime): align RMI_RTT_INIT_RIPAS to
+/// RMMv2.0"); every other measured record (realm and REC parameters, DATA descriptors) is the
+/// same in both. Which series targets which: v12 and earlier RMM 1.0 (v12 cover letter: "this
+/// series is still targetting RMM v1.0"), v13 and v14 RMM 2.0.
+///
+/// ```
+/// use cca_backend::RmmVersion;
+/// assert_eq!(RmmVersion::default(), RmmVersion::V1_0);
+/// assert_eq!(RmmVersion::from_name("2.0"), Some(RmmVersion::V2_0));
+/// assert!(!RmmVersion::V2_0.measures_init_ripas());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RmmVersion {
+    /// RMM 1.0: `RMI_RTT_INIT_RIPAS` is measured. The default, so that plans written before
+    /// the version could be chosen keep their RIM.
+    #[default]
+    V1_0,
+    /// RMM 2.0: `RMI_RTT_INIT_RIPAS` is not measured.
+    V2_0,
+}
+
+impl RmmVersion {
+    /// Every version, oldest first.
+    pub const ALL: [RmmVersion; 2] = [RmmVersion::V1_0, RmmVersion::V2_0];
+
+    /// The plan-file and command-line name (`"1.0"`, `"2.0"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RmmVersion::V1_0 => "1.0",
+            RmmVersion::V2_0 => "2.0",
+        }
+    }
+
+    /// Parses a plan-file or command-line name.
+    pub fn from_name(name: &str) -> Option<RmmVersion> {
+        RmmVersion::ALL.into_iter().find(|v| v.name() == name)
+    }
+
+    /// Whether `RMI_RTT_INIT_RIPAS` extends the RIM.
+    pub fn measures_init_ripas(self) -> bool {
+        self == RmmVersion::V1_0
+    }
+}
+
+impl std::fmt::Display for RmmVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RMM {}", self.name())
+    }
+}
+
+/// `ID_AA64DFR0_EL1.BRPs`, bits \[15:12\]: breakpoints - 1.
+pub const ID_AA64DFR0_EL1_BRPS_SHIFT: u32 = 12;
+/// `ID_AA64DFR0_EL1.WRPs`, bits \[23:20\]: watchpoints - 1.
+pub const ID_AA64DFR0_EL1_WRPS_SHIFT: u32 = 20;
+/// `PMCR_EL0.N`, bits \[15:11\]: event counters.
+pub const PMCR_EL0_N_SHIFT: u32 = 11;
+
+/// The parameters of a realm (the plan file's `"cca"` object, minus the RECs): what
+/// [`measure`](crate::measure) hashes into the RIM and what
+/// [`CcaBackend::configure`](crate::CcaBackend::configure) is given, the same value for both.
+///
+/// Every measured field is an input here; nothing is read from the host. On series v12 and
+/// later the kernel, not the VMM, fills `RmiRealmParams` when it creates the realm
+/// (`arch/arm64/kvm/rmi.c: realm_create_rd`), from the VM's state, so the values given here
+/// must be the ones that state will hold then:
+///
+/// | field | what the v12 kernel writes (patch of "arm64: Support for Arm CCA in KVM" v12) |
+/// |---|---|
+/// | `hash` | nothing: the zeroed page's SHA-256 (22/46 "Create the realm descriptor") |
+/// | `ipa_bits` | the VM type's IPA size (`VTCR_EL2` of the VM, 22/46) |
+/// | `lpa2` | nothing: LPA2 off (22/46 sets no flag) |
+/// | `num_bps`, `num_wps` | the VM's `ID_AA64DFR0_EL1.BRPs` / `.WRPs` (39/46), which reset to the RMM's maximum (RMI feature register 0, 38/46) unless the VMM lowers them with `KVM_SET_ONE_REG`: see [`set_debug_from_id_aa64dfr0`](Self::set_debug_from_id_aa64dfr0) |
+/// | `sve_vl` | the vCPUs' finalized SVE maximum vector length, the same on every vCPU, or SVE off when they lack `KVM_ARM_VCPU_SVE` (42/46 `realm_init_sve_param`) |
+/// | `pmu_counters` | `PMCR_EL0.N` as the VMM set it, when the VM has a PMU (`KVM_ARM_VCPU_PMU_V3`), else PMU off (37/46): see [`set_pmu_from_pmcr`](Self::set_pmu_from_pmcr) |
 ///
 /// ```
 /// use cca_backend::{HashAlgo, RealmParams};
@@ -133,6 +222,14 @@ pub struct RealmParams {
 impl RealmParams {
     /// A realm with the given hash and IPA width, LPA2, SVE and PMU off, and the minimum of 2
     /// breakpoints and 2 watchpoints.
+    ///
+    /// These defaults are what a v12 kernel measures only when the VMM makes them so: it
+    /// writes `BRPs = 1` and `WRPs = 1` into every vCPU's `ID_AA64DFR0_EL1` (otherwise the
+    /// kernel measures the RMM's maximum, which TF-RMM takes from the host's `ID_AA64DFR0_EL1`
+    /// in `runtime/rmi/feature.c`), and creates the vCPUs without
+    /// `KVM_ARM_VCPU_SVE` and `KVM_ARM_VCPU_PMU_V3`. A VMM that does not set them sets the
+    /// fields here from the vCPUs ([`set_debug_from_id_aa64dfr0`](Self::set_debug_from_id_aa64dfr0),
+    /// [`set_pmu_from_pmcr`](Self::set_pmu_from_pmcr), `sve_vl`).
     pub fn new(hash: HashAlgo, ipa_bits: u8) -> Self {
         RealmParams {
             hash,
@@ -144,6 +241,35 @@ impl RealmParams {
             pmu_counters: None,
             rpv: [0; 64],
         }
+    }
+
+    /// Sets `num_bps` and `num_wps` from a vCPU's `ID_AA64DFR0_EL1` (as `KVM_GET_ONE_REG`
+    /// returns it once the VMM has written it): `BRPs + 1` breakpoints and `WRPs + 1`
+    /// watchpoints, the fields the v12+ kernel copies into `RmiRealmParams` (`BRPs` and `WRPs`
+    /// already hold count - 1, the RMM's encoding).
+    ///
+    /// ```
+    /// use cca_backend::{HashAlgo, RealmParams};
+    /// let mut realm = RealmParams::new(HashAlgo::Sha256, 40);
+    /// realm.set_debug_from_id_aa64dfr0(0x0000_0000_0030_5000); // BRPs 5, WRPs 3
+    /// assert_eq!((realm.num_bps, realm.num_wps), (6, 4));
+    /// ```
+    pub fn set_debug_from_id_aa64dfr0(&mut self, id_aa64dfr0: u64) {
+        self.num_bps = ((id_aa64dfr0 >> ID_AA64DFR0_EL1_BRPS_SHIFT) & 0xf) as u8 + 1;
+        self.num_wps = ((id_aa64dfr0 >> ID_AA64DFR0_EL1_WRPS_SHIFT) & 0xf) as u8 + 1;
+    }
+
+    /// Sets `pmu_counters` from a vCPU's `PMCR_EL0` (its `N` field, the count the v12+ kernel
+    /// measures) for a VM whose vCPUs have a PMU; `None` turns the PMU off.
+    ///
+    /// ```
+    /// use cca_backend::{HashAlgo, RealmParams};
+    /// let mut realm = RealmParams::new(HashAlgo::Sha256, 40);
+    /// realm.set_pmu_from_pmcr(Some(6 << 11));
+    /// assert_eq!(realm.pmu_counters, Some(6));
+    /// ```
+    pub fn set_pmu_from_pmcr(&mut self, pmcr_el0: Option<u64>) {
+        self.pmu_counters = pmcr_el0.map(|p| ((p >> PMCR_EL0_N_SHIFT) & 0x1f) as u8);
     }
 
     /// Checks every field against what the RMM specification allows.
@@ -327,6 +453,35 @@ mod tests {
         assert!(p[0x400..0x440].iter().all(|b| *b == 0));
         let nonzero = p.iter().filter(|b| **b != 0).count();
         assert_eq!(nonzero, 7);
+    }
+
+    #[test]
+    fn registers_give_the_counts() {
+        // ID_AA64DFR0_EL1 (Arm ARM D23.2): BRPs [15:12], WRPs [23:20], both count - 1;
+        // PMUVer [11:8] and CTX_CMPs [31:28] must not leak in.
+        let mut r = RealmParams::new(HashAlgo::Sha256, 40);
+        r.set_debug_from_id_aa64dfr0(0xffff_ffff_ff0f_0fff);
+        assert_eq!((r.num_bps, r.num_wps), (1, 1));
+        r.set_debug_from_id_aa64dfr0(0x0000_0000_00f0_f000);
+        assert_eq!((r.num_bps, r.num_wps), (16, 16));
+        // PMCR_EL0.N [15:11]; bits 10:0 and 16+ must not leak in.
+        r.set_pmu_from_pmcr(Some(0xffff_0000 | (31 << 11) | 0x7ff));
+        assert_eq!(r.pmu_counters, Some(31));
+        r.set_pmu_from_pmcr(Some(0x7ff));
+        assert_eq!(r.pmu_counters, Some(0));
+        r.set_pmu_from_pmcr(None);
+        assert_eq!(r.pmu_counters, None);
+    }
+
+    #[test]
+    fn rmm_versions_by_name() {
+        for v in RmmVersion::ALL {
+            assert_eq!(RmmVersion::from_name(v.name()), Some(v));
+        }
+        assert_eq!(RmmVersion::from_name("1.1"), None);
+        assert_eq!(RmmVersion::from_name("2"), None);
+        assert!(RmmVersion::V1_0.measures_init_ripas());
+        assert_eq!(RmmVersion::V2_0.to_string(), "RMM 2.0");
     }
 
     #[test]

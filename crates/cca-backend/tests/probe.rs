@@ -1,58 +1,91 @@
-//! Probing: the capability number is discovered, and a KVM without CCA says so with a typed error.
+//! Probing and versions: only capability numbers read in the series' own patches are used,
+//! other versions are refused by name, and this machine's KVM (no CCA) says so with typed errors.
 
 use std::cell::Cell;
 
-use cc_populate::{Driver, ErrorKind, MemoryLayout, PlanBuilder, Role, StopCause};
-use cca_backend::{probe, probe_with, CapSource, CcaBackend, Error, KvmCcaIoctl, UapiVersion};
+use cc_populate::{Driver, ErrorKind, MemoryLayout, Phase, PlanBuilder, Role, StopCause};
+use cca_backend::{
+    probe, probe_with, CapSource, CcaBackend, Error, HashAlgo, KvmCcaIoctl, RealmParams,
+    UapiVersion,
+};
 
 #[test]
-fn module_parameter_wins_over_series_number() {
+fn series_number_is_asked_unless_the_caller_knows_better() {
     let asked = Cell::new(0);
     let check = |cap: u32| {
         asked.set(cap);
-        i32::from(cap == 251)
+        i32::from(cap == 249 || cap == 251)
     };
-    let p = probe_with(&check, Some("251\n"), None, true, UapiVersion::V14).unwrap();
-    assert_eq!(p.cap, 251);
-    assert_eq!(p.cap_source, CapSource::ModuleParam);
-    assert_eq!(asked.get(), 251);
-    // Without the parameter, the v14 number (249) is asked, and this kernel does not know it.
-    let e = probe_with(&check, None, None, true, UapiVersion::V14).unwrap_err();
-    assert_eq!(asked.get(), 249);
+    let p = probe_with(&check, None, true, UapiVersion::V14).unwrap();
+    assert_eq!(
+        (p.cap, p.cap_source, p.version),
+        (249, CapSource::SeriesNumber, UapiVersion::V14)
+    );
+    // v13's number (248) is not answered by this kernel.
+    let e = probe_with(&check, None, true, UapiVersion::V13).unwrap_err();
+    assert_eq!(asked.get(), 248);
     let Error::NotSupported { reason } = e else {
         panic!()
     };
-    assert!(reason.contains("KVM_CHECK_EXTENSION(249) = 0"), "{reason}");
-    assert!(reason.contains("series patches"), "{reason}");
+    assert!(reason.contains("KVM_CHECK_EXTENSION(248) = 0"), "{reason}");
+    assert!(
+        reason.contains("series patches") && reason.contains("v13"),
+        "{reason}"
+    );
     // A caller-known number takes precedence.
-    let p = probe_with(&check, Some("7"), Some(251), true, UapiVersion::V12).unwrap();
+    let p = probe_with(&check, Some(251), true, UapiVersion::V12).unwrap();
     assert_eq!(
         (p.cap, p.cap_source, p.version),
         (251, CapSource::Caller, UapiVersion::V12)
     );
-    // Garbage in the parameter is reported, not guessed around.
-    assert!(matches!(
-        probe_with(&check, Some("abc"), None, true, UapiVersion::V14),
-        Err(Error::NotSupported { .. })
-    ));
+    let e = probe_with(&check, Some(7), true, UapiVersion::V12).unwrap_err();
+    assert!(e.to_string().contains("from the caller"), "{e}");
 }
 
 #[test]
-fn series_numbers() {
+fn series_numbers_are_the_patches() {
+    // v9 06/43, v12 06/46, v13 11/48, v14 13/44 ("Define the user ABI").
     assert_eq!(UapiVersion::V14.series_cap(), 249);
     assert_eq!(UapiVersion::V13.series_cap(), 248);
     assert_eq!(UapiVersion::V12.series_cap(), 247);
     assert_eq!(UapiVersion::EnableCap.series_cap(), 243);
-    assert_eq!(UapiVersion::from_series(14), Some(UapiVersion::V14));
-    assert_eq!(UapiVersion::from_series(11), Some(UapiVersion::EnableCap));
-    assert_eq!(UapiVersion::from_series(15), None);
     assert_eq!(UapiVersion::default(), UapiVersion::V14);
+    for (n, v) in [
+        (9, UapiVersion::EnableCap),
+        (12, UapiVersion::V12),
+        (13, UapiVersion::V13),
+        (14, UapiVersion::V14),
+    ] {
+        assert_eq!(UapiVersion::from_series(n).unwrap(), v);
+    }
+    // The realm VM type: bit 30 on v14 (16/44), bit 8 before (v12 09/46, v13 14/48).
+    assert_eq!(UapiVersion::V14.realm_vm_type(40), (1 << 30) | 40);
+    assert_eq!(UapiVersion::V13.realm_vm_type(40), (1 << 8) | 40);
+    assert_eq!(UapiVersion::V12.realm_vm_type(48), (1 << 8) | 48);
+    assert_eq!(UapiVersion::V14.to_string(), "v14");
+    assert_eq!(UapiVersion::EnableCap.to_string(), "v9 (KVM_ENABLE_CAP)");
+}
+
+#[test]
+fn unsupported_versions_are_refused_by_name() {
+    for n in [0, 1, 4, 5, 6, 7, 8, 10, 11, 15, 99] {
+        let e = UapiVersion::from_series(n).unwrap_err();
+        assert!(
+            matches!(e, Error::UnsupportedVersion { series, .. } if series == n),
+            "{e}"
+        );
+        assert!(e
+            .to_string()
+            .starts_with(&format!("version v{n} of the Arm CCA KVM series")));
+    }
+    let e = UapiVersion::from_series(11).unwrap_err();
+    assert!(e.to_string().contains("KVM_CAP_ARM_RME number"), "{e}");
 }
 
 #[test]
 fn non_arm64_host_asks_nothing() {
     let check = |_: u32| -> i32 { panic!("must not ask the kernel") };
-    let e = probe_with(&check, Some("249"), None, false, UapiVersion::V14).unwrap_err();
+    let e = probe_with(&check, Some(249), false, UapiVersion::V14).unwrap_err();
     assert!(e
         .to_string()
         .starts_with("Arm CCA realms are not supported by this KVM"));
@@ -63,32 +96,220 @@ fn real_kvm_here_is_not_supported() {
     let Some(kvm) = gmem::testing::require_kvm("real_kvm_here_is_not_supported") else {
         return;
     };
-    let e = probe(&kvm, UapiVersion::V14).unwrap_err();
-    assert!(matches!(e, Error::NotSupported { .. }), "{e}");
-    #[cfg(target_arch = "x86_64")]
-    assert!(e.to_string().contains("x86_64 host"), "{e}");
+    for v in [
+        UapiVersion::V14,
+        UapiVersion::V13,
+        UapiVersion::V12,
+        UapiVersion::EnableCap,
+    ] {
+        let e = probe(&kvm, v).unwrap_err();
+        assert!(matches!(e, Error::NotSupported { .. }), "{e}");
+        #[cfg(target_arch = "x86_64")]
+        assert!(e.to_string().contains("x86_64 host"), "{e}");
+    }
 }
 
 #[test]
-fn real_vm_fd_refuses_populate_with_a_typed_error() {
-    let Some(kvm) = gmem::testing::require_kvm("real_vm_fd_refuses_populate_with_a_typed_error")
-    else {
+fn real_vm_fd_refuses_with_typed_errors() {
+    let Some(kvm) = gmem::testing::require_kvm("real_vm_fd_refuses_with_typed_errors") else {
         return;
     };
     let vm = kvm.create_vm().unwrap();
+    let vcpus = [vm.create_vcpu(0).unwrap()];
+    // configure reaches the vCPUs only through arm64 ioctls: refused, naming the vCPU.
+    let io = KvmCcaIoctl::new(&vm).with_vcpus(&vcpus);
+    let mut be = CcaBackend::with_version(io, UapiVersion::V14, 249);
+    let e = be
+        .configure(&RealmParams::new(HashAlgo::Sha256, 40))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::VcpuIoctl {
+                vcpu: 0,
+                errno: libc::ENOTTY,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Without vCPUs configure says what is missing.
     let mut be = CcaBackend::with_version(KvmCcaIoctl::new(&vm), UapiVersion::V14, 249);
+    assert!(be
+        .configure(&RealmParams::new(HashAlgo::Sha256, 40))
+        .is_err());
+    // The run stops at the first step, KVM_SET_MEMORY_ATTRIBUTES: not supported (ENOTTY).
+    for v in [UapiVersion::V14, UapiVersion::V12] {
+        let mut be = CcaBackend::with_version(KvmCcaIoctl::new(&vm), v, v.series_cap());
+        let data = cc_populate::SourceBuf::new(4096).unwrap();
+        let plan = PlanBuilder::new()
+            .source(0, Role::Measured, data.as_slice())
+            .build(&cca_backend::CCA_CAPS, &MemoryLayout::unbounded())
+            .unwrap();
+        let err = Driver::new(&mut be).run(&plan).unwrap_err();
+        let stop = err.report().unwrap().stop.clone().unwrap();
+        assert_eq!(stop.phase, Phase::Convert);
+        let StopCause::Backend(e) = stop.cause else {
+            panic!("{stop}")
+        };
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        assert_eq!(e.errno, Some(libc::ENOTTY));
+        assert!(
+            e.detail.contains("KVM_SET_MEMORY_ATTRIBUTES"),
+            "{}",
+            e.detail
+        );
+    }
+    // v13 (no configure needed), with the caller converting: populate itself is ENOTTY.
+    let mut be = CcaBackend::with_version(KvmCcaIoctl::new(&vm), UapiVersion::V13, 248);
     let data = cc_populate::SourceBuf::new(4096).unwrap();
     let plan = PlanBuilder::new()
         .source(0, Role::Measured, data.as_slice())
         .build(&cca_backend::CCA_CAPS, &MemoryLayout::unbounded())
         .unwrap();
-    let err = Driver::new(&mut be).run(&plan).unwrap_err();
-    let stop = err.report().unwrap().stop.clone().unwrap();
-    let StopCause::Backend(e) = stop.cause else {
-        panic!("{stop}")
+    let options = cc_populate::DriverOptions {
+        conversion: cc_populate::ConversionPolicy::CallerConverted,
+        ..Default::default()
     };
-    // Not an arm64 CCA kernel: the ioctl is not supported (ENOTTY), named as such.
-    assert_eq!(e.kind, ErrorKind::Unsupported);
-    assert_eq!(e.errno, Some(libc::ENOTTY));
-    assert!(e.detail.contains("KVM_ARM_RMI_POPULATE"), "{}", e.detail);
+    let err = Driver::new(&mut be)
+        .with_options(options)
+        .run(&plan)
+        .unwrap_err();
+    let StopCause::Backend(e) = err.report().unwrap().stop.clone().unwrap().cause else {
+        panic!()
+    };
+    assert_eq!(
+        (e.kind, e.errno),
+        (ErrorKind::Unsupported, Some(libc::ENOTTY))
+    );
+    assert!(
+        e.detail.contains("KVM_ARM_RMI_POPULATE (v13)"),
+        "{}",
+        e.detail
+    );
+    // v9's sub-commands too.
+    let mut be = CcaBackend::with_version(KvmCcaIoctl::new(&vm), UapiVersion::EnableCap, 243);
+    let e = be
+        .configure(&RealmParams::new(HashAlgo::Sha256, 40))
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::Ioctl {
+            op: "KVM_CAP_ARM_RME_CONFIG_REALM(RPV)",
+            errno: libc::ENOTTY
+        }
+    );
+}
+
+#[test]
+fn real_ioctl_layer_refuses_every_call_off_arm64() {
+    use cca_backend::uapi::{self, KvmArmRmiPopulate};
+    use cca_backend::{CcaIoctl, RmeArg};
+    let Some(kvm) = gmem::testing::require_kvm("real_ioctl_layer_refuses_every_call_off_arm64")
+    else {
+        return;
+    };
+    let vm = kvm.create_vm().unwrap();
+    let vcpus = [vm.create_vcpu(0).unwrap()];
+    let written = std::cell::RefCell::new(Vec::new());
+    let mut io = KvmCcaIoctl::new(&vm)
+        .with_vcpus(&vcpus)
+        .with_shared_alias(Box::new(|gpa, bytes| {
+            written.borrow_mut().push((gpa, bytes.len()));
+            Ok(())
+        }));
+    assert_eq!(io.vcpu_count(), 1);
+    assert_eq!(io.write_shared_alias(0x1000, &[0; 4096]), Ok(()));
+    drop(io);
+    assert_eq!(*written.borrow(), vec![(0x1000, 4096)]);
+    let mut io = KvmCcaIoctl::new(&vm);
+    // Without a writer the shared alias cannot be written (EFAULT).
+    assert_eq!(io.write_shared_alias(0, &[0; 4096]), Err(libc::EFAULT));
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        let mut args = KvmArmRmiPopulate::default();
+        assert_eq!(
+            io.rmi_populate(uapi::KVM_ARM_RMI_POPULATE_V13, &mut args),
+            Err(libc::ENOTTY)
+        );
+        assert_eq!(io.rme_enable_cap(243, 1, RmeArg::None), Err(libc::ENOTTY));
+        let mut p = uapi::ArmRmePopulateRealm::default();
+        assert_eq!(
+            io.rme_enable_cap(243, 3, RmeArg::Populate(&mut p)),
+            Err(libc::ENOTTY)
+        );
+        let mut r = uapi::ArmRmeInitRipas::default();
+        assert_eq!(
+            io.rme_enable_cap(243, 2, RmeArg::InitRipas(&mut r)),
+            Err(libc::ENOTTY)
+        );
+        assert_eq!(io.set_private(0, 4096), Err(libc::ENOTTY));
+        let mut b = [0u8; 8];
+        assert_eq!(
+            io.vcpu_get_one_reg(0, uapi::KVM_REG_ID_AA64DFR0_EL1, &mut b),
+            Err(libc::ENOTTY)
+        );
+        assert_eq!(
+            io.vcpu_set_one_reg(0, uapi::KVM_REG_ID_AA64DFR0_EL1, &b),
+            Err(libc::ENOTTY)
+        );
+        assert_eq!(
+            io.vcpu_finalize(0, uapi::KVM_ARM_VCPU_SVE),
+            Err(libc::ENOTTY)
+        );
+    }
+}
+
+/// A layer with only the required methods: the defaults refuse what it cannot do.
+struct Minimal;
+
+impl cca_backend::CcaIoctl for Minimal {
+    fn rmi_populate(
+        &mut self,
+        _: u64,
+        _: &mut cca_backend::uapi::KvmArmRmiPopulate,
+    ) -> Result<i32, i32> {
+        Err(libc::ENOTTY)
+    }
+    fn rme_enable_cap(&mut self, _: u32, _: u64, _: cca_backend::RmeArg<'_>) -> Result<(), i32> {
+        Err(libc::ENOTTY)
+    }
+    fn write_shared_alias(&mut self, _: u64, _: &[u8]) -> Result<(), i32> {
+        Err(libc::ENOTTY)
+    }
+}
+
+#[test]
+fn default_layer_methods_refuse() {
+    use cca_backend::CcaIoctl;
+    // Through the `&mut T` forwarding impl.
+    fn calls<I: CcaIoctl>(mut io: I) {
+        assert_eq!(io.vcpu_count(), 0);
+        assert_eq!(io.set_private(0, 4096), Err(libc::ENOTTY));
+        let mut b = [0u8; 8];
+        assert_eq!(io.vcpu_get_one_reg(0, 1, &mut b), Err(libc::ENOTTY));
+        assert_eq!(io.vcpu_set_one_reg(0, 1, &b), Err(libc::ENOTTY));
+        assert_eq!(io.vcpu_finalize(0, 4), Err(libc::ENOTTY));
+        assert_eq!(io.write_shared_alias(0, &b), Err(libc::ENOTTY));
+        let mut a = cca_backend::uapi::KvmArmRmiPopulate::default();
+        assert_eq!(io.rmi_populate(0, &mut a), Err(libc::ENOTTY));
+        assert_eq!(
+            io.rme_enable_cap(0, 0, cca_backend::RmeArg::None),
+            Err(libc::ENOTTY)
+        );
+    }
+    let mut m = Minimal;
+    calls(&mut m);
+    // The backend turns them into typed errors.
+    let mut be = CcaBackend::with_version(&mut m, UapiVersion::V12, 247);
+    assert!(matches!(
+        be.configure(&RealmParams::new(HashAlgo::Sha256, 40)),
+        Err(Error::WrongState { .. })
+    ));
+    assert!(be.adopt(&RealmParams::new(HashAlgo::Sha256, 40)).is_ok());
+    let mut be = CcaBackend::with_version(&mut m, UapiVersion::EnableCap, 243);
+    assert!(matches!(
+        be.adopt(&RealmParams::new(HashAlgo::Sha256, 40)),
+        Err(Error::NotOffered { .. })
+    ));
 }

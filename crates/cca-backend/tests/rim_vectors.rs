@@ -1,11 +1,15 @@
 //! RIM vectors derived by hand from the RMM specification 1.0 (DEN0137 1.0-rel0), independently
 //! of the crate's record builders: every structure is written byte by byte here from the
 //! specification's tables, hashed with `ring` (the crate hashes with `sha2`), and chained by hand.
+//! RMM 2.0 vectors follow TF-RMM's 2.0-era runtime (commit
+//! `bdb07f46c010ea285c268411b4a3696fd0812e1c` removed the RIPAS measurement from
+//! `smc_rtt_init_ripas`; the other records are unchanged), and the v12 order follows the v12
+//! patches of "arm64: Support for Arm CCA in KVM" (see `MeasureOrder::SeriesV12`).
 
 use cc_populate::{MemoryLayout, PlanBuilder, Role};
 use cca_backend::{
-    measure, ripas_split, rtt_geometry, Error, HashAlgo, RealmParams, RecParams, RimDigest,
-    CCA_CAPS,
+    measure, measure_with_options, ripas_split, rtt_geometry, Error, HashAlgo, MeasureOptions,
+    MeasureOrder, RealmParams, RecParams, RimDigest, RmmVersion, CCA_CAPS,
 };
 
 /// The RHA of the realm, zero filled to the 64 bytes of an RmmRealmMeasurement.
@@ -80,15 +84,7 @@ fn page(fill: impl Fn(usize) -> u8) -> Vec<u8> {
 #[test]
 fn sha256_small_plan() {
     // RmiRealmParams (B4.4.12) with only the measured fields.
-    let mut params = vec![0u8; 4096];
-    params[0x0] = 0b110; // flags: sve (bit 1) | pmu (bit 2)
-    params[0x8] = 40; // s2sz
-    params[0x10] = 1; // sve_vl: 256 / 128 - 1
-    params[0x18] = 3; // num_bps - 1
-    params[0x20] = 1; // num_wps - 1
-    params[0x28] = 3; // pmu_num_ctrs
-    params[0x30] = 0; // hash_algo: RMI_HASH_SHA_256
-    let mut rim = rha(false, &params);
+    let mut rim = rha(false, &small_params_page());
 
     // RTT_INIT_RIPAS [0, 4 MiB): 40-bit IPA starts at level 1 (2 concatenated tables), the range
     // is smaller than 1 GiB: two 2 MiB entries.
@@ -96,46 +92,23 @@ fn sha256_small_plan() {
     rim = rha(false, &ripas_desc(&rim, 0x20_0000, 0x40_0000));
 
     // DATA_CREATE measured: content hashes of each granule, flags = RMI_MEASURE_CONTENT.
-    let p0 = page(|i| (i % 251) as u8);
-    let p1 = page(|i| 0xff - (i % 13) as u8);
+    let (p0, p1, unmeasured) = small_pages();
     rim = rha(false, &data_desc(&rim, 0x1000, 1, &rha(false, &p0)));
     rim = rha(false, &data_desc(&rim, 0x2000, 1, &rha(false, &p1)));
     // DATA_CREATE unmeasured: flags 0, content zero.
     rim = rha(false, &data_desc(&rim, 0x20_0000, 0, &[0u8; 64]));
 
     // REC_CREATE of the runnable REC; the second is not runnable and does not extend the RIM.
-    let gprs = [0x4000_0000, 1, 2, 3, 4, 5, 6, 0x7777_0000_0000_0007];
-    let rec_hash = rha(false, &rec_page(true, 0x1000, gprs));
+    let rec_hash = rha(false, &rec_page(true, 0x1000, SMALL_GPRS));
     rim = rha(false, &rec_desc(&rim, &rec_hash));
     let expected = &rim[..32];
 
-    let mut realm = RealmParams::new(HashAlgo::Sha256, 40);
-    realm.sve_vl = 256;
-    realm.pmu_counters = Some(3);
-    realm.num_bps = 4;
-    realm.num_wps = 2;
+    let mut realm = small_realm();
     realm.rpv = [0x5a; 64]; // not measured
-    let unmeasured = vec![0xeeu8; 4096];
     let mut data = p0.clone();
     data.extend_from_slice(&p1);
-    let plan = PlanBuilder::new()
-        .zeros(0, 0x40_0000, Role::Ripas)
-        .source(0x1000, Role::Measured, &data)
-        .source(0x20_0000, Role::Unmeasured, &unmeasured)
-        .build(&CCA_CAPS, &MemoryLayout::unbounded())
-        .unwrap();
-    let recs = [
-        RecParams {
-            pc: 0x1000,
-            gprs,
-            runnable: true,
-        },
-        RecParams {
-            pc: 0x2000,
-            gprs: [9; 8],
-            runnable: false,
-        },
-    ];
+    let plan = small_plan(&data, &unmeasured);
+    let recs = small_recs();
     let got = measure(&plan, &realm, &recs).unwrap();
     assert_eq!(got.as_bytes(), expected);
     assert_eq!(got.to_string().len(), 64);
@@ -392,4 +365,330 @@ fn ripas_split_refusals() {
         Err(Error::BadRange { .. })
     ));
     assert!(ripas_split(0, 1 << 39, 40, false).is_ok());
+}
+
+fn opts(rmm: RmmVersion, order: MeasureOrder) -> MeasureOptions<'static> {
+    MeasureOptions {
+        rmm,
+        order,
+        ..MeasureOptions::default()
+    }
+}
+
+/// The measured RmiRealmParams page of `sha256_small_plan`'s realm.
+fn small_params_page() -> Vec<u8> {
+    let mut params = vec![0u8; 4096];
+    params[0x0] = 0b110; // flags: sve | pmu
+    params[0x8] = 40; // s2sz
+    params[0x10] = 1; // sve_vl: 256 / 128 - 1
+    params[0x18] = 3; // num_bps - 1
+    params[0x20] = 1; // num_wps - 1
+    params[0x28] = 3; // pmu_num_ctrs
+    params
+}
+
+/// x0..x7 of `sha256_small_plan`'s runnable REC.
+const SMALL_GPRS: [u64; 8] = [0x4000_0000, 1, 2, 3, 4, 5, 6, 0x7777_0000_0000_0007];
+
+/// The two measured granules and the unmeasured one of `sha256_small_plan`.
+fn small_pages() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    (
+        page(|i| (i % 251) as u8),
+        page(|i| 0xff - (i % 13) as u8),
+        vec![0xeeu8; 4096],
+    )
+}
+
+/// Ripas [0, 4 MiB), `data` measured at 0x1000, `unmeasured` at 0x20_0000.
+fn small_plan<'a>(data: &'a [u8], unmeasured: &'a [u8]) -> cc_populate::Plan<'a> {
+    PlanBuilder::new()
+        .zeros(0, 0x40_0000, Role::Ripas)
+        .source(0x1000, Role::Measured, data)
+        .source(0x20_0000, Role::Unmeasured, unmeasured)
+        .build(&CCA_CAPS, &MemoryLayout::unbounded())
+        .unwrap()
+}
+
+/// One runnable REC, one not.
+fn small_recs() -> [RecParams; 2] {
+    [
+        RecParams {
+            pc: 0x1000,
+            gprs: SMALL_GPRS,
+            runnable: true,
+        },
+        RecParams {
+            pc: 0x2000,
+            gprs: [9; 8],
+            runnable: false,
+        },
+    ]
+}
+
+fn small_realm() -> RealmParams {
+    let mut realm = RealmParams::new(HashAlgo::Sha256, 40);
+    realm.sve_vl = 256;
+    realm.pmu_counters = Some(3);
+    realm.num_bps = 4;
+    realm.num_wps = 2;
+    realm
+}
+
+/// RMM 1.0 and RMM 2.0 on the same plan: the 2.0 chain is the 1.0 chain of
+/// `sha256_small_plan` with its two RIPAS descriptors left out, nothing else changed.
+#[test]
+fn rmm_2_0_leaves_out_exactly_the_ripas_descriptors() {
+    let (p0, p1, unmeasured) = small_pages();
+    let chain = |with_ripas: bool| {
+        let mut rim = rha(false, &small_params_page());
+        if with_ripas {
+            rim = rha(false, &ripas_desc(&rim, 0, 0x20_0000));
+            rim = rha(false, &ripas_desc(&rim, 0x20_0000, 0x40_0000));
+        }
+        rim = rha(false, &data_desc(&rim, 0x1000, 1, &rha(false, &p0)));
+        rim = rha(false, &data_desc(&rim, 0x2000, 1, &rha(false, &p1)));
+        rim = rha(false, &data_desc(&rim, 0x20_0000, 0, &[0u8; 64]));
+        rim = rha(
+            false,
+            &rec_desc(&rim, &rha(false, &rec_page(true, 0x1000, SMALL_GPRS))),
+        );
+        rim
+    };
+    let (v1, v2) = (chain(true), chain(false));
+    assert_ne!(v1, v2);
+
+    let mut data = p0.clone();
+    data.extend_from_slice(&p1);
+    let plan = small_plan(&data, &unmeasured);
+    let recs = small_recs();
+    let realm = small_realm();
+    let got = |rmm| {
+        measure_with_options(&plan, &realm, &recs, &opts(rmm, MeasureOrder::Planned)).unwrap()
+    };
+    assert_eq!(got(RmmVersion::V1_0).as_bytes(), &v1[..32]);
+    assert_eq!(got(RmmVersion::V2_0).as_bytes(), &v2[..32]);
+    // The default is RMM 1.0, as before the version could be chosen.
+    assert_eq!(measure(&plan, &realm, &recs).unwrap().as_bytes(), &v1[..32]);
+
+    // Driven record by record: RIPAS records are accepted and left out under 2.0.
+    let mut d = RimDigest::with_rmm(&realm, RmmVersion::V2_0).unwrap();
+    assert_eq!(d.rmm(), RmmVersion::V2_0);
+    d.ripas_range(0, 0x40_0000).unwrap();
+    d.ripas_entry(0, 0x1000);
+    d.data_granule(0x1000, &p0, true).unwrap();
+    d.data_granule(0x2000, &p1, true).unwrap();
+    d.data_granule(0x20_0000, &unmeasured, false).unwrap();
+    for r in &recs {
+        d.rec(r);
+    }
+    assert_eq!(d.finish().as_bytes(), &v2[..32]);
+    // RMM 2.0 still refuses a RIPAS range that RMM 1.0 refuses.
+    let mut d = RimDigest::with_rmm(&realm, RmmVersion::V2_0).unwrap();
+    assert!(matches!(
+        d.ripas_range(0x2001, 0x3000),
+        Err(Error::BadRange { .. })
+    ));
+}
+
+/// The v12 kernel's order, derived by hand from the v12 patches and TF-RMM's 1.0-era
+/// `smc_rtt_init_ripas` (`tf-rmm-v0.8.0`, `runtime/rmi/rtt.c`), on a plan that lists its
+/// memslot first (the kernel measures it last) and two vCPUs.
+///
+/// The RTTs when RIPAS is initialised: DATA_CREATE at 0x1000 and 0x20_0000 failed on missing
+/// tables and the kernel created them down to level 3 (`realm_create_protected_data_granule`
+/// → `realm_create_rtt_levels(.., RMM_RTT_MAX_LEVEL)`): a level-2 table over [0, 1 GiB) and
+/// level-3 tables over [0, 2 MiB) and [2 MiB, 4 MiB). `ripas_change` over the memslot
+/// [0, 8 MiB) then gets, call by call (the RMM measures each entry of the deepest table at
+/// `base` until an entry is not UNASSIGNED, crosses `top` or the table ends):
+/// [0, 4K) as one level-3 entry; at 0x1000 and 0x2000 (ASSIGNED) an RTT error at level 3 with
+/// nothing measured, which the kernel steps over a page at a time; 4 KiB entries from 0x3000
+/// to the end of the first level-3 table at 2 MiB; at 2 MiB (ASSIGNED) a page skipped; 4 KiB
+/// entries from 0x20_1000 to 4 MiB; then level-2 entries of 2 MiB: [4 MiB, 6 MiB) and
+/// [6 MiB, 8 MiB).
+#[test]
+fn series_v12_order_by_hand() {
+    let p0 = page(|i| (i * 3 % 256) as u8);
+    let p1 = page(|i| (i % 7) as u8);
+    let unmeasured = page(|_| 0x5a);
+    let vcpu0 = ([0x4800_0000, 0, 0, 0, 0, 0, 0, 0], 0x8_0000u64);
+    let vcpu1 = ([1, 2, 3, 4, 5, 6, 7, 8], 0x9_0000u64);
+
+    let mut rim = rha(false, &small_params_page());
+    // DATA in populate order.
+    rim = rha(false, &data_desc(&rim, 0x1000, 1, &rha(false, &p0)));
+    rim = rha(false, &data_desc(&rim, 0x2000, 1, &rha(false, &p1)));
+    rim = rha(false, &data_desc(&rim, 0x20_0000, 0, &[0u8; 64]));
+    // RECs at the first KVM_RUN: vCPU 0 runnable and measured, vCPU 1 not runnable.
+    rim = rha(
+        false,
+        &rec_desc(&rim, &rha(false, &rec_page(true, vcpu0.1, vcpu0.0))),
+    );
+    // Under RMM 2.0 the chain ends here.
+    let want_v2 = rim;
+    // RTT_INIT_RIPAS of the memslot's ranges not populated.
+    let mut entries = vec![(0u64, 0x1000u64)];
+    entries.extend((0x3000..0x20_0000).step_by(0x1000).map(|a| (a, a + 0x1000)));
+    entries.extend(
+        (0x20_1000..0x40_0000)
+            .step_by(0x1000)
+            .map(|a| (a, a + 0x1000)),
+    );
+    entries.extend([(0x40_0000, 0x60_0000), (0x60_0000, 0x80_0000)]);
+    assert_eq!(entries.len(), 1 + 509 + 511 + 2);
+    for (b, t) in &entries {
+        rim = rha(false, &ripas_desc(&rim, *b, *t));
+    }
+    let want_v1 = rim;
+
+    let mut data = p0.clone();
+    data.extend_from_slice(&p1);
+    let plan = PlanBuilder::new()
+        .zeros(0, 0x80_0000, Role::Ripas)
+        .source(0x1000, Role::Measured, &data)
+        .source(0x20_0000, Role::Unmeasured, &unmeasured)
+        .build(&CCA_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    let recs = [
+        RecParams {
+            pc: vcpu0.1,
+            gprs: vcpu0.0,
+            runnable: true,
+        },
+        RecParams {
+            pc: vcpu1.1,
+            gprs: vcpu1.0,
+            runnable: false,
+        },
+    ];
+    let realm = small_realm();
+    let v12 = |rmm| measure_with_options(&plan, &realm, &recs, &opts(rmm, MeasureOrder::SeriesV12));
+    assert_eq!(v12(RmmVersion::V1_0).unwrap().as_bytes(), &want_v1[..32]);
+    // The plan's own order measures the memslot first and whole: another RIM.
+    assert_ne!(
+        measure(&plan, &realm, &recs).unwrap().as_bytes(),
+        &want_v1[..32]
+    );
+
+    // Under RMM 2.0 the RIPAS step drops out and the two orders agree.
+    assert_eq!(v12(RmmVersion::V2_0).unwrap().as_bytes(), &want_v2[..32]);
+    let planned = measure_with_options(
+        &plan,
+        &realm,
+        &recs,
+        &opts(RmmVersion::V2_0, MeasureOrder::Planned),
+    )
+    .unwrap();
+    assert_eq!(planned.as_bytes(), &want_v2[..32]);
+}
+
+/// Two memslots, data only in the second, SHA-512: each memslot is measured whole or as its
+/// unpopulated ranges, in the plan's (the kernel's memslot walk) order.
+#[test]
+fn series_v12_two_memslots_sha512() {
+    let mut params = vec![0u8; 4096];
+    params[0x8] = 40;
+    params[0x18] = 1;
+    params[0x20] = 1;
+    params[0x30] = 1;
+    let content = page(|i| (i >> 4) as u8);
+    let mut rim = rha(true, &params);
+    rim = rha(true, &data_desc(&rim, 0x4000_0000, 1, &rha(true, &content)));
+    rim = rha(
+        true,
+        &rec_desc(&rim, &rha(true, &rec_page(true, 0x4000_0000, [0; 8]))),
+    );
+    // Memslot B [1 GiB, 1 GiB + 4 MiB) listed first, with its first granule populated: 4 KiB
+    // entries up to 2 MiB (the level-3 table the populate created), then one 2 MiB entry.
+    rim = rha(true, &ripas_desc(&rim, 0x4000_1000, 0x4000_2000));
+    for a in (0x4000_2000u64..0x4020_0000).step_by(0x1000) {
+        rim = rha(true, &ripas_desc(&rim, a, a + 0x1000));
+    }
+    rim = rha(true, &ripas_desc(&rim, 0x4020_0000, 0x4040_0000));
+    // Memslot A [0, 1 GiB), nothing populated: one level-1 entry of 1 GiB.
+    rim = rha(true, &ripas_desc(&rim, 0, 0x4000_0000));
+
+    let plan = PlanBuilder::new()
+        .zeros(0x4000_0000, 0x40_0000, Role::Ripas)
+        .zeros(0, 0x4000_0000, Role::Ripas)
+        .source(0x4000_0000, Role::Measured, &content)
+        .build(&CCA_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    let recs = [RecParams {
+        pc: 0x4000_0000,
+        gprs: [0; 8],
+        runnable: true,
+    }];
+    let realm = RealmParams::new(HashAlgo::Sha512, 40);
+    let got = measure_with_options(
+        &plan,
+        &realm,
+        &recs,
+        &opts(RmmVersion::V1_0, MeasureOrder::SeriesV12),
+    )
+    .unwrap();
+    assert_eq!(got.as_bytes(), &rim[..]);
+}
+
+#[test]
+fn series_v12_refusals_are_typed() {
+    let data = vec![1u8; 4096];
+    let plan = PlanBuilder::new()
+        .zeros(0, 0x20_0000, Role::Ripas)
+        .source(0x1000, Role::Measured, &data)
+        .build(&CCA_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    let realm = RealmParams::new(HashAlgo::Sha256, 40);
+    let v12 = opts(RmmVersion::V1_0, MeasureOrder::SeriesV12);
+    let rec = |runnable| RecParams {
+        pc: 0,
+        gprs: [0; 8],
+        runnable,
+    };
+    // No vCPU, a non-runnable vCPU 0, a runnable vCPU 1: not what the kernel creates.
+    for (recs, field, value) in [
+        (vec![], "recs", 0),
+        (vec![rec(false)], "recs.runnable", 0),
+        (vec![rec(true), rec(true)], "recs.runnable", 1),
+    ] {
+        let e = measure_with_options(&plan, &realm, &recs, &v12).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidParam { field: f, value: v, .. } if f == field && v == value),
+            "{e}"
+        );
+    }
+    // Data outside every memslot: the v12 kernel cannot populate it.
+    let plan = PlanBuilder::new()
+        .zeros(0, 0x20_0000, Role::Ripas)
+        .source(0x20_0000, Role::Measured, &data)
+        .build(&CCA_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    let e = measure_with_options(&plan, &realm, &[rec(true)], &v12).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::BadRange {
+                base: 0x20_0000,
+                top: 0x20_1000,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // The planned order does not ask for memslots.
+    assert!(measure(&plan, &realm, &[rec(true)]).is_ok());
+}
+
+#[test]
+fn order_and_version_names() {
+    for o in MeasureOrder::ALL {
+        assert_eq!(MeasureOrder::from_name(o.name()), Some(o));
+    }
+    assert_eq!(MeasureOrder::default(), MeasureOrder::Planned);
+    assert_eq!(MeasureOrder::from_name("v13"), None);
+    assert_eq!(RmmVersion::from_name("1.0"), Some(RmmVersion::V1_0));
+    let dbg = format!("{:?}", opts(RmmVersion::V2_0, MeasureOrder::SeriesV12));
+    assert_eq!(
+        dbg,
+        "MeasureOptions { rmm: V2_0, order: SeriesV12, reader: false, threads: 0 }"
+    );
 }

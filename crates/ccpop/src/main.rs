@@ -5,7 +5,8 @@
 //!   checksum every populated byte; prints `verified` only when the guest confirmed all of it.
 //! - `ccpop plan`: print the populate plan a VMM would run for a firmware image, an IGVM file
 //!   or a cc-image plan file.
-//! - `ccpop measure`: print the launch measurement a platform would compute for it.
+//! - `ccpop measure`: print the launch measurement a platform would compute for it (for CCA,
+//!   under the RMM version and launch order given with `--rmm` and `--order`).
 //!
 //! Every error is one line on stderr (`ccpop: <message>`); the exit code is 1 when the demo's
 //! guest saw other bytes than were populated, 2 for every other failure.
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::error::Error;
-use crate::firmware::{CcaOptions, NamedPlan, SnpOptions, TdxOptions};
+use crate::firmware::{CcaOptions, NamedPlan, SnpLaunchArgs, SnpOptions, TdxOptions, VcpuSigArgs};
 use crate::summary::PlanSummary;
 
 /// Populate and measure confidential-VM launch images (guest_memfd, SEV-SNP, TDX, Arm CCA).
@@ -86,8 +87,8 @@ impl Platform {
 #[group(required = true, multiple = false)]
 struct InputArgs {
     /// A firmware image (SNP: an OVMF build with SEV metadata; TDX: a TDVF image; CCA: any
-    /// image, placed at --load-gpa).
-    #[arg(long, value_name = "IMAGE")]
+    /// image, placed at --load-gpa). `--ovmf` is the same flag.
+    #[arg(long, value_name = "IMAGE", visible_alias = "ovmf")]
     firmware: Option<PathBuf>,
     /// An IGVM file (SNP or TDX).
     #[arg(long, value_name = "FILE")]
@@ -120,9 +121,69 @@ struct PlanArgs {
 #[derive(Debug, Clone, clap::Args)]
 struct SnpArgs {
     /// SNP firmware: how SEV metadata sections become page types (`qemu`: as QEMU,
-    /// pre-validated memory as ZERO pages; `unmeasured`: as UNMEASURED pages).
-    #[arg(long, default_value = "qemu", value_name = "POLICY")]
-    section_policy: String,
+    /// pre-validated memory as ZERO pages; `ec2`: as QEMU, CPUID pages last; `gce`:
+    /// pre-validated memory as UNMEASURED pages; `unmeasured`: every non-secrets, non-CPUID
+    /// section as UNMEASURED). Default: `qemu`, for `measure snp` the --vmm-type's.
+    #[arg(long, value_name = "POLICY")]
+    section_policy: Option<String>,
+}
+
+/// `measure snp`: what `sev-snp-measure --mode snp` (and `snp:svsm`) takes.
+#[derive(Debug, Clone, clap::Args)]
+struct SnpLaunchFlags {
+    /// Number of vCPUs: their VMSA pages are synthesized and measured last.
+    #[arg(long, value_name = "N")]
+    vcpus: Option<u32>,
+    /// The vCPU type (QEMU's name: EPYC, EPYC-v1..v4, EPYC-IBPB, EPYC-Rome[-v1..v3],
+    /// EPYC-Milan[-v1,-v2], EPYC-Genoa[-v1], EPYC-Turin).
+    #[arg(long, value_name = "CPUTYPE")]
+    vcpu_type: Option<String>,
+    /// The vCPU's CPUID signature (hex with 0x, or decimal).
+    #[arg(long, value_name = "VALUE", value_parser = parse_u64)]
+    vcpu_sig: Option<u64>,
+    /// The vCPU's family (with --vcpu-model and --vcpu-stepping).
+    #[arg(long, value_name = "FAMILY")]
+    vcpu_family: Option<u32>,
+    /// The vCPU's model.
+    #[arg(long, value_name = "MODEL")]
+    vcpu_model: Option<u32>,
+    /// The vCPU's stepping.
+    #[arg(long, value_name = "STEPPING")]
+    vcpu_stepping: Option<u32>,
+    /// The VMM whose reset state the VMSAs carry: qemu, ec2 or gce (any case).
+    #[arg(long, value_name = "VMMTYPE", default_value = "qemu")]
+    vmm_type: String,
+    /// The SEV features asked of KVM for the VMSAs (hex with 0x, or decimal; default 0x1).
+    #[arg(long, value_name = "VALUE", value_parser = parse_u64)]
+    guest_features: Option<u64>,
+    /// Measured direct boot: the kernel whose hash fills the firmware's hashes table.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Measured direct boot: the initrd (with --kernel).
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Measured direct boot: the kernel command line (with --kernel).
+    #[arg(long, value_name = "CMDLINE", allow_hyphen_values = true)]
+    append: Option<String>,
+    /// The digest of the firmware pages, precomputed (96 hex digits): used instead of hashing
+    /// the image's pages (its metadata is still read).
+    #[arg(long, value_name = "HASH")]
+    snp_ovmf_hash: Option<String>,
+    /// A COCONUT-SVSM image, loaded below the firmware and its variable store.
+    #[arg(long, value_name = "PATH")]
+    svsm: Option<PathBuf>,
+    /// The size of the OVMF variable store between the firmware and the SVSM, in bytes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_u64)]
+    vars_size: Option<u64>,
+    /// The OVMF variable store file (its size is used).
+    #[arg(long, value_name = "PATH")]
+    vars_file: Option<PathBuf>,
+    /// How the digest is printed: hex or base64.
+    #[arg(long, value_name = "FORMAT", default_value = "hex")]
+    output_format: String,
+    /// Write the synthesized VMSA pages to DIR/vmsa0.bin, vmsa1.bin, ... (default: .).
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
+    dump_vmsa: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -145,6 +206,41 @@ struct CcaArgs {
     /// CCA firmware: the realm's IPA width in bits.
     #[arg(long, default_value_t = 40)]
     ipa_bits: u8,
+    /// CCA firmware: breakpoints the realm has. A v12+ kernel measures this count only when the
+    /// VMM writes BRPs = N - 1 into every vCPU's ID_AA64DFR0_EL1; otherwise it measures the
+    /// RMM's maximum (the value ID_AA64DFR0_EL1 reads back).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    num_bps: u8,
+    /// CCA firmware: watchpoints the realm has (ID_AA64DFR0_EL1.WRPs + 1, as --num-bps).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    num_wps: u8,
+    /// CCA firmware: SVE vector length in bits (0: the vCPUs have no KVM_ARM_VCPU_SVE; else
+    /// their finalized maximum vector length).
+    #[arg(long, default_value_t = 0, value_name = "BITS")]
+    sve_vl: u16,
+    /// CCA firmware: PMU counters (PMCR_EL0.N) of vCPUs with KVM_ARM_VCPU_PMU_V3; absent: no
+    /// PMU.
+    #[arg(long, value_name = "N")]
+    pmu_counters: Option<u8>,
+    /// CCA firmware: LPA2 enabled (series v12 never enables it).
+    #[arg(long)]
+    lpa2: bool,
+}
+
+/// How a CCA RIM is measured: which RMM's rules and which launch order.
+#[derive(Debug, Clone, clap::Args)]
+struct CcaMeasureArgs {
+    /// The RMM version whose rules apply: 1.0 (RTT_INIT_RIPAS measured; series v12 and
+    /// earlier) or 2.0 (not measured; series v13, v14). A plan file may say it in cca.rmm; then
+    /// --rmm may only repeat it. Neither: 1.0.
+    #[arg(long, value_name = "VERSION")]
+    rmm: Option<String>,
+    /// The launch order: `planned` (the plan's order, then the RECs: series v11 and earlier,
+    /// and v13/v14 under RMM 2.0) or `v12` (a v12 kernel's order: data, the RECs with only
+    /// vCPU 0 runnable, then RIPAS of the plan's ripas regions, which stand for the guest_memfd
+    /// memslots, minus what was populated; --plan only).
+    #[arg(long, default_value = "planned", value_name = "ORDER")]
+    order: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -173,6 +269,8 @@ enum MeasureCommand {
         #[command(flatten)]
         snp: SnpArgs,
         #[command(flatten)]
+        launch: Box<SnpLaunchFlags>,
+        #[command(flatten)]
         igvm_args: IgvmArgs,
     },
     /// The TDX MRTD. With --firmware: a TDVF image as QEMU populates it.
@@ -185,12 +283,17 @@ enum MeasureCommand {
         igvm_args: IgvmArgs,
     },
     /// The Arm CCA RIM. With --firmware: a realm whose image is loaded at --load-gpa, entered
-    /// there by one runnable REC with x0..x7 zero; with --plan: the realm and RECs of the file.
+    /// there by one runnable REC with x0..x7 zero, its parameters from the --hash, --ipa-bits,
+    /// --num-bps, --num-wps, --sve-vl, --pmu-counters and --lpa2 options; with --plan: the
+    /// realm, RECs and (if it says) RMM version of the file. --rmm and --order say how the
+    /// realm was launched.
     Cca {
         #[command(flatten)]
         input: InputArgs,
         #[command(flatten)]
         cca: CcaArgs,
+        #[command(flatten)]
+        how: CcaMeasureArgs,
     },
 }
 
@@ -205,9 +308,91 @@ fn parse_u64(s: &str) -> Result<u64, String> {
 
 fn snp_options(a: &SnpArgs, firmware_only: bool) -> SnpOptions {
     SnpOptions {
-        section_policy: a.section_policy.clone(),
+        section_policy: a.section_policy.clone().unwrap_or_else(|| "qemu".into()),
         firmware_only,
     }
+}
+
+fn snp_launch_args(snp: &SnpArgs, l: &SnpLaunchFlags, vmsa: &[PathBuf]) -> SnpLaunchArgs {
+    SnpLaunchArgs {
+        section_policy: snp.section_policy.clone(),
+        vcpus: l.vcpus,
+        sig: VcpuSigArgs {
+            vcpu_type: l.vcpu_type.clone(),
+            vcpu_sig: l.vcpu_sig,
+            family: l.vcpu_family,
+            model: l.vcpu_model,
+            stepping: l.vcpu_stepping,
+        },
+        vmm_type: l.vmm_type.clone(),
+        guest_features: l.guest_features,
+        kernel: l.kernel.clone(),
+        initrd: l.initrd.clone(),
+        append: l.append.clone(),
+        ovmf_hash: l.snp_ovmf_hash.clone(),
+        svsm: l.svsm.clone(),
+        vars_size: l.vars_size,
+        vars_file: l.vars_file.clone(),
+        vmsa: vmsa.to_vec(),
+    }
+}
+
+/// Measures an SNP launch of a firmware image and prints it (the digest last); writes the
+/// VMSA pages only after everything was computed.
+fn measure_snp_firmware(
+    path: &Path,
+    image: &[u8],
+    args: &SnpLaunchArgs,
+    firmware_only: bool,
+    l: &SnpLaunchFlags,
+) -> Result<(), Error> {
+    let format = match l.output_format.as_str() {
+        "hex" => firmware::hex,
+        "base64" => firmware::base64,
+        f => {
+            return Err(Error::Usage(format!(
+                "--output-format {f}: unknown (known: hex, base64)"
+            )))
+        }
+    };
+    let r = firmware::snp_launch(path, image, args)?;
+    if let Some(dir) = &l.dump_vmsa {
+        let v = r.m.vmsas.as_ref().ok_or_else(|| {
+            Error::Usage("--dump-vmsa writes the VMSAs --vcpus synthesizes: give --vcpus".into())
+        })?;
+        if !dir.is_dir() {
+            return Err(Error::Usage(format!(
+                "--dump-vmsa {}: not a directory",
+                dir.display()
+            )));
+        }
+        for (i, page) in v.iter().enumerate() {
+            let p = dir.join(format!("vmsa{i}.bin"));
+            std::fs::write(&p, page)
+                .map_err(|e| Error::Usage(format!("--dump-vmsa {}: {e}", p.display())))?;
+        }
+    }
+    let (regions, bytes) = if firmware_only {
+        (1, image.len() as u64)
+    } else {
+        (r.m.regions.len(), r.m.regions.iter().map(|x| x.1).sum())
+    };
+    println!(
+        "snp launch digest of {}: {}, {}",
+        path.display(),
+        summary::plural(regions, "region"),
+        summary::size(bytes)
+    );
+    if !firmware_only {
+        println!("  VMSA pages: {}", r.vmsa_pages);
+    }
+    let digest = if firmware_only {
+        r.m.firmware_digest
+    } else {
+        r.m.digest
+    };
+    println!("{}", format(&digest));
+    Ok(())
 }
 
 fn tdx_options(a: &TdxArgs) -> TdxOptions {
@@ -221,6 +406,48 @@ fn cca_options(a: &CcaArgs) -> CcaOptions {
         load_gpa: a.load_gpa,
         hash: a.hash.clone(),
         ipa_bits: a.ipa_bits,
+        num_bps: a.num_bps,
+        num_wps: a.num_wps,
+        sve_vl: a.sve_vl,
+        pmu_counters: a.pmu_counters,
+        lpa2: a.lpa2,
+        rmm: cca_backend::RmmVersion::default(),
+        order: cca_backend::MeasureOrder::default(),
+    }
+}
+
+/// The `--rmm` name, if given.
+fn parse_rmm(name: Option<&str>) -> Result<Option<cca_backend::RmmVersion>, Error> {
+    name.map(|n| {
+        cca_backend::RmmVersion::from_name(n)
+            .ok_or_else(|| Error::Usage(format!("--rmm {n}: unknown (known: 1.0, 2.0)")))
+    })
+    .transpose()
+}
+
+/// The `--order` name.
+fn parse_order(name: &str) -> Result<cca_backend::MeasureOrder, Error> {
+    cca_backend::MeasureOrder::from_name(name)
+        .ok_or_else(|| Error::Usage(format!("--order {name}: unknown (known: planned, v12)")))
+}
+
+/// The RMM version to measure a plan file with: the file's, the command line's, or 1.0; a
+/// version on the command line that contradicts the file's is refused.
+fn resolve_rmm(
+    path: &Path,
+    file: Option<cca_backend::RmmVersion>,
+    cli: Option<cca_backend::RmmVersion>,
+) -> Result<(cca_backend::RmmVersion, &'static str), Error> {
+    match (file, cli) {
+        (Some(f), Some(c)) if f != c => Err(Error::Usage(format!(
+            "{}: the plan file says cca.rmm \"{}\" and --rmm says {}: give one, or the same",
+            path.display(),
+            f.name(),
+            c.name()
+        ))),
+        (Some(f), _) => Ok((f, "cca.rmm")),
+        (None, Some(c)) => Ok((c, "--rmm")),
+        (None, None) => Ok((cca_backend::RmmVersion::default(), "default")),
     }
 }
 
@@ -325,14 +552,59 @@ fn measure_image(path: &Path, image: &cc_image::LaunchImage, what: &str) -> Resu
         println!("  VMSA pages: {}", image.vmsas().len());
     }
     if let Some(cca) = image.cca() {
-        println!(
-            "  realm: {}, {} IPA bits, {}",
-            cca.realm.hash.name(),
-            cca.realm.ipa_bits,
-            summary::plural(cca.recs.len(), "REC")
-        );
+        realm_lines(&cca.realm, cca.recs.len());
     }
     println!("{digest}");
+    Ok(())
+}
+
+/// The realm parameters a RIM was computed with, one line.
+fn realm_lines(realm: &cca_backend::RealmParams, recs: usize) {
+    let onoff = |b: bool| if b { "on" } else { "off" };
+    let sve = match realm.sve_vl {
+        0 => "SVE off".to_string(),
+        vl => format!("SVE {vl} bits"),
+    };
+    let pmu = match realm.pmu_counters {
+        None => "PMU off".to_string(),
+        Some(n) => format!("PMU {n} counters"),
+    };
+    println!(
+        "  realm: {}, {} IPA bits, LPA2 {}, {} breakpoints, {} watchpoints, {sve}, {pmu}, {}",
+        realm.hash.name(),
+        realm.ipa_bits,
+        onoff(realm.lpa2),
+        realm.num_bps,
+        realm.num_wps,
+        summary::plural(recs, "REC")
+    );
+}
+
+/// The RIM of a CCA plan file (or of an image with a CCA realm) under `how`.
+fn measure_cca_image(
+    path: &Path,
+    image: &cc_image::LaunchImage,
+    how: &CcaMeasureArgs,
+) -> Result<(), Error> {
+    let cli = parse_rmm(how.rmm.as_deref())?;
+    let order = parse_order(&how.order)?;
+    let cca = image
+        .cca()
+        .ok_or_else(|| Error::Usage(format!("{}: no cca section to measure", path.display())))?;
+    let (rmm, from) = resolve_rmm(path, cca.rmm, cli)?;
+    let plan = launch::plan(path, image)?;
+    let opts = cca_backend::MeasureOptions {
+        rmm,
+        order,
+        ..Default::default()
+    };
+    let rim = image
+        .measure_cca(&opts)
+        .map_err(|e| Error::Platform(format!("{}: {e}", path.display())))?;
+    measured_line(&plan, "RIM", path);
+    realm_lines(&cca.realm, cca.recs.len());
+    println!("  measured as: {rmm} ({from}), {} order", order.name());
+    println!("{}", cc_image::hex(&rim));
     Ok(())
 }
 
@@ -343,6 +615,7 @@ fn measure_command(m: &MeasureCommand) -> Result<(), Error> {
             vmsa,
             firmware_only,
             snp,
+            launch,
             igvm_args,
         } => {
             if input.firmware.is_none() && (!vmsa.is_empty() || *firmware_only) {
@@ -351,14 +624,13 @@ fn measure_command(m: &MeasureCommand) -> Result<(), Error> {
                 ));
             }
             match load(input, Some(Platform::Snp), igvm_args)? {
-                Loaded::Firmware(path, image) => {
-                    let plan =
-                        firmware::snp_plan(&path, &image, &snp_options(snp, *firmware_only))?;
-                    let digest = firmware::snp_measure(&plan, vmsa)?;
-                    measured_line(&plan, "launch digest", &path);
-                    println!("  VMSA pages: {}", vmsa.len());
-                    println!("{digest}");
-                }
+                Loaded::Firmware(path, image) => measure_snp_firmware(
+                    &path,
+                    &image,
+                    &snp_launch_args(snp, launch, vmsa),
+                    *firmware_only,
+                    launch,
+                )?,
                 Loaded::Image(path, image) => measure_image(&path, &image, "launch digest")?,
             }
         }
@@ -375,20 +647,39 @@ fn measure_command(m: &MeasureCommand) -> Result<(), Error> {
             }
             Loaded::Image(path, image) => measure_image(&path, &image, "MRTD")?,
         },
-        MeasureCommand::Cca { input, cca } => {
+        MeasureCommand::Cca { input, cca, how } => {
             let igvm_args = IgvmArgs {
                 igvm_policy: "kvm".into(),
             };
             match load(input, Some(Platform::Cca), &igvm_args)? {
                 Loaded::Firmware(path, image) => {
+                    let mut opts = cca_options(cca);
+                    opts.rmm = parse_rmm(how.rmm.as_deref())?.unwrap_or_default();
+                    opts.order = parse_order(&how.order)?;
+                    if opts.order != cca_backend::MeasureOrder::Planned {
+                        return Err(Error::Usage(format!(
+                            "--order {}: needs the realm's guest_memfd memslots, which a firmware image does not give: write them as ripas regions of a --plan file",
+                            opts.order.name()
+                        )));
+                    }
                     let padded = firmware::cca_padded(&image);
-                    let opts = cca_options(cca);
                     let plan = firmware::cca_plan(&path, &padded, &opts)?;
-                    let rim = firmware::cca_measure(&plan, &opts)?;
+                    let (realm, rim) = firmware::cca_measure(&plan, &opts)?;
                     measured_line(&plan, "RIM", &path);
+                    realm_lines(&realm, 1);
+                    println!(
+                        "  measured as: {} ({}), {} order",
+                        opts.rmm,
+                        if how.rmm.is_some() {
+                            "--rmm"
+                        } else {
+                            "default"
+                        },
+                        opts.order.name()
+                    );
                     println!("{rim}");
                 }
-                Loaded::Image(path, image) => measure_image(&path, &image, "RIM")?,
+                Loaded::Image(path, image) => measure_cca_image(&path, &image, how)?,
             }
         }
     }

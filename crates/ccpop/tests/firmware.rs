@@ -270,3 +270,426 @@ fn person_caused_errors_are_one_line_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("invalid value 'sgx'"));
 }
+
+// ---- `measure snp` as `sev-snp-measure` -------------------------------------------------------
+
+/// sev-backend's copy of sev-snp-measure's AmdSev OVMF fixture (with a hashes table).
+fn amdsev() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sev-backend/tests/data/ovmf_amdsev_suffix.bin")
+}
+
+/// sev-snp-measure's console script and the kernel/initrd of
+/// crates/sev-backend/tests/peer/setup.sh, or `None` (SKIPPED; a failure when
+/// CCPOP_REQUIRE_PEER=1, as in CI).
+fn peer_setup(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let dir = PathBuf::from(
+        std::env::var_os("CCPOP_PEER_DIR").unwrap_or_else(|| "/tmp/ccpop-peer".into()),
+    );
+    let scripts = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(text(&o.stdout).trim()).join("sev-snp-measure"));
+    match scripts {
+        Some(s) if s.exists() && dir.join("vmlinuz").exists() && Path::new(OVMF).exists() => {
+            Some((s, dir))
+        }
+        _ if std::env::var("CCPOP_REQUIRE_PEER").as_deref() == Ok("1") => {
+            panic!(
+                "{test}: CCPOP_REQUIRE_PEER=1 but sev-snp-measure or {} is missing",
+                dir.display()
+            )
+        }
+        _ => {
+            eprintln!("SKIPPED (run crates/sev-backend/tests/peer/setup.sh): {test}");
+            None
+        }
+    }
+}
+
+fn run_in(dir: &Path, program: &Path, args: &[String]) -> std::process::Output {
+    std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn measure_snp_command_lines_of_sev_snp_measure_give_its_digests() {
+    let Some((ssm, dir)) =
+        peer_setup("measure_snp_command_lines_of_sev_snp_measure_give_its_digests")
+    else {
+        return;
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    let amd = amdsev().display().to_string();
+    let kernel = dir.join("vmlinuz").display().to_string();
+    let initrd = dir.join("initrd.img").display().to_string();
+    let seed = last_line(&ccpop(&[
+        "measure",
+        "snp",
+        "--ovmf",
+        &amd,
+        "--firmware-only",
+    ]));
+    // sev-snp-measure --mode snp:ovmf-hash prints the firmware pages' digest.
+    let out = std::process::Command::new(&ssm)
+        .args(["--mode", "snp:ovmf-hash", "--ovmf", &amd])
+        .output()
+        .unwrap();
+    assert_eq!(last_line(&out), seed);
+    let cases: Vec<Vec<String>> = vec![
+        s(&["--ovmf", OVMF, "--vcpus", "4", "--vcpu-type", "EPYC-v4"]),
+        s(&[
+            "--ovmf",
+            OVMF,
+            "--vcpus",
+            "2",
+            "--vcpu-family",
+            "25",
+            "--vcpu-model",
+            "17",
+            "--vcpu-stepping",
+            "1",
+            "--guest-features",
+            "0x21",
+        ]),
+        s(&[
+            "--ovmf",
+            OVMF,
+            "--vcpus",
+            "64",
+            "--vmm-type",
+            "ec2",
+            "--output-format",
+            "base64",
+        ]),
+        s(&[
+            "--ovmf",
+            &amd,
+            "--vcpus",
+            "1",
+            "--vmm-type",
+            "gce",
+            "--vcpu-sig",
+            "0xa00f11",
+        ]),
+        s(&[
+            "--ovmf",
+            &amd,
+            "--vcpus",
+            "64",
+            "--vcpu-type",
+            "EPYC-Milan",
+            "--kernel",
+            &kernel,
+            "--initrd",
+            &initrd,
+            "--append",
+            "console=ttyS0 ro",
+        ]),
+        s(&[
+            "--ovmf",
+            &amd,
+            "--vcpus",
+            "8",
+            "--vcpu-type",
+            "EPYC-Genoa",
+            "--kernel",
+            &kernel,
+            "--snp-ovmf-hash",
+            &seed,
+            "--guest-features",
+            "0x21",
+        ]),
+    ];
+    for args in cases {
+        let theirs_dir = scratch_dir(&format!("ssm-{}", args.len()));
+        let ours_dir = scratch_dir(&format!("ours-{}", args.len()));
+        let mut peer_args = s(&["--mode", "snp", "--dump-vmsa"]);
+        peer_args.extend(args.iter().cloned());
+        let mut our_args = s(&["measure", "snp", "--dump-vmsa"]);
+        our_args.extend(args.iter().cloned());
+        let want = last_line(&run_in(&theirs_dir, &ssm, &peer_args));
+        let got = last_line(&run_in(
+            &ours_dir,
+            Path::new(env!("CARGO_BIN_EXE_ccpop")),
+            &our_args,
+        ));
+        assert_eq!(got, want, "{args:?}");
+        // --dump-vmsa: the same files, byte for byte.
+        let n: usize = args[args.iter().position(|a| a == "--vcpus").unwrap() + 1]
+            .parse()
+            .unwrap();
+        for i in 0..n {
+            let f = format!("vmsa{i}.bin");
+            assert_eq!(
+                std::fs::read(ours_dir.join(&f)).unwrap(),
+                std::fs::read(theirs_dir.join(&f)).unwrap(),
+                "{f} of {args:?}"
+            );
+        }
+        assert!(!ours_dir.join(format!("vmsa{n}.bin")).exists());
+        let _ = std::fs::remove_dir_all(theirs_dir);
+        let _ = std::fs::remove_dir_all(ours_dir);
+    }
+}
+
+/// The fixture with its hashes table entry's size set to `size`.
+fn amdsev_with_hashes_area_size(size: u32) -> Vec<u8> {
+    let mut img = std::fs::read(amdsev()).unwrap();
+    // SEV_HASH_TABLE_RV_GUID 7255371f-3a3b-4b04-927b-1da6efa8d454 in EFI byte order; its entry
+    // is {u32 base, u32 size}, u16 length, GUID.
+    let guid = [
+        0x1f, 0x37, 0x55, 0x72, 0x3b, 0x3a, 0x04, 0x4b, 0x92, 0x7b, 0x1d, 0xa6, 0xef, 0xa8, 0xd4,
+        0x54,
+    ];
+    let at = img.windows(16).position(|w| w == guid).unwrap();
+    img[at - 6..at - 2].copy_from_slice(&size.to_le_bytes());
+    img
+}
+
+#[test]
+fn measure_snp_bad_input_is_one_line_naming_the_flag_and_writes_nothing() {
+    let amd = amdsev().display().to_string();
+    let out_dir = scratch_dir("bad-input-dump");
+    let dump = out_dir.display().to_string();
+    let dir = scratch_dir("bad-input");
+    let folder = dir.display().to_string();
+    let small = scratch("small-hashes.fd", &amdsev_with_hashes_area_size(0x10));
+    let small = small.display().to_string();
+    // A kernel whose setup header (boot protocol 2.15) accepts 255 bytes of command line.
+    let mut k = vec![0u8; 0x1000];
+    k[0x202..0x206].copy_from_slice(b"HdrS");
+    k[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+    k[0x238..0x23c].copy_from_slice(&255u32.to_le_bytes());
+    let kernel = scratch("kernel-255", &k);
+    let kernel = kernel.display().to_string();
+    let long = "x".repeat(256);
+    let short_hash = "ab".repeat(47);
+    let base = [
+        "measure",
+        "snp",
+        "--ovmf",
+        &amd,
+        "--dump-vmsa",
+        &dump,
+        "--vcpus",
+        "2",
+    ];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--vcpu-type", "EPYC", "--kernel", "/nonexistent/vmlinuz"],
+            "--kernel /nonexistent/vmlinuz: No such file",
+        ),
+        (
+            vec!["--vcpu-type", "EPYC", "--kernel", &folder],
+            "--kernel ",
+        ),
+        (
+            vec![
+                "--vcpu-type",
+                "EPYC",
+                "--kernel",
+                &kernel,
+                "--initrd",
+                "/nonexistent/initrd",
+            ],
+            "--initrd /nonexistent/initrd: No such file",
+        ),
+        (
+            vec![
+                "--vcpu-type",
+                "EPYC",
+                "--svsm",
+                "/nonexistent/svsm.bin",
+                "--vars-size",
+                "4096",
+            ],
+            "--svsm /nonexistent/svsm.bin: No such file",
+        ),
+        (
+            vec!["--vcpu-type", "EPYC-Foo"],
+            "--vcpu-type EPYC-Foo: unknown vCPU type (known: EPYC, ",
+        ),
+        (
+            vec!["--vcpu-sig", "0x100000000"],
+            "--vcpu-sig 0x100000000: does not fit",
+        ),
+        (
+            vec![
+                "--vcpu-family",
+                "300",
+                "--vcpu-model",
+                "1",
+                "--vcpu-stepping",
+                "1",
+            ],
+            "--vcpu-family: family 300 does not fit",
+        ),
+        (
+            vec![
+                "--vcpu-family",
+                "25",
+                "--vcpu-model",
+                "1",
+                "--vcpu-stepping",
+                "16",
+            ],
+            "--vcpu-stepping: stepping 16 does not fit",
+        ),
+        (vec!["--vcpu-type", "EPYC", "--vcpus", "0"], "--vcpus 0: "),
+        (
+            vec![
+                "--vcpu-type",
+                "EPYC",
+                "--kernel",
+                &kernel,
+                "--append",
+                &long,
+            ],
+            "--append: 256 bytes, the kernel's setup header (cmdline_size) accepts at most 255",
+        ),
+        (
+            vec!["--vcpu-type", "EPYC", "--snp-ovmf-hash", &short_hash],
+            "--snp-ovmf-hash: 94 hex digits, a SHA-384 digest has 96",
+        ),
+        (
+            vec!["--vcpu-type", "EPYC", "--vmm-type", "kvmtool"],
+            "--vmm-type: unknown VMM type \"kvmtool\"",
+        ),
+        (
+            vec!["--vcpu-type", "EPYC", "--output-format", "b32"],
+            "--output-format b32: unknown",
+        ),
+    ];
+    for (extra, want) in &cases {
+        let mut args: Vec<&str> = base.to_vec();
+        if extra.contains(&"--vcpus") {
+            args.truncate(6);
+        }
+        args.extend(extra);
+        let e = one_line_error(&ccpop(&args));
+        assert!(e.starts_with(&format!("ccpop: {want}")), "{args:?}: {e}");
+    }
+    // A firmware whose hashes area is too small for the table, and one with no hashes section.
+    let e = one_line_error(&ccpop(&[
+        "measure",
+        "snp",
+        "--ovmf",
+        &small,
+        "--dump-vmsa",
+        &dump,
+        "--vcpus",
+        "1",
+        "--vcpu-type",
+        "EPYC",
+        "--kernel",
+        &kernel,
+    ]));
+    assert!(e.starts_with("ccpop: --kernel: the firmware's hashes table area (base 0x810c00, size 0x10) is too small"), "{e}");
+    if Path::new(OVMF).exists() {
+        let e = one_line_error(&ccpop(&[
+            "measure",
+            "snp",
+            "--ovmf",
+            OVMF,
+            "--dump-vmsa",
+            &dump,
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC",
+            "--kernel",
+            &kernel,
+        ]));
+        assert_eq!(
+            e,
+            "ccpop: --kernel: the firmware's SEV metadata has no SNP_KERNEL_HASHES section"
+        );
+    }
+    // Nothing was written.
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
+    for d in [out_dir, dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn measure_snp_svsm_is_the_library_digest_and_vars_file_is_its_size() {
+    if !Path::new(OVMF).exists() {
+        eprintln!("SKIPPED (needs {OVMF}): measure_snp_svsm_is_the_library_digest");
+        return;
+    }
+    // An SVSM image: the AmdSev fixture page with its hashes table entry turned into the SVSM
+    // information entry (SVSM_INFO_GUID a789a612-0597-4c4b-a49f-cbb1fe9d1ddd, entry at 0x100).
+    let mut svsm = std::fs::read(amdsev()).unwrap();
+    let rv = [
+        0x1f, 0x37, 0x55, 0x72, 0x3b, 0x3a, 0x04, 0x4b, 0x92, 0x7b, 0x1d, 0xa6, 0xef, 0xa8, 0xd4,
+        0x54,
+    ];
+    let info = [
+        0x12, 0xa6, 0x89, 0xa7, 0x97, 0x05, 0x4b, 0x4c, 0xa4, 0x9f, 0xcb, 0xb1, 0xfe, 0x9d, 0x1d,
+        0xdd,
+    ];
+    let at = svsm.windows(16).position(|w| w == rv).unwrap();
+    svsm[at..at + 16].copy_from_slice(&info);
+    svsm[at - 10..at - 6].copy_from_slice(&0x100u32.to_le_bytes());
+    let svsm_path = scratch("svsm.bin", &svsm);
+    let vars = scratch("vars.fd", &vec![0u8; 0x84000]);
+    let ovmf = std::fs::read(OVMF).unwrap();
+    let lib = sev_backend::measure_snp_launch(&sev_backend::SnpLaunch {
+        firmware: &ovmf,
+        vcpus: Some(sev_backend::VcpuConfig {
+            count: 3,
+            signature: sev_backend::VcpuType::by_name("EPYC-v4")
+                .unwrap()
+                .signature(),
+            ..Default::default()
+        }),
+        svsm: Some(sev_backend::SvsmLaunch {
+            image: &svsm,
+            vars_size: 0x84000,
+        }),
+        ..Default::default()
+    })
+    .unwrap();
+    let run = |vars_flag: &str, vars_value: &str| {
+        last_line(&ccpop(&[
+            "measure",
+            "snp",
+            "--ovmf",
+            OVMF,
+            "--vcpus",
+            "3",
+            "--vcpu-type",
+            "EPYC-v4",
+            "--svsm",
+            svsm_path.to_str().unwrap(),
+            vars_flag,
+            vars_value,
+        ]))
+    };
+    assert_eq!(run("--vars-size", "540672"), hex(&lib.digest));
+    assert_eq!(run("--vars-file", vars.to_str().unwrap()), hex(&lib.digest));
+    // An SVSM launch without the variable store's size is refused on one line.
+    let e = one_line_error(&ccpop(&[
+        "measure",
+        "snp",
+        "--ovmf",
+        OVMF,
+        "--vcpus",
+        "1",
+        "--vcpu-type",
+        "EPYC",
+        "--svsm",
+        svsm_path.to_str().unwrap(),
+    ]));
+    assert_eq!(e, "ccpop: --svsm needs --vars-size N or --vars-file FILE");
+    let _ = std::fs::remove_file(svsm_path);
+    let _ = std::fs::remove_file(vars);
+}

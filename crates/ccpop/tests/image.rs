@@ -332,3 +332,218 @@ fn igvm_files_plan_and_measure_as_the_backends_do() {
     assert!(e.contains("tdx"), "{e}");
     let _ = std::fs::remove_dir_all(d);
 }
+
+/// A CCA plan file with a memslot (ripas) region and two vCPUs; `rmm` is spliced into the
+/// `cca` section.
+fn cca_rmm_plan(d: &Path, name: &str, rmm: &str) -> String {
+    write(
+        d,
+        name,
+        format!(
+            r#"{{ "version": 1, "platform": "cca", "regions": [
+                {{ "gpa": 0, "size": "0x800000", "role": "ripas" }},
+                {{ "gpa": "0x80000", "size": "0x3000", "role": "measured", "file": "kernel.bin" }} ],
+              "cca": {{ "hash": "sha256", "ipa_bits": 40, "lpa2": false, "num_bps": 6,
+                       "num_wps": 4, "sve_vl": 256, "pmu_counters": 3,
+                       "recs": [ {{ "pc": "0x80000", "gprs": [7, 0, 0, 0, 0, 0, 0, 0], "runnable": true }},
+                                 {{ "pc": 0, "gprs": [0, 0, 0, 0, 0, 0, 0, 0], "runnable": false }} ]{rmm} }} }}"#
+        )
+        .as_bytes(),
+    )
+}
+
+/// The RIM the backend computes for `cca_rmm_plan`'s realm, built directly (with or without
+/// the ripas region) under `opts`.
+fn cca_rmm_want(kernel: &[u8], ripas: bool, opts: &cca_backend::MeasureOptions<'_>) -> String {
+    let mut b = PlanBuilder::new();
+    if ripas {
+        b = b.zeros(0, 0x80_0000, Role::Ripas);
+    }
+    let plan = b
+        .source(0x8_0000, Role::Measured, kernel)
+        .build(&cca_backend::CCA_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    let mut realm = cca_backend::RealmParams::new(cca_backend::HashAlgo::Sha256, 40);
+    realm.num_bps = 6;
+    realm.num_wps = 4;
+    realm.sve_vl = 256;
+    realm.pmu_counters = Some(3);
+    let recs = [
+        cca_backend::RecParams {
+            pc: 0x8_0000,
+            gprs: [7, 0, 0, 0, 0, 0, 0, 0],
+            runnable: true,
+        },
+        cca_backend::RecParams {
+            pc: 0,
+            gprs: [0; 8],
+            runnable: false,
+        },
+    ];
+    cca_backend::measure_with_options(&plan, &realm, &recs, opts)
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn measure_cca_rmm_from_the_file_or_the_command_line() {
+    use cca_backend::{MeasureOptions, MeasureOrder, RmmVersion};
+    let d = dir("cca-rmm");
+    let kernel = pattern(3 * 4096, 9);
+    write(&d, "kernel.bin", &kernel);
+    let v = |rmm| MeasureOptions {
+        rmm,
+        ..Default::default()
+    };
+    let v1 = cca_rmm_want(&kernel, true, &v(RmmVersion::V1_0));
+    let v2 = cca_rmm_want(&kernel, true, &v(RmmVersion::V2_0));
+    // RMM 2.0 differs from 1.0 exactly by the RIPAS records: it is 1.0 without the ripas region.
+    assert_ne!(v1, v2);
+    assert_eq!(v2, cca_rmm_want(&kernel, false, &v(RmmVersion::V1_0)));
+
+    let silent = cca_rmm_plan(&d, "silent.json", "");
+    let says1 = cca_rmm_plan(&d, "says1.json", r#", "rmm": "1.0""#);
+    let says2 = cca_rmm_plan(&d, "says2.json", r#", "rmm": "2.0""#);
+    let rim = |args: &[&str]| last_line(&ccpop(&[&["measure", "cca"], args].concat()));
+    // Neither says: RMM 1.0, as plan files always meant.
+    assert_eq!(rim(&["--plan", &silent]), v1);
+    assert_eq!(rim(&["--plan", &silent, "--rmm", "1.0"]), v1);
+    assert_eq!(rim(&["--plan", &silent, "--rmm", "2.0"]), v2);
+    assert_eq!(rim(&["--plan", &says1]), v1);
+    assert_eq!(rim(&["--plan", &says2]), v2);
+    assert_eq!(rim(&["--plan", &says2, "--rmm", "2.0"]), v2);
+    // What was used is printed.
+    let out = text(&ccpop(&["measure", "cca", "--plan", &says2]).stdout);
+    assert!(
+        out.contains("measured as: RMM 2.0 (cca.rmm), planned order"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "LPA2 off, 6 breakpoints, 4 watchpoints, SVE 256 bits, PMU 3 counters, 2 RECs"
+        ),
+        "{out}"
+    );
+
+    // Both say, differently: one line, exit 2.
+    let e = one_line_error(&ccpop(&[
+        "measure", "cca", "--plan", &says1, "--rmm", "2.0",
+    ]));
+    assert_eq!(
+        e,
+        format!(
+            "ccpop: {says1}: the plan file says cca.rmm \"1.0\" and --rmm says 2.0: give one, or the same"
+        )
+    );
+    let e = one_line_error(&ccpop(&[
+        "measure", "cca", "--plan", &says2, "--rmm", "1.0",
+    ]));
+    assert!(e.contains("says cca.rmm \"2.0\" and --rmm says 1.0"), "{e}");
+    let e = one_line_error(&ccpop(&[
+        "measure", "cca", "--plan", &silent, "--rmm", "1.1",
+    ]));
+    assert_eq!(e, "ccpop: --rmm 1.1: unknown (known: 1.0, 2.0)");
+
+    // The v12 order, against the backend's.
+    let v12 = cca_rmm_want(
+        &kernel,
+        true,
+        &MeasureOptions {
+            order: MeasureOrder::SeriesV12,
+            ..Default::default()
+        },
+    );
+    assert_ne!(v12, v1);
+    assert_eq!(rim(&["--plan", &silent, "--order", "v12"]), v12);
+    let e = one_line_error(&ccpop(&[
+        "measure", "cca", "--plan", &silent, "--order", "v9",
+    ]));
+    assert!(
+        e.contains("--order v9: unknown (known: planned, v12)"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn measure_cca_firmware_takes_every_realm_parameter() {
+    use cca_backend::{HashAlgo, MeasureOptions, RealmParams, RecParams, RmmVersion};
+    let d = dir("cca-fw-params");
+    let fw = pattern(5000, 4);
+    let path = write(&d, "fw.bin", &fw);
+    let mut padded = fw.clone();
+    padded.resize(8192, 0);
+    let plan = PlanBuilder::new()
+        .zeros(0x1000_0000, 8192, Role::Ripas)
+        .source(0x1000_0000, Role::Measured, &padded)
+        .build(&cca_backend::CCA_CAPS, &MemoryLayout::unbounded())
+        .unwrap();
+    let rec = RecParams {
+        pc: 0x1000_0000,
+        gprs: [0; 8],
+        runnable: true,
+    };
+    let want = |realm: &RealmParams, rmm| {
+        cca_backend::measure_with_options(
+            &plan,
+            realm,
+            &[rec],
+            &MeasureOptions {
+                rmm,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .to_string()
+    };
+    let base = [
+        "measure",
+        "cca",
+        "--firmware",
+        &path,
+        "--load-gpa",
+        "0x10000000",
+    ];
+    // The defaults: 2 breakpoints, 2 watchpoints, SVE, PMU and LPA2 off, RMM 1.0.
+    let defaults = RealmParams::new(HashAlgo::Sha256, 40);
+    assert_eq!(last_line(&ccpop(&base)), want(&defaults, RmmVersion::V1_0));
+    let mut realm = RealmParams::new(HashAlgo::Sha512, 48);
+    realm.num_bps = 6;
+    realm.num_wps = 4;
+    realm.sve_vl = 512;
+    realm.pmu_counters = Some(5);
+    realm.lpa2 = true;
+    let args = [
+        &base[..],
+        &[
+            "--hash",
+            "sha512",
+            "--ipa-bits",
+            "48",
+            "--num-bps",
+            "6",
+            "--num-wps",
+            "4",
+            "--sve-vl",
+            "512",
+            "--pmu-counters",
+            "5",
+            "--lpa2",
+            "--rmm",
+            "2.0",
+        ],
+    ]
+    .concat();
+    let out = ccpop(&args);
+    assert_eq!(last_line(&out), want(&realm, RmmVersion::V2_0));
+    assert!(text(&out.stdout).contains("measured as: RMM 2.0 (--rmm), planned order"));
+    // Parameters the RMM refuses, and the v12 order without memslots: one line each.
+    let e = one_line_error(&ccpop(&[&base[..], &["--num-bps", "1"]].concat()));
+    assert!(e.contains("num_bps = 1 is invalid"), "{e}");
+    let e = one_line_error(&ccpop(&[&base[..], &["--order", "v12"]].concat()));
+    assert!(
+        e.contains("--order v12: needs the realm's guest_memfd memslots"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(d);
+}

@@ -21,7 +21,9 @@ pub enum Error {
         errno: i32,
     },
     /// A `KVM_MEMORY_ENCRYPT_OP` command failed; `fw_code` is the firmware status the kernel
-    /// returned in `kvm_sev_cmd.error` (0 when the firmware was not reached).
+    /// returned in `kvm_sev_cmd.error` (`arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl` copies the
+    /// command back after every command it dispatched, Linux 6.18.2), 0 when the firmware was
+    /// not reached or gave no status.
     #[error("{cmd} failed: errno {errno} ({}), firmware status {fw_name} ({fw_code:#x})", std::io::Error::from_raw_os_error(*errno))]
     Command {
         /// The command (e.g. `KVM_SEV_SNP_LAUNCH_START`).
@@ -32,6 +34,41 @@ pub enum Error {
         fw_code: u32,
         /// Its name (`SEV_RET_*`).
         fw_name: Cow<'static, str>,
+    },
+    /// A parameter the kernel would refuse (or silently ignore), refused before the ioctl.
+    /// `reason` names the Linux 6.18.2 function that checks it.
+    #[error("{cmd}: {field} = {value:#x} refused: {reason}")]
+    InvalidParam {
+        /// The command (e.g. `KVM_SEV_SNP_LAUNCH_START`).
+        cmd: &'static str,
+        /// The parameter.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// Why, with the kernel function that checks it.
+        reason: String,
+    },
+    /// [`InPlaceMode::Kernel`](crate::InPlaceMode::Kernel) asked of a kernel that does not
+    /// advertise in-place populate.
+    #[error("in-place populate (LAUNCH_UPDATE with uaddr 0 for content pages) is not offered by this kernel: {reason}")]
+    InPlaceUnsupported {
+        /// What the kernel would do instead, and what would advertise it.
+        reason: String,
+    },
+    /// A command failed in a way that leaves the launch unable to go on: the VM must be torn
+    /// down.
+    #[error("{cmd} failed: errno {errno} ({}), firmware status {fw_name} ({fw_code:#x}); the launch cannot go on: {reason}", std::io::Error::from_raw_os_error(*errno))]
+    Unrecoverable {
+        /// The command.
+        cmd: &'static str,
+        /// The errno.
+        errno: i32,
+        /// The firmware status code.
+        fw_code: u32,
+        /// Its name.
+        fw_name: Cow<'static, str>,
+        /// Why the launch cannot go on, with the kernel function that makes it so.
+        reason: String,
     },
     /// A launch step issued out of order.
     #[error("{step} is not allowed now: the launch is {state}")]
@@ -176,6 +213,21 @@ mod tests {
         assert_eq!(fw_error_name(0x27), "SEV_RET_INVALID_KEY");
         assert_eq!(fw_error_name(u32::MAX), "SEV_RET_NO_FW_CALL");
         assert_eq!(fw_error_name(0x99), "SEV_RET_UNKNOWN(0x99)");
+    }
+
+    #[test]
+    fn every_code_of_psp_sev_h_has_its_name() {
+        // include/uapi/linux/psp-sev.h (Linux 6.18.2), sev_ret_code: 0x00-0x1d and 0x1f-0x27
+        // are named, 0x1e is not; names are unique.
+        let names: Vec<_> = (0..=0x28u32).map(fw_error_name).collect();
+        for (code, name) in names.iter().enumerate() {
+            let unknown = name.starts_with("SEV_RET_UNKNOWN");
+            assert_eq!(unknown, code == 0x1e || code == 0x28, "{code:#x}: {name}");
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
     }
 
     #[test]

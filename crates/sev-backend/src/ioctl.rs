@@ -139,6 +139,18 @@ pub trait SevIoctl {
     /// Makes `gpa..gpa+len` private (`KVM_SET_MEMORY_ATTRIBUTES` with
     /// `KVM_MEMORY_ATTRIBUTE_PRIVATE`). Returns the errno on failure.
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32>;
+
+    /// Whether the kernel advertises in-place populate: `KVM_SEV_SNP_LAUNCH_UPDATE` with
+    /// `uaddr = 0` for content pages, populating the bytes already in the page. Linux 6.18.2
+    /// does not: `arch/x86/kvm/svm/sev.c: sev_gmem_post_populate` hits a `WARN_ON_ONCE` and
+    /// fails the page with `-EINVAL`, which `snp_launch_update` reports as `EIO` with firmware
+    /// status 0; `include/uapi/linux/kvm.h` has no capability for it. A kernel with the
+    /// (unmerged) in-place conversion series would have to advertise it through a capability
+    /// read with `KVM_CHECK_EXTENSION`; until a released kernel has one, every implementation
+    /// answers `false` (the default).
+    fn in_place_populate(&self) -> bool {
+        false
+    }
 }
 
 impl<T: SevIoctl + ?Sized> SevIoctl for &mut T {
@@ -147,6 +159,9 @@ impl<T: SevIoctl + ?Sized> SevIoctl for &mut T {
     }
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
         (**self).set_private(gpa, len)
+    }
+    fn in_place_populate(&self) -> bool {
+        (**self).in_place_populate()
     }
 }
 

@@ -54,8 +54,13 @@ pub fn probe(kvm: &Kvm) -> Result<SnpSupport, Error> {
 }
 
 /// How the backend handles a CPUID page the firmware rejects. The kernel then copies the
-/// firmware's corrected table back into the source page; the difference per leaf is always
-/// recorded ([`SnpBackend::cpuid_corrections`]) and named in the error.
+/// firmware's corrected table back into the source page (`arch/x86/kvm/svm/sev.c:
+/// sev_gmem_post_populate`, Linux 6.18.2), and the backend compares it with what it sent: on
+/// the first page of a call the rejection is an `EIO` with `SEV_RET_INVALID_PARAM`; on a later
+/// page the call *succeeds* with the pages before it and the status is lost, so the changed
+/// source page is the only sign. Either way the difference per leaf is recorded
+/// ([`SnpBackend::cpuid_corrections`]) and the policy applied; the firmware's table is never
+/// sent without [`CpuidPolicy::UseFirmwareValues`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CpuidPolicy {
     /// Stop with an error carrying the per-leaf difference (what QEMU does).
@@ -74,8 +79,11 @@ pub enum InPlaceMode {
     /// Not supported: plans with in-place content are refused at validation.
     #[default]
     Unsupported,
-    /// The kernel populates in place: `LAUNCH_UPDATE` with `uaddr = 0` (the in-place conversion
-    /// series makes `uaddr` optional; not in a released kernel as of 6.18).
+    /// The kernel populates in place: `LAUNCH_UPDATE` with `uaddr = 0`. Only where the kernel
+    /// advertises it ([`SevIoctl::in_place_populate`]); Linux 6.18.2 does not (a kernel warning
+    /// and `EIO` with firmware status 0 for every such page), so there this mode is refused
+    /// with [`Error::InPlaceUnsupported`] by [`SnpBackend::create`] and [`SnpBackend::init`],
+    /// and plans with in-place content are refused at validation.
     Kernel,
     /// Fall back to a source buffer: the bytes are copied out of the shared view (through the
     /// reader given to [`SnpBackend::with_shared_view`]) just before the range is made private,
@@ -94,6 +102,12 @@ pub struct LaunchConfig {
     /// 2 MiB, is the largest RMP page size: aligned 2 MiB spans stay whole (hugepage-backed
     /// guest_memfd), and a bounce buffer for an unaligned source never exceeds it.
     pub max_chunk: u64,
+    /// How many times in a row a `LAUNCH_UPDATE` answered `EIO` with firmware status 0 at the
+    /// same page is retried (reported to the driver as an interruption) before it is a hard
+    /// failure. Linux 6.18.2 answers a signal before the first page this way, but also a page
+    /// populated already or not private, a bad source, a dead PSP or a dead VM, none of which
+    /// a retry mends: keep this small. Default 2.
+    pub max_eio_zero_retries: u32,
 }
 
 impl Default for LaunchConfig {
@@ -102,6 +116,7 @@ impl Default for LaunchConfig {
             cpuid: CpuidPolicy::Fail,
             in_place: InPlaceMode::Unsupported,
             max_chunk: HUGE_2M,
+            max_eio_zero_retries: 2,
         }
     }
 }
@@ -138,6 +153,18 @@ pub struct InitParams {
 pub const SNP_POLICY_RESERVED_MBO: u64 = 1 << 17;
 /// SNP guest policy: SMT allowed.
 pub const SNP_POLICY_SMT: u64 = 1 << 16;
+/// SNP guest policy: debugging allowed.
+pub const SNP_POLICY_DEBUG: u64 = 1 << 19;
+/// SNP guest policy: single socket only.
+pub const SNP_POLICY_SINGLE_SOCKET: u64 = 1 << 20;
+/// The policy bits Linux 6.18.2 accepts (`SNP_POLICY_MASK_VALID` in `arch/x86/kvm/svm/sev.c`):
+/// ABI minor and major (bits 0-15), SMT, the must-be-one bit 17, DEBUG, SINGLE_SOCKET.
+pub const SNP_POLICY_MASK_VALID: u64 =
+    0xffff | SNP_POLICY_SMT | SNP_POLICY_RESERVED_MBO | SNP_POLICY_DEBUG | SNP_POLICY_SINGLE_SOCKET;
+/// The VMSA features Linux 6.18.2 can offer an SNP guest at most (`sev_supported_vmsa_features`
+/// in `arch/x86/kvm/svm/sev.c: sev_hardware_setup`): `SVM_SEV_FEAT_DEBUG_SWAP` (bit 5) and
+/// `SVM_SEV_FEAT_SECURE_TSC` (bit 9); the host decides which of them it has.
+pub const SNP_VMSA_FEATURES_KNOWN: u64 = 1 << 5 | 1 << 9;
 
 /// `KVM_SEV_SNP_LAUNCH_START` parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,6 +210,9 @@ pub enum LaunchState {
     Started,
     /// `KVM_SEV_SNP_LAUNCH_FINISH` done.
     Finished,
+    /// `KVM_SEV_SNP_LAUNCH_FINISH` failed: Linux 6.18.2 measures the VMSAs before anything
+    /// else can fail, so the launch cannot be finished; tear the VM down.
+    Unrecoverable,
 }
 
 impl LaunchState {
@@ -192,6 +222,7 @@ impl LaunchState {
             LaunchState::Initialized => "initialised (before KVM_SEV_SNP_LAUNCH_START)",
             LaunchState::Started => "started",
             LaunchState::Finished => "finished",
+            LaunchState::Unrecoverable => "unrecoverable (KVM_SEV_SNP_LAUNCH_FINISH failed)",
         }
     }
 }
@@ -205,9 +236,11 @@ pub struct CpuidCorrection {
     pub diff: Vec<LeafDiff>,
     /// Whether the page was then populated with the firmware's table.
     pub applied: bool,
-    /// The firmware's whole page ([`CpuidPolicy::ReportOnly`]).
+    /// The whole source page as the kernel left it ([`CpuidPolicy::ReportOnly`]): the
+    /// firmware's table, or ours when the kernel wrote nothing back.
     pub firmware_page: Option<Vec<u8>>,
-    /// A note when either table did not parse (then `diff` is empty).
+    /// A note when either table did not parse, or the page came back unchanged (then `diff`
+    /// is empty).
     pub note: Option<String>,
 }
 
@@ -239,6 +272,8 @@ pub struct SnpBackend<I> {
     /// Copies of in-place content taken before conversion: start GPA -> bytes.
     copies: BTreeMap<u64, Vec<u8>>,
     corrections: Vec<CpuidCorrection>,
+    /// The page of the last `EIO` with firmware status 0 and how many in a row.
+    eio_zero: Option<(u64, u32)>,
 }
 
 impl<I> std::fmt::Debug for SnpBackend<I> {
@@ -257,6 +292,10 @@ impl SnpBackend<KvmSevIoctl> {
     /// [`Error::NotSupported`] where SNP is not available.
     pub fn create(kvm: &Kvm, config: LaunchConfig) -> Result<Self, Error> {
         probe(kvm)?;
+        if config.in_place == InPlaceMode::Kernel {
+            // KvmSevIoctl::in_place_populate is false: no released kernel advertises it.
+            return Err(in_place_refusal());
+        }
         let vm = kvm
             .create_vm_with_type(u64::from(KVM_X86_SNP_VM))
             .map_err(|e| Error::Os {
@@ -275,8 +314,10 @@ impl SnpBackend<KvmSevIoctl> {
     }
 }
 
-/// A page-aligned bounce buffer (newer kernels refuse an unaligned `uaddr`), made without
-/// `unsafe`: a `Vec` one page longer than needed, used from its first page boundary.
+/// A page-aligned bounce buffer, made without `unsafe`: a `Vec` one page longer than needed,
+/// used from its first page boundary. Linux 6.18.2 copies the source with `copy_from_user`
+/// from any address (`sev.c: sev_gmem_post_populate`); the backend still hands it whole pages,
+/// so that each source page is one user page (as the CPUID write-back lands in it).
 struct Bounce {
     buf: Vec<u8>,
     off: usize,
@@ -305,6 +346,26 @@ impl Bounce {
     }
 }
 
+fn in_place_refusal() -> Error {
+    Error::InPlaceUnsupported {
+        reason: "Linux 6.18.2 has no capability for it, and there arch/x86/kvm/svm/sev.c: sev_gmem_post_populate warns (WARN_ON_ONCE) and fails every content page sent with uaddr 0 (EINVAL, reported by snp_launch_update as EIO with firmware status 0); a kernel would advertise it through a KVM_CHECK_EXTENSION capability (the unmerged in-place conversion series), which SevIoctl::in_place_populate reports; use InPlaceMode::CopyBeforeConversion".into(),
+    }
+}
+
+/// What `EIO` with firmware status 0 from `KVM_SEV_SNP_LAUNCH_UPDATE` can mean (Linux 6.18.2).
+const EIO_ZERO_MEANS: &str = "arch/x86/kvm/svm/sev.c: snp_launch_update turns every failure of virt/kvm/guest_memfd.c: kvm_gmem_populate before the first page into EIO, and status 0 means no firmware status: a pending signal (EINTR), the page already populated (EEXIST) or not private (EINVAL), uaddr 0 or a source the kernel cannot read (sev_gmem_post_populate: EINVAL, EFAULT), a guest_memfd binding error, a PSP time-out or a dead PSP (drivers/crypto/ccp/sev-dev.c: __sev_do_cmd_locked: ETIMEDOUT, then EBUSY for every command), or a VM killed by KVM_BUG (virt/kvm/kvm_main.c: kvm_vm_ioctl answers EIO)";
+
+/// What `EINVAL` from `KVM_SEV_SNP_LAUNCH_UPDATE` means (Linux 6.18.2).
+const UPDATE_EINVAL_MEANS: &str = "arch/x86/kvm/svm/sev.c: snp_launch_update refuses before any page a launch not started, len 0 or not page-aligned, flags, a page type it does not take, and a start page outside a guest_memfd memslot";
+
+/// What the CPUID comparison decided.
+enum CpuidVerdict {
+    /// Go on (nothing changed, or the firmware's table is to be sent).
+    Go,
+    /// Stop, with the summary of the difference.
+    Stop(String),
+}
+
 fn cmd_error(cmd: &'static str, e: SevIoctlError) -> Error {
     Error::Command {
         cmd,
@@ -324,6 +385,7 @@ impl<I: SevIoctl> SnpBackend<I> {
             shared_view: None,
             copies: BTreeMap::new(),
             corrections: Vec::new(),
+            eio_zero: None,
         }
     }
 
@@ -364,12 +426,16 @@ impl<I: SevIoctl> SnpBackend<I> {
         &self.corrections
     }
 
-    /// The backend's capabilities (as [`Backend::caps`]).
+    /// The backend's capabilities (as [`Backend::caps`]). In-place content is offered with
+    /// [`InPlaceMode::CopyBeforeConversion`], and with [`InPlaceMode::Kernel`] only where the
+    /// kernel advertises it ([`SevIoctl::in_place_populate`]).
     pub fn caps_now(&self) -> BackendCaps {
-        snp_caps(
-            self.config.in_place != InPlaceMode::Unsupported,
-            self.config.max_chunk,
-        )
+        let in_place = match self.config.in_place {
+            InPlaceMode::Unsupported => false,
+            InPlaceMode::Kernel => self.ioctl.in_place_populate(),
+            InPlaceMode::CopyBeforeConversion => true,
+        };
+        snp_caps(in_place, self.config.max_chunk)
     }
 
     fn expect(&self, want: LaunchState, step: &'static str) -> Result<(), Error> {
@@ -383,9 +449,32 @@ impl<I: SevIoctl> SnpBackend<I> {
         }
     }
 
-    /// `KVM_SEV_INIT2`.
+    /// `KVM_SEV_INIT2`. Refuses before the ioctl what `arch/x86/kvm/svm/sev.c:
+    /// __sev_guest_init` (Linux 6.18.2) refuses for an SNP VM whatever the host: a GHCB version
+    /// other than 0 (KVM's default, 2) or 2, and VMSA features 6.18 never offers (outside
+    /// [`SNP_VMSA_FEATURES_KNOWN`]); and [`InPlaceMode::Kernel`] where the kernel does not
+    /// advertise in-place populate.
     pub fn init(&mut self, p: &InitParams) -> Result<(), Error> {
         self.expect(LaunchState::Created, "KVM_SEV_INIT2")?;
+        if self.config.in_place == InPlaceMode::Kernel && !self.ioctl.in_place_populate() {
+            return Err(in_place_refusal());
+        }
+        if p.ghcb_version != 0 && p.ghcb_version != 2 {
+            return Err(Error::InvalidParam {
+                cmd: "KVM_SEV_INIT2",
+                field: "ghcb_version",
+                value: u64::from(p.ghcb_version),
+                reason: "arch/x86/kvm/svm/sev.c: __sev_guest_init takes at most GHCB_VERSION_MAX (2), and an SNP guest at least 2 (0 means 2): EINVAL".into(),
+            });
+        }
+        if p.vmsa_features & !SNP_VMSA_FEATURES_KNOWN != 0 {
+            return Err(Error::InvalidParam {
+                cmd: "KVM_SEV_INIT2",
+                field: "vmsa_features",
+                value: p.vmsa_features,
+                reason: format!("arch/x86/kvm/svm/sev.c: __sev_guest_init refuses features outside sev_supported_vmsa_features, which is at most DEBUG_SWAP | SECURE_TSC ({SNP_VMSA_FEATURES_KNOWN:#x}): EINVAL"),
+            });
+        }
         let mut init = kvm_sev_init {
             vmsa_features: p.vmsa_features,
             ghcb_version: p.ghcb_version,
@@ -398,9 +487,27 @@ impl<I: SevIoctl> SnpBackend<I> {
         Ok(())
     }
 
-    /// `KVM_SEV_SNP_LAUNCH_START`.
+    /// `KVM_SEV_SNP_LAUNCH_START`. Refuses before the ioctl a policy `arch/x86/kvm/svm/sev.c:
+    /// snp_launch_start` (Linux 6.18.2) refuses: bits outside [`SNP_POLICY_MASK_VALID`], or
+    /// [`SNP_POLICY_RESERVED_MBO`] clear.
     pub fn start(&mut self, p: &StartParams) -> Result<(), Error> {
         self.expect(LaunchState::Initialized, "KVM_SEV_SNP_LAUNCH_START")?;
+        if p.policy & !SNP_POLICY_MASK_VALID != 0 {
+            return Err(Error::InvalidParam {
+                cmd: "KVM_SEV_SNP_LAUNCH_START",
+                field: "policy",
+                value: p.policy,
+                reason: format!("arch/x86/kvm/svm/sev.c: snp_launch_start refuses bits outside SNP_POLICY_MASK_VALID ({SNP_POLICY_MASK_VALID:#x}): EINVAL"),
+            });
+        }
+        if p.policy & SNP_POLICY_RESERVED_MBO == 0 {
+            return Err(Error::InvalidParam {
+                cmd: "KVM_SEV_SNP_LAUNCH_START",
+                field: "policy",
+                value: p.policy,
+                reason: "arch/x86/kvm/svm/sev.c: snp_launch_start requires bit 17 (SNP_POLICY_MASK_RSVD_MBO): EINVAL".into(),
+            });
+        }
         let mut start = kvm_sev_snp_launch_start {
             policy: p.policy,
             gosvw: p.gosvw,
@@ -414,14 +521,33 @@ impl<I: SevIoctl> SnpBackend<I> {
     }
 
     /// `KVM_SEV_SNP_LAUNCH_FINISH` (KVM measures the vCPUs' VMSAs here).
+    ///
+    /// In Linux 6.18.2 (`arch/x86/kvm/svm/sev.c: snp_launch_finish`) the VMSAs go to the
+    /// firmware before the ID block is read, so a refusal there leaves a launch that cannot be
+    /// finished. The backend therefore refuses before the ioctl an ID block without an ID
+    /// authentication structure (the kernel: `EINVAL` from `psp_copy_user_blob`), and an ID
+    /// authentication structure or author key without an ID block (the kernel ignores them);
+    /// and any failure of the ioctl moves the launch to [`LaunchState::Unrecoverable`] with
+    /// [`Error::Unrecoverable`].
     pub fn finish(&mut self, p: &FinishParams<'_>) -> Result<(), Error> {
         self.expect(LaunchState::Started, "KVM_SEV_SNP_LAUNCH_FINISH")?;
-        if p.id_auth.is_some() && p.id_block.is_none() {
-            return Err(Error::BadState {
-                step: "KVM_SEV_SNP_LAUNCH_FINISH with an ID auth structure",
-                state: "without an ID block",
+        if p.id_block.is_some() && p.id_auth.is_none() {
+            return Err(Error::InvalidParam {
+                cmd: "KVM_SEV_SNP_LAUNCH_FINISH",
+                field: "id_auth_uaddr",
+                value: 0,
+                reason: "an ID block needs its ID authentication structure: arch/x86/kvm/svm/sev.c: snp_launch_finish reads both when id_block_en is set, and drivers/crypto/ccp/sev-dev.c: psp_copy_user_blob refuses address 0 with EINVAL, after the VMSAs were measured".into(),
             });
         }
+        if p.id_block.is_none() && (p.id_auth.is_some() || p.auth_key) {
+            return Err(Error::InvalidParam {
+                cmd: "KVM_SEV_SNP_LAUNCH_FINISH",
+                field: if p.auth_key { "auth_key_en" } else { "id_auth_uaddr" },
+                value: p.id_auth.map_or(u64::from(p.auth_key), |a| a.as_ptr() as u64),
+                reason: "without an ID block, arch/x86/kvm/svm/sev.c: snp_launch_finish ignores the ID authentication structure and the author key".into(),
+            });
+        }
+
         let mut fin = kvm_sev_snp_launch_finish {
             id_block_uaddr: p.id_block.map_or(0, |b| b.as_ptr() as u64),
             id_auth_uaddr: p.id_auth.map_or(0, |b| b.as_ptr() as u64),
@@ -431,9 +557,16 @@ impl<I: SevIoctl> SnpBackend<I> {
             host_data: p.host_data,
             ..Default::default()
         };
-        self.ioctl
-            .encrypt_op(SevCmd::LaunchFinish(&mut fin))
-            .map_err(|e| cmd_error("KVM_SEV_SNP_LAUNCH_FINISH", e))?;
+        if let Err(e) = self.ioctl.encrypt_op(SevCmd::LaunchFinish(&mut fin)) {
+            self.state = LaunchState::Unrecoverable;
+            return Err(Error::Unrecoverable {
+                cmd: "KVM_SEV_SNP_LAUNCH_FINISH",
+                errno: e.errno,
+                fw_code: e.fw_error,
+                fw_name: fw_error_name(e.fw_error),
+                reason: "arch/x86/kvm/svm/sev.c: snp_launch_finish (Linux 6.18.2) hands every vCPU's VMSA to the firmware (snp_launch_update_vmsa) before anything that can fail for parameters this backend sends, and a second LAUNCH_FINISH would hand them over again (or the VM is dead: virt/kvm/kvm_main.c: kvm_vm_ioctl answers EIO to everything); tear the VM down".into(),
+            });
+        }
         self.state = LaunchState::Finished;
         Ok(())
     }
@@ -485,6 +618,7 @@ impl<I: SevIoctl> SnpBackend<I> {
             (_, ChunkSource::Bytes(b)) => Some(Cow::Borrowed(b)),
             (_, ChunkSource::Zero) => Some(Cow::Owned(vec![0; ulen])),
             (_, ChunkSource::InPlace) => match self.config.in_place {
+                // `init` refused this mode unless the kernel advertises it.
                 InPlaceMode::Kernel => None,
                 InPlaceMode::CopyBeforeConversion => match in_place_copy(self) {
                     Ok(c) => Some(Cow::Owned(c)),
@@ -540,6 +674,7 @@ impl<I: SevIoctl> SnpBackend<I> {
         };
         let first_gfn = p.gfn_start;
         let mut retried_cpuid: Option<u64> = None;
+        let policy = self.config.cpuid;
         loop {
             let before = p;
             let source = match (shared, bounce.as_mut().map(Bounce::as_mut)) {
@@ -553,6 +688,11 @@ impl<I: SevIoctl> SnpBackend<I> {
                 params: &mut p,
                 source,
             });
+            let what = format!(
+                "KVM_SEV_SNP_LAUNCH_UPDATE of {} at GPA {at:#x} (+{:#x}, chunk {range})",
+                ty.name(),
+                before.len
+            );
             match result {
                 Ok(()) => {
                     let moved = before.len.wrapping_sub(p.len);
@@ -575,6 +715,9 @@ impl<I: SevIoctl> SnpBackend<I> {
                             ),
                         );
                     }
+                    if moved > 0 {
+                        self.eio_zero = None;
+                    }
                     if p.len == 0 {
                         return Populated::all(len);
                     }
@@ -585,75 +728,91 @@ impl<I: SevIoctl> SnpBackend<I> {
                             result: Ok(()),
                         };
                     }
+                    // The call stopped early (a memslot's end, a signal, or a failing page
+                    // whose error kvm_gmem_populate drops once pages were done). A CPUID page
+                    // the firmware rejected is only visible as a changed source page.
+                    if ty == PageType::Cpuid {
+                        let next = p.gfn_start * PAGE as u64;
+                        let off = ((p.gfn_start - first_gfn) * PAGE as u64) as usize;
+                        let now = bounce.as_ref().map(Bounce::as_ref).unwrap_or(&[]);
+                        let verdict = self.cpuid_verdict(
+                            next,
+                            page_at(original.as_deref(), off),
+                            page_at(Some(now), off),
+                            false,
+                            &mut retried_cpuid,
+                        );
+                        if let CpuidVerdict::Stop(summary) = verdict {
+                            return Populated::failed(
+                                len - p.len,
+                                BackendError::new(ErrorKind::Failed, format!(
+                                    "KVM_SEV_SNP_LAUNCH_UPDATE of {} at GPA {next:#x}: the call succeeded with the pages before it, and the source page came back changed: arch/x86/kvm/svm/sev.c: sev_gmem_post_populate (Linux 6.18.2) writes the firmware's table there only when the firmware rejected it with SEV_RET_INVALID_PARAM (the status is dropped: kvm_gmem_populate returns the pages done); the firmware's table was not sent ({policy:?} policy): {summary}",
+                                    ty.name()
+                                ))
+                                .with_platform(u64::from(SEV_RET_INVALID_PARAM), fw_error_name(SEV_RET_INVALID_PARAM)),
+                            );
+                        }
+                    }
                 }
                 Err(e) => {
                     // On error the kernel does not copy the parameters back: `p` is unchanged.
                     p = before;
-                    let what = format!(
-                        "KVM_SEV_SNP_LAUNCH_UPDATE of {} at GPA {at:#x} (+{:#x}, chunk {range})",
-                        ty.name(),
-                        before.len
-                    );
                     if ty == PageType::Cpuid
                         && e.errno == libc::EIO
                         && e.fw_error == SEV_RET_INVALID_PARAM
                     {
                         let off = ((before.gfn_start - first_gfn) * PAGE as u64) as usize;
-                        let ours = original
-                            .as_deref()
-                            .and_then(|o| o.get(off..off + PAGE))
-                            .unwrap_or(&[]);
-                        let theirs = bounce
-                            .as_ref()
-                            .and_then(|b| b.as_ref().get(off..off + PAGE))
-                            .unwrap_or(&[]);
-                        let (diff, note) =
-                            match (parse_cpuid_table(ours), parse_cpuid_table(theirs)) {
-                                (Ok(a), Ok(b)) => (cpuid_diff(&a, &b), None),
-                                (a, b) => (
-                                    Vec::new(),
-                                    Some(format!(
-                                        "could not compare the tables: ours {:?}, firmware's {:?}",
-                                        a.err().map(|e| e.to_string()),
-                                        b.err().map(|e| e.to_string())
-                                    )),
-                                ),
-                            };
-                        let retry = self.config.cpuid == CpuidPolicy::UseFirmwareValues
-                            && retried_cpuid != Some(at);
-                        let summary = describe_diff(&diff, note.as_deref());
-                        self.corrections.push(CpuidCorrection {
-                            gpa: at,
-                            diff,
-                            applied: retry,
-                            firmware_page: (self.config.cpuid == CpuidPolicy::ReportOnly)
-                                .then(|| theirs.to_vec()),
-                            note,
-                        });
-                        if retry {
-                            retried_cpuid = Some(at);
-                            continue;
-                        }
-                        return Populated::failed(
-                            done,
-                            BackendError::from_errno(e.errno, format!(
-                                "{what}: the firmware rejected the CPUID table ({:?} policy): {summary}",
-                                self.config.cpuid
-                            ))
-                            .with_platform(u64::from(e.fw_error), fw_error_name(e.fw_error)),
+                        let now = bounce.as_ref().map(Bounce::as_ref).unwrap_or(&[]);
+                        let verdict = self.cpuid_verdict(
+                            at,
+                            page_at(original.as_deref(), off),
+                            page_at(Some(now), off),
+                            true,
+                            &mut retried_cpuid,
                         );
+                        match verdict {
+                            CpuidVerdict::Go => continue,
+                            CpuidVerdict::Stop(summary) => {
+                                return Populated::failed(
+                                    done,
+                                    BackendError::from_errno(e.errno, format!(
+                                        "{what}: the firmware rejected the CPUID table ({policy:?} policy): {summary}"
+                                    ))
+                                    .with_platform(u64::from(e.fw_error), fw_error_name(e.fw_error)),
+                                );
+                            }
+                        }
                     }
                     if e.errno == libc::EIO && e.fw_error == 0 {
-                        // The kernel flattens a populate that stopped before its first page
-                        // (a pending signal, among others) to -EIO with no firmware status.
+                        let n = match self.eio_zero {
+                            Some((g, n)) if g == at => n.saturating_add(1),
+                            _ => 1,
+                        };
+                        let bound = self.config.max_eio_zero_retries;
+                        let kind = if n > bound {
+                            self.eio_zero = None;
+                            ErrorKind::Failed
+                        } else {
+                            self.eio_zero = Some((at, n));
+                            ErrorKind::Interrupted
+                        };
+                        let verdict = if kind == ErrorKind::Failed {
+                            format!("giving up after {n} in a row (bound {bound} retries)")
+                        } else {
+                            format!("{n} in a row, retried as an interruption (bound {bound})")
+                        };
                         let mut err = BackendError::new(
-                            ErrorKind::Interrupted,
-                            format!("{what}: interrupted before any page was populated (EIO with firmware status 0; the kernel reports a page already populated or not private the same way, so a retry that keeps failing means one of those)"),
+                            kind,
+                            format!("{what}: EIO with firmware status 0 before any page, {verdict}: {EIO_ZERO_MEANS}"),
                         );
                         err.errno = Some(e.errno);
                         return Populated::failed(done, err);
                     }
-                    let mut err = BackendError::from_errno(e.errno, what);
+                    let mut detail = what;
+                    if e.errno == libc::EINVAL {
+                        detail = format!("{detail}: {UPDATE_EINVAL_MEANS}");
+                    }
+                    let mut err = BackendError::from_errno(e.errno, detail);
                     if e.fw_error != 0 {
                         err = err.with_platform(u64::from(e.fw_error), fw_error_name(e.fw_error));
                     }
@@ -662,6 +821,64 @@ impl<I: SevIoctl> SnpBackend<I> {
             }
         }
     }
+
+    /// Compares the CPUID page `ours` (as sent) with `now` (the source page after the call)
+    /// for the page at `gpa`, records the correction, and applies the policy. `status_seen`:
+    /// the kernel returned `SEV_RET_INVALID_PARAM` (first page of a call); otherwise a changed
+    /// page is the only sign of a rejection.
+    fn cpuid_verdict(
+        &mut self,
+        gpa: u64,
+        ours: &[u8],
+        now: &[u8],
+        status_seen: bool,
+        retried: &mut Option<u64>,
+    ) -> CpuidVerdict {
+        let changed = ours != now;
+        if !changed && !status_seen {
+            return CpuidVerdict::Go;
+        }
+        let (diff, note) = if changed {
+            match (parse_cpuid_table(ours), parse_cpuid_table(now)) {
+                (Ok(a), Ok(b)) => (cpuid_diff(&a, &b), None),
+                (a, b) => (
+                    Vec::new(),
+                    Some(format!(
+                        "could not compare the tables: ours {:?}, firmware's {:?}",
+                        a.err().map(|e| e.to_string()),
+                        b.err().map(|e| e.to_string())
+                    )),
+                ),
+            }
+        } else {
+            (
+                Vec::new(),
+                Some("the source page came back unchanged (arch/x86/kvm/svm/sev.c: sev_gmem_post_populate copies the firmware's table back only after snp_page_reclaim succeeded), so the firmware's values are unknown".to_string()),
+            )
+        };
+        let policy = self.config.cpuid;
+        let apply = policy == CpuidPolicy::UseFirmwareValues && changed && *retried != Some(gpa);
+        let summary = describe_diff(&diff, note.as_deref());
+        self.corrections.push(CpuidCorrection {
+            gpa,
+            diff,
+            applied: apply,
+            firmware_page: (policy == CpuidPolicy::ReportOnly).then(|| now.to_vec()),
+            note,
+        });
+        if apply {
+            *retried = Some(gpa);
+            CpuidVerdict::Go
+        } else {
+            CpuidVerdict::Stop(summary)
+        }
+    }
+}
+
+/// The page at `off` of `buf` (empty when out of range).
+fn page_at(buf: Option<&[u8]>, off: usize) -> &[u8] {
+    buf.and_then(|b| b.get(off..off.checked_add(PAGE)?))
+        .unwrap_or(&[])
 }
 
 fn describe_diff(diff: &[LeafDiff], note: Option<&str>) -> String {

@@ -5,13 +5,19 @@
 //!   through `KVM_SEV_SNP_LAUNCH_UPDATE`, `KVM_SEV_SNP_LAUNCH_FINISH`, all through
 //!   `KVM_MEMORY_ENCRYPT_OP`) and the [`cc_populate::Backend`] that maps plan roles to SNP page
 //!   types ([`PageType::for_role`]), makes ranges private first, follows the kernel's partial
-//!   progress, reports an interrupted call (`EIO` with firmware status 0) as an interruption
-//!   with its GPA, and handles a rejected CPUID page by an explicit [`CpuidPolicy`].
+//!   progress, retries `EIO` with firmware status 0 a bounded number of times and names its
+//!   many meanings, and handles a rejected CPUID page by an explicit [`CpuidPolicy`] (also
+//!   when the kernel reports the rejection as success).
 //! - [`LaunchDigest`] / [`measure`]: the chained SHA-384 over each page's `PAGE_INFO`, as the
 //!   firmware computes it, through the same role mapping, plus VMSA pages.
 //! - [`parse_ovmf`] / [`plan_ovmf`]: an OVMF image's SEV metadata and the plan a QEMU-style VMM
 //!   populates from it, under a named [`SectionPolicy`].
-//! - [`testing`]: an in-process model of the kernel's documented `LAUNCH_UPDATE` behaviour.
+//! - [`measure_snp_launch`]: a whole launch from one call, as `sev-snp-measure` computes it:
+//!   the VMSAs of N vCPUs for QEMU, EC2 or GCE ([`snp_vmsas`]), the kernel hashes table of a
+//!   measured direct boot ([`SevHashes`]), a precomputed firmware digest, a COCONUT-SVSM
+//!   ([`plan_svsm`]); [`measure_with_vcpus`] adds the VMSAs to a plan a VMM populates.
+//! - [`testing`]: an in-process model of Linux 6.18.2's SNP launch commands, each behaviour
+//!   cited to its kernel function.
 //!
 //! Never verified on SEV-SNP hardware: the ioctl path is tested through [`testing`]'s model,
 //! and the real `/dev/kvm` of a machine without SNP is tested to refuse with
@@ -46,6 +52,11 @@ mod hash;
 mod ioctl;
 mod launch;
 mod ovmf;
+mod sev_hashes;
+mod snp_launch;
+mod svsm;
+mod vcpu_types;
+mod vmsa;
 
 pub mod testing;
 pub mod uapi;
@@ -60,10 +71,29 @@ pub use ioctl::{sev_cmd, KvmSevIoctl, SevCmd, SevIoctl, SevIoctlError, UpdateSou
 pub use launch::{
     probe, snp_caps, verifier_caps, CpuidCorrection, CpuidPolicy, FinishParams, InPlaceMode,
     InitParams, LaunchConfig, LaunchState, SnpBackend, SnpSupport, StartParams, SEV_DEVICE,
-    SNP_POLICY_RESERVED_MBO, SNP_POLICY_SMT,
+    SNP_POLICY_DEBUG, SNP_POLICY_MASK_VALID, SNP_POLICY_RESERVED_MBO, SNP_POLICY_SINGLE_SOCKET,
+    SNP_POLICY_SMT, SNP_VMSA_FEATURES_KNOWN,
 };
 pub use ovmf::{
-    measure_ovmf, parse_ovmf, plan_ovmf, Guid, GuidEntry, OvmfImage, PlannedRegion, SectionKind,
-    SectionPolicy, SevMetadata, SevSection, FOUR_GIB, OVMF_TABLE_FOOTER_GUID, SEV_METADATA_GUID,
-    SEV_METADATA_SIGNATURE,
+    measure_ovmf, parse_ovmf, plan_ovmf, plan_ovmf_with, Guid, GuidEntry, OvmfImage, PlannedRegion,
+    SectionKind, SectionPolicy, SevMetadata, SevSection, FOUR_GIB, OVMF_TABLE_FOOTER_GUID,
+    SEV_ES_RESET_BLOCK_GUID, SEV_METADATA_GUID, SEV_METADATA_SIGNATURE,
+};
+pub use sev_hashes::{
+    hashes_area, kernel_cmdline_limit, kernel_hashes_section, BootFileError, HashesAreaError,
+    SevHashes, SEV_CMDLINE_ENTRY_GUID, SEV_HASH_ENTRY_LEN, SEV_HASH_TABLE_HEADER_GUID,
+    SEV_HASH_TABLE_LEN, SEV_HASH_TABLE_RV_GUID, SEV_INITRD_ENTRY_GUID, SEV_KERNEL_ENTRY_GUID,
+    SEV_PADDED_HASH_TABLE_LEN,
+};
+pub use snp_launch::{
+    measure_snp_launch, measure_with_vcpus, parse_digest, LaunchMeasurement, MeasureError,
+    SnpLaunch, SvsmLaunch,
+};
+pub use svsm::{plan_svsm, SvsmPlan, SVSM_INFO_GUID};
+pub use vcpu_types::{
+    cpu_signature, SignatureRange, VcpuType, MAX_FAMILY, MAX_MODEL, MAX_STEPPING, VCPU_TYPES,
+};
+pub use vmsa::{
+    layout as vmsa_layout, snp_vmsas, svsm_vmsas, UnknownVmm, VcpuConfig, VmmType, VmsaError,
+    Vmsas, BSP_RESET_EIP, MAX_VCPUS, SEV_FEATURE_DEBUG_SWAP, SEV_FEATURE_SNP_ACTIVE,
 };

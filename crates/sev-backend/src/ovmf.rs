@@ -21,6 +21,7 @@ use cc_populate::{Content, RegionSpec, Role};
 
 use crate::digest::{measure, MeasureOptions, VmsaPage, DIGEST_LEN};
 use crate::launch::verifier_caps;
+use crate::vmsa::VmmType;
 use crate::Error;
 
 /// A GUID in its EFI (mixed-endian) byte order, as stored in firmware images.
@@ -57,6 +58,8 @@ pub(crate) const fn guid(s: &str) -> Guid {
 pub const OVMF_TABLE_FOOTER_GUID: Guid = guid("96b582de-1fb2-45f7-baea-a366c55a082d");
 /// The entry holding the SEV metadata offset.
 pub const SEV_METADATA_GUID: Guid = guid("dc886566-984a-4798-a75e-5585a7bf67cc");
+/// The entry holding the SEV-ES AP reset address (`u32`, then its size).
+pub const SEV_ES_RESET_BLOCK_GUID: Guid = guid("00f771de-1a7e-4fcb-890e-68c77e2fb44e");
 /// The SEV metadata signature.
 pub const SEV_METADATA_SIGNATURE: [u8; 4] = *b"ASEV";
 /// Where images are mapped: ending at 4 GiB.
@@ -157,6 +160,20 @@ impl<'a> OvmfImage<'a> {
             .iter()
             .find(|e| &e.guid == guid)
             .map(|e| e.data)
+    }
+
+    /// The first `u32` of the entry with `guid`, if it has one.
+    pub fn entry_u32(&self, guid: &Guid) -> Option<u32> {
+        self.entry(guid)
+            .filter(|d| d.len() >= 4)
+            .map(|d| le32(d, 0))
+    }
+
+    /// Where the APs start (QEMU `sev_es_find_reset_vector`): the first `u32` of the
+    /// `SEV_ES_RESET_BLOCK_GUID` entry; `None` without one, or with an address of 0 (which
+    /// QEMU treats as none).
+    pub fn sev_es_reset_eip(&self) -> Option<u32> {
+        self.entry_u32(&SEV_ES_RESET_BLOCK_GUID).filter(|&a| a != 0)
     }
 }
 
@@ -337,6 +354,9 @@ pub struct SectionPolicy {
     pub kernel_hashes: Role,
     /// Role of sections of unknown type.
     pub unknown: Role,
+    /// Populate the CPUID sections after all the others (EC2) rather than in the image's
+    /// order.
+    pub cpuid_last: bool,
 }
 
 impl SectionPolicy {
@@ -348,6 +368,23 @@ impl SectionPolicy {
         svsm_caa: Role::Zero,
         kernel_hashes: Role::Zero,
         unknown: Role::Zero,
+        cpuid_last: false,
+    };
+
+    /// EC2's (as `sev-snp-measure --vmm-type ec2` records it): QEMU's roles, with the CPUID
+    /// sections populated after every other section.
+    pub const EC2: SectionPolicy = SectionPolicy {
+        name: "ec2",
+        cpuid_last: true,
+        ..SectionPolicy::QEMU
+    };
+
+    /// GCE's (as `sev-snp-measure --vmm-type gce` records it): `SNP_SEC_MEM` as `UNMEASURED`,
+    /// everything else as QEMU does.
+    pub const GCE: SectionPolicy = SectionPolicy {
+        name: "gce",
+        sec_mem: Role::Unmeasured,
+        ..SectionPolicy::QEMU
     };
 
     /// The mapping some other VMMs use (e.g. alioth, GCE): pre-validated memory as
@@ -358,6 +395,7 @@ impl SectionPolicy {
         svsm_caa: Role::Unmeasured,
         kernel_hashes: Role::Unmeasured,
         unknown: Role::Unmeasured,
+        cpuid_last: false,
     };
 
     /// The role of a section of `kind`.
@@ -372,11 +410,26 @@ impl SectionPolicy {
         }
     }
 
-    /// The policy named `name` (`"qemu"` or `"unmeasured"`).
+    /// Every named policy.
+    pub const ALL: [SectionPolicy; 4] = [
+        SectionPolicy::QEMU,
+        SectionPolicy::EC2,
+        SectionPolicy::GCE,
+        SectionPolicy::UNMEASURED,
+    ];
+
+    /// The policy named `name` (`"qemu"`, `"ec2"`, `"gce"` or `"unmeasured"`).
     pub fn by_name(name: &str) -> Option<SectionPolicy> {
-        [SectionPolicy::QEMU, SectionPolicy::UNMEASURED]
-            .into_iter()
-            .find(|p| p.name == name)
+        SectionPolicy::ALL.into_iter().find(|p| p.name == name)
+    }
+
+    /// The policy of a VMM type.
+    pub fn for_vmm(vmm: VmmType) -> SectionPolicy {
+        match vmm {
+            VmmType::Qemu => SectionPolicy::QEMU,
+            VmmType::Ec2 => SectionPolicy::EC2,
+            VmmType::Gce => SectionPolicy::GCE,
+        }
     }
 }
 
@@ -435,27 +488,61 @@ impl<'a> PlannedRegion<'a> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn plan_ovmf(image: &[u8], policy: SectionPolicy) -> Result<Vec<PlannedRegion<'_>>, Error> {
-    let size = image.len() as u64;
-    if size == 0 || size % 4096 != 0 || size > FOUR_GIB {
-        return Err(Error::ImageFormat {
-            what: "firmware image",
-            offset: 0,
-            reason: format!("size {size:#x} is not a non-zero multiple of 4 KiB up to 4 GiB"),
-        });
-    }
+    plan_ovmf_with(image, policy, None)
+}
+
+/// [`plan_ovmf`] for a measured direct boot: `kernel_hashes` is the content of the image's
+/// `SNP_KERNEL_HASHES` section ([`crate::kernel_hashes_section`]), populated as measured
+/// pages instead of the policy's role. Refuses content whose length is not the section's.
+pub fn plan_ovmf_with<'a>(
+    image: &'a [u8],
+    policy: SectionPolicy,
+    kernel_hashes: Option<&'a [u8]>,
+) -> Result<Vec<PlannedRegion<'a>>, Error> {
+    let mut out = vec![image_region(image, FOUR_GIB, "firmware image")?];
     let parsed = parse_ovmf(image)?;
     let meta = parsed.sev_metadata.ok_or(Error::ImageFormat {
         what: "GUIDed table",
         offset: 0,
         reason: "no SEV metadata entry (dc886566-984a-4798-a75e-5585a7bf67cc): not an SEV-capable OVMF build".into(),
     })?;
-    let mut out = vec![PlannedRegion {
-        gpa: FOUR_GIB - size,
+    out.extend(section_regions(&meta, policy, kernel_hashes)?);
+    Ok(out)
+}
+
+/// `image` as measured pages ending at `end`.
+pub(crate) fn image_region<'a>(
+    image: &'a [u8],
+    end: u64,
+    what: &'static str,
+) -> Result<PlannedRegion<'a>, Error> {
+    let size = image.len() as u64;
+    if size == 0 || size % 4096 != 0 || size > end || end % 4096 != 0 {
+        return Err(Error::ImageFormat {
+            what,
+            offset: 0,
+            reason: format!(
+                "size {size:#x} is not a non-zero multiple of 4 KiB fitting below {end:#x}"
+            ),
+        });
+    }
+    Ok(PlannedRegion {
+        gpa: end - size,
         len: size,
         role: Role::Measured,
         content: Some(image),
-        what: "firmware image".into(),
-    }];
+        what: what.into(),
+    })
+}
+
+/// The regions of SEV metadata sections under `policy`, in the order it populates them.
+pub(crate) fn section_regions<'a>(
+    meta: &SevMetadata,
+    policy: SectionPolicy,
+    kernel_hashes: Option<&'a [u8]>,
+) -> Result<Vec<PlannedRegion<'a>>, Error> {
+    let mut out = Vec::with_capacity(meta.sections.len());
+    let mut cpuid = Vec::new();
     for (index, s) in meta.sections.iter().enumerate() {
         let (gpa, len) = (u64::from(s.base), u64::from(s.len));
         let bad = |reason: &str| Error::BadSection {
@@ -474,14 +561,32 @@ pub fn plan_ovmf(image: &[u8], policy: SectionPolicy) -> Result<Vec<PlannedRegio
         if gpa + len > FOUR_GIB {
             return Err(bad("ends past 4 GiB"));
         }
-        out.push(PlannedRegion {
+        let (role, content) = match (s.kind, kernel_hashes) {
+            (SectionKind::SnpKernelHashes, Some(c)) => {
+                if c.len() as u64 != len {
+                    return Err(bad(&format!(
+                        "the kernel hashes content has {:#x} bytes, not the section's",
+                        c.len()
+                    )));
+                }
+                (Role::Measured, Some(c))
+            }
+            (kind, _) => (policy.role(kind), None),
+        };
+        let r = PlannedRegion {
             gpa,
             len,
-            role: policy.role(s.kind),
-            content: None,
+            role,
+            content,
             what: s.kind.to_string(),
-        });
+        };
+        if policy.cpuid_last && s.kind == SectionKind::Cpuid {
+            cpuid.push(r);
+        } else {
+            out.push(r);
+        }
     }
+    out.extend(cpuid);
     Ok(out)
 }
 

@@ -1,51 +1,104 @@
-//! An in-process model of the kernel's documented SEV-SNP launch behaviour, for tests of code
-//! built on [`SnpBackend`](crate::SnpBackend) without SNP hardware.
+//! An in-process model of the Linux 6.18.2 SEV-SNP launch, for tests of code built on
+//! [`SnpBackend`](crate::SnpBackend) without SNP hardware.
 //!
-//! [`KernelModel`] implements [`SevIoctl`] as `arch/x86/kvm/svm/sev.c` and
-//! `virt/kvm/guest_memfd.c` behave (Linux 6.11-6.18):
-//! - `KVM_SEV_SNP_LAUNCH_UPDATE` refuses a source (`uaddr`) that is not page-aligned (`-EINVAL`,
-//!   as newer kernels do), then populates page by page; a page must be private (else the
-//!   populate stops with `-EINVAL`) and not populated before (`-EEXIST`). When the populate
-//!   stops after some pages, the call succeeds and `gfn_start`, `len` and (for non-`ZERO` types)
-//!   `uaddr` are advanced past the pages done; when it stops before the first page the call
-//!   fails with `-EIO` and `error` = the firmware status, which is 0 when the firmware was not
-//!   reached (a pending signal, `-EEXIST`, `-EINVAL`): the kernel's trap.
-//! - A CPUID page the firmware rejects: the corrected table is written back into the source
-//!   page, and the call fails with `SEV_RET_INVALID_PARAM` (if it was the first page).
-//! - `-EAGAIN` and other errnos leave everything unchanged.
+//! [`KernelModel`] implements [`SevIoctl`] as these functions of Linux 6.18.2 behave; each rule
+//! below names the function it follows, and the code repeats the citation where it applies it:
+//!
+//! - `virt/kvm/kvm_main.c: kvm_vm_ioctl`: a dead VM (`kvm->vm_dead`, set by `KVM_BUG`) answers
+//!   every ioctl with `-EIO` before looking at it, so `kvm_sev_cmd.error` stays as sent (0).
+//! - `arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl`: once `KVM_SEV_INIT2` made the VM an SNP guest,
+//!   command ids below `KVM_SEV_SNP_LAUNCH_START` (such as a second `KVM_SEV_INIT2`) are `-EPERM`.
+//! - `sev.c: sev_guest_init2` / `__sev_guest_init`: `-EINVAL` when the VM was initialised
+//!   already (`need_init` clear), vCPUs exist, `flags` is not 0, `vmsa_features` has a bit the
+//!   host does not support (`sev_supported_vmsa_features`: at most `DEBUG_SWAP` and
+//!   `SECURE_TSC`), or `ghcb_version` is above 2 or (after 0 became 2) below 2. The pads are not
+//!   checked.
+//! - `sev.c: snp_launch_start`: `-ENOTTY` before `KVM_SEV_INIT2`; `-EINVAL` for a second start
+//!   (`snp_context` exists), `flags` not 0, a `policy` bit outside `SNP_POLICY_MASK_VALID`, or
+//!   the must-be-one bit 17 clear; a firmware failure is `-EIO` with its status, and the context
+//!   is decommissioned (so a later start may succeed).
+//! - `sev.c: snp_launch_update`: `-EINVAL` before `KVM_SEV_SNP_LAUNCH_START` (no `snp_context`),
+//!   for `len` 0 or not page-aligned, `flags` not 0, a page type other than NORMAL, ZERO,
+//!   UNMEASURED, SECRETS, CPUID, and for a `gfn_start` outside a guest_memfd memslot; `uaddr` is
+//!   not checked (alignment neither). Then `virt/kvm/guest_memfd.c: kvm_gmem_populate` runs page
+//!   by page (6.18 gives order-0 folios, `__kvm_gmem_get_pfn` sets `max_order = 0`) up to the
+//!   memslot's end, stopping at a pending signal (`-EINTR`), a page already prepared
+//!   (`-EEXIST`), a page not private (`-EINVAL`), and in `sev.c: sev_gmem_post_populate` at
+//!   `uaddr` 0 for a content type (a `WARN_ON_ONCE`, `-EINVAL`), a source it cannot read
+//!   (`-EFAULT`) or a firmware failure. `kvm_gmem_populate` returns the pages done when there
+//!   are any (the error is lost; the call succeeds and `gfn_start`, `len` and, for types other
+//!   than ZERO, `uaddr` are advanced) and the error only when there are none, which
+//!   `snp_launch_update` turns into `-EIO` whatever it was, with `error` = the firmware status
+//!   of the failing page (0 when the firmware was not reached). `LAUNCH_UPDATE` never returns
+//!   `-EAGAIN` or `-EINTR` in 6.18.
+//! - `sev.c: sev_gmem_post_populate`: when the firmware rejects a CPUID page with
+//!   `SEV_RET_INVALID_PARAM`, the page is reclaimed and the firmware's corrected table copied
+//!   back into the source page, also when earlier pages of the call succeeded (then the call
+//!   succeeds with those pages and the table is in the source for the next call to send).
+//! - `drivers/crypto/ccp/sev-dev.c: __sev_do_cmd_locked`: a PSP time-out is `-ETIMEDOUT` with
+//!   status 0 and marks the PSP dead (every later command `-EBUSY`, status untouched); the page
+//!   reclaim that follows in `sev_gmem_post_populate` then fails, and `sev.c: snp_page_reclaim`
+//!   calls `KVM_BUG`, killing the VM.
+//! - `sev.c: snp_launch_finish`: `-ENOTTY` before `KVM_SEV_INIT2`, `-EINVAL` before the start
+//!   and for `flags` not 0; then every vCPU's VMSA is measured (`snp_launch_update_vmsa`)
+//!   *before* the ID block is read, so `-EINVAL` for an ID block (`id_block_en`) whose
+//!   `id_block_uaddr` or `id_auth_uaddr` is 0 (`sev-dev.c: psp_copy_user_blob`) comes after the
+//!   VMSAs went to the firmware: that launch cannot be finished any more.
+//!
+//! What the model cannot follow is the PSP firmware: which statuses it returns and when (the
+//! tests script them with [`Step`], [`KernelModel::start_fw_error`],
+//! [`KernelModel::finish_fw_error`] and [`KernelModel::cpuid_check`]), and what a second
+//! `LAUNCH_FINISH` after VMSAs were measured does (6.18 re-syncs VMSAs it already gave to the
+//! firmware; the model records the attempt in [`KernelModel::violations`] and answers `-EIO`
+//! with status `SEV_RET_INVALID_GUEST_STATE`, an assumption). It assumes the page reclaim after
+//! a firmware failure succeeds, and that a failed firmware command leaves the guest context as
+//! it was (so the same page may be sent again).
 //!
 //! The model keeps its own ledger (pages in populate order with their type), records every
 //! command's parameter bytes, and computes the launch digest the firmware would, with its own
-//! `PAGE_INFO` code and a second SHA-384 implementation (`ring`; the crate measures with `sha2`), so tests can compare it with
-//! the crate's offline [`measure`](crate::measure).
+//! `PAGE_INFO` code and a second SHA-384 implementation (`ring`; the crate measures with
+//! `sha2`), so tests can compare it with the crate's offline [`measure`](crate::measure).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use crate::error::SEV_RET_INVALID_PARAM;
 use crate::ioctl::{SevCmd, SevIoctl, SevIoctlError, UpdateSource};
+use crate::uapi::{
+    kvm_sev_init, kvm_sev_snp_launch_finish, kvm_sev_snp_launch_start, kvm_sev_snp_launch_update,
+};
 
 const PAGE: u64 = 4096;
 
-/// What the model does on one `LAUNCH_UPDATE` call.
+/// `SVM_SEV_FEAT_DEBUG_SWAP` (`arch/x86/include/asm/svm.h`, Linux 6.18.2).
+pub const SVM_SEV_FEAT_DEBUG_SWAP: u64 = 1 << 5;
+/// `SVM_SEV_FEAT_SECURE_TSC` (`arch/x86/include/asm/svm.h`, Linux 6.18.2).
+pub const SVM_SEV_FEAT_SECURE_TSC: u64 = 1 << 9;
+
+/// `SEV_RET_INVALID_GUEST_STATE` (`include/uapi/linux/psp-sev.h`).
+const SEV_RET_INVALID_GUEST_STATE: u32 = 0x02;
+
+/// What happens during one `LAUNCH_UPDATE` call, beyond what the model decides itself (pages
+/// not private, populated twice, outside the memslot, an unreadable source, a CPUID table
+/// [`KernelModel::cpuid_check`] rejects).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Populate every page asked.
+    /// Nothing external: every page asked is populated unless the model stops it.
     All,
-    /// Populate this many pages, then return success with the fields advanced.
-    Partial(u64),
-    /// A signal arrives after this many pages.
+    /// A signal is pending when the populate reaches the page after this many
+    /// (`virt/kvm/guest_memfd.c: kvm_gmem_populate`, `-EINTR`).
     Signal(u64),
-    /// `-EAGAIN` at once.
-    Again,
-    /// The firmware fails the page after this many pages with this status.
+    /// The firmware fails `SNP_LAUNCH_UPDATE` of the page after this many, with this status
+    /// (`sev.c: sev_gmem_post_populate`, `fw_err`).
     Firmware {
         /// Pages done first.
         after: u64,
         /// The firmware status.
         code: u32,
     },
-    /// Fail at once with this errno (no firmware status).
-    Errno(i32),
+    /// The PSP times out on the page after this many (`sev-dev.c: __sev_do_cmd_locked`): the
+    /// PSP is dead from then on, and the failed page reclaim kills the VM (`sev.c:
+    /// snp_page_reclaim`, `KVM_BUG`).
+    PspTimeout(u64),
 }
 
 /// One command as the model received it.
@@ -57,6 +110,17 @@ pub struct Call {
     pub params: Vec<u8>,
 }
 
+/// One memslot of the model's VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memslot {
+    /// First guest-physical address (page-aligned).
+    pub gpa: u64,
+    /// Length in bytes (page-aligned).
+    pub len: u64,
+    /// Whether it is backed by guest_memfd (`KVM_MEM_GUEST_MEMFD`).
+    pub guest_memfd: bool,
+}
+
 /// Decides whether the firmware accepts a CPUID page: returns `Some(corrected page)` to reject.
 pub type CpuidCheck = Box<dyn Fn(&[u8]) -> Option<Vec<u8>>>;
 
@@ -64,14 +128,21 @@ pub type CpuidCheck = Box<dyn Fn(&[u8]) -> Option<Vec<u8>>>;
 pub struct KernelModel {
     /// Answers for the next `LAUNCH_UPDATE` calls (empty: [`Step::All`]).
     pub script: VecDeque<Step>,
-    /// Whether the model accepts `uaddr = 0` for content pages as in-place population (reading
-    /// the content from [`memory`](Self::memory)).
-    pub in_place: bool,
-    /// Guest memory as written through the shared view (for in-place population), by page.
-    pub memory: BTreeMap<u64, Vec<u8>>,
+    /// The VM's memslots. [`KernelModel::new`] gives one guest_memfd memslot over the first
+    /// 2^52 bytes (as a VMM with all guest memory in guest_memfd).
+    pub memslots: Vec<Memslot>,
+    /// The host's `sev_supported_vmsa_features` (`sev.c: sev_hardware_setup`); by default
+    /// both features 6.18 can offer.
+    pub supported_vmsa_features: u64,
+    /// Whether vCPUs were created (then `KVM_SEV_INIT2` is `-EINVAL`).
+    pub vcpus_created: bool,
+    /// The firmware status `SNP_LAUNCH_START` fails with, once (firmware internals).
+    pub start_fw_error: Option<u32>,
+    /// The firmware status `SNP_LAUNCH_FINISH` fails with, once (firmware internals).
+    pub finish_fw_error: Option<u32>,
     /// The firmware's CPUID check (`None`: every table accepted).
     pub cpuid_check: Option<CpuidCheck>,
-    /// VMSA pages KVM measures at `LAUNCH_FINISH` (at `SNP_VMSA_GPA`).
+    /// VMSA pages KVM measures at `LAUNCH_FINISH` (at `SNP_VMSA_GPA`), one per vCPU.
     pub vmsas: Vec<Vec<u8>>,
     /// Every command received.
     pub calls: Vec<Call>,
@@ -85,9 +156,17 @@ pub struct KernelModel {
     pub not_private: Vec<u64>,
     /// CPUID corrections written into a buffer the backend marked read-only (must stay empty).
     pub wrote_shared: Vec<u64>,
+    /// Kernel warnings (`WARN_ON_ONCE`) the calls hit (must stay empty).
+    pub warnings: Vec<String>,
+    /// Commands sent into a state the model cannot follow (must stay empty).
+    pub violations: Vec<String>,
     populated: BTreeSet<u64>,
     digest: [u8; 48],
-    state: u32,
+    snp_active: bool,
+    snp_context: bool,
+    vmsas_measured: bool,
+    psp_dead: bool,
+    vm_dead: bool,
 }
 
 impl Default for KernelModel {
@@ -102,6 +181,7 @@ impl std::fmt::Debug for KernelModel {
             .field("calls", &self.calls.len())
             .field("populated", &self.populated.len())
             .field("twice", &self.twice)
+            .field("vm_dead", &self.vm_dead)
             .finish()
     }
 }
@@ -129,13 +209,34 @@ fn fw_extend(cur: &[u8; 48], page_type: u8, gpa: u64, content: Option<&[u8]>) ->
     out
 }
 
+fn err(errno: i32, fw_error: u32) -> Result<(), SevIoctlError> {
+    Err(SevIoctlError { errno, fw_error })
+}
+
+/// `SNP_POLICY_MASK_VALID` of `sev.c` (Linux 6.18.2): API minor and major (bits 0-15), SMT
+/// (16), the must-be-one bit 17, DEBUG (19), SINGLE_SOCKET (20).
+const POLICY_VALID: u64 = 0xffff | 1 << 16 | 1 << 17 | 1 << 19 | 1 << 20;
+
+/// Why a populate stopped (`kvm_gmem_populate`'s `ret`, and the firmware status).
+struct Stop {
+    fw_error: u32,
+}
+
 impl KernelModel {
-    /// A fresh VM: nothing private, nothing populated.
+    /// A fresh SNP VM (`KVM_X86_SNP_VM`, before `KVM_SEV_INIT2`): one guest_memfd memslot,
+    /// nothing private, nothing populated.
     pub fn new() -> Self {
         KernelModel {
             script: VecDeque::new(),
-            in_place: false,
-            memory: BTreeMap::new(),
+            memslots: vec![Memslot {
+                gpa: 0,
+                len: 1 << 52,
+                guest_memfd: true,
+            }],
+            supported_vmsa_features: SVM_SEV_FEAT_DEBUG_SWAP | SVM_SEV_FEAT_SECURE_TSC,
+            vcpus_created: false,
+            start_fw_error: None,
+            finish_fw_error: None,
             cpuid_check: None,
             vmsas: Vec::new(),
             calls: Vec::new(),
@@ -144,9 +245,15 @@ impl KernelModel {
             twice: Vec::new(),
             not_private: Vec::new(),
             wrote_shared: Vec::new(),
+            warnings: Vec::new(),
+            violations: Vec::new(),
             populated: BTreeSet::new(),
             digest: [0; 48],
-            state: 0,
+            snp_active: false,
+            snp_context: false,
+            vmsas_measured: false,
+            psp_dead: false,
+            vm_dead: false,
         }
     }
 
@@ -165,110 +272,227 @@ impl KernelModel {
         self.populated.range(gpa..gpa.saturating_add(len)).count() as u64 * PAGE
     }
 
+    /// Whether the VM is dead (`kvm->vm_dead`): every ioctl on it is `-EIO` from now on.
+    pub fn vm_dead(&self) -> bool {
+        self.vm_dead
+    }
+
+    /// Whether the PSP was marked dead after a time-out (`sev-dev.c: psp_dead`).
+    pub fn psp_dead(&self) -> bool {
+        self.psp_dead
+    }
+
+    /// Whether `LAUNCH_FINISH` measured the VMSAs (whatever it returned).
+    pub fn vmsas_measured(&self) -> bool {
+        self.vmsas_measured
+    }
+
+    fn slot_of(&self, gpa: u64) -> Option<Memslot> {
+        self.memslots
+            .iter()
+            .copied()
+            .find(|s| gpa >= s.gpa && gpa - s.gpa < s.len)
+    }
+
+    /// `sev.c: __sev_guest_init` through `sev_guest_init2` (Linux 6.18.2).
+    fn init2(&mut self, p: &kvm_sev_init) -> Result<(), SevIoctlError> {
+        // sev_guest_init2's `!need_init` -> -EINVAL cannot be reached here: need_init is
+        // cleared only by a successful init, after which sev_mem_enc_ioctl answers EPERM.
+        // __sev_guest_init: `kvm->created_vcpus`, `data->flags`.
+        if self.vcpus_created || p.flags != 0 {
+            return err(libc::EINVAL, 0);
+        }
+        // `data->vmsa_features & ~valid_vmsa_features` (SNP: SECURE_TSC stays valid).
+        if p.vmsa_features & !self.supported_vmsa_features != 0 {
+            return err(libc::EINVAL, 0);
+        }
+        // `ghcb_version > GHCB_VERSION_MAX (2)`; 0 becomes 2; `snp_active && ghcb_version < 2`.
+        let ghcb = if p.ghcb_version == 0 {
+            2
+        } else {
+            p.ghcb_version
+        };
+        if p.ghcb_version > 2 || ghcb < 2 {
+            return err(libc::EINVAL, 0);
+        }
+        self.snp_active = true;
+        Ok(())
+    }
+
+    /// `sev.c: snp_launch_start` (Linux 6.18.2).
+    fn launch_start(&mut self, p: &kvm_sev_snp_launch_start) -> Result<(), SevIoctlError> {
+        if !self.snp_active {
+            return err(libc::ENOTTY, 0);
+        }
+        if self.snp_context || p.flags != 0 {
+            return err(libc::EINVAL, 0);
+        }
+        if p.policy & !POLICY_VALID != 0 || p.policy & (1 << 17) == 0 {
+            return err(libc::EINVAL, 0);
+        }
+        if let Some(code) = self.start_fw_error.take() {
+            // __sev_issue_cmd fails (-EIO, status); snp_decommission_context frees the context.
+            return err(libc::EIO, code);
+        }
+        self.snp_context = true;
+        Ok(())
+    }
+
+    /// `sev.c: snp_launch_finish` (Linux 6.18.2).
+    fn launch_finish(&mut self, p: &kvm_sev_snp_launch_finish) -> Result<(), SevIoctlError> {
+        if !self.snp_active {
+            return err(libc::ENOTTY, 0);
+        }
+        if !self.snp_context || p.flags != 0 {
+            return err(libc::EINVAL, 0);
+        }
+        // snp_launch_update_vmsa: every vCPU's VMSA goes to the firmware first.
+        if self.vmsas_measured {
+            // 6.18 syncs and hands over VMSAs the firmware already owns: firmware internals.
+            self.violations
+                .push("KVM_SEV_SNP_LAUNCH_FINISH after the VMSAs were measured".into());
+            return err(libc::EIO, SEV_RET_INVALID_GUEST_STATE);
+        }
+        for v in std::mem::take(&mut self.vmsas) {
+            self.digest = fw_extend(&self.digest, 2, crate::uapi::SNP_VMSA_GPA, Some(&v));
+        }
+        self.vmsas_measured = true;
+        // Then the ID block and its authentication structure (sev-dev.c: psp_copy_user_blob:
+        // a zero address is -EINVAL).
+        if p.id_block_en != 0 && (p.id_block_uaddr == 0 || p.id_auth_uaddr == 0) {
+            return err(libc::EINVAL, 0);
+        }
+        if let Some(code) = self.finish_fw_error.take() {
+            return err(libc::EIO, code);
+        }
+        Ok(())
+    }
+
+    /// `sev.c: snp_launch_update` and `guest_memfd.c: kvm_gmem_populate` (Linux 6.18.2).
     fn launch_update(
         &mut self,
-        p: &mut crate::uapi::kvm_sev_snp_launch_update,
+        p: &mut kvm_sev_snp_launch_update,
         mut source: Option<UpdateSource<'_>>,
     ) -> Result<(), SevIoctlError> {
-        let einval = Err(SevIoctlError {
-            errno: libc::EINVAL,
-            fw_error: 0,
-        });
-        if self.state != 2 || p.len % PAGE != 0 || p.flags != 0 || !matches!(p.type_, 1 | 3..=6) {
-            return einval;
+        if !self.snp_active || !self.snp_context {
+            return err(libc::EINVAL, 0);
         }
-        // Newer kernels refuse a source that is not page-aligned.
-        if p.type_ != 3 && p.uaddr % PAGE != 0 {
-            return einval;
+        if p.len == 0 || p.len % PAGE != 0 || p.flags != 0 || !matches!(p.type_, 1 | 3..=6) {
+            return err(libc::EINVAL, 0);
         }
+        // `gfn_to_memslot(kvm, params.gfn_start)` must have guest_memfd.
+        let Some(slot) = p
+            .gfn_start
+            .checked_mul(PAGE)
+            .and_then(|gpa| self.slot_of(gpa))
+            .filter(|s| s.guest_memfd)
+        else {
+            return err(libc::EINVAL, 0);
+        };
         let step = self.script.pop_front().unwrap_or(Step::All);
-        match step {
-            Step::Again => {
-                return Err(SevIoctlError {
-                    errno: libc::EAGAIN,
-                    fw_error: 0,
-                })
-            }
-            Step::Errno(errno) => return Err(SevIoctlError { errno, fw_error: 0 }),
-            _ => {}
-        }
+        let zero = p.type_ == 3;
+        // `src = type == ZERO ? NULL : uaddr`.
+        let src = if zero { 0 } else { p.uaddr };
         let base = source.as_ref().map_or(0, |s| s.bytes().as_ptr() as u64);
-        let npages = p.len / PAGE;
-        // (errno-like stop reason, firmware status)
-        let mut stop: Option<u32> = None;
+        // kvm_gmem_populate: `npages = min(slot->npages - (start_gfn - slot->base_gfn), npages)`.
+        let slot_end = (slot.gpa + slot.len) / PAGE;
+        let npages = (p.len / PAGE).min(slot_end - p.gfn_start);
+        let mut stop: Option<Stop> = None;
         let mut done = 0;
         while done < npages {
-            match step {
-                Step::Partial(n) if done == n => break,
-                Step::Signal(n) if done == n => {
-                    stop = Some(0);
-                    break;
-                }
-                Step::Firmware { after, code } if done == after => {
-                    stop = Some(code);
-                    break;
-                }
-                _ => {}
-            }
-            let gpa = p.gfn_start.wrapping_add(done).wrapping_mul(PAGE);
-            if !self.private.contains(&gpa) {
-                self.not_private.push(gpa);
-                stop = Some(0);
+            let gpa = (p.gfn_start + done) * PAGE;
+            if step == Step::Signal(done) {
+                stop = Some(Stop { fw_error: 0 });
                 break;
             }
+            // `is_prepared` -> -EEXIST.
             if self.populated.contains(&gpa) {
                 self.twice.push(gpa);
-                stop = Some(0);
+                stop = Some(Stop { fw_error: 0 });
                 break;
             }
-            let content: Option<Vec<u8>> = if p.type_ == 3 {
+            // kvm_range_has_memory_attributes(PRIVATE) -> -EINVAL.
+            if !self.private.contains(&gpa) {
+                self.not_private.push(gpa);
+                stop = Some(Stop { fw_error: 0 });
+                break;
+            }
+            // sev_gmem_post_populate.
+            if !zero && src == 0 {
+                self.warnings.push(format!(
+                    "sev_gmem_post_populate: WARN_ON_ONCE(type {} && !src) at GPA {gpa:#x}",
+                    p.type_
+                ));
+                stop = Some(Stop { fw_error: 0 });
+                break;
+            }
+            let off = src.wrapping_sub(base).wrapping_add(done * PAGE);
+            let content: Option<Vec<u8>> = if zero {
                 None
-            } else if p.uaddr == 0 {
-                if !self.in_place {
-                    stop = Some(0);
-                    break;
-                }
-                Some(
-                    self.memory
-                        .get(&gpa)
-                        .cloned()
-                        .unwrap_or_else(|| vec![0; PAGE as usize]),
-                )
             } else {
-                let Some(src) = source.as_mut() else {
-                    return Err(SevIoctlError {
-                        errno: libc::EFAULT,
-                        fw_error: 0,
-                    });
-                };
-                let off = p.uaddr.wrapping_sub(base) + done * PAGE;
-                let Some(bytes) = src
-                    .bytes()
-                    .get(off as usize..(off + PAGE) as usize)
-                    .map(<[u8]>::to_vec)
-                else {
-                    return Err(SevIoctlError {
-                        errno: libc::EFAULT,
-                        fw_error: 0,
-                    });
-                };
-                if p.type_ == 6 {
-                    if let Some(fixed) = self.cpuid_check.as_ref().and_then(|c| c(&bytes)) {
-                        match src {
-                            UpdateSource::Bounce(b) => {
-                                if let Some(dst) = b.get_mut(off as usize..(off + PAGE) as usize) {
-                                    let n = fixed.len().min(dst.len());
-                                    dst[..n].copy_from_slice(&fixed[..n]);
-                                }
-                            }
-                            UpdateSource::Shared(_) => self.wrote_shared.push(gpa),
-                        }
-                        stop = Some(SEV_RET_INVALID_PARAM);
+                // copy_from_user(src + i * PAGE_SIZE) -> -EFAULT.
+                let bytes = source.as_ref().and_then(|s| {
+                    let o = usize::try_from(off).ok()?;
+                    s.bytes().get(o..o.checked_add(PAGE as usize)?)
+                });
+                match bytes {
+                    Some(b) => Some(b.to_vec()),
+                    None => {
+                        stop = Some(Stop { fw_error: 0 });
                         break;
                     }
                 }
-                Some(bytes)
             };
+            // __sev_issue_cmd(SEV_CMD_SNP_LAUNCH_UPDATE). (A dead PSP fails every later
+            // command with -EBUSY, but the model's VM died with it: kvm_vm_ioctl answers first.)
+            if step == Step::PspTimeout(done) {
+                self.psp_dead = true;
+                self.vm_dead = true;
+                stop = Some(Stop { fw_error: 0 });
+                break;
+            }
+            let mut fw: Option<u32> = match step {
+                Step::Firmware { after, code } if after == done => Some(code),
+                _ => None,
+            };
+            if self.vmsas_measured && fw.is_none() {
+                // After LAUNCH_FINISH the guest context is no longer launching: firmware
+                // internals (the status is an assumption).
+                self.violations.push(format!(
+                    "KVM_SEV_SNP_LAUNCH_UPDATE at GPA {gpa:#x} after LAUNCH_FINISH"
+                ));
+                fw = Some(SEV_RET_INVALID_GUEST_STATE);
+            }
+            let mut fixed: Option<Vec<u8>> = None;
+            if fw.is_none() && p.type_ == 6 {
+                if let (Some(check), Some(c)) = (self.cpuid_check.as_ref(), content.as_deref()) {
+                    fixed = check(c);
+                    if fixed.is_some() {
+                        fw = Some(SEV_RET_INVALID_PARAM);
+                    }
+                }
+            }
+            if let Some(code) = fw {
+                // fw_err: the page is reclaimed; for CPUID + INVALID_PARAM the page (with the
+                // firmware's table) is copied back to `src + i * PAGE_SIZE`.
+                if p.type_ == 6 && code == SEV_RET_INVALID_PARAM {
+                    let page = fixed.or(content).unwrap_or_default();
+                    match source.as_mut() {
+                        Some(UpdateSource::Bounce(b)) => {
+                            if let Some(dst) = usize::try_from(off)
+                                .ok()
+                                .and_then(|o| b.get_mut(o..o + PAGE as usize))
+                            {
+                                let n = page.len().min(dst.len());
+                                dst[..n].copy_from_slice(&page[..n]);
+                            }
+                        }
+                        _ => self.wrote_shared.push(gpa),
+                    }
+                }
+                stop = Some(Stop { fw_error: code });
+                break;
+            }
             self.digest = fw_extend(&self.digest, p.type_, gpa, content.as_deref());
             self.populated.insert(gpa);
             self.ledger
@@ -276,15 +500,14 @@ impl KernelModel {
             done += 1;
         }
         match stop {
-            Some(fw_error) if done == 0 => Err(SevIoctlError {
-                errno: libc::EIO,
-                fw_error,
-            }),
+            // `ret && !i ? ret : i`, then snp_launch_update: count < 0 -> -EIO, error =
+            // fw_error.
+            Some(s) if done == 0 => err(libc::EIO, s.fw_error),
             _ => {
                 p.gfn_start += done;
                 p.len -= done * PAGE;
-                if p.type_ != 3 {
-                    p.uaddr += done * PAGE;
+                if !zero {
+                    p.uaddr = p.uaddr.wrapping_add(done * PAGE);
                 }
                 Ok(())
             }
@@ -298,34 +521,48 @@ impl SevIoctl for KernelModel {
             id: cmd.id(),
             params: cmd.params_bytes(),
         });
-        let bad = Err(SevIoctlError {
-            errno: libc::EINVAL,
-            fw_error: 0,
-        });
-        match cmd {
-            SevCmd::Init2(_) if self.state == 0 => self.state = 1,
-            SevCmd::LaunchStart(_) if self.state == 1 => self.state = 2,
-            SevCmd::LaunchUpdate { params, source } => return self.launch_update(params, source),
-            SevCmd::LaunchFinish(_) if self.state == 2 => {
-                for v in std::mem::take(&mut self.vmsas) {
-                    self.digest = fw_extend(&self.digest, 2, crate::uapi::SNP_VMSA_GPA, Some(&v));
-                }
-                self.state = 3;
-            }
-            _ => return bad,
+        // kvm_vm_ioctl: a dead VM is -EIO before anything else.
+        if self.vm_dead {
+            return err(libc::EIO, 0);
         }
-        Ok(())
+        // sev_mem_enc_ioctl: on an SNP guest, ids below KVM_SEV_SNP_LAUNCH_START are -EPERM.
+        if self.snp_active && cmd.id() < crate::uapi::KVM_SEV_SNP_LAUNCH_START {
+            return err(libc::EPERM, 0);
+        }
+        match cmd {
+            SevCmd::Init2(p) => self.init2(p),
+            SevCmd::LaunchStart(p) => self.launch_start(p),
+            SevCmd::LaunchUpdate { params, source } => self.launch_update(params, source),
+            SevCmd::LaunchFinish(p) => self.launch_finish(p),
+        }
     }
 
+    /// `virt/kvm/kvm_main.c: kvm_vm_ioctl_set_mem_attributes` (Linux 6.18.2): size 0, overflow
+    /// or an unaligned address or size is `-EINVAL`.
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
-        if gpa % PAGE != 0 || len % PAGE != 0 {
+        if self.vm_dead {
+            return Err(libc::EIO);
+        }
+        if len == 0 || gpa.checked_add(len).is_none() || gpa % PAGE != 0 || len % PAGE != 0 {
             return Err(libc::EINVAL);
         }
         let mut a = gpa;
-        while a < gpa.saturating_add(len) {
+        while a < gpa + len {
             self.private.insert(a);
             a += PAGE;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_mask_is_sev_c() {
+        // sev.c: SNP_POLICY_MASK_API_MINOR GENMASK(7,0), _MAJOR GENMASK(15,8), SMT BIT(16),
+        // RSVD_MBO BIT(17), DEBUG BIT(19), SINGLE_SOCKET BIT(20).
+        assert_eq!(POLICY_VALID, 0x1b_ffff);
     }
 }

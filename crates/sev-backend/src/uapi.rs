@@ -3,7 +3,8 @@
 //! CPUID table of the firmware ABI). Every layout is pinned by the tests below against the
 //! kernel UAPI.
 //!
-//! Sources (read with the search tool, 2026-11-25):
+//! Sources (read with the search tool, 2026-11-25; the SEV structs, command ids and page types
+//! checked again against Linux 6.18.2's `arch/x86/include/uapi/asm/kvm.h`):
 //! - `arch/x86/include/uapi/asm/kvm.h` (Linux 6.11+): `struct kvm_sev_cmd`, `struct
 //!   kvm_sev_init`, `struct kvm_sev_snp_launch_start`, `struct kvm_sev_snp_launch_update`,
 //!   `struct kvm_sev_snp_launch_finish` (88 bytes, with `vcek_disabled`), `enum sev_cmd_id`

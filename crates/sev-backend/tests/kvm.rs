@@ -1,7 +1,7 @@
 //! The real `/dev/kvm` of a machine without SEV-SNP: probing and creating a launch refuse with
 //! the typed "not supported" error.
 
-use sev_backend::{probe, Error, LaunchConfig, SnpBackend};
+use sev_backend::{probe, Error, InPlaceMode, LaunchConfig, SnpBackend};
 
 #[test]
 fn real_kvm_without_snp_says_not_supported() {
@@ -29,4 +29,42 @@ fn real_kvm_without_snp_says_not_supported() {
             reason: msg["SNP not supported by this KVM: ".len()..].to_string()
         }
     );
+}
+
+#[test]
+fn real_kvm_refuses_an_snp_vm_and_the_backend_names_why() {
+    let Some(kvm) =
+        gmem::testing::require_kvm("real_kvm_refuses_an_snp_vm_and_the_backend_names_why")
+    else {
+        return;
+    };
+    let types = kvm.check_extension_raw(libc::c_ulong::from(kvm_bindings::KVM_CAP_VM_TYPES));
+    if types > 0 && types & (1 << kvm_bindings::KVM_X86_SNP_VM) != 0 {
+        eprintln!("this KVM offers SNP VMs (KVM_CAP_VM_TYPES = {types:#x}): nothing to refuse");
+        return;
+    }
+    // arch/x86/kvm/x86.c: kvm_arch_init_vm (Linux 6.18.2): a VM type this KVM does not support
+    // is EINVAL. The backend never gets that far: its probe says why first.
+    let e = kvm
+        .create_vm_with_type(u64::from(kvm_bindings::KVM_X86_SNP_VM))
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::EINVAL);
+    // Whatever the configuration, including in-place population through the kernel (which
+    // 6.18 does not offer either), the refusal is the probe's.
+    for in_place in [
+        InPlaceMode::Unsupported,
+        InPlaceMode::Kernel,
+        InPlaceMode::CopyBeforeConversion,
+    ] {
+        let err = SnpBackend::create(
+            &kvm,
+            LaunchConfig {
+                in_place,
+                ..LaunchConfig::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
+        assert!(err.to_string().contains("KVM_X86_SNP_VM"), "{err}");
+    }
 }
