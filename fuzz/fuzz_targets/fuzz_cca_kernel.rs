@@ -472,6 +472,8 @@ fuzz_target!(|input: Input| {
         |b| b.io().impossible,
         // No answer of this fake kernel is one the backend must treat as unrecoverable.
         |_| false,
+        // The modelled failures never kill the VM.
+        |_| false,
         |b, r| {
             let k = b.io();
             for (i, (rr, s)) in r.regions.iter().zip(&specs).enumerate() {

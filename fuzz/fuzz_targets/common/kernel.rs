@@ -40,6 +40,8 @@ pub enum End {
     /// A run stopped on an error the backend marked unrecoverable (the kernel had reached a
     /// state it cannot leave), and a resume was refused without a backend call.
     Unrecoverable,
+    /// A run stopped after the kernel's VM died.
+    Dead,
 }
 
 /// Runs `plan` on `backend`, then resumes after each stop: one round per element of `rounds`
@@ -52,7 +54,11 @@ pub enum End {
 /// (`RunError::Unrecoverable`, the same report; the fake kernels refuse any ioctl after a
 /// fatal answer, so a resume that reached the kernel would fail there). After every run
 /// `check` gets the backend and the report. Without a fatal answer the plan must complete
-/// by the end: the completion check holds only where the kernel allows recovery.
+/// by the end: the completion check holds only where the kernel allows recovery. `dead` says
+/// whether the kernel can no longer do anything (a VM killed by `KVM_BUG`, which answers every
+/// ioctl with an errno the backend cannot tell from a passing failure): a run that stops then
+/// ends the drive (after `check`) without the completion check.
+#[allow(clippy::too_many_arguments)]
 pub fn drive<B: Backend, R>(
     plan: &Plan<'_>,
     backend: &mut B,
@@ -60,6 +66,7 @@ pub fn drive<B: Backend, R>(
     mut feed: impl FnMut(&mut B, Option<&R>),
     impossible: impl Fn(&B) -> u64,
     fatal: impl Fn(&B) -> bool,
+    dead: impl Fn(&B) -> bool,
     mut check: impl FnMut(&mut B, &Report),
 ) -> End {
     let mut report: Option<Report> = None;
@@ -78,6 +85,7 @@ pub fn drive<B: Backend, R>(
             Ok(r) => {
                 assert_eq!(after, before, "an impossible answer went unnoticed");
                 assert!(!fatal(backend), "a run completed after a fatal answer");
+                assert!(!dead(backend), "a run completed on a dead VM");
                 assert!(r.is_complete());
                 check(backend, &r);
                 return End::Complete;
@@ -107,6 +115,9 @@ pub fn drive<B: Backend, R>(
                 other => panic!("a resume after an unrecoverable stop was not refused: {other:?}"),
             }
             return End::Unrecoverable;
+        }
+        if dead(backend) {
+            return End::Dead;
         }
         assert!(
             round.is_some(),
