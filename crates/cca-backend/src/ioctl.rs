@@ -92,7 +92,7 @@ pub enum RmeArg<'a> {
 }
 
 /// Every CCA ioctl the backend issues. The real implementation is [`KvmCcaIoctl`]; tests use a
-/// model of the kernel ([`testing::KernelModel`](crate::testing::KernelModel)).
+/// model of the kernel (`testing::KernelModel`, feature `test-utils`).
 ///
 /// Errors are the ioctl's errno (positive).
 pub trait CcaIoctl {

@@ -4,7 +4,7 @@
 //! - [`probe`] says whether this machine's KVM runs realms (a typed [`Error::NotSupported`]
 //!   otherwise), discovering the capability number rather than assuming it.
 //! - [`CcaBackend`] implements [`cc_populate::Backend`] over a [`CcaIoctl`] layer
-//!   ([`KvmCcaIoctl`] on a VM fd, or [`testing::KernelModel`]), speaking the series version the
+//!   ([`KvmCcaIoctl`] on a VM fd, or `testing::KernelModel` with `test-utils`), speaking the series version the
 //!   caller selects ([`UapiVersion`]: v14 and v13 in/out populate, v12 bytes-returned populate,
 //!   or the `KVM_ENABLE_CAP` sub-commands of v11 and earlier), with the launch steps around
 //!   populate ([`CcaBackend::configure`], [`CcaBackend::activate`]).
@@ -57,6 +57,7 @@
 //! ```
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 mod error;
@@ -65,6 +66,9 @@ mod measure;
 mod params;
 mod ripas;
 
+// Test support (a model of the CCA series' ioctls): only with the `test-utils` feature.
+#[cfg(feature = "test-utils")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
 pub mod testing;
 pub mod uapi;
 

@@ -11,9 +11,10 @@
 //!   firmware computes it, through the same role mapping, plus VMSA pages.
 //! - [`parse_ovmf`] / [`plan_ovmf`]: an OVMF image's SEV metadata and the plan a QEMU-style VMM
 //!   populates from it, under a named [`SectionPolicy`].
-//! - [`testing`]: an in-process model of the kernel's documented `LAUNCH_UPDATE` behaviour.
+//! - `testing` (feature `test-utils`): an in-process model of the kernel's documented
+//!   `LAUNCH_UPDATE` behaviour.
 //!
-//! Never verified on SEV-SNP hardware: the ioctl path is tested through [`testing`]'s model,
+//! Never verified on SEV-SNP hardware: the ioctl path is tested through `testing`'s model,
 //! and the real `/dev/kvm` of a machine without SNP is tested to refuse with
 //! [`Error::NotSupported`].
 //!
@@ -38,6 +39,7 @@
 //! ```
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cpuid;
 mod digest;
@@ -47,6 +49,9 @@ mod ioctl;
 mod launch;
 mod ovmf;
 
+// Test support (a model of the kernel's SNP commands): only with the `test-utils` feature.
+#[cfg(feature = "test-utils")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
 pub mod testing;
 pub mod uapi;
 

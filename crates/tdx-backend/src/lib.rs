@@ -8,7 +8,8 @@
 //!   (TDX cannot encrypt in place). Partial progress is read from the region the kernel writes
 //!   back, so a stopped run resumes exactly where the kernel stopped.
 //! - The ioctls go through the [`TdxIoctl`] trait: [`KvmTdx`] issues them on real VM/vCPU fds,
-//!   [`testing::TdxModel`] models the kernel's documented behaviour for tests.
+//!   `testing::TdxModel` (feature `test-utils`) models the kernel's documented behaviour for
+//!   tests.
 //! - [`Mrtd`] computes MRTD record by record; [`measure_plan`] computes it for a
 //!   [`cc_populate::Plan`], through the same role mapping ([`page_op`]) the backend uses.
 //! - [`tdvf`] parses a TDVF image's TDX metadata and plans its sections
@@ -42,6 +43,7 @@
 //! ```
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 mod ioctl;
@@ -50,6 +52,9 @@ mod mrtd;
 
 pub mod status;
 pub mod tdvf;
+// Test support (a model of the kernel's TDX commands): only with the `test-utils` feature.
+#[cfg(feature = "test-utils")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
 pub mod testing;
 pub mod uapi;
 
