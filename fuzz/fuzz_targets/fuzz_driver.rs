@@ -484,7 +484,7 @@ fuzz_target!(|input: Input| {
                 if let StopCause::BadProgress { done, asked } = stop.cause {
                     assert!(done > asked || done % granule != 0);
                 }
-                assert!(!r.to_string().is_empty());
+                let _ = r.to_string(); // formatting a report must not panic
                 *r
             }
             Err(e) => panic!("unexpected driver error: {e}"),

@@ -4,12 +4,16 @@
 //! Never panics; every refusal is one line (the CLI prints it as such); an accepted image's
 //! regions are non-empty, do not wrap, and carry exactly their size of data or none; its plan,
 //! validated for its platform, builds; small images measure (or refuse with a typed error)
-//! without panicking.
+//! without panicking. An accepted file survives a write-out and reload unchanged: read as the
+//! typed [`PlanFile`] (which every accepted file must be), written with `serde_json` and parsed
+//! again, it loads to the same image (compared field by field through `Debug`, content bytes
+//! included), and the written text reads back as the same `PlanFile`.
 #![no_main]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use cc_image::planfile::PlanFile;
 use cc_image::{parse_plan, Platform};
 use cc_populate::MemoryLayout;
 use libfuzzer_sys::fuzz_target;
@@ -39,11 +43,26 @@ fuzz_target!(|data: &[u8]| {
         Ok(i) => i,
         Err(e) => {
             let msg = e.to_string();
-            assert!(!msg.is_empty());
             assert!(!msg.contains('\n'), "a refusal must be one line: {msg:?}");
             return;
         }
     };
+    // Write-out and reload. `serde_json::Value` first, as `parse_plan` reads it (a repeated
+    // key keeps its last value there, where a typed read would refuse it).
+    let value: serde_json::Value = serde_json::from_str(text).expect("parse_plan read it");
+    let typed: PlanFile = serde_json::from_value(value)
+        .unwrap_or_else(|e| panic!("an accepted plan file is not a PlanFile: {e}"));
+    let written = serde_json::to_string_pretty(&typed).expect("a PlanFile serializes");
+    let again = parse_plan(&written, &d.join("plan.json"), d)
+        .unwrap_or_else(|e| panic!("the written plan file is refused: {e}\n{written}"));
+    assert_eq!(
+        format!("{again:?}"),
+        format!("{image:?}"),
+        "the written plan file loads differently:\n{written}"
+    );
+    let reread: PlanFile = serde_json::from_str(&written).expect("the written text is a PlanFile");
+    assert_eq!(reread, typed, "{written}");
+
     let platform = image.platform();
     let mut total = 0u128;
     for r in image.regions() {

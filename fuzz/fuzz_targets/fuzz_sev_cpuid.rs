@@ -44,7 +44,6 @@ fuzz_target!(|data: &[u8]| {
             }
             Err(e) => {
                 assert!(!fits, "refused a well-formed table: {e}");
-                assert!(!e.to_string().is_empty());
             }
         }
     }
@@ -71,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
                         .count();
                     assert_eq!(only_fw, cy.saturating_sub(cx), "{d}");
                 }
-                assert!(!d.to_string().is_empty());
+                let _ = d.to_string(); // formatting a difference must not panic
             }
         }
     }

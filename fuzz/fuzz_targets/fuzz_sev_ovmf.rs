@@ -52,7 +52,7 @@ fuzz_target!(|image: &[u8]| {
             }
         }
         Err(e) => {
-            assert!(!e.to_string().is_empty());
+            let _ = e.to_string(); // formatting a refusal must not panic
         }
     }
     for policy in [SectionPolicy::QEMU, SectionPolicy::UNMEASURED] {
@@ -78,7 +78,7 @@ fuzz_target!(|image: &[u8]| {
             b.push(r.to_spec());
         }
         if let Err(e) = b.build(&verifier_caps(), &MemoryLayout::unbounded()) {
-            assert!(!e.to_string().is_empty());
+            let _ = e.to_string(); // formatting a refusal must not panic
         }
     }
 });

@@ -38,7 +38,7 @@ fuzz_target!(|image: &[u8]| {
     let meta = match tdvf::parse(image) {
         Ok(m) => m,
         Err(e) => {
-            assert!(!e.to_string().is_empty());
+            let _ = e.to_string(); // formatting a refusal must not panic
             return;
         }
     };
@@ -119,7 +119,7 @@ fuzz_target!(|image: &[u8]| {
             if let Err(e) =
                 tdvf::build_plan(image, &options, &cc_populate::MemoryLayout::unbounded())
             {
-                assert!(!e.to_string().is_empty());
+                let _ = e.to_string(); // formatting a refusal must not panic
             }
         }
     }

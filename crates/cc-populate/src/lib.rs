@@ -20,6 +20,8 @@
 //! The [`plain`] module's backend populates ordinary (non-confidential) guest_memfd VMs through
 //! the shared mapping; the platform backends (SEV-SNP, TDX, Arm CCA) live in their own crates.
 //!
+//! The example drives a scripted backend from the `testing` module (feature `test-utils`):
+//!
 //! ```
 //! use cc_populate::testing::{Answer, LedgerBackend};
 //! use cc_populate::{Driver, ErrorKind, MemoryLayout, PlanBuilder, Role, RunError};
@@ -45,6 +47,7 @@
 //! ```
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 mod driver;
@@ -53,6 +56,9 @@ mod role;
 mod source;
 
 pub mod plain;
+// Test support (a scripted, recording backend): only with the `test-utils` feature.
+#[cfg(feature = "test-utils")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
 pub mod testing;
 
 pub use backend::{

@@ -121,7 +121,7 @@ pub enum RmeArg<'a> {
 }
 
 /// Every CCA ioctl the backend issues. The real implementation is [`KvmCcaIoctl`]; tests use a
-/// model of the kernel ([`testing::KernelModel`](crate::testing::KernelModel)).
+/// model of the kernel (`testing::KernelModel`, feature `test-utils`).
 ///
 /// Errors are the ioctl's errno (positive). vCPUs are numbered in the order the VMM created
 /// them (index 0 is the boot vCPU, the only runnable REC).

@@ -4,7 +4,7 @@
 //! - [`probe`] says whether this machine's KVM runs realms (a typed [`Error::NotSupported`]
 //!   otherwise), discovering the capability number rather than assuming it.
 //! - [`CcaBackend`] implements [`cc_populate::Backend`] over a [`CcaIoctl`] layer
-//!   ([`KvmCcaIoctl`] on a VM fd and its vCPU fds, or [`testing::KernelModel`]), speaking the
+//!   ([`KvmCcaIoctl`] on a VM fd and its vCPU fds, or `testing::KernelModel` (feature `test-utils`)), speaking the
 //!   series version the caller selects ([`UapiVersion`]: v14 and v13 in/out populate, v12
 //!   bytes-returned populate, both after `KVM_SET_MEMORY_ATTRIBUTES`, or v9's `KVM_ENABLE_CAP`
 //!   sub-commands), with the launch steps around populate ([`CcaBackend::configure`],
@@ -70,6 +70,7 @@
 //! ```
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 mod error;
@@ -78,6 +79,9 @@ mod measure;
 mod params;
 mod ripas;
 
+// Test support (a model of the CCA series' ioctls): only with the `test-utils` feature.
+#[cfg(feature = "test-utils")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
 pub mod testing;
 pub mod uapi;
 

@@ -46,8 +46,12 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Tests that need `/dev/kvm` call `testing::require_kvm` (feature `test-utils`), which records a
+//! skip where there is none.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod caps;
 mod error;
@@ -55,6 +59,9 @@ mod flags;
 mod gmem;
 mod memslot;
 mod range;
+// Test support (`require_kvm`): only with the `test-utils` feature.
+#[cfg(feature = "test-utils")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
 pub mod testing;
 pub mod uapi;
 mod view;

@@ -16,10 +16,10 @@
 //!   the VMSAs of N vCPUs for QEMU, EC2 or GCE ([`snp_vmsas`]), the kernel hashes table of a
 //!   measured direct boot ([`SevHashes`]), a precomputed firmware digest, a COCONUT-SVSM
 //!   ([`plan_svsm`]); [`measure_with_vcpus`] adds the VMSAs to a plan a VMM populates.
-//! - [`testing`]: an in-process model of Linux 6.18.2's SNP launch commands, each behaviour
+//! - `testing` (feature `test-utils`): an in-process model of Linux 6.18.2's SNP launch commands, each behaviour
 //!   cited to its kernel function.
 //!
-//! Never verified on SEV-SNP hardware: the ioctl path is tested through [`testing`]'s model,
+//! Never verified on SEV-SNP hardware: the ioctl path is tested through `testing`'s model,
 //! and the real `/dev/kvm` of a machine without SNP is tested to refuse with
 //! [`Error::NotSupported`].
 //!
@@ -44,6 +44,7 @@
 //! ```
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cpuid;
 mod digest;
@@ -58,6 +59,9 @@ mod svsm;
 mod vcpu_types;
 mod vmsa;
 
+// Test support (a model of the kernel's SNP commands): only with the `test-utils` feature.
+#[cfg(feature = "test-utils")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
 pub mod testing;
 pub mod uapi;
 

@@ -1,7 +1,7 @@
 //! The ioctl layer: a small trait over `KVM_MEMORY_ENCRYPT_OP` (VM and vCPU forms) and
 //! `KVM_SET_MEMORY_ATTRIBUTES`, with the real implementation on KVM file descriptors.
 //!
-//! Tests substitute an in-process model of the kernel ([`crate::testing::TdxModel`]).
+//! Tests substitute an in-process model of the kernel (`testing::TdxModel`, feature `test-utils`).
 
 use std::os::fd::{AsRawFd, RawFd};
 

@@ -13,7 +13,7 @@
 //! - Every behaviour relied on is traced to Linux 6.18.2 (`arch/x86/kvm/vmx/tdx.c`,
 //!   `virt/kvm/guest_memfd.c`): see the Kernel conformance table in the crate's README.
 //! - The ioctls go through the [`TdxIoctl`] trait: [`KvmTdx`] issues them on real VM/vCPU fds,
-//!   [`testing::TdxModel`] follows Linux 6.18's code for tests.
+//!   `testing::TdxModel` (feature `test-utils`) follows Linux 6.18's code for tests.
 //! - [`Mrtd`] computes MRTD record by record; [`measure_plan`] computes it for a
 //!   [`cc_populate::Plan`], through the same role mapping ([`page_op`]) the backend uses.
 //! - [`tdvf`] parses a TDVF image's TDX metadata and plans its sections
@@ -47,6 +47,7 @@
 //! ```
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 mod ioctl;
@@ -55,6 +56,9 @@ mod mrtd;
 
 pub mod status;
 pub mod tdvf;
+// Test support (a model of the kernel's TDX commands): only with the `test-utils` feature.
+#[cfg(feature = "test-utils")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
 pub mod testing;
 pub mod uapi;
 
