@@ -1,27 +1,37 @@
-//! The Arm CCA backend against a kernel whose every populate answer comes from the fuzzer, for
-//! each series version ([`UapiVersion`]): v14/v13 `KVM_ARM_RMI_POPULATE` with the in/out struct
-//! the kernel advances (honestly, over-claimed, or any values, and any return value), v12 with
-//! the bytes populated as the return value (any value), both after `KVM_SET_MEMORY_ATTRIBUTES`
-//! and with the vCPUs configured first, and the `KVM_ENABLE_CAP` sub-commands of v9 (POPULATE_REALM from the shared alias, INIT_RIPAS_REALM, all or nothing);
-//! errnos everywhere, including the shared-alias writes.
+//! The Arm CCA backend against a fake kernel for each series version ([`UapiVersion`]). For
+//! v12-v14 it fails only as the series' `kvm_arm_rmi_populate` over `kvm_gmem_populate` can
+//! (cca-backend's Kernel conformance table): the fuzzer picks the granule and the cause (a
+//! memslot's end, a signal, the RMM refusing a granule, a realm activated by a first
+//! `KVM_RUN`), and the kernel succeeds with the granules before it (v13/v14: the in/out struct
+//! advanced, 0 returned; v12: the bytes done returned) or, at the first granule, answers
+//! `EINVAL`, `EINTR`, `ENXIO`, or `EBUSY` for an active realm, then for every populate after
+//! it; `KVM_SET_MEMORY_ATTRIBUTES` fails only with `ENOMEM`. Sometimes it replies as no
+//! kernel does (any values, over-claimed, one value skewed). The `KVM_ENABLE_CAP`
+//! sub-commands of v9 (POPULATE_REALM from the shared alias, INIT_RIPAS_REALM, all or nothing)
+//! answer errnos whose list the table leaves open (not `EAGAIN`, which no version answers),
+//! as do the shared-alias writes.
 //!
 //! Driven by `cc_populate::Driver` over a plan of measured and unmeasured regions, some inside
-//! `ripas` regions, resumed after every stop and finally against an honest kernel: never panics;
-//! every call names a range inside one region of the right kind, with the right measure flag,
-//! `reserved` zero, a page-aligned source (when the source is the caller's buffer, at the
-//! region's offset in it), and for v9 the shared alias holding the region's bytes; no granule
-//! populated (or RIPAS range initialised) twice; each region's reported bytes equal what the
-//! kernel did for it (a prefix); an impossible answer stops the run with a hard error and counts
-//! nothing; the plan completes.
+//! `ripas` regions, resumed after every stop and finally against a kernel that fails nowhere:
+//! never panics; every call names a range inside one region of the right kind, with the right
+//! measure flag, `reserved` zero, a page-aligned source (when the source is the caller's buffer,
+//! at the region's offset in it), for v12+ private pages, and for v9 the shared alias holding
+//! the region's bytes; no granule populated (or RIPAS range initialised) twice; each region's
+//! reported bytes equal what the kernel did for it (a prefix); an impossible answer stops the
+//! run with a hard error and counts nothing. `EBUSY` from an active realm stops the run hard,
+//! and the backend asks the kernel nothing more (a resume stops without an ioctl or progress);
+//! otherwise the plan completes.
 #![no_main]
 
 #[path = "common/kernel.rs"]
 mod kernel;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use arbitrary::Arbitrary;
-use cc_populate::{MemoryLayout, PlanBuilder, Role, SourceBuf};
+use cc_populate::{
+    Driver, ErrorKind, MemoryLayout, PlanBuilder, Role, RunError, SourceBuf, StopCause,
+};
 use cc_populate_fuzz::intersects;
 use cca_backend::uapi::{
     KvmArmRmiPopulate, KVM_CAP_ARM_RME_INIT_RIPAS_REALM, KVM_CAP_ARM_RME_POPULATE_REALM,
@@ -31,47 +41,67 @@ use libfuzzer_sys::fuzz_target;
 
 const PAGE: u64 = 4096;
 const CAP: u32 = 0x1234;
-/// Not `EBUSY`: from v12 on it means "the realm is active" for good and the backend stops
-/// populating, so a run that saw it cannot complete (pinned in `tests/backend_model.rs`).
-const ERRNOS: [i32; 8] = [
+/// The v9 `KVM_ENABLE_CAP` sub-commands' errnos (and the shared-alias writes'): cca-backend's
+/// Kernel conformance table says the v9 patches' errnos were not re-read, so these stay the
+/// plausible ones, without `EAGAIN`, which no version answers.
+const V9_ERRNOS: [i32; 6] = [
     libc::EINTR,
-    libc::EAGAIN,
     libc::EIO,
     libc::EINVAL,
     libc::EFAULT,
-    libc::EEXIST,
     libc::ENXIO,
     libc::EPERM,
 ];
 /// Populate flags by hand: bit 0 = measure (the series' `*_POPULATE_FLAGS_MEASURE`).
 const MEASURE: u32 = 1;
 
+/// Why a v12-v14 populate stops at a granule, as the series' `kvm_arm_rmi_populate` over 6.18's
+/// `kvm_gmem_populate` stops (cca-backend's Kernel conformance table): with granules done the
+/// error is dropped and the call succeeds with them (v13/v14: the struct advanced, 0 returned;
+/// v12: the bytes done returned); at the call's first granule the errno below.
 #[derive(Arbitrary, Debug, Clone, Copy)]
-enum Reply {
-    /// v13/v14: struct advanced by the granules done, 0 returned; v12: bytes done returned;
-    /// v9: success (all done).
-    Honest,
-    /// Any struct and any return value (v12/v13/v14); counted only if consistent.
+enum Stop {
+    /// The memslot ends (`kvm_gmem_populate` clamps `npages`); at the first granule, the range
+    /// is in no guest_memfd memslot: `EINVAL`.
+    Memslot,
+    /// A pending signal (`kvm_gmem_populate`): `EINTR`.
+    Signal,
+    /// The RMM refuses the granule's delegation (v12 20/46
+    /// `realm_create_protected_data_page`, v14 26/44 `realm_data_map_init`): `ENXIO`.
+    RmmRefuses,
+    /// A first `KVM_RUN` activated the realm before this call (`realm_ensure_created`): `EBUSY`
+    /// with nothing done, and for every populate from now on.
+    Activated,
+}
+
+/// A reply no kernel of the series makes (v12/v13/v14).
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Lie {
+    /// Any struct and any return value; counted only if consistent.
     Raw {
         base: u64,
         size: u64,
         source_uaddr: u64,
         ret: i32,
     },
-    /// `k` granules more than done claimed (v12/v13/v14).
+    /// `k` granules more than done claimed.
     Overclaim(u8),
     /// Honest, then one value (`field % 4`: base, size, source_uaddr, return value) moved by
-    /// `delta` (granules when `pages`, else bytes) (v12/v13/v14).
+    /// `delta` (granules when `pages`, else bytes).
     Skewed { field: u8, delta: i16, pages: bool },
-    /// An errno from [`ERRNOS`]; nothing done.
-    Errno(u8),
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
 struct Answer {
-    /// Granules done (clamped to the request; 255: all).
+    /// The granule of the call (0: the first asked) where `stop` happens; past the end, or
+    /// without `stop`, every granule is populated.
     granules: u8,
-    reply: Reply,
+    stop: Option<Stop>,
+    /// v12+: the kernel replies with `lie` when this is below 16 (about one call in 16).
+    lie_gate: u8,
+    lie: Lie,
+    /// v9: an errno from [`V9_ERRNOS`] (all or nothing).
+    v9_errno: Option<u8>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -99,6 +129,9 @@ struct Input {
     rounds: Vec<Vec<Answer>>,
     /// Shared-alias write errnos, per call (`None`: success).
     alias: Vec<Option<u8>>,
+    /// v12+: per `KVM_SET_MEMORY_ATTRIBUTES` call that has something to do, `ENOMEM` when
+    /// true.
+    private: Vec<bool>,
 }
 
 #[derive(Clone, Copy)]
@@ -127,6 +160,11 @@ struct Kernel {
     /// RIPAS ranges initialised (v9).
     ripas: Vec<(u64, u64)>,
     impossible: u64,
+    private_errs: VecDeque<bool>,
+    /// Private pages (GPA), v12+.
+    private: BTreeSet<u64>,
+    /// v12+: the realm is active; every populate is `EBUSY` from now on.
+    active: bool,
 }
 
 const WINDOW: u64 = 0x10_0000;
@@ -171,8 +209,11 @@ impl Kernel {
 
     fn next(&mut self) -> Answer {
         self.answers.pop_front().unwrap_or(Answer {
-            granules: u8::MAX,
-            reply: Reply::Honest,
+            granules: 0,
+            stop: None,
+            lie_gate: u8::MAX,
+            lie: Lie::Overclaim(0),
+            v9_errno: None,
         })
     }
 }
@@ -195,63 +236,91 @@ impl CcaIoctl for Kernel {
             );
             assert!(src0 - self.src_base + size0 <= self.src_len);
         }
+        assert!(
+            !self.active,
+            "populate after the kernel answered EBUSY (realm active)"
+        );
+        for i in 0..size0 / PAGE {
+            let g = base0 + i * PAGE;
+            assert!(self.private.contains(&g), "{g:#x} populated while shared");
+        }
         let a = self.next();
         let nr = size0 / PAGE;
-        let k = if a.granules == u8::MAX {
-            nr
-        } else {
-            (a.granules as u64).min(nr)
-        };
         let in_out = matches!(version, UapiVersion::V13 | UapiVersion::V14);
-        let ret = match a.reply {
-            Reply::Errno(e) => return Err(ERRNOS[e as usize % ERRNOS.len()]),
-            Reply::Skewed {
-                field,
-                delta,
-                pages,
-            } => {
-                let d = delta as i64 as u64;
-                let d = if pages { d.wrapping_mul(PAGE) } else { d };
-                let mut ret = 0i32;
-                if in_out {
-                    args.base = base0 + k * PAGE;
-                    args.size = size0 - k * PAGE;
-                    args.source_uaddr = src0 + k * PAGE;
-                } else {
-                    ret = (k * PAGE) as i32;
+        let ret = if a.lie_gate < 16 {
+            let k = u64::from(a.granules).min(nr);
+            match a.lie {
+                Lie::Skewed {
+                    field,
+                    delta,
+                    pages,
+                } => {
+                    let d = delta as i64 as u64;
+                    let d = if pages { d.wrapping_mul(PAGE) } else { d };
+                    let mut ret = 0i32;
+                    if in_out {
+                        args.base = base0 + k * PAGE;
+                        args.size = size0 - k * PAGE;
+                        args.source_uaddr = src0 + k * PAGE;
+                    } else {
+                        ret = (k * PAGE) as i32;
+                    }
+                    match field % 4 {
+                        0 => args.base = args.base.wrapping_add(d),
+                        1 => args.size = args.size.wrapping_add(d),
+                        2 => args.source_uaddr = args.source_uaddr.wrapping_add(d),
+                        _ => ret = ret.wrapping_add(d as i32),
+                    }
+                    ret
                 }
-                match field % 4 {
-                    0 => args.base = args.base.wrapping_add(d),
-                    1 => args.size = args.size.wrapping_add(d),
-                    2 => args.source_uaddr = args.source_uaddr.wrapping_add(d),
-                    _ => ret = ret.wrapping_add(d as i32),
+                Lie::Overclaim(x) => {
+                    let c = k + x as u64 + 1;
+                    if in_out {
+                        args.base = base0.wrapping_add(c * PAGE);
+                        args.size = size0.wrapping_sub(c * PAGE);
+                        args.source_uaddr = src0.wrapping_add(c * PAGE);
+                        0
+                    } else {
+                        (c * PAGE) as i32
+                    }
                 }
-                ret
+                Lie::Raw {
+                    base,
+                    size,
+                    source_uaddr,
+                    ret,
+                } => {
+                    args.base = base;
+                    args.size = size;
+                    args.source_uaddr = source_uaddr;
+                    ret
+                }
             }
-            Reply::Honest | Reply::Overclaim(_) => {
-                let c = match a.reply {
-                    Reply::Overclaim(x) => k + x as u64 + 1,
-                    _ => k,
-                };
-                if in_out {
-                    args.base = base0.wrapping_add(c * PAGE);
-                    args.size = size0.wrapping_sub(c * PAGE);
-                    args.source_uaddr = src0.wrapping_add(c * PAGE);
-                    0
-                } else {
-                    (c * PAGE) as i32
-                }
+        } else {
+            // realm_ensure_created: an active realm refuses before any granule.
+            if let Some(Stop::Activated) = a.stop {
+                self.active = true;
+                return Err(libc::EBUSY);
             }
-            Reply::Raw {
-                base,
-                size,
-                source_uaddr,
-                ret,
-            } => {
-                args.base = base;
-                args.size = size;
-                args.source_uaddr = source_uaddr;
-                ret
+            let k = match a.stop {
+                Some(_) => u64::from(a.granules).min(nr),
+                None => nr,
+            };
+            if k == 0 {
+                // kvm_gmem_populate: no granule done, the error.
+                return Err(match a.stop {
+                    Some(Stop::Memslot) => libc::EINVAL,
+                    Some(Stop::Signal) => libc::EINTR,
+                    _ => libc::ENXIO,
+                });
+            }
+            if in_out {
+                args.base = base0 + k * PAGE;
+                args.size = size0 - k * PAGE;
+                args.source_uaddr = src0 + k * PAGE;
+                0
+            } else {
+                (k * PAGE) as i32
             }
         };
         // Judged independently.
@@ -293,9 +362,9 @@ impl CcaIoctl for Kernel {
                     self.alias[o..o + len as usize] == self.expected(&s, gpa, len)[..],
                     "the shared alias of [{gpa:#x}..+{len:#x}) does not hold the region's bytes"
                 );
-                match self.next().reply {
-                    Reply::Errno(e) => Err(ERRNOS[e as usize % ERRNOS.len()]),
-                    _ => {
+                match self.next().v9_errno {
+                    Some(e) => Err(V9_ERRNOS[e as usize % V9_ERRNOS.len()]),
+                    None => {
                         self.populated.push((gpa, len));
                         Ok(())
                     }
@@ -312,9 +381,9 @@ impl CcaIoctl for Kernel {
                         "RIPAS [{gpa:#x}..+{len:#x}) twice"
                     );
                 }
-                match self.next().reply {
-                    Reply::Errno(e) => Err(ERRNOS[e as usize % ERRNOS.len()]),
-                    _ => {
+                match self.next().v9_errno {
+                    Some(e) => Err(V9_ERRNOS[e as usize % V9_ERRNOS.len()]),
+                    None => {
                         self.ripas.push((gpa, len));
                         Ok(())
                     }
@@ -335,8 +404,10 @@ impl CcaIoctl for Kernel {
             Some(UapiVersion::EnableCap),
             "conversion on v9"
         );
-        assert!(len > 0 && gpa.is_multiple_of(PAGE) && len.is_multiple_of(PAGE));
-        Ok(())
+        let errs = &mut self.private_errs;
+        kernel::set_private(&mut self.private, gpa, len, || {
+            errs.pop_front() == Some(true)
+        })
     }
 
     fn vcpu_count(&self) -> usize {
@@ -364,7 +435,7 @@ impl CcaIoctl for Kernel {
             "shared alias on v12+"
         );
         if let Some(e) = self.alias_errnos.pop_front().flatten() {
-            return Err(ERRNOS[e as usize % ERRNOS.len()]);
+            return Err(V9_ERRNOS[e as usize % V9_ERRNOS.len()]);
         }
         let o = (gpa - WINDOW) as usize;
         self.alias[o..o + bytes.len()].copy_from_slice(bytes);
@@ -447,6 +518,7 @@ fuzz_target!(|input: Input| {
         src_len: buf.len() as u64,
         alias: vec![0; (cursor - WINDOW) as usize],
         alias_errnos: input.alias.iter().take(16).copied().collect(),
+        private_errs: input.private.iter().take(16).copied().collect(),
         ..Kernel::default()
     };
     let mut backend = CcaBackend::with_version(kernel, version, CAP);
@@ -466,15 +538,36 @@ fuzz_target!(|input: Input| {
                 None => {
                     k.answers.clear();
                     k.alias_errnos.clear();
+                    k.private_errs.clear();
                 }
             }
         },
         |b| b.io().impossible,
-        // No answer of this fake kernel is one the backend must treat as unrecoverable.
+        // cca-backend does not mark any error unrecoverable (an active realm's EBUSY is a
+        // plain hard stop, below).
         |_| false,
-        // The modelled failures never kill the VM.
-        |_| false,
+        // A realm activated by a first KVM_RUN answers EBUSY to every populate from then on:
+        // the plan cannot complete.
+        |b| b.io().active,
         |b, r| {
+            if b.io().active {
+                // The backend asks no more: a resume stops hard without an ioctl (the fake
+                // kernel panics on one) and without progress.
+                let stop = r.stop.as_ref().expect("stopped");
+                assert!(
+                    matches!(&stop.cause, StopCause::Backend(e) if e.kind == ErrorKind::Failed && e.errno == Some(libc::EBUSY)),
+                    "EBUSY from an active realm must stop the run hard: {stop}"
+                );
+                match Driver::new(&mut *b).resume(&plan, r) {
+                    Err(RunError::Stopped(again)) => {
+                        let done = |r: &cc_populate::Report| -> Vec<u64> {
+                            r.regions.iter().map(|x| x.populated).collect()
+                        };
+                        assert_eq!(done(&again), done(r), "a resume on an active realm moved");
+                    }
+                    other => panic!("a resume on an active realm: {other:?}"),
+                }
+            }
             let k = b.io();
             for (i, (rr, s)) in r.regions.iter().zip(&specs).enumerate() {
                 let what = format!(

@@ -466,19 +466,13 @@ impl SevIoctl for Kernel {
     /// (`kvm_vm_ioctl`); nothing to do when the range is already private; else `ENOMEM` from
     /// `xa_reserve` before any page changes. Its `EINVAL`s the driver must never cause.
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
-        assert!(gpa.is_multiple_of(PAGE) && len.is_multiple_of(PAGE) && len > 0);
         if self.dead {
             return Err(libc::EIO);
         }
-        let pages = (0..len / PAGE).map(|i| gpa + i * PAGE);
-        if pages.clone().all(|g| self.private_pages.contains(&g)) {
-            return Ok(());
-        }
-        if self.private.pop_front() == Some(true) {
-            return Err(libc::ENOMEM);
-        }
-        self.private_pages.extend(pages);
-        Ok(())
+        let errs = &mut self.private;
+        kernel::set_private(&mut self.private_pages, gpa, len, || {
+            errs.pop_front() == Some(true)
+        })
     }
 }
 

@@ -178,7 +178,7 @@ struct Kernel {
     specs: Vec<Spec>,
     answers: VecDeque<Answer>,
     private_errs: VecDeque<bool>,
-    /// `KVM_MEMORY_ATTRIBUTE_PRIVATE` pages (gfn).
+    /// `KVM_MEMORY_ATTRIBUTE_PRIVATE` pages (GPA).
     private: BTreeSet<u64>,
     /// Folios marked prepared (uptodate) in guest_memfd (gfn).
     prepared: BTreeSet<u64>,
@@ -278,7 +278,7 @@ impl Kernel {
             // kvm_gmem_populate: kvm_range_has_memory_attributes(PRIVATE), else EINVAL. The
             // driver converts every range before populating it.
             assert!(
-                self.private.contains(&gfn),
+                self.private.contains(&page),
                 "page {page:#x} asked before it was made private"
             );
             match fault {
@@ -448,19 +448,10 @@ impl TdxIoctl for Kernel {
     /// Its `EINVAL`s (misaligned, empty, wrapping) the backend must never cause.
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
         self.no_call_after_fatal("KVM_SET_MEMORY_ATTRIBUTES");
-        assert!(
-            gpa % PAGE == 0 && len % PAGE == 0 && len > 0 && gpa.checked_add(len).is_some(),
-            "KVM_SET_MEMORY_ATTRIBUTES [{gpa:#x}..+{len:#x}) is EINVAL"
-        );
-        let gfns = gpa / PAGE..(gpa + len) / PAGE;
-        if gfns.clone().all(|g| self.private.contains(&g)) {
-            return Ok(());
-        }
-        if self.private_errs.pop_front() == Some(true) {
-            return Err(libc::ENOMEM);
-        }
-        self.private.extend(gfns);
-        Ok(())
+        let errs = &mut self.private_errs;
+        kernel::set_private(&mut self.private, gpa, len, || {
+            errs.pop_front() == Some(true)
+        })
     }
 }
 

@@ -3,6 +3,8 @@
 //! stopping for good where the kernel cannot recover, and the ledger checks.
 //! Included with `#[path]` by each target.
 
+use std::collections::BTreeSet;
+
 use cc_populate::{Backend, Driver, ErrorKind, Plan, Report, RunError, StopCause};
 use cc_populate_fuzz::intersects;
 
@@ -24,6 +26,36 @@ pub fn prefix(ledger: &[(u64, u64)], gpa: u64, len: u64, what: &str) -> u64 {
     cur - gpa
 }
 
+/// `KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)` over `[gpa, gpa+len)` as Linux 6.18.2 does it
+/// (`virt/kvm/kvm_main.c`: `kvm_vm_ioctl_set_mem_attributes`, `kvm_vm_set_mem_attributes`),
+/// on `private` (the private pages' addresses): the range must not be one the kernel refuses
+/// with `EINVAL` (misaligned, empty, wrapping); nothing to do when it is private already;
+/// else `ENOMEM` from `xa_reserve`, before any page changes, when `enomem()` says so.
+pub fn set_private(
+    private: &mut BTreeSet<u64>,
+    gpa: u64,
+    len: u64,
+    enomem: impl FnOnce() -> bool,
+) -> Result<(), i32> {
+    const PAGE: u64 = 4096;
+    assert!(
+        gpa.is_multiple_of(PAGE)
+            && len.is_multiple_of(PAGE)
+            && len > 0
+            && gpa.checked_add(len).is_some(),
+        "KVM_SET_MEMORY_ATTRIBUTES [{gpa:#x}..+{len:#x}) is EINVAL"
+    );
+    let pages = (0..len / PAGE).map(|i| gpa + i * PAGE);
+    if pages.clone().all(|g| private.contains(&g)) {
+        return Ok(());
+    }
+    if enomem() {
+        return Err(libc::ENOMEM);
+    }
+    private.extend(pages);
+    Ok(())
+}
+
 /// No two entries of `ledger` overlap.
 pub fn assert_disjoint(ledger: &[(u64, u64)], what: &str) {
     for (x, a) in ledger.iter().enumerate() {
@@ -40,7 +72,7 @@ pub enum End {
     /// A run stopped on an error the backend marked unrecoverable (the kernel had reached a
     /// state it cannot leave), and a resume was refused without a backend call.
     Unrecoverable,
-    /// A run stopped after the kernel's VM died.
+    /// A run stopped after the kernel could no longer populate (see `drive`'s `dead`).
     Dead,
 }
 
@@ -55,9 +87,10 @@ pub enum End {
 /// fatal answer, so a resume that reached the kernel would fail there). After every run
 /// `check` gets the backend and the report. Without a fatal answer the plan must complete
 /// by the end: the completion check holds only where the kernel allows recovery. `dead` says
-/// whether the kernel can no longer do anything (a VM killed by `KVM_BUG`, which answers every
-/// ioctl with an errno the backend cannot tell from a passing failure): a run that stops then
-/// ends the drive (after `check`) without the completion check.
+/// whether the kernel can no longer populate anything though the backend's error is not marked
+/// unrecoverable (a VM killed by `KVM_BUG`, which answers every ioctl with an errno the backend
+/// cannot tell from a passing failure; a CCA realm already active): a run that stops then ends
+/// the drive (after `check`) without the completion check.
 #[allow(clippy::too_many_arguments)]
 pub fn drive<B: Backend, R>(
     plan: &Plan<'_>,
