@@ -23,7 +23,7 @@ use sha2::Digest as _;
 
 use crate::params::{HashAlgo, RealmParams, RecParams, RmmVersion};
 use crate::ripas::{ripas_split, GRANULE};
-use crate::Error;
+use crate::{Error, UapiVersion};
 
 /// Size of every measurement descriptor.
 pub const DESCRIPTOR_SIZE: usize = 256;
@@ -491,6 +491,58 @@ pub struct MeasureOptions<'r> {
     pub reader: Option<&'r dyn InPlaceReader>,
     /// Threads for content hashes (0: every core).
     pub threads: usize,
+}
+
+impl MeasureOptions<'static> {
+    /// The options a realm launched by the CCA KVM series `version` is measured with: its
+    /// RMM's rules ([`UapiVersion::rmm`]) in the order its kernel issues the RMI calls.
+    ///
+    /// | `version` | [`rmm`](Self::rmm) | [`order`](Self::order) |
+    /// |---|---|---|
+    /// | [`UapiVersion::EnableCap`] (v9) | [`RmmVersion::V1_0`] | [`MeasureOrder::Planned`]: the VMM issues each step |
+    /// | [`UapiVersion::V12`] | [`RmmVersion::V1_0`] | [`MeasureOrder::SeriesV12`]: the kernel's order |
+    /// | [`UapiVersion::V13`], [`UapiVersion::V14`] | [`RmmVersion::V2_0`] | [`MeasureOrder::Planned`]: DATA in populate order, then the RECs; RIPAS unmeasured |
+    ///
+    /// This is the one way for a VMM to get the RIM its launch will have: the same plan, the
+    /// realm parameters it gives [`CcaBackend::configure`](crate::CcaBackend::configure), and
+    /// one [`RecParams`] per vCPU in vCPU order (for v12-v14 only vCPU 0 runnable: the kernel's
+    /// `kvm_create_rec` makes only vCPU 0's REC runnable).
+    ///
+    /// ```
+    /// use cc_populate::{MemoryLayout, PlanBuilder, Role};
+    /// use cca_backend::{
+    ///     measure_with_options, HashAlgo, MeasureOptions, RealmParams, RecParams, UapiVersion,
+    ///     CCA_CAPS,
+    /// };
+    ///
+    /// let kernel = vec![0xaau8; 3 * 4096];
+    /// let plan = PlanBuilder::new()
+    ///     .zeros(0, 1 << 30, Role::Ripas) // the guest_memfd memslot
+    ///     .source(0x8_0000, Role::Measured, &kernel)
+    ///     .build(&CCA_CAPS, &MemoryLayout::unbounded())?;
+    /// let mut realm = RealmParams::new(HashAlgo::Sha256, 40); // what configure is given
+    /// realm.num_bps = 4;
+    /// let vcpus = [
+    ///     RecParams { pc: 0x8_0000, gprs: [0x4000_0000, 0, 0, 0, 0, 0, 0, 0], runnable: true },
+    ///     RecParams { pc: 0, gprs: [0; 8], runnable: false },
+    /// ];
+    /// let opts = MeasureOptions::for_series(UapiVersion::V14);
+    /// let rim = measure_with_options(&plan, &realm, &vcpus, &opts)?;
+    /// println!("expected RIM on a v14 kernel: {rim}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_series(version: UapiVersion) -> Self {
+        MeasureOptions {
+            rmm: version.rmm(),
+            order: match version {
+                UapiVersion::V12 => MeasureOrder::SeriesV12,
+                UapiVersion::EnableCap | UapiVersion::V13 | UapiVersion::V14 => {
+                    MeasureOrder::Planned
+                }
+            },
+            ..MeasureOptions::default()
+        }
+    }
 }
 
 impl fmt::Debug for MeasureOptions<'_> {
