@@ -579,15 +579,24 @@ fn ebusy_after_activation_is_a_final_stop() {
         let StopCause::Backend(e) = &stop.cause else {
             panic!("{stop}")
         };
-        // Not "busy, try again": no retry, a hard failure naming the activation.
+        // Not "busy, try again": no retry, an unrecoverable failure naming the activation.
         assert_eq!((e.kind, e.errno), (ErrorKind::Failed, Some(libc::EBUSY)));
         assert!(!e.kind.is_retryable());
+        assert!(e.unrecoverable);
         assert!(e.detail.contains("already active"), "{}", e.detail);
         assert_eq!((report.regions[0].calls, report.retries()), (1, 0));
         assert_eq!(be.state(), cca_backend::RealmState::Active);
-        // Resuming does not ask the kernel again.
+        // The driver refuses to resume the report, and the kernel is not asked again.
         let again = Driver::new(&mut be).resume(&second, &report).unwrap_err();
+        assert!(matches!(again, RunError::Unrecoverable(_)), "{again}");
         assert!(again.to_string().contains("already active"), "{again}");
+        // A fresh run on the same backend is refused by the backend itself, also for good.
+        let err = Driver::new(&mut be).run(&second).unwrap_err();
+        let stop = err.report().unwrap().stop.clone().unwrap();
+        let StopCause::Backend(e) = &stop.cause else {
+            panic!("{stop}")
+        };
+        assert!(e.unrecoverable && e.errno.is_none(), "{e}");
         drop(be);
         let busy = populate_calls(&m)
             .iter()
@@ -1211,9 +1220,66 @@ fn legacy_failure_says_the_range_may_be_populated() {
         panic!()
     };
     assert!(e.detail.contains("may be populated"), "{}", e.detail);
+    // A resume would populate those granules again: unrecoverable, and the driver refuses.
+    assert!(e.unrecoverable);
+    resume_is_refused(&mut be, &plan, report);
     drop(be);
     // ...though the kernel did populate 3 granules of it before failing.
     assert_eq!(m.populated_in(2 * M, 4 * M), 2 * M + 3 * K4);
+}
+
+fn resume_is_refused<B: Backend>(be: &mut B, plan: &Plan<'_>, report: &cc_populate::Report) {
+    let calls = report.regions.iter().map(|r| r.calls).sum::<u64>();
+    let again = Driver::new(be).resume(plan, report).unwrap_err();
+    assert!(matches!(again, RunError::Unrecoverable(_)), "{again}");
+    assert_eq!(
+        again
+            .report()
+            .unwrap()
+            .regions
+            .iter()
+            .map(|r| r.calls)
+            .sum::<u64>(),
+        calls
+    );
+}
+
+/// v9: after ACTIVATE_REALM nothing can be added; a populate is refused by the backend for good
+/// (unrecoverable), before configure it is an ordinary stop that configure then resume fixes.
+#[test]
+fn legacy_populate_after_activation_is_unrecoverable() {
+    let r = realm(HashAlgo::Sha256);
+    let data = SourceBuf::new(K4 as usize).unwrap();
+    let mut m = model(UapiVersion::EnableCap, r.clone());
+    let mut be = CcaBackend::with_version(&mut m, UapiVersion::EnableCap, 243);
+    let plan = PlanBuilder::new()
+        .source(M, Role::Measured, data.as_slice())
+        .build(&be.caps(), &MemoryLayout::unbounded())
+        .unwrap();
+    // Not configured: a plain stop, resumable once configure has created the realm.
+    let err = Driver::new(&mut be).run(&plan).unwrap_err();
+    let report = err.report().unwrap().clone();
+    let StopCause::Backend(e) = &report.stop.as_ref().unwrap().cause else {
+        panic!("{err}")
+    };
+    assert!(!e.unrecoverable, "{e}");
+    be.configure(&r).unwrap();
+    let done = Driver::new(&mut be).resume(&plan, &report).unwrap();
+    assert!(done.is_complete(), "{done}");
+    assert_eq!(be.activate().unwrap(), Activation::Activated);
+    let more = PlanBuilder::new()
+        .source(2 * M, Role::Measured, data.as_slice())
+        .build(&be.caps(), &MemoryLayout::unbounded())
+        .unwrap();
+    let err = Driver::new(&mut be).run(&more).unwrap_err();
+    let report = err.report().unwrap().clone();
+    let StopCause::Backend(e) = &report.stop.as_ref().unwrap().cause else {
+        panic!("{err}")
+    };
+    assert!(e.unrecoverable && e.detail.contains("not active"), "{e}");
+    resume_is_refused(&mut be, &more, &report);
+    drop(be);
+    assert_eq!(m.populated_in(2 * M, K4), 0);
 }
 
 #[test]
