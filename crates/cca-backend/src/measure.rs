@@ -421,18 +421,19 @@ impl RimDigest {
 ///
 /// | series | who orders | order | policy |
 /// |---|---|---|---|
-/// | v11 and earlier (`UapiVersion::EnableCap`) | the VMM, one `KVM_ENABLE_CAP` per step | as issued | [`Planned`](Self::Planned) |
+/// | v9 ([`UapiVersion::EnableCap`]) | the VMM, one `KVM_ENABLE_CAP` per step | as issued | [`Planned`](Self::Planned) |
 /// | v12 | the kernel | REALM_CREATE, DATA in populate order, RECs at the first `KVM_RUN`, then RTT_INIT_RIPAS of the memslots | [`SeriesV12`](Self::SeriesV12) |
 /// | v13, v14 (RMM 2.0) | the kernel | REALM_CREATE, DATA in populate order, RECs at the first `KVM_RUN`; RIPAS is not measured | [`Planned`](Self::Planned) with [`RmmVersion::V2_0`] gives the same RIM |
 ///
 /// Like the SNP VMSA placement, the policy is the verifier's statement of how the launch was
-/// made; the plan alone does not say.
+/// made; the plan alone does not say. [`MeasureOptions::for_series`] picks it (and the RMM
+/// version) from the series version.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum MeasureOrder {
     /// REALM_CREATE, then the plan's regions in its order (ripas regions RTT_INIT_RIPAS where
     /// they stand, data regions DATA_CREATE), then the RECs in the order given (only runnable
     /// ones extend the RIM). The order the backend issues the steps in with the
-    /// `KVM_ENABLE_CAP` sub-commands of series v11 and earlier.
+    /// `KVM_ENABLE_CAP` sub-commands of series v9.
     #[default]
     Planned,
     /// The order a series v12 kernel picks, whatever the VMM's order:
