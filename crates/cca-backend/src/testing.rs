@@ -58,7 +58,9 @@
 //! populated entries is taken as "skip them" (the model initialises, and for RMM 1.0 measures,
 //! the unpopulated parts of each memslot). RIM: REALM_CREATE, DATA in populate order, then at
 //! the first run the runnable REC and (v12, RMM 1.0) the RIPAS ranges; v13/v14 target RMM 2.0,
-//! whose `RMI_RTT_INIT_RIPAS` is not measured.
+//! whose `RMI_RTT_INIT_RIPAS` is not measured (the digest follows [`UapiVersion::rmm`]). After a
+//! whole launch it equals [`measure_with_options`](crate::measure_with_options) of the same plan
+//! with [`MeasureOptions::for_series`](crate::MeasureOptions::for_series) (tested per version).
 
 use std::collections::{BTreeMap, VecDeque};
 
