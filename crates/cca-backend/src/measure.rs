@@ -566,7 +566,9 @@ impl fmt::Debug for MeasureOptions<'_> {
 /// it from the same plan (a VMM that wants GPA order sorts the regions before building the
 /// plan). Refuses `zero`, `secrets` and `cpuid` regions, regions outside the protected half of
 /// the IPA space, and in-place content (use [`measure_with`] to give a reader). Other RMM
-/// versions and orders: [`measure_with_options`].
+/// versions and orders: [`measure_with_options`]. This is the RIM of a series v9 launch; for
+/// a launch on v12, v13 or v14 use [`measure_with_options`] with
+/// [`MeasureOptions::for_series`].
 ///
 /// ```
 /// use cc_populate::{MemoryLayout, PlanBuilder, Role};
