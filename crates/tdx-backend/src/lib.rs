@@ -26,7 +26,7 @@
 //! ```
 //! use cc_populate::{Driver, MemoryLayout, PlanBuilder, Role};
 //! use tdx_backend::testing::TdxModel;
-//! use tdx_backend::{measure_plan, TdParams, TdxBackend, TDX_CAPS};
+//! use tdx_backend::{measure_plan, TdxBackend, TDX_CAPS};
 //!
 //! let firmware = vec![0x90u8; 16 << 10];
 //! let plan = PlanBuilder::new()
@@ -37,7 +37,7 @@
 //! // A real VMM passes `KvmTdx::new(&vm).with_vcpu(&vcpu)`; here the kernel model stands in.
 //! let mut td = TdxBackend::new(TdxModel::new());
 //! td.capabilities()?;
-//! td.init_vm(&TdParams::default())?;
+//! td.init_vm(&TdxModel::minimal_params())?;
 //! td.init_vcpu(0x80_0000)?;
 //! let report = Driver::new(&mut td).run(&plan)?;
 //! assert!(report.is_complete());
