@@ -1123,6 +1123,17 @@ fn init_and_start_refuse_what_the_kernel_refuses_before_the_ioctl() {
         ),
         "{e}"
     );
+    // Host state after the checks (sev.c: __sev_guest_init: sev_asid_new with every ASID
+    // taken is EBUSY; sev_platform_init fails with its errno and the PSP status): the VM stays
+    // uninitialised and INIT2 may be sent again.
+    for (errno, code) in [(libc::EBUSY, 0), (libc::EIO, 0x15)] {
+        b.ioctl_mut().init_host_error = Some((errno, code));
+        let e = b.init(&InitParams::default()).unwrap_err();
+        assert!(
+            matches!(e, Error::Command { errno: got, fw_code, .. } if got == errno && fw_code == code),
+            "{e:?}"
+        );
+    }
     b.init(&InitParams::default()).unwrap();
 
     for policy in [SNP_POLICY_SMT, SNP_POLICY_RESERVED_MBO | 1 << 18] {
@@ -1137,12 +1148,28 @@ fn init_and_start_refuse_what_the_kernel_refuses_before_the_ioctl() {
             "{e}"
         );
     }
-    assert_eq!(b.ioctl().calls.len(), 2);
+    assert_eq!(b.ioctl().calls.len(), 4);
     // A firmware refusal is EIO with its status, and a later start may succeed (sev.c:
     // snp_launch_start decommissions the context).
     b.ioctl_mut().start_fw_error = Some(7);
     let e = b.start(&StartParams::default()).unwrap_err();
     assert!(e.to_string().contains("SEV_RET_POLICY_FAILURE"), "{e}");
+    // SNP_GCTX_CREATE failing is ENOTTY (not EIO) with the firmware status (sev.c:
+    // snp_launch_start after snp_context_create), no context kept: the state stays
+    // initialised and a later start may succeed.
+    b.ioctl_mut().gctx_create_fw_error = Some(0x1f);
+    let e = b.start(&StartParams::default()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Command {
+                errno: libc::ENOTTY,
+                fw_code: 0x1f,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     b.start(&StartParams {
         policy: SNP_POLICY_MASK_VALID,
         ..StartParams::default()
