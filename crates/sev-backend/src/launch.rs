@@ -559,12 +559,16 @@ impl<I: SevIoctl> SnpBackend<I> {
         };
         if let Err(e) = self.ioctl.encrypt_op(SevCmd::LaunchFinish(&mut fin)) {
             self.state = LaunchState::Unrecoverable;
+            let mut reason = String::from("arch/x86/kvm/svm/sev.c: snp_launch_finish (Linux 6.18.2) hands every vCPU's VMSA to the firmware (snp_launch_update_vmsa) before anything that can fail for parameters this backend sends, and a second LAUNCH_FINISH would hand them over again (or the VM is dead: virt/kvm/kvm_main.c: kvm_vm_ioctl answers EIO to everything); tear the VM down");
+            if e.errno == libc::EINVAL && e.fw_error == 0 {
+                reason.push_str("; EINVAL with status 0 here is sev_es_sync_vmsa refusing a vCPU with guest debugging (KVM_SET_GUEST_DEBUG) or DR7 bits set, after the VMSAs of the vCPUs before it were measured (none when it is vCPU 0)");
+            }
             return Err(Error::Unrecoverable {
                 cmd: "KVM_SEV_SNP_LAUNCH_FINISH",
                 errno: e.errno,
                 fw_code: e.fw_error,
                 fw_name: fw_error_name(e.fw_error),
-                reason: "arch/x86/kvm/svm/sev.c: snp_launch_finish (Linux 6.18.2) hands every vCPU's VMSA to the firmware (snp_launch_update_vmsa) before anything that can fail for parameters this backend sends, and a second LAUNCH_FINISH would hand them over again (or the VM is dead: virt/kvm/kvm_main.c: kvm_vm_ioctl answers EIO to everything); tear the VM down".into(),
+                reason,
             });
         }
         self.state = LaunchState::Finished;

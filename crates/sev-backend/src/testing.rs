@@ -44,7 +44,9 @@
 //!   reclaim that follows in `sev_gmem_post_populate` then fails, and `sev.c: snp_page_reclaim`
 //!   calls `KVM_BUG`, killing the VM.
 //! - `sev.c: snp_launch_finish`: `-ENOTTY` before `KVM_SEV_INIT2`, `-EINVAL` before the start
-//!   and for `flags` not 0; then every vCPU's VMSA is measured (`snp_launch_update_vmsa`)
+//!   and for `flags` not 0; then every vCPU's VMSA is measured (`snp_launch_update_vmsa`;
+//!   `sev_es_sync_vmsa` refuses a vCPU with guest debugging or DR7 bits, `-EINVAL`, after the
+//!   vCPUs before it: [`KernelModel::debug_vcpu`])
 //!   *before* the ID block is read, so `-EINVAL` for an ID block (`id_block_en`) whose
 //!   `id_block_uaddr` or `id_auth_uaddr` is 0 (`sev-dev.c: psp_copy_user_blob`) comes after the
 //!   VMSAs went to the firmware: that launch cannot be finished any more.
@@ -158,6 +160,10 @@ pub struct KernelModel {
     pub cpuid_check: Option<CpuidCheck>,
     /// VMSA pages KVM measures at `LAUNCH_FINISH` (at `SNP_VMSA_GPA`), one per vCPU.
     pub vmsas: Vec<Vec<u8>>,
+    /// The index of a vCPU with guest debugging or DR7 bits set (`KVM_SET_GUEST_DEBUG`):
+    /// `sev.c: sev_es_sync_vmsa` refuses it with `-EINVAL` at `LAUNCH_FINISH`, after the
+    /// VMSAs of the vCPUs before it went to the firmware.
+    pub debug_vcpu: Option<usize>,
     /// Every command received.
     pub calls: Vec<Call>,
     /// Private pages (by page address).
@@ -255,6 +261,7 @@ impl KernelModel {
             finish_fw_error: None,
             cpuid_check: None,
             vmsas: Vec::new(),
+            debug_vcpu: None,
             calls: Vec::new(),
             private: BTreeSet::new(),
             ledger: Vec::new(),
@@ -377,6 +384,15 @@ impl KernelModel {
             self.violations
                 .push("KVM_SEV_SNP_LAUNCH_FINISH after the VMSAs were measured".into());
             return err(libc::EIO, SEV_RET_INVALID_GUEST_STATE);
+        }
+        // sev_es_sync_vmsa: a vCPU with guest_debug or DR7 bits is -EINVAL, the vCPUs before
+        // it measured (none when it is the first: then the launch can still be finished).
+        if let Some(d) = self.debug_vcpu.filter(|d| *d < self.vmsas.len()) {
+            for v in &self.vmsas[..d] {
+                self.digest = fw_extend(&self.digest, 2, crate::uapi::SNP_VMSA_GPA, Some(v));
+            }
+            self.vmsas_measured = d > 0;
+            return err(libc::EINVAL, 0);
         }
         for v in std::mem::take(&mut self.vmsas) {
             self.digest = fw_extend(&self.digest, 2, crate::uapi::SNP_VMSA_GPA, Some(&v));

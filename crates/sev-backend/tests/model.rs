@@ -1038,25 +1038,31 @@ fn finish_refuses_id_parameters_the_kernel_refuses_or_ignores() {
     b.finish(&FinishParams::default()).unwrap();
 }
 
+/// `finish` with default parameters, which must fail unrecoverably: the message, errno,
+/// firmware status and reason.
+fn failed_finish(b: &mut SnpBackend<KernelModel>) -> (String, i32, u32, String) {
+    let e = b.finish(&FinishParams::default()).unwrap_err();
+    match &e {
+        Error::Unrecoverable {
+            errno,
+            fw_code,
+            reason,
+            ..
+        } => (e.to_string(), *errno, *fw_code, reason.clone()),
+        _ => panic!("{e:?}"),
+    }
+}
+
 #[test]
 fn a_failed_launch_finish_is_unrecoverable() {
     let mut model = KernelModel::new();
     model.finish_fw_error = Some(0x0b); // SEV_RET_BAD_MEASUREMENT, firmware internals
     model.vmsas.push(vmsa());
     let mut b = backend(LaunchConfig::default(), model);
-    let e = b.finish(&FinishParams::default()).unwrap_err();
-    let Error::Unrecoverable {
-        errno,
-        fw_code,
-        reason,
-        ..
-    } = &e
-    else {
-        panic!("{e:?}")
-    };
-    assert_eq!((*errno, *fw_code), (libc::EIO, 0x0b));
+    let (e, errno, fw_code, reason) = failed_finish(&mut b);
+    assert_eq!((errno, fw_code), (libc::EIO, 0x0b));
     assert!(reason.contains("snp_launch_update_vmsa"), "{reason}");
-    assert!(e.to_string().contains("SEV_RET_BAD_MEASUREMENT"), "{e}");
+    assert!(e.contains("SEV_RET_BAD_MEASUREMENT"), "{e}");
     assert!(b.ioctl().vmsas_measured());
     assert_eq!(b.state(), LaunchState::Unrecoverable);
     // No second LAUNCH_FINISH, no populate.
@@ -1069,6 +1075,41 @@ fn a_failed_launch_finish_is_unrecoverable() {
     let err = Driver::new(&mut b).run(&plan).unwrap_err();
     assert!(err.to_string().contains("unrecoverable"), "{err}");
     assert!(b.ioctl().violations.is_empty());
+}
+
+#[test]
+fn a_vcpu_with_guest_debugging_fails_launch_finish_after_the_vcpus_before_it() {
+    // sev.c: snp_launch_update_vmsa -> sev_es_sync_vmsa (Linux 6.18.2): EINVAL, status 0, for a
+    // vCPU with guest_debug or DR7 bits set; the VMSAs of the vCPUs before it are measured.
+    let mut model = KernelModel::new();
+    model.vmsas.extend([vmsa(), vmsa()]);
+    model.debug_vcpu = Some(1);
+    let mut b = backend(LaunchConfig::default(), model);
+    let (_, errno, fw_code, reason) = failed_finish(&mut b);
+    assert_eq!((errno, fw_code), (libc::EINVAL, 0));
+    assert!(reason.contains("sev_es_sync_vmsa"), "{reason}");
+    assert!(b.ioctl().vmsas_measured());
+    assert_eq!(b.state(), LaunchState::Unrecoverable);
+
+    // On vCPU 0 nothing was measured (the kernel could take a second LAUNCH_FINISH once the
+    // VMM clears the debug state; the backend cannot tell which vCPU it was and stops).
+    let mut model = KernelModel::new();
+    model.vmsas.push(vmsa());
+    model.debug_vcpu = Some(0);
+    let mut b = backend(LaunchConfig::default(), model);
+    let e = b.finish(&FinishParams::default()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Unrecoverable {
+                errno: libc::EINVAL,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(!b.ioctl().vmsas_measured());
+    assert_eq!(b.ioctl().launch_digest(), [0; 48]);
 }
 
 #[test]
