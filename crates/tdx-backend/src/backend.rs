@@ -151,7 +151,7 @@ pub fn init_mem_region_errno_meaning(errno: i32) -> &'static str {
             "TDH.MEM.PAGE.ADD found an operand busy (tdx_gmem_post_populate): the page is pre-mapped by KVM and prepared in guest_memfd but not added; Linux 6.18 can neither retry it (EEXIST) nor finalize the TD (EINVAL)"
         }
         libc::EIO => {
-            "TDH.MEM.PAGE.ADD or TDH.MR.EXTEND failed (tdx_gmem_post_populate; 6.18 does not copy the module status out for vCPU commands): the page is prepared in guest_memfd and either pre-mapped but not added or added with a partial measurement; Linux 6.18 cannot recover it"
+            "TDH.MEM.PAGE.ADD or TDH.MR.EXTEND failed (tdx_gmem_post_populate; 6.18 does not copy the module status out for vCPU commands): the page is prepared in guest_memfd and either pre-mapped but not added or added with a partial measurement; Linux 6.18 cannot recover it (or the VM was already dead after a KVM_BUG_ON: virt/kvm/kvm_main.c: kvm_vcpu_ioctl answers EIO to everything)"
         }
         libc::EEXIST => {
             "guest_memfd already has the page prepared (kvm_gmem_populate): it was added before, or left prepared by a failed add; a page is never added twice"
@@ -492,12 +492,27 @@ impl<I: TdxIoctl> TdxBackend<I> {
     ///
     /// Refused without an ioctl after an [`Unrecoverable`] populate failure: Linux 6.18 would
     /// fail with `EINVAL` (a page pre-mapped but not added, `tdx_td_finalize`) or fix an MRTD
-    /// no plan has. `EBUSY` (`TDX_OPERAND_BUSY` in `hw_error`) may be retried by the caller.
+    /// no plan has. `EBUSY` (`TDX_OPERAND_BUSY` in `hw_error`) may be retried by the caller;
+    /// `EIO` (another status in `hw_error`) means the kernel marked the VM dead.
     pub fn finalize(&mut self) -> Result<(), Error> {
         if let Some(u) = &self.unrecoverable {
             return Err(Error::Unrecoverable(u.clone()));
         }
-        self.vm_cmd("KVM_TDX_FINALIZE_VM", KVM_TDX_FINALIZE_VM, 0, None)?;
+        self.vm_cmd("KVM_TDX_FINALIZE_VM", KVM_TDX_FINALIZE_VM, 0, None)
+            .map_err(|e| match e {
+                Error::Ioctl {
+                    op,
+                    errno: libc::EIO,
+                    hw_error,
+                    ..
+                } => Error::ioctl(
+                    op,
+                    libc::EIO,
+                    hw_error,
+                    "TDH.MR.FINALIZE failed other than busy: arch/x86/kvm/vmx/tdx.c: tdx_td_finalize (Linux 6.18.2) marks the VM dead (KVM_BUG_ON), so every later ioctl on it is EIO; tear it down",
+                ),
+                e => e,
+            })?;
         self.finalized = true;
         self.release_buffers();
         Ok(())

@@ -15,8 +15,13 @@
 //!   (`setup_tdparams_eptp_controls`), an entry that is no configurable leaf of the module or
 //!   leaf 7.0 with TSX or WAITPKG (`setup_tdparams_cpuids`); then (`__tdx_td_init`) `EAGAIN`
 //!   (no entropy: the TD stays uninitialized) or `EINVAL` with the module status in
-//!   `hw_error`. The GPAW picks the shared bit (47 or 51) `INIT_MEM_REGION` checks; `KVM_TDX_FINALIZE_VM` (`tdx_td_finalize`) is `EINVAL` while a page is
-//!   pre-mapped but not added, `EBUSY` with the status when TDH.MR.FINALIZE is busy.
+//!   `hw_error`. The GPAW picks the shared bit (47 or 51) `INIT_MEM_REGION` checks.
+//!   `KVM_TDX_FINALIZE_VM` (`tdx_td_finalize`) is `EINVAL` while a page is pre-mapped but not
+//!   added, `EBUSY` with the status when TDH.MR.FINALIZE is busy, and `EIO` with the status
+//!   when it fails otherwise (`KVM_BUG_ON`: the VM is dead, and `virt/kvm/kvm_main.c:
+//!   kvm_vm_ioctl` / `kvm_vcpu_ioctl` answer `EIO` to everything after).
+//!   `KVM_TDX_CAPABILITIES` is `EIO` when the module reports no attributes or XFAM
+//!   (`init_kvm_tdx_caps`).
 //! - vCPU commands (`tdx_vcpu_ioctl`) never write `hw_error` back.
 //! - `KVM_TDX_INIT_MEM_REGION` (`tdx_vcpu_init_mem_region`) checks the vCPU, the TD state, the
 //!   flags and the range (aligned, non-empty, not wrapping, no shared bit:
@@ -124,13 +129,18 @@ pub enum VmFault {
     /// `KVM_TDX_FINALIZE_VM`: TDH.MR.FINALIZE busy: `EBUSY` with this status in `hw_error`
     /// (`tdx_td_finalize`).
     FinalizeBusy(u64),
+    /// `KVM_TDX_FINALIZE_VM`: TDH.MR.FINALIZE fails otherwise: `KVM_BUG_ON` marks the VM dead
+    /// and the command is `EIO` with this status in `hw_error` (`tdx_td_finalize`); from then
+    /// on every VM and vCPU ioctl is `EIO` (`virt/kvm/kvm_main.c: kvm_vm_ioctl`,
+    /// `kvm_vcpu_ioctl`: `kvm->vm_dead`).
+    FinalizeFailed(u64),
 }
 
 impl VmFault {
     fn command(self) -> u32 {
         match self {
             VmFault::InitVmNoEntropy | VmFault::InitVmOperandInvalid(_) => KVM_TDX_INIT_VM,
-            VmFault::FinalizeBusy(_) => KVM_TDX_FINALIZE_VM,
+            VmFault::FinalizeBusy(_) | VmFault::FinalizeFailed(_) => KVM_TDX_FINALIZE_VM,
         }
     }
 }
@@ -234,6 +244,7 @@ pub struct TdxModel {
     pub ept_5_levels: bool,
     private: BTreeSet<u64>,
     shared_bit: u64,
+    vm_dead: bool,
     prepared: BTreeSet<u64>,
     premapped: u64,
     mrtd: Mrtd,
@@ -273,6 +284,7 @@ impl TdxModel {
             ept_5_levels: false,
             private: BTreeSet::new(),
             shared_bit: SHARED_BIT,
+            vm_dead: false,
             prepared: BTreeSet::new(),
             premapped: 0,
             mrtd: Mrtd::new(),
@@ -355,6 +367,10 @@ impl TdxModel {
         cmd: &mut kvm_tdx_cmd,
         payload: Option<&mut [u8]>,
     ) -> Result<(), i32> {
+        // kvm_vm_ioctl: a dead VM answers EIO before looking at the command.
+        if self.vm_dead {
+            return Err(libc::EIO);
+        }
         if !self.is_td() {
             return match self.host {
                 Host::Tdx => Err(libc::ENOTTY),
@@ -384,6 +400,10 @@ impl TdxModel {
         if room < n {
             // Returned before any copy_to_user: the needed count is not written back.
             return Err(libc::E2BIG);
+        }
+        // init_kvm_tdx_caps: no supported attributes or XFAM is EIO.
+        if self.supported_attrs == 0 || self.supported_xfam == 0 {
+            return Err(libc::EIO);
         }
         if b.len() < CAPS_HEADER + CPUID2_HEADER + n as usize * CPUID_ENTRY {
             return Err(libc::EFAULT);
@@ -519,9 +539,17 @@ impl TdxModel {
         if self.params.is_none() || self.finalized.is_some() || self.premapped != 0 {
             return Err(libc::EINVAL);
         }
-        if let Some(VmFault::FinalizeBusy(status)) = self.take_fault(KVM_TDX_FINALIZE_VM) {
-            cmd.hw_error = status;
-            return Err(libc::EBUSY);
+        match self.take_fault(KVM_TDX_FINALIZE_VM) {
+            Some(VmFault::FinalizeBusy(status)) => {
+                cmd.hw_error = status;
+                return Err(libc::EBUSY);
+            }
+            Some(VmFault::FinalizeFailed(status)) => {
+                cmd.hw_error = status;
+                self.vm_dead = true;
+                return Err(libc::EIO);
+            }
+            _ => {}
         }
         cmd.hw_error = 0;
         self.finalized = Some(self.mrtd.current());
@@ -533,6 +561,10 @@ impl TdxModel {
     /// TD `tdx_vcpu_ioctl`: `EINVAL` before `KVM_TDX_INIT_VM` (no HKID), after finalization,
     /// or with `hw_error` set.
     fn vcpu_entry(&self, cmd: &kvm_tdx_cmd) -> Result<(), i32> {
+        // kvm_vcpu_ioctl: a dead VM answers EIO before looking at the command.
+        if self.vm_dead {
+            return Err(libc::EIO);
+        }
         if !self.is_td() {
             return match self.host {
                 Host::Tdx => Err(libc::EINVAL),
@@ -696,6 +728,9 @@ impl TdxIoctl for TdxModel {
     /// kvm_vm_ioctl_set_mem_attributes`): `EINVAL` when misaligned or wrapping, or on a VM
     /// without private memory (`kvm_supported_mem_attributes` is 0 for an ordinary VM).
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
+        if self.vm_dead {
+            return Err(libc::EIO);
+        }
         if !self.is_td()
             || gpa % PAGE_SIZE != 0
             || len % PAGE_SIZE != 0

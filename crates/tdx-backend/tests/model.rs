@@ -792,6 +792,60 @@ fn an_ordinary_vm_on_a_tdx_host_is_not_a_td() {
 }
 
 #[test]
+fn a_failed_finalize_kills_the_vm() {
+    // tdx_td_finalize (Linux 6.18.2): TDH.MR.FINALIZE failing other than busy is a KVM_BUG_ON:
+    // EIO with the status in hw_error, and the VM is dead (kvm_vm_ioctl, kvm_vcpu_ioctl: EIO).
+    let mut td = launched();
+    td.ioctl_mut()
+        .vm_faults
+        .push_back(VmFault::FinalizeFailed(TDX_OPERAND_INVALID));
+    let e = td.finalize().unwrap_err();
+    assert!(
+        matches!(e, Error::Ioctl { errno: libc::EIO, hw_error, .. } if hw_error == TDX_OPERAND_INVALID),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("marks the VM dead"), "{e}");
+    assert!(!td.is_finalized());
+    let e = td.finalize().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Ioctl {
+                errno: libc::EIO,
+                hw_error: 0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let mut cmd = kvm_tdx_cmd {
+        id: KVM_TDX_GET_CPUID,
+        ..Default::default()
+    };
+    let mut b = vec![0u8; 8];
+    assert_eq!(
+        td.ioctl_mut().vcpu_op(&mut cmd, Some(&mut b)),
+        Err(libc::EIO)
+    );
+    assert_eq!(td.ioctl_mut().set_private(0, PAGE), Err(libc::EIO));
+
+    // KVM_TDX_CAPABILITIES: EIO when the module reports no attributes (init_kvm_tdx_caps).
+    let mut td = TdxBackend::new(TdxModel::new());
+    td.ioctl_mut().supported_attrs = 0;
+    let e = td.capabilities().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Ioctl {
+                errno: libc::EIO,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn finalize_reports_the_module_status() {
     let mut td = launched();
     td.ioctl_mut()
