@@ -350,14 +350,22 @@ impl TdxModel {
             .find(|s| gpa >= s.gpa && gpa - s.gpa < s.len)
     }
 
-    /// `sev_mem_enc_ioctl` on an ordinary VM of an AMD host: `KVM_SEV_INIT` (0) and
-    /// `KVM_SEV_ES_INIT` (1) initialize SEV; the launch commands refuse a non-SEV VM.
+    /// `sev_mem_enc_ioctl` (`arch/x86/kvm/svm/sev.c`) on an ordinary VM of an AMD host, for
+    /// a VM not yet made an SEV guest: `KVM_SEV_INIT` (0) and `KVM_SEV_ES_INIT` (1) succeed and
+    /// make it one (`sev_guest_init`; again after that: `EINVAL`, `sev->active`); ids the
+    /// switch does not have (10, 14, 19, 23-99, above 102) are `EINVAL`, and so are
+    /// `KVM_SEV_INIT2` (22: not an SEV VM type), `KVM_SEV_RECEIVE_UPDATE_DATA` (13) and
+    /// `KVM_SEV_SNP_LAUNCH_UPDATE` (101); every other command refuses a VM that is not an SEV
+    /// guest with `ENOTTY`. What those commands do once the VM *is* an SEV guest (real SEV
+    /// launch work) is not followed: nothing here sends them.
     fn sev_op(&mut self, cmd: &kvm_tdx_cmd) -> Result<(), i32> {
         match cmd.id {
+            0 | 1 if self.sev_initialized => Err(libc::EINVAL),
             0 | 1 => {
                 self.sev_initialized = true;
                 Ok(())
             }
+            10 | 13 | 14 | 19 | 22..=99 | 101 | 103.. => Err(libc::EINVAL),
             _ => Err(libc::ENOTTY),
         }
     }

@@ -749,6 +749,26 @@ fn no_tdx_command_reaches_an_ordinary_vm_on_an_amd_sev_host() {
     let mut caps = vec![0u8; 2048 + 8];
     assert_eq!(raw.vm_op(&mut cmd, Some(&mut caps)), Ok(()));
     assert!(raw.sev_initialized);
+    // sev_mem_enc_ioctl on such a VM: a second KVM_SEV_INIT is EINVAL (sev->active), and
+    // before SEV init an id the switch lacks is EINVAL (default), a launch command ENOTTY.
+    assert_eq!(raw.vm_op(&mut cmd, Some(&mut caps)), Err(libc::EINVAL));
+    let mut fresh = TdxModel::ordinary_vm(Host::AmdSev);
+    for (id, errno) in [
+        (2, libc::ENOTTY),
+        (4, libc::ENOTTY),
+        (10, libc::EINVAL),
+        (22, libc::EINVAL),
+        (50, libc::EINVAL),
+        (100, libc::ENOTTY),
+        (101, libc::EINVAL),
+    ] {
+        let mut cmd = kvm_tdx_cmd {
+            id,
+            ..Default::default()
+        };
+        assert_eq!(fresh.vm_op(&mut cmd, None), Err(errno), "id {id}");
+    }
+    assert!(!fresh.sev_initialized);
 
     let mut td = TdxBackend::new(TdxModel::ordinary_vm(Host::AmdSev));
     let e = td.capabilities().unwrap_err();
