@@ -229,6 +229,9 @@ fn eio_zero_is_retried_a_bounded_number_of_times_and_names_the_ambiguity() {
         "the page already populated (EEXIST) or not private (EINVAL)".into(),
         "PSP time-out".into(),
         "snp_launch_update".into(),
+        // sev_gmem_post_populate's RMP check, __kvm_gmem_get_pfn's folio errors.
+        "RMP entry not in its initial shared state".into(),
+        "ENOMEM, EHWPOISON".into(),
     ] {
         assert!(e.detail.contains(&want), "{want}: {}", e.detail);
     }
