@@ -163,7 +163,7 @@ pub fn init_mem_region_errno_meaning(errno: i32) -> &'static str {
             "refused before the page was touched: vCPU not initialized or TD finalized (tdx_vcpu_ioctl, tdx_vcpu_init_mem_region), bad flags, a misaligned, empty or wrapping range or a GPA with the shared bit (vt_is_tdx_private_gpa), a page in no guest_memfd memslot, or a non-private page (kvm_gmem_populate: KVM_MEMORY_ATTRIBUTE_PRIVATE not set)"
         }
         libc::ENOMEM => {
-            "the source pin, the guest_memfd folio or KVM's page tables could not be allocated; the page was not touched"
+            "the source pin, the guest_memfd folio or KVM's page-table caches could not be allocated; the page was not touched, unless the fault had already run once (RET_PF_RETRY in arch/x86/kvm/mmu/mmu.c: kvm_tdp_map_page), which prepared its folio: then a retry gets EEXIST"
         }
         libc::EHWPOISON => "the guest_memfd page is poisoned (__kvm_gmem_get_pfn)",
         libc::ENOTTY => "this KVM has no vCPU KVM_MEMORY_ENCRYPT_OP (not an Intel host)",
@@ -769,6 +769,9 @@ mod tests {
         assert!(init_mem_region_errno_meaning(libc::EINVAL).contains("no guest_memfd memslot"));
         assert!(init_mem_region_errno_meaning(libc::EBUSY).contains("EEXIST"));
         assert!(init_mem_region_errno_meaning(libc::EIO).contains("cannot recover"));
+        // A dead VM (kvm_vcpu_ioctl) and an ENOMEM after a retried fault (kvm_tdp_map_page).
+        assert!(init_mem_region_errno_meaning(libc::EIO).contains("KVM_BUG_ON"));
+        assert!(init_mem_region_errno_meaning(libc::ENOMEM).contains("EEXIST"));
         for errno in [
             libc::EINTR,
             libc::EBUSY,
