@@ -7,9 +7,9 @@ use cc_populate::{Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource,
 use crate::ioctl::{TdxIoctl, CAPS_HEADER, CPUID2_HEADER, CPUID_ENTRY, INIT_VM_HEADER};
 use crate::measure::{page_op, TDX_CAPS};
 use crate::uapi::{
-    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_MAX_CPUID_ENTRIES,
-    KVM_TDX_CAPABILITIES, KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VCPU,
-    KVM_TDX_INIT_VM, KVM_TDX_MEASURE_MEMORY_REGION, TDX_MAX_CPUID_CONFIG,
+    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+    KVM_MAX_CPUID_ENTRIES, KVM_TDX_CAPABILITIES, KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_MEM_REGION,
+    KVM_TDX_INIT_VCPU, KVM_TDX_INIT_VM, KVM_TDX_MEASURE_MEMORY_REGION, TDX_MAX_CPUID_CONFIG,
 };
 use crate::{Error, PAGE_SIZE};
 
@@ -169,6 +169,56 @@ pub fn init_mem_region_errno_meaning(errno: i32) -> &'static str {
         libc::ENOTTY => "this KVM has no vCPU KVM_MEMORY_ENCRYPT_OP (not an Intel host)",
         _ => "an errno Linux 6.18 does not return for this command",
     }
+}
+
+/// `arch/x86/kvm/cpuid.c: kvm_find_cpuid_entry2` (Linux 6.18.2): the first entry of
+/// `function` whose index matches or is not significant.
+fn find_cpuid_entry2(
+    entries: &[kvm_cpuid_entry2],
+    function: u32,
+    index: u32,
+) -> Option<&kvm_cpuid_entry2> {
+    entries.iter().find(|e| {
+        e.function == function
+            && (e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0 || e.index == index)
+    })
+}
+
+/// The CPUID checks of `arch/x86/kvm/vmx/tdx.c: setup_tdparams_eptp_controls` and
+/// `tdx_unsupported_cpuid` (Linux 6.18.2) that hold on every host.
+fn check_init_cpuid(cpuid: &[kvm_cpuid_entry2]) -> Result<(), Error> {
+    let gpaw = find_cpuid_entry2(cpuid, 0x8000_0008, 0).map(|e| (e.eax >> 16) & 0xff);
+    match gpaw {
+        Some(48 | 52) => {}
+        _ => {
+            return Err(Error::InvalidParam {
+                field: "0x80000008.EAX[23:16] (GPAW)",
+                value: gpaw.map_or(u64::MAX, u64::from),
+                reason: format!(
+                    "{}; arch/x86/kvm/vmx/tdx.c: setup_tdparams_eptp_controls takes only 48 or 52 (KVM_TDX_CAPABILITIES reports 0xff there: the field is to be set), else EINVAL",
+                    if gpaw.is_none() { "no such entry (shown as u64::MAX)" } else { "not 48 or 52" }
+                ),
+            });
+        }
+    }
+    if let Some(e) = find_cpuid_entry2(cpuid, 7, 0).filter(|e| e.index == 0) {
+        let tsx = e.ebx & (1 << 4 | 1 << 11);
+        if tsx != 0 {
+            return Err(Error::InvalidParam {
+                field: "0x7.0.EBX (HLE, RTM)",
+                value: u64::from(e.ebx),
+                reason: "TSX cannot be given to a TD: arch/x86/kvm/vmx/tdx.c: tdx_unsupported_cpuid, EINVAL".into(),
+            });
+        }
+        if e.ecx & (1 << 5) != 0 {
+            return Err(Error::InvalidParam {
+                field: "0x7.0.ECX (WAITPKG)",
+                value: u64::from(e.ecx),
+                reason: "WAITPKG cannot be given to a TD: arch/x86/kvm/vmx/tdx.c: tdx_unsupported_cpuid, EINVAL".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Attempts of `KVM_TDX_INIT_VM` while it fails with `EAGAIN` (`TDX_RND_NO_ENTROPY` from
@@ -450,11 +500,20 @@ impl<I: TdxIoctl> TdxBackend<I> {
 
     /// `KVM_TDX_INIT_VM` with `params` (before any vCPU is created).
     ///
+    /// Refused before the ioctl ([`Error::InvalidParam`]), as Linux 6.18.2's `setup_tdparams`
+    /// refuses them with `EINVAL` on every host: a CPUID without leaf 0x80000008 whose EAX bits
+    /// 23:16 (the guest physical address width) are 48 or 52 (`KVM_TDX_CAPABILITIES` reports
+    /// that field as 0xff, configurable: set it), and leaf 7.0 with TSX (EBX bits 4, 11) or
+    /// WAITPKG (ECX bit 5). Entries that are not configurable leaves of the module, and a GPAW
+    /// of 52 without 5-level EPT, are the kernel's `EINVAL`.
+    ///
     /// `EAGAIN` means the CPU's random number generator ran dry in TDH.MNG.CREATE or
     /// TDH.MNG.ADDCX (`__tdx_td_init`; the TD stays uninitialized): the command is sent again,
     /// up to [`INIT_VM_ATTEMPTS`] times in all, as QEMU does. `EINVAL` with `hw_error`
     /// `TDX_OPERAND_INVALID` names the operand TDH.MNG.INIT refused.
     pub fn init_vm(&mut self, params: &TdParams) -> Result<(), Error> {
+        self.ensure_td()?;
+        check_init_cpuid(&params.cpuid)?;
         let mut b = params.to_bytes();
         for _ in 0..INIT_VM_ATTEMPTS {
             match self.vm_cmd("KVM_TDX_INIT_VM", KVM_TDX_INIT_VM, 0, Some(&mut b)) {

@@ -129,6 +129,17 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// `KVM_TDX_INIT_VM` parameters Linux 6.18.2 refuses for every host
+    /// (`arch/x86/kvm/vmx/tdx.c: setup_tdparams`); refused before the ioctl.
+    #[error("KVM_TDX_INIT_VM: CPUID {field} = {value:#x}: {reason}")]
+    InvalidParam {
+        /// The CPUID leaf and field.
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// The kernel's rule, with its function.
+        reason: String,
+    },
     /// The image is not a TDVF image (no OVMF GUID table footer, no TDX metadata GUID).
     #[error("not a TDVF image: {reason}")]
     NotTdvf {

@@ -11,7 +11,7 @@ use tdx_backend::testing::{Event, Host, Memslot, Scope, TdxModel, VmFault, SHARE
 use tdx_backend::uapi::{
     kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_MAX_CPUID_ENTRIES,
     KVM_TDX_CMD_NR_MAX, KVM_TDX_FINALIZE_VM, KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION,
-    KVM_TDX_INIT_VCPU, TDX_MAX_CPUID_CONFIG,
+    KVM_TDX_INIT_VCPU, KVM_TDX_INIT_VM, TDX_MAX_CPUID_CONFIG,
 };
 use tdx_backend::{
     measure_plan, AddedRange, Error, PageState, TdParams, TdxBackend, TdxIoctl, INIT_VM_ATTEMPTS,
@@ -1039,15 +1039,44 @@ fn init_vm_is_refused_where_setup_tdparams_refuses() {
         ),
     ];
     for (what, params, errno) in cases {
+        // The model itself, as the kernel (the backend refuses some of these before the
+        // ioctl: init_vm_refuses_a_cpuid_every_6_18_host_refuses).
+        let mut model = TdxModel::new();
+        let mut cmd = kvm_tdx_cmd {
+            id: KVM_TDX_INIT_VM,
+            ..Default::default()
+        };
+        let mut b = params.to_bytes();
+        assert_eq!(model.vm_op(&mut cmd, Some(&mut b)), Err(errno), "{what}");
+        assert!(model.params.is_none(), "{what}");
+        let mut td = TdxBackend::new(model);
+        td.init_vm(&TdxModel::minimal_params()).unwrap();
+    }
+    // What only the kernel can say (not a configurable leaf here, 5-level EPT absent): the
+    // backend sends it and reports the errno, once.
+    for params in [
+        with(vec![
+            gpaw(48),
+            kvm_cpuid_entry2 {
+                function: 1,
+                ..Default::default()
+            },
+        ]),
+        with(vec![gpaw(52)]),
+    ] {
         let mut td = TdxBackend::new(TdxModel::new());
         let e = td.init_vm(&params).unwrap_err();
         assert!(
-            matches!(e, Error::Ioctl { errno: got, .. } if got == errno),
-            "{what}: {e:?}"
+            matches!(
+                e,
+                Error::Ioctl {
+                    errno: libc::EINVAL,
+                    ..
+                }
+            ),
+            "{e:?}"
         );
-        assert_eq!(td.ioctl().calls.len(), 1, "{what}: not retried");
-        assert!(td.ioctl().params.is_none(), "{what}");
-        td.init_vm(&TdxModel::minimal_params()).unwrap();
+        assert_eq!(td.ioctl().calls.len(), 1);
     }
 
     // vCPUs created before INIT_VM: EBUSY (setup_tdparams: kvm->created_vcpus).
@@ -1158,4 +1187,74 @@ fn a_page_count_the_shift_wraps_is_checked_as_the_kernel_checks_it() {
         }
     );
     assert_eq!(td.ioctl().populated_in(0, 1 << 32), PAGE);
+}
+
+#[test]
+fn init_vm_refuses_a_cpuid_every_6_18_host_refuses() {
+    // arch/x86/kvm/vmx/tdx.c (Linux 6.18.2): setup_tdparams_eptp_controls (GPAW 48 or 52) and
+    // tdx_unsupported_cpuid (TSX, WAITPKG in leaf 7.0) refuse these on every host: refused
+    // before the ioctl, naming the field.
+    let mut td = TdxBackend::new(TdxModel::new());
+    let caps = td.capabilities().unwrap();
+    let gpaw = |eax: u32| kvm_cpuid_entry2 {
+        function: 0x8000_0008,
+        eax,
+        ..Default::default()
+    };
+    let cases: Vec<(Vec<kvm_cpuid_entry2>, &str, u64)> = vec![
+        (vec![], "GPAW", u64::MAX),
+        // The capabilities as reported: GPAW 0xff ("configurable"), to be set by the caller.
+        (caps.cpuid.clone(), "GPAW", 0xff),
+        (vec![gpaw(40 << 16)], "GPAW", 40),
+        (
+            vec![
+                gpaw(48 << 16),
+                kvm_cpuid_entry2 {
+                    function: 7,
+                    flags: 1,
+                    ebx: 1 << 11,
+                    ..Default::default()
+                },
+            ],
+            "HLE, RTM",
+            1 << 11,
+        ),
+        (
+            vec![
+                gpaw(48 << 16),
+                kvm_cpuid_entry2 {
+                    function: 7,
+                    ecx: 1 << 5,
+                    ..Default::default()
+                },
+            ],
+            "WAITPKG",
+            1 << 5,
+        ),
+    ];
+    for (cpuid, field, value) in cases {
+        let params = TdParams {
+            cpuid,
+            ..TdParams::default()
+        };
+        let e = td.init_vm(&params).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidParam { field: f, value: v, .. } if f.contains(field) && *v == value),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("tdx.c"), "{e}");
+    }
+    assert_eq!(
+        td.ioctl().calls.len(),
+        1,
+        "only KVM_TDX_CAPABILITIES was sent"
+    );
+    // The capabilities with the GPAW set are taken.
+    let mut cpuid = caps.cpuid;
+    cpuid[0].eax = (cpuid[0].eax & !0xff_0000) | 48 << 16;
+    td.init_vm(&TdParams {
+        cpuid,
+        ..TdParams::default()
+    })
+    .unwrap();
 }
