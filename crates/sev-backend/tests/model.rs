@@ -593,8 +593,9 @@ fn cpuid_rejection_of_a_later_page_is_not_accepted_silently() {
 
 #[test]
 fn cpuid_rejection_without_the_table_written_back_is_reported_as_unknown() {
-    // The firmware rejects the table, but the source came back unchanged (the kernel copies
-    // it back only after a successful reclaim): nothing to apply, whatever the policy.
+    // The firmware rejects the table, but the source came back unchanged (here: the firmware
+    // wrote back the table it was sent; in 6.18 also when the reclaim failed, which kills the
+    // VM in snp_page_reclaim): nothing to apply, whatever the policy.
     let mut model = KernelModel::new();
     model.script.push_back(Step::Firmware {
         after: 0,
