@@ -483,18 +483,21 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
         };
         match self.io.rmi_populate(request, &mut args) {
             // realm_ensure_created (v12 22/46, v13 26/48, v14 28/44): once the realm is active
-            // every populate is EBUSY, for good. Not a "busy, try again": a hard stop.
+            // every populate is EBUSY, for good. Not a "busy, try again": unrecoverable (never
+            // retried, and a report stopped by it cannot be resumed).
             Err(libc::EBUSY) => {
                 self.state = RealmState::Active;
-                let mut e = BackendError::new(
-                    ErrorKind::Failed,
-                    what(
-                        "EBUSY: the realm is already active (the first KVM_RUN activated it); \
-                         the kernel refuses every populate from now on",
-                    ),
-                );
-                e.errno = Some(libc::EBUSY);
-                Populated::failed(0, e)
+                Populated::failed(
+                    0,
+                    err(
+                        libc::EBUSY,
+                        what(
+                            "EBUSY: the realm is already active (the first KVM_RUN activated it); \
+                             the kernel refuses every populate from now on",
+                        ),
+                    )
+                    .unrecoverable(),
+                )
             }
             Err(libc::EINVAL) => Populated::failed(
                 0,
@@ -559,7 +562,8 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
                          refuses populate after the first KVM_RUN (EBUSY)",
                         chunk.gpa, chunk.len
                     ),
-                ),
+                )
+                .unrecoverable(),
             );
         }
         if self.version == UapiVersion::V14 && self.configured.is_none() {
@@ -603,16 +607,16 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
 
     fn populate_legacy(&mut self, chunk: &ChunkRequest<'_>, measured: bool) -> Populated {
         if self.state != RealmState::New {
-            return Populated::failed(
-                0,
-                BackendError::new(
-                    ErrorKind::Failed,
-                    format!(
-                        "populating {:#x}: the realm must be created (configure) and not active",
-                        chunk.gpa
-                    ),
+            let e = BackendError::new(
+                ErrorKind::Failed,
+                format!(
+                    "populating {:#x}: the realm must be created (configure) and not active",
+                    chunk.gpa
                 ),
             );
+            // ACTIVATE_REALM done: nothing can be added to the realm any more.
+            let active = self.state == RealmState::Active;
+            return Populated::failed(0, if active { e.unrecoverable() } else { e });
         }
         // The kernel reports no partial progress: issue one call per 2 MiB-aligned piece (its
         // own internal step) so that what is reported done is exact.
@@ -661,17 +665,19 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
                 uapi::KVM_CAP_ARM_RME_POPULATE_REALM,
                 RmeArg::Populate(&mut args),
             ) {
-                return Populated::failed(
-                    off,
-                    err(
-                        errno,
-                        format!(
-                            "KVM_CAP_ARM_RME_POPULATE_REALM of [{gpa:#x}..+{n:#x}) failed; this kernel \
-                             version reports no progress, so granules of this range may be populated \
-                             (tear the realm down rather than resume)"
-                        ),
+                // v9 reports no progress: granules of this piece may be populated, and a retry
+                // or resume would populate them again. Unrecoverable: tear the realm down. Only
+                // a missing ioctl (ENOTTY and the like) certainly did nothing.
+                let e = err(
+                    errno,
+                    format!(
+                        "KVM_CAP_ARM_RME_POPULATE_REALM of [{gpa:#x}..+{n:#x}) failed; this kernel \
+                         version reports no progress, so granules of this range may be populated \
+                         (tear the realm down rather than resume)"
                     ),
                 );
+                let unsupported = e.kind == ErrorKind::Unsupported;
+                return Populated::failed(off, if unsupported { e } else { e.unrecoverable() });
             }
             off += n;
         }
@@ -680,16 +686,16 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
 
     fn init_ripas_legacy(&mut self, chunk: &ChunkRequest<'_>) -> Populated {
         if self.state != RealmState::New {
-            return Populated::failed(
-                0,
-                BackendError::new(
-                    ErrorKind::Failed,
-                    format!(
-                        "RIPAS init at {:#x}: the realm must be created (configure) and not active",
-                        chunk.gpa
-                    ),
+            let e = BackendError::new(
+                ErrorKind::Failed,
+                format!(
+                    "RIPAS init at {:#x}: the realm must be created (configure) and not active",
+                    chunk.gpa
                 ),
             );
+            // ACTIVATE_REALM done: nothing can be added to the realm any more.
+            let active = self.state == RealmState::Active;
+            return Populated::failed(0, if active { e.unrecoverable() } else { e });
         }
         let mut args = ArmRmeInitRipas {
             base: chunk.gpa,

@@ -7,7 +7,7 @@ use crate::uapi::{
     self, ArmRmeConfig, ArmRmeInitRipas, ArmRmePopulateRealm, KvmArmRmiPopulate,
     KVM_CAP_ARM_RME_V9, KVM_CAP_ARM_RMI_V12, KVM_CAP_ARM_RMI_V13, KVM_CAP_ARM_RMI_V14,
 };
-use crate::Error;
+use crate::{Error, RmmVersion};
 
 /// Which version of the Arm CCA KVM series' user ABI to speak. Deployed kernels carry different
 /// versions, so the caller selects one; [`UapiVersion::default`] is the newest. Only versions
@@ -86,6 +86,22 @@ impl UapiVersion {
             UapiVersion::EnableCap => None,
             UapiVersion::V12 => Some(uapi::KVM_ARM_RMI_POPULATE_V12),
             UapiVersion::V13 | UapiVersion::V14 => Some(uapi::KVM_ARM_RMI_POPULATE_V13),
+        }
+    }
+
+    /// The RMM version the series version targets, whose measurement rules its realms'
+    /// RIMs follow: v9 and v12 RMM 1.0 (the v12 cover letter: "this series is still targetting
+    /// RMM v1.0"), v13 and v14 RMM 2.0.
+    ///
+    /// ```
+    /// use cca_backend::{RmmVersion, UapiVersion};
+    /// assert_eq!(UapiVersion::V12.rmm(), RmmVersion::V1_0);
+    /// assert_eq!(UapiVersion::V14.rmm(), RmmVersion::V2_0);
+    /// ```
+    pub fn rmm(self) -> RmmVersion {
+        match self {
+            UapiVersion::EnableCap | UapiVersion::V12 => RmmVersion::V1_0,
+            UapiVersion::V13 | UapiVersion::V14 => RmmVersion::V2_0,
         }
     }
 

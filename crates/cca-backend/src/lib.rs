@@ -51,20 +51,30 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The expected RIM of the same plan, for a verifier (no KVM needed):
+//! The expected RIM of the same launch, for a verifier (no KVM needed): the same plan and
+//! realm parameters, one [`RecParams`] per vCPU (only vCPU 0 runnable: the kernel creates the
+//! RECs so), measured with the RMM version and order of the series version
+//! ([`MeasureOptions::for_series`]: v12 RMM 1.0 in the v12 kernel's order, v13/v14 RMM 2.0):
 //!
 //! ```
 //! use cc_populate::{MemoryLayout, PlanBuilder, Role};
-//! use cca_backend::{measure, HashAlgo, RealmParams, RecParams, CCA_CAPS};
+//! use cca_backend::{
+//!     measure_with_options, HashAlgo, MeasureOptions, RealmParams, RecParams, UapiVersion,
+//!     CCA_CAPS,
+//! };
 //!
 //! let firmware = vec![0x14u8; 64 << 10];
 //! let plan = PlanBuilder::new()
 //!     .zeros(0, 1 << 30, Role::Ripas)
 //!     .source(0, Role::Measured, &firmware)
 //!     .build(&CCA_CAPS, &MemoryLayout::unbounded())?;
-//! let realm = RealmParams::new(HashAlgo::Sha256, 40);
-//! let boot = RecParams { pc: 0, gprs: [0; 8], runnable: true };
-//! let rim = measure(&plan, &realm, &[boot])?;
+//! let mut realm = RealmParams::new(HashAlgo::Sha256, 40);
+//! realm.num_bps = 4;
+//! let vcpus = [
+//!     RecParams { pc: 0, gprs: [0; 8], runnable: true },
+//!     RecParams { pc: 0, gprs: [0; 8], runnable: false },
+//! ];
+//! let rim = measure_with_options(&plan, &realm, &vcpus, &MeasureOptions::for_series(UapiVersion::V14))?;
 //! println!("RIM {rim}");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -108,3 +118,7 @@ pub use measure::{measure_with_options, MeasureOptions, MeasureOrder};
 pub use params::{
     RmmVersion, ID_AA64DFR0_EL1_BRPS_SHIFT, ID_AA64DFR0_EL1_WRPS_SHIFT, PMCR_EL0_N_SHIFT,
 };
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

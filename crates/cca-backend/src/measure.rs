@@ -23,7 +23,7 @@ use sha2::Digest as _;
 
 use crate::params::{HashAlgo, RealmParams, RecParams, RmmVersion};
 use crate::ripas::{ripas_split, GRANULE};
-use crate::Error;
+use crate::{Error, UapiVersion};
 
 /// Size of every measurement descriptor.
 pub const DESCRIPTOR_SIZE: usize = 256;
@@ -421,18 +421,19 @@ impl RimDigest {
 ///
 /// | series | who orders | order | policy |
 /// |---|---|---|---|
-/// | v11 and earlier (`UapiVersion::EnableCap`) | the VMM, one `KVM_ENABLE_CAP` per step | as issued | [`Planned`](Self::Planned) |
+/// | v9 ([`UapiVersion::EnableCap`]) | the VMM, one `KVM_ENABLE_CAP` per step | as issued | [`Planned`](Self::Planned) |
 /// | v12 | the kernel | REALM_CREATE, DATA in populate order, RECs at the first `KVM_RUN`, then RTT_INIT_RIPAS of the memslots | [`SeriesV12`](Self::SeriesV12) |
 /// | v13, v14 (RMM 2.0) | the kernel | REALM_CREATE, DATA in populate order, RECs at the first `KVM_RUN`; RIPAS is not measured | [`Planned`](Self::Planned) with [`RmmVersion::V2_0`] gives the same RIM |
 ///
 /// Like the SNP VMSA placement, the policy is the verifier's statement of how the launch was
-/// made; the plan alone does not say.
+/// made; the plan alone does not say. [`MeasureOptions::for_series`] picks it (and the RMM
+/// version) from the series version.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum MeasureOrder {
     /// REALM_CREATE, then the plan's regions in its order (ripas regions RTT_INIT_RIPAS where
     /// they stand, data regions DATA_CREATE), then the RECs in the order given (only runnable
     /// ones extend the RIM). The order the backend issues the steps in with the
-    /// `KVM_ENABLE_CAP` sub-commands of series v11 and earlier.
+    /// `KVM_ENABLE_CAP` sub-commands of series v9.
     #[default]
     Planned,
     /// The order a series v12 kernel picks, whatever the VMM's order:
@@ -493,6 +494,58 @@ pub struct MeasureOptions<'r> {
     pub threads: usize,
 }
 
+impl MeasureOptions<'static> {
+    /// The options a realm launched by the CCA KVM series `version` is measured with: its
+    /// RMM's rules ([`UapiVersion::rmm`]) in the order its kernel issues the RMI calls.
+    ///
+    /// | `version` | [`rmm`](Self::rmm) | [`order`](Self::order) |
+    /// |---|---|---|
+    /// | [`UapiVersion::EnableCap`] (v9) | [`RmmVersion::V1_0`] | [`MeasureOrder::Planned`]: the VMM issues each step |
+    /// | [`UapiVersion::V12`] | [`RmmVersion::V1_0`] | [`MeasureOrder::SeriesV12`]: the kernel's order |
+    /// | [`UapiVersion::V13`], [`UapiVersion::V14`] | [`RmmVersion::V2_0`] | [`MeasureOrder::Planned`]: DATA in populate order, then the RECs; RIPAS unmeasured |
+    ///
+    /// This is the one way for a VMM to get the RIM its launch will have: the same plan, the
+    /// realm parameters it gives [`CcaBackend::configure`](crate::CcaBackend::configure), and
+    /// one [`RecParams`] per vCPU in vCPU order (for v12-v14 only vCPU 0 runnable: the kernel's
+    /// `kvm_create_rec` makes only vCPU 0's REC runnable).
+    ///
+    /// ```
+    /// use cc_populate::{MemoryLayout, PlanBuilder, Role};
+    /// use cca_backend::{
+    ///     measure_with_options, HashAlgo, MeasureOptions, RealmParams, RecParams, UapiVersion,
+    ///     CCA_CAPS,
+    /// };
+    ///
+    /// let kernel = vec![0xaau8; 3 * 4096];
+    /// let plan = PlanBuilder::new()
+    ///     .zeros(0, 1 << 30, Role::Ripas) // the guest_memfd memslot
+    ///     .source(0x8_0000, Role::Measured, &kernel)
+    ///     .build(&CCA_CAPS, &MemoryLayout::unbounded())?;
+    /// let mut realm = RealmParams::new(HashAlgo::Sha256, 40); // what configure is given
+    /// realm.num_bps = 4;
+    /// let vcpus = [
+    ///     RecParams { pc: 0x8_0000, gprs: [0x4000_0000, 0, 0, 0, 0, 0, 0, 0], runnable: true },
+    ///     RecParams { pc: 0, gprs: [0; 8], runnable: false },
+    /// ];
+    /// let opts = MeasureOptions::for_series(UapiVersion::V14);
+    /// let rim = measure_with_options(&plan, &realm, &vcpus, &opts)?;
+    /// println!("expected RIM on a v14 kernel: {rim}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_series(version: UapiVersion) -> Self {
+        MeasureOptions {
+            rmm: version.rmm(),
+            order: match version {
+                UapiVersion::V12 => MeasureOrder::SeriesV12,
+                UapiVersion::EnableCap | UapiVersion::V13 | UapiVersion::V14 => {
+                    MeasureOrder::Planned
+                }
+            },
+            ..MeasureOptions::default()
+        }
+    }
+}
+
 impl fmt::Debug for MeasureOptions<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MeasureOptions")
@@ -513,7 +566,9 @@ impl fmt::Debug for MeasureOptions<'_> {
 /// it from the same plan (a VMM that wants GPA order sorts the regions before building the
 /// plan). Refuses `zero`, `secrets` and `cpuid` regions, regions outside the protected half of
 /// the IPA space, and in-place content (use [`measure_with`] to give a reader). Other RMM
-/// versions and orders: [`measure_with_options`].
+/// versions and orders: [`measure_with_options`]. This is the RIM of a series v9 launch; for
+/// a launch on v12, v13 or v14 use [`measure_with_options`] with
+/// [`MeasureOptions::for_series`].
 ///
 /// ```
 /// use cc_populate::{MemoryLayout, PlanBuilder, Role};

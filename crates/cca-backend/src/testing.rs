@@ -58,7 +58,9 @@
 //! populated entries is taken as "skip them" (the model initialises, and for RMM 1.0 measures,
 //! the unpopulated parts of each memslot). RIM: REALM_CREATE, DATA in populate order, then at
 //! the first run the runnable REC and (v12, RMM 1.0) the RIPAS ranges; v13/v14 target RMM 2.0,
-//! whose `RMI_RTT_INIT_RIPAS` is not measured.
+//! whose `RMI_RTT_INIT_RIPAS` is not measured (the digest follows [`UapiVersion::rmm`]). After a
+//! whole launch it equals [`measure_with_options`](crate::measure_with_options) of the same plan
+//! with [`MeasureOptions::for_series`](crate::MeasureOptions::for_series) (tested per version).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -402,7 +404,9 @@ impl KernelModel {
                 rpv: [0; 64],
             }
         };
-        self.rim = RimDigest::new(&realm).ok();
+        // The RIM under the rules of the RMM the series targets (v9/v12 RMM 1.0, v13/v14 RMM
+        // 2.0: `UapiVersion::rmm`).
+        self.rim = RimDigest::with_rmm(&realm, self.version.rmm()).ok();
         self.created = Some(realm);
         self.state = ModelRealm::New;
         Ok(())
@@ -455,10 +459,10 @@ impl KernelModel {
                 // The unpopulated run from `at`.
                 let stop = self.ledger.range(at..end).next().map_or(end, |(g, _)| *g);
                 if stop > at {
-                    if self.version == UapiVersion::V12 {
-                        if let Some(r) = self.rim.as_mut() {
-                            r.ripas_range(at, stop).map_err(|_| libc::ENXIO)?;
-                        }
+                    // RMI_RTT_INIT_RIPAS per RTT entry: measured under RMM 1.0 (v12), not under
+                    // RMM 2.0 (v13/v14), which the digest's RMM version decides.
+                    if let Some(r) = self.rim.as_mut() {
+                        r.ripas_range(at, stop).map_err(|_| libc::ENXIO)?;
                     }
                     self.ripas.insert(at, stop);
                 }

@@ -12,8 +12,8 @@ use cc_populate::{
 use cca_backend::testing::{memslot_walk_order, Fault, KernelModel, ModelMemslot, ModelRealm};
 use cca_backend::uapi::{self, KvmArmRmiPopulate};
 use cca_backend::{
-    hash, measure, measure_with, Activation, CcaBackend, CcaIoctl, Error, HashAlgo, RealmParams,
-    RecParams, RimDigest, UapiVersion,
+    hash, measure, measure_with, measure_with_options, Activation, CcaBackend, CcaIoctl, Error,
+    HashAlgo, MeasureOptions, RealmParams, RecParams, RimDigest, RmmVersion, UapiVersion,
 };
 
 const M: u64 = 1 << 20;
@@ -299,6 +299,95 @@ fn full_run_exact_bytes_ledger_and_first_run() {
     }
 }
 
+/// The RIM the model's RMM computes over a whole launch (configure, the driver's run, the first
+/// `KVM_RUN`, in the order the kernel issues the RMI calls) is the RIM `measure_with_options`
+/// gives for the same plan, the realm parameters `configure` was given and one `RecParams` per
+/// vCPU, with `MeasureOptions::for_series` of the version: v12 RMM 1.0 in the `SeriesV12`
+/// order, v13/v14 RMM 2.0 in the planned order. One memslot without SVE, and two memslots
+/// (walked slot 3 first) with SVE vCPUs and lowered debug counts.
+#[test]
+fn model_rim_after_launch_equals_measure_for_the_series() {
+    let img = image();
+    let mut um = Vec::new();
+    let r = unaligned(&mut um, &img.unmeasured);
+    for v in RMI_VERSIONS {
+        assert_eq!(
+            MeasureOptions::for_series(v).rmm,
+            if v == UapiVersion::V12 {
+                RmmVersion::V1_0
+            } else {
+                RmmVersion::V2_0
+            }
+        );
+        for two_slots in [false, true] {
+            let mut m = model(v, realm(HashAlgo::Sha256));
+            let mut want_realm = realm(HashAlgo::Sha256);
+            want_realm.num_bps = 4;
+            want_realm.num_wps = 3;
+            // (gpa, size) of the memslots in the order the kernel walks them.
+            let walk: Vec<(u64, u64)> = if two_slots {
+                m.memslots.clear();
+                m.add_memslot(1, 0, 32 * M, true);
+                m.add_memslot(3, 32 * M, 32 * M, true);
+                m.vcpus.clear();
+                m.add_vcpus(3, true);
+                m.vcpus[0].pc = 2 * M;
+                m.vcpus[0].gprs[0] = 0x4000_0000;
+                m.vcpus[2].pc = 0x1234_5000;
+                want_realm.sve_vl = 256;
+                memslot_walk_order(&m.memslots)
+                    .into_iter()
+                    .map(|i| (m.memslots[i].gpa, m.memslots[i].size))
+                    .collect()
+            } else {
+                vec![(0, 64 * M)]
+            };
+            if two_slots {
+                assert_eq!(walk, vec![(32 * M, 32 * M), (0, 32 * M)]);
+            }
+            let vcpus: Vec<RecParams> = m
+                .vcpus
+                .iter()
+                .enumerate()
+                .map(|(i, c)| RecParams {
+                    pc: c.pc,
+                    gprs: c.gprs,
+                    runnable: i == 0,
+                })
+                .collect();
+            let mut be = backend(&mut m, v, &want_realm);
+            let mut b = PlanBuilder::new();
+            for (gpa, size) in &walk {
+                b = b.zeros(*gpa, *size, Role::Ripas);
+            }
+            let plan = b
+                .source(2 * M, Role::Measured, img.measured.as_slice())
+                .source(16 * M, Role::Unmeasured, &um[r.clone()])
+                .zeros(32 * M, 2 * K4, Role::Measured)
+                .build(&be.caps(), &MemoryLayout::unbounded())
+                .unwrap();
+            assert!(Driver::new(&mut be).run(&plan).unwrap().is_complete());
+            drop(be);
+            m.first_run().unwrap();
+            assert_eq!(m.created.as_ref(), Some(&want_realm), "{v}");
+            let opts = MeasureOptions::for_series(v);
+            let want = measure_with_options(&plan, &want_realm, &vcpus, &opts).unwrap();
+            assert_eq!(m.rim().unwrap(), want, "{v}, two memslots: {two_slots}");
+            // The other version's rules give another RIM: the comparison can fail.
+            let other = MeasureOptions {
+                rmm: if opts.rmm == RmmVersion::V1_0 {
+                    RmmVersion::V2_0
+                } else {
+                    RmmVersion::V1_0
+                },
+                ..opts
+            };
+            let wrong = measure_with_options(&plan, &want_realm, &vcpus, &other).unwrap();
+            assert_ne!(m.rim().unwrap(), wrong, "{v}");
+        }
+    }
+}
+
 #[test]
 fn populate_needs_private_memory() {
     for v in RMI_VERSIONS {
@@ -490,15 +579,24 @@ fn ebusy_after_activation_is_a_final_stop() {
         let StopCause::Backend(e) = &stop.cause else {
             panic!("{stop}")
         };
-        // Not "busy, try again": no retry, a hard failure naming the activation.
+        // Not "busy, try again": no retry, an unrecoverable failure naming the activation.
         assert_eq!((e.kind, e.errno), (ErrorKind::Failed, Some(libc::EBUSY)));
         assert!(!e.kind.is_retryable());
+        assert!(e.unrecoverable);
         assert!(e.detail.contains("already active"), "{}", e.detail);
         assert_eq!((report.regions[0].calls, report.retries()), (1, 0));
         assert_eq!(be.state(), cca_backend::RealmState::Active);
-        // Resuming does not ask the kernel again.
+        // The driver refuses to resume the report, and the kernel is not asked again.
         let again = Driver::new(&mut be).resume(&second, &report).unwrap_err();
+        assert!(matches!(again, RunError::Unrecoverable(_)), "{again}");
         assert!(again.to_string().contains("already active"), "{again}");
+        // A fresh run on the same backend is refused by the backend itself, also for good.
+        let err = Driver::new(&mut be).run(&second).unwrap_err();
+        let stop = err.report().unwrap().stop.clone().unwrap();
+        let StopCause::Backend(e) = &stop.cause else {
+            panic!("{stop}")
+        };
+        assert!(e.unrecoverable && e.errno.is_none(), "{e}");
         drop(be);
         let busy = populate_calls(&m)
             .iter()
@@ -1095,6 +1193,9 @@ fn legacy_enable_cap_launch_bytes_and_rim() {
     // This flow is RMM 1.0's: the model's RMM RIM is the offline RIM, ripas included.
     m.create_rec(&boot_rec());
     assert_eq!(m.rim().unwrap(), measure(&plan, &r, &[boot_rec()]).unwrap());
+    let v9 = MeasureOptions::for_series(UapiVersion::EnableCap);
+    let want = measure_with_options(&plan, &r, &[boot_rec()], &v9).unwrap();
+    assert_eq!(m.rim().unwrap(), want);
     // v9 converts nothing, has no KVM_RUN step in the model, and no RMI populate ioctl.
     assert_eq!(m.first_run(), Ok(()));
     assert_eq!(m.set_private(0, K4), Err(libc::EINVAL));
@@ -1119,9 +1220,66 @@ fn legacy_failure_says_the_range_may_be_populated() {
         panic!()
     };
     assert!(e.detail.contains("may be populated"), "{}", e.detail);
+    // A resume would populate those granules again: unrecoverable, and the driver refuses.
+    assert!(e.unrecoverable);
+    resume_is_refused(&mut be, &plan, report);
     drop(be);
     // ...though the kernel did populate 3 granules of it before failing.
     assert_eq!(m.populated_in(2 * M, 4 * M), 2 * M + 3 * K4);
+}
+
+fn resume_is_refused<B: Backend>(be: &mut B, plan: &Plan<'_>, report: &cc_populate::Report) {
+    let calls = report.regions.iter().map(|r| r.calls).sum::<u64>();
+    let again = Driver::new(be).resume(plan, report).unwrap_err();
+    assert!(matches!(again, RunError::Unrecoverable(_)), "{again}");
+    assert_eq!(
+        again
+            .report()
+            .unwrap()
+            .regions
+            .iter()
+            .map(|r| r.calls)
+            .sum::<u64>(),
+        calls
+    );
+}
+
+/// v9: after ACTIVATE_REALM nothing can be added; a populate is refused by the backend for good
+/// (unrecoverable), before configure it is an ordinary stop that configure then resume fixes.
+#[test]
+fn legacy_populate_after_activation_is_unrecoverable() {
+    let r = realm(HashAlgo::Sha256);
+    let data = SourceBuf::new(K4 as usize).unwrap();
+    let mut m = model(UapiVersion::EnableCap, r.clone());
+    let mut be = CcaBackend::with_version(&mut m, UapiVersion::EnableCap, 243);
+    let plan = PlanBuilder::new()
+        .source(M, Role::Measured, data.as_slice())
+        .build(&be.caps(), &MemoryLayout::unbounded())
+        .unwrap();
+    // Not configured: a plain stop, resumable once configure has created the realm.
+    let err = Driver::new(&mut be).run(&plan).unwrap_err();
+    let report = err.report().unwrap().clone();
+    let StopCause::Backend(e) = &report.stop.as_ref().unwrap().cause else {
+        panic!("{err}")
+    };
+    assert!(!e.unrecoverable, "{e}");
+    be.configure(&r).unwrap();
+    let done = Driver::new(&mut be).resume(&plan, &report).unwrap();
+    assert!(done.is_complete(), "{done}");
+    assert_eq!(be.activate().unwrap(), Activation::Activated);
+    let more = PlanBuilder::new()
+        .source(2 * M, Role::Measured, data.as_slice())
+        .build(&be.caps(), &MemoryLayout::unbounded())
+        .unwrap();
+    let err = Driver::new(&mut be).run(&more).unwrap_err();
+    let report = err.report().unwrap().clone();
+    let StopCause::Backend(e) = &report.stop.as_ref().unwrap().cause else {
+        panic!("{err}")
+    };
+    assert!(e.unrecoverable && e.detail.contains("not active"), "{e}");
+    resume_is_refused(&mut be, &more, &report);
+    drop(be);
+    assert_eq!(m.populated_in(2 * M, K4), 0);
 }
 
 #[test]

@@ -230,15 +230,17 @@ struct CcaArgs {
 /// How a CCA RIM is measured: which RMM's rules and which launch order.
 #[derive(Debug, Clone, clap::Args)]
 struct CcaMeasureArgs {
-    /// The RMM version whose rules apply: 1.0 (RTT_INIT_RIPAS measured; series v12 and
-    /// earlier) or 2.0 (not measured; series v13, v14). A plan file may say it in cca.rmm; then
-    /// --rmm may only repeat it. Neither: 1.0.
+    /// The RMM version whose rules apply: 1.0 (RTT_INIT_RIPAS measured; series v9 and v12) or
+    /// 2.0 (not measured; series v13, v14). A plan file may say it in cca.rmm; then --rmm may
+    /// only repeat it. Neither: 1.0. Per series: v9 `--rmm 1.0`, v12 `--rmm 1.0 --order v12`,
+    /// v13 and v14 `--rmm 2.0`.
     #[arg(long, value_name = "VERSION")]
     rmm: Option<String>,
-    /// The launch order: `planned` (the plan's order, then the RECs: series v11 and earlier,
-    /// and v13/v14 under RMM 2.0) or `v12` (a v12 kernel's order: data, the RECs with only
+    /// The launch order: `planned` (the plan's order, then the RECs: series v9, whose VMM
+    /// issues each step, and v13/v14 under RMM 2.0) or `v12` (the order a v12 kernel issues
+    /// the RMI calls in, whatever the VMM's: the data in populate order, the RECs with only
     /// vCPU 0 runnable, then RIPAS of the plan's ripas regions, which stand for the guest_memfd
-    /// memslots, minus what was populated; --plan only).
+    /// memslots in the kernel's memslot walk order, minus what was populated; --plan only).
     #[arg(long, default_value = "planned", value_name = "ORDER")]
     order: String,
 }

@@ -462,6 +462,20 @@ fn measure_cca_rmm_from_the_file_or_the_command_line() {
         e.contains("--order v9: unknown (known: planned, v12)"),
         "{e}"
     );
+
+    // The options the help and README give per series are the backend's for_series.
+    use cca_backend::UapiVersion;
+    for (series, args) in [
+        (UapiVersion::EnableCap, &["--rmm", "1.0"][..]),
+        (UapiVersion::V12, &["--rmm", "1.0", "--order", "v12"][..]),
+        (UapiVersion::V13, &["--rmm", "2.0"][..]),
+        (UapiVersion::V14, &["--rmm", "2.0"][..]),
+    ] {
+        let want = cca_rmm_want(&kernel, true, &MeasureOptions::for_series(series));
+        let mut a = vec!["--plan", silent.as_str()];
+        a.extend_from_slice(args);
+        assert_eq!(rim(&a), want, "{series}");
+    }
     let _ = std::fs::remove_dir_all(d);
 }
 

@@ -353,7 +353,7 @@ fn in_place_refusal() -> Error {
 }
 
 /// What `EIO` with firmware status 0 from `KVM_SEV_SNP_LAUNCH_UPDATE` can mean (Linux 6.18.2).
-const EIO_ZERO_MEANS: &str = "arch/x86/kvm/svm/sev.c: snp_launch_update turns every failure of virt/kvm/guest_memfd.c: kvm_gmem_populate before the first page into EIO, and status 0 means no firmware status: a pending signal (EINTR), the page already populated (EEXIST) or not private (EINVAL), uaddr 0 or a source the kernel cannot read (sev_gmem_post_populate: EINVAL, EFAULT), a guest_memfd binding error, a PSP time-out or a dead PSP (drivers/crypto/ccp/sev-dev.c: __sev_do_cmd_locked: ETIMEDOUT, then EBUSY for every command), or a VM killed by KVM_BUG (virt/kvm/kvm_main.c: kvm_vm_ioctl answers EIO)";
+const EIO_ZERO_MEANS: &str = "arch/x86/kvm/svm/sev.c: snp_launch_update turns every failure of virt/kvm/guest_memfd.c: kvm_gmem_populate before the first page into EIO, and status 0 means no firmware status: a pending signal (EINTR), the page already populated (EEXIST) or not private (EINVAL), uaddr 0 or a source the kernel cannot read (sev_gmem_post_populate: EINVAL, EFAULT), an RMP entry not in its initial shared state or one RMPUPDATE refuses (sev_gmem_post_populate: EEXIST, EINVAL), a guest_memfd binding error or a folio that cannot be allocated or is poisoned (__kvm_gmem_get_pfn: EFAULT, EIO, ENOMEM, EHWPOISON), a PSP time-out or a dead PSP (drivers/crypto/ccp/sev-dev.c: __sev_do_cmd_locked: ETIMEDOUT, then EBUSY for every command), or a VM killed by KVM_BUG (virt/kvm/kvm_main.c: kvm_vm_ioctl answers EIO)";
 
 /// What `EINVAL` from `KVM_SEV_SNP_LAUNCH_UPDATE` means (Linux 6.18.2).
 const UPDATE_EINVAL_MEANS: &str = "arch/x86/kvm/svm/sev.c: snp_launch_update refuses before any page a launch not started, len 0 or not page-aligned, flags, a page type it does not take, and a start page outside a guest_memfd memslot";
@@ -559,12 +559,16 @@ impl<I: SevIoctl> SnpBackend<I> {
         };
         if let Err(e) = self.ioctl.encrypt_op(SevCmd::LaunchFinish(&mut fin)) {
             self.state = LaunchState::Unrecoverable;
+            let mut reason = String::from("arch/x86/kvm/svm/sev.c: snp_launch_finish (Linux 6.18.2) hands every vCPU's VMSA to the firmware (snp_launch_update_vmsa) before anything that can fail for parameters this backend sends, and a second LAUNCH_FINISH would hand them over again (or the VM is dead: virt/kvm/kvm_main.c: kvm_vm_ioctl answers EIO to everything); tear the VM down");
+            if e.errno == libc::EINVAL && e.fw_error == 0 {
+                reason.push_str("; EINVAL with status 0 here is sev_es_sync_vmsa refusing a vCPU with guest debugging (KVM_SET_GUEST_DEBUG) or DR7 bits set, after the VMSAs of the vCPUs before it were measured (none when it is vCPU 0)");
+            }
             return Err(Error::Unrecoverable {
                 cmd: "KVM_SEV_SNP_LAUNCH_FINISH",
                 errno: e.errno,
                 fw_code: e.fw_error,
                 fw_name: fw_error_name(e.fw_error),
-                reason: "arch/x86/kvm/svm/sev.c: snp_launch_finish (Linux 6.18.2) hands every vCPU's VMSA to the firmware (snp_launch_update_vmsa) before anything that can fail for parameters this backend sends, and a second LAUNCH_FINISH would hand them over again (or the VM is dead: virt/kvm/kvm_main.c: kvm_vm_ioctl answers EIO to everything); tear the VM down".into(),
+                reason,
             });
         }
         self.state = LaunchState::Finished;

@@ -12,11 +12,15 @@
 //!   already (`need_init` clear), vCPUs exist, `flags` is not 0, `vmsa_features` has a bit the
 //!   host does not support (`sev_supported_vmsa_features`: at most `DEBUG_SWAP` and
 //!   `SECURE_TSC`), or `ghcb_version` is above 2 or (after 0 became 2) below 2. The pads are not
-//!   checked.
+//!   checked. After the checks, host state can fail it (`sev_asid_new`: `-ENOTTY`, `-EBUSY`;
+//!   `sev_platform_init` with the PSP status; `-ENOMEM`; `snp_guest_req_init`: `-EIO`), scripted
+//!   with [`KernelModel::init_host_error`]; the VM then stays uninitialised.
 //! - `sev.c: snp_launch_start`: `-ENOTTY` before `KVM_SEV_INIT2`; `-EINVAL` for a second start
 //!   (`snp_context` exists), `flags` not 0, a `policy` bit outside `SNP_POLICY_MASK_VALID`, or
-//!   the must-be-one bit 17 clear; a firmware failure is `-EIO` with its status, and the context
-//!   is decommissioned (so a later start may succeed).
+//!   the must-be-one bit 17 clear; a failure of `SNP_GCTX_CREATE` (`snp_context_create`) is
+//!   `-ENOTTY` with the firmware status in `error`; a failure of `SNP_LAUNCH_START` (or
+//!   `SNP_ACTIVATE`) is `-EIO` with its status, and the context is decommissioned. Either way
+//!   no context is kept, so a later start may succeed.
 //! - `sev.c: snp_launch_update`: `-EINVAL` before `KVM_SEV_SNP_LAUNCH_START` (no `snp_context`),
 //!   for `len` 0 or not page-aligned, `flags` not 0, a page type other than NORMAL, ZERO,
 //!   UNMEASURED, SECRETS, CPUID, and for a `gfn_start` outside a guest_memfd memslot; `uaddr` is
@@ -40,7 +44,9 @@
 //!   reclaim that follows in `sev_gmem_post_populate` then fails, and `sev.c: snp_page_reclaim`
 //!   calls `KVM_BUG`, killing the VM.
 //! - `sev.c: snp_launch_finish`: `-ENOTTY` before `KVM_SEV_INIT2`, `-EINVAL` before the start
-//!   and for `flags` not 0; then every vCPU's VMSA is measured (`snp_launch_update_vmsa`)
+//!   and for `flags` not 0; then every vCPU's VMSA is measured (`snp_launch_update_vmsa`;
+//!   `sev_es_sync_vmsa` refuses a vCPU with guest debugging or DR7 bits, `-EINVAL`, after the
+//!   vCPUs before it: [`KernelModel::debug_vcpu`])
 //!   *before* the ID block is read, so `-EINVAL` for an ID block (`id_block_en`) whose
 //!   `id_block_uaddr` or `id_auth_uaddr` is 0 (`sev-dev.c: psp_copy_user_blob`) comes after the
 //!   VMSAs went to the firmware: that launch cannot be finished any more.
@@ -136,6 +142,16 @@ pub struct KernelModel {
     pub supported_vmsa_features: u64,
     /// Whether vCPUs were created (then `KVM_SEV_INIT2` is `-EINVAL`).
     pub vcpus_created: bool,
+    /// A host failure of the next `KVM_SEV_INIT2` after its parameters passed, once (host
+    /// state the model cannot decide): `(errno, error)` as `sev.c: __sev_guest_init` gives it:
+    /// `sev_asid_new` (`ENOTTY` when the host has no ASID range for the type, `EBUSY` when all
+    /// are taken or the misc cgroup is full), `sev_platform_init` (its errno, with the PSP
+    /// status in `error`), `ENOMEM`, `snp_guest_req_init` (`EIO`). The VM stays uninitialised
+    /// (`sev->active` is cleared, `need_init` still set), so a later `KVM_SEV_INIT2` may succeed.
+    pub init_host_error: Option<(i32, u32)>,
+    /// The firmware status `SNP_GCTX_CREATE` fails with, once (firmware internals): the start
+    /// is then `-ENOTTY` with that status (`sev.c: snp_launch_start`).
+    pub gctx_create_fw_error: Option<u32>,
     /// The firmware status `SNP_LAUNCH_START` fails with, once (firmware internals).
     pub start_fw_error: Option<u32>,
     /// The firmware status `SNP_LAUNCH_FINISH` fails with, once (firmware internals).
@@ -144,6 +160,10 @@ pub struct KernelModel {
     pub cpuid_check: Option<CpuidCheck>,
     /// VMSA pages KVM measures at `LAUNCH_FINISH` (at `SNP_VMSA_GPA`), one per vCPU.
     pub vmsas: Vec<Vec<u8>>,
+    /// The index of a vCPU with guest debugging or DR7 bits set (`KVM_SET_GUEST_DEBUG`):
+    /// `sev.c: sev_es_sync_vmsa` refuses it with `-EINVAL` at `LAUNCH_FINISH`, after the
+    /// VMSAs of the vCPUs before it went to the firmware.
+    pub debug_vcpu: Option<usize>,
     /// Every command received.
     pub calls: Vec<Call>,
     /// Private pages (by page address).
@@ -235,10 +255,13 @@ impl KernelModel {
             }],
             supported_vmsa_features: SVM_SEV_FEAT_DEBUG_SWAP | SVM_SEV_FEAT_SECURE_TSC,
             vcpus_created: false,
+            init_host_error: None,
+            gctx_create_fw_error: None,
             start_fw_error: None,
             finish_fw_error: None,
             cpuid_check: None,
             vmsas: Vec::new(),
+            debug_vcpu: None,
             calls: Vec::new(),
             private: BTreeSet::new(),
             ledger: Vec::new(),
@@ -315,6 +338,10 @@ impl KernelModel {
         if p.ghcb_version > 2 || ghcb < 2 {
             return err(libc::EINVAL, 0);
         }
+        // sev_asid_new, sev_platform_init (argp->error = init_args.error), allocations.
+        if let Some((errno, code)) = self.init_host_error.take() {
+            return err(errno, code);
+        }
         self.snp_active = true;
         Ok(())
     }
@@ -329,6 +356,11 @@ impl KernelModel {
         }
         if p.policy & !POLICY_VALID != 0 || p.policy & (1 << 17) == 0 {
             return err(libc::EINVAL, 0);
+        }
+        // snp_context_create: SNP_GCTX_CREATE failed (its status is in `error`), no context
+        // was kept, and snp_launch_start answers -ENOTTY.
+        if let Some(code) = self.gctx_create_fw_error.take() {
+            return err(libc::ENOTTY, code);
         }
         if let Some(code) = self.start_fw_error.take() {
             // __sev_issue_cmd fails (-EIO, status); snp_decommission_context frees the context.
@@ -352,6 +384,15 @@ impl KernelModel {
             self.violations
                 .push("KVM_SEV_SNP_LAUNCH_FINISH after the VMSAs were measured".into());
             return err(libc::EIO, SEV_RET_INVALID_GUEST_STATE);
+        }
+        // sev_es_sync_vmsa: a vCPU with guest_debug or DR7 bits is -EINVAL, the vCPUs before
+        // it measured (none when it is the first: then the launch can still be finished).
+        if let Some(d) = self.debug_vcpu.filter(|d| *d < self.vmsas.len()) {
+            for v in &self.vmsas[..d] {
+                self.digest = fw_extend(&self.digest, 2, crate::uapi::SNP_VMSA_GPA, Some(v));
+            }
+            self.vmsas_measured = d > 0;
+            return err(libc::EINVAL, 0);
         }
         for v in std::mem::take(&mut self.vmsas) {
             self.digest = fw_extend(&self.digest, 2, crate::uapi::SNP_VMSA_GPA, Some(&v));

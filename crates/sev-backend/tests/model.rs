@@ -229,6 +229,9 @@ fn eio_zero_is_retried_a_bounded_number_of_times_and_names_the_ambiguity() {
         "the page already populated (EEXIST) or not private (EINVAL)".into(),
         "PSP time-out".into(),
         "snp_launch_update".into(),
+        // sev_gmem_post_populate's RMP check, __kvm_gmem_get_pfn's folio errors.
+        "RMP entry not in its initial shared state".into(),
+        "ENOMEM, EHWPOISON".into(),
     ] {
         assert!(e.detail.contains(&want), "{want}: {}", e.detail);
     }
@@ -590,8 +593,9 @@ fn cpuid_rejection_of_a_later_page_is_not_accepted_silently() {
 
 #[test]
 fn cpuid_rejection_without_the_table_written_back_is_reported_as_unknown() {
-    // The firmware rejects the table, but the source came back unchanged (the kernel copies
-    // it back only after a successful reclaim): nothing to apply, whatever the policy.
+    // The firmware rejects the table, but the source came back unchanged (here: the firmware
+    // wrote back the table it was sent; in 6.18 also when the reclaim failed, which kills the
+    // VM in snp_page_reclaim): nothing to apply, whatever the policy.
     let mut model = KernelModel::new();
     model.script.push_back(Step::Firmware {
         after: 0,
@@ -1038,25 +1042,31 @@ fn finish_refuses_id_parameters_the_kernel_refuses_or_ignores() {
     b.finish(&FinishParams::default()).unwrap();
 }
 
+/// `finish` with default parameters, which must fail unrecoverably: the message, errno,
+/// firmware status and reason.
+fn failed_finish(b: &mut SnpBackend<KernelModel>) -> (String, i32, u32, String) {
+    let e = b.finish(&FinishParams::default()).unwrap_err();
+    match &e {
+        Error::Unrecoverable {
+            errno,
+            fw_code,
+            reason,
+            ..
+        } => (e.to_string(), *errno, *fw_code, reason.clone()),
+        _ => panic!("{e:?}"),
+    }
+}
+
 #[test]
 fn a_failed_launch_finish_is_unrecoverable() {
     let mut model = KernelModel::new();
     model.finish_fw_error = Some(0x0b); // SEV_RET_BAD_MEASUREMENT, firmware internals
     model.vmsas.push(vmsa());
     let mut b = backend(LaunchConfig::default(), model);
-    let e = b.finish(&FinishParams::default()).unwrap_err();
-    let Error::Unrecoverable {
-        errno,
-        fw_code,
-        reason,
-        ..
-    } = &e
-    else {
-        panic!("{e:?}")
-    };
-    assert_eq!((*errno, *fw_code), (libc::EIO, 0x0b));
+    let (e, errno, fw_code, reason) = failed_finish(&mut b);
+    assert_eq!((errno, fw_code), (libc::EIO, 0x0b));
     assert!(reason.contains("snp_launch_update_vmsa"), "{reason}");
-    assert!(e.to_string().contains("SEV_RET_BAD_MEASUREMENT"), "{e}");
+    assert!(e.contains("SEV_RET_BAD_MEASUREMENT"), "{e}");
     assert!(b.ioctl().vmsas_measured());
     assert_eq!(b.state(), LaunchState::Unrecoverable);
     // No second LAUNCH_FINISH, no populate.
@@ -1069,6 +1079,41 @@ fn a_failed_launch_finish_is_unrecoverable() {
     let err = Driver::new(&mut b).run(&plan).unwrap_err();
     assert!(err.to_string().contains("unrecoverable"), "{err}");
     assert!(b.ioctl().violations.is_empty());
+}
+
+#[test]
+fn a_vcpu_with_guest_debugging_fails_launch_finish_after_the_vcpus_before_it() {
+    // sev.c: snp_launch_update_vmsa -> sev_es_sync_vmsa (Linux 6.18.2): EINVAL, status 0, for a
+    // vCPU with guest_debug or DR7 bits set; the VMSAs of the vCPUs before it are measured.
+    let mut model = KernelModel::new();
+    model.vmsas.extend([vmsa(), vmsa()]);
+    model.debug_vcpu = Some(1);
+    let mut b = backend(LaunchConfig::default(), model);
+    let (_, errno, fw_code, reason) = failed_finish(&mut b);
+    assert_eq!((errno, fw_code), (libc::EINVAL, 0));
+    assert!(reason.contains("sev_es_sync_vmsa"), "{reason}");
+    assert!(b.ioctl().vmsas_measured());
+    assert_eq!(b.state(), LaunchState::Unrecoverable);
+
+    // On vCPU 0 nothing was measured (the kernel could take a second LAUNCH_FINISH once the
+    // VMM clears the debug state; the backend cannot tell which vCPU it was and stops).
+    let mut model = KernelModel::new();
+    model.vmsas.push(vmsa());
+    model.debug_vcpu = Some(0);
+    let mut b = backend(LaunchConfig::default(), model);
+    let e = b.finish(&FinishParams::default()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Unrecoverable {
+                errno: libc::EINVAL,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(!b.ioctl().vmsas_measured());
+    assert_eq!(b.ioctl().launch_digest(), [0; 48]);
 }
 
 #[test]
@@ -1123,6 +1168,17 @@ fn init_and_start_refuse_what_the_kernel_refuses_before_the_ioctl() {
         ),
         "{e}"
     );
+    // Host state after the checks (sev.c: __sev_guest_init: sev_asid_new with every ASID
+    // taken is EBUSY; sev_platform_init fails with its errno and the PSP status): the VM stays
+    // uninitialised and INIT2 may be sent again.
+    for (errno, code) in [(libc::EBUSY, 0), (libc::EIO, 0x15)] {
+        b.ioctl_mut().init_host_error = Some((errno, code));
+        let e = b.init(&InitParams::default()).unwrap_err();
+        assert!(
+            matches!(e, Error::Command { errno: got, fw_code, .. } if got == errno && fw_code == code),
+            "{e:?}"
+        );
+    }
     b.init(&InitParams::default()).unwrap();
 
     for policy in [SNP_POLICY_SMT, SNP_POLICY_RESERVED_MBO | 1 << 18] {
@@ -1137,12 +1193,28 @@ fn init_and_start_refuse_what_the_kernel_refuses_before_the_ioctl() {
             "{e}"
         );
     }
-    assert_eq!(b.ioctl().calls.len(), 2);
+    assert_eq!(b.ioctl().calls.len(), 4);
     // A firmware refusal is EIO with its status, and a later start may succeed (sev.c:
     // snp_launch_start decommissions the context).
     b.ioctl_mut().start_fw_error = Some(7);
     let e = b.start(&StartParams::default()).unwrap_err();
     assert!(e.to_string().contains("SEV_RET_POLICY_FAILURE"), "{e}");
+    // SNP_GCTX_CREATE failing is ENOTTY (not EIO) with the firmware status (sev.c:
+    // snp_launch_start after snp_context_create), no context kept: the state stays
+    // initialised and a later start may succeed.
+    b.ioctl_mut().gctx_create_fw_error = Some(0x1f);
+    let e = b.start(&StartParams::default()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Command {
+                errno: libc::ENOTTY,
+                fw_code: 0x1f,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     b.start(&StartParams {
         policy: SNP_POLICY_MASK_VALID,
         ..StartParams::default()

@@ -7,9 +7,9 @@ use cc_populate::{Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource,
 use crate::ioctl::{TdxIoctl, CAPS_HEADER, CPUID2_HEADER, CPUID_ENTRY, INIT_VM_HEADER};
 use crate::measure::{page_op, TDX_CAPS};
 use crate::uapi::{
-    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_MAX_CPUID_ENTRIES,
-    KVM_TDX_CAPABILITIES, KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VCPU,
-    KVM_TDX_INIT_VM, KVM_TDX_MEASURE_MEMORY_REGION, TDX_MAX_CPUID_CONFIG,
+    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+    KVM_MAX_CPUID_ENTRIES, KVM_TDX_CAPABILITIES, KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_MEM_REGION,
+    KVM_TDX_INIT_VCPU, KVM_TDX_INIT_VM, KVM_TDX_MEASURE_MEMORY_REGION, TDX_MAX_CPUID_CONFIG,
 };
 use crate::{Error, PAGE_SIZE};
 
@@ -151,7 +151,7 @@ pub fn init_mem_region_errno_meaning(errno: i32) -> &'static str {
             "TDH.MEM.PAGE.ADD found an operand busy (tdx_gmem_post_populate): the page is pre-mapped by KVM and prepared in guest_memfd but not added; Linux 6.18 can neither retry it (EEXIST) nor finalize the TD (EINVAL)"
         }
         libc::EIO => {
-            "TDH.MEM.PAGE.ADD or TDH.MR.EXTEND failed (tdx_gmem_post_populate; 6.18 does not copy the module status out for vCPU commands): the page is prepared in guest_memfd and either pre-mapped but not added or added with a partial measurement; Linux 6.18 cannot recover it"
+            "TDH.MEM.PAGE.ADD or TDH.MR.EXTEND failed (tdx_gmem_post_populate; 6.18 does not copy the module status out for vCPU commands): the page is prepared in guest_memfd and either pre-mapped but not added or added with a partial measurement; Linux 6.18 cannot recover it (or the VM was already dead after a KVM_BUG_ON: virt/kvm/kvm_main.c: kvm_vcpu_ioctl answers EIO to everything)"
         }
         libc::EEXIST => {
             "guest_memfd already has the page prepared (kvm_gmem_populate): it was added before, or left prepared by a failed add; a page is never added twice"
@@ -163,12 +163,62 @@ pub fn init_mem_region_errno_meaning(errno: i32) -> &'static str {
             "refused before the page was touched: vCPU not initialized or TD finalized (tdx_vcpu_ioctl, tdx_vcpu_init_mem_region), bad flags, a misaligned, empty or wrapping range or a GPA with the shared bit (vt_is_tdx_private_gpa), a page in no guest_memfd memslot, or a non-private page (kvm_gmem_populate: KVM_MEMORY_ATTRIBUTE_PRIVATE not set)"
         }
         libc::ENOMEM => {
-            "the source pin, the guest_memfd folio or KVM's page tables could not be allocated; the page was not touched"
+            "the source pin, the guest_memfd folio or KVM's page-table caches could not be allocated; the page was not touched, unless the fault had already run once (RET_PF_RETRY in arch/x86/kvm/mmu/mmu.c: kvm_tdp_map_page), which prepared its folio: then a retry gets EEXIST"
         }
         libc::EHWPOISON => "the guest_memfd page is poisoned (__kvm_gmem_get_pfn)",
         libc::ENOTTY => "this KVM has no vCPU KVM_MEMORY_ENCRYPT_OP (not an Intel host)",
         _ => "an errno Linux 6.18 does not return for this command",
     }
+}
+
+/// `arch/x86/kvm/cpuid.c: kvm_find_cpuid_entry2` (Linux 6.18.2): the first entry of
+/// `function` whose index matches or is not significant.
+fn find_cpuid_entry2(
+    entries: &[kvm_cpuid_entry2],
+    function: u32,
+    index: u32,
+) -> Option<&kvm_cpuid_entry2> {
+    entries.iter().find(|e| {
+        e.function == function
+            && (e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0 || e.index == index)
+    })
+}
+
+/// The CPUID checks of `arch/x86/kvm/vmx/tdx.c: setup_tdparams_eptp_controls` and
+/// `tdx_unsupported_cpuid` (Linux 6.18.2) that hold on every host.
+fn check_init_cpuid(cpuid: &[kvm_cpuid_entry2]) -> Result<(), Error> {
+    let gpaw = find_cpuid_entry2(cpuid, 0x8000_0008, 0).map(|e| (e.eax >> 16) & 0xff);
+    match gpaw {
+        Some(48 | 52) => {}
+        _ => {
+            return Err(Error::InvalidParam {
+                field: "0x80000008.EAX[23:16] (GPAW)",
+                value: gpaw.map_or(u64::MAX, u64::from),
+                reason: format!(
+                    "{}; arch/x86/kvm/vmx/tdx.c: setup_tdparams_eptp_controls takes only 48 or 52 (KVM_TDX_CAPABILITIES reports 0xff there: the field is to be set), else EINVAL",
+                    if gpaw.is_none() { "no such entry (shown as u64::MAX)" } else { "not 48 or 52" }
+                ),
+            });
+        }
+    }
+    if let Some(e) = find_cpuid_entry2(cpuid, 7, 0).filter(|e| e.index == 0) {
+        let tsx = e.ebx & (1 << 4 | 1 << 11);
+        if tsx != 0 {
+            return Err(Error::InvalidParam {
+                field: "0x7.0.EBX (HLE, RTM)",
+                value: u64::from(e.ebx),
+                reason: "TSX cannot be given to a TD: arch/x86/kvm/vmx/tdx.c: tdx_unsupported_cpuid, EINVAL".into(),
+            });
+        }
+        if e.ecx & (1 << 5) != 0 {
+            return Err(Error::InvalidParam {
+                field: "0x7.0.ECX (WAITPKG)",
+                value: u64::from(e.ecx),
+                reason: "WAITPKG cannot be given to a TD: arch/x86/kvm/vmx/tdx.c: tdx_unsupported_cpuid, EINVAL".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Attempts of `KVM_TDX_INIT_VM` while it fails with `EAGAIN` (`TDX_RND_NO_ENTROPY` from
@@ -450,11 +500,20 @@ impl<I: TdxIoctl> TdxBackend<I> {
 
     /// `KVM_TDX_INIT_VM` with `params` (before any vCPU is created).
     ///
+    /// Refused before the ioctl ([`Error::InvalidParam`]), as Linux 6.18.2's `setup_tdparams`
+    /// refuses them with `EINVAL` on every host: a CPUID without leaf 0x80000008 whose EAX bits
+    /// 23:16 (the guest physical address width) are 48 or 52 (`KVM_TDX_CAPABILITIES` reports
+    /// that field as 0xff, configurable: set it), and leaf 7.0 with TSX (EBX bits 4, 11) or
+    /// WAITPKG (ECX bit 5). Entries that are not configurable leaves of the module, and a GPAW
+    /// of 52 without 5-level EPT, are the kernel's `EINVAL`.
+    ///
     /// `EAGAIN` means the CPU's random number generator ran dry in TDH.MNG.CREATE or
     /// TDH.MNG.ADDCX (`__tdx_td_init`; the TD stays uninitialized): the command is sent again,
     /// up to [`INIT_VM_ATTEMPTS`] times in all, as QEMU does. `EINVAL` with `hw_error`
     /// `TDX_OPERAND_INVALID` names the operand TDH.MNG.INIT refused.
     pub fn init_vm(&mut self, params: &TdParams) -> Result<(), Error> {
+        self.ensure_td()?;
+        check_init_cpuid(&params.cpuid)?;
         let mut b = params.to_bytes();
         for _ in 0..INIT_VM_ATTEMPTS {
             match self.vm_cmd("KVM_TDX_INIT_VM", KVM_TDX_INIT_VM, 0, Some(&mut b)) {
@@ -492,12 +551,27 @@ impl<I: TdxIoctl> TdxBackend<I> {
     ///
     /// Refused without an ioctl after an [`Unrecoverable`] populate failure: Linux 6.18 would
     /// fail with `EINVAL` (a page pre-mapped but not added, `tdx_td_finalize`) or fix an MRTD
-    /// no plan has. `EBUSY` (`TDX_OPERAND_BUSY` in `hw_error`) may be retried by the caller.
+    /// no plan has. `EBUSY` (`TDX_OPERAND_BUSY` in `hw_error`) may be retried by the caller;
+    /// `EIO` (another status in `hw_error`) means the kernel marked the VM dead.
     pub fn finalize(&mut self) -> Result<(), Error> {
         if let Some(u) = &self.unrecoverable {
             return Err(Error::Unrecoverable(u.clone()));
         }
-        self.vm_cmd("KVM_TDX_FINALIZE_VM", KVM_TDX_FINALIZE_VM, 0, None)?;
+        self.vm_cmd("KVM_TDX_FINALIZE_VM", KVM_TDX_FINALIZE_VM, 0, None)
+            .map_err(|e| match e {
+                Error::Ioctl {
+                    op,
+                    errno: libc::EIO,
+                    hw_error,
+                    ..
+                } => Error::ioctl(
+                    op,
+                    libc::EIO,
+                    hw_error,
+                    "TDH.MR.FINALIZE failed other than busy: arch/x86/kvm/vmx/tdx.c: tdx_td_finalize (Linux 6.18.2) marks the VM dead (KVM_BUG_ON), so every later ioctl on it is EIO; tear it down",
+                ),
+                e => e,
+            })?;
         self.finalized = true;
         self.release_buffers();
         Ok(())
@@ -754,6 +828,9 @@ mod tests {
         assert!(init_mem_region_errno_meaning(libc::EINVAL).contains("no guest_memfd memslot"));
         assert!(init_mem_region_errno_meaning(libc::EBUSY).contains("EEXIST"));
         assert!(init_mem_region_errno_meaning(libc::EIO).contains("cannot recover"));
+        // A dead VM (kvm_vcpu_ioctl) and an ENOMEM after a retried fault (kvm_tdp_map_page).
+        assert!(init_mem_region_errno_meaning(libc::EIO).contains("KVM_BUG_ON"));
+        assert!(init_mem_region_errno_meaning(libc::ENOMEM).contains("EEXIST"));
         for errno in [
             libc::EINTR,
             libc::EBUSY,

@@ -26,7 +26,7 @@
 //! ```
 //! use cc_populate::{Driver, MemoryLayout, PlanBuilder, Role};
 //! use tdx_backend::testing::TdxModel;
-//! use tdx_backend::{measure_plan, TdParams, TdxBackend, TDX_CAPS};
+//! use tdx_backend::{measure_plan, TdxBackend, TDX_CAPS};
 //!
 //! let firmware = vec![0x90u8; 16 << 10];
 //! let plan = PlanBuilder::new()
@@ -37,7 +37,7 @@
 //! // A real VMM passes `KvmTdx::new(&vm).with_vcpu(&vcpu)`; here the kernel model stands in.
 //! let mut td = TdxBackend::new(TdxModel::new());
 //! td.capabilities()?;
-//! td.init_vm(&TdParams::default())?;
+//! td.init_vm(&TdxModel::minimal_params())?;
 //! td.init_vcpu(0x80_0000)?;
 //! let report = Driver::new(&mut td).run(&plan)?;
 //! assert!(report.is_complete());
@@ -131,6 +131,17 @@ pub enum Error {
         /// Its length.
         len: u64,
         /// Why.
+        reason: String,
+    },
+    /// `KVM_TDX_INIT_VM` parameters Linux 6.18.2 refuses for every host
+    /// (`arch/x86/kvm/vmx/tdx.c: setup_tdparams`); refused before the ioctl.
+    #[error("KVM_TDX_INIT_VM: CPUID {field} = {value:#x}: {reason}")]
+    InvalidParam {
+        /// The CPUID leaf and field.
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// The kernel's rule, with its function.
         reason: String,
     },
     /// The image is not a TDVF image (no OVMF GUID table footer, no TDX metadata GUID).

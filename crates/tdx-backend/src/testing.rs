@@ -7,10 +7,21 @@
 //!
 //! - VM commands (`tdx_vm_ioctl`): `hw_error` set on input is `EINVAL`; an unknown id is
 //!   `EINVAL`; `KVM_TDX_CAPABILITIES` (`tdx_get_capabilities`) answers `E2BIG` without writing
-//!   the needed count back; `KVM_TDX_INIT_VM` (`tdx_td_init`, `__tdx_td_init`) can fail with
-//!   `EAGAIN` (no entropy: the TD stays uninitialized) or `EINVAL` with the module status in
-//!   `hw_error`; `KVM_TDX_FINALIZE_VM` (`tdx_td_finalize`) is `EINVAL` while a page is
-//!   pre-mapped but not added, `EBUSY` with the status when TDH.MR.FINALIZE is busy.
+//!   the needed count back; `KVM_TDX_INIT_VM` (`tdx_td_init`, `setup_tdparams`) is `EINVAL`
+//!   for a second init, `flags`, reserved bytes or `cpuid.padding`, `E2BIG` for more than 256
+//!   CPUID entries, `EBUSY` once vCPUs exist ([`TdxModel::vcpus_created`]), `EINVAL` for
+//!   attributes or XFAM outside the supported ones, a CPUID without leaf 0x80000008 whose
+//!   EAX bits 23:16 (GPAW) is 48, or 52 on a host with 5-level EPT
+//!   (`setup_tdparams_eptp_controls`), an entry that is no configurable leaf of the module or
+//!   leaf 7.0 with TSX or WAITPKG (`setup_tdparams_cpuids`); then (`__tdx_td_init`) `EAGAIN`
+//!   (no entropy: the TD stays uninitialized) or `EINVAL` with the module status in
+//!   `hw_error`. The GPAW picks the shared bit (47 or 51) `INIT_MEM_REGION` checks.
+//!   `KVM_TDX_FINALIZE_VM` (`tdx_td_finalize`) is `EINVAL` while a page is pre-mapped but not
+//!   added, `EBUSY` with the status when TDH.MR.FINALIZE is busy, and `EIO` with the status
+//!   when it fails otherwise (`KVM_BUG_ON`: the VM is dead, and `virt/kvm/kvm_main.c:
+//!   kvm_vm_ioctl` / `kvm_vcpu_ioctl` answer `EIO` to everything after).
+//!   `KVM_TDX_CAPABILITIES` is `EIO` when the module reports no attributes or XFAM
+//!   (`init_kvm_tdx_caps`).
 //! - vCPU commands (`tdx_vcpu_ioctl`) never write `hw_error` back.
 //! - `KVM_TDX_INIT_MEM_REGION` (`tdx_vcpu_init_mem_region`) checks the vCPU, the TD state, the
 //!   flags and the range (aligned, non-empty, not wrapping, no shared bit:
@@ -118,13 +129,18 @@ pub enum VmFault {
     /// `KVM_TDX_FINALIZE_VM`: TDH.MR.FINALIZE busy: `EBUSY` with this status in `hw_error`
     /// (`tdx_td_finalize`).
     FinalizeBusy(u64),
+    /// `KVM_TDX_FINALIZE_VM`: TDH.MR.FINALIZE fails otherwise: `KVM_BUG_ON` marks the VM dead
+    /// and the command is `EIO` with this status in `hw_error` (`tdx_td_finalize`); from then
+    /// on every VM and vCPU ioctl is `EIO` (`virt/kvm/kvm_main.c: kvm_vm_ioctl`,
+    /// `kvm_vcpu_ioctl`: `kvm->vm_dead`).
+    FinalizeFailed(u64),
 }
 
 impl VmFault {
     fn command(self) -> u32 {
         match self {
             VmFault::InitVmNoEntropy | VmFault::InitVmOperandInvalid(_) => KVM_TDX_INIT_VM,
-            VmFault::FinalizeBusy(_) => KVM_TDX_FINALIZE_VM,
+            VmFault::FinalizeBusy(_) | VmFault::FinalizeFailed(_) => KVM_TDX_FINALIZE_VM,
         }
     }
 }
@@ -220,7 +236,15 @@ pub struct TdxModel {
     pub vcpu_rcx: Option<u64>,
     /// On an [`Host::AmdSev`] ordinary VM: a command 0 or 1 reached `sev_guest_init`.
     pub sev_initialized: bool,
+    /// Whether vCPUs were created (`kvm->created_vcpus`): `KVM_TDX_INIT_VM` is then `EBUSY`
+    /// (`setup_tdparams`).
+    pub vcpus_created: bool,
+    /// Whether the host has 5-level EPT (`cpu_has_vmx_ept_5levels`): without it a GPAW of 52
+    /// is `EINVAL` (`setup_tdparams_eptp_controls`). Off by default.
+    pub ept_5_levels: bool,
     private: BTreeSet<u64>,
+    shared_bit: u64,
+    vm_dead: bool,
     prepared: BTreeSet<u64>,
     premapped: u64,
     mrtd: Mrtd,
@@ -242,7 +266,7 @@ impl TdxModel {
             vm_type: KVM_X86_TDX_VM,
             supported_attrs: 1 << 28,
             supported_xfam: 0x6_02e7,
-            cpuid_entries: 2,
+            cpuid_entries: 3,
             script: VecDeque::new(),
             vm_faults: VecDeque::new(),
             memslots: vec![Memslot {
@@ -256,7 +280,11 @@ impl TdxModel {
             params: None,
             vcpu_rcx: None,
             sev_initialized: false,
+            vcpus_created: false,
+            ept_5_levels: false,
             private: BTreeSet::new(),
+            shared_bit: SHARED_BIT,
+            vm_dead: false,
             prepared: BTreeSet::new(),
             premapped: 0,
             mrtd: Mrtd::new(),
@@ -322,14 +350,22 @@ impl TdxModel {
             .find(|s| gpa >= s.gpa && gpa - s.gpa < s.len)
     }
 
-    /// `sev_mem_enc_ioctl` on an ordinary VM of an AMD host: `KVM_SEV_INIT` (0) and
-    /// `KVM_SEV_ES_INIT` (1) initialize SEV; the launch commands refuse a non-SEV VM.
+    /// `sev_mem_enc_ioctl` (`arch/x86/kvm/svm/sev.c`) on an ordinary VM of an AMD host, for
+    /// a VM not yet made an SEV guest: `KVM_SEV_INIT` (0) and `KVM_SEV_ES_INIT` (1) succeed and
+    /// make it one (`sev_guest_init`; again after that: `EINVAL`, `sev->active`); ids the
+    /// switch does not have (10, 14, 19, 23-99, above 102) are `EINVAL`, and so are
+    /// `KVM_SEV_INIT2` (22: not an SEV VM type), `KVM_SEV_RECEIVE_UPDATE_DATA` (13) and
+    /// `KVM_SEV_SNP_LAUNCH_UPDATE` (101); every other command refuses a VM that is not an SEV
+    /// guest with `ENOTTY`. What those commands do once the VM *is* an SEV guest (real SEV
+    /// launch work) is not followed: nothing here sends them.
     fn sev_op(&mut self, cmd: &kvm_tdx_cmd) -> Result<(), i32> {
         match cmd.id {
+            0 | 1 if self.sev_initialized => Err(libc::EINVAL),
             0 | 1 => {
                 self.sev_initialized = true;
                 Ok(())
             }
+            10 | 13 | 14 | 19 | 22..=99 | 101 | 103.. => Err(libc::EINVAL),
             _ => Err(libc::ENOTTY),
         }
     }
@@ -339,6 +375,10 @@ impl TdxModel {
         cmd: &mut kvm_tdx_cmd,
         payload: Option<&mut [u8]>,
     ) -> Result<(), i32> {
+        // kvm_vm_ioctl: a dead VM answers EIO before looking at the command.
+        if self.vm_dead {
+            return Err(libc::EIO);
+        }
         if !self.is_td() {
             return match self.host {
                 Host::Tdx => Err(libc::ENOTTY),
@@ -369,6 +409,10 @@ impl TdxModel {
             // Returned before any copy_to_user: the needed count is not written back.
             return Err(libc::E2BIG);
         }
+        // init_kvm_tdx_caps: no supported attributes or XFAM is EIO.
+        if self.supported_attrs == 0 || self.supported_xfam == 0 {
+            return Err(libc::EIO);
+        }
         if b.len() < CAPS_HEADER + CPUID2_HEADER + n as usize * CPUID_ENTRY {
             return Err(libc::EFAULT);
         }
@@ -379,12 +423,69 @@ impl TdxModel {
         for i in 0..n as usize {
             let at = CAPS_HEADER + CPUID2_HEADER + i * CPUID_ENTRY;
             b[at..at + CPUID_ENTRY].fill(0);
-            // Leaf 0x7 sub-leaf i, all bits configurable: just something recognisable.
-            write_u32(b, at, 7);
-            write_u32(b, at + 4, i as u32);
-            write_u32(b, at + 12, u32::MAX);
+            let (function, index) = config_leaf(i as u32);
+            write_u32(b, at, function);
+            write_u32(b, at + 4, index);
+            if function == GPAW_LEAF {
+                // td_init_cpuid_entry2: EAX[23:16] (GPAW) reported as configurable (0xff).
+                write_u32(b, at + 12, 0xff << 16);
+            } else {
+                // All bits configurable: just something recognisable.
+                write_u32(b, at + 12, u32::MAX);
+            }
         }
         Ok(())
+    }
+
+    /// `setup_tdparams` from its vCPU check on (the attribute and XFAM checks, then
+    /// `setup_tdparams_eptp_controls` and `setup_tdparams_cpuids`); returns the shared bit the
+    /// TD gets (`tdx_td_init`: `TDX_SHARED_BIT_PWL_5` with a GPAW of 52, else `_PWL_4`).
+    fn setup_tdparams(&self, p: &TdParams) -> Result<u64, i32> {
+        if self.vcpus_created {
+            return Err(libc::EBUSY);
+        }
+        if p.attributes & !self.supported_attrs != 0 || p.xfam & !self.supported_xfam != 0 {
+            return Err(libc::EINVAL);
+        }
+        // setup_tdparams_eptp_controls: the GPAW is CPUID 0x80000008 EAX[23:16], 48 or 52.
+        let gpaw = find_cpuid_entry2(&p.cpuid, GPAW_LEAF, 0)
+            .map(|e| (e.eax >> 16) & 0xff)
+            .ok_or(libc::EINVAL)?;
+        let shared_bit = match gpaw {
+            48 => SHARED_BIT,
+            52 if self.ept_5_levels => 1 << 51,
+            _ => return Err(libc::EINVAL),
+        };
+        // setup_tdparams_cpuids: each configurable leaf takes the first matching entry (TSX or
+        // WAITPKG in leaf 7.0 is EINVAL); every entry must have been taken.
+        let mut copied = 0usize;
+        for i in 0..self.cpuid_entries.min(TDX_MAX_CPUID_CONFIG) {
+            let (function, index) = config_leaf(i);
+            if let Some(e) = find_cpuid_entry2(&p.cpuid, function, index) {
+                if tdx_unsupported_cpuid(e) {
+                    return Err(libc::EINVAL);
+                }
+                copied += 1;
+            }
+        }
+        if copied != p.cpuid.len() {
+            return Err(libc::EINVAL);
+        }
+        Ok(shared_bit)
+    }
+
+    /// The smallest `TdParams` Linux 6.18.2's `setup_tdparams` accepts from this model's
+    /// default module: no attributes or XFAM, and only the GPAW leaf (CPUID 0x80000008
+    /// EAX bits 23:16 = 48; `setup_tdparams_eptp_controls` refuses a CPUID without it).
+    pub fn minimal_params() -> TdParams {
+        TdParams {
+            cpuid: vec![kvm_cpuid_entry2 {
+                function: GPAW_LEAF,
+                eax: 48 << 16,
+                ..Default::default()
+            }],
+            ..TdParams::default()
+        }
     }
 
     /// `tdx_td_init` and `__tdx_td_init`.
@@ -427,10 +528,7 @@ impl TdxModel {
                 padding: [w(7), w(8), w(9)],
             });
         }
-        // setup_tdparams: attributes and XFAM outside what KVM and the module allow.
-        if p.attributes & !self.supported_attrs != 0 || p.xfam & !self.supported_xfam != 0 {
-            return Err(libc::EINVAL);
-        }
+        let shared_bit = self.setup_tdparams(&p)?;
         match self.take_fault(KVM_TDX_INIT_VM) {
             Some(VmFault::InitVmNoEntropy) => return Err(libc::EAGAIN),
             Some(VmFault::InitVmOperandInvalid(status)) => {
@@ -440,6 +538,7 @@ impl TdxModel {
             _ => {}
         }
         self.params = Some(p);
+        self.shared_bit = shared_bit;
         Ok(())
     }
 
@@ -448,9 +547,17 @@ impl TdxModel {
         if self.params.is_none() || self.finalized.is_some() || self.premapped != 0 {
             return Err(libc::EINVAL);
         }
-        if let Some(VmFault::FinalizeBusy(status)) = self.take_fault(KVM_TDX_FINALIZE_VM) {
-            cmd.hw_error = status;
-            return Err(libc::EBUSY);
+        match self.take_fault(KVM_TDX_FINALIZE_VM) {
+            Some(VmFault::FinalizeBusy(status)) => {
+                cmd.hw_error = status;
+                return Err(libc::EBUSY);
+            }
+            Some(VmFault::FinalizeFailed(status)) => {
+                cmd.hw_error = status;
+                self.vm_dead = true;
+                return Err(libc::EIO);
+            }
+            _ => {}
         }
         cmd.hw_error = 0;
         self.finalized = Some(self.mrtd.current());
@@ -462,6 +569,10 @@ impl TdxModel {
     /// TD `tdx_vcpu_ioctl`: `EINVAL` before `KVM_TDX_INIT_VM` (no HKID), after finalization,
     /// or with `hw_error` set.
     fn vcpu_entry(&self, cmd: &kvm_tdx_cmd) -> Result<(), i32> {
+        // kvm_vcpu_ioctl: a dead VM answers EIO before looking at the command.
+        if self.vm_dead {
+            return Err(libc::EIO);
+        }
         if !self.is_td() {
             return match self.host {
                 Host::Tdx => Err(libc::EINVAL),
@@ -523,6 +634,37 @@ impl TdxModel {
             _ => Err(libc::EINVAL),
         }
     }
+}
+
+/// CPUID leaf 0x80000008, whose EAX bits 23:16 carries the TD's GPAW (`tdx.c`).
+const GPAW_LEAF: u32 = 0x8000_0008;
+
+/// The model module's configurable CPUID leaf `i` (`td_conf->cpuid_config_leaves`): the GPAW
+/// leaf 0x80000008 first (real modules list it; `setup_tdparams_eptp_controls` needs it), then
+/// leaf 7 sub-leaves 0, 1, ...
+fn config_leaf(i: u32) -> (u32, u32) {
+    match i {
+        0 => (GPAW_LEAF, 0),
+        _ => (7, i - 1),
+    }
+}
+
+/// `arch/x86/kvm/cpuid.c: kvm_find_cpuid_entry2`: the first entry of `function` whose index
+/// matches or is not significant (`KVM_CPUID_FLAG_SIGNIFCANT_INDEX` clear).
+fn find_cpuid_entry2(
+    entries: &[kvm_cpuid_entry2],
+    function: u32,
+    index: u32,
+) -> Option<&kvm_cpuid_entry2> {
+    entries
+        .iter()
+        .find(|e| e.function == function && (e.flags & 1 == 0 || e.index == index))
+}
+
+/// `tdx_unsupported_cpuid`: leaf 7.0 with TSX (EBX HLE bit 4, RTM bit 11) or WAITPKG (ECX
+/// bit 5).
+fn tdx_unsupported_cpuid(e: &kvm_cpuid_entry2) -> bool {
+    e.function == 7 && e.index == 0 && (e.ebx & (1 << 4 | 1 << 11) != 0 || e.ecx & (1 << 5) != 0)
 }
 
 fn read_u32(b: &[u8], at: usize) -> Option<u32> {
@@ -594,6 +736,9 @@ impl TdxIoctl for TdxModel {
     /// kvm_vm_ioctl_set_mem_attributes`): `EINVAL` when misaligned or wrapping, or on a VM
     /// without private memory (`kvm_supported_mem_attributes` is 0 for an ordinary VM).
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
+        if self.vm_dead {
+            return Err(libc::EIO);
+        }
         if !self.is_td()
             || gpa % PAGE_SIZE != 0
             || len % PAGE_SIZE != 0
@@ -645,19 +790,16 @@ impl TdxModel {
         if cmd.flags & !KVM_TDX_MEASURE_MEMORY_REGION != 0 {
             return Err(libc::EINVAL);
         }
-        let last = region
-            .nr_pages
-            .checked_mul(PAGE_SIZE)
-            .and_then(|n| region.gpa.checked_add(n))
-            .map(|end| end - 1);
-        let Some(last) = last else {
-            return Err(libc::EINVAL);
-        };
+        // `region.gpa + (region.nr_pages << PAGE_SHIFT) <= region.gpa`, in the kernel's u64
+        // arithmetic: the shift drops high bits of nr_pages, and only a sum that wraps or stays
+        // put is refused.
+        let end = region.gpa.wrapping_add(region.nr_pages << 12);
         if region.source_addr % PAGE_SIZE != 0
             || region.gpa % PAGE_SIZE != 0
             || region.nr_pages == 0
-            || region.gpa & SHARED_BIT != 0
-            || last & SHARED_BIT != 0
+            || end <= region.gpa
+            || region.gpa & self.shared_bit != 0
+            || (end - 1) & self.shared_bit != 0
         {
             return Err(libc::EINVAL);
         }

@@ -33,6 +33,10 @@ pub const KVM_SYNC_X86_VALID_FIELDS: u32 = 0x7;
 /// `KVM_X86_DEFAULT_VM` (0): an ordinary VM.
 pub const KVM_X86_DEFAULT_VM: u32 = 0;
 
+/// `KVM_CPUID_FLAG_SIGNIFCANT_INDEX` (`arch/x86/include/uapi/asm/kvm.h`, spelled as there): the
+/// entry's `index` is significant.
+pub const KVM_CPUID_FLAG_SIGNIFCANT_INDEX: u32 = 1 << 0;
+
 /// `KVM_MAX_CPUID_ENTRIES` (`arch/x86/include/asm/kvm_host.h`): the most CPUID entries KVM takes
 /// in `KVM_TDX_INIT_VM` (more is `E2BIG` in `tdx_td_init`) and gives in `KVM_TDX_GET_CPUID`.
 pub const KVM_MAX_CPUID_ENTRIES: u32 = 256;
@@ -217,6 +221,12 @@ mod tests {
                 | kvm_bindings::KVM_SYNC_X86_SREGS
                 | kvm_bindings::KVM_SYNC_X86_EVENTS
         );
+    }
+
+    #[test]
+    fn cpuid_flag_is_the_header_value() {
+        // arch/x86/include/uapi/asm/kvm.h (Linux 6.18.2): #define KVM_CPUID_FLAG_SIGNIFCANT_INDEX (1 << 0)
+        assert_eq!(KVM_CPUID_FLAG_SIGNIFCANT_INDEX, 1);
     }
 
     #[test]

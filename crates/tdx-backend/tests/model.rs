@@ -11,7 +11,7 @@ use tdx_backend::testing::{Event, Host, Memslot, Scope, TdxModel, VmFault, SHARE
 use tdx_backend::uapi::{
     kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_MAX_CPUID_ENTRIES,
     KVM_TDX_CMD_NR_MAX, KVM_TDX_FINALIZE_VM, KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION,
-    KVM_TDX_INIT_VCPU, TDX_MAX_CPUID_CONFIG,
+    KVM_TDX_INIT_VCPU, KVM_TDX_INIT_VM, TDX_MAX_CPUID_CONFIG,
 };
 use tdx_backend::{
     measure_plan, AddedRange, Error, PageState, TdParams, TdxBackend, TdxIoctl, INIT_VM_ATTEMPTS,
@@ -33,7 +33,7 @@ fn cmd_bytes(c: &kvm_tdx_cmd) -> Vec<u8> {
 fn launched() -> TdxBackend<TdxModel> {
     let mut td = TdxBackend::new(TdxModel::new());
     td.capabilities().unwrap();
-    td.init_vm(&TdParams::default()).unwrap();
+    td.init_vm(&TdxModel::minimal_params()).unwrap();
     td.init_vcpu(RCX).unwrap();
     td
 }
@@ -67,8 +67,12 @@ fn launch_sequence_sends_exact_bytes() {
     let mut td = TdxBackend::new(TdxModel::new());
     let caps = td.capabilities().unwrap();
     assert_eq!(caps.supported_attrs, 1 << 28);
-    assert_eq!(caps.cpuid.len(), 2);
-    assert_eq!((caps.cpuid[1].function, caps.cpuid[1].index), (7, 1));
+    assert_eq!(caps.cpuid.len(), 3);
+    assert_eq!(
+        (caps.cpuid[0].function, caps.cpuid[0].index),
+        (0x8000_0008, 0)
+    );
+    assert_eq!((caps.cpuid[2].function, caps.cpuid[2].index), (7, 1));
 
     let params = TdParams {
         attributes: 1 << 28,
@@ -76,16 +80,25 @@ fn launch_sequence_sends_exact_bytes() {
         mrconfigid: [0x11; 48],
         mrowner: [0x22; 48],
         mrownerconfig: [0x33; 48],
-        cpuid: vec![kvm_cpuid_entry2 {
-            function: 7,
-            index: 0,
-            flags: 1,
-            eax: 0,
-            ebx: 0xffff_ffff,
-            ecx: 2,
-            edx: 3,
-            padding: [0; 3],
-        }],
+        // Leaf 7.0 without TSX (EBX bits 4, 11) or WAITPKG (ECX bit 5), and the GPAW leaf:
+        // arch/x86/kvm/vmx/tdx.c: setup_tdparams refuses a CPUID without either.
+        cpuid: vec![
+            kvm_cpuid_entry2 {
+                function: 7,
+                index: 0,
+                flags: 1,
+                eax: 0,
+                ebx: 0xffff_f7ef,
+                ecx: 2,
+                edx: 3,
+                padding: [0; 3],
+            },
+            kvm_cpuid_entry2 {
+                function: 0x8000_0008,
+                eax: 48 << 16,
+                ..Default::default()
+            },
+        ],
     };
     td.init_vm(&params).unwrap();
     td.init_vcpu(RCX).unwrap();
@@ -114,18 +127,20 @@ fn launch_sequence_sends_exact_bytes() {
     let mut c = [0u8; 24];
     c[0] = 1;
     assert_eq!(cmd_bytes(&calls[1].cmd), c);
-    let mut expect = vec![0u8; 264 + 40];
+    let mut expect = vec![0u8; 264 + 2 * 40];
     expect[3] = 0x10; // attributes = 1 << 28
     expect[8..11].copy_from_slice(&[0xe7, 0x02, 0x06]); // xfam
     expect[16..64].fill(0x11);
     expect[64..112].fill(0x22);
     expect[112..160].fill(0x33);
-    expect[256] = 1; // cpuid.nent
+    expect[256] = 2; // cpuid.nent
     expect[264] = 7; // function
     expect[272] = 1; // flags
-    expect[280..284].fill(0xff); // ebx
+    expect[280..284].copy_from_slice(&[0xef, 0xf7, 0xff, 0xff]); // ebx
     expect[284] = 2; // ecx
     expect[288] = 3; // edx
+    expect[304..308].copy_from_slice(&[0x08, 0x00, 0x00, 0x80]); // function 0x80000008
+    expect[318] = 48; // eax = 48 << 16
     assert_eq!(calls[1].payload.as_deref(), Some(&expect[..]));
 
     // KVM_TDX_INIT_VCPU on the vCPU: id 2, data = initial RCX (an immediate).
@@ -606,7 +621,7 @@ fn init_vm_is_retried_on_eagain_as_qemu_does() {
     td.ioctl_mut()
         .vm_faults
         .extend([VmFault::InitVmNoEntropy; 3]);
-    td.init_vm(&TdParams::default()).unwrap();
+    td.init_vm(&TdxModel::minimal_params()).unwrap();
     let calls = &td.ioctl().calls;
     assert_eq!(calls.len(), 4);
     assert_eq!(
@@ -626,7 +641,7 @@ fn init_vm_is_retried_on_eagain_as_qemu_does() {
         VmFault::InitVmNoEntropy,
         INIT_VM_ATTEMPTS as usize,
     ));
-    let e = td.init_vm(&TdParams::default()).unwrap_err();
+    let e = td.init_vm(&TdxModel::minimal_params()).unwrap_err();
     assert_eq!(td.ioctl().calls.len(), 10_000);
     assert!(td.ioctl().params.is_none());
     let Error::Ioctl { errno, detail, .. } = &e else {
@@ -642,7 +657,7 @@ fn init_vm_names_the_operand_the_module_refused_and_is_not_retried() {
     td.ioctl_mut()
         .vm_faults
         .push_back(VmFault::InitVmOperandInvalid(TDX_OPERAND_INVALID | 3));
-    let e = td.init_vm(&TdParams::default()).unwrap_err();
+    let e = td.init_vm(&TdxModel::minimal_params()).unwrap_err();
     assert!(
         matches!(e, Error::Ioctl { errno: libc::EINVAL, hw_error, .. } if hw_error == TDX_OPERAND_INVALID | 3),
         "{e:?}"
@@ -703,17 +718,13 @@ fn the_model_answers_vm_and_vcpu_commands_as_6_18_does() {
         id: KVM_TDX_GET_CPUID,
         ..Default::default()
     };
-    assert_eq!(model.vcpu_op(&mut cmd, Some(&mut b)), Ok(()), "no entries");
-    model.params.as_mut().unwrap().cpuid.push(kvm_cpuid_entry2 {
-        function: 1,
-        ..Default::default()
-    });
+    // (The model answers the one entry INIT_VM was given: the GPAW leaf.)
     assert_eq!(model.vcpu_op(&mut cmd, Some(&mut b)), Err(libc::E2BIG));
     assert_eq!(b[0..4], [1, 0, 0, 0]);
     let mut b = vec![0u8; 48];
     b[0] = 1;
     assert_eq!(model.vcpu_op(&mut cmd, Some(&mut b)), Ok(()));
-    assert_eq!(b[8], 1);
+    assert_eq!(b[8..12], [0x08, 0, 0, 0x80]);
     // FINALIZE reads neither flags nor data.
     let mut cmd = kvm_tdx_cmd {
         id: KVM_TDX_FINALIZE_VM,
@@ -738,6 +749,26 @@ fn no_tdx_command_reaches_an_ordinary_vm_on_an_amd_sev_host() {
     let mut caps = vec![0u8; 2048 + 8];
     assert_eq!(raw.vm_op(&mut cmd, Some(&mut caps)), Ok(()));
     assert!(raw.sev_initialized);
+    // sev_mem_enc_ioctl on such a VM: a second KVM_SEV_INIT is EINVAL (sev->active), and
+    // before SEV init an id the switch lacks is EINVAL (default), a launch command ENOTTY.
+    assert_eq!(raw.vm_op(&mut cmd, Some(&mut caps)), Err(libc::EINVAL));
+    let mut fresh = TdxModel::ordinary_vm(Host::AmdSev);
+    for (id, errno) in [
+        (2, libc::ENOTTY),
+        (4, libc::ENOTTY),
+        (10, libc::EINVAL),
+        (22, libc::EINVAL),
+        (50, libc::EINVAL),
+        (100, libc::ENOTTY),
+        (101, libc::EINVAL),
+    ] {
+        let mut cmd = kvm_tdx_cmd {
+            id,
+            ..Default::default()
+        };
+        assert_eq!(fresh.vm_op(&mut cmd, None), Err(errno), "id {id}");
+    }
+    assert!(!fresh.sev_initialized);
 
     let mut td = TdxBackend::new(TdxModel::ordinary_vm(Host::AmdSev));
     let e = td.capabilities().unwrap_err();
@@ -748,7 +779,7 @@ fn no_tdx_command_reaches_an_ordinary_vm_on_an_amd_sev_host() {
         "{e}"
     );
     assert!(e.to_string().contains("no TDX command was sent"), "{e}");
-    assert!(td.init_vm(&TdParams::default()).is_err());
+    assert!(td.init_vm(&TdxModel::minimal_params()).is_err());
     assert!(td.init_vcpu(RCX).is_err());
     assert!(td.finalize().is_err());
     let page = vec![0u8; 4096];
@@ -778,6 +809,60 @@ fn an_ordinary_vm_on_a_tdx_host_is_not_a_td() {
     let mut cmd = kvm_tdx_cmd::default();
     assert_eq!(model.vm_op(&mut cmd, None), Err(libc::ENOTTY));
     assert_eq!(model.vcpu_op(&mut cmd, None), Err(libc::EINVAL));
+}
+
+#[test]
+fn a_failed_finalize_kills_the_vm() {
+    // tdx_td_finalize (Linux 6.18.2): TDH.MR.FINALIZE failing other than busy is a KVM_BUG_ON:
+    // EIO with the status in hw_error, and the VM is dead (kvm_vm_ioctl, kvm_vcpu_ioctl: EIO).
+    let mut td = launched();
+    td.ioctl_mut()
+        .vm_faults
+        .push_back(VmFault::FinalizeFailed(TDX_OPERAND_INVALID));
+    let e = td.finalize().unwrap_err();
+    assert!(
+        matches!(e, Error::Ioctl { errno: libc::EIO, hw_error, .. } if hw_error == TDX_OPERAND_INVALID),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("marks the VM dead"), "{e}");
+    assert!(!td.is_finalized());
+    let e = td.finalize().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Ioctl {
+                errno: libc::EIO,
+                hw_error: 0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let mut cmd = kvm_tdx_cmd {
+        id: KVM_TDX_GET_CPUID,
+        ..Default::default()
+    };
+    let mut b = vec![0u8; 8];
+    assert_eq!(
+        td.ioctl_mut().vcpu_op(&mut cmd, Some(&mut b)),
+        Err(libc::EIO)
+    );
+    assert_eq!(td.ioctl_mut().set_private(0, PAGE), Err(libc::EIO));
+
+    // KVM_TDX_CAPABILITIES: EIO when the module reports no attributes (init_kvm_tdx_caps).
+    let mut td = TdxBackend::new(TdxModel::new());
+    td.ioctl_mut().supported_attrs = 0;
+    let e = td.capabilities().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Ioctl {
+                errno: libc::EIO,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -817,7 +902,7 @@ fn finalize_reports_the_module_status() {
 #[test]
 fn populate_before_init_vcpu_is_refused_by_the_kernel() {
     let mut td = TdxBackend::new(TdxModel::new());
-    td.init_vm(&TdParams::default()).unwrap();
+    td.init_vm(&TdxModel::minimal_params()).unwrap();
     let page = vec![0u8; 4096];
     let plan = PlanBuilder::new()
         .source(0x2000, Role::Measured, &page)
@@ -894,4 +979,282 @@ fn large_unaligned_sources_go_through_the_bounce_buffer_and_resume() {
     assert_report_matches_ledger(&plan, &report, model);
     td.finalize().unwrap();
     assert_eq!(td.ioctl().mrtd(), Some(measure_plan(&plan).unwrap()));
+}
+
+#[test]
+fn init_vm_is_refused_where_setup_tdparams_refuses() {
+    // arch/x86/kvm/vmx/tdx.c (Linux 6.18.2): setup_tdparams, setup_tdparams_eptp_controls,
+    // setup_tdparams_cpuids, after tdx_td_init's own checks. Each refusal leaves the TD
+    // uninitialized, so a corrected INIT_VM succeeds.
+    let gpaw = |bits: u32| kvm_cpuid_entry2 {
+        function: 0x8000_0008,
+        eax: bits << 16,
+        ..Default::default()
+    };
+    let leaf7 = |ebx: u32, ecx: u32| kvm_cpuid_entry2 {
+        function: 7,
+        flags: 1,
+        ebx,
+        ecx,
+        ..Default::default()
+    };
+    let with = |cpuid: Vec<kvm_cpuid_entry2>| TdParams {
+        cpuid,
+        ..TdParams::default()
+    };
+    let cases: Vec<(&str, TdParams, i32)> = vec![
+        ("no CPUID 0x80000008", TdParams::default(), libc::EINVAL),
+        ("GPAW 0", with(vec![gpaw(0)]), libc::EINVAL),
+        ("GPAW 46", with(vec![gpaw(46)]), libc::EINVAL),
+        (
+            "GPAW 52 without 5-level EPT",
+            with(vec![gpaw(52)]),
+            libc::EINVAL,
+        ),
+        (
+            "a leaf the module does not configure",
+            with(vec![
+                gpaw(48),
+                kvm_cpuid_entry2 {
+                    function: 1,
+                    ..Default::default()
+                },
+            ]),
+            libc::EINVAL,
+        ),
+        (
+            "TSX (HLE)",
+            with(vec![gpaw(48), leaf7(1 << 4, 0)]),
+            libc::EINVAL,
+        ),
+        (
+            "TSX (RTM)",
+            with(vec![gpaw(48), leaf7(1 << 11, 0)]),
+            libc::EINVAL,
+        ),
+        (
+            "WAITPKG",
+            with(vec![gpaw(48), leaf7(0, 1 << 5)]),
+            libc::EINVAL,
+        ),
+    ];
+    for (what, params, errno) in cases {
+        // The model itself, as the kernel (the backend refuses some of these before the
+        // ioctl: init_vm_refuses_a_cpuid_every_6_18_host_refuses).
+        let mut model = TdxModel::new();
+        let mut cmd = kvm_tdx_cmd {
+            id: KVM_TDX_INIT_VM,
+            ..Default::default()
+        };
+        let mut b = params.to_bytes();
+        assert_eq!(model.vm_op(&mut cmd, Some(&mut b)), Err(errno), "{what}");
+        assert!(model.params.is_none(), "{what}");
+        let mut td = TdxBackend::new(model);
+        td.init_vm(&TdxModel::minimal_params()).unwrap();
+    }
+    // What only the kernel can say (not a configurable leaf here, 5-level EPT absent): the
+    // backend sends it and reports the errno, once.
+    for params in [
+        with(vec![
+            gpaw(48),
+            kvm_cpuid_entry2 {
+                function: 1,
+                ..Default::default()
+            },
+        ]),
+        with(vec![gpaw(52)]),
+    ] {
+        let mut td = TdxBackend::new(TdxModel::new());
+        let e = td.init_vm(&params).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Ioctl {
+                    errno: libc::EINVAL,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(td.ioctl().calls.len(), 1);
+    }
+
+    // vCPUs created before INIT_VM: EBUSY (setup_tdparams: kvm->created_vcpus).
+    let mut td = TdxBackend::new(TdxModel::new());
+    td.ioctl_mut().vcpus_created = true;
+    let e = td.init_vm(&TdxModel::minimal_params()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Ioctl {
+                errno: libc::EBUSY,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+
+    // A GPAW of 52 with 5-level EPT: the shared bit is 51 (tdx_td_init: TDX_SHARED_BIT_PWL_5),
+    // so a GPA with bit 47 set is private and one with bit 51 set is not.
+    let mut model = TdxModel::new();
+    model.ept_5_levels = true;
+    model.memslots.push(Memslot {
+        gpa: SHARED_BIT,
+        len: PAGE,
+        guest_memfd: true,
+    });
+    let mut td = TdxBackend::new(model);
+    td.init_vm(&with(vec![gpaw(52)])).unwrap();
+    td.init_vcpu(RCX).unwrap();
+    let src = AlignedPages::new(1);
+    td.ioctl_mut().set_private(SHARED_BIT, PAGE).unwrap();
+    for (gpa, expect) in [(SHARED_BIT, Ok(())), (1 << 51, Err(libc::EINVAL))] {
+        let mut cmd = kvm_tdx_cmd {
+            id: KVM_TDX_INIT_MEM_REGION,
+            ..Default::default()
+        };
+        let mut region = kvm_tdx_init_mem_region {
+            source_addr: src.addr(),
+            gpa,
+            nr_pages: 1,
+        };
+        let r = td
+            .ioctl_mut()
+            .init_mem_region(&mut cmd, &mut region, src.bytes());
+        assert_eq!(r, expect, "GPA {gpa:#x}");
+    }
+}
+
+/// `pages` page-aligned pages inside a vector.
+struct AlignedPages {
+    buf: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl AlignedPages {
+    fn new(pages: usize) -> Self {
+        let len = pages * PAGE as usize;
+        let buf = vec![0x42u8; len + PAGE as usize];
+        let off = (PAGE as usize - buf.as_ptr() as usize % PAGE as usize) % PAGE as usize;
+        AlignedPages { buf, off, len }
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.off..self.off + self.len]
+    }
+    fn addr(&self) -> u64 {
+        self.bytes().as_ptr() as u64
+    }
+}
+
+#[test]
+fn a_page_count_the_shift_wraps_is_checked_as_the_kernel_checks_it() {
+    // tdx_vcpu_init_mem_region (Linux 6.18.2) tests `gpa + (nr_pages << PAGE_SHIFT) <= gpa` in
+    // u64: with nr_pages = 2^52 the shifted count is 0 (refused, nothing done); with 2^52 + 1
+    // it is one page, the check passes and the loop runs page by page until a page fails,
+    // writing the region back.
+    let mut td = launched();
+    let src = AlignedPages::new(2);
+    td.ioctl_mut().set_private(0x1000, PAGE).unwrap();
+    let mut cmd = kvm_tdx_cmd {
+        id: KVM_TDX_INIT_MEM_REGION,
+        ..Default::default()
+    };
+    let mut region = kvm_tdx_init_mem_region {
+        source_addr: src.addr(),
+        gpa: 0x1000,
+        nr_pages: 1 << 52,
+    };
+    let r = td
+        .ioctl_mut()
+        .init_mem_region(&mut cmd, &mut region, src.bytes());
+    assert_eq!(r, Err(libc::EINVAL));
+    assert_eq!(region.nr_pages, 1 << 52);
+    assert!(td.ioctl().added.is_empty());
+
+    region.nr_pages = (1 << 52) + 1;
+    let r = td
+        .ioctl_mut()
+        .init_mem_region(&mut cmd, &mut region, src.bytes());
+    // Page 0x1000 is added; page 0x2000 is not private (kvm_gmem_populate: EINVAL).
+    assert_eq!(r, Err(libc::EINVAL));
+    assert_eq!(
+        region,
+        kvm_tdx_init_mem_region {
+            source_addr: src.addr() + PAGE,
+            gpa: 0x2000,
+            nr_pages: 1 << 52,
+        }
+    );
+    assert_eq!(td.ioctl().populated_in(0, 1 << 32), PAGE);
+}
+
+#[test]
+fn init_vm_refuses_a_cpuid_every_6_18_host_refuses() {
+    // arch/x86/kvm/vmx/tdx.c (Linux 6.18.2): setup_tdparams_eptp_controls (GPAW 48 or 52) and
+    // tdx_unsupported_cpuid (TSX, WAITPKG in leaf 7.0) refuse these on every host: refused
+    // before the ioctl, naming the field.
+    let mut td = TdxBackend::new(TdxModel::new());
+    let caps = td.capabilities().unwrap();
+    let gpaw = |eax: u32| kvm_cpuid_entry2 {
+        function: 0x8000_0008,
+        eax,
+        ..Default::default()
+    };
+    let cases: Vec<(Vec<kvm_cpuid_entry2>, &str, u64)> = vec![
+        (vec![], "GPAW", u64::MAX),
+        // The capabilities as reported: GPAW 0xff ("configurable"), to be set by the caller.
+        (caps.cpuid.clone(), "GPAW", 0xff),
+        (vec![gpaw(40 << 16)], "GPAW", 40),
+        (
+            vec![
+                gpaw(48 << 16),
+                kvm_cpuid_entry2 {
+                    function: 7,
+                    flags: 1,
+                    ebx: 1 << 11,
+                    ..Default::default()
+                },
+            ],
+            "HLE, RTM",
+            1 << 11,
+        ),
+        (
+            vec![
+                gpaw(48 << 16),
+                kvm_cpuid_entry2 {
+                    function: 7,
+                    ecx: 1 << 5,
+                    ..Default::default()
+                },
+            ],
+            "WAITPKG",
+            1 << 5,
+        ),
+    ];
+    for (cpuid, field, value) in cases {
+        let params = TdParams {
+            cpuid,
+            ..TdParams::default()
+        };
+        let e = td.init_vm(&params).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidParam { field: f, value: v, .. } if f.contains(field) && *v == value),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("tdx.c"), "{e}");
+    }
+    assert_eq!(
+        td.ioctl().calls.len(),
+        1,
+        "only KVM_TDX_CAPABILITIES was sent"
+    );
+    // The capabilities with the GPAW set are taken.
+    let mut cpuid = caps.cpuid;
+    cpuid[0].eax = (cpuid[0].eax & !0xff_0000) | 48 << 16;
+    td.init_vm(&TdParams {
+        cpuid,
+        ..TdParams::default()
+    })
+    .unwrap();
 }

@@ -4,7 +4,7 @@
 use cc_populate::{Content, Driver, MemoryLayout, Role};
 use tdx_backend::tdvf::{self, PageAugPolicy, PlanOptions, SectionType};
 use tdx_backend::testing::TdxModel;
-use tdx_backend::{Error, TdParams, TdxBackend};
+use tdx_backend::{Error, TdxBackend};
 
 /// SHA-384 from `ring`: the crate hashes with `sha2`, the hand derivations here with another
 /// implementation.
@@ -286,7 +286,7 @@ fn populating_the_planned_image_gives_the_offline_mrtd() {
     let img = image(&default_sections());
     let plan = tdvf::build_plan(&img, &PlanOptions::default(), &MemoryLayout::unbounded()).unwrap();
     let mut td = TdxBackend::new(TdxModel::new());
-    td.init_vm(&TdParams::default()).unwrap();
+    td.init_vm(&TdxModel::minimal_params()).unwrap();
     td.init_vcpu(0x80_9000).unwrap();
     let report = Driver::new(&mut td).run(&plan).unwrap();
     assert!(report.is_complete());
