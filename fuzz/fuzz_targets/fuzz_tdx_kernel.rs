@@ -71,6 +71,10 @@ enum Fault {
     /// prepared the folio (`kvm_gmem_get_pfn` -> `kvm_gmem_prepare_folio`), nothing is mapped:
     /// `EINTR`, and the retry gets `EEXIST`.
     SignalAfterFault,
+    /// The same after a first fault attempt, but the page-table caches cannot be topped up
+    /// (`kvm_tdp_map_page` -> `kvm_mmu_do_page_fault`): `ENOMEM`, the folio prepared, and the
+    /// retry gets `EEXIST`.
+    NoMemoryAfterFault,
     /// TDH.MEM.PAGE.ADD finds an operand busy (`tdx_gmem_post_populate`): `EBUSY`; the page is
     /// prepared and pre-mapped (`nr_premapped`), not added.
     AddBusy,
@@ -86,7 +90,7 @@ impl Fault {
         match self {
             Fault::Refused | Fault::NoMemslot => libc::EINVAL,
             Fault::Signal | Fault::SignalAfterFault => libc::EINTR,
-            Fault::NoMemory => libc::ENOMEM,
+            Fault::NoMemory | Fault::NoMemoryAfterFault => libc::ENOMEM,
             Fault::Poisoned => libc::EHWPOISON,
             Fault::PreparedElsewhere => libc::EEXIST,
             Fault::SourceFault => libc::EFAULT,
@@ -284,10 +288,10 @@ impl Kernel {
             match fault {
                 // tdx_gmem_post_populate: get_user_pages_fast.
                 Some(Fault::SourceFault) => return fail(libc::EFAULT),
-                // kvm_tdp_map_page: the fault prepared the folio, then a signal.
-                Some(Fault::SignalAfterFault) => {
+                // kvm_tdp_map_page: the fault prepared the folio, then a signal or ENOMEM.
+                Some(f @ (Fault::SignalAfterFault | Fault::NoMemoryAfterFault)) => {
                     self.prepared.insert(gfn);
-                    return fail(libc::EINTR);
+                    return fail(f.errno());
                 }
                 _ => {}
             }
