@@ -46,7 +46,7 @@ const PATTERN_LEN: usize = ((MAX_PAGES + 4) * PAGE) as usize;
 /// The step of one page of `KVM_TDX_INIT_MEM_REGION` that fails, in Linux 6.18.2's order, with
 /// the errno it returns (the rows of the Kernel conformance table).
 #[derive(Arbitrary, Debug, Clone, Copy)]
-enum Fault {
+enum Failure {
     /// Refused before any page, the region not written back (`tdx_vcpu_ioctl`,
     /// `tdx_vcpu_init_mem_region`: vCPU not initialized, TD finalized, ...): `EINVAL`.
     Refused,
@@ -85,17 +85,17 @@ enum Fault {
     ExtendFailed,
 }
 
-impl Fault {
+impl Failure {
     fn errno(self) -> i32 {
         match self {
-            Fault::Refused | Fault::NoMemslot => libc::EINVAL,
-            Fault::Signal | Fault::SignalAfterFault => libc::EINTR,
-            Fault::NoMemory | Fault::NoMemoryAfterFault => libc::ENOMEM,
-            Fault::Poisoned => libc::EHWPOISON,
-            Fault::PreparedElsewhere => libc::EEXIST,
-            Fault::SourceFault => libc::EFAULT,
-            Fault::AddBusy => libc::EBUSY,
-            Fault::AddFailed | Fault::ExtendFailed => libc::EIO,
+            Failure::Refused | Failure::NoMemslot => libc::EINVAL,
+            Failure::Signal | Failure::SignalAfterFault => libc::EINTR,
+            Failure::NoMemory | Failure::NoMemoryAfterFault => libc::ENOMEM,
+            Failure::Poisoned => libc::EHWPOISON,
+            Failure::PreparedElsewhere => libc::EEXIST,
+            Failure::SourceFault => libc::EFAULT,
+            Failure::AddBusy => libc::EBUSY,
+            Failure::AddFailed | Failure::ExtendFailed => libc::EIO,
         }
     }
 }
@@ -123,7 +123,7 @@ struct Answer {
     /// call completes.
     at: u8,
     /// `None`: every page is added.
-    fault: Option<Fault>,
+    fault: Option<Failure>,
     /// The write-back lies when this is below 16 (about one call in 16).
     lie_gate: u8,
     lie: Lie,
@@ -243,9 +243,9 @@ impl Kernel {
         nr: u64,
         measured: bool,
         at: u64,
-        fault: Option<Fault>,
+        fault: Option<Failure>,
     ) -> (u64, Result<(), i32>) {
-        if let Some(Fault::Refused) = fault {
+        if let Some(Failure::Refused) = fault {
             return (0, Err(libc::EINVAL));
         }
         for i in 0..nr {
@@ -263,13 +263,13 @@ impl Kernel {
             };
             match fault {
                 // tdx_vcpu_init_mem_region / kvm_gmem_populate: signal_pending.
-                Some(Fault::Signal) => return fail(libc::EINTR),
+                Some(Failure::Signal) => return fail(libc::EINTR),
                 // kvm_gmem_populate: kvm_slot_has_gmem.
-                Some(Fault::NoMemslot) => return fail(libc::EINVAL),
+                Some(Failure::NoMemslot) => return fail(libc::EINVAL),
                 // __kvm_gmem_get_pfn: kvm_gmem_get_folio, folio_test_hwpoison.
-                Some(Fault::NoMemory) => return fail(libc::ENOMEM),
-                Some(Fault::Poisoned) => return fail(libc::EHWPOISON),
-                Some(Fault::PreparedElsewhere) => {
+                Some(Failure::NoMemory) => return fail(libc::ENOMEM),
+                Some(Failure::Poisoned) => return fail(libc::EHWPOISON),
+                Some(Failure::PreparedElsewhere) => {
                     self.prepared.insert(gfn);
                 }
                 _ => {}
@@ -287,9 +287,9 @@ impl Kernel {
             );
             match fault {
                 // tdx_gmem_post_populate: get_user_pages_fast.
-                Some(Fault::SourceFault) => return fail(libc::EFAULT),
+                Some(Failure::SourceFault) => return fail(libc::EFAULT),
                 // kvm_tdp_map_page: the fault prepared the folio, then a signal or ENOMEM.
-                Some(f @ (Fault::SignalAfterFault | Fault::NoMemoryAfterFault)) => {
+                Some(f @ (Failure::SignalAfterFault | Failure::NoMemoryAfterFault)) => {
                     self.prepared.insert(gfn);
                     return fail(f.errno());
                 }
@@ -299,13 +299,13 @@ impl Kernel {
             self.prepared.insert(gfn);
             self.premapped.insert(gfn);
             // TDH.MEM.PAGE.ADD
-            if let Some(f @ (Fault::AddBusy | Fault::AddFailed)) = fault {
+            if let Some(f @ (Failure::AddBusy | Failure::AddFailed)) = fault {
                 self.fatal = fatal(f.errno(), FatalState::PreMapped);
                 return fail(f.errno());
             }
             self.premapped.remove(&gfn);
             // TDH.MR.EXTEND x 16
-            if let (true, Some(Fault::ExtendFailed)) = (measured, fault) {
+            if let (true, Some(Failure::ExtendFailed)) = (measured, fault) {
                 self.fatal = fatal(libc::EIO, FatalState::PartlyMeasured);
                 return fail(libc::EIO);
             }
