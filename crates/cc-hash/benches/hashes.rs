@@ -84,17 +84,17 @@ fn main() {
         for _ in 0..rounds {
             let mut t: Vec<Duration> = Vec::new();
             for c in &cands {
-                t.push(time(|| drop(black_box((c.hash)(black_box(&data))))));
+                t.push(time(&mut || drop(black_box((c.hash)(black_box(&data))))));
             }
             for c in &cands {
-                t.push(time(|| {
+                t.push(time(&mut || {
                     for p in data.chunks_exact(PAGE_SIZE) {
                         black_box((c.hash)(p));
                     }
                 }));
             }
-            t.push(time(|| many(alg, &data, 1)));
-            t.push(time(|| many(alg, &data, cores)));
+            t.push(time(&mut || many(alg, &data, 1)));
+            t.push(time(&mut || many(alg, &data, cores)));
             let bare = t[..cands.len()]
                 .iter()
                 .min()

@@ -163,18 +163,42 @@ pub fn candidates(alg: Algorithm) -> [Candidate; 5] {
 /// Times every candidate once over `data` (one thread, one stream) and returns the fastest's
 /// name and wall time.
 pub fn fastest_bare(alg: Algorithm, data: &[u8]) -> (&'static str, Duration) {
+    fastest_bare_by(alg, data, time)
+}
+
+/// [`fastest_bare`] in the calling thread's CPU time (for single-threaded comparisons on a
+/// shared machine: time the thread spent descheduled is not counted).
+pub fn fastest_bare_cpu(alg: Algorithm, data: &[u8]) -> (&'static str, Duration) {
+    fastest_bare_by(alg, data, time_cpu)
+}
+
+fn fastest_bare_by(
+    alg: Algorithm,
+    data: &[u8],
+    clock: fn(&mut dyn FnMut()) -> Duration,
+) -> (&'static str, Duration) {
     candidates(alg)
         .iter()
-        .map(|c| (c.name, time(|| drop(std::hint::black_box((c.hash)(data))))))
+        .map(|c| {
+            let t = clock(&mut || drop(std::hint::black_box((c.hash)(data))));
+            (c.name, t)
+        })
         .min_by_key(|(_, t)| *t)
         .unwrap_or(("none", Duration::MAX))
 }
 
 /// Wall time of one call of `f`.
-pub fn time(f: impl FnOnce()) -> Duration {
+pub fn time(f: &mut dyn FnMut()) -> Duration {
     let t = Instant::now();
     f();
     t.elapsed()
+}
+
+/// Thread CPU time of one call of `f` (which must not spawn the work it times elsewhere).
+pub fn time_cpu(f: &mut dyn FnMut()) -> Duration {
+    let t = thread_cpu();
+    f();
+    thread_cpu().saturating_sub(t)
 }
 
 /// CPU time of the calling thread.
