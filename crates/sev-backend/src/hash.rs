@@ -1,12 +1,22 @@
-//! The SHA-384 the digest uses: `sha2` 0.10, chosen over `ring` 0.17 for speed. Both are
-//! measured by `cargo bench -p sev-backend --bench digest` (bare hash of the bytes and SHA-384
-//! per 4 KiB page, the digest's hot loop); on this project's machine `sha2` was 3-5% ahead in
-//! every interleaved run (see the crate README). The kernel model in `testing` and the tests'
-//! hand-derived vectors hash with `ring`, so that neither shares this code path.
-
-use sha2::Digest;
+//! The SHA-384 the digest uses, from `cc-hash`: the fastest single stream measured for the
+//! PAGE_INFO chain, and multi-buffer (AVX-512, 8 pages per register) hashing for page contents,
+//! which are independent per page. The choice and its figures are in the crate README
+//! (`cargo bench -p sev-backend --features bench`). The kernel model in `testing` and the tests'
+//! hand-derived vectors hash with `ring` one page at a time, so that neither shares this code
+//! path.
 
 /// SHA-384 of `data`.
 pub(crate) fn sha384(data: &[u8]) -> [u8; 48] {
-    sha2::Sha384::digest(data).into()
+    cc_hash::sha384(data)
+}
+
+/// SHA-384 of each 4 KiB page of `data` into `out` (one digest per page, in order).
+pub(crate) fn sha384_pages(data: &[u8], out: &mut [[u8; 48]]) {
+    // The callers pass `out.len()` whole pages, so the layout check cannot fail; hash page by
+    // page should it ever.
+    if cc_hash::sha384_many(data, cc_hash::PAGE_SIZE, out).is_err() {
+        for (o, p) in out.iter_mut().zip(data.chunks_exact(cc_hash::PAGE_SIZE)) {
+            *o = sha384(p);
+        }
+    }
 }
