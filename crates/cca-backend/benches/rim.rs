@@ -15,7 +15,7 @@
 
 use std::hint::black_box;
 
-use cc_hash::bench::{fastest_bare, openssl_speed, time, Rounds};
+use cc_hash::bench::{fastest_bare, openssl_speed, time, Clock, Rounds};
 use cc_hash::Algorithm;
 use cca_backend::{HashAlgo, RealmParams, RimDigest};
 
@@ -65,7 +65,7 @@ fn main() {
             winners.push(who);
             let t1 = time(&mut || rim(1));
             let tn = time(&mut || rim(0));
-            r.push(bare, openssl_speed(alg).ok(), &[t1, tn]);
+            r.push(bare, openssl_speed(alg, Clock::Wall).ok(), &[t1, tn]);
         }
         winners.sort_unstable();
         winners.dedup();
@@ -74,6 +74,6 @@ fn main() {
             winners.join(" / "),
             cc_hash::SINGLE_STREAM
         );
-        r.print(len);
+        r.print(len, Clock::Wall);
     }
 }

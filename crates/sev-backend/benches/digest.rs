@@ -13,7 +13,7 @@
 
 use std::hint::black_box;
 
-use cc_hash::bench::{fastest_bare, openssl_speed, time, Rounds};
+use cc_hash::bench::{fastest_bare, openssl_speed, time, Clock, Rounds};
 use cc_hash::Algorithm;
 use sev_backend::{LaunchDigest, PageType};
 
@@ -38,7 +38,11 @@ fn run(name: &str, size: usize, rounds: usize) {
         winners.push(who);
         let t1 = time(&mut || digest(1));
         let tn = time(&mut || digest(cores));
-        r.push(bare, openssl_speed(Algorithm::Sha384).ok(), &[t1, tn]);
+        r.push(
+            bare,
+            openssl_speed(Algorithm::Sha384, Clock::Wall).ok(),
+            &[t1, tn],
+        );
     }
     winners.sort_unstable();
     winners.dedup();
@@ -48,7 +52,7 @@ fn run(name: &str, size: usize, rounds: usize) {
         winners.join(" / "),
         cc_hash::SINGLE_STREAM
     );
-    r.print(size);
+    r.print(size, Clock::Wall);
 }
 
 fn main() {

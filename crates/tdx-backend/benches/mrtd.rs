@@ -12,7 +12,7 @@
 
 use std::hint::black_box;
 
-use cc_hash::bench::{fastest_bare_cpu, openssl_speed, time_cpu, Rounds};
+use cc_hash::bench::{fastest_bare_cpu, openssl_speed, time_cpu, Clock, Rounds};
 use cc_hash::Algorithm;
 use cc_populate::{MemoryLayout, PlanBuilder, Role};
 use tdx_backend::{measure_plan, Mrtd, TDX_CAPS};
@@ -61,7 +61,7 @@ fn main() {
         let t_plan = time_cpu(&mut || by_plan = black_box(measure_plan(&plan).expect("measures")));
         r.push(
             bare,
-            openssl_speed(Algorithm::Sha384).ok(),
+            openssl_speed(Algorithm::Sha384, Clock::Cpu).ok(),
             &[t_crate, t_plan],
         );
     }
@@ -76,5 +76,5 @@ fn main() {
         winners.join(" / "),
         cc_hash::SINGLE_STREAM
     );
-    r.print(LEN);
+    r.print(LEN, Clock::Cpu);
 }
