@@ -183,3 +183,8 @@ pub fn sha512_many(data: &[u8], len: usize, out: &mut [[u8; 64]]) -> Result<(), 
     }
     Ok(())
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
