@@ -341,27 +341,43 @@ impl Rounds {
             "  {:<52} {:>9} {:>9} {:>10}",
             "what", "MiB/s", "vs bare", "vs openssl"
         );
-        for (i, name) in self.names.iter().enumerate() {
-            let t: Vec<Duration> = self.times.iter().map(|r| r[i]).collect();
-            let speed = median(t.iter().map(|d| mib(*d)).collect());
-            let rb = median(
-                t.iter()
-                    .zip(&self.bare)
-                    .map(|(t, b)| b.as_secs_f64() / t.as_secs_f64())
-                    .collect(),
-            );
-            let ro: Vec<f64> = t
-                .iter()
-                .zip(&self.openssl)
-                .filter_map(|(t, o)| o.map(|o| mib(*t) / o))
-                .collect();
-            let ro = if ro.len() == t.len() && !ro.is_empty() {
-                format!("{:10.3}", median(ro))
-            } else {
-                format!("{:>10}", "-")
+        for (name, (speed, rb, ro)) in self.names.iter().zip(self.summary(bytes)) {
+            let ro = match ro {
+                Some(r) => format!("{r:10.3}"),
+                None => format!("{:>10}", "-"),
             };
             println!("  {name:<52} {speed:9.1} {rb:9.3} {ro}");
         }
+    }
+
+    /// Per variant, in the order of the names: median MiB/s over `bytes`, median ratio to the
+    /// bare hash (bare time / variant time), and median ratio to `openssl speed` (variant MiB/s
+    /// / openssl's; `None` unless every round has an openssl figure).
+    pub fn summary(&self, bytes: usize) -> Vec<(f64, f64, Option<f64>)> {
+        let mib = |d: &Duration| bytes as f64 / (1u64 << 20) as f64 / d.as_secs_f64();
+        (0..self.names.len())
+            .map(|i| {
+                let t: Vec<Duration> = self
+                    .times
+                    .iter()
+                    .filter_map(|r| r.get(i).copied())
+                    .collect();
+                let speed = median(t.iter().map(mib).collect());
+                let rb = median(
+                    t.iter()
+                        .zip(&self.bare)
+                        .map(|(t, b)| b.as_secs_f64() / t.as_secs_f64())
+                        .collect(),
+                );
+                let ro: Vec<f64> = t
+                    .iter()
+                    .zip(&self.openssl)
+                    .filter_map(|(t, o)| o.map(|o| mib(t) / o))
+                    .collect();
+                let ro = (ro.len() == t.len() && !ro.is_empty()).then(|| median(ro));
+                (speed, rb, ro)
+            })
+            .collect()
     }
 }
 
