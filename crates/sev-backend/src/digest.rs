@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 
 use cc_populate::{Content, InPlaceReader, Plan, Role};
 
-use crate::hash::sha384;
+use crate::hash::{sha384, sha384_pages};
 use crate::uapi::SNP_VMSA_GPA;
 use crate::Error;
 
@@ -132,19 +132,13 @@ pub(crate) fn hash_pages(data: &[u8], out: &mut [[u8; DIGEST_LEN]], threads: usi
     let pages = out.len();
     let threads = threads.clamp(1, pages.max(1));
     if threads == 1 || pages < 64 {
-        for (o, p) in out.iter_mut().zip(data.chunks_exact(PAGE)) {
-            *o = sha384(p);
-        }
+        sha384_pages(data, out);
         return;
     }
     let per = pages.div_ceil(threads);
     std::thread::scope(|s| {
         for (o, d) in out.chunks_mut(per).zip(data.chunks(per * PAGE)) {
-            s.spawn(move || {
-                for (o, p) in o.iter_mut().zip(d.chunks_exact(PAGE)) {
-                    *o = sha384(p);
-                }
-            });
+            s.spawn(move || sha384_pages(d, o));
         }
     });
 }
@@ -287,8 +281,14 @@ impl LaunchDigest {
         let pages = len / PAGE as u64;
         match (page_type.measures_contents(), data) {
             (true, Some(d)) if self.threads == 1 => {
-                for (k, p) in d.chunks_exact(PAGE).enumerate() {
-                    self.update_record(gpa + (k * PAGE) as u64, page_type, &sha384(p));
+                let mut hashes = [[0u8; DIGEST_LEN]; 64];
+                for (b, chunk) in d.chunks(hashes.len() * PAGE).enumerate() {
+                    let hashes = &mut hashes[..chunk.len() / PAGE];
+                    sha384_pages(chunk, hashes);
+                    let base = gpa + (b * 64 * PAGE) as u64;
+                    for (k, h) in hashes.iter().enumerate() {
+                        self.update_record(base + (k * PAGE) as u64, page_type, h);
+                    }
                 }
             }
             (true, Some(d)) => self.update_pages_parallel(gpa, page_type, d),

@@ -1,33 +1,41 @@
-//! The hashes the measurement uses, in one place: SHA-384 for the launch digest, SHA-256 for
-//! the kernel hashes table of measured direct boot. Both are `sha2` 0.10, chosen over `ring`
-//! 0.17 for speed. SHA-384 is measured by `cargo bench -p sev-backend --bench digest` (bare hash
-//! of the bytes and SHA-384 per 4 KiB page, the digest's hot loop); on this project's machine
-//! `sha2` was 3-5% ahead in every interleaved run (see the crate README). SHA-256 runs on the
-//! SHA-NI instructions where the CPU has them (`sha2`'s runtime detection), as fast as the
-//! alternatives measured in `measurement-limits.md`. The kernel model in `testing` and the
-//! tests' hand-derived vectors hash with `ring`, so that neither shares this code path.
-
-use sha2::Digest;
+//! The hashes the measurement uses, in one place, all from `cc-hash`: SHA-384 for the launch
+//! digest (the fastest single stream measured for the PAGE_INFO chain, and multi-buffer AVX-512
+//! hashing, 8 pages per register, for page contents, which are independent per page) and
+//! SHA-256 for the kernel hashes table of measured direct boot. The choice and its figures are
+//! in the crate README (`cargo bench -p sev-backend --features bench`). The kernel model in
+//! `testing` and the tests' hand-derived vectors hash with `sha2`, one page at a time, so that
+//! neither shares this code path.
 
 /// SHA-384 of `data`.
 pub(crate) fn sha384(data: &[u8]) -> [u8; 48] {
-    sha2::Sha384::digest(data).into()
+    cc_hash::sha384(data)
+}
+
+/// SHA-384 of each 4 KiB page of `data` into `out` (one digest per page, in order).
+pub(crate) fn sha384_pages(data: &[u8], out: &mut [[u8; 48]]) {
+    // The callers pass `out.len()` whole pages, so the layout check cannot fail; hash page by
+    // page should it ever.
+    if cc_hash::sha384_many(data, cc_hash::PAGE_SIZE, out).is_err() {
+        for (o, p) in out.iter_mut().zip(data.chunks_exact(cc_hash::PAGE_SIZE)) {
+            *o = sha384(p);
+        }
+    }
 }
 
 /// SHA-256 of `data`.
 pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
-    sha2::Sha256::digest(data).into()
+    cc_hash::sha256(data)
 }
 
 /// SHA-256 of everything `r` yields, read through a small reused buffer (the input is never
 /// held whole in memory). Reading in a second thread to overlap the copy out of the page cache
 /// with hashing was measured and gained nothing on two cores.
 pub(crate) fn sha256_reader(mut r: impl std::io::Read) -> std::io::Result<[u8; 32]> {
-    let mut h = sha2::Sha256::new();
+    let mut h = cc_hash::Sha256::new();
     let mut buf = vec![0u8; 256 << 10];
     loop {
         match r.read(&mut buf) {
-            Ok(0) => return Ok(h.finalize().into()),
+            Ok(0) => return Ok(h.finalize()),
             Ok(n) => h.update(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -44,8 +52,8 @@ mod tests {
         for len in [0, 1, (256 << 10) - 1, 256 << 10, (3 << 20) + 17] {
             let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
             let streamed = sha256_reader(&data[..]).unwrap();
-            let one_shot = ring::digest::digest(&ring::digest::SHA256, &data);
-            assert_eq!(&streamed[..], one_shot.as_ref(), "{len} bytes");
+            let one_shot = <sha2::Sha256 as sha2::Digest>::digest(&data);
+            assert_eq!(&streamed[..], &one_shot[..], "{len} bytes");
             assert_eq!(streamed, sha256(&data));
         }
         let failing = std::io::Read::chain(&[1u8; 10][..], FailingReader);

@@ -62,8 +62,8 @@
 //!
 //! The model keeps its own ledger (pages in populate order with their type), records every
 //! command's parameter bytes, and computes the launch digest the firmware would, with its own
-//! `PAGE_INFO` code and a second SHA-384 implementation (`ring`; the crate measures with
-//! `sha2`), so tests can compare it with the crate's offline [`measure`](crate::measure).
+//! `PAGE_INFO` code and a second SHA-384 implementation (`sha2`; the crate measures with
+//! `cc-hash`), so tests can compare it with the crate's offline [`measure`](crate::measure).
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -206,27 +206,23 @@ impl std::fmt::Debug for KernelModel {
     }
 }
 
-fn ring_sha384(data: &[u8]) -> [u8; 48] {
-    let mut out = [0u8; 48];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA384, data).as_ref());
-    out
+fn model_sha384(data: &[u8]) -> [u8; 48] {
+    <sha2::Sha384 as sha2::Digest>::digest(data).into()
 }
 
 /// The firmware's record for one page, written out here independently of
 /// [`crate::page_info`]: DIGEST_CUR, CONTENTS, LENGTH = 0x70, PAGE_TYPE, zeros, GPA.
 fn fw_extend(cur: &[u8; 48], page_type: u8, gpa: u64, content: Option<&[u8]>) -> [u8; 48] {
     let contents: [u8; 48] = match content {
-        Some(c) if page_type == 1 || page_type == 2 => ring_sha384(c),
+        Some(c) if page_type == 1 || page_type == 2 => model_sha384(c),
         _ => [0; 48],
     };
-    let mut h = ring::digest::Context::new(&ring::digest::SHA384);
-    h.update(cur);
-    h.update(&contents);
-    h.update(&[0x70, 0x00, page_type, 0, 0, 0, 0, 0]);
-    h.update(&gpa.to_le_bytes());
-    let mut out = [0u8; 48];
-    out.copy_from_slice(h.finish().as_ref());
-    out
+    let mut h = <sha2::Sha384 as sha2::Digest>::new();
+    sha2::Digest::update(&mut h, cur);
+    sha2::Digest::update(&mut h, contents);
+    sha2::Digest::update(&mut h, [0x70, 0x00, page_type, 0, 0, 0, 0, 0]);
+    sha2::Digest::update(&mut h, gpa.to_le_bytes());
+    sha2::Digest::finalize(h).into()
 }
 
 fn err(errno: i32, fw_error: u32) -> Result<(), SevIoctlError> {

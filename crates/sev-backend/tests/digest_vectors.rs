@@ -1,5 +1,5 @@
 //! The launch digest against vectors derived by hand from the SNP firmware ABI
-//! (`SNP_LAUNCH_UPDATE`, PAGE_INFO), hashed with `ring` (the crate measures with `sha2`).
+//! (`SNP_LAUNCH_UPDATE`, PAGE_INFO), hashed with `sha2` (the crate measures with `cc-hash`).
 
 use cc_populate::{MemoryLayout, PlanBuilder, Role};
 use sev_backend::{measure, verifier_caps, LaunchDigest, MeasureOptions, PageType, VmsaPage};
@@ -140,9 +140,8 @@ fn multi_page_regions_and_in_place_reader() {
     );
 }
 
-/// SHA-384 through `ring` (the crate measures with `sha2`).
+/// SHA-384 through `sha2` (the crate measures with `cc-hash`: `ring` or libcrypto for one
+/// stream, its own AVX-512 kernels for page contents).
 fn sha384(data: &[u8]) -> [u8; 48] {
-    let mut out = [0u8; 48];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA384, data).as_ref());
-    out
+    <sha2::Sha384 as sha2::Digest>::digest(data).into()
 }

@@ -347,9 +347,8 @@ fn debian_ovmf_digest() {
 /// SHA-384 prefix of the ovmf 2022.11-6+deb12u2 OVMF.fd the regression values belong to.
 const DEBIAN_IMAGE_SHA384_PREFIX: &str = "fa0dd56f4e3156e0";
 
-/// SHA-384 through `ring` (the crate measures with `sha2`).
+/// SHA-384 through `sha2` (the crate measures with `cc-hash`: `ring` or libcrypto for one
+/// stream, its own AVX-512 kernels for page contents).
 fn sha384(data: &[u8]) -> [u8; 48] {
-    let mut out = [0u8; 48];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA384, data).as_ref());
-    out
+    <sha2::Sha384 as sha2::Digest>::digest(data).into()
 }

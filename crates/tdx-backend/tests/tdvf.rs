@@ -1,26 +1,24 @@
 //! The TDVF parser and planner on images built here byte by byte, and MRTD of those images
-//! derived by hand (records built field by field, hashed with ring).
+//! derived by hand (records built field by field, hashed with `sha2`).
 
 use cc_populate::{Content, Driver, MemoryLayout, Role};
 use tdx_backend::tdvf::{self, PageAugPolicy, PlanOptions, SectionType};
 use tdx_backend::testing::TdxModel;
 use tdx_backend::{Error, TdxBackend};
 
-/// SHA-384 from `ring`: the crate hashes with `sha2`, the hand derivations here with another
-/// implementation.
-struct Sha384(ring::digest::Context);
+/// SHA-384 from the `sha2` crate: the crate hashes with `cc-hash` (the system libcrypto or
+/// `ring`), the hand derivations here with another implementation.
+struct Sha384(sha2::Sha384);
 
 impl Sha384 {
     fn new() -> Self {
-        Sha384(ring::digest::Context::new(&ring::digest::SHA384))
+        Sha384(sha2::Digest::new())
     }
     fn update(&mut self, b: impl AsRef<[u8]>) {
-        self.0.update(b.as_ref());
+        sha2::Digest::update(&mut self.0, b.as_ref());
     }
     fn finalize(self) -> [u8; 48] {
-        let mut o = [0u8; 48];
-        o.copy_from_slice(self.0.finish().as_ref());
-        o
+        sha2::Digest::finalize(self.0).into()
     }
 }
 

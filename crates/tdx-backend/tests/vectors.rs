@@ -1,25 +1,23 @@
 //! MRTD against vectors derived by hand from the TDX module ABI specification: every record is
-//! built field by field here and hashed with `ring` (the crate itself uses `sha2`),
+//! built field by field here and hashed with `sha2` (the crate itself uses `cc-hash`),
 //! never through the crate's own record builder.
 
 use cc_populate::{MemoryLayout, PlanBuilder, Role};
 use tdx_backend::{measure_plan, measure_plan_with, ExtendOrder, MeasureOptions, Mrtd, TDX_CAPS};
 
-/// SHA-384 from `ring`: the crate hashes with `sha2`, the hand derivations here with another
-/// implementation.
-struct Sha384(ring::digest::Context);
+/// SHA-384 from the `sha2` crate: the crate hashes with `cc-hash` (the system libcrypto or
+/// `ring`), the hand derivations here with another implementation.
+struct Sha384(sha2::Sha384);
 
 impl Sha384 {
     fn new() -> Self {
-        Sha384(ring::digest::Context::new(&ring::digest::SHA384))
+        Sha384(sha2::Digest::new())
     }
     fn update(&mut self, b: impl AsRef<[u8]>) {
-        self.0.update(b.as_ref());
+        sha2::Digest::update(&mut self.0, b.as_ref());
     }
     fn finalize(self) -> [u8; 48] {
-        let mut o = [0u8; 48];
-        o.copy_from_slice(self.0.finish().as_ref());
-        o
+        sha2::Digest::finalize(self.0).into()
     }
 }
 
