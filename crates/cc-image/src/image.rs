@@ -305,7 +305,7 @@ impl LaunchImage {
     /// build for the others (their contents are KVM's, from the vCPUs' register state).
     /// Refused for other platforms and unaligned addresses.
     pub fn push_vmsa(&mut self, gpa: u64, page: Box<[u8; 4096]>) -> Result<(), Error> {
-        if self.platform != Platform::Snp || gpa % 4096 != 0 {
+        if self.platform != Platform::Snp || !gpa.is_multiple_of(4096) {
             return Err(Error::Vmsa {
                 platform: self.platform,
                 gpa,

@@ -352,7 +352,7 @@ pub fn parse_plan(text: &str, path: &Path, dir: &Path) -> Result<LaunchImage, Er
                 ));
             }
             let gpa = e.gpa.map_or(DEFAULT_VMSA_GPA, |g| g.0);
-            if gpa % 4096 != 0 {
+            if !gpa.is_multiple_of(4096) {
                 return Err(cx.err(
                     format!("{field}.gpa"),
                     format!("{gpa:#x} is not 4 KiB aligned"),

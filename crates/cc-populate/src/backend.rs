@@ -58,7 +58,7 @@ impl BackendCaps {
                 self.granule
             ));
         }
-        if self.max_chunk == 0 || self.max_chunk % self.granule != 0 {
+        if self.max_chunk == 0 || !self.max_chunk.is_multiple_of(self.granule) {
             return Err(format!(
                 "max_chunk {:#x} is not a non-zero multiple of the granule {:#x}",
                 self.max_chunk, self.granule

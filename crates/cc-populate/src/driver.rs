@@ -672,7 +672,7 @@ impl<'o, B: Backend> Driver<'o, B> {
 /// A backend's claim of progress must be whole granules and no more than asked; otherwise
 /// nothing of the call is counted.
 fn check_progress(done: u64, asked: u64, granule: u64) -> Result<(), StopCause> {
-    if done > asked || done % granule != 0 {
+    if done > asked || !done.is_multiple_of(granule) {
         return Err(StopCause::BadProgress { done, asked });
     }
     Ok(())

@@ -515,7 +515,7 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
                 let done = len.wrapping_sub(args.size);
                 let consistent = ret == 0
                     && args.size <= len
-                    && done % PAGE_SIZE == 0
+                    && done.is_multiple_of(PAGE_SIZE)
                     && args.base == gpa.wrapping_add(done)
                     && args.source_uaddr == src.wrapping_add(done);
                 if !consistent {
@@ -536,7 +536,7 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
             }
             Ok(ret) => {
                 let done = ret as u64;
-                if ret < 0 || done > len || done % PAGE_SIZE != 0 {
+                if ret < 0 || done > len || !done.is_multiple_of(PAGE_SIZE) {
                     return Populated::failed(
                         0,
                         BackendError::new(
@@ -581,7 +581,7 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
             );
         }
         if let ChunkSource::Bytes(b) = chunk.source {
-            if b.as_ptr() as u64 % PAGE_SIZE == 0 && b.len() as u64 == chunk.len {
+            if (b.as_ptr() as u64).is_multiple_of(PAGE_SIZE) && b.len() as u64 == chunk.len {
                 return self.rmi_populate(chunk.gpa, chunk.len, b.as_ptr() as u64, measured);
             }
         }

@@ -49,7 +49,7 @@ pub type Measurement = [u8; 64];
 pub fn hash(algo: HashAlgo, data: &[u8]) -> Measurement {
     let mut out = [0u8; 64];
     match algo {
-        HashAlgo::Sha256 if data.len() % 64 == 0 && data.len() <= SHORT => {
+        HashAlgo::Sha256 if data.len().is_multiple_of(64) && data.len() <= SHORT => {
             let mut blocks = [GenericArray::<u8, U64>::default(); SHORT / 64 + 1];
             let n = data.len() / 64;
             for (b, d) in blocks.iter_mut().zip(data.chunks_exact(64)) {
@@ -63,7 +63,7 @@ pub fn hash(algo: HashAlgo, data: &[u8]) -> Measurement {
                 o.copy_from_slice(&w.to_be_bytes());
             }
         }
-        HashAlgo::Sha512 if data.len() % 128 == 0 && data.len() <= SHORT => {
+        HashAlgo::Sha512 if data.len().is_multiple_of(128) && data.len() <= SHORT => {
             let mut blocks = [GenericArray::<u8, U128>::default(); SHORT / 128 + 1];
             let n = data.len() / 128;
             for (b, d) in blocks.iter_mut().zip(data.chunks_exact(128)) {
@@ -289,7 +289,7 @@ impl RimDigest {
 
     fn check_range(&self, base: u64, len: u64) -> Result<(), Error> {
         let top = base.saturating_add(len);
-        if len == 0 || base % GRANULE != 0 || len % GRANULE != 0 {
+        if len == 0 || !base.is_multiple_of(GRANULE) || !len.is_multiple_of(GRANULE) {
             return Err(Error::BadRange {
                 base,
                 top,

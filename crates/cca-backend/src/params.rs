@@ -291,7 +291,7 @@ impl RealmParams {
                 });
             }
         }
-        if self.sve_vl % 128 != 0 || self.sve_vl > 2048 {
+        if !self.sve_vl.is_multiple_of(128) || self.sve_vl > 2048 {
             return Err(Error::InvalidParam {
                 field: "sve_vl",
                 value: self.sve_vl.into(),

@@ -92,7 +92,7 @@ impl Iterator for RipasSplit {
             .sizes
             .iter()
             .copied()
-            .find(|s| self.cur % s == 0 && *s <= left)
+            .find(|s| self.cur.is_multiple_of(*s) && *s <= left)
             .unwrap_or(GRANULE);
         let base = self.cur;
         self.cur += size;
@@ -127,7 +127,7 @@ pub fn ripas_split(base: u64, top: u64, ipa_bits: u8, lpa2: bool) -> Result<Ripa
             reason: "empty",
         });
     }
-    if base % GRANULE != 0 || top % GRANULE != 0 {
+    if !base.is_multiple_of(GRANULE) || !top.is_multiple_of(GRANULE) {
         return Err(Error::BadRange {
             base,
             top,

@@ -542,9 +542,9 @@ impl KernelModel {
         let end = args.base.wrapping_add(args.size);
         if args.reserved != 0
             || args.flags & !uapi::KVM_ARM_RMI_POPULATE_FLAGS_MEASURE != 0
-            || args.base % PAGE != 0
-            || end % PAGE != 0
-            || (in_out && args.source_uaddr % PAGE != 0)
+            || !args.base.is_multiple_of(PAGE)
+            || !end.is_multiple_of(PAGE)
+            || (in_out && !args.source_uaddr.is_multiple_of(PAGE))
         {
             return Err(libc::EINVAL);
         }
@@ -561,7 +561,7 @@ impl KernelModel {
         let npages = npages.min((slot.gpa + slot.size - args.base) / PAGE);
         let signal_after = self.faults.pop_front().map(|Fault::Signal { after }| after);
         let src = args.source_uaddr;
-        let read = self.read_sources && src % PAGE == 0;
+        let read = self.read_sources && src.is_multiple_of(PAGE);
         let content = move |i: u64| -> Option<Vec<u8>> {
             if !read {
                 // v12 pins the page holding an unaligned source and copies all of it; the
@@ -702,7 +702,7 @@ impl KernelModel {
             return Err(libc::EINVAL);
         }
         let end = gpa.checked_add(len).ok_or(libc::EINVAL)?;
-        if len == 0 || gpa % PAGE != 0 || len % PAGE != 0 {
+        if len == 0 || !gpa.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
             return Err(libc::EINVAL);
         }
         self.mark_private(gpa, end);
@@ -866,7 +866,7 @@ impl CcaIoctl for KernelModel {
     }
 
     fn write_shared_alias(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), i32> {
-        if gpa % PAGE != 0 || bytes.len() as u64 % PAGE != 0 {
+        if !gpa.is_multiple_of(PAGE) || !(bytes.len() as u64).is_multiple_of(PAGE) {
             return Err(libc::EINVAL);
         }
         for (i, page) in bytes.chunks(PAGE as usize).enumerate() {

@@ -76,7 +76,7 @@ fn pattern(len: u64, seed: u8) -> Vec<u8> {
 /// bounce-buffer path).
 fn unaligned(buf: &mut Vec<u8>, data: &[u8]) -> std::ops::Range<usize> {
     *buf = vec![0u8; data.len() + 1];
-    let start = if (buf.as_ptr() as usize + 1) % 4096 == 0 {
+    let start = if (buf.as_ptr() as usize + 1).is_multiple_of(4096) {
         0
     } else {
         1

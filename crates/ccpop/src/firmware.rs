@@ -444,7 +444,7 @@ pub struct CcaOptions {
 /// The image padded with zeros to whole 4 KiB granules.
 pub fn cca_padded(image: &[u8]) -> Cow<'_, [u8]> {
     let granule = cc_populate::PAGE_SIZE as usize;
-    if image.len() % granule == 0 {
+    if image.len().is_multiple_of(granule) {
         Cow::Borrowed(image)
     } else {
         let mut v = image.to_vec();

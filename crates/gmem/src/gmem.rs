@@ -187,7 +187,7 @@ impl GuestMemfd {
             return Err(Error::GuestMemfdUnsupported { size });
         }
         let page_size = page_size();
-        if size == 0 || size % page_size != 0 {
+        if size == 0 || !size.is_multiple_of(page_size) {
             return Err(Error::InvalidSize { size, page_size });
         }
         let missing = flags.difference(caps.guest_memfd_flags);

@@ -53,7 +53,7 @@ impl GuestMemfd {
         let gpa_end = gpa
             .checked_add(len)
             .ok_or(Error::RangeOverflow { offset: gpa, len })?;
-        if gpa % page_size != 0 {
+        if !gpa.is_multiple_of(page_size) {
             return Err(Error::Unaligned {
                 offset: gpa,
                 len,

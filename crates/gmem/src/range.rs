@@ -33,7 +33,7 @@ pub(crate) fn check_bounds(offset: u64, len: u64, size: u64) -> Result<u64, Erro
 pub(crate) fn check_pages(offset: u64, len: u64, size: u64) -> Result<u64, Error> {
     let end = check_bounds(offset, len, size)?;
     let page_size = page_size();
-    if offset % page_size != 0 || len % page_size != 0 {
+    if !offset.is_multiple_of(page_size) || !len.is_multiple_of(page_size) {
         return Err(Error::Unaligned {
             offset,
             len,

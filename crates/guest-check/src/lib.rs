@@ -428,7 +428,7 @@ pub fn mix(mut x: u64) -> u64 {
 /// Refuses a length that is not a multiple of 8. Addresses wrap modulo 2^64 (the guest refuses
 /// ranges that overflow before it runs).
 pub fn checksum(gpa: u64, bytes: &[u8]) -> Result<u64, Error> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return Err(Error::LengthNotMultipleOf8 { len: bytes.len() });
     }
     let mut key = gpa.wrapping_mul(POSITION_KEY);
@@ -552,7 +552,7 @@ impl<'vm> CheckGuest<'vm> {
         scratch_gpa: u64,
         vcpu_id: u64,
     ) -> Result<CheckGuest<'vm>, Error> {
-        if scratch_gpa % SCRATCH_ALIGN != 0 {
+        if !scratch_gpa.is_multiple_of(SCRATCH_ALIGN) {
             return Err(Error::ScratchMisaligned { gpa: scratch_gpa });
         }
         let kvm = Kvm::new().map_err(Error::OpenKvm)?;

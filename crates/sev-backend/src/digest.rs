@@ -342,7 +342,7 @@ impl LaunchDigest {
 }
 
 fn check_gpa(gpa: u64, len: u64) -> Result<(), Error> {
-    if gpa % PAGE as u64 != 0 || len % PAGE as u64 != 0 {
+    if !gpa.is_multiple_of(PAGE as u64) || !len.is_multiple_of(PAGE as u64) {
         return Err(Error::BadPage {
             gpa,
             reason: format!("address or length {len:#x} not a multiple of 4 KiB"),

@@ -704,7 +704,7 @@ impl<I: SevIoctl> SnpBackend<I> {
                         || ty == PageType::Zero
                         || p.uaddr == before.uaddr.wrapping_add(moved);
                     if p.len > before.len
-                        || moved % PAGE as u64 != 0
+                        || !moved.is_multiple_of(PAGE as u64)
                         || p.gfn_start != before.gfn_start + moved / PAGE as u64
                         || !uaddr_ok
                     {

@@ -517,7 +517,7 @@ pub(crate) fn image_region<'a>(
     what: &'static str,
 ) -> Result<PlannedRegion<'a>, Error> {
     let size = image.len() as u64;
-    if size == 0 || size % 4096 != 0 || size > end || end % 4096 != 0 {
+    if size == 0 || !size.is_multiple_of(4096) || size > end || !end.is_multiple_of(4096) {
         return Err(Error::ImageFormat {
             what,
             offset: 0,

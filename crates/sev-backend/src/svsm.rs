@@ -32,7 +32,7 @@ pub fn plan_svsm<'a>(
     vars_size: u64,
 ) -> Result<SvsmPlan<'a>, Error> {
     let fw = image_region(ovmf, FOUR_GIB, "firmware image")?;
-    if vars_size % 4096 != 0 || vars_size > fw.gpa {
+    if !vars_size.is_multiple_of(4096) || vars_size > fw.gpa {
         return Err(Error::ImageFormat {
             what: "OVMF variable store",
             offset: 0,

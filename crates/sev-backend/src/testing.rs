@@ -414,7 +414,11 @@ impl KernelModel {
         if !self.snp_active || !self.snp_context {
             return err(libc::EINVAL, 0);
         }
-        if p.len == 0 || p.len % PAGE != 0 || p.flags != 0 || !matches!(p.type_, 1 | 3..=6) {
+        if p.len == 0
+            || !p.len.is_multiple_of(PAGE)
+            || p.flags != 0
+            || !matches!(p.type_, 1 | 3..=6)
+        {
             return err(libc::EINVAL, 0);
         }
         // `gfn_to_memslot(kvm, params.gfn_start)` must have guest_memfd.
@@ -580,7 +584,11 @@ impl SevIoctl for KernelModel {
         if self.vm_dead {
             return Err(libc::EIO);
         }
-        if len == 0 || gpa.checked_add(len).is_none() || gpa % PAGE != 0 || len % PAGE != 0 {
+        if len == 0
+            || gpa.checked_add(len).is_none()
+            || !gpa.is_multiple_of(PAGE)
+            || !len.is_multiple_of(PAGE)
+        {
             return Err(libc::EINVAL);
         }
         let mut a = gpa;

@@ -817,7 +817,7 @@ fn sources_reach_the_kernel_page_aligned() {
     let aligned_ptr = aligned.as_slice().as_ptr() as u64;
     assert_eq!(aligned_ptr % 4096, 0);
     let backing = vec![0x5au8; 2 * 4096 + 1];
-    let unaligned = if backing.as_ptr() as usize % 4096 == 0 {
+    let unaligned = if (backing.as_ptr() as usize).is_multiple_of(4096) {
         &backing[1..]
     } else {
         &backing[..8192]

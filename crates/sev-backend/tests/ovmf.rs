@@ -194,7 +194,7 @@ fn arbitrary_mutations_never_panic() {
             let pos = n - 1 - ((x >> (8 + 10 * k)) % 1024) as usize;
             m[pos] = (x >> (k * 8)) as u8;
         }
-        let cut = if x % 5 == 0 {
+        let cut = if x.is_multiple_of(5) {
             ((x >> 40) % n as u64) as usize
         } else {
             0

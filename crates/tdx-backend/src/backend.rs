@@ -771,7 +771,7 @@ impl<I: TdxIoctl> Backend for TdxBackend<I> {
                             ),
                         );
                     };
-                    if (src.as_ptr() as u64) % PAGE_SIZE == 0 {
+                    if (src.as_ptr() as u64).is_multiple_of(PAGE_SIZE) {
                         (rest, add_pages(&mut self.ioctl, gpa, src, flags))
                     } else {
                         // The kernel wants a page-aligned source: bounce it.

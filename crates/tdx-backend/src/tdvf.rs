@@ -325,7 +325,8 @@ fn check_section(image: &[u8], index: usize, s: &Section) -> Result<(), Error> {
     if s.memory_data_size < raw {
         return err(format!("RawDataSize {raw:#x} exceeds MemoryDataSize"));
     }
-    if s.memory_address % PAGE_SIZE != 0 || s.memory_data_size % PAGE_SIZE != 0 {
+    if !s.memory_address.is_multiple_of(PAGE_SIZE) || !s.memory_data_size.is_multiple_of(PAGE_SIZE)
+    {
         return err("address or size not 4 KiB aligned".into());
     }
     if s.memory_data_size == 0 {

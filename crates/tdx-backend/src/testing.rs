@@ -740,8 +740,8 @@ impl TdxIoctl for TdxModel {
             return Err(libc::EIO);
         }
         if !self.is_td()
-            || gpa % PAGE_SIZE != 0
-            || len % PAGE_SIZE != 0
+            || !gpa.is_multiple_of(PAGE_SIZE)
+            || !len.is_multiple_of(PAGE_SIZE)
             || len == 0
             || gpa.checked_add(len).is_none()
         {
@@ -794,8 +794,8 @@ impl TdxModel {
         // arithmetic: the shift drops high bits of nr_pages, and only a sum that wraps or stays
         // put is refused.
         let end = region.gpa.wrapping_add(region.nr_pages << 12);
-        if region.source_addr % PAGE_SIZE != 0
-            || region.gpa % PAGE_SIZE != 0
+        if !region.source_addr.is_multiple_of(PAGE_SIZE)
+            || !region.gpa.is_multiple_of(PAGE_SIZE)
             || region.nr_pages == 0
             || end <= region.gpa
             || region.gpa & self.shared_bit != 0
