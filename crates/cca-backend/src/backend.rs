@@ -605,18 +605,27 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
         Populated::all(off)
     }
 
+    /// The v9 sub-commands work only on a created realm that is not yet active: the refusal
+    /// otherwise, for `what` at `gpa`. Once ACTIVATE_REALM is done nothing can be added to the
+    /// realm any more, so that refusal is unrecoverable.
+    fn legacy_refusal(&self, what: &str, gpa: u64) -> Option<Populated> {
+        if self.state == RealmState::New {
+            return None;
+        }
+        let e = BackendError::new(
+            ErrorKind::Failed,
+            format!("{what} {gpa:#x}: the realm must be created (configure) and not active"),
+        );
+        let active = self.state == RealmState::Active;
+        Some(Populated::failed(
+            0,
+            if active { e.unrecoverable() } else { e },
+        ))
+    }
+
     fn populate_legacy(&mut self, chunk: &ChunkRequest<'_>, measured: bool) -> Populated {
-        if self.state != RealmState::New {
-            let e = BackendError::new(
-                ErrorKind::Failed,
-                format!(
-                    "populating {:#x}: the realm must be created (configure) and not active",
-                    chunk.gpa
-                ),
-            );
-            // ACTIVATE_REALM done: nothing can be added to the realm any more.
-            let active = self.state == RealmState::Active;
-            return Populated::failed(0, if active { e.unrecoverable() } else { e });
+        if let Some(refused) = self.legacy_refusal("populating", chunk.gpa) {
+            return refused;
         }
         // The kernel reports no partial progress: issue one call per 2 MiB-aligned piece (its
         // own internal step) so that what is reported done is exact.
@@ -685,17 +694,8 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
     }
 
     fn init_ripas_legacy(&mut self, chunk: &ChunkRequest<'_>) -> Populated {
-        if self.state != RealmState::New {
-            let e = BackendError::new(
-                ErrorKind::Failed,
-                format!(
-                    "RIPAS init at {:#x}: the realm must be created (configure) and not active",
-                    chunk.gpa
-                ),
-            );
-            // ACTIVATE_REALM done: nothing can be added to the realm any more.
-            let active = self.state == RealmState::Active;
-            return Populated::failed(0, if active { e.unrecoverable() } else { e });
+        if let Some(refused) = self.legacy_refusal("RIPAS init at", chunk.gpa) {
+            return refused;
         }
         let mut args = ArmRmeInitRipas {
             base: chunk.gpa,
