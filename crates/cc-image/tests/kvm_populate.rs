@@ -9,6 +9,7 @@ use cc_image::{load_igvm, load_plan_file, Platform};
 use cc_populate::plain::PlainBackend;
 use cc_populate::{Backend, Driver, Role, RoleSet};
 use common::*;
+use gmem::testing::Need;
 use gmem::{GmemFlags, GuestMemfd};
 use igvm::{IgvmDirectiveHeader, IgvmFile};
 use igvm_defs::IgvmPageDataType;
@@ -37,11 +38,8 @@ fn populate(kvm: &kvm_ioctls::Kvm, image: &cc_image::LaunchImage, roles: RoleSet
     mem
 }
 
-#[test]
 fn a_plain_plan_file_lands_byte_for_byte() {
-    let Some(kvm) = gmem::testing::require_kvm("a_plain_plan_file_lands_byte_for_byte") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let dir = std::env::temp_dir().join(format!("cc-image-kvm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut rng = Rng(77);
@@ -120,11 +118,8 @@ fn expected_from_file(bytes: &[u8], mask: u32) -> Vec<u8> {
     want
 }
 
-#[test]
 fn igvm_page_data_lands_byte_for_byte() {
-    let Some(kvm) = gmem::testing::require_kvm("igvm_page_data_lands_byte_for_byte") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let mut rng = Rng(0xdead_beef);
     let roles = RoleSet::COMMON.with(Role::Secrets).with(Role::Cpuid);
     for i in 0..12 {
@@ -143,4 +138,14 @@ fn igvm_page_data_lands_byte_for_byte() {
             );
         }
     }
+}
+
+fn main() -> std::process::ExitCode {
+    gmem::testing::run(vec![
+        gmem::kvm_test!(
+            a_plain_plan_file_lands_byte_for_byte,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(igvm_page_data_lands_byte_for_byte, Need::SharedGuestMemfd),
+    ])
 }

@@ -4,6 +4,7 @@
 
 use cc_populate::plain::{PlainBackend, ZeroMode};
 use cc_populate::{Backend, Driver, PlanBuilder, Role, RoleSet, SourceBuf};
+use gmem::testing::Need;
 use gmem::{GmemFlags, GuestMemfd};
 use guest_check::{checksum, CheckGuest, CheckRange};
 
@@ -22,13 +23,8 @@ fn pattern(len: u64, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-#[test]
 fn plan_populated_through_the_driver_is_what_the_guest_sees() {
-    let Some(kvm) =
-        gmem::testing::require_kvm("plan_populated_through_the_driver_is_what_the_guest_sees")
-    else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let vm = kvm.create_vm().unwrap();
     // Two guest_memfds, two memslots: [0, 16 MiB) and [32 MiB, 48 MiB).
     let flags = GmemFlags::MMAP | GmemFlags::INIT_SHARED;
@@ -129,12 +125,8 @@ fn plan_populated_through_the_driver_is_what_the_guest_sees() {
     assert_ne!(again[0], checksum(36 * MIB, &kernel).unwrap());
 }
 
-#[test]
 fn zero_regions_can_be_written_instead_of_punched() {
-    let Some(kvm) = gmem::testing::require_kvm("zero_regions_can_be_written_instead_of_punched")
-    else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let vm = kvm.create_vm().unwrap();
     let g = GuestMemfd::create(&vm, 4 * MIB, GmemFlags::MMAP | GmemFlags::INIT_SHARED).unwrap();
     g.map_shared(0, 4 * MIB)
@@ -159,13 +151,8 @@ fn zero_regions_can_be_written_instead_of_punched() {
     assert!(buf[3 * MIB as usize..].iter().all(|b| *b == 0x77));
 }
 
-#[test]
 fn a_chunk_outside_the_registered_memslots_is_a_clear_error() {
-    let Some(kvm) =
-        gmem::testing::require_kvm("a_chunk_outside_the_registered_memslots_is_a_clear_error")
-    else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let vm = kvm.create_vm().unwrap();
     let g = GuestMemfd::create(&vm, 2 * MIB, GmemFlags::MMAP | GmemFlags::INIT_SHARED).unwrap();
     let mut backend = PlainBackend::new();
@@ -186,4 +173,21 @@ fn a_chunk_outside_the_registered_memslots_is_a_clear_error() {
     let msg = err.to_string();
     assert!(msg.contains("0x400000"), "{msg}");
     assert!(msg.contains("no registered memslot"), "{msg}");
+}
+
+fn main() -> std::process::ExitCode {
+    gmem::testing::run(vec![
+        gmem::kvm_test!(
+            plan_populated_through_the_driver_is_what_the_guest_sees,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            zero_regions_can_be_written_instead_of_punched,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            a_chunk_outside_the_registered_memslots_is_a_clear_error,
+            Need::SharedGuestMemfd
+        ),
+    ])
 }

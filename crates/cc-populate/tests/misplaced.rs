@@ -12,6 +12,7 @@ use cc_populate::plain::{PlainBackend, ZeroMode};
 use cc_populate::{
     Backend, BackendCaps, ChunkRequest, ChunkSource, Driver, PlanBuilder, Populated, Role,
 };
+use gmem::testing::Need;
 use gmem::{GmemFlags, GuestMemfd, SharedView};
 use guest_check::{checksum, CheckGuest, CheckRange};
 
@@ -140,10 +141,8 @@ impl Image {
 
 /// Populates the image with `rewrite` on real KVM, runs the check guest over every region and
 /// gap, and returns the names that mismatched, and the memory as the host reads it back.
-/// `None` without KVM.
-fn populate_and_check(test: &str, rewrite: Rewrite) -> Option<(Vec<String>, Vec<u8>)> {
-    let kvm = gmem::testing::require_kvm(test)?;
-    let vm = kvm.create_vm().expect("KVM_CREATE_VM");
+fn populate_and_check(rewrite: Rewrite) -> (Vec<String>, Vec<u8>) {
+    let (_kvm, vm) = gmem::testing::default_vm();
     let gmem = GuestMemfd::create(&vm, MEM, GmemFlags::MMAP | GmemFlags::INIT_SHARED)
         .expect("guest_memfd");
     gmem.map_shared(0, MEM)
@@ -192,7 +191,7 @@ fn populate_and_check(test: &str, rewrite: Rewrite) -> Option<(Vec<String>, Vec<
     gmem.map_shared(0, MEM)
         .and_then(|v| v.read_at(0, &mut memory))
         .expect("read back");
-    Some((mismatched, memory))
+    (mismatched, memory)
 }
 
 fn words(bytes: &[u8]) -> Vec<u64> {
@@ -218,18 +217,11 @@ fn in_region(name: &'static str, f: fn(&ChunkRequest<'_>, &[u8]) -> Writes) -> R
     Box::new(move |chunk, src| (chunk.region == index).then(|| f(chunk, src)))
 }
 
-#[test]
 fn nothing_misplaced_nothing_mismatches() {
-    let Some((bad, _)) = populate_and_check(
-        "nothing_misplaced_nothing_mismatches",
-        Box::new(|_, _| None),
-    ) else {
-        return;
-    };
+    let (bad, _) = populate_and_check(Box::new(|_, _| None));
     assert_eq!(bad, Vec::<String>::new());
 }
 
-#[test]
 fn a_chunk_populated_at_a_wrong_offset() {
     // The kernel's last chunk (12 KiB past its last full 256 KiB) lands one page later: the page
     // it should have filled keeps junk, and its last page runs into the gap after the kernel.
@@ -238,13 +230,10 @@ fn a_chunk_populated_at_a_wrong_offset() {
     let rewrite: Rewrite = Box::new(move |chunk, src| {
         (chunk.gpa + chunk.len == end).then(|| vec![(chunk.gpa + 4 * KIB, src.to_vec())])
     });
-    let Some((bad, _)) = populate_and_check("a_chunk_populated_at_a_wrong_offset", rewrite) else {
-        return;
-    };
+    let (bad, _) = populate_and_check(rewrite);
     assert_eq!(bad, ["kernel", "unpopulated [0x703000, 0x800000)"]);
 }
 
-#[test]
 fn two_pages_swapped() {
     // Pages 1 and 2 of the firmware's first chunk trade places.
     let rewrite = in_region("firmware", |chunk, src| {
@@ -257,13 +246,10 @@ fn two_pages_swapped() {
         bytes[p2..p2 + 4096].copy_from_slice(&src[p1..p2]);
         vec![(chunk.gpa, bytes)]
     });
-    let Some((bad, _)) = populate_and_check("two_pages_swapped", rewrite) else {
-        return;
-    };
+    let (bad, _) = populate_and_check(rewrite);
     assert_eq!(bad, ["firmware"]);
 }
 
-#[test]
 fn two_regions_swapped() {
     // initrd and cmdline have the same length: each lands where the other belongs.
     let image = Image::new();
@@ -280,29 +266,22 @@ fn two_regions_swapped() {
         };
         Some(vec![(to, src.to_vec())])
     });
-    let Some((bad, _)) = populate_and_check("two_regions_swapped", rewrite) else {
-        return;
-    };
+    let (bad, _) = populate_and_check(rewrite);
     assert_eq!(bad, ["initrd", "cmdline"]);
 }
 
-#[test]
 fn a_region_shifted_by_8_bytes() {
     // Every chunk of the initrd lands 8 bytes late; its last 8 bytes run into the gap after it.
     let rewrite = in_region("initrd", |chunk, src| vec![(chunk.gpa + 8, src.to_vec())]);
-    let Some((bad, _)) = populate_and_check("a_region_shifted_by_8_bytes", rewrite) else {
-        return;
-    };
+    let (bad, _) = populate_and_check(rewrite);
     assert_eq!(bad, ["initrd", "unpopulated [0x900000, 0xa00000)"]);
 }
 
 /// Populates with `rewrite` (a change confined to region `name`) and asserts that the guest
 /// reports exactly that region, while the old checksum of the memory equals the old checksum of
 /// the intended bytes.
-fn caught_although_the_old_sum_is_blind(test: &str, name: &str, rewrite: Rewrite) {
-    let Some((bad, memory)) = populate_and_check(test, rewrite) else {
-        return;
-    };
+fn caught_although_the_old_sum_is_blind(name: &str, rewrite: Rewrite) {
+    let (bad, memory) = populate_and_check(rewrite);
     assert_eq!(bad, [name]);
     let image = Image::new();
     let want = &image.regions[image.index(name)].2;
@@ -316,7 +295,6 @@ fn caught_although_the_old_sum_is_blind(test: &str, name: &str, rewrite: Rewrite
     );
 }
 
-#[test]
 fn old_blind_spot_equal_sum_pages_swapped() {
     // The two pages of "tables" have equal word sums; they land swapped.
     let rewrite = in_region("tables", |chunk, src| {
@@ -324,14 +302,9 @@ fn old_blind_spot_equal_sum_pages_swapped() {
         bytes.extend_from_slice(&src[..4096]);
         vec![(chunk.gpa, bytes)]
     });
-    caught_although_the_old_sum_is_blind(
-        "old_blind_spot_equal_sum_pages_swapped",
-        "tables",
-        rewrite,
-    );
+    caught_although_the_old_sum_is_blind("tables", rewrite);
 }
 
-#[test]
 fn old_blind_spot_bit_63_in_two_words_an_even_distance_apart() {
     let rewrite = in_region("cmdline", |chunk, src| {
         let mut bytes = src.to_vec();
@@ -341,14 +314,9 @@ fn old_blind_spot_bit_63_in_two_words_an_even_distance_apart() {
         }
         vec![(chunk.gpa, bytes)]
     });
-    caught_although_the_old_sum_is_blind(
-        "old_blind_spot_bit_63_in_two_words_an_even_distance_apart",
-        "cmdline",
-        rewrite,
-    );
+    caught_although_the_old_sum_is_blind("cmdline", rewrite);
 }
 
-#[test]
 fn old_blind_spot_plus_d_minus_2d_plus_d() {
     let rewrite = in_region("firmware", |chunk, src| {
         let mut w = words(src);
@@ -360,9 +328,27 @@ fn old_blind_spot_plus_d_minus_2d_plus_d() {
         }
         vec![(chunk.gpa, w.iter().flat_map(|x| x.to_le_bytes()).collect())]
     });
-    caught_although_the_old_sum_is_blind(
-        "old_blind_spot_plus_d_minus_2d_plus_d",
-        "firmware",
-        rewrite,
-    );
+    caught_although_the_old_sum_is_blind("firmware", rewrite);
+}
+
+fn main() -> std::process::ExitCode {
+    gmem::testing::run(vec![
+        gmem::kvm_test!(nothing_misplaced_nothing_mismatches, Need::SharedGuestMemfd),
+        gmem::kvm_test!(a_chunk_populated_at_a_wrong_offset, Need::SharedGuestMemfd),
+        gmem::kvm_test!(two_pages_swapped, Need::SharedGuestMemfd),
+        gmem::kvm_test!(two_regions_swapped, Need::SharedGuestMemfd),
+        gmem::kvm_test!(a_region_shifted_by_8_bytes, Need::SharedGuestMemfd),
+        gmem::kvm_test!(
+            old_blind_spot_equal_sum_pages_swapped,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            old_blind_spot_bit_63_in_two_words_an_even_distance_apart,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            old_blind_spot_plus_d_minus_2d_plus_d,
+            Need::SharedGuestMemfd
+        ),
+    ])
 }

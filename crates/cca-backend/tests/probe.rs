@@ -1,6 +1,7 @@
 //! Probing and versions: only capability numbers read in the series' own patches are used,
 //! other versions are refused by name, and this machine's KVM (no CCA) says so with typed errors.
 
+use gmem::testing::Need;
 use std::cell::Cell;
 
 use cc_populate::{Driver, ErrorKind, MemoryLayout, Phase, PlanBuilder, Role, StopCause};
@@ -9,7 +10,6 @@ use cca_backend::{
     UapiVersion,
 };
 
-#[test]
 fn series_number_is_asked_unless_the_caller_knows_better() {
     let asked = Cell::new(0);
     let check = |cap: u32| {
@@ -42,7 +42,6 @@ fn series_number_is_asked_unless_the_caller_knows_better() {
     assert!(e.to_string().contains("from the caller"), "{e}");
 }
 
-#[test]
 fn series_numbers_are_the_patches() {
     // v9 06/43, v12 06/46, v13 11/48, v14 13/44 ("Define the user ABI").
     assert_eq!(UapiVersion::V14.series_cap(), 249);
@@ -66,7 +65,6 @@ fn series_numbers_are_the_patches() {
     assert_eq!(UapiVersion::EnableCap.to_string(), "v9 (KVM_ENABLE_CAP)");
 }
 
-#[test]
 fn unsupported_versions_are_refused_by_name() {
     for n in [0, 1, 4, 5, 6, 7, 8, 10, 11, 15, 99] {
         let e = UapiVersion::from_series(n).unwrap_err();
@@ -82,7 +80,6 @@ fn unsupported_versions_are_refused_by_name() {
     assert!(e.to_string().contains("KVM_CAP_ARM_RME number"), "{e}");
 }
 
-#[test]
 fn non_arm64_host_asks_nothing() {
     let check = |_: u32| -> i32 { panic!("must not ask the kernel") };
     let e = probe_with(&check, Some(249), false, UapiVersion::V14).unwrap_err();
@@ -91,11 +88,8 @@ fn non_arm64_host_asks_nothing() {
         .starts_with("Arm CCA realms are not supported by this KVM"));
 }
 
-#[test]
 fn real_kvm_here_is_not_supported() {
-    let Some(kvm) = gmem::testing::require_kvm("real_kvm_here_is_not_supported") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     for v in [
         UapiVersion::V14,
         UapiVersion::V13,
@@ -109,11 +103,8 @@ fn real_kvm_here_is_not_supported() {
     }
 }
 
-#[test]
 fn real_vm_fd_refuses_with_typed_errors() {
-    let Some(kvm) = gmem::testing::require_kvm("real_vm_fd_refuses_with_typed_errors") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let vm = kvm.create_vm().unwrap();
     let vcpus = [vm.create_vcpu(0).unwrap()];
     // configure reaches the vCPUs only through arm64 ioctls: refused, naming the vCPU.
@@ -201,14 +192,10 @@ fn real_vm_fd_refuses_with_typed_errors() {
     );
 }
 
-#[test]
 fn real_ioctl_layer_refuses_every_call_off_arm64() {
     use cca_backend::uapi::{self, KvmArmRmiPopulate};
     use cca_backend::{CcaIoctl, RmeArg};
-    let Some(kvm) = gmem::testing::require_kvm("real_ioctl_layer_refuses_every_call_off_arm64")
-    else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let vm = kvm.create_vm().unwrap();
     let vcpus = [vm.create_vcpu(0).unwrap()];
     let written = std::cell::RefCell::new(Vec::new());
@@ -279,7 +266,6 @@ impl cca_backend::CcaIoctl for Minimal {
     }
 }
 
-#[test]
 fn default_layer_methods_refuse() {
     use cca_backend::CcaIoctl;
     // Through the `&mut T` forwarding impl.
@@ -312,4 +298,17 @@ fn default_layer_methods_refuse() {
         be.adopt(&RealmParams::new(HashAlgo::Sha256, 40)),
         Err(Error::NotOffered { .. })
     ));
+}
+
+fn main() -> std::process::ExitCode {
+    gmem::testing::run(vec![
+        gmem::kvm_test!(series_number_is_asked_unless_the_caller_knows_better),
+        gmem::kvm_test!(series_numbers_are_the_patches),
+        gmem::kvm_test!(unsupported_versions_are_refused_by_name),
+        gmem::kvm_test!(non_arm64_host_asks_nothing),
+        gmem::kvm_test!(real_kvm_here_is_not_supported, Need::Kvm),
+        gmem::kvm_test!(real_vm_fd_refuses_with_typed_errors, Need::Kvm),
+        gmem::kvm_test!(real_ioctl_layer_refuses_every_call_off_arm64, Need::Kvm),
+        gmem::kvm_test!(default_layer_methods_refuse),
+    ])
 }

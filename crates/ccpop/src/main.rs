@@ -56,6 +56,10 @@ struct DemoArgs {
     /// Flip one byte after populating, to show (and test) that the guest catches it.
     #[arg(long, hide = true)]
     corrupt: bool,
+    /// Let the populate of region NAME write 4 KiB past its end, reporting success (to show,
+    /// and test, that the guest check catches an overrun).
+    #[arg(long, hide = true, value_name = "NAME")]
+    overrun: Option<String>,
     /// The KVM device to open (for testing the message when KVM is missing).
     #[arg(long, hide = true, default_value = "/dev/kvm", value_name = "PATH")]
     kvm_device: std::path::PathBuf,
@@ -693,6 +697,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Demo(a) => demo::run(&demo::DemoOptions {
             size_mib: a.size_mib,
             corrupt: a.corrupt,
+            overrun: a.overrun,
             kvm_device: a.kvm_device,
         }),
         Command::Plan(a) => plan_command(&a),

@@ -3,12 +3,9 @@
 mod common;
 
 use common::{ccpop, text};
+use gmem::testing::Need;
 
-#[test]
 fn demo_populates_64_mib_and_the_guest_verifies_it() {
-    if gmem::testing::require_kvm("demo_populates_64_mib_and_the_guest_verifies_it").is_none() {
-        return;
-    }
     let out = ccpop(&["demo"]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -64,11 +61,7 @@ fn demo_populates_64_mib_and_the_guest_verifies_it() {
     );
 }
 
-#[test]
 fn demo_with_a_flipped_byte_exits_1_without_verified() {
-    if gmem::testing::require_kvm("demo_with_a_flipped_byte_exits_1_without_verified").is_none() {
-        return;
-    }
     let out = ccpop(&["demo", "--size-mib", "16", "--corrupt"]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
@@ -82,7 +75,6 @@ fn demo_with_a_flipped_byte_exits_1_without_verified() {
     );
 }
 
-#[test]
 fn demo_without_kvm_says_so_in_one_line() {
     let out = ccpop(&["demo", "--kvm-device", "/nonexistent/kvm"]);
     let stderr = text(&out.stderr);
@@ -94,7 +86,6 @@ fn demo_without_kvm_says_so_in_one_line() {
     assert!(out.stdout.is_empty());
 }
 
-#[test]
 fn demo_sizes_out_of_range_are_refused() {
     for size in ["8", "5000"] {
         let out = ccpop(&["demo", "--size-mib", size]);
@@ -108,4 +99,52 @@ fn demo_sizes_out_of_range_are_refused() {
             "{stderr}"
         );
     }
+}
+
+/// A populate that writes a page past the end of the boot tables, reporting success, is caught
+/// by the check of the unpopulated gap after them, and only there; the same demo without the
+/// overrun verifies.
+fn an_overrun_into_an_unpopulated_gap_is_caught() {
+    let out = ccpop(&["demo", "--size-mib", "16", "--overrun", "boot tables"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = stderr.trim_end();
+    assert!(
+        line.starts_with("ccpop: unpopulated [0x10000..+0x1f0000): guest checksum"),
+        "{line}"
+    );
+    assert!(!line.contains(';'), "one mismatch only: {line}");
+    assert!(!text(&out.stdout).contains("verified"));
+    let out = ccpop(&["demo", "--size-mib", "16"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().last(), Some("verified"));
+}
+
+fn an_overrun_of_an_unknown_region_is_a_usage_error() {
+    let out = ccpop(&["demo", "--size-mib", "16", "--overrun", "nothing"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        "ccpop: --overrun nothing: no demo region of that name"
+    );
+}
+
+fn main() -> std::process::ExitCode {
+    gmem::testing::run(vec![
+        gmem::kvm_test!(
+            demo_populates_64_mib_and_the_guest_verifies_it,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            demo_with_a_flipped_byte_exits_1_without_verified,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(demo_without_kvm_says_so_in_one_line),
+        gmem::kvm_test!(demo_sizes_out_of_range_are_refused),
+        gmem::kvm_test!(
+            an_overrun_into_an_unpopulated_gap_is_caught,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(an_overrun_of_an_unknown_region_is_a_usage_error),
+    ])
 }

@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use gmem::{Capabilities, GmemFlags, GuestMemfd};
+use gmem::{GmemFlags, GuestMemfd};
 
 const SIZE: usize = 64 << 20;
 const ROUNDS: usize = 5;
@@ -21,15 +21,13 @@ fn best(mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
-    let Some(kvm) = gmem::testing::require_kvm("bench write") else {
-        return;
-    };
-    let vm = kvm.create_vm().expect("create_vm");
-    let flags = GmemFlags::MMAP | GmemFlags::INIT_SHARED;
-    if !Capabilities::probe(&vm).guest_memfd_flags.contains(flags) {
-        eprintln!("this KVM does not offer {flags}");
+    let host = gmem::testing::Host::get();
+    if let Some(why) = host.lacks(&gmem::testing::Need::SharedGuestMemfd) {
+        eprintln!("bench write: SKIPPED: needs guest_memfd with MMAP|INIT_SHARED: {why}");
         return;
     }
+    let (_kvm, vm) = gmem::testing::default_vm();
+    let flags = GmemFlags::MMAP | GmemFlags::INIT_SHARED;
     let src: Vec<u8> = (0..SIZE).map(|i| (i * 31) as u8).collect();
     let mut dst = vec![1u8; SIZE]; // prefaulted
     let memcpy = best(|| {

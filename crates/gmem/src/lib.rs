@@ -47,8 +47,8 @@
 //! # }
 //! ```
 //!
-//! Tests that need `/dev/kvm` call `testing::require_kvm` (feature `test-utils`), which records a
-//! skip where there is none.
+//! Tests that need KVM name the capabilities they need and run under `testing::run` (feature
+//! `test-utils`), which reports a test whose needs the kernel lacks as skipped, with the reason.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -59,7 +59,7 @@ mod flags;
 mod gmem;
 mod memslot;
 mod range;
-// Test support (`require_kvm`): only with the `test-utils` feature.
+// Test support (the harness for KVM tests): only with the `test-utils` feature.
 #[cfg(feature = "test-utils")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
 pub mod testing;

@@ -2,6 +2,7 @@
 
 mod common;
 
+use gmem::testing::Need;
 use std::os::fd::AsRawFd;
 
 use common::*;
@@ -11,11 +12,8 @@ use vm_memory::{
     MemoryRegionAddress,
 };
 
-#[test]
 fn probe_matches_raw_check_extension() {
-    let Some((kvm, vm)) = vm("probe_matches_raw_check_extension") else {
-        return;
-    };
+    let (kvm, vm) = vm();
     let caps = Capabilities::probe(&vm);
     // An independent reading of the same capabilities, by number from the kernel header.
     let raw = |cap: u64| vm.check_extension_raw(cap);
@@ -41,11 +39,8 @@ fn probe_matches_raw_check_extension() {
     assert_eq!(sys.vm_types, kvm.check_extension_raw(235).max(0) as u64);
 }
 
-#[test]
 fn create_each_offered_flag_combination() {
-    let Some((_kvm, vm)) = vm("create_each_offered_flag_combination") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let offered = Capabilities::probe(&vm).guest_memfd_flags;
     for bits in 0..4u64 {
         let flags = GmemFlags::from_bits(bits);
@@ -76,11 +71,8 @@ fn create_each_offered_flag_combination() {
     }
 }
 
-#[test]
 fn create_refuses_bad_size_and_flags_before_the_kernel() {
-    let Some((_kvm, vm)) = vm("create_refuses_bad_size_and_flags_before_the_kernel") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let caps = Capabilities::probe(&vm);
     assert!(matches!(
         GuestMemfd::create(&vm, 0, GmemFlags::empty()),
@@ -126,11 +118,8 @@ fn create_refuses_bad_size_and_flags_before_the_kernel() {
     ));
 }
 
-#[test]
 fn shared_view_write_read_through_two_mappings() {
-    let Some((_kvm, vm)) = vm("shared_view_write_read_through_two_mappings") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let g = shared_gmem(&vm, 16 * PAGE);
     let a = g.map_shared(4 * PAGE, 8 * PAGE).unwrap();
     let b = g.map_shared(0, 16 * PAGE).unwrap();
@@ -173,11 +162,8 @@ fn shared_view_write_read_through_two_mappings() {
     assert_eq!(a.as_volatile_slice().len(), 8 * PAGE as usize);
 }
 
-#[test]
 fn populate_write_makes_pages_resident() {
-    let Some((_kvm, vm)) = vm("populate_write_makes_pages_resident") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let g = shared_gmem(&vm, 8 * PAGE);
     let v = g.map_shared(0, 8 * PAGE).unwrap();
     assert_eq!(resident(&v), vec![false; 8]);
@@ -197,11 +183,8 @@ fn populate_write_makes_pages_resident() {
     assert!(!resident(&v)[0]);
 }
 
-#[test]
 fn view_refusals_name_the_range_and_change_nothing() {
-    let Some((_kvm, vm)) = vm("view_refusals_name_the_range_and_change_nothing") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let g = shared_gmem(&vm, 4 * PAGE);
     assert!(matches!(
         g.map_shared(0, 0),
@@ -254,11 +237,8 @@ fn view_refusals_name_the_range_and_change_nothing() {
     ));
 }
 
-#[test]
 fn allocate_keeps_size_and_contents() {
-    let Some((_kvm, vm)) = vm("allocate_keeps_size_and_contents") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let g = shared_gmem(&vm, 8 * PAGE);
     let v = g.map_shared(0, 8 * PAGE).unwrap();
     v.write_at(PAGE, &[0x5a; 64]).unwrap();
@@ -275,11 +255,8 @@ fn allocate_keeps_size_and_contents() {
     plain.allocate(PAGE, 2 * PAGE).unwrap();
 }
 
-#[test]
 fn punch_hole_zeroes_and_frees_exactly_the_range() {
-    let Some((_kvm, vm)) = vm("punch_hole_zeroes_and_frees_exactly_the_range") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let g = shared_gmem(&vm, 4 * PAGE);
     let v = g.map_shared(0, 4 * PAGE).unwrap();
     for p in 0..4u64 {
@@ -298,11 +275,8 @@ fn punch_hole_zeroes_and_frees_exactly_the_range() {
     }
 }
 
-#[test]
 fn allocate_and_punch_hole_refusals() {
-    let Some((_kvm, vm)) = vm("allocate_and_punch_hole_refusals") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let g = shared_gmem(&vm, 4 * PAGE);
     let v = g.map_shared(0, 4 * PAGE).unwrap();
     v.write_at(0, &[7; 4 * 4096]).unwrap();
@@ -332,11 +306,8 @@ fn allocate_and_punch_hole_refusals() {
     assert!(all.iter().all(|&x| x == 7));
 }
 
-#[test]
 fn bind_creates_the_slot_and_drop_deletes_it() {
-    let Some((_kvm, vm)) = vm("bind_creates_the_slot_and_drop_deletes_it") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let g = shared_gmem(&vm, 16 * PAGE);
     let other = shared_gmem(&vm, 16 * PAGE);
     let slot = g.bind(3, 0x10_0000, 4 * PAGE, 8 * PAGE).unwrap();
@@ -383,11 +354,8 @@ fn bind_creates_the_slot_and_drop_deletes_it() {
         .unwrap();
 }
 
-#[test]
 fn bind_refusals_change_nothing() {
-    let Some((_kvm, vm)) = vm("bind_refusals_change_nothing") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let g = shared_gmem(&vm, 16 * PAGE);
     let _s = g.bind(1, 0x10_0000, 0, 4 * PAGE).unwrap();
     // Slot id already used by this file.
@@ -448,11 +416,8 @@ fn bind_refusals_change_nothing() {
     );
 }
 
-#[test]
 fn conversion_is_typed_unsupported_without_memory_attributes() {
-    let Some((_kvm, vm)) = vm("conversion_is_typed_unsupported_without_memory_attributes") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let caps = Capabilities::probe(&vm);
     let mut g = shared_gmem(&vm, 8 * PAGE);
     let _slot = g.bind(0, 0, 0, 8 * PAGE).unwrap();
@@ -488,11 +453,8 @@ fn conversion_is_typed_unsupported_without_memory_attributes() {
     v.write_at(0, b"still shared").unwrap();
 }
 
-#[test]
 fn into_guest_region_serves_vm_memory() {
-    let Some((_kvm, vm)) = vm("into_guest_region_serves_vm_memory") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let g = shared_gmem(&vm, 16 * PAGE);
     {
         let v = g.map_shared(0, 16 * PAGE).unwrap();
@@ -532,15 +494,12 @@ fn into_guest_region_serves_vm_memory() {
     ));
 }
 
-#[test]
 fn handles_and_views_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<GuestMemfd>();
     check::<gmem::SharedView<'static>>();
     check::<gmem::Memslot>();
-    let Some((_kvm, vm)) = vm("handles_and_views_are_send_and_sync") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     // Two threads write disjoint halves through one view; the main thread reads both.
     let g = shared_gmem(&vm, 2 * PAGE);
     let v = g.map_shared(0, 2 * PAGE).unwrap();
@@ -553,11 +512,8 @@ fn handles_and_views_are_send_and_sync() {
     assert_eq!(b, [1, 2]);
 }
 
-#[test]
 fn shared_view_implements_vm_memory_bytes() {
-    let Some((_kvm, vm)) = vm("shared_view_implements_vm_memory_bytes") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let g = shared_gmem(&vm, 2 * PAGE);
     let v = g.map_shared(0, 2 * PAGE).unwrap();
     let end = MemoryRegionAddress(2 * PAGE);
@@ -620,4 +576,79 @@ fn shared_view_implements_vm_memory_bytes() {
         0x55aa
     );
     assert!(format!("{v:?}").contains("len: 8192"));
+}
+
+fn main() -> std::process::ExitCode {
+    gmem::testing::run(vec![
+        gmem::kvm_test!(probe_matches_raw_check_extension, Need::GuestMemfd),
+        gmem::kvm_test!(
+            create_each_offered_flag_combination,
+            Need::GuestMemfd,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            create_refuses_bad_size_and_flags_before_the_kernel,
+            Need::GuestMemfd
+        ),
+        gmem::kvm_test!(
+            shared_view_write_read_through_two_mappings,
+            Need::GuestMemfd,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            populate_write_makes_pages_resident,
+            Need::GuestMemfd,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            view_refusals_name_the_range_and_change_nothing,
+            Need::GuestMemfd,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            allocate_keeps_size_and_contents,
+            Need::GuestMemfd,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            punch_hole_zeroes_and_frees_exactly_the_range,
+            Need::GuestMemfd,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            allocate_and_punch_hole_refusals,
+            Need::GuestMemfd,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            bind_creates_the_slot_and_drop_deletes_it,
+            Need::GuestMemfd,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            bind_refusals_change_nothing,
+            Need::GuestMemfd,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            conversion_is_typed_unsupported_without_memory_attributes,
+            Need::GuestMemfd,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            into_guest_region_serves_vm_memory,
+            Need::GuestMemfd,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            handles_and_views_are_send_and_sync,
+            Need::GuestMemfd,
+            Need::SharedGuestMemfd
+        ),
+        gmem::kvm_test!(
+            shared_view_implements_vm_memory_bytes,
+            Need::GuestMemfd,
+            Need::SharedGuestMemfd
+        ),
+    ])
 }

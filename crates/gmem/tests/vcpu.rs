@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use gmem::testing::Need;
 use kvm_ioctls::VcpuExit;
 
 /// Guest-physical layout (the memslot maps file offset 0 at GPA 0).
@@ -29,11 +30,8 @@ const PROGRAM: [u8; 21] = [
     0x06, 0x00, 0x20, 0x77, 0xf4,
 ];
 
-#[test]
 fn vcpu_runs_code_and_reads_data_from_guest_memfd() {
-    let Some((_kvm, vm)) = vm("vcpu_runs_code_and_reads_data_from_guest_memfd") else {
-        return;
-    };
+    let (_kvm, vm) = vm();
     let size = 16 * PAGE;
     let g = shared_gmem(&vm, size);
     let view = g.map_shared(0, size).unwrap();
@@ -75,4 +73,13 @@ fn vcpu_runs_code_and_reads_data_from_guest_memfd() {
     let mut r = [0u8; 1];
     view.read_at(RESULT, &mut r).unwrap();
     assert_eq!(r, [0x77]);
+}
+
+fn main() -> std::process::ExitCode {
+    gmem::testing::run(vec![gmem::kvm_test!(
+        vcpu_runs_code_and_reads_data_from_guest_memfd,
+        Need::GuestMemfd,
+        Need::UserMemory2,
+        Need::SharedGuestMemfd
+    )])
 }

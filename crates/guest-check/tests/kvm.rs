@@ -1,6 +1,6 @@
 //! The check guest on the real /dev/kvm, over plain anonymous-memory memslots.
 
-use gmem::testing::require_kvm;
+use gmem::testing::Need;
 use guest_check::{
     checksum, CheckGuest, CheckRange, Error, GuestStop, RangeProblem, SCRATCH_SIZE,
     SCRATCH_SLOT_SIZE,
@@ -70,11 +70,8 @@ fn pattern(gpa: u64) -> u8 {
     (x >> 56) as u8 ^ (gpa >> 12) as u8
 }
 
-#[test]
 fn guest_checksums_equal_host_checksums() {
-    let Some(kvm) = require_kvm("guest_checksums_equal_host_checksums") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let t = TestVm::new(&kvm, &[(0, 4 * MIB)]);
     let ranges = [
         CheckRange::new(0, 4 * MIB),
@@ -90,11 +87,8 @@ fn guest_checksums_equal_host_checksums() {
     assert_eq!(guest.run(&[]).expect("empty run"), Vec::<u64>::new());
 }
 
-#[test]
 fn one_changed_byte_changes_the_checksum() {
-    let Some(kvm) = require_kvm("one_changed_byte_changes_the_checksum") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let t = TestVm::new(&kvm, &[(0, 2 * MIB)]);
     let range = [CheckRange::new(0, 2 * MIB)];
     let before_host = t.expected(&range);
@@ -111,11 +105,8 @@ fn one_changed_byte_changes_the_checksum() {
     assert_eq!(after, t.expected(&range));
 }
 
-#[test]
 fn ranges_across_memslots_are_reported_in_order() {
-    let Some(kvm) = require_kvm("ranges_across_memslots_are_reported_in_order") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     // Two adjacent memslots, and a third above 64 GiB: mapping it needs the guest's MAXPHYADDR
     // from the CPUID (with none, KVM assumes 36 bits and the guest faults).
     let high = 100 * GIB + 6 * MIB;
@@ -145,11 +136,8 @@ fn ranges_across_memslots_are_reported_in_order() {
     assert_eq!(sorted.len(), got.len());
 }
 
-#[test]
 fn sixty_four_mib_at_native_speed() {
-    let Some(kvm) = require_kvm("sixty_four_mib_at_native_speed") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let t = TestVm::new(&kvm, &[(0, 64 * MIB)]);
     let range = [CheckRange::new(0, 64 * MIB)];
     let mut guest = CheckGuest::new(&t.vm, 1, GIB).expect("CheckGuest::new");
@@ -167,11 +155,8 @@ fn sixty_four_mib_at_native_speed() {
     }
 }
 
-#[test]
 fn unbacked_range_stops_the_guest_with_partial_results() {
-    let Some(kvm) = require_kvm("unbacked_range_stops_the_guest_with_partial_results") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let t = TestVm::new(&kvm, &[(0, 2 * MIB)]);
     let good = CheckRange::new(0x100, 0x1000);
     // Starts in slot 0, runs off its end into GPAs no memslot covers.
@@ -203,11 +188,8 @@ fn unbacked_range_stops_the_guest_with_partial_results() {
     assert_eq!(guest.run(&[good]).expect("run after a stop"), want);
 }
 
-#[test]
 fn bad_ranges_are_refused_before_running() {
-    let Some(kvm) = require_kvm("bad_ranges_are_refused_before_running") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let t = TestVm::new(&kvm, &[(0, 2 * MIB)]);
     let scratch = 4 * GIB;
     let mut guest = CheckGuest::new(&t.vm, 1, scratch).expect("CheckGuest::new");
@@ -243,11 +225,8 @@ fn bad_ranges_are_refused_before_running() {
     }
 }
 
-#[test]
 fn scratch_area_setup_errors_and_teardown() {
-    let Some(kvm) = require_kvm("scratch_area_setup_errors_and_teardown") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let t = TestVm::new(&kvm, &[(0, 2 * MIB)]);
 
     match CheckGuest::new(&t.vm, 1, GIB + 4096) {
@@ -283,11 +262,8 @@ fn scratch_area_setup_errors_and_teardown() {
     assert_eq!(second.run(&range).expect("second run"), want);
 }
 
-#[test]
 fn memslot_without_host_access_is_a_typed_stop() {
-    let Some(kvm) = require_kvm("memslot_without_host_access_is_a_typed_stop") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let t = TestVm::new(&kvm, &[(0, 2 * MIB), (2 * MIB, 2 * MIB)]);
     // Slot 1's host memory becomes PROT_NONE: KVM cannot fault it in for the guest.
     let sealed = t
@@ -316,4 +292,47 @@ fn memslot_without_host_access_is_a_typed_stop() {
         other => panic!("expected KVM_RUN to fail with EFAULT, got {other:?}"),
     }
     assert_eq!(guest.run(&[good]).expect("run after a stop"), want);
+}
+
+/// The guest shutting down (here: `ud2` with no IDT) is a typed stop, and the guest runs again
+/// afterwards.
+fn fault_in_the_guest_is_a_shutdown_stop() {
+    let kvm = gmem::testing::kvm();
+    let vm = kvm.create_vm().unwrap();
+    let scratch_gpa = 1u64 << 30;
+    let mut guest = CheckGuest::new(&vm, 0, scratch_gpa).unwrap();
+    guest.patch_code_for_tests(Some(&[0x0f, 0x0b])); // ud2
+    match guest.run(&[]) {
+        Err(Error::GuestStopped {
+            stop: GuestStop::Shutdown,
+            rip,
+            range: None,
+            total: 0,
+            results,
+        }) => {
+            assert!(results.is_empty());
+            // #UD is a fault: RIP stays on the faulting instruction.
+            assert_eq!(rip, Some(guest.code_gpa_for_tests()));
+        }
+        other => panic!("expected a shutdown, got {other:?}"),
+    }
+    guest.patch_code_for_tests(None);
+    assert_eq!(guest.run(&[]).unwrap(), Vec::<u64>::new());
+}
+
+fn main() -> std::process::ExitCode {
+    gmem::testing::run(vec![
+        gmem::kvm_test!(guest_checksums_equal_host_checksums, Need::Kvm),
+        gmem::kvm_test!(one_changed_byte_changes_the_checksum, Need::Kvm),
+        gmem::kvm_test!(ranges_across_memslots_are_reported_in_order, Need::Kvm),
+        gmem::kvm_test!(sixty_four_mib_at_native_speed, Need::Kvm),
+        gmem::kvm_test!(
+            unbacked_range_stops_the_guest_with_partial_results,
+            Need::Kvm
+        ),
+        gmem::kvm_test!(bad_ranges_are_refused_before_running, Need::Kvm),
+        gmem::kvm_test!(scratch_area_setup_errors_and_teardown, Need::Kvm),
+        gmem::kvm_test!(memslot_without_host_access_is_a_typed_stop, Need::Kvm),
+        gmem::kvm_test!(fault_in_the_guest_is_a_shutdown_stop, Need::Kvm),
+    ])
 }

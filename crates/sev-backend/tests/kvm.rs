@@ -1,13 +1,11 @@
 //! The real `/dev/kvm` of a machine without SEV-SNP: probing and creating a launch refuse with
 //! the typed "not supported" error.
 
+use gmem::testing::Need;
 use sev_backend::{probe, Error, InPlaceMode, LaunchConfig, SnpBackend};
 
-#[test]
 fn real_kvm_without_snp_says_not_supported() {
-    let Some(kvm) = gmem::testing::require_kvm("real_kvm_without_snp_says_not_supported") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let types = kvm.check_extension_raw(libc::c_ulong::from(kvm_bindings::KVM_CAP_VM_TYPES));
     if types > 0 && types & (1 << kvm_bindings::KVM_X86_SNP_VM) != 0 {
         eprintln!("this KVM offers SNP VMs (KVM_CAP_VM_TYPES = {types:#x}): nothing to refuse");
@@ -31,13 +29,8 @@ fn real_kvm_without_snp_says_not_supported() {
     );
 }
 
-#[test]
 fn real_kvm_refuses_an_snp_vm_and_the_backend_names_why() {
-    let Some(kvm) =
-        gmem::testing::require_kvm("real_kvm_refuses_an_snp_vm_and_the_backend_names_why")
-    else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let types = kvm.check_extension_raw(libc::c_ulong::from(kvm_bindings::KVM_CAP_VM_TYPES));
     if types > 0 && types & (1 << kvm_bindings::KVM_X86_SNP_VM) != 0 {
         eprintln!("this KVM offers SNP VMs (KVM_CAP_VM_TYPES = {types:#x}): nothing to refuse");
@@ -67,4 +60,14 @@ fn real_kvm_refuses_an_snp_vm_and_the_backend_names_why() {
         assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
         assert!(err.to_string().contains("KVM_X86_SNP_VM"), "{err}");
     }
+}
+
+fn main() -> std::process::ExitCode {
+    gmem::testing::run(vec![
+        gmem::kvm_test!(real_kvm_without_snp_says_not_supported, Need::Kvm),
+        gmem::kvm_test!(
+            real_kvm_refuses_an_snp_vm_and_the_backend_names_why,
+            Need::Kvm
+        ),
+    ])
 }

@@ -1,20 +1,16 @@
 //! Probing on the real /dev/kvm of the machine the tests run on. Where there is no TDX (the
 //! project's machines), every entry point must say so with `Error::NotSupported`.
 
+use gmem::testing::Need;
 use kvm_ioctls::Kvm;
 use tdx_backend::{create_td_vm, probe, Error, KvmTdx, TdxBackend};
-
-use gmem::testing::require_kvm;
 
 fn has_tdx(kvm: &Kvm) -> bool {
     kvm.check_extension_raw(235) > 0 && kvm.check_extension_raw(235) & (1 << 5) != 0
 }
 
-#[test]
 fn probe_says_tdx_is_not_supported_here() {
-    let Some(kvm) = require_kvm("probe_says_tdx_is_not_supported_here") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     if has_tdx(&kvm) {
         assert_eq!(probe(&kvm), Ok(()));
         return;
@@ -33,11 +29,8 @@ fn probe_says_tdx_is_not_supported_here() {
     assert!(matches!(e, Error::NotSupported { .. }), "{e:?}");
 }
 
-#[test]
 fn tdx_capabilities_on_an_ordinary_vm_are_not_supported() {
-    let Some(kvm) = require_kvm("tdx_capabilities_on_an_ordinary_vm_are_not_supported") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let vm = kvm.create_vm().unwrap();
     let mut io = KvmTdx::new(&vm);
     // What the check reads on the VM fd: the host's VM types, and sync regs (an ordinary VM
@@ -75,13 +68,10 @@ fn tdx_capabilities_on_an_ordinary_vm_are_not_supported() {
     }
 }
 
-#[test]
 fn the_real_ioctl_path_runs_and_an_ordinary_vm_refuses_it() {
     use tdx_backend::uapi::{kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_INIT_MEM_REGION};
     use tdx_backend::TdxIoctl;
-    let Some(kvm) = require_kvm("the_real_ioctl_path_runs_and_an_ordinary_vm_refuses_it") else {
-        return;
-    };
+    let kvm = gmem::testing::kvm();
     let vm = kvm.create_vm().unwrap();
     let vcpu = vm.create_vcpu(0).unwrap();
     let mut io = KvmTdx::new(&vm).with_vcpu(&vcpu);
@@ -128,4 +118,18 @@ fn the_real_ioctl_path_runs_and_an_ordinary_vm_refuses_it() {
     let mut short = [0u8; 16];
     let mut caps = kvm_tdx_cmd::default();
     assert_eq!(io.vm_op(&mut caps, Some(&mut short)), Err(libc::EINVAL));
+}
+
+fn main() -> std::process::ExitCode {
+    gmem::testing::run(vec![
+        gmem::kvm_test!(probe_says_tdx_is_not_supported_here, Need::Kvm),
+        gmem::kvm_test!(
+            tdx_capabilities_on_an_ordinary_vm_are_not_supported,
+            Need::Kvm
+        ),
+        gmem::kvm_test!(
+            the_real_ioctl_path_runs_and_an_ordinary_vm_refuses_it,
+            Need::Kvm
+        ),
+    ])
 }
