@@ -11,13 +11,23 @@ use cc_populate::{MemoryLayout, PlanBuilder};
 
 const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
+/// Reports that `test` does not run because it needs `needs`: the one place this file reports
+/// a skip. What the peer tests need (`required_by_ci`) is a failure instead when
+/// `CCPOP_REQUIRE_PEER=1`, as CI sets it.
+fn skip(test: &str, needs: &str, reason: &str, required_by_ci: bool) {
+    if required_by_ci && std::env::var("CCPOP_REQUIRE_PEER").as_deref() == Ok("1") {
+        panic!("{test}: CCPOP_REQUIRE_PEER=1 but {needs} is missing: {reason}");
+    }
+    eprintln!("SKIPPED (needs {needs}): {test}: {reason}");
+}
+
 /// The OVMF image Debian/Ubuntu's `ovmf` package installs (the one sev-backend's tests use), or
 /// `None` (printed) where it is missing.
 fn ovmf(test: &str) -> Option<Vec<u8>> {
     match std::fs::read(OVMF) {
         Ok(b) => Some(b),
         Err(e) => {
-            eprintln!("SKIPPED (needs {OVMF}, package ovmf): {test}: {e}");
+            skip(test, OVMF, &format!("package ovmf: {e}"), false);
             None
         }
     }
@@ -273,9 +283,30 @@ fn person_caused_errors_are_one_line_and_exit_2() {
 
 // ---- `measure snp` as `sev-snp-measure` -------------------------------------------------------
 
-/// sev-backend's copy of sev-snp-measure's AmdSev OVMF fixture (with a hashes table).
-fn amdsev() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sev-backend/tests/data/ovmf_amdsev_suffix.bin")
+/// sev-snp-measure's AmdSev OVMF fixture (with a hashes table), read from
+/// `shared/fixtures/sev-snp-measure/` beside the repository (`$CCPOP_SSM_FIXTURES` overrides
+/// the directory), or `None` (SKIPPED; a failure when CCPOP_REQUIRE_PEER=1, as in CI).
+fn amdsev(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("CCPOP_SSM_FIXTURES").map_or_else(
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/fixtures/sev-snp-measure"
+            ))
+        },
+        PathBuf::from,
+    );
+    let p = dir.join("ovmf_AmdSev_suffix.bin");
+    if p.exists() {
+        return Some(p);
+    }
+    skip(
+        test,
+        &p.display().to_string(),
+        "sev-snp-measure's fixtures are not beside the repository",
+        true,
+    );
+    None
 }
 
 /// sev-snp-measure's console script and the kernel/initrd of
@@ -297,14 +328,14 @@ fn peer_setup(test: &str) -> Option<(PathBuf, PathBuf)> {
         Some(s) if s.exists() && dir.join("vmlinuz").exists() && Path::new(OVMF).exists() => {
             Some((s, dir))
         }
-        _ if std::env::var("CCPOP_REQUIRE_PEER").as_deref() == Ok("1") => {
-            panic!(
-                "{test}: CCPOP_REQUIRE_PEER=1 but sev-snp-measure or {} is missing",
-                dir.display()
-            )
-        }
         _ => {
-            eprintln!("SKIPPED (run crates/sev-backend/tests/peer/setup.sh): {test}");
+            let needs = format!("sev-snp-measure and {}", dir.display());
+            skip(
+                test,
+                &needs,
+                "run crates/sev-backend/tests/peer/setup.sh",
+                true,
+            );
             None
         }
     }
@@ -326,7 +357,10 @@ fn measure_snp_command_lines_of_sev_snp_measure_give_its_digests() {
         return;
     };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
-    let amd = amdsev().display().to_string();
+    let Some(amd) = amdsev("measure_snp_command_lines_of_sev_snp_measure_give_its_digests") else {
+        return;
+    };
+    let amd = amd.display().to_string();
     let kernel = dir.join("vmlinuz").display().to_string();
     let initrd = dir.join("initrd.img").display().to_string();
     let seed = last_line(&ccpop(&[
@@ -439,9 +473,9 @@ fn measure_snp_command_lines_of_sev_snp_measure_give_its_digests() {
     }
 }
 
-/// The fixture with its hashes table entry's size set to `size`.
-fn amdsev_with_hashes_area_size(size: u32) -> Vec<u8> {
-    let mut img = std::fs::read(amdsev()).unwrap();
+/// The fixture `amd` with its hashes table entry's size set to `size`.
+fn amdsev_with_hashes_area_size(amd: &Path, size: u32) -> Vec<u8> {
+    let mut img = std::fs::read(amd).unwrap();
     // SEV_HASH_TABLE_RV_GUID 7255371f-3a3b-4b04-927b-1da6efa8d454 in EFI byte order; its entry
     // is {u32 base, u32 size}, u16 length, GUID.
     let guid = [
@@ -455,12 +489,20 @@ fn amdsev_with_hashes_area_size(size: u32) -> Vec<u8> {
 
 #[test]
 fn measure_snp_bad_input_is_one_line_naming_the_flag_and_writes_nothing() {
-    let amd = amdsev().display().to_string();
+    let Some(amd_path) =
+        amdsev("measure_snp_bad_input_is_one_line_naming_the_flag_and_writes_nothing")
+    else {
+        return;
+    };
+    let amd = amd_path.display().to_string();
     let out_dir = scratch_dir("bad-input-dump");
     let dump = out_dir.display().to_string();
     let dir = scratch_dir("bad-input");
     let folder = dir.display().to_string();
-    let small = scratch("small-hashes.fd", &amdsev_with_hashes_area_size(0x10));
+    let small = scratch(
+        "small-hashes.fd",
+        &amdsev_with_hashes_area_size(&amd_path, 0x10),
+    );
     let small = small.display().to_string();
     // A kernel whose setup header (boot protocol 2.15) accepts 255 bytes of command line.
     let mut k = vec![0u8; 0x1000];
@@ -621,13 +663,16 @@ fn measure_snp_bad_input_is_one_line_naming_the_flag_and_writes_nothing() {
 
 #[test]
 fn measure_snp_svsm_is_the_library_digest_and_vars_file_is_its_size() {
-    if !Path::new(OVMF).exists() {
-        eprintln!("SKIPPED (needs {OVMF}): measure_snp_svsm_is_the_library_digest");
+    let test = "measure_snp_svsm_is_the_library_digest_and_vars_file_is_its_size";
+    if ovmf(test).is_none() {
         return;
     }
+    let Some(amd) = amdsev(test) else {
+        return;
+    };
     // An SVSM image: the AmdSev fixture page with its hashes table entry turned into the SVSM
     // information entry (SVSM_INFO_GUID a789a612-0597-4c4b-a49f-cbb1fe9d1ddd, entry at 0x100).
-    let mut svsm = std::fs::read(amdsev()).unwrap();
+    let mut svsm = std::fs::read(amd).unwrap();
     let rv = [
         0x1f, 0x37, 0x55, 0x72, 0x3b, 0x3a, 0x04, 0x4b, 0x92, 0x7b, 0x1d, 0xa6, 0xef, 0xa8, 0xd4,
         0x54,

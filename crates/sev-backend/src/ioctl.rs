@@ -52,15 +52,28 @@ pub enum SevCmd<'a> {
     LaunchFinish(&'a mut kvm_sev_snp_launch_finish),
 }
 
-/// Views a kvm-bindings struct as its bytes.
+/// The parameter structs of [`SevCmd`]: `repr(C)` bindgen structs of integer fields only,
+/// every padding byte an explicit field (`uapi`'s tests pin each size to the sum of its
+/// fields), so none has a byte that is not initialised.
 ///
-/// Only for the bindgen structs named in [`SevCmd`]: `repr(C)`, integer fields only, every
-/// padding byte an explicit field (their sizes are pinned in `uapi`'s tests to the sum of
-/// their fields), so every byte is initialised.
-fn pod_bytes<T: Copy>(v: &T) -> Vec<u8> {
-    // SAFETY: `v` is a valid reference to a `T` of `size_of::<T>()` bytes; the callers pass only
-    // the bindgen structs of `SevCmd`, which have no implicit padding (see above), so all bytes
-    // are initialised and reading them as `u8` is sound. The slice does not outlive `v`.
+/// # Safety
+/// Only for types of that kind: [`pod_bytes`] reads every byte of a value.
+unsafe trait NoPadding: Copy {}
+// SAFETY: integer fields only, its padding explicit `padN` fields; size and offsets pinned in
+// `uapi` tests.
+unsafe impl NoPadding for kvm_sev_init {}
+// SAFETY: as above.
+unsafe impl NoPadding for kvm_sev_snp_launch_start {}
+// SAFETY: as above.
+unsafe impl NoPadding for kvm_sev_snp_launch_update {}
+// SAFETY: as above.
+unsafe impl NoPadding for kvm_sev_snp_launch_finish {}
+
+/// A parameter struct's bytes.
+fn pod_bytes<T: NoPadding>(v: &T) -> Vec<u8> {
+    // SAFETY: `v` is valid for reads of `size_of::<T>()` bytes, and `T: NoPadding` says every
+    // one of them is initialised (a type with padding cannot implement it), so viewing them as
+    // `u8` is sound. The slice does not outlive `v`.
     let s = unsafe {
         std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
     };

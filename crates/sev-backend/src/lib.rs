@@ -85,9 +85,9 @@ pub use ovmf::{
 };
 pub use sev_hashes::{
     hashes_area, kernel_cmdline_limit, kernel_hashes_section, BootFileError, HashesAreaError,
-    SevHashes, SEV_CMDLINE_ENTRY_GUID, SEV_HASH_ENTRY_LEN, SEV_HASH_TABLE_HEADER_GUID,
-    SEV_HASH_TABLE_LEN, SEV_HASH_TABLE_RV_GUID, SEV_INITRD_ENTRY_GUID, SEV_KERNEL_ENTRY_GUID,
-    SEV_PADDED_HASH_TABLE_LEN,
+    SevHashes, MAX_KERNEL_HASHES_SECTION_LEN, SEV_CMDLINE_ENTRY_GUID, SEV_HASH_ENTRY_LEN,
+    SEV_HASH_TABLE_HEADER_GUID, SEV_HASH_TABLE_LEN, SEV_HASH_TABLE_RV_GUID, SEV_INITRD_ENTRY_GUID,
+    SEV_KERNEL_ENTRY_GUID, SEV_PADDED_HASH_TABLE_LEN,
 };
 pub use snp_launch::{
     measure_snp_launch, measure_with_vcpus, parse_digest, LaunchMeasurement, MeasureError,

@@ -39,6 +39,12 @@ pub const SEV_HASH_ENTRY_LEN: usize = 16 + 2 + 32;
 /// Size of the table padded to 16 bytes (`PaddedSevHashTable`), what QEMU writes.
 pub const SEV_PADDED_HASH_TABLE_LEN: usize = SEV_HASH_TABLE_LEN.div_ceil(16) * 16;
 
+/// The largest `SNP_KERNEL_HASHES` section [`kernel_hashes_section`] builds (2 MiB). The
+/// section's length is the firmware's word, up to 4 GiB, and its content is built in memory;
+/// the table it holds needs part of one page (edk2's OVMF has a 4 KiB section, the only size
+/// sev-snp-measure accepts), so a larger section is refused rather than allocated.
+pub const MAX_KERNEL_HASHES_SECTION_LEN: u32 = 2 << 20;
+
 /// The three hashes of a measured direct boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SevHashes {
@@ -171,6 +177,17 @@ pub enum HashesAreaError {
         /// The entry's size.
         size: u32,
     },
+    /// The section is larger than [`MAX_KERNEL_HASHES_SECTION_LEN`].
+    #[error(
+        "the firmware's SNP_KERNEL_HASHES section [{gpa:#x}..+{len:#x}) is larger than the \
+         {MAX_KERNEL_HASHES_SECTION_LEN:#x} bytes a hashes section is built in"
+    )]
+    SectionTooLarge {
+        /// The section's base.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+    },
     /// The table does not fit in the section at its page offset.
     #[error(
         "the firmware's SNP_KERNEL_HASHES section [{gpa:#x}..+{len:#x}) is too small for the \
@@ -216,6 +233,12 @@ pub fn kernel_hashes_section(
         .ok_or(HashesAreaError::NoSection)?;
     if base == 0 || (size as usize) < SEV_PADDED_HASH_TABLE_LEN {
         return Err(HashesAreaError::AreaTooSmall { base, size });
+    }
+    if section.len > MAX_KERNEL_HASHES_SECTION_LEN {
+        return Err(HashesAreaError::SectionTooLarge {
+            gpa: section.base.into(),
+            len: section.len.into(),
+        });
     }
     let offset = (base & 0xfff) as usize;
     let len = section.len as usize;
@@ -273,6 +296,62 @@ mod tests {
         assert_eq!(t[118..122], [0x37, 0x94, 0xe7, 0x4d]);
         assert_eq!(t[136..168], [0xaa; 32]);
         assert_eq!(t[168..], [0; 8]);
+    }
+
+    /// An image whose GUIDed table points the hashes table at `base` and whose metadata has
+    /// one `SNP_KERNEL_HASHES` section of `len` bytes.
+    fn hashes_firmware(base: u32, len: u32) -> OvmfImage<'static> {
+        static AREA: [u8; 8] = [0x00, 0x0c, 0x81, 0x00, 0x00, 0x04, 0x00, 0x00];
+        OvmfImage {
+            image: &[],
+            entries: vec![crate::ovmf::GuidEntry {
+                guid: SEV_HASH_TABLE_RV_GUID,
+                offset: 0,
+                data: &AREA,
+            }],
+            sev_metadata: Some(crate::ovmf::SevMetadata {
+                offset: 0,
+                version: 1,
+                sections: vec![SevSection {
+                    base,
+                    len,
+                    kind: SectionKind::SnpKernelHashes,
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn section_size_is_bounded_before_anything_is_allocated() {
+        let h = SevHashes::new(b"k", None, None);
+        // The usual 4 KiB section: the table at the area's page offset (0xc00), zeros around.
+        let (section, content) =
+            kernel_hashes_section(&hashes_firmware(0x81_0000, 0x1000), &h).unwrap();
+        assert_eq!((section.base, section.len), (0x81_0000, 0x1000));
+        assert_eq!(content.len(), 0x1000);
+        assert_eq!(content[0xc00..0xc00 + SEV_PADDED_HASH_TABLE_LEN], h.table());
+        assert!(content[..0xc00].iter().all(|b| *b == 0));
+        assert!(content[0xc00 + SEV_PADDED_HASH_TABLE_LEN..]
+            .iter()
+            .all(|b| *b == 0));
+        // The largest accepted, and one page more: refused by size, naming the section.
+        let max = MAX_KERNEL_HASHES_SECTION_LEN;
+        let fw = hashes_firmware(0x80_0000, max);
+        assert_eq!(
+            kernel_hashes_section(&fw, &h).unwrap().1.len(),
+            max as usize
+        );
+        for len in [max + 0x1000, 0xffff_f000] {
+            let err = kernel_hashes_section(&hashes_firmware(0x80_0000, len), &h).unwrap_err();
+            assert_eq!(
+                err,
+                HashesAreaError::SectionTooLarge {
+                    gpa: 0x80_0000,
+                    len: len.into()
+                }
+            );
+            assert!(err.to_string().contains("[0x800000.."), "{err}");
+        }
     }
 
     #[test]

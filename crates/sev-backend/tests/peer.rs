@@ -3,7 +3,8 @@
 //! vCPUs, every named vCPU type and an explicit family/model/stepping, QEMU/EC2/GCE, guest
 //! features 0x1 and 0x21, without and with a kernel, initrd and command line (a real Debian
 //! kernel image and a generated initrd), on Debian's OVMF and on an edk2 AmdSev build with a
-//! hashes table (`tests/data/ovmf_amdsev_suffix.bin`, from sev-snp-measure's fixtures).
+//! hashes table (sev-snp-measure's fixture `ovmf_AmdSev_suffix.bin`, read from
+//! `shared/fixtures/sev-snp-measure/` beside the repository, never copied into it).
 //! Expected values are the peer's; where the kernel decides otherwise, the test says so.
 //!
 //! Setup: `bash crates/sev-backend/tests/peer/setup.sh` (pip, apt-get download). Without it the
@@ -22,8 +23,45 @@ use sev_backend::{
 
 const DEBIAN_OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
+/// sev-snp-measure's AmdSev OVMF fixture (with a hashes table), from
+/// `shared/fixtures/sev-snp-measure/` beside the repository (`$CCPOP_SSM_FIXTURES` overrides
+/// the directory; see tests/published_vectors.rs).
 fn amdsev() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ovmf_amdsev_suffix.bin")
+    std::env::var_os("CCPOP_SSM_FIXTURES")
+        .map_or_else(
+            || {
+                PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../../shared/fixtures/sev-snp-measure"
+                ))
+            },
+            PathBuf::from,
+        )
+        .join("ovmf_AmdSev_suffix.bin")
+}
+
+/// Whether nothing is `missing`; otherwise reports the skip (a panic under
+/// CCPOP_REQUIRE_PEER=1, as in CI). The one place this file reports a skip.
+fn have_all(test: &str, missing: &[String]) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    let needs = missing.join(", ");
+    let reason = "run crates/sev-backend/tests/peer/setup.sh; sev-snp-measure's fixtures are in \
+                  shared/fixtures/sev-snp-measure beside the repository";
+    if std::env::var("CCPOP_REQUIRE_PEER").as_deref() == Ok("1") {
+        panic!("{test}: CCPOP_REQUIRE_PEER=1 but {needs} is missing ({reason})");
+    }
+    eprintln!("SKIPPED (needs {needs}): {test}: {reason}");
+    false
+}
+
+fn missing_files(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 /// The directory `setup.sh` filled, or `None` (SKIPPED; a failure under CCPOP_REQUIRE_PEER=1).
@@ -35,26 +73,16 @@ fn peer_dir(test: &str) -> Option<PathBuf> {
         .args(["-c", "import sevsnpmeasure"])
         .status()
         .is_ok_and(|s| s.success());
-    let missing: Vec<String> = ["vmlinuz", "initrd.img"]
-        .iter()
-        .map(|f| dir.join(f))
-        .chain([PathBuf::from(DEBIAN_OVMF)])
-        .filter(|p| !p.exists())
-        .map(|p| p.display().to_string())
-        .chain((!python_ok).then(|| "python module sevsnpmeasure".to_string()))
-        .collect();
-    if missing.is_empty() {
-        return Some(dir);
+    let mut missing = missing_files(&[
+        dir.join("vmlinuz"),
+        dir.join("initrd.img"),
+        PathBuf::from(DEBIAN_OVMF),
+        amdsev(),
+    ]);
+    if !python_ok {
+        missing.push("python module sevsnpmeasure".to_string());
     }
-    let msg = format!(
-        "{test}: missing {} (run crates/sev-backend/tests/peer/setup.sh)",
-        missing.join(", ")
-    );
-    if std::env::var("CCPOP_REQUIRE_PEER").as_deref() == Ok("1") {
-        panic!("CCPOP_REQUIRE_PEER=1 but {msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
+    have_all(test, &missing).then_some(dir)
 }
 
 /// Runs the peer over `cases` in one process.
@@ -544,6 +572,10 @@ fn a_vmms_own_plan_plus_its_vcpus_is_the_launch_digest() {
     // measure_with_vcpus (a plan a VMM populates through SnpBackend, then KVM's VMSAs) equals
     // the whole-launch call for the same launch, which the matrix pins to sev-snp-measure.
     use cc_populate::{MemoryLayout, PlanBuilder};
+    let test = "a_vmms_own_plan_plus_its_vcpus_is_the_launch_digest";
+    if !have_all(test, &missing_files(&[amdsev()])) {
+        return;
+    }
     let image = std::fs::read(amdsev()).unwrap();
     let hashes = SevHashes::new(b"kernel", Some(b"initrd"), Some("console=ttyS0"));
     let (_, section) =

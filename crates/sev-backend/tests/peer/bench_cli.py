@@ -20,7 +20,11 @@ here = os.path.dirname(os.path.abspath(__file__))
 ccpop = sys.argv[1]
 runs = int(sys.argv[2]) if len(sys.argv) > 2 else 21
 peer_dir = os.environ.get("CCPOP_PEER_DIR", "/tmp/ccpop-peer")
-ovmf = os.path.join(here, "..", "data", "ovmf_amdsev_suffix.bin")
+# sev-snp-measure's own fixture, kept beside the repository (never copied into it).
+fixtures = os.environ.get("CCPOP_SSM_FIXTURES",
+                          os.path.join(here, "..", "..", "..", "..", "..", "shared", "fixtures",
+                                       "sev-snp-measure"))
+ovmf = os.path.join(fixtures, "ovmf_AmdSev_suffix.bin")
 ssm = os.path.join(sysconfig.get_path("scripts"), "sev-snp-measure")
 
 launch = ["--ovmf", ovmf, "--vcpus", "64", "--vcpu-type", "EPYC-Milan",
