@@ -110,7 +110,9 @@ fn an_overrun_into_an_unpopulated_gap_is_caught() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let line = stderr.trim_end();
     assert!(
-        line.starts_with("ccpop: unpopulated [0x10000..+0x1f0000): guest checksum"),
+        line.starts_with(
+            "ccpop: verification failed: unpopulated [0x10000..+0x1f0000): guest checksum"
+        ),
         "{line}"
     );
     assert!(!line.contains(';'), "one mismatch only: {line}");

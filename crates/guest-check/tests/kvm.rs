@@ -294,9 +294,15 @@ fn memslot_without_host_access_is_a_typed_stop() {
     assert_eq!(guest.run(&[good]).expect("run after a stop"), want);
 }
 
-/// The guest shutting down (here: `ud2` with no IDT) is a typed stop, and the guest runs again
-/// afterwards.
-fn fault_in_the_guest_is_a_shutdown_stop() {
+/// `KVM_INTERNAL_ERROR_DELIVERY_EV` (`include/uapi/linux/kvm.h`): KVM could not deliver an event.
+const KVM_INTERNAL_ERROR_DELIVERY_EV: u32 = 3;
+
+/// A fault in the guest (here: `ud2` with no IDT) is a typed stop at the faulting instruction,
+/// and the guest runs again afterwards. What stops the guest is the kernel's to say: the
+/// paravirtual KVM of the project's machines reports a shutdown (triple fault); kvm_amd (Linux
+/// 7.3 in the lab) reports an internal error, `KVM_INTERNAL_ERROR_DELIVERY_EV`, since delivering
+/// the #UD needs an IDT the guest does not have.
+fn fault_in_the_guest_is_a_typed_stop() {
     let kvm = gmem::testing::kvm();
     let vm = kvm.create_vm().unwrap();
     let scratch_gpa = 1u64 << 30;
@@ -304,7 +310,11 @@ fn fault_in_the_guest_is_a_shutdown_stop() {
     guest.patch_code_for_tests(Some(&[0x0f, 0x0b])); // ud2
     match guest.run(&[]) {
         Err(Error::GuestStopped {
-            stop: GuestStop::Shutdown,
+            stop:
+                GuestStop::Shutdown
+                | GuestStop::InternalError {
+                    suberror: KVM_INTERNAL_ERROR_DELIVERY_EV,
+                },
             rip,
             range: None,
             total: 0,
@@ -314,7 +324,7 @@ fn fault_in_the_guest_is_a_shutdown_stop() {
             // #UD is a fault: RIP stays on the faulting instruction.
             assert_eq!(rip, Some(guest.code_gpa_for_tests()));
         }
-        other => panic!("expected a shutdown, got {other:?}"),
+        other => panic!("expected a shutdown or a delivery error, got {other:?}"),
     }
     guest.patch_code_for_tests(None);
     assert_eq!(guest.run(&[]).unwrap(), Vec::<u64>::new());
@@ -333,6 +343,6 @@ fn main() -> std::process::ExitCode {
         gmem::kvm_test!(bad_ranges_are_refused_before_running, Need::Kvm),
         gmem::kvm_test!(scratch_area_setup_errors_and_teardown, Need::Kvm),
         gmem::kvm_test!(memslot_without_host_access_is_a_typed_stop, Need::Kvm),
-        gmem::kvm_test!(fault_in_the_guest_is_a_shutdown_stop, Need::Kvm),
+        gmem::kvm_test!(fault_in_the_guest_is_a_typed_stop, Need::Kvm),
     ])
 }
