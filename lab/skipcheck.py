@@ -5,6 +5,7 @@ A test that needs something (gmem::testing::Need) and does not get it is reporte
 line `SKIPPED [<id>] <test>: ...`. A skip is a defect when the kernel it ran on offers <id>.
 
     python3 lab/skipcheck.py SKIP_LOG      # probe this host's /dev/kvm, check the log's skips
+    python3 lab/skipcheck.py --offers ID   # exit 0 when this host offers ID
 
 report.py uses `offered` with the capabilities the lab's runner printed from inside the lab kernel.
 Capability numbers and ioctls are from include/uapi/linux/kvm.h (6.12 to 7.3 agree on these).
@@ -65,6 +66,8 @@ def offered(need, caps):
         return g("guest_memfd") > 0
     if need == "guest_memfd_shared":
         return g("guest_memfd") > 0 and g("guest_memfd_flags") >= 0 and g("guest_memfd_flags") & 3 == 3
+    if need == "no_guest_memfd_shared":
+        return not offered("guest_memfd_shared", caps)
     if need == "user_memory2":
         return g("user_memory2") > 0
     if need == "sw_protected_vm":
@@ -90,8 +93,14 @@ def wrong_skips(lines, caps):
 
 
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--offers":
+        caps = probe_host()
+        ok = offered(sys.argv[2], caps)
+        print(f"host KVM {'offers' if ok else 'lacks'} {sys.argv[2]}: "
+              + " ".join(f"{k}={v}" for k, v in caps.items()))
+        sys.exit(0 if ok else 1)
     if len(sys.argv) != 2:
-        sys.exit("usage: skipcheck.py SKIP_LOG")
+        sys.exit("usage: skipcheck.py SKIP_LOG | skipcheck.py --offers ID")
     lines = open(sys.argv[1]).read().splitlines() if os.path.exists(sys.argv[1]) else []
     caps = probe_host()
     print("host KVM: " + " ".join(f"{k}={v}" for k, v in caps.items()))

@@ -387,6 +387,21 @@ fn run_with(opts: &DemoOptions, inject: Inject) -> Result<(), Error> {
         what: "KVM_CREATE_VM",
         source,
     })?;
+    let caps = gmem::Capabilities::probe(&vm);
+    let shared = GmemFlags::MMAP | GmemFlags::INIT_SHARED;
+    if !caps.guest_memfd || !caps.guest_memfd_flags.contains(shared) {
+        return Err(Error::KvmLacks {
+            need: "guest_memfd with MMAP|INIT_SHARED on a default VM (Linux 6.18 or later)",
+            answer: format!(
+                "KVM_CAP_GUEST_MEMFD is {}, KVM_CAP_GUEST_MEMFD_FLAGS {:#x}",
+                u8::from(caps.guest_memfd),
+                caps.guest_memfd_flags.bits()
+            ),
+            release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|r| r.trim().to_string())
+                .unwrap_or_else(|_| "release unknown".into()),
+        });
+    }
     let layout = DemoLayout::new(opts.size_mib);
     if opts.size_mib < MIN_SIZE_MIB {
         println!(

@@ -16,6 +16,15 @@ pub enum Error {
         /// Why.
         why: String,
     },
+    /// KVM lacks a capability the demo needs.
+    KvmLacks {
+        /// What the demo needs.
+        need: &'static str,
+        /// What the kernel answered.
+        answer: String,
+        /// The running kernel's release.
+        release: String,
+    },
     /// A KVM ioctl failed.
     Kvm {
         /// What was being done.
@@ -54,6 +63,15 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::KvmLacks {
+                need,
+                answer,
+                release,
+            } => write!(
+                f,
+                "`ccpop demo` needs {need}, which this kernel ({release}) does not offer: \
+                 {answer}; run it in the KVM lab instead: bash lab/run --kernel 7.3 (lab/README.md)"
+            ),
             Error::NoKvm { device, why } => write!(
                 f,
                 "{device} cannot be opened ({why}): `ccpop demo` needs KVM on this machine"

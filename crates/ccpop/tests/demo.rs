@@ -131,6 +131,30 @@ fn an_overrun_of_an_unknown_region_is_a_usage_error() {
     );
 }
 
+/// On a kernel without guest_memfd's shared view (the 6.18.44-fc machines, 6.12), the demo names
+/// what it needs, what the kernel answered, and where to run it instead, in one line.
+fn demo_on_a_kernel_without_the_shared_view_says_what_is_missing() {
+    let out = ccpop(&["demo", "--size-mib", "16"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert!(
+        stderr.starts_with(&format!(
+            "ccpop: `ccpop demo` needs guest_memfd with MMAP|INIT_SHARED on a default VM (Linux \
+             6.18 or later), which this kernel ({}) does not offer: KVM_CAP_GUEST_MEMFD is ",
+            release.trim()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.trim_end().ends_with(
+            "; run it in the KVM lab instead: bash lab/run --kernel 7.3 (lab/README.md)"
+        ),
+        "{stderr}"
+    );
+}
+
 fn main() -> std::process::ExitCode {
     gmem::testing::run(vec![
         gmem::kvm_test!(
@@ -148,5 +172,10 @@ fn main() -> std::process::ExitCode {
             Need::SharedGuestMemfd
         ),
         gmem::kvm_test!(an_overrun_of_an_unknown_region_is_a_usage_error),
+        gmem::kvm_test!(
+            demo_on_a_kernel_without_the_shared_view_says_what_is_missing,
+            Need::Kvm,
+            Need::NoSharedGuestMemfd
+        ),
     ])
 }

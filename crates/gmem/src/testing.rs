@@ -59,6 +59,9 @@ pub enum Need {
     /// guest_memfd with `MMAP | INIT_SHARED` on a default VM (`KVM_CAP_GUEST_MEMFD_FLAGS`,
     /// Linux 6.18 on): the shared view.
     SharedGuestMemfd,
+    /// The opposite of [`Need::SharedGuestMemfd`]: a kernel without it (for a test of what a
+    /// program says on such a kernel).
+    NoSharedGuestMemfd,
     /// `KVM_CAP_USER_MEMORY2`.
     UserMemory2,
     /// `KVM_X86_SW_PROTECTED_VM` in `KVM_CAP_VM_TYPES`.
@@ -83,6 +86,7 @@ impl Need {
             Need::Kvm => "kvm".into(),
             Need::GuestMemfd => "guest_memfd".into(),
             Need::SharedGuestMemfd => "guest_memfd_shared".into(),
+            Need::NoSharedGuestMemfd => "no_guest_memfd_shared".into(),
             Need::UserMemory2 => "user_memory2".into(),
             Need::SwProtectedVm => "sw_protected_vm".into(),
             Need::PrivateAttributes => "memory_attributes_private".into(),
@@ -99,6 +103,9 @@ impl fmt::Display for Need {
             Need::GuestMemfd => write!(f, "guest_memfd (KVM_CAP_GUEST_MEMFD) on a default VM"),
             Need::SharedGuestMemfd => {
                 write!(f, "guest_memfd with MMAP|INIT_SHARED on a default VM")
+            }
+            Need::NoSharedGuestMemfd => {
+                write!(f, "a kernel without guest_memfd MMAP|INIT_SHARED on a default VM")
             }
             Need::UserMemory2 => write!(f, "KVM_SET_USER_MEMORY_REGION2 (KVM_CAP_USER_MEMORY2)"),
             Need::SwProtectedVm => write!(f, "the software-protected VM type (KVM_CAP_VM_TYPES bit 1)"),
@@ -208,6 +215,13 @@ impl Host {
                     format!(
                         "KVM_CAP_GUEST_MEMFD is {}, KVM_CAP_GUEST_MEMFD_FLAGS {:#x} on a default VM",
                         u8::from(vm.guest_memfd),
+                        vm.guest_memfd_flags.bits()
+                    )
+                }),
+            Need::NoSharedGuestMemfd => (vm.guest_memfd && vm.guest_memfd_flags.contains(shared))
+                .then(|| {
+                    format!(
+                        "KVM_CAP_GUEST_MEMFD_FLAGS is {:#x} on a default VM: the kernel has it",
                         vm.guest_memfd_flags.bits()
                     )
                 }),

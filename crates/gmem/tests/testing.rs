@@ -48,6 +48,7 @@ fn a_host_without_guest_memfd_lacks_each_gmem_need_and_says_why() {
     let h = host(no_gmem(), None);
     assert_eq!(h.lacks(&Need::Kvm), None);
     assert_eq!(h.lacks(&Need::UserMemory2), None);
+    assert_eq!(h.lacks(&Need::NoSharedGuestMemfd), None);
     assert_eq!(
         h.lacks(&Need::GuestMemfd).as_deref(),
         Some("KVM_CAP_GUEST_MEMFD is 0 on a default VM")
@@ -72,6 +73,10 @@ fn a_host_without_guest_memfd_lacks_each_gmem_need_and_says_why() {
 fn the_lab_kernel_offers_every_kvm_need() {
     let (default, protected) = lab();
     let h = host(default, Some(protected));
+    assert_eq!(
+        h.lacks(&Need::NoSharedGuestMemfd).as_deref(),
+        Some("KVM_CAP_GUEST_MEMFD_FLAGS is 0x3 on a default VM: the kernel has it")
+    );
     for need in [
         Need::Kvm,
         Need::GuestMemfd,
