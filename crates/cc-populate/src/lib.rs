@@ -67,7 +67,7 @@ pub use backend::{
 };
 pub use driver::{
     ConversionPolicy, Driver, DriverOptions, Observer, Phase, RegionReport, RegionState, Report,
-    RunError, Stop, StopCause,
+    ResumeRefusal, RunError, RunId, Stop, StopCause,
 };
 pub use plan::{
     Chunks, Content, ContentError, ContentKind, InPlaceReader, MemoryLayout, Memslot, Plan,
