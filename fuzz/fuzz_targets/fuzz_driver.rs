@@ -1,30 +1,39 @@
 //! The driver against a backend whose every answer comes from the fuzzer.
 //!
 //! A `LedgerBackend` does what each scripted answer says (some granules, then success, EINTR,
-//! EAGAIN, "unsupported" or a hard error), for populate and for conversion calls alike; a thin
-//! wrapper can also answer impossible progress (more than asked, not whole granules) without
-//! doing anything. After each stop the run is resumed from its report with the script going on,
-//! and finally with no script left, when it must complete. Throughout, checked against the
+//! EAGAIN, "unsupported" or a hard error), for populate and for conversion calls alike; it can
+//! also do some granules and then claim impossible progress (more than asked, not whole
+//! granules). After each stop the run is resumed from its report with the script going on, and
+//! finally with no script left, when it must complete; on the way an older report, and the
+//! report with another plan, are given to resume too. Throughout, checked against the
 //! backend's own ledger (never against the driver's view of itself):
-//! - no byte populated twice (data regions among themselves, ripas regions among themselves);
+//! - no byte populated twice (data regions among themselves, ripas regions among themselves),
+//!   whatever the backend answered;
+//! - every chunk carries the plan's content at its place: source bytes (patterned, so that no
+//!   two pages agree) equal to the region's at the chunk's offset, in place or zero likewise;
 //! - per region, the report's `populated` equals the ledger's bytes, as a prefix of the region,
-//!   and its call counts equal the ledger's calls; the conversions add up likewise;
+//!   but for a call that claimed impossible progress (nothing of it counted, nothing after it);
+//!   its call counts equal the ledger's calls; the conversions add up likewise;
 //! - nothing populated before it was private on a `BeforePopulate` backend;
 //! - every source chunk handed over has the chunk's length;
 //! - a stop names the first region not done, at its first byte not done;
-//! - the final report is complete, the released bytes match the plan's, and the observer
-//!   heard of every region's completion exactly once.
+//! - a stop after impossible progress is never resumed (`ResumeRefusal::UnknownExtent`, naming
+//!   the call), nor is an older report or one of another plan, and a refused resume calls
+//!   nothing;
+//! - otherwise the final report is complete, the released bytes match the plan's, and the
+//!   observer heard of every region's completion exactly once.
 #![no_main]
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use cc_populate::testing::{Answer, LedgerBackend};
 use cc_populate::{
     Backend, BackendCaps, ChunkRequest, Content, ContentKind, ConversionPolicy, Driver,
     DriverOptions, ErrorKind, MemoryLayout, Observer, Phase, PlanBuilder, Populated, RegionReport,
-    RegionSpec, Report, Role, RunError, SourceBuf, StopCause,
+    RegionSpec, Report, ResumeRefusal, Role, RunError, SourceBuf, StopCause,
 };
 use cc_populate_fuzz::*;
 use libfuzzer_sys::fuzz_target;
@@ -59,16 +68,18 @@ enum Step {
         granules: u8,
         error: Option<ErrorKind>,
     },
-    /// Claim one granule more than asked, doing nothing.
-    Overshoot,
-    /// Claim a byte count that is not whole granules, doing nothing.
-    Ragged,
+    /// Do `granules` (255: all), then claim one granule more than asked.
+    Overshoot { granules: u8 },
+    /// Do `granules` (255: all), then claim half a granule more (not whole granules).
+    Ragged { granules: u8 },
 }
 
 #[derive(Arbitrary, Debug)]
 struct Round {
     populate: Vec<Step>,
     convert: Vec<Step>,
+    /// Before resuming the newest report, try to resume an older one (index among them).
+    replay: Option<u8>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -90,36 +101,36 @@ struct Input {
     rounds: Vec<Round>,
 }
 
-/// A `LedgerBackend` fed one fuzzer step per call, which can also lie about progress.
+/// A `LedgerBackend` fed one fuzzer step per call.
 struct Scripted {
     inner: LedgerBackend,
     populate: VecDeque<Step>,
     convert: VecDeque<Step>,
-    /// Populate calls answered with a lie, per region (the ledger never sees them).
-    populate_lies: Vec<u64>,
-    /// Conversion calls answered with a lie.
-    convert_lies: u64,
 }
 
-fn lie(step: Step, granule: u64, asked: u64) -> Option<Populated> {
-    match step {
-        Step::Do { .. } => None,
-        Step::Overshoot => Some(Populated::all(asked + granule)),
-        Step::Ragged => Some(Populated::all(asked.min(granule) / 2 + 1)),
-    }
-}
-
-fn answer(step: Step) -> Answer {
-    match step {
-        Step::Do { granules, error } => Answer {
-            granules: if granules == 255 {
-                u32::MAX
-            } else {
-                granules as u32
-            },
-            error,
+/// The answer for `step` to a call asking `asked` bytes.
+fn answer(step: Option<Step>, granule: u64, asked: u64) -> Answer {
+    let (granules, error, lie) = match step {
+        None => return Answer::ALL,
+        Some(Step::Do { granules, error }) => (granules, error, None),
+        Some(Step::Overshoot { granules }) => (granules, None, Some(granule)),
+        Some(Step::Ragged { granules }) => (granules, None, Some(granule / 2 + 1)),
+    };
+    let granules = if granules == 255 {
+        u32::MAX
+    } else {
+        granules as u32
+    };
+    let done = (granules as u64).saturating_mul(granule).min(asked);
+    Answer {
+        granules,
+        error,
+        // More than asked: past the request; ragged: a partial granule past what was done.
+        overclaim: match (step, lie) {
+            (Some(Step::Overshoot { .. }), Some(g)) => asked - done + g,
+            (_, Some(half)) => half,
+            _ => 0,
         },
-        _ => Answer::ALL,
     }
 }
 
@@ -129,25 +140,33 @@ impl Backend for Scripted {
     }
     fn make_private(&mut self, gpa: u64, len: u64) -> Populated {
         let step = self.convert.pop_front();
-        if let Some(p) = step.and_then(|s| lie(s, self.inner.caps.granule, len)) {
-            self.convert_lies += 1;
-            return p;
-        }
-        self.inner.convert_script.extend(step.map(answer));
+        let a = answer(step, self.inner.caps.granule, len);
+        self.inner.convert_script.push_back(a);
         self.inner.make_private(gpa, len)
     }
     fn populate(&mut self, chunk: &ChunkRequest<'_>) -> Populated {
         let step = self.populate.pop_front();
-        if let Some(p) = step.and_then(|s| lie(s, self.inner.caps.granule, chunk.len)) {
-            if self.populate_lies.len() <= chunk.region {
-                self.populate_lies.resize(chunk.region + 1, 0);
-            }
-            self.populate_lies[chunk.region] += 1;
-            return p;
-        }
-        self.inner.script.extend(step.map(answer));
+        let a = answer(step, self.inner.caps.granule, chunk.len);
+        self.inner.script.push_back(a);
         self.inner.populate(chunk)
     }
+}
+
+/// Source bytes: no two pages of it, and no two offsets within a page, agree (byte `j` mixes
+/// `j mod 251` with `j`'s page number), so a chunk handed another place's bytes is seen.
+fn pattern() -> &'static [u8] {
+    static BUF: OnceLock<Vec<u8>> = OnceLock::new();
+    BUF.get_or_init(|| {
+        (0..MAX_PATTERNED as usize + PAGE as usize)
+            .map(|j| (j % 251) as u8 ^ (j >> 12) as u8)
+            .collect()
+    })
+}
+
+/// Region `i`'s `len` source bytes, starting at a place in the pattern of its own.
+fn source_bytes(i: usize, len: u64) -> &'static [u8] {
+    let shift = (i * 1031) % PAGE as usize;
+    &pattern()[shift..shift + len as usize]
 }
 
 #[derive(Default)]
@@ -180,6 +199,11 @@ impl Observer for Watch {
 /// Largest owned (`Vec`) source: filling bigger ones costs more than it finds.
 const MAX_OWNED: u64 = 64 << 10;
 
+/// Largest borrowed or `SourceBuf` source: every source byte is patterned, copied into the
+/// backend's expectation and compared there, so bigger ones cost more than they find (a 2 MiB
+/// region gets in-place or zero content).
+const MAX_PATTERNED: u64 = 1 << 20;
+
 /// Most populate calls one plan may take without stops (keeps runs fast).
 const MAX_CALLS: u128 = 4096;
 
@@ -191,12 +215,19 @@ fn check(
     by_populate: bool,
 ) {
     let inner = &backend.inner;
+    let granule = inner.caps.granule;
     assert!(inner.twice.is_empty(), "populated twice: {:?}", inner.twice);
     assert!(
         inner.bad_sources.is_empty(),
         "bad sources at {:?}",
         inner.bad_sources
     );
+    assert!(
+        inner.wrong_content.is_empty(),
+        "chunks with content other than the plan's at {:#x?}",
+        inner.wrong_content
+    );
+    let impossible = |claimed: u64, asked: u64| claimed > asked || claimed % granule != 0;
     assert!(
         inner.not_private.is_empty(),
         "populated before private at {:?}",
@@ -227,7 +258,11 @@ fn check(
     let mut converted = 0u64;
     for e in inner.ledger.iter().filter(|e| e.convert) {
         convert_calls += 1;
-        converted += e.len;
+        if e.claimed == e.len {
+            converted += e.len;
+        } else {
+            assert!(impossible(e.claimed, e.asked), "{e:?}");
+        }
     }
     assert_eq!(report.regions.len(), specs.len());
     for (i, (rr, &(gpa, len, role, kind))) in report.regions.iter().zip(specs).enumerate() {
@@ -241,7 +276,9 @@ fn check(
             .filter(|e| !e.convert && e.region == i)
             .collect();
         let mut cur = gpa;
+        let mut lied = false;
         for e in &mine {
+            assert!(!lied, "region {i}: a call after an impossible claim: {e:?}");
             assert_eq!(
                 e.gpa, cur,
                 "region {i}: populate call at {:#x}, expected {cur:#x}",
@@ -249,7 +286,13 @@ fn check(
             );
             assert_eq!(e.role, role);
             assert!(e.len <= e.asked);
-            cur += e.len;
+            if e.claimed == e.len {
+                cur += e.len;
+            } else {
+                // Done, but not counted: the claim was impossible.
+                assert!(impossible(e.claimed, e.asked), "{e:?}");
+                lied = true;
+            }
         }
         assert_eq!(
             cur - gpa,
@@ -259,9 +302,8 @@ fn check(
             rr.populated
         );
         assert!(rr.populated <= len);
-        let lies = backend.populate_lies.get(i).copied().unwrap_or(0);
         assert_eq!(
-            mine.len() as u64 + lies,
+            mine.len() as u64,
             rr.calls,
             "region {i}: ledger calls vs report"
         );
@@ -281,11 +323,7 @@ fn check(
         }
         assert!(rr.released <= rr.populated);
     }
-    assert_eq!(
-        report.convert_calls(),
-        convert_calls + backend.convert_lies,
-        "conversion calls"
-    );
+    assert_eq!(report.convert_calls(), convert_calls, "conversion calls");
     assert_eq!(
         report
             .regions
@@ -344,15 +382,19 @@ fuzz_target!(|input: Input| {
         let content = if !oracle_carries_content(r.role) {
             Content::Zero
         } else {
+            let i = specs.len();
             match r.content {
-                ContentIn::Bytes if len <= MAX_SOURCE => {
-                    Content::Bytes(Cow::Borrowed(zeros(len as usize)))
+                ContentIn::Bytes if len <= MAX_PATTERNED => {
+                    Content::Bytes(Cow::Borrowed(source_bytes(i, len)))
                 }
                 ContentIn::Owned if len <= MAX_OWNED => {
-                    Content::Bytes(Cow::Owned(vec![0x5a; len as usize]))
+                    Content::Bytes(Cow::Owned(source_bytes(i, len).to_vec()))
                 }
-                ContentIn::Buffer => match SourceBuf::new(len as usize) {
-                    Ok(b) => Content::Buffer(b),
+                ContentIn::Buffer if len <= MAX_PATTERNED => match SourceBuf::new(len as usize) {
+                    Ok(mut b) => {
+                        b.as_mut_slice().copy_from_slice(source_bytes(i, len));
+                        Content::Buffer(b)
+                    }
                     Err(_) => Content::Zero,
                 },
                 ContentIn::InPlace if input.in_place => Content::InPlace,
@@ -373,6 +415,16 @@ fuzz_target!(|input: Input| {
     let mut plan = match builder.build(&caps, &MemoryLayout::unbounded()) {
         Ok(p) => p,
         Err(e) => panic!("the layout above is valid by construction, yet: {e}"),
+    };
+    // The backend checks every chunk's content against a copy of the plan's.
+    inner.expect_plan(&plan);
+    // Another plan, whose runs' reports must not resume this one's, nor the other way.
+    let other = match PlanBuilder::new()
+        .zero(0, granule)
+        .build(&caps, &MemoryLayout::unbounded())
+    {
+        Ok(p) => p,
+        Err(e) => panic!("one zero granule is a valid plan, yet: {e}"),
     };
 
     let options = DriverOptions {
@@ -401,12 +453,14 @@ fuzz_target!(|input: Input| {
         inner,
         populate: VecDeque::new(),
         convert: VecDeque::new(),
-        populate_lies: Vec::new(),
-        convert_lies: 0,
     };
     let mut watch = Watch::default();
 
     let mut report: Option<Report> = None;
+    // Every stopped report, oldest first: all but the newest were resumed from already.
+    let mut history: Vec<Report> = Vec::new();
+    // Set once a stop's extent is unknown: its report is refused, and the run ends there.
+    let mut unknown: Option<cc_populate::Stop> = None;
     let mut rounds = input.rounds.iter().take(6).map(Some).collect::<Vec<_>>();
     rounds.push(None); // the last resume, with no script left
     for round in rounds {
@@ -421,6 +475,27 @@ fuzz_target!(|input: Input| {
             }
         }
         let last = round.is_none();
+        let calls = backend.inner.ledger.len();
+        // An older report, or the newest with another plan: refused, calling nothing.
+        if let (Some(k), true) = (round.and_then(|r| r.replay), history.len() > 1) {
+            let old = &history[k as usize % (history.len() - 1)];
+            match Driver::new(&mut backend).resume(&plan, old) {
+                Err(RunError::NotResumable(ResumeRefusal::AlreadyResumed {
+                    generation,
+                    latest,
+                    ..
+                })) => assert!(generation < latest),
+                Err(RunError::NotResumable(_)) if unknown.is_some() => {}
+                other => panic!("an older report was not refused: {other:?}"),
+            }
+        }
+        if let Some(newest) = &report {
+            match Driver::new(&mut backend).resume(&other, newest) {
+                Err(RunError::NotResumable(ResumeRefusal::OtherPlan { .. })) => {}
+                other => panic!("a report of another plan was not refused: {other:?}"),
+            }
+        }
+        assert_eq!(backend.inner.ledger.len(), calls, "a refused resume called");
         let mut driver = Driver::new(&mut backend)
             .with_options(options.clone())
             .with_observer(&mut watch);
@@ -430,6 +505,21 @@ fuzz_target!(|input: Input| {
             (Some(r), false) => driver.resume(&plan, r),
             (Some(r), true) => driver.resume_releasing(&mut plan, r),
         };
+        if let Some(stop) = &unknown {
+            // A stop of unknown extent is never resumed.
+            let Err(RunError::NotResumable(ResumeRefusal::UnknownExtent {
+                region,
+                phase,
+                gpa,
+                ..
+            })) = &result
+            else {
+                panic!("a stop of unknown extent was resumed: {result:?}")
+            };
+            assert_eq!((*region, *phase, *gpa), (stop.region, stop.phase, stop.gpa));
+            assert_eq!(backend.inner.ledger.len(), calls, "a refused resume called");
+            break;
+        }
         let r = match result {
             Ok(r) => {
                 assert!(r.is_complete(), "Ok but not complete: {r}");
@@ -444,6 +534,11 @@ fuzz_target!(|input: Input| {
                     };
                     assert!(got >= rr.len, "region {i}: the backend's own sets disagree");
                 }
+                // A complete run has nothing to resume.
+                assert!(matches!(
+                    Driver::new(&mut backend).resume(&plan, &r),
+                    Err(RunError::NotResumable(ResumeRefusal::Complete { .. }))
+                ));
                 report = Some(r);
                 break;
             }
@@ -483,24 +578,41 @@ fuzz_target!(|input: Input| {
                 }
                 if let StopCause::BadProgress { done, asked } = stop.cause {
                     assert!(done > asked || done % granule != 0);
+                    unknown = Some(stop.clone());
                 }
                 let _ = r.to_string(); // formatting a report must not panic
                 *r
             }
             Err(e) => panic!("unexpected driver error: {e}"),
         };
+        history.push(r.clone());
         report = Some(r);
     }
     let report = report.expect("a report");
-    assert!(report.is_complete(), "never completed: {report}");
-    let data: u64 = specs.iter().map(|s| s.1).sum();
-    assert_eq!(report.bytes_populated(), data);
     for (i, (region, rr)) in plan.regions().iter().zip(&report.regions).enumerate() {
         assert_eq!(
             region.released(),
             rr.released,
             "region {i}: plan and report disagree on released bytes"
         );
+    }
+    let mut done = watch.done.clone();
+    done.sort_unstable();
+    if let Some(stop) = unknown {
+        // The run ends at the stop: the regions before it were each reported done once.
+        assert!(!report.is_complete());
+        assert_eq!(
+            done,
+            (0..stop.region).collect::<Vec<_>>(),
+            "regions reported done: {:?}",
+            watch.done
+        );
+        return;
+    }
+    assert!(report.is_complete(), "never completed: {report}");
+    let data: u64 = specs.iter().map(|s| s.1).sum();
+    assert_eq!(report.bytes_populated(), data);
+    for (i, (region, rr)) in plan.regions().iter().zip(&report.regions).enumerate() {
         let expect = match (input.release, region.content()) {
             (true, Content::Buffer(_)) => rr.len,
             (true, Content::Bytes(Cow::Owned(_))) => rr.len,
@@ -512,8 +624,6 @@ fuzz_target!(|input: Input| {
         assert_eq!(watch.last, data, "progress did not reach the total");
     }
     // Every region reported done exactly once, across all the runs.
-    let mut done = watch.done.clone();
-    done.sort_unstable();
     assert_eq!(
         done,
         (0..specs.len()).collect::<Vec<_>>(),

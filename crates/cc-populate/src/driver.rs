@@ -2,6 +2,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::backend::{
@@ -118,7 +121,7 @@ impl RegionReport {
 }
 
 /// Which step a stop happened in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
     /// Making the range private.
     Convert,
@@ -144,7 +147,9 @@ pub enum StopCause {
         attempts: u32,
     },
     /// The backend reported progress that cannot be: more than asked, or not whole granules.
-    /// Nothing of that call is counted.
+    /// Nothing of that call is counted, and the report cannot be resumed
+    /// ([`ResumeRefusal::UnknownExtent`]): the backend may have done anything up to the end of
+    /// the call.
     BadProgress {
         /// Bytes it claimed.
         done: u64,
@@ -216,6 +221,9 @@ impl fmt::Display for Stop {
 /// The exact record of a run: per region what was converted, populated and released, with
 /// call counts, and where and why it stopped, if it did. Feed it to [`Driver::resume`] to
 /// continue a stopped run.
+///
+/// Only the driver makes reports: each carries the identity of its run and plan
+/// ([`Report::id`]), which [`Driver::resume`] checks (see there).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
     /// One entry per plan region, in the plan's order.
@@ -224,11 +232,12 @@ pub struct Report {
     pub elapsed: Duration,
     /// Set when the run stopped before the end.
     pub stop: Option<Stop>,
+    id: RunId,
 }
 
 impl Report {
-    /// A report of nothing done yet for `plan`.
-    pub fn new(plan: &Plan<'_>) -> Report {
+    /// A report of nothing done yet for `plan`, for run `id`.
+    fn new(plan: &Plan<'_>, id: RunId) -> Report {
         Report {
             regions: plan
                 .regions()
@@ -248,7 +257,13 @@ impl Report {
                 .collect(),
             elapsed: Duration::ZERO,
             stop: None,
+            id,
         }
+    }
+
+    /// Which run of which plan made this report, and how many resumes it is from the first.
+    pub fn id(&self) -> RunId {
+        self.id
     }
 
     /// Whether every region is fully populated.
@@ -318,9 +333,10 @@ pub enum RunError {
         /// The backend's.
         backend: Box<BackendCaps>,
     },
-    /// A report given to resume does not describe this plan.
-    #[error("the report does not match the plan: {0}")]
-    ReportMismatch(String),
+    /// [`Driver::resume`] refused the report: resuming it could populate a byte twice, or it
+    /// is not a report of this plan's run. The reason names the run, or the region and range.
+    #[error("cannot resume: {0}")]
+    NotResumable(ResumeRefusal),
     /// The report given to resume stopped on an unrecoverable error
     /// ([`BackendError::unrecoverable`]): nothing is retried; the VM must be torn down.
     #[error("cannot resume: the run stopped on an unrecoverable error: {}", .0.stop.as_ref().map(|s| s.to_string()).unwrap_or_default())]
@@ -334,6 +350,249 @@ impl RunError {
             RunError::Stopped(r) | RunError::Unrecoverable(r) => Some(r),
             _ => None,
         }
+    }
+}
+
+/// The identity a [`Report`] carries: the run that made it, the plan it ran, and how many
+/// resumes it is from the run's first report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RunId {
+    /// The run: unique in the process ([`Driver::run`] and [`Driver::run_releasing`] start a
+    /// new one; a resume continues it).
+    pub run: u64,
+    /// The plan: unique in the process (set when the plan is built).
+    pub plan: u64,
+    /// 0 for the report of [`Driver::run`], one more for each resume of the run.
+    pub generation: u64,
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "run {} of plan {} (report {})",
+            self.run, self.plan, self.generation
+        )
+    }
+}
+
+/// Why [`Driver::resume`] refused a report ([`RunError::NotResumable`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumeRefusal {
+    /// The report is from a run of another plan (also one with the same regions: a plan
+    /// built again may carry other bytes).
+    #[error("the report is from plan {report_plan}, not from this plan ({plan})")]
+    OtherPlan {
+        /// The plan the report's run populated.
+        report_plan: u64,
+        /// The plan given to resume.
+        plan: u64,
+    },
+    /// The run stopped on a call whose extent is unknown: the backend claimed progress it
+    /// cannot have made ([`StopCause::BadProgress`]), so it may have populated (or converted)
+    /// anything up to the end of the call. Resuming could populate those bytes again; the VM
+    /// must be torn down.
+    #[error("region {region}: the call at GPA {gpa:#x} (+{asked:#x}) claimed {claimed:#x} bytes, so how much of [{gpa:#x}..{end:#x}) was {what} is unknown; tear the VM down", end = gpa.saturating_add(*asked), what = match phase { Phase::Convert => "converted", Phase::Populate => "populated" })]
+    UnknownExtent {
+        /// Index of the region.
+        region: usize,
+        /// The step.
+        phase: Phase,
+        /// Where the call started.
+        gpa: u64,
+        /// Bytes it was asked for.
+        asked: u64,
+        /// Bytes the backend claimed.
+        claimed: u64,
+    },
+    /// This report was resumed already: a newer report of the run exists, and only the newest
+    /// may be resumed (resuming an older one would repeat work).
+    #[error("the report is number {generation} of run {run}, but the run has gone on to report {latest}: resume from the newest report")]
+    AlreadyResumed {
+        /// The run.
+        run: u64,
+        /// The report's generation.
+        generation: u64,
+        /// The run's newest generation.
+        latest: u64,
+    },
+    /// Another call is resuming this run right now.
+    #[error("run {run} is being resumed by another call")]
+    InProgress {
+        /// The run.
+        run: u64,
+    },
+    /// The run completed: there is nothing to resume.
+    #[error("run {run} completed: there is nothing to resume")]
+    Complete {
+        /// The run.
+        run: u64,
+    },
+    /// The run stopped where it cannot be resumed (an unknown extent or an unrecoverable
+    /// error), though the report given says otherwise: it was changed since the driver made it.
+    #[error("run {run} stopped where it cannot be resumed, whatever this report says")]
+    Closed {
+        /// The run.
+        run: u64,
+    },
+    /// The report's progress (a region's converted, populated or released bytes, or the
+    /// stop) is not what the run recorded: it was changed since the driver made it.
+    #[error("the report of run {run} was changed since the driver made it (its progress is not what the run recorded)")]
+    Altered {
+        /// The run.
+        run: u64,
+    },
+    /// The plan has no record of the run.
+    #[error("this plan has no record of run {run}")]
+    UnknownRun {
+        /// The run.
+        run: u64,
+    },
+}
+
+/// Process-wide source of run and plan identities.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A new identity, unique in the process.
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Where a run of a plan stands, as the plan keeps it: the newest report's generation and
+/// what may be done with it.
+#[derive(Clone, Copy, Debug)]
+enum RunState {
+    /// Stopped; the report with this digest of its progress may be resumed.
+    Resumable { digest: u64 },
+    /// Being run or resumed.
+    Running,
+    /// Finished.
+    Complete,
+    /// Stopped where it cannot be resumed.
+    Closed,
+}
+
+#[derive(Debug)]
+struct RunRecord {
+    run: u64,
+    generation: u64,
+    state: RunState,
+}
+
+/// The runs of one plan, kept by the plan so that only the newest report of each can be
+/// resumed, once.
+#[derive(Debug, Default)]
+pub(crate) struct RunBook(Mutex<Vec<RunRecord>>);
+
+impl RunBook {
+    fn with<R>(&self, f: impl FnOnce(&mut Vec<RunRecord>) -> R) -> R {
+        // Nothing panics while the lock is held; a poisoned book is still consistent.
+        let mut runs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut runs)
+    }
+
+    /// Records a new run, running.
+    fn start(&self, run: u64) {
+        self.with(|runs| {
+            runs.push(RunRecord {
+                run,
+                generation: 0,
+                state: RunState::Running,
+            })
+        });
+    }
+
+    /// Takes `report`'s run for a resume: it must be stopped, resumable, and `report` its
+    /// newest report, unchanged. Returns the generation of the report the resume makes.
+    fn claim(&self, report: &Report) -> Result<u64, ResumeRefusal> {
+        let id = report.id;
+        let run = id.run;
+        self.with(|runs| {
+            let Some(rec) = runs.iter_mut().find(|r| r.run == run) else {
+                return Err(ResumeRefusal::UnknownRun { run });
+            };
+            if rec.generation != id.generation {
+                return Err(ResumeRefusal::AlreadyResumed {
+                    run,
+                    generation: id.generation,
+                    latest: rec.generation,
+                });
+            }
+            match rec.state {
+                RunState::Running => Err(ResumeRefusal::InProgress { run }),
+                RunState::Complete => Err(ResumeRefusal::Complete { run }),
+                RunState::Closed => Err(ResumeRefusal::Closed { run }),
+                RunState::Resumable { digest } if digest != progress_digest(report) => {
+                    Err(ResumeRefusal::Altered { run })
+                }
+                RunState::Resumable { .. } => {
+                    rec.generation += 1;
+                    rec.state = RunState::Running;
+                    Ok(rec.generation)
+                }
+            }
+        })
+    }
+
+    /// Records how a run (or resume) that made `result` ended.
+    fn settle(&self, result: &Result<Report, RunError>) {
+        let (report, state) = match result {
+            Ok(r) => (r, RunState::Complete),
+            Err(RunError::Stopped(r)) if resume_refusal(r).is_some() => (&**r, RunState::Closed),
+            Err(RunError::Stopped(r)) => (
+                &**r,
+                RunState::Resumable {
+                    digest: progress_digest(r),
+                },
+            ),
+            // Refused before it started: nothing was recorded.
+            Err(_) => return,
+        };
+        let id = report.id;
+        self.with(|runs| {
+            if let Some(rec) = runs.iter_mut().find(|r| r.run == id.run) {
+                rec.generation = id.generation;
+                rec.state = state;
+            }
+        });
+    }
+}
+
+/// A digest of what a resume starts from: per region the range, role, content kind and the
+/// bytes converted, populated and released, and where the run stopped.
+fn progress_digest(report: &Report) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    report.id.hash(&mut h);
+    report.regions.len().hash(&mut h);
+    for r in &report.regions {
+        (r.gpa, r.len, r.role, r.content).hash(&mut h);
+        (r.converted, r.populated, r.released).hash(&mut h);
+    }
+    report
+        .stop
+        .as_ref()
+        .map(|s| (s.region, s.gpa, s.len, s.phase))
+        .hash(&mut h);
+    h.finish()
+}
+
+/// Why the report's own stop forbids a resume, if it does (an unrecoverable error is
+/// refused separately, as [`RunError::Unrecoverable`]).
+fn resume_refusal(report: &Report) -> Option<ResumeRefusal> {
+    let stop = report.stop.as_ref()?;
+    match &stop.cause {
+        StopCause::BadProgress { done, asked } => Some(ResumeRefusal::UnknownExtent {
+            region: stop.region,
+            phase: stop.phase,
+            gpa: stop.gpa,
+            asked: *asked,
+            claimed: *done,
+        }),
+        StopCause::Backend(e) if e.unrecoverable => {
+            Some(ResumeRefusal::Closed { run: report.id.run })
+        }
+        _ => None,
     }
 }
 
@@ -413,24 +672,63 @@ impl<'o, B: Backend> Driver<'o, B> {
     }
 
     /// Populates the whole plan. The plan is untouched, so it can be run again on a fresh VM.
+    /// Each call is a new run ([`Report::id`]).
     pub fn run(&mut self, plan: &Plan<'_>) -> Result<Report, RunError> {
-        let report = Report::new(plan);
-        self.execute(PlanAccess::Shared(plan), report, false)
+        self.start(PlanAccess::Shared(plan), false)
     }
 
     /// Populates the whole plan, releasing sources as they are populated when
     /// [`DriverOptions::release_sources`] is set.
     pub fn run_releasing(&mut self, plan: &mut Plan<'_>) -> Result<Report, RunError> {
-        let report = Report::new(plan);
         let release = self.options.release_sources;
-        self.execute(PlanAccess::Exclusive(plan), report, release)
+        self.start(PlanAccess::Exclusive(plan), release)
     }
 
     /// Continues a stopped run from its report: done regions are skipped, a partly populated
     /// region continues at its first byte not done, conversion is not repeated.
+    ///
+    /// Resume never populates a byte twice, so it refuses ([`RunError::NotResumable`], with a
+    /// [`ResumeRefusal`] saying why) any report but the newest of a stopped run of this very
+    /// plan, unchanged, and one whose stop has an unknown extent (a backend that claimed
+    /// progress it cannot have made may have done anything up to the end of that call):
+    /// each report can be resumed once, and a resume makes the run's next report. A stop on an
+    /// unrecoverable backend error is refused with [`RunError::Unrecoverable`]. A refused
+    /// resume calls nothing.
+    ///
+    /// ```
+    /// use cc_populate::testing::{Answer, LedgerBackend};
+    /// use cc_populate::{Driver, ErrorKind, MemoryLayout, PlanBuilder, ResumeRefusal, Role, RunError};
+    ///
+    /// let mut backend = LedgerBackend::new(2 << 20);
+    /// // The first call populates one page, then fails.
+    /// backend.script.push_back(Answer::fail(1, ErrorKind::Failed));
+    /// let image = vec![3u8; 4 << 20];
+    /// let plan = PlanBuilder::new()
+    ///     .source(0, Role::Measured, &image)
+    ///     .build(&backend.caps, &MemoryLayout::unbounded())?;
+    /// let mut driver = Driver::new(&mut backend);
+    /// let Err(RunError::Stopped(stopped)) = driver.run(&plan) else { panic!() };
+    /// let done = driver.resume(&plan, &stopped)?;
+    /// assert!(done.is_complete());
+    /// assert_eq!(done.id().generation, stopped.id().generation + 1);
+    /// // The stopped report was resumed already: a second resume is refused.
+    /// let again = driver.resume(&plan, &stopped).unwrap_err();
+    /// assert!(matches!(again, RunError::NotResumable(ResumeRefusal::AlreadyResumed { .. })));
+    ///
+    /// // A backend that populates a page, then claims more than it was asked: how much it
+    /// // really did is unknown, and the report cannot be resumed.
+    /// backend.script.push_back(Answer::overclaim(1, 4 << 20));
+    /// let mut driver = Driver::new(&mut backend);
+    /// let Err(RunError::Stopped(stopped)) = driver.run(&plan) else { panic!() };
+    /// let refused = driver.resume(&plan, &stopped).unwrap_err();
+    /// let RunError::NotResumable(ResumeRefusal::UnknownExtent { region, gpa, .. }) = refused else {
+    ///     panic!("{refused}")
+    /// };
+    /// assert_eq!((region, gpa), (0, 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn resume(&mut self, plan: &Plan<'_>, report: &Report) -> Result<Report, RunError> {
-        check_report(plan, report)?;
-        self.execute(PlanAccess::Shared(plan), report.clone(), false)
+        self.continue_run(PlanAccess::Shared(plan), report, false)
     }
 
     /// [`resume`](Driver::resume), releasing sources as in [`run_releasing`](Driver::run_releasing).
@@ -439,24 +737,93 @@ impl<'o, B: Backend> Driver<'o, B> {
         plan: &mut Plan<'_>,
         report: &Report,
     ) -> Result<Report, RunError> {
-        check_report(plan, report)?;
         let release = self.options.release_sources;
-        self.execute(PlanAccess::Exclusive(plan), report.clone(), release)
+        self.continue_run(PlanAccess::Exclusive(plan), report, release)
+    }
+
+    /// Starts a new run of `plan`.
+    fn start(&mut self, plan: PlanAccess<'_, '_>, release: bool) -> Result<Report, RunError> {
+        self.check_caps(plan.get())?;
+        let p = plan.get();
+        let id = RunId {
+            run: next_id(),
+            plan: p.id(),
+            generation: 0,
+        };
+        p.runs().start(id.run);
+        let report = Report::new(p, id);
+        self.execute_recorded(plan, report, release)
+    }
+
+    /// Resumes `report`'s run of `plan`, if it may be.
+    fn continue_run(
+        &mut self,
+        plan: PlanAccess<'_, '_>,
+        report: &Report,
+        release: bool,
+    ) -> Result<Report, RunError> {
+        let p = plan.get();
+        if report.id.plan != p.id() {
+            return Err(RunError::NotResumable(ResumeRefusal::OtherPlan {
+                report_plan: report.id.plan,
+                plan: p.id(),
+            }));
+        }
+        if let Some(Stop {
+            cause: StopCause::Backend(e),
+            ..
+        }) = &report.stop
+        {
+            if e.unrecoverable {
+                return Err(RunError::Unrecoverable(Box::new(report.clone())));
+            }
+        }
+        if let Some(why) = resume_refusal(report) {
+            return Err(RunError::NotResumable(why));
+        }
+        self.check_caps(p)?;
+        if report.regions.len() != p.regions().len() {
+            return Err(RunError::NotResumable(ResumeRefusal::Altered {
+                run: report.id.run,
+            }));
+        }
+        let generation = p.runs().claim(report).map_err(RunError::NotResumable)?;
+        let mut next = report.clone();
+        next.id.generation = generation;
+        self.execute_recorded(plan, next, release)
+    }
+
+    fn check_caps(&self, plan: &Plan<'_>) -> Result<(), RunError> {
+        let caps = self.backend.caps();
+        if &caps != plan.caps() {
+            return Err(RunError::CapsMismatch {
+                plan: Box::new(plan.caps().clone()),
+                backend: Box::new(caps),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs from `report` and records in the plan how the run ended.
+    fn execute_recorded(
+        &mut self,
+        plan: PlanAccess<'_, '_>,
+        report: Report,
+        release: bool,
+    ) -> Result<Report, RunError> {
+        let mut plan = plan;
+        let result = self.execute(&mut plan, report, release);
+        plan.get().runs().settle(&result);
+        result
     }
 
     fn execute(
         &mut self,
-        mut plan: PlanAccess<'_, '_>,
+        plan: &mut PlanAccess<'_, '_>,
         mut report: Report,
         release: bool,
     ) -> Result<Report, RunError> {
         let caps = self.backend.caps();
-        if &caps != plan.get().caps() {
-            return Err(RunError::CapsMismatch {
-                plan: Box::new(plan.get().caps().clone()),
-                backend: Box::new(caps),
-            });
-        }
         let start = Instant::now();
         report.stop = None;
         let convert = caps.conversion == Conversion::BeforePopulate
@@ -533,7 +900,7 @@ impl<'o, B: Backend> Driver<'o, B> {
                     if done > 0 {
                         done_bytes += done;
                         if release {
-                            if let PlanAccess::Exclusive(p) = &mut plan {
+                            if let PlanAccess::Exclusive(p) = plan {
                                 match p.release_source(i, off) {
                                     Ok(freed) => report.regions[i].released += freed,
                                     Err(e) => {
@@ -735,49 +1102,4 @@ impl StopCause {
     fn was_retried(&self) -> bool {
         matches!(self, StopCause::RetriesExhausted { .. })
     }
-}
-
-fn check_report(plan: &Plan<'_>, report: &Report) -> Result<(), RunError> {
-    if let Some(Stop {
-        cause: StopCause::Backend(e),
-        ..
-    }) = &report.stop
-    {
-        if e.unrecoverable {
-            return Err(RunError::Unrecoverable(Box::new(report.clone())));
-        }
-    }
-    let regions = plan.regions();
-    if regions.len() != report.regions.len() {
-        return Err(RunError::ReportMismatch(format!(
-            "the plan has {} regions, the report {}",
-            regions.len(),
-            report.regions.len()
-        )));
-    }
-    let g = plan.caps().granule;
-    for (i, (p, r)) in regions.iter().zip(&report.regions).enumerate() {
-        if p.gpa() != r.gpa || p.len() != r.len || p.role() != r.role {
-            return Err(RunError::ReportMismatch(format!(
-                "region {i} is [{:#x}..+{:#x}) {} in the plan but [{:#x}..+{:#x}) {} in the report",
-                p.gpa(),
-                p.len(),
-                p.role(),
-                r.gpa,
-                r.len,
-                r.role
-            )));
-        }
-        if r.populated > r.len
-            || r.converted > r.len
-            || r.populated % g != 0
-            || r.converted % g != 0
-        {
-            return Err(RunError::ReportMismatch(format!(
-                "region {i} [{:#x}..+{:#x}): populated {:#x} / converted {:#x} are not whole granules within the region",
-                r.gpa, r.len, r.populated, r.converted
-            )));
-        }
-    }
-    Ok(())
 }

@@ -15,7 +15,8 @@
 //! bound, and a guard against calls that succeed without progress), never populates a byte
 //! twice, releases sources as they land when asked, and returns a [`Report`] of exactly what was
 //! done, also when it stops part-way ([`RunError::Stopped`]). A stopped run resumes from its
-//! report ([`Driver::resume`]).
+//! report ([`Driver::resume`]): only from the newest report of that plan's run, once, and never
+//! after a stop whose extent is unknown ([`ResumeRefusal`]).
 //!
 //! The [`plain`] module's backend populates ordinary (non-confidential) guest_memfd VMs through
 //! the shared mapping; the platform backends (SEV-SNP, TDX, Arm CCA) live in their own crates.
@@ -67,7 +68,7 @@ pub use backend::{
 };
 pub use driver::{
     ConversionPolicy, Driver, DriverOptions, Observer, Phase, RegionReport, RegionState, Report,
-    RunError, Stop, StopCause,
+    ResumeRefusal, RunError, RunId, Stop, StopCause,
 };
 pub use plan::{
     Chunks, Content, ContentError, ContentKind, InPlaceReader, MemoryLayout, Memslot, Plan,

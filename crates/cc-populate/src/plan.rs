@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::backend::{BackendCaps, ChunkSource};
+use crate::driver::{next_id, RunBook};
 use crate::{Role, SourceBuf};
 
 /// Where a region's bytes come from.
@@ -582,6 +583,10 @@ pub struct Plan<'a> {
     caps: BackendCaps,
     layout: MemoryLayout,
     total: u64,
+    /// Unique in the process: the reports of its runs carry it.
+    id: u64,
+    /// Its runs, so that only the newest report of a stopped run is resumed, once.
+    runs: RunBook,
 }
 
 fn check_one(
@@ -694,7 +699,19 @@ impl<'a> Plan<'a> {
             caps: caps.clone(),
             layout: layout.clone(),
             total,
+            id: next_id(),
+            runs: RunBook::default(),
         })
+    }
+
+    /// The plan's identity, unique in the process; reports of its runs carry it
+    /// ([`RunId::plan`](crate::RunId::plan)).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn runs(&self) -> &RunBook {
+        &self.runs
     }
 
     /// The regions, in the given order.

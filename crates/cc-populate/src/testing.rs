@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::backend::{
     Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, Conversion, ErrorKind, Populated,
 };
-use crate::{Role, RoleSet};
+use crate::{Content, ContentKind, Plan, Role, RoleSet};
 
 /// One scripted answer of [`LedgerBackend`]: how many granules of the request to do, then how to
 /// end. Granules beyond the request are clamped to it.
@@ -17,6 +17,9 @@ pub struct Answer {
     pub granules: u32,
     /// `None`: end successfully; `Some(kind)`: end with an error of that kind.
     pub error: Option<ErrorKind>,
+    /// Bytes claimed on top of those done (0: an honest answer). A claim of more than asked, or
+    /// of a partial granule, is what a buggy kernel might answer after really doing `granules`.
+    pub overclaim: u64,
 }
 
 impl Answer {
@@ -24,6 +27,7 @@ impl Answer {
     pub const ALL: Answer = Answer {
         granules: u32::MAX,
         error: None,
+        overclaim: 0,
     };
 
     /// Do `granules`, then fail with `kind`.
@@ -31,6 +35,7 @@ impl Answer {
         Answer {
             granules,
             error: Some(kind),
+            overclaim: 0,
         }
     }
 
@@ -39,8 +44,30 @@ impl Answer {
         Answer {
             granules,
             error: None,
+            overclaim: 0,
         }
     }
+
+    /// Do `granules`, then claim `extra` bytes more than that, successfully.
+    pub fn overclaim(granules: u32, extra: u64) -> Answer {
+        Answer {
+            granules,
+            error: None,
+            overclaim: extra,
+        }
+    }
+}
+
+/// What a plan region should hand the backend, copied from the plan by
+/// [`LedgerBackend::expect_plan`] (independently of the driver).
+#[derive(Clone, Debug)]
+struct Expected {
+    gpa: u64,
+    len: u64,
+    role: Role,
+    kind: ContentKind,
+    /// The source bytes (source content only).
+    bytes: Vec<u8>,
 }
 
 /// What the backend did, call by call.
@@ -54,6 +81,8 @@ pub struct LedgerEntry {
     pub len: u64,
     /// Bytes asked.
     pub asked: u64,
+    /// Bytes the backend claimed to the driver (`len`, unless the answer over-claimed).
+    pub claimed: u64,
     /// Role.
     pub role: Role,
     /// Whether the call was a conversion rather than a populate.
@@ -84,6 +113,13 @@ pub struct LedgerBackend {
     pub bad_sources: Vec<u64>,
     /// Chunks populated before being converted on a `BeforePopulate` backend (must stay empty).
     pub not_private: Vec<u64>,
+    /// Chunks whose content is not the plan's at the chunk's place (must stay empty): source
+    /// bytes other than the region's at the chunk's offset, another kind of content, or a
+    /// chunk outside its region. Checked once [`expect_plan`](LedgerBackend::expect_plan) is
+    /// given the plan.
+    pub wrong_content: Vec<u64>,
+    /// Per plan region, what its chunks must carry (empty: not checked).
+    expected: Vec<Expected>,
 }
 
 impl LedgerBackend {
@@ -108,6 +144,60 @@ impl LedgerBackend {
             twice: Vec::new(),
             bad_sources: Vec::new(),
             not_private: Vec::new(),
+            wrong_content: Vec::new(),
+            expected: Vec::new(),
+        }
+    }
+
+    /// From now on, checks every populate call against `plan`: the chunk must lie in the region
+    /// it names, with the region's role and kind of content, and source bytes must be the
+    /// region's bytes at the chunk's offset (from its address). Mismatches go to
+    /// [`wrong_content`](LedgerBackend::wrong_content). Copies the plan's sources: call it
+    /// before a run releases any.
+    pub fn expect_plan(&mut self, plan: &Plan<'_>) {
+        self.expected = plan
+            .regions()
+            .iter()
+            .map(|r| Expected {
+                gpa: r.gpa(),
+                len: r.len(),
+                role: r.role(),
+                kind: r.content().kind(),
+                bytes: match r.content() {
+                    Content::Bytes(_) | Content::Buffer(_) => {
+                        r.source().map(<[u8]>::to_vec).unwrap_or_default()
+                    }
+                    Content::InPlace | Content::Zero => Vec::new(),
+                },
+            })
+            .collect();
+    }
+
+    /// Whether `chunk` carries what the plan given to [`expect_plan`](Self::expect_plan) has
+    /// at its place (true when no plan was given).
+    fn content_matches(&self, chunk: &ChunkRequest<'_>) -> bool {
+        if self.expected.is_empty() {
+            return true;
+        }
+        let Some(e) = self.expected.get(chunk.region) else {
+            return false;
+        };
+        let Some(off) = chunk.gpa.checked_sub(e.gpa) else {
+            return false;
+        };
+        if off.checked_add(chunk.len).is_none_or(|end| end > e.len) || chunk.role != e.role {
+            return false;
+        }
+        match (chunk.source, e.kind) {
+            (ChunkSource::Bytes(b), ContentKind::Source) => {
+                let want = usize::try_from(off)
+                    .ok()
+                    .and_then(|o| e.bytes.get(o..o.checked_add(b.len())?));
+                want == Some(b)
+            }
+            (ChunkSource::InPlace, ContentKind::InPlace)
+            | (ChunkSource::Zero, ContentKind::Zero) => true,
+            _ => false,
         }
     }
 
@@ -135,11 +225,12 @@ impl LedgerBackend {
         covered(&self.converted, gpa, len)
     }
 
+    /// Bytes done, bytes claimed, and how the call ends.
     fn answer(
         script: &mut VecDeque<Answer>,
         granule: u64,
         asked: u64,
-    ) -> (u64, Result<(), BackendError>) {
+    ) -> (u64, u64, Result<(), BackendError>) {
         let a = script.pop_front().unwrap_or(Answer::ALL);
         let done = (a.granules as u64).saturating_mul(granule).min(asked);
         let result =
@@ -148,7 +239,7 @@ impl LedgerBackend {
                 Some(kind) => Err(BackendError::new(kind, "scripted")
                     .with_platform(0x1000 + kind as u64, "SCRIPTED")),
             };
-        (done, result)
+        (done, done.saturating_add(a.overclaim), result)
     }
 }
 
@@ -186,17 +277,22 @@ impl Backend for LedgerBackend {
     }
 
     fn make_private(&mut self, gpa: u64, len: u64) -> Populated {
-        let (done, result) = Self::answer(&mut self.convert_script, self.caps.granule, len);
+        let (done, claimed, result) =
+            Self::answer(&mut self.convert_script, self.caps.granule, len);
         insert(&mut self.converted, gpa, gpa + done);
         self.ledger.push(LedgerEntry {
             region: usize::MAX,
             gpa,
             len: done,
             asked: len,
+            claimed,
             role: Role::Zero,
             convert: true,
         });
-        Populated { done, result }
+        Populated {
+            done: claimed,
+            result,
+        }
     }
 
     fn populate(&mut self, chunk: &ChunkRequest<'_>) -> Populated {
@@ -205,7 +301,10 @@ impl Backend for LedgerBackend {
                 self.bad_sources.push(chunk.gpa);
             }
         }
-        let (done, result) = Self::answer(&mut self.script, self.caps.granule, chunk.len);
+        if !self.content_matches(chunk) {
+            self.wrong_content.push(chunk.gpa);
+        }
+        let (done, claimed, result) = Self::answer(&mut self.script, self.caps.granule, chunk.len);
         if self.caps.conversion == Conversion::BeforePopulate
             && covered(&self.converted, chunk.gpa, done) != done
         {
@@ -224,10 +323,14 @@ impl Backend for LedgerBackend {
             gpa: chunk.gpa,
             len: done,
             asked: chunk.len,
+            claimed,
             role: chunk.role,
             convert: false,
         });
-        Populated { done, result }
+        Populated {
+            done: claimed,
+            result,
+        }
     }
 }
 

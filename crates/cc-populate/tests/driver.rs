@@ -6,21 +6,24 @@ use std::collections::BTreeMap;
 use cc_populate::testing::{Answer, LedgerBackend};
 use cc_populate::{
     Conversion, ConversionPolicy, Driver, DriverOptions, ErrorKind, MemoryLayout, Observer, Phase,
-    Plan, PlanBuilder, RegionReport, RegionState, Report, Role, RunError, SourceBuf, StopCause,
+    Plan, PlanBuilder, RegionReport, RegionState, Report, ResumeRefusal, Role, RunError, SourceBuf,
+    StopCause,
 };
 use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;
 
 /// Three regions: 5 MiB measured from a source (2 MiB chunks: 1+2+2 from 1 MiB), one zero
-/// page, 2 MiB in place.
-fn plan<'a>(backend: &LedgerBackend, data: &'a [u8]) -> Plan<'a> {
-    PlanBuilder::new()
+/// page, 2 MiB in place. The backend checks every chunk's content against it.
+fn plan<'a>(backend: &mut LedgerBackend, data: &'a [u8]) -> Plan<'a> {
+    let plan = PlanBuilder::new()
         .source(MIB, Role::Measured, data)
         .zero(16 * MIB, 4096)
         .in_place(32 * MIB, 2 * MIB, Role::Unmeasured)
         .build(&backend.caps, &MemoryLayout::unbounded())
-        .unwrap()
+        .unwrap();
+    backend.expect_plan(&plan);
+    plan
 }
 
 /// Bytes the backend populated per region, from its own ledger.
@@ -47,6 +50,11 @@ fn assert_report_matches_ledger(report: &Report, b: &LedgerBackend) {
     assert!(b.twice.is_empty(), "populated twice at {:x?}", b.twice);
     assert!(b.bad_sources.is_empty());
     assert!(
+        b.wrong_content.is_empty(),
+        "wrong content at {:x?}",
+        b.wrong_content
+    );
+    assert!(
         b.not_private.is_empty(),
         "populated before conversion at {:x?}",
         b.not_private
@@ -61,7 +69,7 @@ fn data() -> Vec<u8> {
 fn clean_run_reports_every_region() {
     let data = data();
     let mut b = LedgerBackend::new(2 * MIB);
-    let plan = plan(&b, &data);
+    let plan = plan(&mut b, &data);
     let report = Driver::new(&mut b).run(&plan).unwrap();
     assert!(report.is_complete());
     assert_eq!(report.calls(), 5);
@@ -103,7 +111,7 @@ fn every_stop_position_resumes_exactly() {
     for pos in 0..5 {
         for a in answers {
             let mut b = LedgerBackend::new(2 * MIB);
-            let plan = plan(&b, &data);
+            let plan = plan(&mut b, &data);
             b.script.extend(std::iter::repeat_n(Answer::ALL, pos));
             b.script.push_back(a);
             let mut d = Driver::new(&mut b);
@@ -132,7 +140,7 @@ fn every_stop_position_resumes_exactly() {
 fn interrupted_and_busy_calls_are_retried_from_where_they_stopped() {
     let data = data();
     let mut b = LedgerBackend::new(2 * MIB);
-    let plan = plan(&b, &data);
+    let plan = plan(&mut b, &data);
     b.script.extend([
         Answer::fail(5, ErrorKind::Interrupted),
         Answer::fail(0, ErrorKind::Again),
@@ -163,7 +171,7 @@ fn interrupted_and_busy_calls_are_retried_from_where_they_stopped() {
 fn retries_are_bounded() {
     let data = data();
     let mut b = LedgerBackend::new(2 * MIB);
-    let plan = plan(&b, &data);
+    let plan = plan(&mut b, &data);
     b.script.extend(std::iter::repeat_n(
         Answer::fail(0, ErrorKind::Interrupted),
         10,
@@ -208,7 +216,7 @@ fn retries_are_bounded() {
 fn success_without_progress_does_not_spin() {
     let data = data();
     let mut b = LedgerBackend::new(2 * MIB);
-    let plan = plan(&b, &data);
+    let plan = plan(&mut b, &data);
     b.script.extend([
         Answer::ALL,
         Answer::partial(0),
@@ -238,7 +246,7 @@ fn impossible_progress_is_refused() {
         }
     }
     let data = data();
-    let plan = plan(&LedgerBackend::new(2 * MIB), &data);
+    let plan = plan(&mut LedgerBackend::new(2 * MIB), &data);
     for extra in [4096, 1] {
         let err = Driver::new(Liar(extra)).run(&plan).unwrap_err();
         let r = err.report().unwrap();
@@ -256,7 +264,7 @@ fn conversion_happens_before_populate_and_resumes() {
     let mut b = LedgerBackend::new(2 * MIB);
     b.caps.conversion = Conversion::BeforePopulate;
     b.caps.in_place = true;
-    let plan = plan(&b, &data);
+    let plan = plan(&mut b, &data);
     // The second region's conversion is interrupted after nothing, then fails after nothing.
     b.convert_script.extend([
         Answer::ALL,
@@ -300,7 +308,7 @@ fn by_populate_platforms_report_populated_bytes_as_private() {
     let data = data();
     let mut b = LedgerBackend::new(2 * MIB);
     b.caps.conversion = Conversion::ByPopulate;
-    let plan = plan(&b, &data);
+    let plan = plan(&mut b, &data);
     b.script
         .extend([Answer::ALL, Answer::fail(2, ErrorKind::Failed)]);
     let err = Driver::new(&mut b).run(&plan).unwrap_err();
@@ -366,53 +374,300 @@ fn sources_are_released_as_they_land_and_a_released_plan_is_not_rerun() {
 #[test]
 fn the_same_plan_runs_again_on_a_fresh_backend() {
     let data = data();
-    let b0 = LedgerBackend::new(2 * MIB);
-    let plan = plan(&b0, &data);
+    let mut b0 = LedgerBackend::new(2 * MIB);
+    let plan = plan(&mut b0, &data);
     let mut reports = Vec::new();
     let mut ledgers = Vec::new();
     for _ in 0..2 {
         let mut b = LedgerBackend::new(2 * MIB);
-        let mut r = Driver::new(&mut b).run(&plan).unwrap();
-        r.elapsed = Default::default();
+        b.expect_plan(&plan);
+        let r = Driver::new(&mut b).run(&plan).unwrap();
+        assert_report_matches_ledger(&r, &b);
         reports.push(r);
         ledgers.push(b.ledger);
     }
-    assert_eq!(reports[0], reports[1]);
+    assert_eq!(reports[0].regions, reports[1].regions);
     assert_eq!(ledgers[0], ledgers[1]);
+    // Two runs, one plan.
+    let (a, b) = (reports[0].id(), reports[1].id());
+    assert_ne!(a.run, b.run);
+    assert_eq!((a.plan, b.plan), (plan.id(), plan.id()));
+    assert_eq!((a.generation, b.generation), (0, 0));
+}
+
+/// A stopped run on `b` of the test plan: the second 2 MiB chunk fails after one page.
+fn stopped<'a>(b: &mut LedgerBackend, data: &'a [u8]) -> (Plan<'a>, Report) {
+    let plan = plan(b, data);
+    b.script
+        .extend([Answer::ALL, Answer::fail(1, ErrorKind::Failed)]);
+    let err = Driver::new(&mut *b).run(&plan).unwrap_err();
+    let report = err.report().unwrap().clone();
+    assert_eq!(report.regions[0].populated, MIB + 4096);
+    (plan, report)
+}
+
+fn refusal(r: Result<Report, RunError>) -> ResumeRefusal {
+    match r {
+        Err(RunError::NotResumable(why)) => why,
+        other => panic!("not refused: {other:?}"),
+    }
 }
 
 #[test]
 fn mismatched_caps_or_reports_are_refused() {
     let data = data();
     let mut b = LedgerBackend::new(2 * MIB);
-    let plan = plan(&b, &data);
+    let (plan, report) = stopped(&mut b, &data);
     b.caps.max_chunk = 4 * MIB;
     assert!(matches!(
         Driver::new(&mut b).run(&plan),
         Err(RunError::CapsMismatch { .. })
     ));
-    let b = LedgerBackend::new(2 * MIB);
-    let mut d = Driver::new(b);
-    let mut report = Report::new(&plan);
-    report.regions.pop();
     assert!(matches!(
-        d.resume(&plan, &report),
-        Err(RunError::ReportMismatch(_))
+        Driver::new(&mut b).resume(&plan, &report),
+        Err(RunError::CapsMismatch { .. })
     ));
-    let mut report = Report::new(&plan);
-    report.regions[0].gpa += 4096;
+    b.caps.max_chunk = 2 * MIB;
+    let calls = b.ledger.len();
+    // Any change to what the resume would start from is refused.
+    let mut d = Driver::new(&mut b);
+    let mut r = report.clone();
+    r.regions.pop();
+    assert_eq!(
+        refusal(d.resume(&plan, &r)),
+        ResumeRefusal::Altered {
+            run: report.id().run
+        }
+    );
+    let mut r = report.clone();
+    r.regions[0].gpa += 4096;
     assert!(matches!(
-        d.resume(&plan, &report),
-        Err(RunError::ReportMismatch(_))
+        refusal(d.resume(&plan, &r)),
+        ResumeRefusal::Altered { .. }
     ));
-    let mut report = Report::new(&plan);
-    report.regions[0].populated = 100;
-    assert!(matches!(
-        d.resume(&plan, &report),
-        Err(RunError::ReportMismatch(_))
-    ));
+    for populated in [0, 100, 2 * MIB] {
+        let mut r = report.clone();
+        r.regions[0].populated = populated;
+        let why = refusal(d.resume(&plan, &r));
+        assert!(matches!(why, ResumeRefusal::Altered { .. }), "{why}");
+    }
+    assert_eq!(b.ledger.len(), calls, "a refused resume calls nothing");
+    // The CapsMismatch refusal above did not use the report up: it still resumes.
+    let done = Driver::new(&mut b).resume(&plan, &report).unwrap();
+    assert!(done.is_complete());
+    assert_report_matches_ledger(&done, &b);
 }
 
+/// Issue 20, item 1: a backend that populated, then over-claimed. The old driver resumed the
+/// report and populated those pages again.
+#[test]
+fn a_stop_of_unknown_extent_is_not_resumed() {
+    let data = data();
+    // Populate: the second call populates 3 pages, then claims more than asked, or a ragged
+    // count.
+    for extra in [2 * MIB, 1] {
+        let mut b = LedgerBackend::new(2 * MIB);
+        let plan = plan(&mut b, &data);
+        b.script.extend([Answer::ALL, Answer::overclaim(3, extra)]);
+        let err = Driver::new(&mut b).run(&plan).unwrap_err();
+        let report = err.report().unwrap().clone();
+        let stop = report.stop.clone().unwrap();
+        assert!(
+            matches!(stop.cause, StopCause::BadProgress { .. }),
+            "{stop}"
+        );
+        // Nothing of the lying call counted, though the backend did 3 pages.
+        assert_eq!(report.regions[0].populated, MIB);
+        assert_eq!(b.populated_in(MIB, 5 * MIB), MIB + 3 * 4096);
+        let calls = b.ledger.len();
+        let again = Driver::new(&mut b).resume(&plan, &report).unwrap_err();
+        let RunError::NotResumable(ResumeRefusal::UnknownExtent {
+            region,
+            phase,
+            gpa,
+            asked,
+            claimed,
+        }) = &again
+        else {
+            panic!("{again}")
+        };
+        assert_eq!(
+            (*region, *phase, *gpa, *asked),
+            (0, Phase::Populate, 2 * MIB, 2 * MIB)
+        );
+        assert_eq!(*claimed, 3 * 4096 + extra);
+        let msg = again.to_string();
+        assert!(
+            msg.contains("region 0") && msg.contains("0x200000"),
+            "{msg}"
+        );
+        // Not even a second time, nor with the report's cause rewritten.
+        assert!(Driver::new(&mut b).resume(&plan, &report).is_err());
+        let mut forged = report.clone();
+        forged.stop.as_mut().unwrap().cause = StopCause::NoProgress { attempts: 2 };
+        assert_eq!(
+            refusal(Driver::new(&mut b).resume(&plan, &forged)),
+            ResumeRefusal::Closed {
+                run: report.id().run
+            }
+        );
+        assert_eq!(b.ledger.len(), calls, "a refused resume calls nothing");
+        assert!(b.twice.is_empty(), "{:x?}", b.twice);
+    }
+    // Conversion: the second region's conversion claims more than asked.
+    let mut b = LedgerBackend::new(2 * MIB);
+    b.caps.conversion = Conversion::BeforePopulate;
+    let plan = plan(&mut b, &data);
+    b.convert_script
+        .extend([Answer::ALL, Answer::overclaim(0, 8192)]);
+    let err = Driver::new(&mut b).run(&plan).unwrap_err();
+    let report = err.report().unwrap().clone();
+    let why = refusal(Driver::new(&mut b).resume(&plan, &report));
+    assert!(
+        matches!(
+            why,
+            ResumeRefusal::UnknownExtent {
+                region: 1,
+                phase: Phase::Convert,
+                gpa,
+                ..
+            } if gpa == 16 * MIB
+        ),
+        "{why}"
+    );
+}
+
+/// Issue 20, item 1: each report resumes once. The old driver resumed a report a second time
+/// and populated again what the first resume had populated.
+#[test]
+fn a_report_resumes_once_and_only_the_newest() {
+    let data = data();
+    let mut b = LedgerBackend::new(2 * MIB);
+    let (plan, first) = stopped(&mut b, &data);
+    // The first resume stops again, two pages on.
+    b.script.push_back(Answer::fail(2, ErrorKind::Failed));
+    let err = Driver::new(&mut b).resume(&plan, &first).unwrap_err();
+    let second = err.report().unwrap().clone();
+    assert_eq!(second.regions[0].populated, MIB + 3 * 4096);
+    assert_eq!(second.id().run, first.id().run);
+    assert_eq!(second.id().generation, 1);
+    let calls = b.ledger.len();
+    // The first report again (or a copy of it): refused.
+    for r in [&first, &first.clone()] {
+        assert_eq!(
+            refusal(Driver::new(&mut b).resume(&plan, r)),
+            ResumeRefusal::AlreadyResumed {
+                run: first.id().run,
+                generation: 0,
+                latest: 1
+            }
+        );
+    }
+    assert_eq!(b.ledger.len(), calls);
+    // The newest resumes, once.
+    let done = Driver::new(&mut b).resume(&plan, &second).unwrap();
+    assert!(done.is_complete());
+    assert_report_matches_ledger(&done, &b);
+    let calls = b.ledger.len();
+    assert!(matches!(
+        refusal(Driver::new(&mut b).resume(&plan, &second)),
+        ResumeRefusal::AlreadyResumed {
+            generation: 1,
+            latest: 2,
+            ..
+        }
+    ));
+    // A complete report has nothing to resume.
+    assert_eq!(
+        refusal(Driver::new(&mut b).resume(&plan, &done)),
+        ResumeRefusal::Complete { run: done.id().run }
+    );
+    assert_eq!(b.ledger.len(), calls);
+    assert!(b.twice.is_empty(), "{:x?}", b.twice);
+}
+
+/// Issue 20, item 1: a report of another plan, even one with the same regions (built again,
+/// perhaps with other bytes), or of an older run is refused. The old driver took them.
+#[test]
+fn reports_of_other_plans_and_older_runs_are_refused() {
+    let data = data();
+    let mut b = LedgerBackend::new(2 * MIB);
+    let (plan, report) = stopped(&mut b, &data);
+    let other = PlanBuilder::new()
+        .source(MIB, Role::Measured, &data)
+        .zero(16 * MIB, 4096)
+        .in_place(32 * MIB, 2 * MIB, Role::Unmeasured)
+        .build(&b.caps, &MemoryLayout::unbounded())
+        .unwrap();
+    let calls = b.ledger.len();
+    let why = refusal(Driver::new(&mut b).resume(&other, &report));
+    assert_eq!(
+        why,
+        ResumeRefusal::OtherPlan {
+            report_plan: plan.id(),
+            plan: other.id()
+        }
+    );
+    assert!(why.to_string().contains("not from this plan"), "{why}");
+    assert_eq!(b.ledger.len(), calls);
+    // A newer run of the plan on a fresh VM does not make the older report stale: each run
+    // is resumed from its own reports.
+    let mut fresh = LedgerBackend::new(2 * MIB);
+    fresh.script.push_back(Answer::fail(0, ErrorKind::Failed));
+    let newer = Driver::new(&mut fresh).run(&plan).unwrap_err();
+    let newer = newer.report().unwrap().clone();
+    assert_ne!(newer.id().run, report.id().run);
+    assert!(Driver::new(&mut b)
+        .resume(&plan, &report)
+        .unwrap()
+        .is_complete());
+    assert!(Driver::new(&mut fresh)
+        .resume(&plan, &newer)
+        .unwrap()
+        .is_complete());
+    assert!(b.twice.is_empty() && fresh.twice.is_empty());
+}
+
+/// Issue 20, item 2: every chunk carries the plan's bytes at its own offset, also after
+/// partial progress moves the offsets off chunk boundaries and across resumes. A driver that
+/// sends a region's first bytes for every later chunk fails here.
+#[test]
+fn every_chunk_carries_the_plan_bytes_at_its_offset() {
+    let data = data();
+    let mut b = LedgerBackend::new(2 * MIB);
+    let plan = plan(&mut b, &data);
+    b.script.extend([
+        Answer::partial(1),
+        Answer::fail(5, ErrorKind::Interrupted),
+        Answer::ALL,
+        Answer::fail(7, ErrorKind::Failed),
+    ]);
+    let err = Driver::new(&mut b).run(&plan).unwrap_err();
+    let report = err.report().unwrap().clone();
+    assert_report_matches_ledger(&report, &b);
+    let done = Driver::new(&mut b).resume(&plan, &report).unwrap();
+    assert_report_matches_ledger(&done, &b);
+    assert!(b.ledger.len() >= 7);
+    // The check is not vacuous: the backend sees a chunk with the wrong bytes, or the wrong
+    // kind of content, or outside its region.
+    use cc_populate::{Backend, ChunkRequest, ChunkSource};
+    let mut check = LedgerBackend::new(2 * MIB);
+    check.expect_plan(&plan);
+    let at = |gpa: u64, len: u64, source| ChunkRequest {
+        region: 0,
+        gpa,
+        len,
+        role: Role::Measured,
+        source,
+    };
+    let p = 4096usize;
+    check.populate(&at(MIB + 4096, 4096, ChunkSource::Bytes(&data[p..2 * p])));
+    assert!(check.wrong_content.is_empty());
+    check.populate(&at(MIB + 8192, 4096, ChunkSource::Bytes(&data[..p])));
+    check.populate(&at(MIB + 12288, 4096, ChunkSource::Zero));
+    check.populate(&at(6 * MIB, 4096, ChunkSource::Bytes(&data[..p])));
+    assert_eq!(check.wrong_content, vec![MIB + 8192, MIB + 12288, 6 * MIB]);
+}
 #[test]
 fn ripas_regions_and_the_data_inside_them_are_not_populated_twice() {
     let mut b = LedgerBackend::new(2 * MIB);
@@ -440,7 +695,7 @@ fn a_region_finished_by_a_failing_call_is_reported_done_once() {
     }
     let data = data();
     let mut b = LedgerBackend::new(2 * MIB);
-    let plan = plan(&b, &data);
+    let plan = plan(&mut b, &data);
     // The last chunk of region 0 is done entirely, then the call fails.
     b.script.extend([
         Answer::ALL,
@@ -480,7 +735,7 @@ fn observer_sees_progress_and_regions() {
     }
     let data = data();
     let mut b = LedgerBackend::new(2 * MIB);
-    let plan = plan(&b, &data);
+    let plan = plan(&mut b, &data);
     let mut seen = Seen::default();
     Driver::new(&mut b)
         .with_observer(&mut seen)
@@ -501,18 +756,31 @@ fn answer() -> impl Strategy<Value = Answer> {
             2 => Just(Some(ErrorKind::Again)),
             1 => Just(Some(ErrorKind::Failed)),
         ],
+        // Mostly honest; sometimes a claim of a partial granule, or of more than asked (a
+        // claim of whole granules within the request cannot be told from the truth).
+        prop_oneof![12 => Just(0u64), 1 => 1u64..4096, 1 => Just(1u64 << 40)],
     )
-        .prop_map(|(granules, error)| Answer { granules, error })
+        .prop_map(|(granules, error, overclaim)| Answer {
+            granules,
+            error,
+            overclaim,
+        })
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Any script: stop, resume (with more script), again and again; the report always equals
-    /// the ledger and the plan completes with nothing twice.
+    /// Any script, over-claims included: stop, resume the newest report (with more script),
+    /// and try to resume an older one, again and again. Nothing is ever populated twice (from
+    /// the backend's own ledger); the report always equals the ledger but for a call that
+    /// over-claimed, after which every resume is refused without a call; an honest backend
+    /// completes the plan.
     #[test]
-    fn any_script_resumes_to_completion(
-        scripts in proptest::collection::vec(proptest::collection::vec(answer(), 0..12), 1..5),
+    fn nothing_is_populated_twice_whatever_the_backend_answers(
+        scripts in proptest::collection::vec(
+            (proptest::collection::vec(answer(), 0..12), any::<prop::sample::Index>()),
+            1..5,
+        ),
         convert in any::<bool>(),
     ) {
         let data = data();
@@ -520,21 +788,68 @@ proptest! {
         if convert {
             b.caps.conversion = Conversion::BeforePopulate;
         }
-        let plan = plan(&b, &data);
-        let mut report = Report::new(&plan);
-        for s in scripts.iter().chain(std::iter::once(&Vec::new())) {
+        let plan = plan(&mut b, &data);
+        let opts = DriverOptions { max_retries: 3, ..Default::default() };
+        let mut reports: Vec<Report> = Vec::new();
+        let mut unknown_extent = false;
+        let rounds = scripts.iter().map(Some).chain(std::iter::once(None));
+        for round in rounds {
+            let (s, stale) = match round {
+                Some((s, i)) => (s.clone(), Some(i)),
+                None => (Vec::new(), None),
+            };
             b.script = s.iter().copied().collect();
             b.convert_script = s.iter().rev().copied().collect();
-            let opts = DriverOptions { max_retries: 3, ..Default::default() };
-            match Driver::new(&mut b).with_options(opts).resume(&plan, &report) {
-                Ok(r) => { report = r; break; }
-                Err(e) => report = e.report().unwrap().clone(),
+            let calls = b.ledger.len();
+            // An older report is refused, calling nothing.
+            if let Some(i) = stale.filter(|_| reports.len() > 1) {
+                let old = &reports[i.index(reports.len() - 1)];
+                let r = Driver::new(&mut b).with_options(opts.clone()).resume(&plan, old);
+                prop_assert!(r.is_err());
+                prop_assert_eq!(b.ledger.len(), calls);
             }
-            assert_report_matches_ledger(&report, &b);
+            let mut d = Driver::new(&mut b).with_options(opts.clone());
+            let result = match reports.last() {
+                None => d.run(&plan),
+                Some(r) => d.resume(&plan, r),
+            };
+            match result {
+                Ok(r) => {
+                    prop_assert!(!unknown_extent);
+                    prop_assert!(r.is_complete());
+                    assert_report_matches_ledger(&r, &b);
+                    prop_assert_eq!(b.populated_bytes(), plan.total_bytes());
+                    return Ok(());
+                }
+                Err(RunError::Stopped(r)) => {
+                    prop_assert!(!unknown_extent);
+                    let lied = matches!(
+                        r.stop.as_ref().map(|s| &s.cause),
+                        Some(StopCause::BadProgress { .. })
+                    );
+                    if lied {
+                        unknown_extent = true;
+                        prop_assert!(b.twice.is_empty(), "populated twice at {:x?}", b.twice);
+                    } else {
+                        assert_report_matches_ledger(&r, &b);
+                    }
+                    reports.push(*r);
+                }
+                Err(RunError::NotResumable(why)) => {
+                    prop_assert!(unknown_extent, "refused: {}", why);
+                    prop_assert!(
+                        matches!(why, ResumeRefusal::UnknownExtent { .. }),
+                        "{}",
+                        why
+                    );
+                    prop_assert_eq!(b.ledger.len(), calls, "a refused resume calls nothing");
+                }
+                Err(e) => prop_assert!(false, "unexpected: {}", e),
+            }
+            prop_assert!(b.twice.is_empty(), "populated twice at {:x?}", b.twice);
+            prop_assert!(b.wrong_content.is_empty());
         }
-        prop_assert!(report.is_complete());
-        assert_report_matches_ledger(&report, &b);
-        prop_assert_eq!(b.populated_bytes(), plan.total_bytes());
+        prop_assert!(unknown_extent, "an honest backend did not complete the plan");
     }
 }
 
