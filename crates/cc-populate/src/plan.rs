@@ -833,8 +833,16 @@ impl<'a> Plan<'a> {
         let from = r.released;
         let freed = match &mut r.content {
             Content::Buffer(b) => {
-                b.discard(from as usize, (upto - from) as usize)?;
-                upto - from
+                // A buffer releases whole host pages only (and the tail page at its end): the
+                // page `upto` falls inside stays, counted and released by a later call.
+                let freed = b.discard(from as usize, (upto - from) as usize)? as u64;
+                let page = crate::source::host_page_size();
+                r.released = if upto == r.len {
+                    upto
+                } else {
+                    (upto - upto % page).max(from)
+                };
+                return Ok(freed);
             }
             Content::Bytes(Cow::Owned(v)) if upto == r.len => {
                 let n = v.len() as u64 - from;
@@ -954,5 +962,40 @@ impl Iterator for Chunks {
         let gpa = self.cur;
         self.cur += len;
         Some((gpa, len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BackendCaps, Conversion, RoleSet};
+
+    /// Releasing a `SourceBuf` counts what the buffer really released (whole host pages), and
+    /// a page released only in part is released, and counted, by the call that completes it.
+    #[test]
+    fn release_counts_whole_pages_only() {
+        let page = crate::source::host_page_size();
+        let len = 3 * page;
+        let mut buf = SourceBuf::new(len as usize).unwrap();
+        buf.as_mut_slice().fill(0x5a);
+        let caps = BackendCaps {
+            granule: 4096,
+            max_chunk: 1 << 20,
+            hugepage_chunks: false,
+            in_place: false,
+            conversion: Conversion::NotNeeded,
+            roles: RoleSet::COMMON,
+        };
+        let mut plan = PlanBuilder::new()
+            .buffer(0, Role::Measured, buf)
+            .build(&caps, &MemoryLayout::unbounded())
+            .unwrap();
+        // Half way into the second page: only the first page can go.
+        assert_eq!(plan.release_source(0, page + page / 2).unwrap(), page);
+        assert_eq!(plan.regions()[0].released(), page);
+        // On to the end: the second and third pages.
+        assert_eq!(plan.release_source(0, len).unwrap(), 2 * page);
+        assert_eq!(plan.regions()[0].released(), len);
+        assert_eq!(plan.release_source(0, len).unwrap(), 0);
     }
 }

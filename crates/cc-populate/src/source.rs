@@ -30,6 +30,11 @@ unsafe impl Send for SourceBuf {}
 // SAFETY: see the `Send` impl above: `&SourceBuf` only allows reads.
 unsafe impl Sync for SourceBuf {}
 
+/// The host's page size in bytes.
+pub(crate) fn host_page_size() -> u64 {
+    page_size() as u64
+}
+
 fn page_size() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
     let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

@@ -70,7 +70,8 @@ mod code;
 mod layout;
 
 use kvm_bindings::{
-    kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES,
+    kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, kvm_vcpu_events,
+    KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::fmt;
@@ -816,6 +817,15 @@ impl<'vm> CheckGuest<'vm> {
             .set_regs(&regs)
             .map_err(|source| Error::VcpuSetup {
                 ioctl: "KVM_SET_REGS",
+                source,
+            })?;
+        // No event left over from a run that stopped in the middle of one: after a fault whose
+        // delivery failed, kvm_amd keeps the exception queued (exit_int_info) and would deliver
+        // it again at the next entry (seen on Linux 7.3: the next run never reached the code).
+        self.vcpu
+            .set_vcpu_events(&kvm_vcpu_events::default())
+            .map_err(|source| Error::VcpuSetup {
+                ioctl: "KVM_SET_VCPU_EVENTS",
                 source,
             })
     }
