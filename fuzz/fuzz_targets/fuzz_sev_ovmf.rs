@@ -10,7 +10,10 @@
 //! Refusals are checked too: the target decides, from the layout alone (`must_refuse`), whether
 //! an image has to be refused (no footer, a malformed table, a SEV metadata entry whose offset
 //! or header does not fit or is not "ASEV", a length too short for its sections), and the
-//! parser must accept exactly the others.
+//! parser must accept exactly the others. The planner is judged the same way: it must refuse
+//! exactly when the image is not a non-zero multiple of 4 KiB up to 4 GiB, the parser must
+//! refuse it, it has no SEV metadata, or a section is empty, not 4 KiB aligned or ends past
+//! 4 GiB (`plan_must_refuse`, from the bytes).
 #![no_main]
 
 use cc_populate::{MemoryLayout, PlanBuilder, Role};
@@ -61,6 +64,36 @@ fn must_refuse(image: &[u8]) -> Option<&'static str> {
     None
 }
 
+/// Why the SNP planner must refuse `image`, or `None` (see the module documentation).
+fn plan_must_refuse(image: &[u8]) -> Option<&'static str> {
+    let size = image.len() as u128;
+    if size == 0 || !size.is_multiple_of(4096) || size > FOUR_GIB as u128 {
+        return Some("an image that cannot end at 4 GiB in whole pages");
+    }
+    if let Some(why) = must_refuse(image) {
+        return Some(why);
+    }
+    let (entries, _) = ovmf_table(image).expect("parsed");
+    let Some(e) = entries.iter().find(|e| e.guid == SEV_META_GUID) else {
+        return Some("no SEV metadata");
+    };
+    let at = size - le(image, e.offset as u128, 4).expect("offset") as u128;
+    let count = le(image, at + 12, 4).expect("header") as u128;
+    for i in 0..count {
+        let o = at + 16 + 12 * i;
+        let base = le(image, o, 4).expect("section") as u128;
+        let len = le(image, o + 4, 4).expect("section") as u128;
+        if len == 0
+            || !base.is_multiple_of(4096)
+            || !len.is_multiple_of(4096)
+            || base + len > FOUR_GIB as u128
+        {
+            return Some("a section that is empty, unaligned or past 4 GiB");
+        }
+    }
+    None
+}
+
 fuzz_target!(|image: &[u8]| {
     let reference = ovmf_table(image);
     let refuse = must_refuse(image);
@@ -104,9 +137,17 @@ fuzz_target!(|image: &[u8]| {
             assert!(refuse.is_some(), "refused a well-formed image: {msg}");
         }
     }
+    let plan_refuse = plan_must_refuse(image);
     for policy in [SectionPolicy::QEMU, SectionPolicy::UNMEASURED] {
-        let Ok(regions) = plan_ovmf(image, policy) else {
-            continue;
+        let regions = match plan_ovmf(image, policy) {
+            Ok(r) => {
+                assert_eq!(plan_refuse, None, "planned an image that must be refused");
+                r
+            }
+            Err(e) => {
+                assert!(plan_refuse.is_some(), "refused to plan a good image: {e}");
+                continue;
+            }
         };
         let size = image.len() as u64;
         let fw = regions.first().expect("the firmware region");

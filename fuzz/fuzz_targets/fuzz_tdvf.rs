@@ -12,7 +12,11 @@
 //!
 //! Refusals are checked too: the target decides, from the layout and QEMU's rules alone
 //! (`must_refuse`), whether the metadata has to be refused, and the parser must accept exactly
-//! the images with none of those faults.
+//! the images with none of those faults. So is the planner (`plan_must_refuse`): with parsed
+//! metadata it must refuse exactly a PAGE_AUG section (attribute bit 1) with MR_EXTEND (bit 0)
+//! left to the guest, a firmware volume whose MemoryDataSize bytes from DataOffset run past the
+//! image, a TD HOB larger than its section, and any section type but BFV, CFV, TD_HOB and
+//! TEMP_MEM not left to the guest.
 #![no_main]
 
 use cc_populate_fuzz::*;
@@ -75,6 +79,33 @@ fn must_refuse(image: &[u8], first: Option<&TableEntry>) -> Option<String> {
             "TD_HOB (2) or TEMP_MEM (3) with bytes"
         } else {
             continue;
+        };
+        return Some(format!("section {i}: {fault}"));
+    }
+    None
+}
+
+/// Why the planner must refuse metadata at `at` that the parser accepted, or `None`.
+fn plan_must_refuse(image: &[u8], at: u128, leave_aug: bool, hob: Option<usize>) -> Option<String> {
+    let count = le(image, at + 12, 4).expect("header") as u128;
+    for i in 0..count {
+        let o = at + 16 + 32 * i;
+        let f = |off: u128, n: usize| le(image, o + off, n).expect("section") as u128;
+        let (data_offset, mem, ty, attrs) = (f(0, 4), f(16, 8), f(24, 4), f(28, 4));
+        let (mr_extend, page_aug) = (attrs & 1 != 0, attrs & 2 != 0);
+        if page_aug && leave_aug {
+            if mr_extend {
+                return Some(format!(
+                    "section {i}: a measured PAGE_AUG section left to the guest"
+                ));
+            }
+            continue;
+        }
+        let fault = match ty {
+            0 | 1 if data_offset + mem > image.len() as u128 => "a volume past the image",
+            2 if hob.is_some_and(|h| h as u128 > mem) => "a TD HOB larger than its section",
+            0..=3 => continue,
+            _ => "a section type QEMU does not take",
         };
         return Some(format!("section {i}: {fault}"));
     }
@@ -153,8 +184,17 @@ fuzz_target!(|image: &[u8]| {
     for page_aug in [PageAugPolicy::AddLikeQemu, PageAugPolicy::LeaveForGuest] {
         for td_hob in [None, Some(&hob[..])] {
             let options = PlanOptions { page_aug, td_hob };
-            let Ok(regions) = tdvf::plan_regions(image, &options) else {
-                continue;
+            let leave = matches!(page_aug, PageAugPolicy::LeaveForGuest);
+            let refuse = plan_must_refuse(image, at, leave, td_hob.map(<[u8]>::len));
+            let regions = match tdvf::plan_regions(image, &options) {
+                Ok(r) => {
+                    assert_eq!(refuse, None, "planned metadata that must be refused");
+                    r
+                }
+                Err(e) => {
+                    assert!(refuse.is_some(), "refused to plan good metadata: {e}");
+                    continue;
+                }
             };
             // The regions of each section tile its range, in order, with content of their
             // length; firmware volumes' content is the image from DataOffset.
