@@ -2,8 +2,9 @@
 # Bounded runs of every fuzz target, from the checked-in seeds, for CI.
 #
 # Works on a stable toolchain: cargo-fuzz needs `-Zsanitizer` & co., which stable rustc accepts
-# with RUSTC_BOOTSTRAP=1 (see fuzz/README.md). Fails on any crash, leak, timeout or OOM, and
-# prints each target's executions.
+# with RUSTC_BOOTSTRAP=1 (see fuzz/README.md). First replays every committed crash input
+# (regressions/<target>-<name>) against its target, then fuzzes. Fails on any crash, leak,
+# timeout or OOM, and prints what was replayed and each target's executions.
 #
 #   FUZZ_SECONDS  per-target time (default 50: 12 targets, two at a time, about 5 min)
 #   FUZZ_JOBS     targets run at once (default 2: the machine's cores)
@@ -36,6 +37,33 @@ targets="${FUZZ_TARGETS:-$(cargo fuzz list)}"
 bindir="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+
+# Replay every input that once crashed a target: regressions/<target>-<name>, each run once
+# against its target (every target was built above). Any failure fails CI.
+replayed=0
+replay_failed=0
+for f in "$here"/regressions/*; do
+    name="$(basename "$f")"
+    [ "$name" = README.md ] && continue
+    t="${name%%-*}"
+    if [ ! -x "$bindir/$t" ]; then
+        echo "fuzz: replay $name: no target $t"
+        replay_failed=$((replay_failed + 1))
+        continue
+    fi
+    if "$bindir/$t" -runs=1 -timeout=10 -rss_limit_mb=2048 "$f" >"$work/replay.log" 2>&1; then
+        echo "fuzz: replayed $name against $t: ok"
+        replayed=$((replayed + 1))
+    else
+        echo "fuzz: replayed $name against $t: FAILED"
+        grep -v '^#[0-9]' "$work/replay.log" | tail -40
+        replay_failed=$((replay_failed + 1))
+    fi
+done
+echo "fuzz: $replayed regression inputs replayed, $replay_failed failed"
+if [ "$replay_failed" != 0 ]; then
+    exit 1
+fi
 
 run_one() {
     local t="$1"

@@ -30,10 +30,8 @@ use std::collections::{BTreeSet, VecDeque};
 
 use arbitrary::Arbitrary;
 use cc_populate::{MemoryLayout, PlanBuilder, Role, SourceBuf, StopCause};
-use cc_populate_fuzz::intersects;
-use cca_backend::uapi::{
-    KvmArmRmiPopulate, KVM_CAP_ARM_RME_INIT_RIPAS_REALM, KVM_CAP_ARM_RME_POPULATE_REALM,
-};
+use cc_populate_fuzz::{copy_to_user, field, intersects, user_bytes};
+use cca_backend::uapi::KvmArmRmiPopulate;
 use cca_backend::{cca_caps, CcaBackend, CcaIoctl, HashAlgo, RealmParams, RmeArg, UapiVersion};
 use libfuzzer_sys::fuzz_target;
 
@@ -52,6 +50,48 @@ const V9_ERRNOS: [i32; 6] = [
 ];
 /// Populate flags by hand: bit 0 = measure (the series' `*_POPULATE_FLAGS_MEASURE`).
 const MEASURE: u32 = 1;
+
+// The kernel's numbers and layouts, written out here from the series' uAPI headers rather
+// than taken from cca_backend::uapi, so that the fake kernel is a second reading of them.
+//
+// `KVM_ARM_RMI_POPULATE` is `_IOW(KVMIO, 0xd7, struct kvm_arm_rmi_populate)` in v12 and
+// `_IOWR(...)` from v13 on (arch/arm64/include/uapi/asm/kvm.h of the series), with
+// include/uapi/asm-generic/ioctl.h's layout: dir in bits 31:30 (write 1, read 2), size in
+// 29:16, type in 15:8 (`KVMIO` 0xAE), nr in 7:0; the struct is 32 bytes.
+/// v12: `1 << 30 | 32 << 16 | 0xAE << 8 | 0xd7`.
+const RMI_POPULATE_V12: u64 = 0x4020_aed7;
+/// v13, v14: `3 << 30 | 32 << 16 | 0xAE << 8 | 0xd7`.
+const RMI_POPULATE_V13: u64 = 0xc020_aed7;
+/// `struct kvm_arm_rmi_populate { __u64 base; __u64 size; __u64 source_uaddr; __u32 flags;
+/// __u32 reserved; }`: its size and field offsets.
+const RMI_SIZE: usize = 32;
+const RMI_BASE: usize = 0;
+const RMI_LEN: usize = 8;
+const RMI_SOURCE: usize = 16;
+const RMI_FLAGS: usize = 24;
+const RMI_RESERVED: usize = 28;
+/// v9 `KVM_ENABLE_CAP(KVM_CAP_ARM_RME)` sub-commands (`args[0]`): `KVM_CAP_ARM_RME_CONFIG_REALM
+/// 0`, `CREATE_REALM 1`, `INIT_RIPAS_REALM 2`, `POPULATE_REALM 3`, `ACTIVATE_REALM 4`.
+const V9_INIT_RIPAS: u64 = 2;
+const V9_POPULATE: u64 = 3;
+/// v9 `struct arm_rme_populate_realm { __u64 base; __u64 size; __u32 flags; __u32
+/// reserved[3]; }` and `struct arm_rme_init_ripas { __u64 base; __u64 size; __u64
+/// reserved[2]; }`: both 32 bytes, `base` at 0, `size` at 8, the rest from 16 (`flags` at 16,
+/// reserved from 20 in the first; reserved from 16 in the second).
+const V9_SIZE: usize = 32;
+/// `ARM64_SYS_REG(3, 0, 0, 5, 0)`, `ID_AA64DFR0_EL1`: `KVM_REG_ARM64 (0x6000 << 48) |
+/// KVM_REG_SIZE_U64 (3 << 52) | KVM_REG_ARM64_SYSREG (0x13 << 16) | op0 3 << 14 | op1 0 << 11
+/// | CRn 0 << 7 | CRm 5 << 3 | op2 0` (arch/arm64/include/uapi/asm/kvm.h).
+const REG_ID_AA64DFR0_EL1: u64 = 0x6030_0000_0013_c028;
+
+/// `struct kvm_arm_rmi_populate` as the kernel writes it back (`flags`, `reserved` as read).
+fn rmi_bytes(read: &[u8], base: u64, size: u64, source_uaddr: u64) -> Vec<u8> {
+    let mut b = read.to_vec();
+    b[RMI_BASE..RMI_BASE + 8].copy_from_slice(&base.to_le_bytes());
+    b[RMI_LEN..RMI_LEN + 8].copy_from_slice(&size.to_le_bytes());
+    b[RMI_SOURCE..RMI_SOURCE + 8].copy_from_slice(&source_uaddr.to_le_bytes());
+    b
+}
 
 /// Why a v12-v14 populate stops at a granule, as the series' `kvm_arm_rmi_populate` over 6.18's
 /// `kvm_gmem_populate` stops (cca-backend's Kernel conformance table): with granules done the
@@ -227,10 +267,23 @@ impl Kernel {
 impl CcaIoctl for Kernel {
     fn rmi_populate(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
         let version = self.version.expect("version");
-        assert_eq!(Some(request), version.populate_request(), "request number");
-        assert_eq!(args.reserved, 0);
-        let (base0, size0, src0) = (args.base, args.size, args.source_uaddr);
-        let s = self.check_data(base0, size0, args.flags);
+        let want = match version {
+            UapiVersion::V12 => RMI_POPULATE_V12,
+            UapiVersion::V13 | UapiVersion::V14 => RMI_POPULATE_V13,
+            UapiVersion::EnableCap => panic!("KVM_ARM_RMI_POPULATE on v9"),
+        };
+        assert_eq!(request, want, "request number");
+        // SAFETY: `KvmArmRmiPopulate` is integers without padding (8 + 8 + 8 + 4 + 4 bytes).
+        let read = unsafe { user_bytes(args, RMI_SIZE) };
+        assert_eq!(field(&read, RMI_RESERVED, 4), 0, "reserved");
+        let (base0, size0, src0) = (
+            field(&read, RMI_BASE, 8),
+            field(&read, RMI_LEN, 8),
+            field(&read, RMI_SOURCE, 8),
+        );
+        let s = self.check_data(base0, size0, field(&read, RMI_FLAGS, 4) as u32);
+        // What the kernel leaves in the struct (v12: nothing is written back).
+        let (mut base, mut size, mut source_uaddr) = (base0, size0, src0);
         assert_eq!(src0 % PAGE, 0, "source {src0:#x} not page-aligned");
         if src0 >= self.src_base && src0 < self.src_base + self.src_len {
             // The caller's own buffer: it must be this range's bytes.
@@ -265,16 +318,16 @@ impl CcaIoctl for Kernel {
                     let d = if pages { d.wrapping_mul(PAGE) } else { d };
                     let mut ret = 0i32;
                     if in_out {
-                        args.base = base0 + k * PAGE;
-                        args.size = size0 - k * PAGE;
-                        args.source_uaddr = src0 + k * PAGE;
+                        base = base0 + k * PAGE;
+                        size = size0 - k * PAGE;
+                        source_uaddr = src0 + k * PAGE;
                     } else {
                         ret = (k * PAGE) as i32;
                     }
                     match field % 4 {
-                        0 => args.base = args.base.wrapping_add(d),
-                        1 => args.size = args.size.wrapping_add(d),
-                        2 => args.source_uaddr = args.source_uaddr.wrapping_add(d),
+                        0 => base = base.wrapping_add(d),
+                        1 => size = size.wrapping_add(d),
+                        2 => source_uaddr = source_uaddr.wrapping_add(d),
                         _ => ret = ret.wrapping_add(d as i32),
                     }
                     ret
@@ -282,23 +335,21 @@ impl CcaIoctl for Kernel {
                 Lie::Overclaim(x) => {
                     let c = k + x as u64 + 1;
                     if in_out {
-                        args.base = base0.wrapping_add(c * PAGE);
-                        args.size = size0.wrapping_sub(c * PAGE);
-                        args.source_uaddr = src0.wrapping_add(c * PAGE);
+                        base = base0.wrapping_add(c * PAGE);
+                        size = size0.wrapping_sub(c * PAGE);
+                        source_uaddr = src0.wrapping_add(c * PAGE);
                         0
                     } else {
                         (c * PAGE) as i32
                     }
                 }
                 Lie::Raw {
-                    base,
-                    size,
-                    source_uaddr,
+                    base: b,
+                    size: z,
+                    source_uaddr: u,
                     ret,
                 } => {
-                    args.base = base;
-                    args.size = size;
-                    args.source_uaddr = source_uaddr;
+                    (base, size, source_uaddr) = (b, z, u);
                     ret
                 }
             }
@@ -322,22 +373,25 @@ impl CcaIoctl for Kernel {
                 });
             }
             if in_out {
-                args.base = base0 + k * PAGE;
-                args.size = size0 - k * PAGE;
-                args.source_uaddr = src0 + k * PAGE;
+                base = base0 + k * PAGE;
+                size = size0 - k * PAGE;
+                source_uaddr = src0 + k * PAGE;
                 0
             } else {
                 (k * PAGE) as i32
             }
         };
+        let back = rmi_bytes(&read, base, size, source_uaddr);
+        // SAFETY: any bytes are a valid `KvmArmRmiPopulate` (plain integers).
+        unsafe { copy_to_user(args, &back) };
         // Judged independently.
         let done = if in_out {
-            let d = size0.checked_sub(args.size);
+            let d = size0.checked_sub(size);
             d.filter(|d| {
                 ret == 0
                     && d.is_multiple_of(PAGE)
-                    && args.base == base0.wrapping_add(*d)
-                    && args.source_uaddr == src0.wrapping_add(*d)
+                    && base == base0.wrapping_add(*d)
+                    && source_uaddr == src0.wrapping_add(*d)
             })
         } else {
             u64::try_from(ret)
@@ -361,10 +415,12 @@ impl CcaIoctl for Kernel {
         );
         self.no_call_after_fatal("KVM_ENABLE_CAP");
         match (sub, arg) {
-            (KVM_CAP_ARM_RME_POPULATE_REALM, RmeArg::Populate(p)) => {
-                assert_eq!(p.reserved, [0; 3]);
-                let (gpa, len) = (p.base, p.size);
-                let s = self.check_data(gpa, len, p.flags);
+            (V9_POPULATE, RmeArg::Populate(p)) => {
+                // SAFETY: `ArmRmePopulateRealm` is integers without padding (8 + 8 + 4 + 3 x 4).
+                let b = unsafe { user_bytes(&*p, V9_SIZE) };
+                assert!(b[20..32].iter().all(|x| *x == 0), "reserved");
+                let (gpa, len) = (field(&b, 0, 8), field(&b, 8, 8));
+                let s = self.check_data(gpa, len, field(&b, 16, 4) as u32);
                 let o = (gpa - WINDOW) as usize;
                 assert!(
                     self.alias[o..o + len as usize] == self.expected(&s, gpa, len)[..],
@@ -381,9 +437,11 @@ impl CcaIoctl for Kernel {
                     }
                 }
             }
-            (KVM_CAP_ARM_RME_INIT_RIPAS_REALM, RmeArg::InitRipas(r)) => {
-                assert_eq!(r.reserved, [0; 2]);
-                let (gpa, len) = (r.base, r.size);
+            (V9_INIT_RIPAS, RmeArg::InitRipas(r)) => {
+                // SAFETY: `ArmRmeInitRipas` is four `u64`s, no padding.
+                let b = unsafe { user_bytes(&*r, V9_SIZE) };
+                assert!(b[16..32].iter().all(|x| *x == 0), "reserved");
+                let (gpa, len) = (field(&b, 0, 8), field(&b, 8, 8));
                 assert!(len > 0 && len.is_multiple_of(PAGE) && gpa.is_multiple_of(PAGE));
                 self.region(gpa, len, true);
                 for p in &self.ripas {
@@ -400,7 +458,7 @@ impl CcaIoctl for Kernel {
                     }
                 }
             }
-            (KVM_CAP_ARM_RME_POPULATE_REALM | KVM_CAP_ARM_RME_INIT_RIPAS_REALM, _) => {
+            (V9_POPULATE | V9_INIT_RIPAS, _) => {
                 panic!("sub-command {sub} with the wrong argument")
             }
             // CONFIG_REALM, CREATE_REALM.
@@ -428,7 +486,7 @@ impl CcaIoctl for Kernel {
 
     fn vcpu_get_one_reg(&mut self, _vcpu: usize, id: u64, value: &mut [u8]) -> Result<(), i32> {
         // One vCPU without SVE; ID_AA64DFR0_EL1 with 2 breakpoints and 2 watchpoints.
-        if id == cca_backend::uapi::KVM_REG_ID_AA64DFR0_EL1 && value.len() == 8 {
+        if id == REG_ID_AA64DFR0_EL1 && value.len() == 8 {
             value.copy_from_slice(&(0x6u64 | (1 << 12) | (1 << 20)).to_le_bytes());
             Ok(())
         } else {

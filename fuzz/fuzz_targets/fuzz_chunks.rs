@@ -6,6 +6,14 @@
 //! 2 MiB span (and 1 GiB span when `max_chunk >= 1 GiB`) that lies wholly inside the chunked
 //! range and is no larger than `max_chunk`; a region built against memslots never leaves its
 //! memslot.
+//!
+//! `Plan::chunk_count` (and the number of chunks of every region) is checked against a count
+//! made here by a naive walk, one granule at a time, of the chunking rule as documented: the
+//! cut alignment is the largest hugepage (1 GiB, 2 MiB) no larger than `max_chunk` and no
+//! smaller than the granule when `hugepage_chunks` is set, else the granule; a chunk grows
+//! while it stays within `max_chunk` and the region; one that starts off the alignment ends at
+//! the first aligned address; one that starts aligned and is cut short by `max_chunk` is
+//! trimmed back to a whole number of alignments.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -32,6 +40,40 @@ struct Input {
 
 /// Most regions a run chunks (chunking is linear in the chunk count).
 const MAX_CHUNKS_PER_REGION: u128 = 1 << 14;
+/// Most granules the naive count walks per input.
+const MAX_WALK: u128 = 1 << 18;
+
+/// The number of chunks of `[start, end)` by the naive walk described above (in `u128`).
+fn walk_count(start: u64, end: u64, granule: u64, max_chunk: u64, huge: bool) -> u64 {
+    let (g, max) = (granule as u128, max_chunk as u128);
+    let mut align = g;
+    if huge {
+        for h in [1u128 << 30, 2 << 20] {
+            if h <= max && h >= g {
+                align = h;
+                break;
+            }
+        }
+    }
+    let (mut s, end) = (start as u128, end as u128);
+    let mut n = 0;
+    while s < end {
+        n += 1;
+        let mut p = s;
+        while p + g <= end && p + g - s <= max {
+            p += g;
+            if s % align != 0 && p % align == 0 {
+                break;
+            }
+        }
+        if p < end && s % align == 0 && p - s > max - g {
+            // Cut by max_chunk: back to the last aligned address.
+            p = s + (p - s) / align * align;
+        }
+        s = p;
+    }
+    n
+}
 
 #[allow(clippy::too_many_arguments)]
 fn check_chunks(
@@ -119,6 +161,12 @@ fuzz_target!(|input: Input| {
     };
     let mut total_calls = 0u64;
     let mut counted_all = true;
+    let walk: u128 = plan
+        .regions()
+        .iter()
+        .map(|r| r.len() as u128 / caps.granule as u128)
+        .sum();
+
     for (i, (r, ri)) in plan.regions().iter().zip(&input.regions).enumerate() {
         if chunk_bound(r.len(), caps.max_chunk) > MAX_CHUNKS_PER_REGION {
             counted_all = false;
@@ -129,6 +177,21 @@ fuzz_target!(|input: Input| {
             .map(|s| oracle_slot_at(s, r.gpa()).expect("slot of an accepted region"));
         let chunks: Vec<(u64, u64)> = plan.chunks(i, 0).collect();
         total_calls += chunks.len() as u64;
+        if walk <= MAX_WALK {
+            let n = walk_count(
+                r.gpa(),
+                r.end(),
+                caps.granule,
+                caps.max_chunk,
+                caps.hugepage_chunks,
+            );
+            assert_eq!(
+                chunks.len() as u64,
+                n,
+                "region {i}: {} chunks, the naive walk cuts {n}",
+                chunks.len()
+            );
+        }
         check_chunks(
             i,
             r.gpa(),
@@ -161,5 +224,25 @@ fuzz_target!(|input: Input| {
     assert_eq!(plan.chunks(plan.regions().len(), 0).next(), None);
     if counted_all {
         assert_eq!(plan.chunk_count(), total_calls);
+    }
+    if walk <= MAX_WALK {
+        let walked: u64 = plan
+            .regions()
+            .iter()
+            .map(|r| {
+                walk_count(
+                    r.gpa(),
+                    r.end(),
+                    caps.granule,
+                    caps.max_chunk,
+                    caps.hugepage_chunks,
+                )
+            })
+            .sum();
+        assert_eq!(
+            plan.chunk_count(),
+            walked,
+            "chunk_count differs from the naive walk's count"
+        );
     }
 });

@@ -7,11 +7,57 @@
 //! u32, xcr0_in u64, xss_in u64, eax/ebx/ecx/edx u32, reserved u64). The per-leaf diff of two
 //! tables never panics, names only differing entries, is empty for a table against itself
 //! (also with repeated inputs), and lists as firmware-only exactly the surplus occurrences.
+//!
+//! The diff is also complete: a second comparison written here, from the tables' bytes (not the
+//! parsed leaves), groups each table's entries by their inputs in table order and pairs the
+//! n-th occurrence in the VMM's table with the n-th in the firmware's; every pair that differs
+//! (or has no partner) must be in the diff, and nothing else, entries of ours first.
 #![no_main]
+
+use std::collections::BTreeMap;
 
 use cc_populate_fuzz::le;
 use libfuzzer_sys::fuzz_target;
 use sev_backend::{cpuid_diff, parse_cpuid_table};
+
+/// Inputs `(eax_in, ecx_in, xcr0_in, xss_in)` of a CPUID entry.
+type Key = (u32, u32, u64, u64);
+/// One expected difference: inputs, ours, firmware's.
+type Expected = (Key, Option<[u32; 4]>, Option<[u32; 4]>);
+
+/// A table's entries read from its bytes, grouped by inputs, each group in table order.
+fn by_inputs(page: &[u8]) -> BTreeMap<Key, Vec<[u32; 4]>> {
+    let count = le(page, 0, 4).expect("a parsed table has a header");
+    let mut groups: BTreeMap<Key, Vec<[u32; 4]>> = BTreeMap::new();
+    for i in 0..count as u128 {
+        let o = 16 + 48 * i;
+        let f = |off: u128, n: usize| le(page, o + off, n).expect("inside");
+        let key = (f(0, 4) as u32, f(4, 4) as u32, f(8, 8), f(16, 8));
+        let regs = [0, 1, 2, 3].map(|k| f(24 + 4 * k, 4) as u32);
+        groups.entry(key).or_default().push(regs);
+    }
+    groups
+}
+
+/// The differences between two tables, by the rule above, sorted.
+fn expected_diff(ours: &[u8], firmware: &[u8]) -> Vec<Expected> {
+    let (a, b) = (by_inputs(ours), by_inputs(firmware));
+    let mut out = Vec::new();
+    let keys: std::collections::BTreeSet<Key> = a.keys().chain(b.keys()).copied().collect();
+    for k in keys {
+        let (x, y) = (a.get(&k), b.get(&k));
+        let n = x.map_or(0, Vec::len).max(y.map_or(0, Vec::len));
+        for j in 0..n {
+            let ours = x.and_then(|v| v.get(j)).copied();
+            let fw = y.and_then(|v| v.get(j)).copied();
+            if ours != fw {
+                out.push((k, ours, fw));
+            }
+        }
+    }
+    out.sort();
+    out
+}
 
 fuzz_target!(|data: &[u8]| {
     // The first byte splits the input into the VMM's table and the firmware's.
@@ -40,20 +86,42 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(l.regs[k] as u64, f(24 + 4 * k as u128, 4));
                     }
                 }
-                tables.push(t);
+                tables.push((page, t));
             }
             Err(e) => {
                 assert!(!fits, "refused a well-formed table: {e}");
             }
         }
     }
-    for x in &tables {
+    for (px, x) in &tables {
         // A table never differs from itself, repeated inputs or not.
         assert!(cpuid_diff(x, x).is_empty());
-        for y in &tables {
+        for (py, y) in &tables {
             let count =
                 |t: &sev_backend::CpuidTable, k| t.leaves.iter().filter(|l| l.key() == k).count();
             let diff = cpuid_diff(x, y);
+            let mut got: Vec<Expected> = diff
+                .iter()
+                .map(|d| {
+                    (
+                        (d.eax_in, d.ecx_in, d.xcr0_in, d.xss_in),
+                        d.ours,
+                        d.firmware,
+                    )
+                })
+                .collect();
+            // Entries of ours come first, then those only the firmware has.
+            let first_fw_only = got.iter().position(|e| e.1.is_none()).unwrap_or(got.len());
+            assert!(
+                got[first_fw_only..].iter().all(|e| e.1.is_none()),
+                "an entry of ours after a firmware-only one"
+            );
+            got.sort();
+            assert_eq!(
+                got,
+                expected_diff(px, py),
+                "the diff is not the independent comparison's"
+            );
             for d in &diff {
                 assert_ne!(d.ours, d.firmware, "{d}");
                 let key = (d.eax_in, d.ecx_in, d.xcr0_in, d.xss_in);

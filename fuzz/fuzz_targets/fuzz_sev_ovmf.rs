@@ -6,6 +6,14 @@
 //! metadata lies inside the image, starts with "ASEV", and its sections are the bytes there.
 //! The planner's regions are the image ending at 4 GiB then 4 KiB-aligned, non-empty sections
 //! ending at or below 4 GiB; a plan built from them never panics.
+//!
+//! Refusals are checked too: the target decides, from the layout alone (`must_refuse`), whether
+//! an image has to be refused (no footer, a malformed table, a SEV metadata entry whose offset
+//! or header does not fit or is not "ASEV", a length too short for its sections), and the
+//! parser must accept exactly the others. The planner is judged the same way: it must refuse
+//! exactly when the image is not a non-zero multiple of 4 KiB up to 4 GiB, the parser must
+//! refuse it, it has no SEV metadata, or a section is empty, not 4 KiB aligned or ends past
+//! 4 GiB (`plan_must_refuse`, from the bytes).
 #![no_main]
 
 use cc_populate::{MemoryLayout, PlanBuilder, Role};
@@ -15,10 +23,83 @@ use sev_backend::{parse_ovmf, plan_ovmf, verifier_caps, SectionPolicy};
 
 const FOUR_GIB: u64 = 1 << 32;
 
+/// Why the OVMF format says `image` cannot be parsed, or `None` when it can: the GUIDed table
+/// (footer GUID 48 bytes before the end, a `u16` length before it, entries `data, u16 length,
+/// GUID` back to back) must be whole; if an entry carries the SEV metadata GUID, the first
+/// from the end must hold a `u32` offset from the end of the image to a header `"ASEV", u32
+/// length, u32 version, u32 count` inside the image whose length holds `16 + 12 * count`
+/// bytes and stays inside the image. Written from the layout, in `u128`, without the parser.
+fn must_refuse(image: &[u8]) -> Option<&'static str> {
+    let Some((entries, whole)) = ovmf_table(image) else {
+        return Some("no GUIDed table footer");
+    };
+    if !whole {
+        return Some("a malformed GUIDed table");
+    }
+    // No SEV metadata entry: nothing more to refuse.
+    let e = entries.iter().find(|e| e.guid == SEV_META_GUID)?;
+    if e.len < 4 {
+        return Some("a SEV metadata entry without an offset");
+    }
+    let size = image.len() as u128;
+    let from_end = le(image, e.offset as u128, 4).expect("inside the entry") as u128;
+    if from_end > size {
+        return Some("a SEV metadata offset before the image");
+    }
+    let at = size - from_end;
+    if at + 16 > size {
+        return Some("a SEV metadata header past the end");
+    }
+    if image[at as usize..at as usize + 4] != *b"ASEV" {
+        return Some("no ASEV signature");
+    }
+    let len = le(image, at + 4, 4).expect("header") as u128;
+    let count = le(image, at + 12, 4).expect("header") as u128;
+    if 16 + 12 * count > len {
+        return Some("a SEV metadata length too short for its sections");
+    }
+    if at + len > size {
+        return Some("SEV metadata past the end");
+    }
+    None
+}
+
+/// Why the SNP planner must refuse `image`, or `None` (see the module documentation).
+fn plan_must_refuse(image: &[u8]) -> Option<&'static str> {
+    let size = image.len() as u128;
+    if size == 0 || !size.is_multiple_of(4096) || size > FOUR_GIB as u128 {
+        return Some("an image that cannot end at 4 GiB in whole pages");
+    }
+    if let Some(why) = must_refuse(image) {
+        return Some(why);
+    }
+    let (entries, _) = ovmf_table(image).expect("parsed");
+    let Some(e) = entries.iter().find(|e| e.guid == SEV_META_GUID) else {
+        return Some("no SEV metadata");
+    };
+    let at = size - le(image, e.offset as u128, 4).expect("offset") as u128;
+    let count = le(image, at + 12, 4).expect("header") as u128;
+    for i in 0..count {
+        let o = at + 16 + 12 * i;
+        let base = le(image, o, 4).expect("section") as u128;
+        let len = le(image, o + 4, 4).expect("section") as u128;
+        if len == 0
+            || !base.is_multiple_of(4096)
+            || !len.is_multiple_of(4096)
+            || base + len > FOUR_GIB as u128
+        {
+            return Some("a section that is empty, unaligned or past 4 GiB");
+        }
+    }
+    None
+}
+
 fuzz_target!(|image: &[u8]| {
     let reference = ovmf_table(image);
+    let refuse = must_refuse(image);
     match parse_ovmf(image) {
         Ok(parsed) => {
+            assert_eq!(refuse, None, "accepted an image the format refuses");
             assert!(std::ptr::eq(parsed.image, image));
             let (entries, whole) =
                 reference.expect("parsed an image the reference finds no table in");
@@ -52,12 +133,21 @@ fuzz_target!(|image: &[u8]| {
             }
         }
         Err(e) => {
-            let _ = e.to_string(); // formatting a refusal must not panic
+            let msg = e.to_string(); // formatting a refusal must not panic
+            assert!(refuse.is_some(), "refused a well-formed image: {msg}");
         }
     }
+    let plan_refuse = plan_must_refuse(image);
     for policy in [SectionPolicy::QEMU, SectionPolicy::UNMEASURED] {
-        let Ok(regions) = plan_ovmf(image, policy) else {
-            continue;
+        let regions = match plan_ovmf(image, policy) {
+            Ok(r) => {
+                assert_eq!(plan_refuse, None, "planned an image that must be refused");
+                r
+            }
+            Err(e) => {
+                assert!(plan_refuse.is_some(), "refused to plan a good image: {e}");
+                continue;
+            }
         };
         let size = image.len() as u64;
         let fw = regions.first().expect("the firmware region");

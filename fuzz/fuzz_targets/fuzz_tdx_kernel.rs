@@ -20,6 +20,12 @@
 //! `EBUSY`, `EIO` and `EEXIST` stop the run as unrecoverable, naming the page and what is known
 //! of it, and after them no ioctl is made: a resume, a direct populate and finalize are all
 //! refused. Without such an answer the plan completes and the TD finalizes.
+//!
+//! The fake kernel shares no numbers or layouts with tdx-backend: the command ids and the
+//! measure flag are written out here from Linux 6.18.2's uAPI, and it reads `struct
+//! kvm_tdx_cmd` and `struct kvm_tdx_init_mem_region` as the bytes `copy_from_user` sees, at
+//! the offsets of the header (and writes the region back the same way), never through the
+//! crate's field names.
 #![no_main]
 
 use std::collections::{BTreeSet, VecDeque};
@@ -27,17 +33,51 @@ use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use cc_populate::{Backend, ChunkRequest, ChunkSource, MemoryLayout, PlanBuilder, Role, StopCause};
+use cc_populate_fuzz::{copy_to_user, field, user_bytes};
 use libfuzzer_sys::fuzz_target;
-use tdx_backend::uapi::{
-    kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_MEM_REGION,
-    KVM_TDX_MEASURE_MEMORY_REGION,
-};
+use tdx_backend::uapi::{kvm_tdx_cmd, kvm_tdx_init_mem_region};
 use tdx_backend::{PageState, TdxBackend, TdxIoctl, TDX_CAPS};
 
 #[path = "common/kernel.rs"]
 mod kernel;
 
 const PAGE: u64 = 4096;
+
+// Linux 6.18.2, arch/x86/include/uapi/asm/kvm.h, written out here rather than taken from
+// tdx_backend::uapi: `enum kvm_tdx_cmd_id { KVM_TDX_CAPABILITIES = 0, KVM_TDX_INIT_VM,
+// KVM_TDX_INIT_VCPU, KVM_TDX_INIT_MEM_REGION, KVM_TDX_FINALIZE_VM, KVM_TDX_GET_CPUID,
+// KVM_TDX_CMD_NR_MAX }` and `#define KVM_TDX_MEASURE_MEMORY_REGION _BITULL(0)`.
+/// `KVM_TDX_INIT_MEM_REGION`, the fourth command id.
+const CMD_INIT_MEM_REGION: u32 = 3;
+/// `KVM_TDX_FINALIZE_VM`, the fifth.
+const CMD_FINALIZE_VM: u32 = 4;
+/// `KVM_TDX_MEASURE_MEMORY_REGION`.
+const FLAG_MEASURE: u32 = 1;
+
+// The same header's layouts: `struct kvm_tdx_cmd { __u32 id; __u32 flags; __u64 data; __u64
+// hw_error; }` (24 bytes) and `struct kvm_tdx_init_mem_region { __u64 source_addr; __u64 gpa;
+// __u64 nr_pages; }` (24 bytes), little-endian on x86.
+/// Size of `struct kvm_tdx_cmd`.
+const CMD_SIZE: usize = 24;
+/// Offsets of `id`, `flags`, `hw_error` in it.
+const CMD_ID: usize = 0;
+const CMD_FLAGS: usize = 4;
+const CMD_HW_ERROR: usize = 16;
+/// Size of `struct kvm_tdx_init_mem_region`.
+const REGION_SIZE: usize = 24;
+/// Offsets of `source_addr`, `gpa`, `nr_pages` in it.
+const REGION_SOURCE: usize = 0;
+const REGION_GPA: usize = 8;
+const REGION_NR_PAGES: usize = 16;
+
+/// What the kernel writes back into `struct kvm_tdx_init_mem_region`.
+fn region_bytes(source_addr: u64, gpa: u64, nr_pages: u64) -> [u8; REGION_SIZE] {
+    let mut b = [0u8; REGION_SIZE];
+    b[REGION_SOURCE..REGION_SOURCE + 8].copy_from_slice(&source_addr.to_le_bytes());
+    b[REGION_GPA..REGION_GPA + 8].copy_from_slice(&gpa.to_le_bytes());
+    b[REGION_NR_PAGES..REGION_NR_PAGES + 8].copy_from_slice(&nr_pages.to_le_bytes());
+    b
+}
 /// Longest region, in pages: more than the backend's 2 MiB bounce buffer (512 pages).
 const MAX_PAGES: u64 = 700;
 /// Bytes of the source pattern: the longest region at the largest offset, plus alignment.
@@ -319,11 +359,14 @@ impl Kernel {
 impl TdxIoctl for Kernel {
     fn vm_op(&mut self, cmd: &mut kvm_tdx_cmd, _: Option<&mut [u8]>) -> Result<(), i32> {
         self.no_call_after_fatal("a VM command");
+        // SAFETY: `kvm_tdx_cmd` is integers without padding (4 + 4 + 8 + 8 bytes).
+        let c = unsafe { user_bytes(cmd, CMD_SIZE) };
         assert_eq!(
-            cmd.id, KVM_TDX_FINALIZE_VM,
+            field(&c, CMD_ID, 4),
+            u64::from(CMD_FINALIZE_VM),
             "the only VM command here is finalize"
         );
-        assert_eq!(cmd.hw_error, 0);
+        assert_eq!(field(&c, CMD_HW_ERROR, 8), 0);
         // tdx_td_finalize: pages pre-mapped but not added.
         if !self.premapped.is_empty() {
             return Err(libc::EINVAL);
@@ -344,11 +387,20 @@ impl TdxIoctl for Kernel {
     ) -> Result<(), i32> {
         self.no_call_after_fatal("KVM_TDX_INIT_MEM_REGION");
         assert!(!self.finalized, "populate after finalize");
-        let (gpa0, nr0, src0) = (region.gpa, region.nr_pages, region.source_addr);
+        // SAFETY: `kvm_tdx_cmd` is integers without padding (4 + 4 + 8 + 8 bytes).
+        let c = unsafe { user_bytes(cmd, CMD_SIZE) };
+        // SAFETY: `kvm_tdx_init_mem_region` is three `u64`s, no padding.
+        let r = unsafe { user_bytes(region, REGION_SIZE) };
+        let (gpa0, nr0, src0) = (
+            field(&r, REGION_GPA, 8),
+            field(&r, REGION_NR_PAGES, 8),
+            field(&r, REGION_SOURCE, 8),
+        );
+        let flags = field(&c, CMD_FLAGS, 4) as u32;
         // What tdx_vcpu_ioctl / tdx_vcpu_init_mem_region would refuse with EINVAL: the backend
         // must never send it.
-        assert_eq!(cmd.id, KVM_TDX_INIT_MEM_REGION);
-        assert_eq!(cmd.hw_error, 0, "hw_error set on input");
+        assert_eq!(field(&c, CMD_ID, 4), u64::from(CMD_INIT_MEM_REGION));
+        assert_eq!(field(&c, CMD_HW_ERROR, 8), 0, "hw_error set on input");
         assert_eq!(src0 % PAGE, 0, "source not page-aligned");
         assert_eq!(
             src0,
@@ -363,12 +415,8 @@ impl TdxIoctl for Kernel {
         let spec = self.spec_of(gpa0, nr0 * PAGE);
         let measured = spec.role == Role::Measured;
         assert_eq!(
-            cmd.flags,
-            if measured {
-                KVM_TDX_MEASURE_MEMORY_REGION
-            } else {
-                0
-            },
+            flags,
+            if measured { FLAG_MEASURE } else { 0 },
             "flags for a {} region",
             spec.role
         );
@@ -427,9 +475,8 @@ impl TdxIoctl for Kernel {
             };
             if !consistent {
                 // A kernel that writes this back did nothing this model can name.
-                region.gpa = gpa;
-                region.nr_pages = nr_pages;
-                region.source_addr = source_addr;
+                // SAFETY: any bytes are a valid `kvm_tdx_init_mem_region` (three `u64`s).
+                unsafe { copy_to_user(region, &region_bytes(source_addr, gpa, nr_pages)) };
                 self.impossible += 1;
                 return a.fault.map_or(Ok(()), |f| Err(f.errno()));
             }
@@ -438,9 +485,9 @@ impl TdxIoctl for Kernel {
         // tdx_vcpu_init_mem_region writes the region back on every outcome but the up-front
         // refusals, advanced by the pages done.
         if done > 0 {
-            region.gpa = gpa0 + done * PAGE;
-            region.source_addr = src0 + done * PAGE;
-            region.nr_pages = nr0 - done;
+            let back = region_bytes(src0 + done * PAGE, gpa0 + done * PAGE, nr0 - done);
+            // SAFETY: any bytes are a valid `kvm_tdx_init_mem_region` (three `u64`s).
+            unsafe { copy_to_user(region, &back) };
             self.added.push((gpa0, done * PAGE));
         }
         result

@@ -380,3 +380,45 @@ pub fn is_view(outer: &[u8], inner: &[u8], at: usize) -> bool {
             .checked_add(inner.len())
             .is_some_and(|e| e <= outer.len())
 }
+
+/// The bytes the kernel's `copy_from_user` reads from `v`, which must be `n` bytes long: the
+/// kernel-facing fake kernels read the crates' uAPI structs this way, at the offsets of the
+/// kernel's headers, not through the crates' field names.
+///
+/// # Safety
+///
+/// `T` must have no padding bytes (every byte of a live `T` is initialised), as the integer
+/// structs of the KVM uAPI have.
+pub unsafe fn user_bytes<T: Copy>(v: &T, n: usize) -> Vec<u8> {
+    assert_eq!(
+        std::mem::size_of::<T>(),
+        n,
+        "the struct is not the kernel's size"
+    );
+    // SAFETY: `v` is a live `T` of `n` bytes (checked above), all initialised (the caller's
+    // promise: no padding).
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), n) }.to_vec()
+}
+
+/// Writes `bytes` over `v` as the kernel's `copy_to_user` does.
+///
+/// # Safety
+///
+/// Any `size_of::<T>()` bytes must be a valid `T` (a struct of plain integers).
+pub unsafe fn copy_to_user<T: Copy>(v: &mut T, bytes: &[u8]) {
+    assert_eq!(
+        std::mem::size_of::<T>(),
+        bytes.len(),
+        "the struct is not the kernel's size"
+    );
+    // SAFETY: `v` is a live, exclusively borrowed `T` of exactly `bytes.len()` bytes, and any
+    // bytes are a valid `T` (the caller's promise).
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (v as *mut T).cast::<u8>(), bytes.len())
+    }
+}
+
+/// The little-endian field of `n` bytes at `at` of a struct's bytes.
+pub fn field(b: &[u8], at: usize, n: usize) -> u64 {
+    le(b, at as u128, n).expect("the field lies inside the struct")
+}

@@ -68,6 +68,106 @@ use crate::ioctl::{CcaIoctl, RmeArg, UapiVersion};
 use crate::measure::{hash, Measurement, Rim, RimDigest};
 use crate::params::{HashAlgo, RealmParams, RecParams};
 use crate::uapi::{self, KvmArmRmiPopulate};
+use series::*;
+
+/// The series' numbers and layouts, written out again here from its uAPI headers
+/// (arch/arm64/include/uapi/asm/kvm.h of v9 and v12-v14, include/uapi/linux/kvm.h,
+/// include/uapi/asm-generic/ioctl.h) rather than taken from [`crate::uapi`]: the model
+/// decodes requests with them and reads the argument structs as bytes at these offsets, so a
+/// wrong number or a misordered struct in the crate is refused here as the kernel would refuse
+/// it. (The request numbers the model records in [`KernelModel::calls`] are only records.)
+mod series {
+    /// `KVM_ARM_RMI_POPULATE` in v12, `_IOW(KVMIO, 0xd7, struct kvm_arm_rmi_populate)`: dir
+    /// write (1) << 30 | size 32 << 16 | `KVMIO` 0xAE << 8 | 0xd7.
+    pub const RMI_POPULATE_V12: u64 = 0x4020_aed7;
+    /// From v13 on, `_IOWR(...)`: dir read | write (3) << 30, the rest as in v12.
+    pub const RMI_POPULATE_V13: u64 = 0xc020_aed7;
+    /// `struct kvm_arm_rmi_populate { __u64 base; __u64 size; __u64 source_uaddr; __u32
+    /// flags; __u32 reserved; }`: size, then the offsets of `base`, `size`, `source_uaddr`,
+    /// `flags`, `reserved`.
+    pub const RMI: (usize, [usize; 5]) = (32, [0, 8, 16, 24, 28]);
+    /// `KVM_ARM_RMI_POPULATE_FLAGS_MEASURE (1 << 0)`, and v9's
+    /// `KVM_ARM_RME_POPULATE_FLAGS_MEASURE (1 << 0)`.
+    pub const FLAGS_MEASURE: u32 = 1;
+    /// v9 `KVM_CAP_ARM_RME` sub-commands (`args[0]`).
+    pub const CONFIG_REALM: u64 = 0;
+    /// `KVM_CAP_ARM_RME_CREATE_REALM`.
+    pub const CREATE_REALM: u64 = 1;
+    /// `KVM_CAP_ARM_RME_INIT_RIPAS_REALM`.
+    pub const INIT_RIPAS_REALM: u64 = 2;
+    /// `KVM_CAP_ARM_RME_POPULATE_REALM`.
+    pub const POPULATE_REALM: u64 = 3;
+    /// `KVM_CAP_ARM_RME_ACTIVATE_REALM`.
+    pub const ACTIVATE_REALM: u64 = 4;
+    /// `struct arm_rme_config { __u32 cfg; union { __u8 rpv[64]; __u32 hash_algo; __u8
+    /// reserved[256]; }; }`: 260 bytes, the union at 4.
+    pub const CONFIG: (usize, usize) = (260, 4);
+    /// `ARM_RME_CONFIG_RPV 0`, `ARM_RME_CONFIG_HASH_ALGO 1`.
+    pub const CONFIG_RPV: u32 = 0;
+    /// `ARM_RME_CONFIG_HASH_ALGO`.
+    pub const CONFIG_HASH_ALGO: u32 = 1;
+    /// `ARM_RME_CONFIG_HASH_ALGO_SHA256 0`.
+    pub const HASH_ALGO_SHA256: u32 = 0;
+    /// `ARM_RME_CONFIG_HASH_ALGO_SHA512 1`.
+    pub const HASH_ALGO_SHA512: u32 = 1;
+    /// `struct arm_rme_populate_realm { __u64 base; __u64 size; __u32 flags; __u32
+    /// reserved[3]; }` and `struct arm_rme_init_ripas { __u64 base; __u64 size; __u64
+    /// reserved[2]; }`: 32 bytes each, `base` at 0, `size` at 8, then `flags` at 16 and
+    /// reserved from 20 (populate) or reserved from 16 (init ripas).
+    pub const V9_ARG: usize = 32;
+    /// `ARM64_SYS_REG(3, 0, 0, 5, 0)` (`ID_AA64DFR0_EL1`): `KVM_REG_ARM64` (0x6000 << 48) |
+    /// `KVM_REG_SIZE_U64` (3 << 52) | `KVM_REG_ARM64_SYSREG` (0x13 << 16) | op0 3 << 14 |
+    /// CRm 5 << 3.
+    pub const REG_ID_AA64DFR0_EL1: u64 = 0x6030_0000_0013_c028;
+    /// `KVM_REG_ARM64_SVE_VLS`: `KVM_REG_ARM64` | `KVM_REG_ARM64_SVE` (0x15 << 16) |
+    /// `KVM_REG_SIZE_U512` (6 << 52) | 0xffff.
+    pub const REG_SVE_VLS: u64 = 0x6060_0000_0015_ffff;
+    /// `ID_AA64DFR0_EL1` fields (Arm ARM): BRPs bits 15:12, WRPs 23:20, CTX_CMPs 31:28.
+    pub const DFR0_BRPS: u32 = 12;
+    /// WRPs.
+    pub const DFR0_WRPS: u32 = 20;
+    /// CTX_CMPs.
+    pub const DFR0_CTX_CMPS: u32 = 28;
+    /// `KVM_ARM_VCPU_SVE 4`.
+    pub const VCPU_SVE: i32 = 4;
+}
+
+/// An argument struct's fields as the model read them from its bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Args {
+    base: u64,
+    size: u64,
+    source_uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// The bytes of `v` as the kernel's `copy_from_user` reads them; `n` must be its size.
+///
+/// # Safety
+///
+/// `T` must have no padding (the argument structs of the series are integers and byte arrays
+/// laid out without any).
+unsafe fn bytes_of<T: Copy>(v: &T, n: usize) -> Vec<u8> {
+    assert_eq!(
+        std::mem::size_of::<T>(),
+        n,
+        "not the size the series gives it"
+    );
+    // SAFETY: `v` is a live `T` of `n` bytes (asserted), all initialised: no padding (the
+    // caller's promise).
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), n) }.to_vec()
+}
+
+/// `u64` at `at` of `b`, little-endian.
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// `u32` at `at` of `b`, little-endian.
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
 
 const PAGE: u64 = 4096;
 
@@ -397,8 +497,8 @@ impl KernelModel {
                 // v13/v14 set RMI_REALM_PARAM_FLAG_LPA2 from kvm_lpa2_is_enabled(); v12's
                 // realm_create_rd (22/46) has no LPA2 flag.
                 lpa2: self.version != UapiVersion::V12 && self.host_lpa2,
-                num_bps: (field(self.dfr0, uapi::DFR0_BRPS_SHIFT) + 1) as u8,
-                num_wps: (field(self.dfr0, uapi::DFR0_WRPS_SHIFT) + 1) as u8,
+                num_bps: (field(self.dfr0, DFR0_BRPS) + 1) as u8,
+                num_wps: (field(self.dfr0, DFR0_WRPS) + 1) as u8,
                 sve_vl: vl.map_or(0, |q| q * 128),
                 pmu_counters: None,
                 rpv: [0; 64],
@@ -526,11 +626,46 @@ impl KernelModel {
         (granules, None)
     }
 
-    fn rmi(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+    fn rmi(&mut self, request: u64, user: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
         // arm64 kvm_arch_vm_ioctl: an unknown request is -EINVAL.
-        if self.version.populate_request() != Some(request) {
+        let known = match self.version {
+            UapiVersion::EnableCap => None,
+            UapiVersion::V12 => Some(RMI_POPULATE_V12),
+            UapiVersion::V13 | UapiVersion::V14 => Some(RMI_POPULATE_V13),
+        };
+        if known != Some(request) {
             return Err(libc::EINVAL);
         }
+        // SAFETY: `KvmArmRmiPopulate` is 8 + 8 + 8 + 4 + 4 bytes of integers, no padding.
+        let b = unsafe { bytes_of(&*user, RMI.0) };
+        let [base, size, source_uaddr, flags, reserved] = RMI.1;
+        let mut args = Args {
+            base: u64_at(&b, base),
+            size: u64_at(&b, size),
+            source_uaddr: u64_at(&b, source_uaddr),
+            flags: u32_at(&b, flags),
+            reserved: u32_at(&b, reserved),
+        };
+        let r = self.rmi_args(&mut args);
+        // The kernel copies the struct back (v13 on: advanced), at the same offsets.
+        let mut back = b;
+        back[base..base + 8].copy_from_slice(&args.base.to_le_bytes());
+        back[size..size + 8].copy_from_slice(&args.size.to_le_bytes());
+        back[source_uaddr..source_uaddr + 8].copy_from_slice(&args.source_uaddr.to_le_bytes());
+        // SAFETY: `user` is an exclusively borrowed `KvmArmRmiPopulate` of `RMI.0` bytes
+        // (`bytes_of` asserted the size), and any bytes are a valid one (plain integers).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                back.as_ptr(),
+                (user as *mut KvmArmRmiPopulate).cast::<u8>(),
+                RMI.0,
+            )
+        };
+        r
+    }
+
+    /// `kvm_arm_rmi_populate` on the struct as the kernel read it.
+    fn rmi_args(&mut self, args: &mut Args) -> Result<i32, i32> {
         if !self.is_realm {
             return Err(if self.version == UapiVersion::V12 {
                 libc::EPERM
@@ -541,7 +676,7 @@ impl KernelModel {
         let in_out = self.version.populate_in_out();
         let end = args.base.wrapping_add(args.size);
         if args.reserved != 0
-            || args.flags & !uapi::KVM_ARM_RMI_POPULATE_FLAGS_MEASURE != 0
+            || args.flags & !FLAGS_MEASURE != 0
             || !args.base.is_multiple_of(PAGE)
             || !end.is_multiple_of(PAGE)
             || (in_out && !args.source_uaddr.is_multiple_of(PAGE))
@@ -575,7 +710,7 @@ impl KernelModel {
                 unsafe { std::slice::from_raw_parts((src + i * PAGE) as *const u8, PAGE as usize) };
             Some(s.to_vec())
         };
-        let measured = args.flags & uapi::KVM_ARM_RMI_POPULATE_FLAGS_MEASURE != 0;
+        let measured = args.flags & FLAGS_MEASURE != 0;
         let (done, error) =
             self.data_create(args.base, npages, measured, true, signal_after, &content);
         if done == 0 {
@@ -600,36 +735,45 @@ impl KernelModel {
             return Err(libc::EINVAL);
         }
         match (sub, arg) {
-            (uapi::KVM_CAP_ARM_RME_CONFIG_REALM, RmeArg::Config(c)) => {
+            (CONFIG_REALM, RmeArg::Config(c)) => {
                 if self.state != ModelRealm::None {
                     return Err(libc::EBUSY);
                 }
-                match c.cfg {
-                    uapi::ARM_RME_CONFIG_RPV => self.rpv.copy_from_slice(&c.data[..64]),
-                    uapi::ARM_RME_CONFIG_HASH_ALGO => {
-                        self.hash =
-                            match u32::from_le_bytes([c.data[0], c.data[1], c.data[2], c.data[3]]) {
-                                uapi::ARM_RME_CONFIG_HASH_ALGO_SHA256 => HashAlgo::Sha256,
-                                uapi::ARM_RME_CONFIG_HASH_ALGO_SHA512 => HashAlgo::Sha512,
-                                _ => return Err(libc::EINVAL),
-                            }
+                // SAFETY: `ArmRmeConfig` is a `u32` and 256 bytes, no padding.
+                let b = unsafe { bytes_of(&*c, CONFIG.0) };
+                let data = &b[CONFIG.1..];
+                match u32_at(&b, 0) {
+                    CONFIG_RPV => self.rpv.copy_from_slice(&data[..64]),
+                    CONFIG_HASH_ALGO => {
+                        self.hash = match u32_at(data, 0) {
+                            HASH_ALGO_SHA256 => HashAlgo::Sha256,
+                            HASH_ALGO_SHA512 => HashAlgo::Sha512,
+                            _ => return Err(libc::EINVAL),
+                        }
                     }
                     _ => return Err(libc::EINVAL),
                 }
                 Ok(())
             }
-            (uapi::KVM_CAP_ARM_RME_CREATE_REALM, RmeArg::None) => {
+            (CREATE_REALM, RmeArg::None) => {
                 if self.state != ModelRealm::None {
                     return Err(libc::EEXIST);
                 }
                 self.create()
             }
-            (uapi::KVM_CAP_ARM_RME_INIT_RIPAS_REALM, RmeArg::InitRipas(r)) => {
+            (INIT_RIPAS_REALM, RmeArg::InitRipas(r)) => {
                 if self.state != ModelRealm::New {
                     return Err(libc::EPERM);
                 }
+                // SAFETY: `ArmRmeInitRipas` is four `u64`s, no padding.
+                let b = unsafe { bytes_of(&*r, V9_ARG) };
+                let r = Args {
+                    base: u64_at(&b, 0),
+                    size: u64_at(&b, 8),
+                    ..Args::default()
+                };
                 let end = r.base.checked_add(r.size).ok_or(libc::EINVAL)?;
-                if r.base % PAGE != 0 || r.size % PAGE != 0 || r.size == 0 {
+                if !r.base.is_multiple_of(PAGE) || !r.size.is_multiple_of(PAGE) || r.size == 0 {
                     return Err(libc::EINVAL);
                 }
                 if end > self.realm.protected_limit() {
@@ -645,20 +789,29 @@ impl KernelModel {
                 self.ripas.insert(r.base, end);
                 Ok(())
             }
-            (uapi::KVM_CAP_ARM_RME_POPULATE_REALM, RmeArg::Populate(p)) => {
+            (POPULATE_REALM, RmeArg::Populate(p)) => {
                 if self.state != ModelRealm::New {
                     return Err(libc::EPERM);
                 }
+                // SAFETY: `ArmRmePopulateRealm` is 8 + 8 + 4 + 3 x 4 bytes of integers, no
+                // padding.
+                let b = unsafe { bytes_of(&*p, V9_ARG) };
+                let p = Args {
+                    base: u64_at(&b, 0),
+                    size: u64_at(&b, 8),
+                    flags: u32_at(&b, 16),
+                    ..Args::default()
+                };
                 let end = p.base.checked_add(p.size).ok_or(libc::EINVAL)?;
-                if p.base % PAGE != 0
-                    || p.size % PAGE != 0
-                    || p.flags & !uapi::KVM_ARM_RME_POPULATE_FLAGS_MEASURE != 0
+                if !p.base.is_multiple_of(PAGE)
+                    || !p.size.is_multiple_of(PAGE)
+                    || p.flags & !FLAGS_MEASURE != 0
                     || end > self.realm.protected_limit()
                 {
                     return Err(libc::EINVAL);
                 }
                 let signal_after = self.faults.pop_front().map(|Fault::Signal { after }| after);
-                let measured = p.flags & uapi::KVM_ARM_RME_POPULATE_FLAGS_MEASURE != 0;
+                let measured = p.flags & FLAGS_MEASURE != 0;
                 let shared = self.shared.clone();
                 let base = p.base;
                 let content = move |i: u64| -> Option<Vec<u8>> {
@@ -684,7 +837,7 @@ impl KernelModel {
                     None => Err(libc::EIO),
                 }
             }
-            (uapi::KVM_CAP_ARM_RME_ACTIVATE_REALM, RmeArg::None) => {
+            (ACTIVATE_REALM, RmeArg::None) => {
                 if self.state != ModelRealm::New {
                     return Err(libc::EPERM);
                 }
@@ -712,11 +865,11 @@ impl KernelModel {
     fn get_reg(&self, vcpu: usize, id: u64, value: &mut [u8]) -> Result<(), i32> {
         let v = self.vcpus.get(vcpu).ok_or(libc::ENODEV)?;
         match id {
-            uapi::KVM_REG_ID_AA64DFR0_EL1 if value.len() == 8 => {
+            REG_ID_AA64DFR0_EL1 if value.len() == 8 => {
                 value.copy_from_slice(&self.dfr0.to_le_bytes());
                 Ok(())
             }
-            uapi::KVM_REG_ARM64_SVE_VLS if value.len() == 64 => {
+            REG_SVE_VLS if value.len() == 64 => {
                 let sve = v.sve.ok_or(libc::ENOENT)?;
                 value.fill(0);
                 for q in 1..=usize::from(sve.max_vq) {
@@ -732,7 +885,7 @@ impl KernelModel {
         let created = self.state != ModelRealm::None;
         let v = *self.vcpus.get(vcpu).ok_or(libc::ENODEV)?;
         match id {
-            uapi::KVM_REG_ID_AA64DFR0_EL1 => {
+            REG_ID_AA64DFR0_EL1 => {
                 let b: [u8; 8] = value.try_into().map_err(|_| libc::EINVAL)?;
                 let val = u64::from_le_bytes(b);
                 if created {
@@ -743,18 +896,14 @@ impl KernelModel {
                         Err(libc::EBUSY)
                     };
                 }
-                let bps = field(val, uapi::DFR0_BRPS_SHIFT);
-                let wps = field(val, uapi::DFR0_WRPS_SHIFT);
-                let ctx = field(val, uapi::DFR0_CTX_CMPS_SHIFT);
+                let bps = field(val, DFR0_BRPS);
+                let wps = field(val, DFR0_WRPS);
+                let ctx = field(val, DFR0_CTX_CMPS);
                 if bps == 0 || wps == 0 || ctx > bps {
                     return Err(libc::EINVAL);
                 }
                 // arm64_check_features: no field above what the RMM/host offers.
-                for shift in [
-                    uapi::DFR0_BRPS_SHIFT,
-                    uapi::DFR0_WRPS_SHIFT,
-                    uapi::DFR0_CTX_CMPS_SHIFT,
-                ] {
+                for shift in [DFR0_BRPS, DFR0_WRPS, DFR0_CTX_CMPS] {
                     if field(val, shift) > field(self.host_dfr0, shift) {
                         return Err(libc::EINVAL);
                     }
@@ -762,7 +911,7 @@ impl KernelModel {
                 self.dfr0 = val;
                 Ok(())
             }
-            uapi::KVM_REG_ARM64_SVE_VLS => {
+            REG_SVE_VLS => {
                 let mut sve = v.sve.ok_or(libc::ENOENT)?;
                 if sve.finalized || created {
                     return Err(libc::EPERM);
@@ -791,7 +940,7 @@ impl KernelModel {
 
     fn finalize(&mut self, vcpu: usize, feature: i32) -> Result<(), i32> {
         let v = self.vcpus.get_mut(vcpu).ok_or(libc::ENODEV)?;
-        if feature != uapi::KVM_ARM_VCPU_SVE {
+        if feature != VCPU_SVE {
             return Err(libc::EINVAL);
         }
         let sve = v.sve.as_mut().ok_or(libc::EINVAL)?;

@@ -51,19 +51,149 @@
 //! modelled (nothing converts back to shared here).
 //!
 //! Every call is recorded with its exact arguments in [`TdxModel::calls`].
+//!
+//! The model shares no number or layout with the code it checks: the command ids, flags,
+//! capability numbers, limits and payload layouts are written out again below (module
+//! `linux`) from the Linux 6.18.2 headers rather than taken from [`crate::uapi`] and
+//! [`crate::ioctl`], and `struct kvm_tdx_cmd` / `struct kvm_tdx_init_mem_region` are read (and
+//! written back) as the bytes the kernel copies, at the header's offsets. A wrong number or a
+//! misordered field in the crate is then a refusal here, as it would be from the kernel.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::backend::TdParams;
-use crate::ioctl::{TdxIoctl, CAPS_HEADER, CPUID2_HEADER, CPUID_ENTRY, INIT_VM_HEADER};
+use crate::ioctl::TdxIoctl;
 use crate::mrtd::EXTEND_CHUNK;
-use crate::uapi::{
-    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_CAP_SYNC_REGS, KVM_CAP_VM_TYPES,
-    KVM_MAX_CPUID_ENTRIES, KVM_SYNC_X86_VALID_FIELDS, KVM_TDX_CAPABILITIES, KVM_TDX_FINALIZE_VM,
-    KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VCPU, KVM_TDX_INIT_VM,
-    KVM_TDX_MEASURE_MEMORY_REGION, KVM_X86_DEFAULT_VM, KVM_X86_TDX_VM, TDX_MAX_CPUID_CONFIG,
-};
+use crate::uapi::{kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region};
 use crate::{Mrtd, CHUNKS_PER_PAGE, PAGE_SIZE};
+use linux::*;
+
+/// Linux 6.18.2's numbers, written out here (see the module documentation).
+mod linux {
+    // arch/x86/include/uapi/asm/kvm.h: `enum kvm_tdx_cmd_id`.
+    /// `KVM_TDX_CAPABILITIES`.
+    pub const KVM_TDX_CAPABILITIES: u32 = 0;
+    /// `KVM_TDX_INIT_VM`.
+    pub const KVM_TDX_INIT_VM: u32 = 1;
+    /// `KVM_TDX_INIT_VCPU`.
+    pub const KVM_TDX_INIT_VCPU: u32 = 2;
+    /// `KVM_TDX_INIT_MEM_REGION`.
+    pub const KVM_TDX_INIT_MEM_REGION: u32 = 3;
+    /// `KVM_TDX_FINALIZE_VM`.
+    pub const KVM_TDX_FINALIZE_VM: u32 = 4;
+    /// `KVM_TDX_GET_CPUID`.
+    pub const KVM_TDX_GET_CPUID: u32 = 5;
+    /// `#define KVM_TDX_MEASURE_MEMORY_REGION _BITULL(0)`.
+    pub const KVM_TDX_MEASURE_MEMORY_REGION: u32 = 1;
+    /// `KVM_X86_DEFAULT_VM 0`.
+    pub const KVM_X86_DEFAULT_VM: u32 = 0;
+    /// `KVM_X86_TDX_VM 5`.
+    pub const KVM_X86_TDX_VM: u32 = 5;
+    /// `KVM_SYNC_X86_REGS (1 << 0) | KVM_SYNC_X86_SREGS (1 << 1) | KVM_SYNC_X86_EVENTS (1 << 2)`.
+    pub const KVM_SYNC_X86_VALID_FIELDS: u32 = 7;
+    // include/uapi/linux/kvm.h.
+    /// `KVM_CAP_SYNC_REGS 74`.
+    pub const KVM_CAP_SYNC_REGS: u32 = 74;
+    /// `KVM_CAP_VM_TYPES 235`.
+    pub const KVM_CAP_VM_TYPES: u32 = 235;
+    // Kernel-internal limits.
+    /// `KVM_MAX_CPUID_ENTRIES 256` (arch/x86/include/asm/kvm_host.h).
+    pub const KVM_MAX_CPUID_ENTRIES: u32 = 256;
+    /// `cpuid_config_leaves[128]` (arch/x86/include/asm/tdx_global_metadata.h).
+    pub const TDX_MAX_CPUID_CONFIG: u32 = 128;
+    // Layouts (arch/x86/include/uapi/asm/kvm.h), little-endian.
+    /// `struct kvm_tdx_capabilities`: six `__u64` then `__u64 reserved[250]` before its
+    /// `struct kvm_cpuid2 cpuid`: 48 + 2000 bytes.
+    pub const CAPS_HEADER: usize = 2048;
+    /// `struct kvm_tdx_init_vm`: `attributes`, `xfam`, `mrconfigid[6]`, `mrowner[6]`,
+    /// `mrownerconfig[6]`, `reserved[12]` (all `__u64`) before its `struct kvm_cpuid2`:
+    /// 8 * (2 + 18 + 12) bytes.
+    pub const INIT_VM_HEADER: usize = 256;
+    /// `struct kvm_cpuid2`: `__u32 nent; __u32 padding;` before the entries.
+    pub const CPUID2_HEADER: usize = 8;
+    /// `struct kvm_cpuid_entry2`: `function, index, flags, eax, ebx, ecx, edx, padding[3]`,
+    /// all `__u32`.
+    pub const CPUID_ENTRY: usize = 40;
+    /// `struct kvm_tdx_cmd { __u32 id; __u32 flags; __u64 data; __u64 hw_error; }`: 24
+    /// bytes; offsets of `id`, `flags`, `data`, `hw_error`.
+    pub const CMD: (usize, [usize; 4]) = (24, [0, 4, 8, 16]);
+    /// `struct kvm_tdx_init_mem_region { __u64 source_addr; __u64 gpa; __u64 nr_pages; }`: 24
+    /// bytes; offsets of `source_addr`, `gpa`, `nr_pages`.
+    pub const REGION: (usize, [usize; 3]) = (24, [0, 8, 16]);
+}
+
+/// The bytes of `v` as the kernel's `copy_from_user` reads them.
+fn bytes_of<T: UapiStruct>(v: &T) -> Vec<u8> {
+    assert_eq!(std::mem::size_of::<T>(), T::SIZE);
+    // SAFETY: `T` is one of the two uAPI structs below, all integers with no padding (4 + 4 + 8
+    // + 8 and 3 x 8 bytes; `UapiStruct::SIZE` equals `size_of::<T>()`, asserted), so its
+    // `SIZE` bytes are initialised and readable for the borrow's lifetime.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), T::SIZE) }.to_vec()
+}
+
+/// Writes `b` over `v` as the kernel's `copy_to_user` does.
+fn write_bytes<T: UapiStruct>(v: &mut T, b: &[u8]) {
+    assert_eq!((std::mem::size_of::<T>(), b.len()), (T::SIZE, T::SIZE));
+    // SAFETY: `v` is an exclusively borrowed `T` of `SIZE` bytes (asserted), and any bytes are
+    // a valid `T` (plain integers).
+    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), (v as *mut T).cast::<u8>(), T::SIZE) }
+}
+
+/// The two structs the model reads as bytes.
+trait UapiStruct: Copy {
+    /// The size the kernel's header gives it.
+    const SIZE: usize;
+}
+impl UapiStruct for kvm_tdx_cmd {
+    const SIZE: usize = CMD.0;
+}
+impl UapiStruct for kvm_tdx_init_mem_region {
+    const SIZE: usize = REGION.0;
+}
+
+/// `cmd` as the kernel reads it: each field from the header's offset.
+fn read_cmd(cmd: &kvm_tdx_cmd) -> kvm_tdx_cmd {
+    let b = bytes_of(cmd);
+    let [id, flags, data, hw_error] = CMD.1;
+    kvm_tdx_cmd {
+        id: read_u32(&b, id).unwrap_or(0),
+        flags: read_u32(&b, flags).unwrap_or(0),
+        data: read_u64(&b, data).unwrap_or(0),
+        hw_error: read_u64(&b, hw_error).unwrap_or(0),
+    }
+}
+
+/// Writes the kernel's view `k` of the command back into `cmd`, at the header's offsets.
+fn write_cmd(cmd: &mut kvm_tdx_cmd, k: &kvm_tdx_cmd) {
+    let mut b = vec![0u8; CMD.0];
+    let [id, flags, data, hw_error] = CMD.1;
+    write_u32(&mut b, id, k.id);
+    write_u32(&mut b, flags, k.flags);
+    write_u64(&mut b, data, k.data);
+    write_u64(&mut b, hw_error, k.hw_error);
+    write_bytes(cmd, &b);
+}
+
+/// `region` as the kernel reads it.
+fn read_region(region: &kvm_tdx_init_mem_region) -> kvm_tdx_init_mem_region {
+    let b = bytes_of(region);
+    let [source_addr, gpa, nr_pages] = REGION.1;
+    kvm_tdx_init_mem_region {
+        source_addr: read_u64(&b, source_addr).unwrap_or(0),
+        gpa: read_u64(&b, gpa).unwrap_or(0),
+        nr_pages: read_u64(&b, nr_pages).unwrap_or(0),
+    }
+}
+
+/// Writes the kernel's view `k` of the region back into `region`.
+fn write_region(region: &mut kvm_tdx_init_mem_region, k: &kvm_tdx_init_mem_region) {
+    let mut b = vec![0u8; REGION.0];
+    let [source_addr, gpa, nr_pages] = REGION.1;
+    write_u64(&mut b, source_addr, k.source_addr);
+    write_u64(&mut b, gpa, k.gpa);
+    write_u64(&mut b, nr_pages, k.nr_pages);
+    write_bytes(region, &b);
+}
 
 /// The shared bit of a TD's GPAs with 4-level EPT (`TDX_SHARED_BIT_PWL_4`, bit 47): a GPA with
 /// it set is not private (`vt_is_tdx_private_gpa`).
@@ -678,6 +808,11 @@ fn write_u32(b: &mut [u8], at: usize, v: u32) {
         s.copy_from_slice(&v.to_le_bytes());
     }
 }
+fn write_u64(b: &mut [u8], at: usize, v: u64) {
+    if let Some(s) = b.get_mut(at..at + 8) {
+        s.copy_from_slice(&v.to_le_bytes());
+    }
+}
 
 impl TdxIoctl for TdxModel {
     fn vm_op(&mut self, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
@@ -686,7 +821,9 @@ impl TdxIoctl for TdxModel {
         if copy.is_some() {
             as_passed.data = 0;
         }
-        let result = self.vm_op_inner(cmd, payload);
+        let mut k = read_cmd(cmd);
+        let result = self.vm_op_inner(&mut k, payload);
+        write_cmd(cmd, &k);
         self.record(Call {
             scope: Scope::Vm,
             cmd: as_passed,
@@ -699,7 +836,7 @@ impl TdxIoctl for TdxModel {
     fn vcpu_op(&mut self, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
         let as_passed = *cmd;
         let copy = payload.as_ref().map(|p| p.to_vec());
-        let result = self.vcpu_op_inner(cmd, payload);
+        let result = self.vcpu_op_inner(&read_cmd(cmd), payload);
         self.record(Call {
             scope: Scope::Vcpu,
             cmd: as_passed,
@@ -722,7 +859,11 @@ impl TdxIoctl for TdxModel {
         region_passed.source_addr = region.source_addr.wrapping_sub(base);
         let call = self.calls.len();
         let event = self.script.pop_front().unwrap_or(Event::Complete);
-        let result = self.init_mem_region_inner(cmd, region, source, base, call, event);
+        let mut k = read_cmd(cmd);
+        let mut r = read_region(region);
+        let result = self.init_mem_region_inner(&mut k, &mut r, source, base, call, event);
+        write_cmd(cmd, &k);
+        write_region(region, &r);
         self.record(Call {
             scope: Scope::Vcpu,
             cmd: as_passed,
