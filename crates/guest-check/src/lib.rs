@@ -594,6 +594,16 @@ fn span_problem(gpa: u64, len: u64, scratch_gpa: u64, map_limit: u64) -> Option<
     None
 }
 
+/// The copy table the copy program reads: per copy `src`, `dst`, `len` as little-endian `u64`
+/// ([`code::COPY_CODE`] loads them from `[rbx]`, `[rbx + 8]`, `[rbx + 16]`).
+fn copy_table(copies: &[CopyRange]) -> Vec<u8> {
+    copies
+        .iter()
+        .flat_map(|c| [c.src, c.dst, c.len])
+        .flat_map(u64::to_le_bytes)
+        .collect()
+}
+
 /// Checks every copy against the rules of [`CheckGuest::copy`].
 fn validate_copies(copies: &[CopyRange], scratch_gpa: u64, map_limit: u64) -> Result<(), Error> {
     if copies.len() > MAX_COPIES {
@@ -910,15 +920,11 @@ impl<'vm> CheckGuest<'vm> {
     pub fn copy(&mut self, copies: &[CopyRange]) -> Result<(), Error> {
         validate_copies(copies, self.scratch_gpa, self.map_limit)?;
         self.finish_pending_exit()?;
-        let table: Vec<u8> = copies
-            .iter()
-            .flat_map(|c| [c.src, c.dst, c.len])
-            .flat_map(u64::to_le_bytes)
-            .collect();
-        self.write_table(&table).ok_or(Error::TooManyCopies {
-            count: copies.len(),
-            max: MAX_COPIES,
-        })?;
+        self.write_table(&copy_table(copies))
+            .ok_or(Error::TooManyCopies {
+                count: copies.len(),
+                max: MAX_COPIES,
+            })?;
         self.set_entry_state(COPY_CODE_OFFSET, copies.len() as u64)?;
 
         let report = self.report_gpa();
@@ -1378,6 +1384,69 @@ mod tests {
         ];
         assert!(validate(&ranges, SCRATCH, LIMIT).is_ok());
         assert!(validate(&[], SCRATCH, LIMIT).is_ok());
+    }
+
+    #[test]
+    fn copy_table_is_what_the_copy_program_reads() {
+        let table = copy_table(&[
+            CopyRange::new(0x1122, 0x3344, 0x10),
+            CopyRange::new(7, 8, 9),
+        ]);
+        assert_eq!(table.len() as u64, 2 * layout::COPY_ENTRY);
+        let word = |i: usize| u64::from_le_bytes(table[i * 8..i * 8 + 8].try_into().unwrap());
+        assert_eq!((word(0), word(1), word(2)), (0x1122, 0x3344, 0x10));
+        assert_eq!((word(3), word(4), word(5)), (7, 8, 9));
+        // The program: mov rsi, [rbx]; mov rdi, [rbx + 8]; mov rcx, [rbx + 16]; add rbx, 24.
+        assert_eq!(&code::COPY_CODE[0x12..0x15], &[0x48, 0x8b, 0x33]);
+        assert_eq!(&code::COPY_CODE[0x15..0x19], &[0x48, 0x8b, 0x7b, 0x08]);
+        assert_eq!(&code::COPY_CODE[0x19..0x1d], &[0x48, 0x8b, 0x4b, 0x10]);
+        assert_eq!(u64::from(code::COPY_CODE[0x20]), layout::COPY_ENTRY);
+    }
+
+    #[test]
+    fn copy_validation_names_the_copy() {
+        let ok = CopyRange::new(0, 0x1000, 8);
+        let problem = |c: CopyRange| match validate_copies(&[ok, c], SCRATCH, LIMIT) {
+            Err(Error::InvalidCopy {
+                index: 1, reason, ..
+            }) => reason,
+            other => panic!("{c:?}: {other:?}"),
+        };
+        assert_eq!(problem(CopyRange::new(0, 8, 0)), RangeProblem::Empty);
+        assert_eq!(
+            problem(CopyRange::new(0, u64::MAX - 3, 8)),
+            RangeProblem::Overflow
+        );
+        assert_eq!(
+            problem(CopyRange::new(LIMIT - 8, 0, 16)),
+            RangeProblem::AboveMapLimit { limit: LIMIT }
+        );
+        assert_eq!(
+            problem(CopyRange::new(0, SCRATCH + 8, 8)),
+            RangeProblem::OverlapsScratch {
+                scratch_gpa: SCRATCH
+            }
+        );
+        assert_eq!(
+            problem(CopyRange::new(0x100, 0x107, 8)),
+            RangeProblem::SourceOverlapsDestination
+        );
+        // Touching is not overlapping; any alignment and length.
+        assert!(validate_copies(
+            &[
+                CopyRange::new(0x100, 0x108, 8),
+                CopyRange::new(3, 0x2001, 5)
+            ],
+            SCRATCH,
+            LIMIT
+        )
+        .is_ok());
+        let many = vec![ok; MAX_COPIES + 1];
+        assert!(matches!(
+            validate_copies(&many, SCRATCH, LIMIT),
+            Err(Error::TooManyCopies { .. })
+        ));
+        assert!(validate_copies(&many[1..], SCRATCH, LIMIT).is_ok());
     }
 
     #[test]
