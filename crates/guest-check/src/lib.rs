@@ -1112,15 +1112,22 @@ impl<'vm> CheckGuest<'vm> {
     /// `immediate_exit` set finishes pending work and returns `EINTR` before entering the guest.
     /// An emulated string instruction (the copy program's `rep movsb` over unbacked memory) goes
     /// on with its next access while it finishes, and that run returns another exit instead of
-    /// `EINTR` (seen here: the next copy then faulted in the old `rep movsb`): such exits are
-    /// answered (a read gets whatever the buffer holds) until KVM returns `EINTR`, at most
-    /// [`MAX_PENDING_EXITS`] times.
+    /// `EINTR` (seen here: the next copy then faulted in the old `rep movsb`): such MMIO exits
+    /// are answered (a read gets whatever the buffer holds) until KVM returns `EINTR` or another
+    /// exit, at most [`MAX_PENDING_EXITS`] times; any other answer means nothing is pending.
     fn finish_pending_exit(&mut self) -> Result<(), Error> {
         self.vcpu.set_kvm_immediate_exit(1);
         let mut result = Err(kvm_ioctls::Error::new(libc::EBUSY));
         for _ in 0..MAX_PENDING_EXITS {
             match self.vcpu.run() {
-                Ok(_) => continue,
+                // The pending instruction's next access: answer it and let KVM go on.
+                Ok(VcpuExit::MmioRead(..) | VcpuExit::MmioWrite(..)) => continue,
+                // Nothing pending (or another stop, e.g. after a shutdown, which a new entry
+                // state overrides).
+                Ok(_) => {
+                    result = Ok(());
+                    break;
+                }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     result = Ok(());
                     break;
