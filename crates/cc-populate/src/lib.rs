@@ -19,7 +19,9 @@
 //! after a stop whose extent is unknown ([`ResumeRefusal`]).
 //!
 //! The [`plain`] module's backend populates ordinary (non-confidential) guest_memfd VMs through
-//! the shared mapping; the platform backends (SEV-SNP, TDX, Arm CCA) live in their own crates.
+//! the shared mapping; the [`guestcopy`] module's backend populates private memory the host
+//! cannot write (software-protected VMs) by converting it first and having something inside the
+//! VM copy the bytes in; the platform backends (SEV-SNP, TDX, Arm CCA) live in their own crates.
 //!
 //! The example drives a scripted backend from the `testing` module (feature `test-utils`):
 //!
@@ -56,6 +58,7 @@ mod plan;
 mod role;
 mod source;
 
+pub mod guestcopy;
 pub mod plain;
 // Test support (a scripted, recording backend): only with the `test-utils` feature.
 #[cfg(feature = "test-utils")]

@@ -81,7 +81,7 @@ impl Default for PlainBackend<'_> {
     }
 }
 
-fn gmem_err(e: gmem::Error, what: &str) -> BackendError {
+pub(crate) fn gmem_err(e: gmem::Error, what: &str) -> BackendError {
     let errno = match &e {
         gmem::Error::Kvm { source, .. } => Some(source.errno()),
         gmem::Error::Io { source, .. } => source.raw_os_error(),
@@ -91,6 +91,16 @@ fn gmem_err(e: gmem::Error, what: &str) -> BackendError {
         Some(n) => BackendError::from_errno(n, format!("{what}: {e}")),
         None => BackendError::new(ErrorKind::Failed, format!("{what}: {e}")),
     }
+}
+
+/// The layout of memslots given as `(slot, gpa, len)`.
+pub(crate) fn layout_of(
+    slots: impl Iterator<Item = (u32, u64, u64)>,
+) -> Result<MemoryLayout, PlanError> {
+    let slots: Vec<Memslot> = slots
+        .map(|(slot, gpa, size)| Memslot { slot, gpa, size })
+        .collect();
+    MemoryLayout::new(&slots)
 }
 
 impl<'g> PlainBackend<'g> {
@@ -161,16 +171,7 @@ impl<'g> PlainBackend<'g> {
 
     /// The memory layout of the registered memslots, for [`PlanBuilder::build`](crate::PlanBuilder::build).
     pub fn layout(&self) -> Result<MemoryLayout, PlanError> {
-        let slots: Vec<Memslot> = self
-            .slots
-            .iter()
-            .map(|s| Memslot {
-                slot: s.slot,
-                gpa: s.gpa,
-                size: s.len,
-            })
-            .collect();
-        MemoryLayout::new(&slots)
+        layout_of(self.slots.iter().map(|s| (s.slot, s.gpa, s.len)))
     }
 
     fn slot_for(&self, gpa: u64, len: u64) -> Result<&Slot<'g>, BackendError> {

@@ -1,4 +1,5 @@
-//! The guest program, assembled by hand.
+//! The guest programs, assembled by hand: the checksum program ([`GUEST_CODE`]) and the copy
+//! program ([`COPY_CODE`], described at its definition).
 //!
 //! It runs at CPL 3 in 64-bit mode with identity paging (virtual address = guest-physical address)
 //! and no IDT: any fault shuts the vCPU down. The host sets these registers before entry:
@@ -120,14 +121,84 @@ pub(crate) const GUEST_CODE: [u8; 0x92] = [
     0xeb, 0xfe,
 ];
 
+/// Offset of the copy program's `outer` label inside [`COPY_CODE`].
+#[cfg(test)]
+pub(crate) const COPY_OUTER: usize = 0x0d;
+/// Offset of the copy program's `done` label inside [`COPY_CODE`].
+#[cfg(test)]
+pub(crate) const COPY_DONE: usize = 0x2e;
+
+/// The copy program, run by [`CheckGuest::copy`](crate::CheckGuest::copy). Same entry state as
+/// [`GUEST_CODE`] except for the table:
+///
+/// | register | value |
+/// |---|---|
+/// | `rsi` | GPA of the copy table: `count` triples of little-endian `u64` (`src`, `dst`, `len`) |
+/// | `rcx` | `count`, the number of triples |
+/// | `rdi` | the report address |
+///
+/// For each triple it copies `len` bytes from `src` to `dst` with `rep movsb` (forward, the
+/// direction flag cleared at entry), then stores the number of triples done so far to `[rdi]`
+/// (an MMIO exit per copy, so the host knows how far it got). When the table is done it stores the
+/// same count to `[rdi + 8]` (the completion record) and spins on `jmp $`. `rsi`, `rdi` and `rcx`
+/// are the string instruction's operands, so the table cursor lives in `rbx`, the count left in
+/// `rdx` and the report address in `r10`. The host validates every triple first (`len` non-zero,
+/// source and destination disjoint and mapped).
+#[rustfmt::skip]
+pub(crate) const COPY_CODE: [u8; 0x34] = [
+    // 0x00: mov r10, rdi            ; r10 = report address (REX.WB 89 /r, ModRM 11 111 010)
+    0x49, 0x89, 0xfa,
+    // 0x03: mov rbx, rsi            ; rbx = table cursor (REX.W 89 /r, ModRM 11 110 011)
+    0x48, 0x89, 0xf3,
+    // 0x06: mov rdx, rcx            ; rdx = copies left (REX.W 89 /r, ModRM 11 001 010)
+    0x48, 0x89, 0xca,
+    // 0x09: xor r9d, r9d            ; r9 = copies done (REX.RB 31 /r)
+    0x45, 0x31, 0xc9,
+    // 0x0c: cld                     ; string instructions go forward
+    0xfc,
+    // outer (0x0d):
+    // 0x0d: test rdx, rdx           ; any copy left? (REX.W 85 /r, ModRM 11 010 010)
+    0x48, 0x85, 0xd2,
+    // 0x10: jz done                 ; 0x2e - 0x12 = 0x1c
+    0x74, 0x1c,
+    // 0x12: mov rsi, [rbx]          ; rsi = src (REX.W 8b /r, ModRM 00 110 011)
+    0x48, 0x8b, 0x33,
+    // 0x15: mov rdi, [rbx + 8]      ; rdi = dst (REX.W 8b /r, ModRM 01 111 011, disp8)
+    0x48, 0x8b, 0x7b, 0x08,
+    // 0x19: mov rcx, [rbx + 16]     ; rcx = len in bytes (REX.W 8b /r, ModRM 01 001 011, disp8)
+    0x48, 0x8b, 0x4b, 0x10,
+    // 0x1d: add rbx, 24             ; next table entry (REX.W 83 /0 ib)
+    0x48, 0x83, 0xc3, 0x18,
+    // 0x21: rep movsb               ; copy rcx bytes from [rsi] to [rdi] (f3 a4)
+    0xf3, 0xa4,
+    // 0x23: inc r9                  ; (REX.WB ff /0)
+    0x49, 0xff, 0xc1,
+    // 0x26: mov [r10], r9           ; report copies done: MMIO exit (REX.WRB 89 /r, ModRM 00 001 010)
+    0x4d, 0x89, 0x0a,
+    // 0x29: dec rdx                 ; (REX.W ff /1)
+    0x48, 0xff, 0xca,
+    // 0x2c: jmp outer               ; 0x0d - 0x2e = -0x21
+    0xeb, 0xdf,
+    // done (0x2e):
+    // 0x2e: mov [r10 + 8], r9       ; completion record: MMIO exit (REX.WRB 89 /r, ModRM 01 001 010, disp8)
+    0x4d, 0x89, 0x4a, 0x08,
+    // 0x32: jmp $                   ; never reached by a resumed vCPU: the host stops here
+    0xeb, 0xfe,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Target of the `rel8` jump whose opcode byte is at `at`.
     fn rel8_target(at: usize) -> usize {
+        rel8_target_in(&GUEST_CODE, at)
+    }
+
+    /// Target of the `rel8` jump whose opcode byte is at `at` in `code`.
+    fn rel8_target_in(code: &[u8], at: usize) -> usize {
         let next = at + 2;
-        let disp = i64::from(GUEST_CODE[at + 1] as i8);
+        let disp = i64::from(code[at + 1] as i8);
         usize::try_from(next as i64 + disp).unwrap_or(usize::MAX)
     }
 
@@ -141,6 +212,16 @@ mod tests {
         assert_eq!(rel8_target(0x8a), OUTER);
         assert_eq!(GUEST_CODE[0x90], 0xeb);
         assert_eq!(rel8_target(0x90), 0x90);
+    }
+
+    #[test]
+    fn copy_jumps_land_on_their_labels() {
+        assert_eq!(COPY_CODE[0x10], 0x74);
+        assert_eq!(rel8_target_in(&COPY_CODE, 0x10), COPY_DONE);
+        assert_eq!(COPY_CODE[0x2c], 0xeb);
+        assert_eq!(rel8_target_in(&COPY_CODE, 0x2c), COPY_OUTER);
+        assert_eq!(COPY_CODE[0x32], 0xeb);
+        assert_eq!(rel8_target_in(&COPY_CODE, 0x32), 0x32);
     }
 
     /// The 64-bit immediate of the `movabs` at `at`.
@@ -209,13 +290,34 @@ mod tests {
         "jmp 0x90",
     ];
 
-    /// Disassembles [`GUEST_CODE`] with binutils' objdump (an independent decoder) and compares it
-    /// with [`LISTING`]. Skipped where objdump is missing.
-    #[test]
-    fn objdump_agrees_with_the_listing() {
+    /// The copy program's listing, written by hand from its comments.
+    const COPY_LISTING: &[&str] = &[
+        "mov r10,rdi",
+        "mov rbx,rsi",
+        "mov rdx,rcx",
+        "xor r9d,r9d",
+        "cld",
+        "test rdx,rdx",
+        "je 0x2e",
+        "mov rsi,QWORD PTR [rbx]",
+        "mov rdi,QWORD PTR [rbx+0x8]",
+        "mov rcx,QWORD PTR [rbx+0x10]",
+        "add rbx,0x18",
+        "rep movs BYTE PTR es:[rdi],BYTE PTR ds:[rsi]",
+        "inc r9",
+        "mov QWORD PTR [r10],r9",
+        "dec rdx",
+        "jmp 0xd",
+        "mov QWORD PTR [r10+0x8],r9",
+        "jmp 0x32",
+    ];
+
+    /// `code` disassembled by binutils' objdump (an independent decoder), one instruction per
+    /// entry, or `None` where objdump is missing.
+    fn objdump(code: &[u8], name: &str) -> Option<Vec<String>> {
         let path =
-            std::env::temp_dir().join(format!("guest-check-code-{}.bin", std::process::id()));
-        std::fs::write(&path, GUEST_CODE).unwrap();
+            std::env::temp_dir().join(format!("guest-check-{name}-{}.bin", std::process::id()));
+        std::fs::write(&path, code).unwrap();
         let out = std::process::Command::new("objdump")
             .args(["-D", "-b", "binary", "-m", "i386:x86-64", "-M", "intel"])
             .arg(&path)
@@ -224,17 +326,34 @@ mod tests {
         let out = match out {
             Ok(out) if out.status.success() => out,
             other => {
-                println!("SKIPPED: objdump_agrees_with_the_listing: objdump unusable: {other:?}");
-                return;
+                println!("SKIPPED: objdump of {name}: objdump unusable: {other:?}");
+                return None;
             }
         };
         let text = String::from_utf8_lossy(&out.stdout);
         // Lines look like "  8a:\teb 9c                \tjmp    0x28"; keep the instruction.
-        let got: Vec<String> = text
-            .lines()
-            .filter_map(|l| l.split('\t').nth(2))
-            .map(|ins| ins.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect();
-        assert_eq!(got, LISTING);
+        Some(
+            text.lines()
+                .filter_map(|l| l.split('\t').nth(2))
+                .map(|ins| ins.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect(),
+        )
+    }
+
+    /// Disassembles [`GUEST_CODE`] and compares it with [`LISTING`]. Skipped where objdump is
+    /// missing.
+    #[test]
+    fn objdump_agrees_with_the_listing() {
+        if let Some(got) = objdump(&GUEST_CODE, "code") {
+            assert_eq!(got, LISTING);
+        }
+    }
+
+    /// Disassembles [`COPY_CODE`] and compares it with [`COPY_LISTING`].
+    #[test]
+    fn objdump_agrees_with_the_copy_listing() {
+        if let Some(got) = objdump(&COPY_CODE, "copy") {
+            assert_eq!(got, COPY_LISTING);
+        }
     }
 }

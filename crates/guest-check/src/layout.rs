@@ -8,9 +8,10 @@
 //! | `0x00_0000` | 2 MiB | 512 page directories; directory `i` maps GiB `i` with 2 MiB pages |
 //! | `0x20_0000` | 4 KiB | PML4 (entry 0 only) |
 //! | `0x20_1000` | 4 KiB | PDPT (one entry per mapped GiB) |
-//! | `0x20_2000` | 4 KiB | guest code |
+//! | `0x20_2000` | 2 KiB | guest code: the checksum program |
+//! | `0x20_2800` | 2 KiB | guest code: the copy program |
 //! | `0x20_3000` | 4 KiB | stack (the code uses none; `rsp` points at its top) |
-//! | `0x20_4000` | to 4 MiB | range table: (`gpa`, `len`) pairs of little-endian `u64` |
+//! | `0x20_4000` | to 4 MiB | range table: (`gpa`, `len`) pairs, or copy table: (`src`, `dst`, `len`) triples, of little-endian `u64` |
 //!
 //! The next 2 MiB (`SLOT_SIZE..SCRATCH_SIZE`) are covered by no memslot but mapped by the page
 //! tables: the report address is its first byte, the completion record the 8 bytes after it.
@@ -39,6 +40,8 @@ pub(crate) const PML4_OFFSET: u64 = 0x20_0000;
 pub(crate) const PDPT_OFFSET: u64 = 0x20_1000;
 /// Offset of the guest code.
 pub(crate) const CODE_OFFSET: u64 = 0x20_2000;
+/// Offset of the copy program.
+pub(crate) const COPY_CODE_OFFSET: u64 = 0x20_2800;
 /// Offset of the top of the stack (it grows down into `0x20_3000..0x20_4000`).
 pub(crate) const STACK_TOP_OFFSET: u64 = 0x20_4000;
 /// Offset of the range table.
@@ -48,12 +51,18 @@ pub(crate) const TABLE_ENTRY: u64 = 16;
 /// Most ranges one run can check (the table fills the memslot's tail).
 pub(crate) const MAX_RANGES: usize = ((SLOT_SIZE - TABLE_OFFSET) / TABLE_ENTRY) as usize;
 
+/// Bytes of one copy table entry.
+pub(crate) const COPY_ENTRY: u64 = 24;
+/// Most copies one run can do.
+pub(crate) const MAX_COPIES: usize = ((SLOT_SIZE - TABLE_OFFSET) / COPY_ENTRY) as usize;
+
 // The areas do not overlap, in the order of the table above.
 const _: () = {
     assert!(PML4_OFFSET >= PD_OFFSET + 512 * 4096);
     assert!(PDPT_OFFSET >= PML4_OFFSET + 4096);
     assert!(CODE_OFFSET >= PDPT_OFFSET + 4096);
-    assert!(CODE_OFFSET + crate::code::GUEST_CODE.len() as u64 <= STACK_TOP_OFFSET - 4096);
+    assert!(CODE_OFFSET + crate::code::GUEST_CODE.len() as u64 <= COPY_CODE_OFFSET);
+    assert!(COPY_CODE_OFFSET + crate::code::COPY_CODE.len() as u64 <= STACK_TOP_OFFSET - 4096);
     assert!(TABLE_OFFSET >= STACK_TOP_OFFSET);
     assert!(TABLE_OFFSET < SLOT_SIZE);
 };

@@ -78,7 +78,8 @@ use std::fmt;
 use vm_memory::{Bytes, MmapRegion, VolatileMemory};
 
 use crate::layout::{
-    CODE_OFFSET, DONE_OFFSET, PAGE_2M, PML4_OFFSET, REPORT_OFFSET, STACK_TOP_OFFSET, TABLE_OFFSET,
+    CODE_OFFSET, COPY_CODE_OFFSET, DONE_OFFSET, PAGE_2M, PML4_OFFSET, REPORT_OFFSET,
+    STACK_TOP_OFFSET, TABLE_OFFSET,
 };
 
 /// Guest-physical bytes the caller reserves for the check guest (6 MiB): a memslot of
@@ -91,6 +92,8 @@ pub const SCRATCH_SLOT_SIZE: u64 = layout::SLOT_SIZE;
 pub const SCRATCH_ALIGN: u64 = PAGE_2M;
 /// Most ranges one [`CheckGuest::run`] accepts (the range table's capacity).
 pub const MAX_RANGES: usize = layout::MAX_RANGES;
+/// Most copies one [`CheckGuest::copy`] accepts (the copy table's capacity).
+pub const MAX_COPIES: usize = layout::MAX_COPIES;
 /// Highest guest-physical address (exclusive) the page tables can map: 512 GiB. The real limit of
 /// a [`CheckGuest`] may be lower, see [`CheckGuest::map_limit`].
 pub const MAX_MAPPED_GPA: u64 = layout::MAX_MAP;
@@ -114,6 +117,9 @@ const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 /// RFLAGS: bit 1 is reserved and always set; interrupts off.
 const RFLAGS_RESERVED: u64 = 1 << 1;
+/// Most exits [`CheckGuest`] answers while it lets KVM finish a stopped instruction before a new
+/// run (each answers one access of an emulated `rep movsb`; `EBUSY` when exceeded).
+const MAX_PENDING_EXITS: usize = 1 << 16;
 /// MAXPHYADDR the CPU assumes when CPUID leaf 0x8000_0008 is absent.
 const DEFAULT_PHYS_BITS: u32 = 36;
 
@@ -137,6 +143,82 @@ pub enum Error {
         len: u64,
         /// Why.
         reason: RangeProblem,
+    },
+    /// A copy given to [`CheckGuest::copy`] was refused before the guest ran.
+    #[error("copy {index} ({len:#x} bytes from GPA {src:#x} to GPA {dst:#x}) refused: {reason}")]
+    InvalidCopy {
+        /// Position of the copy in the list.
+        index: usize,
+        /// Source guest-physical address.
+        src: u64,
+        /// Destination guest-physical address.
+        dst: u64,
+        /// Length in bytes.
+        len: u64,
+        /// Why.
+        reason: RangeProblem,
+    },
+    /// More copies than the copy table holds.
+    #[error("{count} copies given, at most {max} fit in one run")]
+    TooManyCopies {
+        /// Copies given.
+        count: usize,
+        /// [`MAX_COPIES`].
+        max: usize,
+    },
+    /// The guest stopped before it finished its copies: the first `done` were made.
+    #[error(
+        "copy guest stopped after {done} of {total} copies{}{}: {stop}",
+        fmt_copy(copy),
+        fmt_rip(rip)
+    )]
+    CopyStopped {
+        /// What happened.
+        stop: GuestStop,
+        /// Guest RIP after the exit, where KVM could tell.
+        rip: Option<u64>,
+        /// The copy being made when it stopped.
+        copy: Option<CopyRange>,
+        /// Copies completed.
+        done: usize,
+        /// Copies in the run.
+        total: usize,
+    },
+    /// [`CheckGuest::add_staging`] refused the staging area.
+    #[error("staging area at GPA {gpa:#x}, length {len:#x} refused: {reason}")]
+    InvalidStaging {
+        /// Its GPA.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+        /// Why.
+        reason: String,
+    },
+    /// [`CheckGuest::write_through_guest`] was called before [`CheckGuest::add_staging`].
+    #[error(
+        "cannot write {len:#x} bytes at GPA {gpa:#x} through the guest: no staging area was added"
+    )]
+    NoStaging {
+        /// Destination GPA.
+        gpa: u64,
+        /// Bytes asked for.
+        len: u64,
+    },
+    /// [`CheckGuest::write_through_guest`] stopped part-way: the first `written` bytes of the
+    /// destination hold the new bytes.
+    #[error(
+        "writing {len:#x} bytes at GPA {gpa:#x} through the guest stopped after {written:#x} bytes"
+    )]
+    WriteStopped {
+        /// Destination GPA.
+        gpa: u64,
+        /// Bytes asked for.
+        len: u64,
+        /// Bytes written from the start.
+        written: u64,
+        /// What stopped it.
+        #[source]
+        source: Box<Error>,
     },
     /// More ranges than the range table holds.
     #[error("{count} ranges given, at most {max} fit in one run")]
@@ -236,6 +318,16 @@ fn fmt_range(range: &Option<CheckRange>) -> String {
     }
 }
 
+fn fmt_copy(copy: &Option<CopyRange>) -> String {
+    match copy {
+        Some(c) => format!(
+            " (while copying {:#x} bytes from GPA {:#x} to GPA {:#x})",
+            c.len, c.src, c.dst
+        ),
+        None => String::new(),
+    }
+}
+
 fn fmt_rip(rip: &Option<u64>) -> String {
     match rip {
         Some(rip) => format!(" at RIP {rip:#x}"),
@@ -262,6 +354,8 @@ pub enum RangeProblem {
         /// Scratch area GPA.
         scratch_gpa: u64,
     },
+    /// A copy's source and destination overlap.
+    SourceOverlapsDestination,
 }
 
 impl fmt::Display for RangeProblem {
@@ -277,6 +371,9 @@ impl fmt::Display for RangeProblem {
                 f,
                 "it overlaps the check guest's scratch area at GPA {scratch_gpa:#x}, length {SCRATCH_SIZE:#x}"
             ),
+            RangeProblem::SourceOverlapsDestination => {
+                write!(f, "its source and destination overlap")
+            }
         }
     }
 }
@@ -460,6 +557,83 @@ impl CheckRange {
     }
 }
 
+/// A copy the guest makes: `len` bytes (non-zero, any alignment) from guest-physical `src` to
+/// guest-physical `dst`; the two ranges must not overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CopyRange {
+    /// Source guest-physical address.
+    pub src: u64,
+    /// Destination guest-physical address.
+    pub dst: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+impl CopyRange {
+    /// A copy of `len` bytes from `src` to `dst`.
+    pub fn new(src: u64, dst: u64, len: u64) -> CopyRange {
+        CopyRange { src, dst, len }
+    }
+}
+
+/// What is wrong with `len` bytes at `gpa` as a range the guest touches: empty, overflowing,
+/// above the map limit, or over the scratch area.
+fn span_problem(gpa: u64, len: u64, scratch_gpa: u64, map_limit: u64) -> Option<RangeProblem> {
+    if len == 0 {
+        return Some(RangeProblem::Empty);
+    }
+    let Some(end) = gpa.checked_add(len) else {
+        return Some(RangeProblem::Overflow);
+    };
+    if end > map_limit {
+        return Some(RangeProblem::AboveMapLimit { limit: map_limit });
+    }
+    let scratch_end = scratch_gpa.saturating_add(SCRATCH_SIZE);
+    if gpa < scratch_end && scratch_gpa < end {
+        return Some(RangeProblem::OverlapsScratch { scratch_gpa });
+    }
+    None
+}
+
+/// The copy table the copy program reads: per copy `src`, `dst`, `len` as little-endian `u64`
+/// ([`code::COPY_CODE`] loads them from `[rbx]`, `[rbx + 8]`, `[rbx + 16]`).
+fn copy_table(copies: &[CopyRange]) -> Vec<u8> {
+    copies
+        .iter()
+        .flat_map(|c| [c.src, c.dst, c.len])
+        .flat_map(u64::to_le_bytes)
+        .collect()
+}
+
+/// Checks every copy against the rules of [`CheckGuest::copy`].
+fn validate_copies(copies: &[CopyRange], scratch_gpa: u64, map_limit: u64) -> Result<(), Error> {
+    if copies.len() > MAX_COPIES {
+        return Err(Error::TooManyCopies {
+            count: copies.len(),
+            max: MAX_COPIES,
+        });
+    }
+    for (index, c) in copies.iter().enumerate() {
+        let problem = span_problem(c.src, c.len, scratch_gpa, map_limit)
+            .or_else(|| span_problem(c.dst, c.len, scratch_gpa, map_limit))
+            .or_else(|| {
+                // Both ends are known not to overflow here.
+                (c.src < c.dst + c.len && c.dst < c.src + c.len)
+                    .then_some(RangeProblem::SourceOverlapsDestination)
+            });
+        if let Some(reason) = problem {
+            return Err(Error::InvalidCopy {
+                index,
+                src: c.src,
+                dst: c.dst,
+                len: c.len,
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Checks every range against the rules of [`CheckGuest::run`]; `map_limit` is the exclusive top
 /// of the identity map.
 fn validate(ranges: &[CheckRange], scratch_gpa: u64, map_limit: u64) -> Result<(), Error> {
@@ -469,29 +643,20 @@ fn validate(ranges: &[CheckRange], scratch_gpa: u64, map_limit: u64) -> Result<(
             max: MAX_RANGES,
         });
     }
-    let scratch_end = scratch_gpa.saturating_add(SCRATCH_SIZE);
     for (index, r) in ranges.iter().enumerate() {
-        let refuse = |reason| Error::InvalidRange {
-            index,
-            gpa: r.gpa,
-            len: r.len,
-            reason,
+        // The order of the checks: empty, partial word, overflow, map limit, scratch area.
+        let problem = if r.len != 0 && r.len % 8 != 0 {
+            Some(RangeProblem::LengthNotMultipleOf8)
+        } else {
+            span_problem(r.gpa, r.len, scratch_gpa, map_limit)
         };
-        if r.len == 0 {
-            return Err(refuse(RangeProblem::Empty));
-        }
-        if r.len % 8 != 0 {
-            return Err(refuse(RangeProblem::LengthNotMultipleOf8));
-        }
-        let end = r
-            .gpa
-            .checked_add(r.len)
-            .ok_or(refuse(RangeProblem::Overflow))?;
-        if end > map_limit {
-            return Err(refuse(RangeProblem::AboveMapLimit { limit: map_limit }));
-        }
-        if r.gpa < scratch_end && scratch_gpa < end {
-            return Err(refuse(RangeProblem::OverlapsScratch { scratch_gpa }));
+        if let Some(reason) = problem {
+            return Err(Error::InvalidRange {
+                index,
+                gpa: r.gpa,
+                len: r.len,
+                reason,
+            });
         }
     }
     Ok(())
@@ -525,6 +690,37 @@ pub struct CheckGuest<'vm> {
     slot: u32,
     scratch_gpa: u64,
     map_limit: u64,
+    /// The staging area of [`CheckGuest::write_through_guest`], once added.
+    staging: Option<Staging>,
+}
+
+/// A memslot of anonymous memory the host writes and the guest copies from.
+#[derive(Debug)]
+struct Staging {
+    region: MmapRegion,
+    slot: u32,
+    gpa: u64,
+    len: u64,
+}
+
+/// Deletes memslot `slot` at `gpa` whose memory is `region`, then unmaps `region`; if KVM refuses
+/// to delete it, the mapping is leaked so the guest never sees memory the host reused.
+fn remove_memslot(vm: &VmFd, slot: u32, gpa: u64, region: MmapRegion) {
+    let remove = kvm_userspace_memory_region {
+        slot,
+        flags: 0,
+        guest_phys_addr: gpa,
+        memory_size: 0,
+        userspace_addr: region.as_ptr() as u64,
+    };
+    // SAFETY: a zero `memory_size` deletes the memslot; it makes KVM stop using the mapping
+    // rather than start.
+    let removed = unsafe { vm.set_user_memory_region(remove) };
+    if removed.is_err() {
+        // KVM may still point at the mapping: never hand that memory back to the host.
+        std::mem::forget(region);
+    }
+    // Otherwise `region` is unmapped here, after the memslot is gone.
 }
 
 impl<'vm> CheckGuest<'vm> {
@@ -584,6 +780,8 @@ impl<'vm> CheckGuest<'vm> {
         layout::build_page_tables(&mut image, scratch_gpa, map_limit);
         let code_at = CODE_OFFSET as usize;
         image[code_at..code_at + code::GUEST_CODE.len()].copy_from_slice(&code::GUEST_CODE);
+        let copy_at = COPY_CODE_OFFSET as usize;
+        image[copy_at..copy_at + code::COPY_CODE.len()].copy_from_slice(&code::COPY_CODE);
         scratch.as_volatile_slice().copy_from(&image);
 
         let vcpu = vm
@@ -623,6 +821,7 @@ impl<'vm> CheckGuest<'vm> {
             slot: scratch_slot,
             scratch_gpa,
             map_limit,
+            staging: None,
         })
     }
 
@@ -654,30 +853,239 @@ impl<'vm> CheckGuest<'vm> {
     pub fn run(&mut self, ranges: &[CheckRange]) -> Result<Vec<u64>, Error> {
         validate(ranges, self.scratch_gpa, self.map_limit)?;
         self.finish_pending_exit()?;
-        self.write_table(ranges)?;
-        self.set_entry_state(ranges.len() as u64)?;
+        let table: Vec<u8> = ranges
+            .iter()
+            .flat_map(|r| [r.gpa, r.len])
+            .flat_map(u64::to_le_bytes)
+            .collect();
+        self.write_table(&table).ok_or(Error::TooManyRanges {
+            count: ranges.len(),
+            max: MAX_RANGES,
+        })?;
+        self.set_entry_state(CODE_OFFSET, ranges.len() as u64)?;
 
         let report = self.report_gpa();
         let done = self.scratch_gpa + DONE_OFFSET;
         let mut results = Vec::with_capacity(ranges.len());
         loop {
-            let stop = match self.vcpu.run() {
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
-                Err(e) => GuestStop::RunFailed(e),
-                Ok(VcpuExit::MmioWrite(gpa, data)) if data.len() == 8 && gpa == report => {
-                    let value = le_u64(data);
+            let stop = match self.next_store() {
+                Ok((gpa, value)) if gpa == report => {
                     if results.len() < ranges.len() {
                         results.push(value);
                         continue;
                     }
                     GuestStop::ExtraResult { value }
                 }
-                Ok(VcpuExit::MmioWrite(gpa, data)) if data.len() == 8 && gpa == done => {
-                    let reported = le_u64(data);
+                Ok((gpa, reported)) if gpa == done => {
                     if reported == results.len() as u64 && results.len() == ranges.len() {
                         return Ok(results);
                     }
                     GuestStop::BadCompletion { reported }
+                }
+                Ok((gpa, value)) => GuestStop::UnexpectedWrite {
+                    gpa,
+                    data: value.to_le_bytes().to_vec(),
+                },
+                Err(stop) => stop,
+            };
+            return Err(Error::GuestStopped {
+                stop,
+                rip: self.vcpu.get_regs().ok().map(|r| r.rip),
+                range: ranges.get(results.len()).copied(),
+                total: ranges.len(),
+                results,
+            });
+        }
+    }
+
+    /// Makes every copy in order on the vCPU, from inside the VM: for each [`CopyRange`] the
+    /// guest copies `len` bytes from `src` to `dst` with `rep movsb` at CPL 3. Memory the host
+    /// cannot write (private memory of a software-protected VM) is written this way.
+    ///
+    /// Refused before running (typed [`Error::InvalidCopy`] / [`Error::TooManyCopies`]): an empty
+    /// copy, a source or destination whose end overflows, lies above [`CheckGuest::map_limit`] or
+    /// overlaps the scratch area, overlapping source and destination, more than [`MAX_COPIES`]
+    /// copies. A stop part-way is an [`Error::CopyStopped`] saying how many copies were made (the
+    /// guest reports after each one); the copy it stopped in may be partly made.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kvm = kvm_ioctls::Kvm::new()?;
+    /// # let vm = kvm.create_vm()?;
+    /// let mut guest = guest_check::CheckGuest::new(&vm, 1, 1 << 30)?;
+    /// // The caller's memory at GPA 0..2 MiB: copy its first page to its second, in the guest.
+    /// guest.copy(&[guest_check::CopyRange::new(0, 0x1000, 0x1000)])?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn copy(&mut self, copies: &[CopyRange]) -> Result<(), Error> {
+        validate_copies(copies, self.scratch_gpa, self.map_limit)?;
+        self.finish_pending_exit()?;
+        self.write_table(&copy_table(copies))
+            .ok_or(Error::TooManyCopies {
+                count: copies.len(),
+                max: MAX_COPIES,
+            })?;
+        self.set_entry_state(COPY_CODE_OFFSET, copies.len() as u64)?;
+
+        let report = self.report_gpa();
+        let done_gpa = self.scratch_gpa + DONE_OFFSET;
+        let mut done = 0usize;
+        loop {
+            let stop = match self.next_store() {
+                // The guest reports the count after each copy: exactly one more each time.
+                Ok((gpa, value)) if gpa == report => {
+                    if done < copies.len() && value == done as u64 + 1 {
+                        done += 1;
+                        continue;
+                    }
+                    GuestStop::ExtraResult { value }
+                }
+                Ok((gpa, reported)) if gpa == done_gpa => {
+                    if reported == done as u64 && done == copies.len() {
+                        return Ok(());
+                    }
+                    GuestStop::BadCompletion { reported }
+                }
+                Ok((gpa, value)) => GuestStop::UnexpectedWrite {
+                    gpa,
+                    data: value.to_le_bytes().to_vec(),
+                },
+                Err(stop) => stop,
+            };
+            return Err(Error::CopyStopped {
+                stop,
+                rip: self.vcpu.get_regs().ok().map(|r| r.rip),
+                copy: copies.get(done).copied(),
+                done,
+                total: copies.len(),
+            });
+        }
+    }
+
+    /// Adds the staging area [`write_through_guest`](CheckGuest::write_through_guest) copies
+    /// from: a memslot `slot` of `len` bytes of anonymous memory at guest-physical `gpa`, owned
+    /// by this guest and removed when it is dropped.
+    ///
+    /// Refused ([`Error::InvalidStaging`]): `gpa` or `len` not a multiple of 4 KiB, `len` 0, the
+    /// range overflowing, above [`CheckGuest::map_limit`] or over the scratch area, a second
+    /// staging area; KVM's refusal (slot in use, overlap) is [`Error::SetMemslot`].
+    pub fn add_staging(&mut self, slot: u32, gpa: u64, len: u64) -> Result<(), Error> {
+        let refuse = |reason: String| Error::InvalidStaging { gpa, len, reason };
+        if self.staging.is_some() {
+            return Err(refuse("this guest already has a staging area".into()));
+        }
+        if !gpa.is_multiple_of(4096) || !len.is_multiple_of(4096) {
+            return Err(refuse("GPA and length must be multiples of 4 KiB".into()));
+        }
+        if let Some(problem) = span_problem(gpa, len, self.scratch_gpa, self.map_limit) {
+            return Err(refuse(problem.to_string()));
+        }
+        let size = usize::try_from(len).map_err(|_| refuse("too long for this host".into()))?;
+        let region = MmapRegion::<()>::new(size).map_err(|e| Error::MapScratch {
+            len,
+            source: match e {
+                vm_memory::mmap::MmapRegionError::Mmap(io) => io,
+                other => std::io::Error::other(other.to_string()),
+            },
+        })?;
+        let set = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: len,
+            userspace_addr: region.as_ptr() as u64,
+        };
+        // SAFETY: `userspace_addr..+memory_size` is the live anonymous mapping `region`, which is
+        // stored in `self.staging` right below; `Drop` removes this memslot before unmapping it
+        // (and leaks the mapping if removal fails), so the guest never sees memory the host
+        // reused.
+        unsafe { self.vm.set_user_memory_region(set) }.map_err(|source| Error::SetMemslot {
+            slot,
+            gpa,
+            len,
+            source,
+        })?;
+        self.staging = Some(Staging {
+            region,
+            slot,
+            gpa,
+            len,
+        });
+        Ok(())
+    }
+
+    /// The staging area's guest-physical address and length, once added.
+    pub fn staging(&self) -> Option<(u64, u64)> {
+        self.staging.as_ref().map(|s| (s.gpa, s.len))
+    }
+
+    /// Puts `bytes` at guest-physical `gpa` from inside the VM: the host writes them to the
+    /// staging area ([`add_staging`](CheckGuest::add_staging)), a piece at a time, and the guest
+    /// copies each piece to its destination ([`copy`](CheckGuest::copy)). This is how memory the
+    /// host cannot write, such as private memory of a software-protected VM, gets its content.
+    ///
+    /// Refused before anything is written: no staging area ([`Error::NoStaging`]), a destination
+    /// overlapping the staging area or otherwise refused by [`copy`](CheckGuest::copy)
+    /// ([`Error::InvalidCopy`]). A stop part-way is [`Error::WriteStopped`] with the bytes
+    /// written from the start.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kvm = kvm_ioctls::Kvm::new()?;
+    /// # let vm = kvm.create_vm()?;
+    /// let mut guest = guest_check::CheckGuest::new(&vm, 1, 1 << 30)?;
+    /// guest.add_staging(2, 1 << 29, 1 << 20)?;
+    /// guest.write_through_guest(0x10_0000, b"written by the guest\0\0\0\0")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn write_through_guest(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), Error> {
+        let len = bytes.len() as u64;
+        let Some((staging_gpa, staging_len)) = self.staging() else {
+            return Err(Error::NoStaging { gpa, len });
+        };
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        // The whole destination is checked first, as one copy from the staging area.
+        let whole = CopyRange::new(staging_gpa, gpa, len);
+        validate_copies(&[whole], self.scratch_gpa, self.map_limit)?;
+        let mut written = 0u64;
+        for piece in bytes.chunks(usize::try_from(staging_len).unwrap_or(usize::MAX)) {
+            let n = piece.len() as u64;
+            let staged = self
+                .staging
+                .as_ref()
+                .is_some_and(|s| s.region.as_volatile_slice().write_slice(piece, 0).is_ok());
+            let result = if staged {
+                self.copy(&[CopyRange::new(staging_gpa, gpa + written, n)])
+            } else {
+                Err(Error::NoStaging { gpa, len })
+            };
+            if let Err(source) = result {
+                return Err(Error::WriteStopped {
+                    gpa,
+                    len,
+                    written,
+                    source: Box::new(source),
+                });
+            }
+            written += n;
+        }
+        Ok(())
+    }
+
+    /// Runs the vCPU until the guest stores 8 bytes to an address no memslot covers (the report
+    /// address, the completion record, or elsewhere): that address and the value; or why it
+    /// stopped otherwise.
+    fn next_store(&mut self) -> Result<(u64, u64), GuestStop> {
+        loop {
+            return Err(match self.vcpu.run() {
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) => GuestStop::RunFailed(e),
+                Ok(VcpuExit::MmioWrite(gpa, data)) if data.len() == 8 => {
+                    return Ok((gpa, le_u64(data)))
                 }
                 Ok(VcpuExit::MmioWrite(gpa, data)) => GuestStop::UnexpectedWrite {
                     gpa,
@@ -693,13 +1101,6 @@ impl<'vm> CheckGuest<'vm> {
                 },
                 Ok(VcpuExit::FailEntry(reason, cpu)) => GuestStop::FailEntry { reason, cpu },
                 Ok(other) => GuestStop::OtherExit(format!("{other:?}")),
-            };
-            return Err(Error::GuestStopped {
-                stop,
-                rip: self.vcpu.get_regs().ok().map(|r| r.rip),
-                range: ranges.get(results.len()).copied(),
-                total: ranges.len(),
-                results,
             });
         }
     }
@@ -710,19 +1111,39 @@ impl<'vm> CheckGuest<'vm> {
     /// reset: a new run started with `KVM_SET_REGS` alone would first replay the old access (seen
     /// here: after an unbacked read, the next run reported that read again). `KVM_RUN` with
     /// `immediate_exit` set finishes pending work and returns `EINTR` before entering the guest.
+    /// An emulated string instruction (the copy program's `rep movsb` over unbacked memory) goes
+    /// on with its next access while it finishes, and that run returns another exit instead of
+    /// `EINTR` (seen here: the next copy then faulted in the old `rep movsb`): such MMIO exits
+    /// are answered (a read gets whatever the buffer holds) until KVM returns `EINTR` or another
+    /// exit, at most [`MAX_PENDING_EXITS`] times; any other answer means nothing is pending.
     fn finish_pending_exit(&mut self) -> Result<(), Error> {
         self.vcpu.set_kvm_immediate_exit(1);
-        let result = self.vcpu.run().map(|_| ());
-        self.vcpu.set_kvm_immediate_exit(0);
-        match result {
-            Err(e) if e.errno() != libc::EINTR && e.errno() != libc::EAGAIN => {
-                Err(Error::VcpuSetup {
-                    ioctl: "KVM_RUN (immediate_exit, to finish the previous exit)",
-                    source: e,
-                })
+        let mut result = Err(kvm_ioctls::Error::new(libc::EBUSY));
+        for _ in 0..MAX_PENDING_EXITS {
+            match self.vcpu.run() {
+                // The pending instruction's next access: answer it and let KVM go on.
+                Ok(VcpuExit::MmioRead(..) | VcpuExit::MmioWrite(..)) => continue,
+                // Nothing pending (or another stop, e.g. after a shutdown, which a new entry
+                // state overrides).
+                Ok(_) => {
+                    result = Ok(());
+                    break;
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    result = Ok(());
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
-            _ => Ok(()),
         }
+        self.vcpu.set_kvm_immediate_exit(0);
+        result.map_err(|source| Error::VcpuSetup {
+            ioctl: "KVM_RUN (immediate_exit, to finish the previous exit)",
+            source,
+        })
     }
 
     /// `kvm_run.internal.suberror` after a `KVM_EXIT_INTERNAL_ERROR`.
@@ -734,27 +1155,18 @@ impl<'vm> CheckGuest<'vm> {
         unsafe { run.__bindgen_anon_1.internal.suberror }
     }
 
-    /// Writes the range table into the scratch memslot. `ranges` is validated: it fits.
-    fn write_table(&self, ranges: &[CheckRange]) -> Result<(), Error> {
-        let table: Vec<u8> = ranges
-            .iter()
-            .flat_map(|r| r.gpa.to_le_bytes().into_iter().chain(r.len.to_le_bytes()))
-            .collect();
-        self.scratch
-            .as_ref()
-            .and_then(|s| {
-                s.as_volatile_slice()
-                    .write_slice(&table, TABLE_OFFSET as usize)
-                    .ok()
-            })
-            .ok_or(Error::TooManyRanges {
-                count: ranges.len(),
-                max: MAX_RANGES,
-            })
+    /// Writes a range or copy table into the scratch memslot; `None` if it does not fit.
+    fn write_table(&self, table: &[u8]) -> Option<()> {
+        self.scratch.as_ref().and_then(|s| {
+            s.as_volatile_slice()
+                .write_slice(table, TABLE_OFFSET as usize)
+                .ok()
+        })
     }
 
-    /// Puts the vCPU in 64-bit mode at CPL 3 at the start of the guest code.
-    fn set_entry_state(&self, count: u64) -> Result<(), Error> {
+    /// Puts the vCPU in 64-bit mode at CPL 3 at the program at `entry` (an offset in the
+    /// scratch area) with a table of `count` entries.
+    fn set_entry_state(&self, entry: u64, count: u64) -> Result<(), Error> {
         let mut sregs: kvm_sregs = self.vcpu.get_sregs().map_err(|source| Error::VcpuSetup {
             ioctl: "KVM_GET_SREGS",
             source,
@@ -805,7 +1217,7 @@ impl<'vm> CheckGuest<'vm> {
             })?;
 
         let regs = kvm_regs {
-            rip: self.scratch_gpa + CODE_OFFSET,
+            rip: self.scratch_gpa + entry,
             rsp: self.scratch_gpa + STACK_TOP_OFFSET,
             rsi: self.scratch_gpa + TABLE_OFFSET,
             rcx: count,
@@ -840,24 +1252,12 @@ fn le_u64(data: &[u8]) -> u64 {
 
 impl Drop for CheckGuest<'_> {
     fn drop(&mut self) {
-        let Some(scratch) = self.scratch.take() else {
-            return;
-        };
-        let region = kvm_userspace_memory_region {
-            slot: self.slot,
-            flags: 0,
-            guest_phys_addr: self.scratch_gpa,
-            memory_size: 0,
-            userspace_addr: scratch.as_ptr() as u64,
-        };
-        // SAFETY: a zero `memory_size` deletes the memslot; it makes KVM stop using the mapping
-        // rather than start.
-        let removed = unsafe { self.vm.set_user_memory_region(region) };
-        if removed.is_err() {
-            // KVM may still point at the mapping: never hand that memory back to the host.
-            std::mem::forget(scratch);
+        if let Some(staging) = self.staging.take() {
+            remove_memslot(self.vm, staging.slot, staging.gpa, staging.region);
         }
-        // Otherwise `scratch` is unmapped here, after the memslot is gone.
+        if let Some(scratch) = self.scratch.take() {
+            remove_memslot(self.vm, self.slot, self.scratch_gpa, scratch);
+        }
     }
 }
 
@@ -1001,6 +1401,69 @@ mod tests {
         ];
         assert!(validate(&ranges, SCRATCH, LIMIT).is_ok());
         assert!(validate(&[], SCRATCH, LIMIT).is_ok());
+    }
+
+    #[test]
+    fn copy_table_is_what_the_copy_program_reads() {
+        let table = copy_table(&[
+            CopyRange::new(0x1122, 0x3344, 0x10),
+            CopyRange::new(7, 8, 9),
+        ]);
+        assert_eq!(table.len() as u64, 2 * layout::COPY_ENTRY);
+        let word = |i: usize| u64::from_le_bytes(table[i * 8..i * 8 + 8].try_into().unwrap());
+        assert_eq!((word(0), word(1), word(2)), (0x1122, 0x3344, 0x10));
+        assert_eq!((word(3), word(4), word(5)), (7, 8, 9));
+        // The program: mov rsi, [rbx]; mov rdi, [rbx + 8]; mov rcx, [rbx + 16]; add rbx, 24.
+        assert_eq!(&code::COPY_CODE[0x12..0x15], &[0x48, 0x8b, 0x33]);
+        assert_eq!(&code::COPY_CODE[0x15..0x19], &[0x48, 0x8b, 0x7b, 0x08]);
+        assert_eq!(&code::COPY_CODE[0x19..0x1d], &[0x48, 0x8b, 0x4b, 0x10]);
+        assert_eq!(u64::from(code::COPY_CODE[0x20]), layout::COPY_ENTRY);
+    }
+
+    #[test]
+    fn copy_validation_names_the_copy() {
+        let ok = CopyRange::new(0, 0x1000, 8);
+        let problem = |c: CopyRange| match validate_copies(&[ok, c], SCRATCH, LIMIT) {
+            Err(Error::InvalidCopy {
+                index: 1, reason, ..
+            }) => reason,
+            other => panic!("{c:?}: {other:?}"),
+        };
+        assert_eq!(problem(CopyRange::new(0, 8, 0)), RangeProblem::Empty);
+        assert_eq!(
+            problem(CopyRange::new(0, u64::MAX - 3, 8)),
+            RangeProblem::Overflow
+        );
+        assert_eq!(
+            problem(CopyRange::new(LIMIT - 8, 0, 16)),
+            RangeProblem::AboveMapLimit { limit: LIMIT }
+        );
+        assert_eq!(
+            problem(CopyRange::new(0, SCRATCH + 8, 8)),
+            RangeProblem::OverlapsScratch {
+                scratch_gpa: SCRATCH
+            }
+        );
+        assert_eq!(
+            problem(CopyRange::new(0x100, 0x107, 8)),
+            RangeProblem::SourceOverlapsDestination
+        );
+        // Touching is not overlapping; any alignment and length.
+        assert!(validate_copies(
+            &[
+                CopyRange::new(0x100, 0x108, 8),
+                CopyRange::new(3, 0x2001, 5)
+            ],
+            SCRATCH,
+            LIMIT
+        )
+        .is_ok());
+        let many = vec![ok; MAX_COPIES + 1];
+        assert!(matches!(
+            validate_copies(&many, SCRATCH, LIMIT),
+            Err(Error::TooManyCopies { .. })
+        ));
+        assert!(validate_copies(&many[1..], SCRATCH, LIMIT).is_ok());
     }
 
     #[test]

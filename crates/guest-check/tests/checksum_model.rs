@@ -323,6 +323,41 @@ proptest! {
         prop_assert_eq!(whole, parts);
     }
 
+    /// The copy program's model (`CheckGuest::copy`: each copy a forward byte copy, in table
+    /// order) against the guest check: a copy that lands a few bytes off, or reads a few bytes
+    /// off, changes the checksum of the destination range; the intended copy reproduces the
+    /// source's bytes at the destination's address.
+    #[test]
+    fn misdirected_copies_change_the_destination_checksum(
+        src_words in proptest::collection::vec(any::<u64>(), 2..64),
+        junk in any::<u64>(),
+        off in 1usize..16,
+        wrong_src in any::<bool>(),
+    ) {
+        let src = to_bytes(&src_words);
+        let n = src.len();
+        // Guest memory: the source at 0, the destination at 0x1000, junk elsewhere.
+        let mut memory = to_bytes(&vec![junk; 0x3000 / 8]);
+        memory[..n].copy_from_slice(&src);
+        let copy = |memory: &mut Vec<u8>, from: usize, to: usize| {
+            let piece = memory[from..from + n].to_vec();
+            memory[to..to + n].copy_from_slice(&piece);
+        };
+        let mut good = memory.clone();
+        copy(&mut good, 0, 0x1000);
+        let mut bad = memory.clone();
+        if wrong_src {
+            copy(&mut bad, off, 0x1000);
+        } else {
+            copy(&mut bad, 0, 0x1000 + off);
+        }
+        let at = |m: &Vec<u8>| checksum(0x1000, &m[0x1000..0x1000 + n]).unwrap();
+        prop_assert_eq!(at(&good), checksum(0x1000, &src).unwrap());
+        if good[0x1000..0x1000 + n] != bad[0x1000..0x1000 + n] {
+            prop_assert_ne!(at(&good), at(&bad));
+        }
+    }
+
     /// Lengths that are not a multiple of 8 are refused, never truncated.
     #[test]
     fn partial_words_are_refused(len in 0usize..200) {

@@ -2,7 +2,7 @@
 
 use gmem::testing::Need;
 use guest_check::{
-    checksum, CheckGuest, CheckRange, Error, GuestStop, RangeProblem, SCRATCH_SIZE,
+    checksum, CheckGuest, CheckRange, CopyRange, Error, GuestStop, RangeProblem, SCRATCH_SIZE,
     SCRATCH_SLOT_SIZE,
 };
 use kvm_bindings::kvm_userspace_memory_region;
@@ -330,6 +330,127 @@ fn fault_in_the_guest_is_a_typed_stop() {
     assert_eq!(guest.run(&[]).unwrap(), Vec::<u64>::new());
 }
 
+/// The copy program moves bytes inside the guest, in order, with any alignment and length.
+fn guest_copies_land_where_asked() {
+    let kvm = gmem::testing::kvm();
+    let t = TestVm::new(&kvm, &[(0, 4 * MIB)]);
+    let mut host = vec![0u8; (4 * MIB) as usize];
+    t.mem.read_slice(&mut host, GuestAddress(0)).expect("read");
+    let copies = [
+        CopyRange::new(0, 2 * MIB, 0x1000),
+        // Unaligned, odd length, crossing a 2 MiB page.
+        CopyRange::new(0x3_0003, 2 * MIB - 0x7ff, 0x1001),
+        // Later copies see earlier ones: this one reads what the first wrote.
+        CopyRange::new(2 * MIB, 3 * MIB, 0x800),
+    ];
+    for c in copies {
+        let (s, d, n) = (c.src as usize, c.dst as usize, c.len as usize);
+        let piece = host[s..s + n].to_vec();
+        host[d..d + n].copy_from_slice(&piece);
+    }
+    let mut guest = CheckGuest::new(&t.vm, 1, GIB).expect("CheckGuest::new");
+    guest.copy(&copies).expect("copy");
+    let mut after = vec![0u8; (4 * MIB) as usize];
+    t.mem.read_slice(&mut after, GuestAddress(0)).expect("read");
+    assert!(
+        after == host,
+        "guest memory differs from the host's model of the copies"
+    );
+    // The checksum program still runs on the same vCPU, and sees the copies.
+    let range = [CheckRange::new(2 * MIB - 0x800, 0x2000)];
+    assert_eq!(guest.run(&range).expect("run"), t.expected(&range));
+    guest.copy(&[]).expect("no copies");
+}
+
+/// `write_through_guest` stages host bytes and has the guest copy them, in staging-sized pieces.
+fn write_through_guest_in_pieces() {
+    let kvm = gmem::testing::kvm();
+    let t = TestVm::new(&kvm, &[(0, 4 * MIB)]);
+    let mut guest = CheckGuest::new(&t.vm, 1, GIB).expect("CheckGuest::new");
+    let bytes: Vec<u8> = (0..0x5800u32).map(|i| (i * 7 + 3) as u8).collect();
+    match guest.write_through_guest(0x1000, &bytes) {
+        Err(Error::NoStaging { gpa: 0x1000, len }) => assert_eq!(len, bytes.len() as u64),
+        other => panic!("{other:?}"),
+    }
+    guest.add_staging(2, 8 * MIB, 0x2000).expect("staging");
+    assert_eq!(guest.staging(), Some((8 * MIB, 0x2000)));
+    assert!(matches!(
+        guest.add_staging(3, 16 * MIB, 0x1000),
+        Err(Error::InvalidStaging { .. })
+    ));
+    // Three pieces through an 8 KiB staging area.
+    guest.write_through_guest(0x1_0008, &bytes).expect("write");
+    let mut back = vec![0u8; bytes.len()];
+    t.mem
+        .read_slice(&mut back, GuestAddress(0x1_0008))
+        .expect("read");
+    assert!(back == bytes);
+    // A destination over the staging area is refused before anything is written.
+    match guest.write_through_guest(8 * MIB - 8, &[1; 16]) {
+        Err(Error::InvalidCopy { reason, .. }) => {
+            assert_eq!(reason, RangeProblem::SourceOverlapsDestination)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Bad copies are refused before the guest runs, naming the copy; an unbacked source stops the
+/// guest with the count of copies made.
+fn bad_copies_are_refused_or_stop() {
+    let kvm = gmem::testing::kvm();
+    let t = TestVm::new(&kvm, &[(0, 2 * MIB)]);
+    let mut guest = CheckGuest::new(&t.vm, 1, GIB).expect("CheckGuest::new");
+    let refused = |guest: &mut CheckGuest<'_>, c: CopyRange| match guest
+        .copy(&[CopyRange::new(0, 0x1000, 8), c])
+    {
+        Err(Error::InvalidCopy {
+            index: 1, reason, ..
+        }) => reason,
+        other => panic!("{c:?}: {other:?}"),
+    };
+    assert_eq!(
+        refused(&mut guest, CopyRange::new(0, 0x1000, 0)),
+        RangeProblem::Empty
+    );
+    assert_eq!(
+        refused(&mut guest, CopyRange::new(0x1000, 0x1800, 0x1000)),
+        RangeProblem::SourceOverlapsDestination
+    );
+    assert_eq!(
+        refused(&mut guest, CopyRange::new(u64::MAX - 7, 0, 16)),
+        RangeProblem::Overflow
+    );
+    assert_eq!(
+        refused(&mut guest, CopyRange::new(0, GIB + 8, 8)),
+        RangeProblem::OverlapsScratch { scratch_gpa: GIB }
+    );
+    let e = guest
+        .copy(&[CopyRange::new(0, 0x1000, 0), CopyRange::new(0, 8, 8)])
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "copy 0 (0x0 bytes from GPA 0x0 to GPA 0x1000) refused: the length is 0"
+    );
+    // The second copy reads a GPA no memslot covers.
+    match guest.copy(&[CopyRange::new(0, 0x1000, 8), CopyRange::new(4 * MIB, 0, 8)]) {
+        Err(Error::CopyStopped {
+            stop: GuestStop::UnbackedRead { gpa, .. },
+            done: 1,
+            total: 2,
+            copy: Some(c),
+            ..
+        }) => {
+            assert_eq!(gpa, 4 * MIB);
+            assert_eq!(c, CopyRange::new(4 * MIB, 0, 8));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The guest runs again after a stop.
+    guest
+        .copy(&[CopyRange::new(0, 0x1000, 8)])
+        .expect("copy after a stop");
+}
+
 fn main() -> std::process::ExitCode {
     gmem::testing::run(vec![
         gmem::kvm_test!(guest_checksums_equal_host_checksums, Need::Kvm),
@@ -344,5 +465,8 @@ fn main() -> std::process::ExitCode {
         gmem::kvm_test!(scratch_area_setup_errors_and_teardown, Need::Kvm),
         gmem::kvm_test!(memslot_without_host_access_is_a_typed_stop, Need::Kvm),
         gmem::kvm_test!(fault_in_the_guest_is_a_typed_stop, Need::Kvm),
+        gmem::kvm_test!(guest_copies_land_where_asked, Need::Kvm),
+        gmem::kvm_test!(write_through_guest_in_pieces, Need::Kvm),
+        gmem::kvm_test!(bad_copies_are_refused_or_stop, Need::Kvm),
     ])
 }
