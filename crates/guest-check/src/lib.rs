@@ -70,8 +70,8 @@ mod code;
 mod layout;
 
 use kvm_bindings::{
-    kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, kvm_vcpu_events,
-    KVM_MAX_CPUID_ENTRIES,
+    kvm_mp_state, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, kvm_vcpu_events,
+    KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::fmt;
@@ -1205,6 +1205,15 @@ impl<'vm> CheckGuest<'vm> {
             present: 1,
             ..Default::default()
         };
+        // No IDT: a fault in the check guest cannot be delivered and shuts it down. (Left as
+        // reset makes it, base 0 and limit 0xffff, a fault would read gate descriptors from
+        // whatever GPA 0 holds: the VMM's memory, or no memslot, where kvm_amd in 6.12 retries
+        // the delivery forever and 7.3 reports KVM_INTERNAL_ERROR_DELIVERY_EV.)
+        sregs.idt = kvm_bindings::kvm_dtable {
+            base: 0,
+            limit: 0,
+            ..Default::default()
+        };
         sregs.cr0 = CR0_PE | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
         sregs.cr3 = self.scratch_gpa + PML4_OFFSET;
         sregs.cr4 = CR4_PAE;
@@ -1238,6 +1247,16 @@ impl<'vm> CheckGuest<'vm> {
             .set_vcpu_events(&kvm_vcpu_events::default())
             .map_err(|source| Error::VcpuSetup {
                 ioctl: "KVM_SET_VCPU_EVENTS",
+                source,
+            })?;
+        // Runnable: after a shutdown, kvm_amd INITs the vCPU (svm.c: shutdown_interception ->
+        // kvm_vcpu_reset), which can leave it waiting for a SIPI that never comes.
+        self.vcpu
+            .set_mp_state(kvm_mp_state {
+                mp_state: KVM_MP_STATE_RUNNABLE,
+            })
+            .map_err(|source| Error::VcpuSetup {
+                ioctl: "KVM_SET_MP_STATE",
                 source,
             })
     }

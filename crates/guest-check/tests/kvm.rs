@@ -294,14 +294,10 @@ fn memslot_without_host_access_is_a_typed_stop() {
     assert_eq!(guest.run(&[good]).expect("run after a stop"), want);
 }
 
-/// `KVM_INTERNAL_ERROR_DELIVERY_EV` (`include/uapi/linux/kvm.h`): KVM could not deliver an event.
-const KVM_INTERNAL_ERROR_DELIVERY_EV: u32 = 3;
-
-/// A fault in the guest (here: `ud2` with no IDT) is a typed stop at the faulting instruction,
-/// and the guest runs again afterwards. What stops the guest is the kernel's to say: the
-/// paravirtual KVM of the project's machines reports a shutdown (triple fault); kvm_amd (Linux
-/// 7.3 in the lab) reports an internal error, `KVM_INTERNAL_ERROR_DELIVERY_EV`, since delivering
-/// the #UD needs an IDT the guest does not have.
+/// A fault in the guest (here: `ud2`; the check guest has no IDT) shuts it down, a typed stop at
+/// the faulting instruction, and the guest runs again afterwards. (With the IDT left as reset
+/// makes it, over GPA 0 with no memslot, kvm_amd in 6.12 retried the #UD's delivery forever and
+/// 7.3 reported `KVM_INTERNAL_ERROR_DELIVERY_EV`: seen in the lab.)
 fn fault_in_the_guest_is_a_typed_stop() {
     let kvm = gmem::testing::kvm();
     let vm = kvm.create_vm().unwrap();
@@ -310,11 +306,7 @@ fn fault_in_the_guest_is_a_typed_stop() {
     guest.patch_code_for_tests(Some(&[0x0f, 0x0b])); // ud2
     match guest.run(&[]) {
         Err(Error::GuestStopped {
-            stop:
-                GuestStop::Shutdown
-                | GuestStop::InternalError {
-                    suberror: KVM_INTERNAL_ERROR_DELIVERY_EV,
-                },
+            stop: GuestStop::Shutdown,
             rip,
             range: None,
             total: 0,
@@ -324,7 +316,7 @@ fn fault_in_the_guest_is_a_typed_stop() {
             // #UD is a fault: RIP stays on the faulting instruction.
             assert_eq!(rip, Some(guest.code_gpa_for_tests()));
         }
-        other => panic!("expected a shutdown or a delivery error, got {other:?}"),
+        other => panic!("expected a shutdown, got {other:?}"),
     }
     guest.patch_code_for_tests(None);
     assert_eq!(guest.run(&[]).unwrap(), Vec::<u64>::new());

@@ -103,7 +103,12 @@ fn run_plan() {
         let args: Vec<&str> = fields.collect();
         say(&format!("BEGIN {name}"));
         let start = Instant::now();
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        if coverage() {
+            // One profile per process (tests run ccpop as a child too), sent out at the end.
+            command.env("LLVM_PROFILE_FILE", "/tmp/profraw/%p-%m.profraw");
+        }
+        let child = command
             .args(&args)
             .env("NO_COLOR", "1")
             .env("CCPOP_KVM_SKIP_LOG", "/tmp/skips")
@@ -145,6 +150,48 @@ fn run_plan() {
     }
 }
 
+/// Whether lab/run built the binaries with `-C instrument-coverage` (it then packs this file).
+fn coverage() -> bool {
+    std::path::Path::new("/lab/coverage").exists()
+}
+
+/// Standard base64 (RFC 4648, with padding) of `data`.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Prints each coverage profile as `@@LAB PROFRAW <name> <base64 piece>` lines, then
+/// `@@LAB PROFRAW-END <name> <bytes>`, for lab/run to put back together.
+fn send_profiles() {
+    let Ok(entries) = std::fs::read_dir("/tmp/profraw") else {
+        say("PROFRAW-NONE");
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(data) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        for piece in data.chunks(3 * 1024) {
+            println!("@@LAB PROFRAW {name} {}", base64(piece));
+        }
+        say(&format!("PROFRAW-END {name} {}", data.len()));
+    }
+}
+
 fn main() {
     mount("devtmpfs", "/dev", "devtmpfs");
     mount("proc", "/proc", "proc");
@@ -153,7 +200,13 @@ fn main() {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     say(&format!("START {}", release.trim()));
     say(&format!("CAPS {}", probe_caps()));
+    if coverage() {
+        let _ = std::fs::create_dir_all("/tmp/profraw");
+    }
     run_plan();
+    if coverage() {
+        send_profiles();
+    }
     say("DONE");
     // SAFETY: sync(2) takes no arguments.
     unsafe { libc::sync() };
