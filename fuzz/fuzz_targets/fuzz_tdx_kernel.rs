@@ -552,7 +552,7 @@ fuzz_target!(|input: Input| {
         private_errs: input.private.iter().take(16).copied().collect(),
         ..Kernel::default()
     };
-    let mut backend = TdxBackend::new(&mut kernel);
+    let mut backend = TdxBackend::initialized(&mut kernel, &[0]);
 
     let rounds: Vec<&Vec<Answer>> = input.rounds.iter().take(6).collect();
     let end = kernel::drive(

@@ -10,6 +10,7 @@ use crate::uapi::{
     kvm_memory_attributes, kvm_sev_cmd, kvm_sev_init, kvm_sev_snp_launch_finish,
     kvm_sev_snp_launch_start, kvm_sev_snp_launch_update, KVM_MEMORY_ATTRIBUTE_PRIVATE,
     KVM_SEV_INIT2, KVM_SEV_SNP_LAUNCH_FINISH, KVM_SEV_SNP_LAUNCH_START, KVM_SEV_SNP_LAUNCH_UPDATE,
+    KVM_SEV_SNP_PAGE_TYPE_CPUID,
 };
 
 /// The source buffer a `KVM_SEV_SNP_LAUNCH_UPDATE` points its `uaddr` into (the kernel reads
@@ -178,7 +179,72 @@ impl<T: SevIoctl + ?Sized> SevIoctl for &mut T {
     }
 }
 
+/// Checks that the kernel stays inside what `cmd` lends before a `KVM_SEV_SNP_LAUNCH_UPDATE`
+/// reaches it: with a `uaddr` (not 0, in-place), `uaddr..uaddr+len` must lie inside the
+/// command's source, and for a CPUID page that source must be writable
+/// ([`UpdateSource::Bounce`]): when the firmware rejects a CPUID page, Linux 6.18.2 copies its
+/// own table back over the source page (`arch/x86/kvm/svm/sev.c: sev_gmem_post_populate`,
+/// `copy_to_user(src + i * PAGE_SIZE, ...)`). Anything else is `EINVAL` with no ioctl.
+///
+/// ```
+/// use sev_backend::uapi::{kvm_sev_snp_launch_update, KVM_SEV_SNP_PAGE_TYPE_CPUID};
+/// use sev_backend::{check_lent, SevCmd, UpdateSource};
+///
+/// let page = [0u8; 4096];
+/// let mut p = kvm_sev_snp_launch_update {
+///     uaddr: page.as_ptr() as u64,
+///     len: 4096,
+///     type_: KVM_SEV_SNP_PAGE_TYPE_CPUID as u8,
+///     ..Default::default()
+/// };
+/// // A CPUID page the kernel could write into, lent read-only: refused.
+/// let cmd = SevCmd::LaunchUpdate { params: &mut p, source: Some(UpdateSource::Shared(&page)) };
+/// assert_eq!(check_lent(&cmd).unwrap_err().errno, libc::EINVAL);
+/// ```
+pub fn check_lent(cmd: &SevCmd<'_>) -> Result<(), SevIoctlError> {
+    let refuse = Err(SevIoctlError {
+        errno: libc::EINVAL,
+        fw_error: 0,
+    });
+    let SevCmd::LaunchUpdate { params, source } = cmd else {
+        return Ok(());
+    };
+    if params.uaddr == 0 {
+        // In place: the kernel follows no user address.
+        return Ok(());
+    }
+    let Some(source) = source else {
+        return refuse;
+    };
+    if u32::from(params.type_) == KVM_SEV_SNP_PAGE_TYPE_CPUID
+        && !matches!(source, UpdateSource::Bounce(_))
+    {
+        return refuse;
+    }
+    let b = source.bytes();
+    let start = b.as_ptr() as u64;
+    let inside = params.uaddr.checked_sub(start).is_some_and(|off| {
+        off.checked_add(params.len)
+            .is_some_and(|end| end <= b.len() as u64)
+    });
+    if inside {
+        Ok(())
+    } else {
+        refuse
+    }
+}
+
 /// The real ioctls, on an SNP VM fd and the SEV firmware device (`/dev/sev`).
+///
+/// **Lifetime rule**: Linux 6.18.2 records the `/dev/sev` fd *number* at
+/// `KVM_SEV_SNP_LAUNCH_START` (`arch/x86/kvm/svm/sev.c: snp_launch_start`, `sev->fd`) and issues
+/// the guest's attestation requests through it for the VM's whole life (`snp_handle_guest_req`
+/// -> `sev_issue_cmd`). Keep that fd open, and the number not reused, for as long as the VM
+/// (its fd or any vCPU fd) lives: the layer owns the `/dev/sev` file, and hands it back only
+/// together with the VM fd ([`into_parts`](Self::into_parts), e.g. through
+/// [`SnpBackend::into_ioctl`](crate::SnpBackend::into_ioctl) after `finish`), so a VMM that
+/// keeps the VM keeps the device with it. Dropping the layer (or the backend) closes both:
+/// do that only when the VM goes.
 #[derive(Debug)]
 pub struct KvmSevIoctl {
     vm: VmFd,
@@ -195,13 +261,27 @@ impl KvmSevIoctl {
     pub fn vm(&self) -> &VmFd {
         &self.vm
     }
+
+    /// The SEV device the kernel issues this VM's firmware commands through (see the lifetime
+    /// rule above).
+    pub fn sev(&self) -> &File {
+        &self.sev
+    }
+
+    /// Gives back the VM fd and the SEV device, together: keep the device open while the VM
+    /// lives (see the lifetime rule above).
+    pub fn into_parts(self) -> (VmFd, File) {
+        (self.vm, self.sev)
+    }
 }
 
 impl SevIoctl for KvmSevIoctl {
     fn encrypt_op(&mut self, mut cmd: SevCmd<'_>) -> Result<(), SevIoctlError> {
+        check_lent(&cmd)?;
         let mut raw = sev_cmd(&mut cmd, self.sev.as_raw_fd() as u32);
         // `raw.data` points into `cmd`'s parameter struct, which lives (mutably borrowed) until
-        // the end of this function, and `uaddr` into the source it borrows.
+        // the end of this function, and `uaddr` into the source it borrows (`check_lent`: the
+        // whole range, writable where the kernel may write).
         self.vm.encrypt_op_sev(&mut raw).map_err(|e| SevIoctlError {
             errno: e.errno(),
             fw_error: raw.error,
@@ -217,5 +297,64 @@ impl SevIoctl for KvmSevIoctl {
                 flags: 0,
             })
             .map_err(|e| e.errno())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uapi::KVM_SEV_SNP_PAGE_TYPE_NORMAL;
+
+    fn update(uaddr: u64, len: u64, cpuid: bool) -> kvm_sev_snp_launch_update {
+        kvm_sev_snp_launch_update {
+            uaddr,
+            len,
+            type_: if cpuid {
+                KVM_SEV_SNP_PAGE_TYPE_CPUID as u8
+            } else {
+                KVM_SEV_SNP_PAGE_TYPE_NORMAL as u8
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_kernel_only_gets_addresses_the_caller_lent() {
+        let mut buf = vec![0u8; 2 * 4096];
+        let at = buf.as_ptr() as u64;
+        let check = |p: &mut kvm_sev_snp_launch_update, lent: Option<&[u8]>| {
+            let source = lent.map(UpdateSource::Shared);
+            check_lent(&SevCmd::LaunchUpdate { params: p, source }).map_err(|e| e.errno)
+        };
+        // In range, read-only, a normal page: fine; past the end, before the start, no source,
+        // or a length that wraps: EINVAL.
+        assert_eq!(check(&mut update(at, 8192, false), Some(&buf[..])), Ok(()));
+        assert_eq!(
+            check(&mut update(at + 4096, 8192, false), Some(&buf[..])),
+            Err(libc::EINVAL)
+        );
+        assert_eq!(
+            check(&mut update(at - 4096, 4096, false), Some(&buf[..])),
+            Err(libc::EINVAL)
+        );
+        assert_eq!(check(&mut update(at, 4096, false), None), Err(libc::EINVAL));
+        assert_eq!(
+            check(&mut update(at, u64::MAX, false), Some(&buf[..])),
+            Err(libc::EINVAL)
+        );
+        // A CPUID page lent read-only: the kernel may write into it, EINVAL.
+        assert_eq!(
+            check(&mut update(at, 4096, true), Some(&buf[..])),
+            Err(libc::EINVAL)
+        );
+        // In place (uaddr 0): no address followed.
+        assert_eq!(check(&mut update(0, 4096, true), None), Ok(()));
+        // A CPUID page in a writable buffer: fine.
+        let mut p = update(at, 4096, true);
+        let cmd = SevCmd::LaunchUpdate {
+            params: &mut p,
+            source: Some(UpdateSource::Bounce(&mut buf[..4096])),
+        };
+        assert_eq!(check_lent(&cmd), Ok(()));
     }
 }

@@ -406,6 +406,12 @@ impl<I: SevIoctl> SnpBackend<I> {
         &mut self.ioctl
     }
 
+    /// Gives the ioctl layer back (with [`KvmSevIoctl`]: `into_parts()` gives the VM fd and
+    /// the `/dev/sev` file, which must stay open while the VM lives; see its lifetime rule).
+    pub fn into_ioctl(self) -> I {
+        self.ioctl
+    }
+
     /// Where the launch is.
     pub fn state(&self) -> LaunchState {
         self.state

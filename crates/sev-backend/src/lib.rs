@@ -71,7 +71,7 @@ pub use digest::{
     DIGEST_LEN, PAGE, PAGE_INFO_LEN,
 };
 pub use error::{fw_error_name, Error, SEV_RET_INVALID_PARAM};
-pub use ioctl::{sev_cmd, KvmSevIoctl, SevCmd, SevIoctl, SevIoctlError, UpdateSource};
+pub use ioctl::{check_lent, sev_cmd, KvmSevIoctl, SevCmd, SevIoctl, SevIoctlError, UpdateSource};
 pub use launch::{
     probe, snp_caps, verifier_caps, CpuidCorrection, CpuidPolicy, FinishParams, InPlaceMode,
     InitParams, LaunchConfig, LaunchState, SnpBackend, SnpSupport, StartParams, SEV_DEVICE,

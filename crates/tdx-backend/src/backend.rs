@@ -1,6 +1,7 @@
 //! The TD launch sequence around populate, and the `cc-populate` [`Backend`] for TDX.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use cc_populate::{Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, Populated, Role};
 
@@ -226,6 +227,164 @@ fn check_init_cpuid(cpuid: &[kvm_cpuid_entry2]) -> Result<(), Error> {
 /// (`target/i386/kvm/tdx.c: tdx_pre_create_vcpu`, `retry = 10000`, no delay between).
 pub const INIT_VM_ATTEMPTS: u32 = 10_000;
 
+/// A step of the TD launch, as the guards of [`TdxBackend`] name it when they refuse a step
+/// out of order ([`Error::StepMissing`], [`Error::TooLate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LaunchStep {
+    /// `KVM_TDX_INIT_VM` ([`TdxBackend::init_vm`]).
+    InitVm,
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` ([`TdxBackend::enable_split_irqchip`]).
+    SplitIrqchip,
+    /// `KVM_CREATE_VCPU` of this vCPU ([`TdxBackend::create_vcpu`]).
+    CreateVcpu(u64),
+    /// `KVM_SET_CPUID2` on this vCPU with CPUID.1:ECX.x2APIC ([`TdxBackend::set_cpuid`]).
+    SetCpuid(u64),
+    /// `KVM_TDX_INIT_VCPU` of this vCPU ([`TdxBackend::init_vcpu`]).
+    InitVcpu(u64),
+    /// `KVM_CREATE_VCPU` and `KVM_TDX_INIT_VCPU` of at least one vCPU.
+    AnyVcpu,
+    /// `KVM_TDX_INIT_MEM_REGION` (populate, through the driver).
+    Populate,
+    /// `KVM_TDX_FINALIZE_VM` ([`TdxBackend::finalize`]).
+    Finalize,
+}
+
+impl std::fmt::Display for LaunchStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LaunchStep::InitVm => f.write_str("KVM_TDX_INIT_VM"),
+            LaunchStep::SplitIrqchip => f.write_str("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"),
+            LaunchStep::CreateVcpu(id) => write!(f, "KVM_CREATE_VCPU({id})"),
+            LaunchStep::SetCpuid(id) => {
+                write!(
+                    f,
+                    "KVM_SET_CPUID2 on vCPU {id} with CPUID.1:ECX.x2APIC (bit 21)"
+                )
+            }
+            LaunchStep::InitVcpu(id) => write!(f, "KVM_TDX_INIT_VCPU on vCPU {id}"),
+            LaunchStep::AnyVcpu => {
+                f.write_str("KVM_CREATE_VCPU and KVM_TDX_INIT_VCPU of at least one vCPU")
+            }
+            LaunchStep::Populate => f.write_str("KVM_TDX_INIT_MEM_REGION"),
+            LaunchStep::Finalize => f.write_str("KVM_TDX_FINALIZE_VM"),
+        }
+    }
+}
+
+/// GPAW leaf: CPUID 0x80000008 EAX bits 23:16 carry the TD's guest physical address width.
+const GPAW_LEAF: u32 = 0x8000_0008;
+
+/// Builds the CPUID for [`TdParams::cpuid`] (`KVM_TDX_INIT_VM`) as QEMU does: for each
+/// configurable leaf of [`TdxCapabilities::cpuid`], the host's entry (`supported`: the
+/// `KVM_GET_SUPPORTED_CPUID` entries, or the VMM's CPU model) masked by the configurable bits,
+/// with its own sub-leaf and `KVM_CPUID_FLAG_SIGNIFCANT_INDEX`; CPUID 0x80000008 EAX[23:16]
+/// set to `gpaw` (48, or 52 with 5-level EPT); TSX and WAITPKG cleared from leaf 7.0. Leaves
+/// the host does not report are left out (the TD gets the module's value).
+///
+/// Why not pass the capabilities straight: their entries are masks of configurable bits, not
+/// values, and carry no `KVM_CPUID_FLAG_SIGNIFCANT_INDEX`, so Linux 6.18.2 fills every
+/// sub-leaf of a leaf from its first entry (`arch/x86/kvm/vmx/tdx.c: setup_tdparams_cpuids`,
+/// `td_init_cpuid_entry2`; `arch/x86/kvm/cpuid.c: kvm_find_cpuid_entry2`) with every
+/// configurable bit set.
+///
+/// Refused ([`Error::InvalidParam`]): a `gpaw` other than 48 or 52, capabilities without the
+/// GPAW leaf (`setup_tdparams_eptp_controls` needs it, and an entry that is not a
+/// configurable leaf is `EINVAL` in `setup_tdparams_cpuids`).
+///
+/// ```
+/// use tdx_backend::uapi::{kvm_cpuid_entry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
+/// use tdx_backend::init_vm_cpuid;
+///
+/// let sig = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+/// let e = |function, index, flags, eax| kvm_cpuid_entry2 { function, index, flags, eax, ..Default::default() };
+/// // KVM_TDX_CAPABILITIES: masks, no significant-index flag.
+/// let configurable = [e(0x8000_0008, 0, 0, 0x00ff_ffff), e(7, 0, 0, 0xffff_ffff), e(7, 1, 0, 0x10)];
+/// // KVM_GET_SUPPORTED_CPUID: values.
+/// let supported = [e(7, 0, sig, 2), e(7, 1, sig, 0x30), e(0x8000_0008, 0, 0, 0x3030)];
+/// let cpuid = init_vm_cpuid(&supported, &configurable, 48)?;
+/// assert_eq!(cpuid[0].eax, 48 << 16 | 0x3030);
+/// assert_eq!((cpuid[2].index, cpuid[2].flags, cpuid[2].eax), (1, sig, 0x10));
+/// # Ok::<(), tdx_backend::Error>(())
+/// ```
+pub fn init_vm_cpuid(
+    supported: &[kvm_cpuid_entry2],
+    configurable: &[kvm_cpuid_entry2],
+    gpaw: u8,
+) -> Result<Vec<kvm_cpuid_entry2>, Error> {
+    if !matches!(gpaw, 48 | 52) {
+        return Err(Error::InvalidParam {
+            field: "0x80000008.EAX[23:16] (GPAW)",
+            value: u64::from(gpaw),
+            reason: "not 48 or 52; arch/x86/kvm/vmx/tdx.c: setup_tdparams_eptp_controls (Linux 6.18.2) takes only those, else EINVAL".into(),
+        });
+    }
+    if !configurable.iter().any(|c| c.function == GPAW_LEAF) {
+        return Err(Error::InvalidParam {
+            field: "0x80000008 (GPAW leaf)",
+            value: u64::MAX,
+            reason: "not a configurable leaf of this TDX module (shown as u64::MAX): arch/x86/kvm/vmx/tdx.c: setup_tdparams_eptp_controls needs it and setup_tdparams_cpuids refuses an entry the module cannot take, so KVM_TDX_INIT_VM cannot succeed".into(),
+        });
+    }
+    let mut out: Vec<kvm_cpuid_entry2> = Vec::with_capacity(configurable.len());
+    for c in configurable {
+        if out
+            .iter()
+            .any(|o| o.function == c.function && o.index == c.index)
+        {
+            continue;
+        }
+        let host = find_cpuid_entry2(supported, c.function, c.index);
+        let Some(h) = host.or(if c.function == GPAW_LEAF {
+            Some(&ZERO_ENTRY)
+        } else {
+            None
+        }) else {
+            continue;
+        };
+        let mut e = kvm_cpuid_entry2 {
+            function: c.function,
+            index: c.index,
+            flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+            eax: h.eax & c.eax,
+            ebx: h.ebx & c.ebx,
+            ecx: h.ecx & c.ecx,
+            edx: h.edx & c.edx,
+            padding: [0; 3],
+        };
+        if e.function == GPAW_LEAF {
+            e.eax = (h.eax & c.eax & !0x00ff_0000) | u32::from(gpaw) << 16;
+        }
+        if e.function == 7 && e.index == 0 {
+            // tdx_unsupported_cpuid: TSX (HLE, RTM) and WAITPKG are EINVAL.
+            e.ebx &= !(1 << 4 | 1 << 11);
+            e.ecx &= !(1 << 5);
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+const ZERO_ENTRY: kvm_cpuid_entry2 = kvm_cpuid_entry2 {
+    function: GPAW_LEAF,
+    index: 0,
+    flags: 0,
+    eax: 0,
+    ebx: 0,
+    ecx: 0,
+    edx: 0,
+    padding: [0; 3],
+};
+
+/// What the backend knows of one vCPU's launch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct VcpuLaunch {
+    /// `KVM_SET_CPUID2` with CPUID.1:ECX.x2APIC went through this backend.
+    x2apic_cpuid: bool,
+    /// `KVM_TDX_INIT_VCPU` succeeded.
+    initialized: bool,
+}
+
 /// Pages this backend added to the TD with one flag setting, contiguous.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AddedRange {
@@ -345,25 +504,47 @@ impl Aligned {
     }
 }
 
-/// A TD being launched: the typed launch steps (capabilities, init VM, init vCPU, finalize) and
-/// the `cc-populate` [`Backend`] that populates through `KVM_TDX_INIT_MEM_REGION`.
+/// A TD being launched: the typed launch steps and the `cc-populate` [`Backend`] that populates
+/// through `KVM_TDX_INIT_MEM_REGION`.
 ///
-/// Launch order (Documentation/virt/kvm/x86/intel-tdx.rst): `KVM_CREATE_VM(KVM_X86_TDX_VM)` ->
-/// [`capabilities`](Self::capabilities) -> [`init_vm`](Self::init_vm) -> `KVM_CREATE_VCPU` ->
-/// [`init_vcpu`](Self::init_vcpu) (plus `KVM_SET_CPUID2`/`KVM_SET_MSRS`) -> populate (the
-/// driver: make private, then `KVM_TDX_INIT_MEM_REGION`) -> [`finalize`](Self::finalize).
+/// The order Linux 6.18.2 enforces, and this backend's guards with it (each step out of order
+/// is refused before any ioctl with [`Error::StepMissing`] or [`Error::TooLate`], naming the
+/// step; every rule is cited, `tdx.c` being `arch/x86/kvm/vmx/tdx.c`):
+///
+/// 1. `KVM_CREATE_VM(KVM_X86_TDX_VM)` ([`create_td_vm`](crate::create_td_vm));
+/// 2. [`capabilities`](Self::capabilities), then [`init_vm`](Self::init_vm) with a CPUID from
+///    [`init_vm_cpuid`](crate::init_vm_cpuid) (`tdx.c: tdx_td_init`; once, before any vCPU);
+/// 3. [`enable_split_irqchip`](Self::enable_split_irqchip) (before any vCPU:
+///    `arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap`; a TD vCPU needs it: `tdx.c:
+///    tdx_vcpu_create`, `EINVAL`);
+/// 4. for every vCPU: [`create_vcpu`](Self::create_vcpu) (after `INIT_VM` and before
+///    finalize, else `EIO`: `tdx_vcpu_create`), [`set_cpuid`](Self::set_cpuid) with x2APIC,
+///    then [`init_vcpu`](Self::init_vcpu) (`tdx.c: tdx_vcpu_init` -> `arch/x86/kvm/lapic.c:
+///    kvm_apic_set_base`, `EINVAL` without x2APIC in the vCPU's CPUID; the kernel's
+///    `intel-tdx.rst` lists `INIT_VCPU` before `KVM_SET_CPUID2`, its code wants CPUID first);
+/// 5. populate (the driver: make private, then `KVM_TDX_INIT_MEM_REGION`), once every vCPU
+///    the backend created is initialized;
+/// 6. [`finalize`](Self::finalize), once every vCPU is initialized: afterwards no vCPU can be
+///    created (`EIO`, `tdx_vcpu_create`) or initialized (`EINVAL`, `tdx_vcpu_ioctl`).
+///
+/// A VMM that issued steps 2-4 itself builds the backend with
+/// [`initialized`](Self::initialized) instead of [`new`](Self::new).
 pub struct TdxBackend<I> {
     ioctl: I,
     bounce: Option<Aligned>,
     zero: Option<Aligned>,
     finalized: bool,
     td_checked: bool,
+    vm_initialized: bool,
+    split_irqchip: bool,
+    vcpus: BTreeMap<u64, VcpuLaunch>,
     added: Vec<AddedRange>,
     unrecoverable: Option<Box<Unrecoverable>>,
 }
 
 impl<I: TdxIoctl> TdxBackend<I> {
-    /// A backend issuing its ioctls through `ioctl` (a [`KvmTdx`](crate::KvmTdx) on a real TD).
+    /// A backend for a fresh TD, issuing its ioctls through `ioctl` (a
+    /// [`KvmTdx`](crate::KvmTdx) on a real TD). Every launch step goes through it, in order.
     pub fn new(ioctl: I) -> Self {
         TdxBackend {
             ioctl,
@@ -371,9 +552,77 @@ impl<I: TdxIoctl> TdxBackend<I> {
             zero: None,
             finalized: false,
             td_checked: false,
+            vm_initialized: false,
+            split_irqchip: false,
+            vcpus: BTreeMap::new(),
             added: Vec::new(),
             unrecoverable: None,
         }
+    }
+
+    /// A backend for a TD whose `KVM_TDX_INIT_VM`, split irqchip, and vCPU creation,
+    /// `KVM_SET_CPUID2` and `KVM_TDX_INIT_VCPU` of every vCPU in `vcpus` the caller did
+    /// itself: the guards take those steps as done, and check populate and finalize against
+    /// them. Listing a vCPU not initialized makes the kernel, not the guard, refuse.
+    pub fn initialized(ioctl: I, vcpus: &[u64]) -> Self {
+        let mut b = Self::new(ioctl);
+        b.vm_initialized = true;
+        b.split_irqchip = true;
+        for id in vcpus {
+            b.vcpus.insert(
+                *id,
+                VcpuLaunch {
+                    x2apic_cpuid: true,
+                    initialized: true,
+                },
+            );
+        }
+        b
+    }
+
+    /// The vCPUs this backend knows (created through it, or given to
+    /// [`initialized`](Self::initialized)), each with whether `KVM_TDX_INIT_VCPU` was done.
+    pub fn vcpus(&self) -> Vec<(u64, bool)> {
+        self.vcpus
+            .iter()
+            .map(|(id, v)| (*id, v.initialized))
+            .collect()
+    }
+
+    /// The first step still missing before populate or finalize: `INIT_VM`, a vCPU, or the
+    /// `INIT_VCPU` of a vCPU the backend knows.
+    fn missing_before(&self, step: LaunchStep) -> Result<(), Error> {
+        let missing = |missing, why| Err(Error::StepMissing { step, missing, why });
+        if !self.vm_initialized {
+            return missing(
+                LaunchStep::InitVm,
+                "arch/x86/kvm/vmx/tdx.c (Linux 6.18.2): tdx_vm_ioctl, tdx_vcpu_ioctl refuse a TD without an HKID with EINVAL",
+            );
+        }
+        if let Some((id, _)) = self.vcpus.iter().find(|(_, v)| !v.initialized) {
+            return missing(
+                LaunchStep::InitVcpu(*id),
+                "every vCPU must be initialized before KVM_TDX_FINALIZE_VM, after which KVM_TDX_INIT_VCPU is EINVAL (arch/x86/kvm/vmx/tdx.c: tdx_vcpu_ioctl, Linux 6.18.2); KVM_TDX_INIT_MEM_REGION needs an initialized vCPU (tdx_vcpu_init_mem_region)",
+            );
+        }
+        if self.vcpus.is_empty() {
+            return missing(
+                LaunchStep::AnyVcpu,
+                "KVM_TDX_INIT_MEM_REGION runs on an initialized vCPU (arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init_mem_region), and after KVM_TDX_FINALIZE_VM no vCPU can be created (tdx_vcpu_create: EIO), Linux 6.18.2",
+            );
+        }
+        Ok(())
+    }
+
+    fn not_finalized(&self, step: LaunchStep, why: &'static str) -> Result<(), Error> {
+        if self.finalized {
+            return Err(Error::TooLate {
+                step,
+                done: LaunchStep::Finalize,
+                why,
+            });
+        }
+        Ok(())
     }
 
     /// The pages this backend added to the TD so far, in the order added (contiguous runs with
@@ -512,13 +761,32 @@ impl<I: TdxIoctl> TdxBackend<I> {
     /// up to [`INIT_VM_ATTEMPTS`] times in all, as QEMU does. `EINVAL` with `hw_error`
     /// `TDX_OPERAND_INVALID` names the operand TDH.MNG.INIT refused.
     pub fn init_vm(&mut self, params: &TdParams) -> Result<(), Error> {
+        let step = LaunchStep::InitVm;
+        if self.vm_initialized {
+            return Err(Error::TooLate {
+                step,
+                done: LaunchStep::InitVm,
+                why: "a TD is initialized once: arch/x86/kvm/vmx/tdx.c: tdx_td_init (Linux 6.18.2) answers EINVAL when the TD is not uninitialized",
+            });
+        }
+        if let Some(id) = self.vcpus.keys().next() {
+            return Err(Error::TooLate {
+                step,
+                done: LaunchStep::CreateVcpu(*id),
+                why: "arch/x86/kvm/vmx/tdx.c: setup_tdparams (Linux 6.18.2) answers EBUSY once vCPUs exist",
+            });
+        }
         self.ensure_td()?;
         check_init_cpuid(&params.cpuid)?;
         let mut b = params.to_bytes();
         for _ in 0..INIT_VM_ATTEMPTS {
             match self.vm_cmd("KVM_TDX_INIT_VM", KVM_TDX_INIT_VM, 0, Some(&mut b)) {
                 Err(Error::Ioctl { errno, .. }) if errno == libc::EAGAIN => continue,
-                r => return r.map(|_| ()),
+                r => {
+                    r?;
+                    self.vm_initialized = true;
+                    return Ok(());
+                }
             }
         }
         Err(Error::ioctl(
@@ -529,12 +797,146 @@ impl<I: TdxIoctl> TdxBackend<I> {
         ))
     }
 
-    /// `KVM_TDX_INIT_VCPU` on the vCPU of the ioctl layer; `rcx` is the vCPU's initial RCX
-    /// (TDVF expects the TD HOB's address there).
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` with `nr_ioapic_pins` pins reserved for the
+    /// VMM's I/O APIC (QEMU: [`SPLIT_IRQCHIP_IOAPIC_PINS`](crate::uapi::SPLIT_IRQCHIP_IOAPIC_PINS),
+    /// 24). A TD's vCPUs need it: `arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create` (Linux 6.18.2)
+    /// refuses a vCPU with `EINVAL` without it (the TDX module mandates APICv, and an in-kernel
+    /// I/O APIC cannot be emulated for a TD).
+    ///
+    /// Refused after a vCPU was created ([`Error::TooLate`]; the kernel: `EEXIST`,
+    /// `arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap`), and when done already. More than
+    /// [`MAX_NR_RESERVED_IOAPIC_PINS`](crate::uapi::MAX_NR_RESERVED_IOAPIC_PINS) pins is the
+    /// kernel's `EINVAL`.
+    pub fn enable_split_irqchip(&mut self, nr_ioapic_pins: u64) -> Result<(), Error> {
+        let step = LaunchStep::SplitIrqchip;
+        let too_late = |done, why| Err(Error::TooLate { step, done, why });
+        if self.split_irqchip {
+            return too_late(
+                LaunchStep::SplitIrqchip,
+                "arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap (Linux 6.18.2): EEXIST once an irqchip is in the kernel",
+            );
+        }
+        if let Some(id) = self.vcpus.keys().next() {
+            return too_late(
+                LaunchStep::CreateVcpu(*id),
+                "arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap (Linux 6.18.2): EEXIST once vCPUs exist",
+            );
+        }
+        self.ioctl
+            .enable_split_irqchip(nr_ioapic_pins)
+            .map_err(|errno| Error::ioctl("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)", errno, 0, ""))?;
+        self.split_irqchip = true;
+        Ok(())
+    }
+
+    /// `KVM_CREATE_VCPU(id)` through the ioctl layer (which keeps the vCPU fd: with
+    /// [`KvmTdx`](crate::KvmTdx), take it back with `KvmTdx::vcpu` or `KvmTdx::into_vcpus`).
+    ///
+    /// Refused ([`Error::StepMissing`]) before [`init_vm`](Self::init_vm) (the kernel: `EIO`,
+    /// `arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create`, Linux 6.18.2) and before
+    /// [`enable_split_irqchip`](Self::enable_split_irqchip) (`EINVAL`, same function);
+    /// after [`finalize`](Self::finalize) ([`Error::TooLate`]; the kernel: `EIO`). An id
+    /// already created is the kernel's `EEXIST` (`virt/kvm/kvm_main.c:
+    /// kvm_vm_ioctl_create_vcpu`).
+    pub fn create_vcpu(&mut self, id: u64) -> Result<(), Error> {
+        let step = LaunchStep::CreateVcpu(id);
+        self.not_finalized(
+            step,
+            "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create (Linux 6.18.2) answers EIO once the TD is runnable",
+        )?;
+        if !self.vm_initialized {
+            return Err(Error::StepMissing {
+                step,
+                missing: LaunchStep::InitVm,
+                why: "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create (Linux 6.18.2) answers EIO before the TD is initialized",
+            });
+        }
+        if !self.split_irqchip {
+            return Err(Error::StepMissing {
+                step,
+                missing: LaunchStep::SplitIrqchip,
+                why: "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create (Linux 6.18.2) answers EINVAL without a split irqchip",
+            });
+        }
+        self.ensure_td()?;
+        self.ioctl
+            .create_vcpu(id)
+            .map_err(|errno| Error::ioctl("KVM_CREATE_VCPU", errno, 0, &format!("vCPU {id}")))?;
+        self.vcpus.insert(id, VcpuLaunch::default());
+        Ok(())
+    }
+
+    /// `KVM_SET_CPUID2` on vCPU `id` (created with [`create_vcpu`](Self::create_vcpu)). For
+    /// [`init_vcpu`](Self::init_vcpu) the entries must have CPUID.1:ECX.x2APIC (bit 21,
+    /// [`CPUID_1_ECX_X2APIC`](crate::uapi::CPUID_1_ECX_X2APIC)): `KVM_TDX_INIT_VCPU` sets the
+    /// APIC to x2APIC mode, which `arch/x86/kvm/lapic.c: kvm_apic_set_base` refuses without
+    /// it (`tdx_vcpu_init`: `EINVAL`, Linux 6.18.2). The host's `KVM_GET_SUPPORTED_CPUID` has
+    /// it (KVM emulates x2APIC).
+    pub fn set_cpuid(&mut self, id: u64, entries: &[kvm_cpuid_entry2]) -> Result<(), Error> {
+        let step = LaunchStep::SetCpuid(id);
+        let Some(v) = self.vcpus.get(&id).copied() else {
+            return Err(Error::StepMissing {
+                step,
+                missing: LaunchStep::CreateVcpu(id),
+                why: "the ioctl needs the vCPU's fd",
+            });
+        };
+        self.ioctl
+            .set_cpuid(id, entries)
+            .map_err(|errno| Error::ioctl("KVM_SET_CPUID2", errno, 0, &format!("vCPU {id}")))?;
+        let x2apic = find_cpuid_entry2(entries, 1, 0)
+            .is_some_and(|e| e.ecx & crate::uapi::CPUID_1_ECX_X2APIC != 0);
+        self.vcpus.insert(
+            id,
+            VcpuLaunch {
+                x2apic_cpuid: x2apic,
+                ..v
+            },
+        );
+        Ok(())
+    }
+
+    /// `KVM_TDX_INIT_VCPU` on vCPU `id`; `rcx` is its initial RCX (TDVF expects the TD HOB's
+    /// address there).
+    ///
+    /// Refused ([`Error::StepMissing`]) before [`init_vm`](Self::init_vm), for a vCPU not
+    /// created through this backend, and before [`set_cpuid`](Self::set_cpuid) with x2APIC
+    /// (the kernel: `EINVAL`, `arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init` ->
+    /// `arch/x86/kvm/lapic.c: kvm_apic_set_base`, Linux 6.18.2); [`Error::TooLate`] a second
+    /// time (`tdx_vcpu_init`: `EINVAL`) and after [`finalize`](Self::finalize)
+    /// (`tdx_vcpu_ioctl`: `EINVAL`).
     ///
     /// Linux 6.18 never copies a vCPU command back (`tdx_vcpu_ioctl`): there is no module
     /// status to read, only the errno.
-    pub fn init_vcpu(&mut self, rcx: u64) -> Result<(), Error> {
+    pub fn init_vcpu(&mut self, id: u64, rcx: u64) -> Result<(), Error> {
+        let step = LaunchStep::InitVcpu(id);
+        self.not_finalized(
+            step,
+            "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_ioctl (Linux 6.18.2) answers EINVAL once the TD is runnable",
+        )?;
+        let missing = |missing, why| Err(Error::StepMissing { step, missing, why });
+        if !self.vm_initialized {
+            return missing(
+                LaunchStep::InitVm,
+                "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_ioctl (Linux 6.18.2) answers EINVAL without an HKID",
+            );
+        }
+        let Some(v) = self.vcpus.get(&id).copied() else {
+            return missing(LaunchStep::CreateVcpu(id), "the ioctl needs the vCPU's fd");
+        };
+        if v.initialized {
+            return Err(Error::TooLate {
+                step,
+                done: step,
+                why: "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init (Linux 6.18.2) answers EINVAL for a vCPU not uninitialized",
+            });
+        }
+        if !v.x2apic_cpuid {
+            return missing(
+                LaunchStep::SetCpuid(id),
+                "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init -> arch/x86/kvm/lapic.c: kvm_apic_set_base (Linux 6.18.2) refuses x2APIC mode with EINVAL unless the vCPU's CPUID has it",
+            );
+        }
         self.ensure_td()?;
         let mut cmd = kvm_tdx_cmd {
             id: KVM_TDX_INIT_VCPU,
@@ -543,11 +945,25 @@ impl<I: TdxIoctl> TdxBackend<I> {
             hw_error: 0,
         };
         self.ioctl
-            .vcpu_op(&mut cmd, None)
-            .map_err(|errno| Error::ioctl("KVM_TDX_INIT_VCPU", errno, 0, ""))
+            .vcpu_op_on(id, &mut cmd, None)
+            .map_err(|errno| Error::ioctl("KVM_TDX_INIT_VCPU", errno, 0, &format!("vCPU {id}")))?;
+        self.vcpus.insert(
+            id,
+            VcpuLaunch {
+                initialized: true,
+                ..v
+            },
+        );
+        Ok(())
     }
 
-    /// `KVM_TDX_FINALIZE_VM` (TDH.MR.FINALIZE): MRTD is fixed, no page can be added after.
+    /// `KVM_TDX_FINALIZE_VM` (TDH.MR.FINALIZE): MRTD is fixed, no page can be added after,
+    /// and no vCPU created or initialized.
+    ///
+    /// Refused before any ioctl ([`Error::StepMissing`], naming the step) before
+    /// [`init_vm`](Self::init_vm), while a vCPU this backend knows is not initialized, and
+    /// with no vCPU at all: Linux 6.18.2 would finalize, but then refuse every vCPU
+    /// (`arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create`: `EIO`; `tdx_vcpu_ioctl`: `EINVAL`).
     ///
     /// Refused without an ioctl after an [`Unrecoverable`] populate failure: Linux 6.18 would
     /// fail with `EINVAL` (a page pre-mapped but not added, `tdx_td_finalize`) or fix an MRTD
@@ -557,6 +973,11 @@ impl<I: TdxIoctl> TdxBackend<I> {
         if let Some(u) = &self.unrecoverable {
             return Err(Error::Unrecoverable(u.clone()));
         }
+        self.not_finalized(
+            LaunchStep::Finalize,
+            "arch/x86/kvm/vmx/tdx.c: tdx_td_finalize (Linux 6.18.2) answers EINVAL for a runnable TD",
+        )?;
+        self.missing_before(LaunchStep::Finalize)?;
         self.vm_cmd("KVM_TDX_FINALIZE_VM", KVM_TDX_FINALIZE_VM, 0, None)
             .map_err(|e| match e {
                 Error::Ioctl {
@@ -748,6 +1169,13 @@ impl<I: TdxIoctl> Backend for TdxBackend<I> {
                     "[{:#x}..+{:#x}): the TD is finalized, no page can be added",
                     chunk.gpa, chunk.len
                 ),
+            );
+        }
+        if let Err(e) = self.missing_before(LaunchStep::Populate) {
+            return fail(
+                0,
+                ErrorKind::Failed,
+                format!("[{:#x}..+{:#x}): {e}", chunk.gpa, chunk.len),
             );
         }
         let flags = if op.measure {

@@ -9,9 +9,10 @@ use kvm_bindings::{kvm_memory_attributes, KVM_MEMORY_ATTRIBUTE_PRIVATE};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use crate::uapi::{
-    kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_CAP_SYNC_REGS, KVM_CAP_VM_TYPES,
-    KVM_MEMORY_ENCRYPT_OP, KVM_TDX_CAPABILITIES, KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION,
-    KVM_TDX_INIT_VM, KVM_X86_DEFAULT_VM, KVM_X86_TDX_VM,
+    kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_CAP_SPLIT_IRQCHIP,
+    KVM_CAP_SYNC_REGS, KVM_CAP_VM_TYPES, KVM_MEMORY_ENCRYPT_OP, KVM_TDX_CAPABILITIES,
+    KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VM, KVM_X86_DEFAULT_VM,
+    KVM_X86_TDX_VM,
 };
 use crate::Error;
 
@@ -49,6 +50,47 @@ pub trait TdxIoctl {
 
     /// `KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)` over `gpa..gpa+len`.
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32>;
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` on the VM fd, reserving `nr_ioapic_pins` I/O
+    /// APIC pins for userspace. A TD's vCPUs need it (`arch/x86/kvm/vmx/tdx.c:
+    /// tdx_vcpu_create`, Linux 6.18.2).
+    ///
+    /// The default answers `ENOTTY`, for layers that only stand in for populate.
+    fn enable_split_irqchip(&mut self, nr_ioapic_pins: u64) -> Result<(), i32> {
+        let _ = nr_ioapic_pins;
+        Err(libc::ENOTTY)
+    }
+
+    /// `KVM_CREATE_VCPU(id)` on the VM fd; the layer keeps the vCPU and reaches it by `id`
+    /// from then on ([`vcpu_op_on`](Self::vcpu_op_on), [`set_cpuid`](Self::set_cpuid)).
+    ///
+    /// The default answers `ENOTTY`, for layers that only stand in for populate.
+    fn create_vcpu(&mut self, id: u64) -> Result<(), i32> {
+        let _ = id;
+        Err(libc::ENOTTY)
+    }
+
+    /// `KVM_SET_CPUID2` on vCPU `vcpu` with `entries`.
+    ///
+    /// The default answers `ENOTTY`, for layers that only stand in for populate.
+    fn set_cpuid(&mut self, vcpu: u64, entries: &[kvm_cpuid_entry2]) -> Result<(), i32> {
+        let _ = (vcpu, entries);
+        Err(libc::ENOTTY)
+    }
+
+    /// vCPU-scoped `KVM_MEMORY_ENCRYPT_OP` on vCPU `vcpu` (e.g. `KVM_TDX_INIT_VCPU`).
+    ///
+    /// The default sends it on the layer's one vCPU ([`vcpu_op`](Self::vcpu_op)), for layers
+    /// with a single vCPU.
+    fn vcpu_op_on(
+        &mut self,
+        vcpu: u64,
+        cmd: &mut kvm_tdx_cmd,
+        payload: Option<&mut [u8]>,
+    ) -> Result<(), i32> {
+        let _ = vcpu;
+        self.vcpu_op(cmd, payload)
+    }
 
     /// `KVM_CHECK_EXTENSION(cap)` on the VM fd. [`check_td`] asks `KVM_CAP_VM_TYPES` and
     /// `KVM_CAP_SYNC_REGS` before the backend sends its first TDX command.
@@ -125,6 +167,23 @@ impl<T: TdxIoctl + ?Sized> TdxIoctl for &mut T {
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
         (**self).set_private(gpa, len)
     }
+    fn enable_split_irqchip(&mut self, nr_ioapic_pins: u64) -> Result<(), i32> {
+        (**self).enable_split_irqchip(nr_ioapic_pins)
+    }
+    fn create_vcpu(&mut self, id: u64) -> Result<(), i32> {
+        (**self).create_vcpu(id)
+    }
+    fn set_cpuid(&mut self, vcpu: u64, entries: &[kvm_cpuid_entry2]) -> Result<(), i32> {
+        (**self).set_cpuid(vcpu, entries)
+    }
+    fn vcpu_op_on(
+        &mut self,
+        vcpu: u64,
+        cmd: &mut kvm_tdx_cmd,
+        payload: Option<&mut [u8]>,
+    ) -> Result<(), i32> {
+        (**self).vcpu_op_on(vcpu, cmd, payload)
+    }
     fn vm_check_extension(&mut self, cap: u32) -> i32 {
         (**self).vm_check_extension(cap)
     }
@@ -151,23 +210,53 @@ fn needed_payload(id: u32, payload: &[u8]) -> Option<usize> {
     }
 }
 
-/// The real ioctls, on a TD's VM fd and (for vCPU-scoped sub-commands) one of its vCPU fds.
+/// The real ioctls, on a TD's VM fd and its vCPU fds.
+///
+/// vCPUs created through [`TdxIoctl::create_vcpu`] (what
+/// [`TdxBackend::create_vcpu`](crate::TdxBackend::create_vcpu) calls) are owned here and
+/// reached by id; a VMM takes them back to run them with [`vcpu`](Self::vcpu) or
+/// [`into_vcpus`](Self::into_vcpus). A vCPU the VMM created itself can be lent with
+/// [`with_vcpu`](Self::with_vcpu). Commands that name no vCPU (`KVM_TDX_INIT_MEM_REGION`,
+/// [`TdxIoctl::vcpu_op`]) go to the lent vCPU, else to the first one created.
 #[derive(Debug)]
 pub struct KvmTdx<'a> {
     vm: &'a VmFd,
-    vcpu: Option<&'a VcpuFd>,
+    lent: Option<&'a VcpuFd>,
+    created: Vec<(u64, VcpuFd)>,
 }
 
 impl<'a> KvmTdx<'a> {
-    /// Ioctls on `vm` only (vCPU sub-commands fail with `EBADF` until [`with_vcpu`](Self::with_vcpu)).
+    /// Ioctls on `vm` only (vCPU sub-commands fail with `EBADF` until a vCPU is created or
+    /// lent).
     pub fn new(vm: &'a VmFd) -> Self {
-        KvmTdx { vm, vcpu: None }
+        KvmTdx {
+            vm,
+            lent: None,
+            created: Vec::new(),
+        }
     }
 
-    /// Uses `vcpu` for the vCPU-scoped sub-commands.
+    /// Uses `vcpu`, created by the caller, for the vCPU-scoped sub-commands that name no vCPU.
     pub fn with_vcpu(mut self, vcpu: &'a VcpuFd) -> Self {
-        self.vcpu = Some(vcpu);
+        self.lent = Some(vcpu);
         self
+    }
+
+    /// The vCPU created with `id` through this layer.
+    pub fn vcpu(&self, id: u64) -> Option<&VcpuFd> {
+        self.created.iter().find(|(i, _)| *i == id).map(|(_, v)| v)
+    }
+
+    /// Gives back the vCPUs created through this layer, with their ids, in creation order
+    /// (e.g. after `KVM_TDX_FINALIZE_VM`, to run them).
+    pub fn into_vcpus(self) -> Vec<(u64, VcpuFd)> {
+        self.created
+    }
+
+    fn default_vcpu(&self) -> Result<&VcpuFd, i32> {
+        self.lent
+            .or_else(|| self.created.first().map(|(_, v)| v))
+            .ok_or(libc::EBADF)
     }
 
     fn op(fd: RawFd, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
@@ -217,8 +306,43 @@ impl TdxIoctl for KvmTdx<'_> {
     }
 
     fn vcpu_op(&mut self, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
-        let vcpu = self.vcpu.ok_or(libc::EBADF)?;
+        let vcpu = self.default_vcpu()?;
         Self::op(vcpu.as_raw_fd(), cmd, payload)
+    }
+
+    fn vcpu_op_on(
+        &mut self,
+        vcpu: u64,
+        cmd: &mut kvm_tdx_cmd,
+        payload: Option<&mut [u8]>,
+    ) -> Result<(), i32> {
+        let fd = self.vcpu(vcpu).ok_or(libc::EBADF)?.as_raw_fd();
+        Self::op(fd, cmd, payload)
+    }
+
+    fn enable_split_irqchip(&mut self, nr_ioapic_pins: u64) -> Result<(), i32> {
+        let mut cap = kvm_bindings::kvm_enable_cap {
+            cap: KVM_CAP_SPLIT_IRQCHIP,
+            ..Default::default()
+        };
+        cap.args[0] = nr_ioapic_pins;
+        self.vm.enable_cap(&cap).map_err(|e| e.errno())
+    }
+
+    fn create_vcpu(&mut self, id: u64) -> Result<(), i32> {
+        let vcpu = self.vm.create_vcpu(id).map_err(|e| e.errno())?;
+        self.created.push((id, vcpu));
+        Ok(())
+    }
+
+    fn set_cpuid(&mut self, vcpu: u64, entries: &[kvm_cpuid_entry2]) -> Result<(), i32> {
+        let fd = self.vcpu(vcpu).ok_or(libc::EBADF)?;
+        let entries: Vec<kvm_bindings::kvm_cpuid_entry2> =
+            entries.iter().map(|e| (*e).into()).collect();
+        // More entries than a FAM struct holds: KVM_SET_CPUID2 would say E2BIG for more
+        // than KVM_MAX_CPUID_ENTRIES anyway (kvm_vcpu_ioctl_set_cpuid2).
+        let cpuid = kvm_bindings::CpuId::from_entries(&entries).map_err(|_| libc::E2BIG)?;
+        fd.set_cpuid2(&cpuid).map_err(|e| e.errno())
     }
 
     fn init_mem_region(
@@ -227,7 +351,7 @@ impl TdxIoctl for KvmTdx<'_> {
         region: &mut kvm_tdx_init_mem_region,
         source: &[u8],
     ) -> Result<(), i32> {
-        let vcpu = self.vcpu.ok_or(libc::EBADF)?;
+        let vcpu = self.default_vcpu()?;
         let fits = region
             .nr_pages
             .checked_mul(crate::PAGE_SIZE)

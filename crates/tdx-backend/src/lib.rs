@@ -1,8 +1,12 @@
 //! Intel TDX for [`cc_populate`]: the TD launch ioctls through KVM, and MRTD computed offline
 //! from the same plan.
 //!
-//! - [`TdxBackend`] runs the launch steps (`KVM_TDX_CAPABILITIES`, `KVM_TDX_INIT_VM`,
-//!   `KVM_TDX_INIT_VCPU`, `KVM_TDX_FINALIZE_VM`) and implements [`cc_populate::Backend`]:
+//! - [`TdxBackend`] runs the launch steps (`KVM_TDX_CAPABILITIES`, `KVM_TDX_INIT_VM`, the
+//!   split irqchip, `KVM_CREATE_VCPU`, `KVM_SET_CPUID2`, `KVM_TDX_INIT_VCPU`,
+//!   `KVM_TDX_FINALIZE_VM`) in the order Linux 6.18.2 enforces, refusing a step out of order
+//!   with a typed error naming the missing step ([`Error::StepMissing`], [`Error::TooLate`]),
+//!   builds `INIT_VM`'s CPUID from the host's ([`init_vm_cpuid`]), and implements
+//!   [`cc_populate::Backend`]:
 //!   ranges are made private first, then added with `KVM_TDX_INIT_MEM_REGION` (with
 //!   `KVM_TDX_MEASURE_MEMORY_REGION` for measured roles), from a separate, page-aligned source
 //!   (TDX cannot encrypt in place). Partial progress is read from the region the kernel writes
@@ -26,7 +30,8 @@
 //! ```
 //! use cc_populate::{Driver, MemoryLayout, PlanBuilder, Role};
 //! use tdx_backend::testing::TdxModel;
-//! use tdx_backend::{measure_plan, TdxBackend, TDX_CAPS};
+//! use tdx_backend::uapi::SPLIT_IRQCHIP_IOAPIC_PINS;
+//! use tdx_backend::{init_vm_cpuid, measure_plan, TdParams, TdxBackend, TDX_CAPS};
 //!
 //! let firmware = vec![0x90u8; 16 << 10];
 //! let plan = PlanBuilder::new()
@@ -34,11 +39,19 @@
 //!     .zero(0x80_0000, 8 << 10)
 //!     .build(&TDX_CAPS, &MemoryLayout::unbounded())?;
 //!
-//! // A real VMM passes `KvmTdx::new(&vm).with_vcpu(&vcpu)`; here the kernel model stands in.
+//! // A real VMM passes `KvmTdx::new(&vm)` (see the README); here the kernel model stands in,
+//! // and `TdxModel::host_cpuid()` for the host's KVM_GET_SUPPORTED_CPUID.
+//! let host = TdxModel::host_cpuid();
 //! let mut td = TdxBackend::new(TdxModel::new());
-//! td.capabilities()?;
-//! td.init_vm(&TdxModel::minimal_params())?;
-//! td.init_vcpu(0x80_0000)?;
+//! let caps = td.capabilities()?;
+//! let cpuid = init_vm_cpuid(&host, &caps.cpuid, 48)?;
+//! td.init_vm(&TdParams { cpuid, ..Default::default() })?;
+//! td.enable_split_irqchip(SPLIT_IRQCHIP_IOAPIC_PINS)?;
+//! for id in 0..2 {
+//!     td.create_vcpu(id)?;
+//!     td.set_cpuid(id, &host)?; // with CPUID.1:ECX.x2APIC, before INIT_VCPU
+//!     td.init_vcpu(id, 0x80_0000)?;
+//! }
 //! let report = Driver::new(&mut td).run(&plan)?;
 //! assert!(report.is_complete());
 //! td.finalize()?;
@@ -63,8 +76,8 @@ pub mod testing;
 pub mod uapi;
 
 pub use backend::{
-    init_mem_region_errno_meaning, AddedRange, PageState, TdParams, TdxBackend, TdxCapabilities,
-    Unrecoverable, BOUNCE_SIZE, INIT_VM_ATTEMPTS,
+    init_mem_region_errno_meaning, init_vm_cpuid, AddedRange, LaunchStep, PageState, TdParams,
+    TdxBackend, TdxCapabilities, Unrecoverable, BOUNCE_SIZE, INIT_VM_ATTEMPTS,
 };
 pub use ioctl::{check_td, create_td_vm, probe, KvmTdx, TdxIoctl};
 pub use measure::{
@@ -97,6 +110,27 @@ pub enum Error {
     /// the TD. See [`Unrecoverable`].
     #[error("{0}")]
     Unrecoverable(Box<Unrecoverable>),
+    /// A launch step refused before any ioctl: a step it needs has not been done through this
+    /// backend ([`TdxBackend`] documents the order and the kernel rule behind each guard).
+    #[error("{step} refused before any ioctl: {missing} must come first ({why})")]
+    StepMissing {
+        /// The step refused.
+        step: LaunchStep,
+        /// The step that must come first.
+        missing: LaunchStep,
+        /// The kernel's rule, with its file, function and version.
+        why: &'static str,
+    },
+    /// A launch step refused before any ioctl: it cannot come after a step already done.
+    #[error("{step} refused before any ioctl: not after {done} ({why})")]
+    TooLate {
+        /// The step refused.
+        step: LaunchStep,
+        /// The step already done that rules it out.
+        done: LaunchStep,
+        /// The kernel's rule, with its file, function and version.
+        why: &'static str,
+    },
     /// A TDX ioctl failed.
     #[error("{op} failed: errno {errno} ({}){}{}", std::io::Error::from_raw_os_error(*errno), hw_error_text(*hw_error), detail_text(detail))]
     Ioctl {

@@ -22,8 +22,20 @@
 //!   kvm_vm_ioctl` / `kvm_vcpu_ioctl` answer `EIO` to everything after).
 //!   `KVM_TDX_CAPABILITIES` is `EIO` when the module reports no attributes or XFAM
 //!   (`init_kvm_tdx_caps`).
+//! - vCPUs and what their launch needs: `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`
+//!   (`arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap`) is `EINVAL` for more than
+//!   `MAX_NR_RESERVED_IOAPIC_PINS` pins and `EEXIST` once an irqchip is in the kernel or vCPUs
+//!   exist; `KVM_CREATE_VCPU` (`virt/kvm/kvm_main.c: kvm_vm_ioctl_create_vcpu`) is `EINVAL`
+//!   past [`TdxModel::max_vcpus`] and `EEXIST` for an id taken, and on a TD (`tdx_vcpu_create`)
+//!   `EIO` unless the TD is initialized and not yet finalized, `EINVAL` without a split
+//!   irqchip; `KVM_SET_CPUID2` keeps the vCPU's CPUID (`E2BIG` past 256 entries:
+//!   `arch/x86/kvm/cpuid.c: kvm_vcpu_ioctl_set_cpuid2`); `KVM_TDX_INIT_VCPU` (`tdx_vcpu_init`)
+//!   is `EINVAL` with flags, for a vCPU already initialized, and when
+//!   `arch/x86/kvm/lapic.c: kvm_apic_set_base` refuses x2APIC mode because the vCPU's CPUID
+//!   lacks CPUID.1:ECX.x2APIC; after finalization every vCPU command is `EINVAL`
+//!   (`tdx_vcpu_ioctl`). A vCPU command that names no vCPU goes to the lowest id.
 //! - vCPU commands (`tdx_vcpu_ioctl`) never write `hw_error` back.
-//! - `KVM_TDX_INIT_MEM_REGION` (`tdx_vcpu_init_mem_region`) checks the vCPU, the TD state, the
+//! - `KVM_TDX_INIT_MEM_REGION` (`tdx_vcpu_init_mem_region`) checks the vCPU (initialized), the TD state, the
 //!   flags and the range (aligned, non-empty, not wrapping, no shared bit:
 //!   `vt_is_tdx_private_gpa`), then goes page by page, writing the advanced region back
 //!   whatever the outcome: a pending signal is `EINTR`; `kvm_gmem_populate`
@@ -44,7 +56,9 @@
 //!
 //! Where it cannot follow the kernel: the TDX module is a ledger ([`TdxModel::added`]) and an
 //! MRTD ([`Mrtd`]), not the module's metadata; the configurable CPUID leaves are a count; the
-//! CPUID `KVM_TDX_GET_CPUID` reads back is the one given to `KVM_TDX_INIT_VM`; failures that
+//! CPUID `KVM_TDX_GET_CPUID` reads back is the one given to `KVM_TDX_INIT_VM` (what
+//! `setup_tdparams_cpuids` copied into TD_PARAMS is [`TdxModel::td_cpuid`]); the APIC is one
+//! flag (x2APIC in the vCPU's CPUID), not `kvm_apic_set_base`'s reserved-bit arithmetic; failures that
 //! need other threads or the host (a busy operand, a dry RNG, a poisoned page) are injected
 //! through [`TdxModel::script`] and [`TdxModel::vm_faults`]; the zap path that undoes a
 //! pre-mapped page when it is converted back to shared (`tdx_sept_zap_private_spte`) is not
@@ -91,6 +105,10 @@ mod linux {
     pub const KVM_X86_TDX_VM: u32 = 5;
     /// `KVM_SYNC_X86_REGS (1 << 0) | KVM_SYNC_X86_SREGS (1 << 1) | KVM_SYNC_X86_EVENTS (1 << 2)`.
     pub const KVM_SYNC_X86_VALID_FIELDS: u32 = 7;
+    /// `X86_FEATURE_X2APIC`: CPUID.1:ECX bit 21 (arch/x86/include/asm/cpufeatures.h).
+    pub const CPUID_1_ECX_X2APIC: u32 = 1 << 21;
+    /// `MAX_NR_RESERVED_IOAPIC_PINS` is `KVM_MAX_IRQ_ROUTES`, 4096 (arch/x86/kvm/ioapic.h).
+    pub const MAX_NR_RESERVED_IOAPIC_PINS: u64 = 4096;
     // include/uapi/linux/kvm.h.
     /// `KVM_CAP_SYNC_REGS 74`.
     pub const KVM_CAP_SYNC_REGS: u32 = 74;
@@ -333,6 +351,31 @@ pub struct AddedPage {
     pub call: usize,
 }
 
+/// TD_PARAMS' `cpuid_values`, per configurable leaf: EAX..EDX, or `None` when no entry was
+/// copied there.
+type TdCpuidValues = Vec<Option<[u32; 4]>>;
+
+/// A vCPU of the modelled TD (`struct vcpu_tdx`, as far as the launch goes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelVcpu {
+    /// The CPUID given with `KVM_SET_CPUID2`, if any.
+    pub cpuid: Option<Vec<kvm_cpuid_entry2>>,
+    /// The initial RCX given to `KVM_TDX_INIT_VCPU` (`Some` once `VCPU_TD_STATE_INITIALIZED`).
+    pub rcx: Option<u64>,
+}
+
+/// A launch ioctl other than `KVM_MEMORY_ENCRYPT_OP`, with its result
+/// ([`TdxModel::x86_calls`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum X86Call {
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` with this many pins.
+    EnableSplitIrqchip(u64, Result<(), i32>),
+    /// `KVM_CREATE_VCPU` with this id.
+    CreateVcpu(u64, Result<(), i32>),
+    /// `KVM_SET_CPUID2` on this vCPU with this many entries.
+    SetCpuid(u64, usize, Result<(), i32>),
+}
+
 /// The kernel model. See the [module docs](self).
 #[derive(Debug)]
 pub struct TdxModel {
@@ -362,12 +405,21 @@ pub struct TdxModel {
     pub twice: Vec<u64>,
     /// The `TdParams` the TD was initialized with.
     pub params: Option<TdParams>,
-    /// The initial RCX given to `KVM_TDX_INIT_VCPU`.
-    pub vcpu_rcx: Option<u64>,
+    /// The vCPUs created, by id.
+    pub vcpus: BTreeMap<u64, ModelVcpu>,
+    /// The most vCPUs the VM takes (`kvm->max_vcpus`; a TD's is capped at the host's present
+    /// CPUs, `tdx_vm_init`): `KVM_CREATE_VCPU` past it is `EINVAL`. 8 by default.
+    pub max_vcpus: u32,
+    /// Whether `KVM_CAP_SPLIT_IRQCHIP` was enabled (`irqchip_split`).
+    pub split_irqchip: bool,
+    /// Every `KVM_ENABLE_CAP`, `KVM_CREATE_VCPU` and `KVM_SET_CPUID2`, in order.
+    pub x86_calls: Vec<X86Call>,
     /// On an [`Host::AmdSev`] ordinary VM: a command 0 or 1 reached `sev_guest_init`.
     pub sev_initialized: bool,
     /// Whether vCPUs were created (`kvm->created_vcpus`): `KVM_TDX_INIT_VM` is then `EBUSY`
-    /// (`setup_tdparams`).
+    /// (`setup_tdparams`). [`TdxIoctl::create_vcpu`] sets it; on a real TD a vCPU exists only
+    /// after `KVM_TDX_INIT_VM` (`tdx_vcpu_create`), so a test sets it by hand to stand for a
+    /// vCPU being created concurrently.
     pub vcpus_created: bool,
     /// Whether the host has 5-level EPT (`cpu_has_vmx_ept_5levels`): without it a GPAW of 52
     /// is `EINVAL` (`setup_tdparams_eptp_controls`). Off by default.
@@ -377,6 +429,7 @@ pub struct TdxModel {
     vm_dead: bool,
     prepared: BTreeSet<u64>,
     premapped: u64,
+    cpuid_values: TdCpuidValues,
     mrtd: Mrtd,
     finalized: Option<[u8; 48]>,
 }
@@ -408,7 +461,10 @@ impl TdxModel {
             added: BTreeMap::new(),
             twice: Vec::new(),
             params: None,
-            vcpu_rcx: None,
+            vcpus: BTreeMap::new(),
+            max_vcpus: 8,
+            split_irqchip: false,
+            x86_calls: Vec::new(),
             sev_initialized: false,
             vcpus_created: false,
             ept_5_levels: false,
@@ -417,6 +473,7 @@ impl TdxModel {
             vm_dead: false,
             prepared: BTreeSet::new(),
             premapped: 0,
+            cpuid_values: Vec::new(),
             mrtd: Mrtd::new(),
             finalized: None,
         }
@@ -449,6 +506,21 @@ impl TdxModel {
     /// Whether guest_memfd has the page at `gpa` prepared (its folio up to date).
     pub fn is_prepared(&self, gpa: u64) -> bool {
         self.prepared.contains(&(gpa / PAGE_SIZE))
+    }
+
+    /// The initial RCX `KVM_TDX_INIT_VCPU` gave vCPU `id`, if it is initialized.
+    pub fn vcpu_rcx(&self, id: u64) -> Option<u64> {
+        self.vcpus.get(&id).and_then(|v| v.rcx)
+    }
+
+    /// What `setup_tdparams_cpuids` copied into TD_PARAMS for the configurable leaf
+    /// `function`.`index` (EAX, EBX, ECX, EDX; the GPAW bits of 0x80000008 cleared), or `None`
+    /// when no entry of the `KVM_TDX_INIT_VM` CPUID matched it (`kvm_find_cpuid_entry2`) or
+    /// the TD is not initialized.
+    pub fn td_cpuid(&self, function: u32, index: u32) -> Option<[u32; 4]> {
+        (0..self.cpuid_entries.min(TDX_MAX_CPUID_CONFIG))
+            .position(|i| config_leaf(i) == (function, index))
+            .and_then(|i| self.cpuid_values.get(i).copied().flatten())
     }
 
     /// `nr_premapped`: pages mapped by `kvm_tdp_map_page` but not (yet) added.
@@ -560,8 +632,16 @@ impl TdxModel {
                 // td_init_cpuid_entry2: EAX[23:16] (GPAW) reported as configurable (0xff).
                 write_u32(b, at + 12, 0xff << 16);
             } else {
-                // All bits configurable: just something recognisable.
-                write_u32(b, at + 12, u32::MAX);
+                // Every bit configurable, but what tdx_clear_unsupported_cpuid clears from
+                // leaf 7.0 (td_init_cpuid_entry2): TSX (EBX 4, 11) and WAITPKG (ECX 5).
+                let (ebx, ecx) = if (function, index) == (7, 0) {
+                    (!(1u32 << 4 | 1 << 11), !(1u32 << 5))
+                } else {
+                    (u32::MAX, u32::MAX)
+                };
+                for (k, v) in [u32::MAX, ebx, ecx, u32::MAX].into_iter().enumerate() {
+                    write_u32(b, at + 12 + 4 * k, v);
+                }
             }
         }
         Ok(())
@@ -570,7 +650,7 @@ impl TdxModel {
     /// `setup_tdparams` from its vCPU check on (the attribute and XFAM checks, then
     /// `setup_tdparams_eptp_controls` and `setup_tdparams_cpuids`); returns the shared bit the
     /// TD gets (`tdx_td_init`: `TDX_SHARED_BIT_PWL_5` with a GPAW of 52, else `_PWL_4`).
-    fn setup_tdparams(&self, p: &TdParams) -> Result<u64, i32> {
+    fn setup_tdparams(&self, p: &TdParams) -> Result<(u64, TdCpuidValues), i32> {
         if self.vcpus_created {
             return Err(libc::EBUSY);
         }
@@ -589,19 +669,28 @@ impl TdxModel {
         // setup_tdparams_cpuids: each configurable leaf takes the first matching entry (TSX or
         // WAITPKG in leaf 7.0 is EINVAL); every entry must have been taken.
         let mut copied = 0usize;
+        let mut values = Vec::new();
         for i in 0..self.cpuid_entries.min(TDX_MAX_CPUID_CONFIG) {
             let (function, index) = config_leaf(i);
+            let mut value = None;
             if let Some(e) = find_cpuid_entry2(&p.cpuid, function, index) {
                 if tdx_unsupported_cpuid(e) {
                     return Err(libc::EINVAL);
                 }
                 copied += 1;
+                let eax = if function == GPAW_LEAF {
+                    e.eax & !0x00ff_0000
+                } else {
+                    e.eax
+                };
+                value = Some([eax, e.ebx, e.ecx, e.edx]);
             }
+            values.push(value);
         }
         if copied != p.cpuid.len() {
             return Err(libc::EINVAL);
         }
-        Ok(shared_bit)
+        Ok((shared_bit, values))
     }
 
     /// The smallest `TdParams` Linux 6.18.2's `setup_tdparams` accepts from this model's
@@ -616,6 +705,41 @@ impl TdxModel {
             }],
             ..TdParams::default()
         }
+    }
+
+    /// The smallest vCPU CPUID `KVM_TDX_INIT_VCPU` accepts: leaf 1 with CPUID.1:ECX.x2APIC
+    /// (`tdx_vcpu_init` -> `kvm_apic_set_base`).
+    pub fn minimal_vcpu_cpuid() -> Vec<kvm_cpuid_entry2> {
+        vec![kvm_cpuid_entry2 {
+            function: 1,
+            ecx: CPUID_1_ECX_X2APIC,
+            ..Default::default()
+        }]
+    }
+
+    /// A host's `KVM_GET_SUPPORTED_CPUID`, as far as the model's module configures it: leaf 1
+    /// with x2APIC (KVM emulates it: `arch/x86/kvm/cpuid.c: kvm_set_cpu_caps`,
+    /// `EMULATED_F(X2APIC)`), leaf 7 sub-leaves 0 and 1 with different values and
+    /// `KVM_CPUID_FLAG_SIGNIFCANT_INDEX`, and 0x80000008 (52 physical address bits).
+    pub fn host_cpuid() -> Vec<kvm_cpuid_entry2> {
+        let e = |function, index, flags, eax, ebx, ecx| kvm_cpuid_entry2 {
+            function,
+            index,
+            flags,
+            eax,
+            ebx,
+            ecx,
+            ..Default::default()
+        };
+        vec![
+            e(0, 0, 0, 0x23, 0, 0),
+            e(1, 0, 0, 0x806f8, 0, CPUID_1_ECX_X2APIC | 1),
+            // Leaf 7.0: EAX = max sub-leaf 1; EBX with HLE and RTM, ECX with WAITPKG, which
+            // a TD cannot have.
+            e(7, 0, 1, 1, 0x0000_0229 | 1 << 4 | 1 << 11, 1 << 5 | 0x4),
+            e(7, 1, 1, 0x0000_0010, 0, 0),
+            e(GPAW_LEAF, 0, 0, 0x3034, 0, 0),
+        ]
     }
 
     /// `tdx_td_init` and `__tdx_td_init`.
@@ -658,7 +782,7 @@ impl TdxModel {
                 padding: [w(7), w(8), w(9)],
             });
         }
-        let shared_bit = self.setup_tdparams(&p)?;
+        let (shared_bit, values) = self.setup_tdparams(&p)?;
         match self.take_fault(KVM_TDX_INIT_VM) {
             Some(VmFault::InitVmNoEntropy) => return Err(libc::EAGAIN),
             Some(VmFault::InitVmOperandInvalid(status)) => {
@@ -669,6 +793,7 @@ impl TdxModel {
         }
         self.params = Some(p);
         self.shared_bit = shared_bit;
+        self.cpuid_values = values;
         Ok(())
     }
 
@@ -715,21 +840,50 @@ impl TdxModel {
         Ok(())
     }
 
-    /// `tdx_vcpu_ioctl` (the command is not copied back).
-    fn vcpu_op_inner(&mut self, cmd: &kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
+    /// The vCPU a command that names none goes to: the lowest id (no fd: `EBADF`).
+    fn default_vcpu(&self) -> Result<u64, i32> {
+        self.vcpus.keys().next().copied().ok_or(libc::EBADF)
+    }
+
+    /// `tdx_vcpu_ioctl` on vCPU `id` (the command is not copied back).
+    fn vcpu_op_inner(
+        &mut self,
+        id: u64,
+        cmd: &kvm_tdx_cmd,
+        payload: Option<&mut [u8]>,
+    ) -> Result<(), i32> {
+        if !self.vcpus.contains_key(&id) && self.is_td() {
+            // No such vCPU fd.
+            return Err(libc::EBADF);
+        }
         self.vcpu_entry(cmd)?;
+        let initialized = self.vcpu_rcx(id).is_some();
         match cmd.id {
             // tdx_vcpu_init
             KVM_TDX_INIT_VCPU => {
-                if cmd.flags != 0 || self.vcpu_rcx.is_some() {
+                if cmd.flags != 0 || initialized {
                     return Err(libc::EINVAL);
                 }
-                self.vcpu_rcx = Some(cmd.data);
+                // kvm_apic_set_base(x2APIC mode): X2APIC_ENABLE is a reserved bit unless
+                // guest_cpu_cap_has(X86_FEATURE_X2APIC), i.e. CPUID.1:ECX bit 21 of the
+                // vCPU's CPUID (none set: no feature at all).
+                let x2apic = self
+                    .vcpus
+                    .get(&id)
+                    .and_then(|v| v.cpuid.as_deref())
+                    .and_then(|c| find_cpuid_entry2(c, 1, 0))
+                    .is_some_and(|e| e.ecx & CPUID_1_ECX_X2APIC != 0);
+                if !x2apic {
+                    return Err(libc::EINVAL);
+                }
+                if let Some(v) = self.vcpus.get_mut(&id) {
+                    v.rcx = Some(cmd.data);
+                }
                 Ok(())
             }
             // tdx_vcpu_init_mem_region without a region the model can read.
             KVM_TDX_INIT_MEM_REGION => {
-                if self.vcpu_rcx.is_none() || cmd.flags & !KVM_TDX_MEASURE_MEMORY_REGION != 0 {
+                if !initialized || cmd.flags & !KVM_TDX_MEASURE_MEMORY_REGION != 0 {
                     return Err(libc::EINVAL);
                 }
                 Err(libc::EFAULT)
@@ -834,9 +988,37 @@ impl TdxIoctl for TdxModel {
     }
 
     fn vcpu_op(&mut self, cmd: &mut kvm_tdx_cmd, payload: Option<&mut [u8]>) -> Result<(), i32> {
+        // On an ordinary VM the model has no vCPU list: its one vCPU stands in.
+        let id = if self.is_td() {
+            self.default_vcpu()
+        } else {
+            Ok(0)
+        };
+        match id {
+            Ok(id) => self.vcpu_op_on(id, cmd, payload),
+            Err(errno) => {
+                let as_passed = *cmd;
+                let copy = payload.as_ref().map(|p| p.to_vec());
+                self.record(Call {
+                    scope: Scope::Vcpu,
+                    cmd: as_passed,
+                    payload: copy,
+                    region: None,
+                    result: Err(errno),
+                })
+            }
+        }
+    }
+
+    fn vcpu_op_on(
+        &mut self,
+        vcpu: u64,
+        cmd: &mut kvm_tdx_cmd,
+        payload: Option<&mut [u8]>,
+    ) -> Result<(), i32> {
         let as_passed = *cmd;
         let copy = payload.as_ref().map(|p| p.to_vec());
-        let result = self.vcpu_op_inner(&read_cmd(cmd), payload);
+        let result = self.vcpu_op_inner(vcpu, &read_cmd(cmd), payload);
         self.record(Call {
             scope: Scope::Vcpu,
             cmd: as_passed,
@@ -871,6 +1053,69 @@ impl TdxIoctl for TdxModel {
             region: Some(region_passed),
             result,
         })
+    }
+
+    /// `arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap(KVM_CAP_SPLIT_IRQCHIP)`.
+    fn enable_split_irqchip(&mut self, nr_ioapic_pins: u64) -> Result<(), i32> {
+        let r = if self.vm_dead {
+            Err(libc::EIO)
+        } else if nr_ioapic_pins > MAX_NR_RESERVED_IOAPIC_PINS {
+            Err(libc::EINVAL)
+        } else if self.split_irqchip || self.vcpus_created {
+            Err(libc::EEXIST)
+        } else {
+            self.split_irqchip = true;
+            Ok(())
+        };
+        self.x86_calls
+            .push(X86Call::EnableSplitIrqchip(nr_ioapic_pins, r));
+        r
+    }
+
+    /// `virt/kvm/kvm_main.c: kvm_vm_ioctl_create_vcpu` -> `tdx_vcpu_create`.
+    fn create_vcpu(&mut self, id: u64) -> Result<(), i32> {
+        let r = if self.vm_dead {
+            Err(libc::EIO)
+        } else if self.vcpus.len() >= self.max_vcpus as usize {
+            Err(libc::EINVAL)
+        } else if !self.is_td() {
+            // An ordinary VM's vCPU: nothing TDX about it.
+            Ok(())
+        } else if self.params.is_none() || self.finalized.is_some() {
+            // tdx_vcpu_create: kvm_tdx->state != TD_STATE_INITIALIZED.
+            Err(libc::EIO)
+        } else if !self.split_irqchip {
+            Err(libc::EINVAL)
+        } else if self.vcpus.contains_key(&id) {
+            // kvm_vm_ioctl_create_vcpu: kvm_get_vcpu_by_id after the arch create.
+            Err(libc::EEXIST)
+        } else {
+            Ok(())
+        };
+        if r.is_ok() {
+            self.vcpus.insert(id, ModelVcpu::default());
+            self.vcpus_created = true;
+        }
+        self.x86_calls.push(X86Call::CreateVcpu(id, r));
+        r
+    }
+
+    /// `arch/x86/kvm/cpuid.c: kvm_vcpu_ioctl_set_cpuid2` (the checks `kvm_set_cpuid` makes of
+    /// a vCPU that has run do not apply: nothing runs here).
+    fn set_cpuid(&mut self, vcpu: u64, entries: &[kvm_cpuid_entry2]) -> Result<(), i32> {
+        let r = if self.vm_dead {
+            Err(libc::EIO)
+        } else if entries.len() > KVM_MAX_CPUID_ENTRIES as usize {
+            Err(libc::E2BIG)
+        } else if let Some(v) = self.vcpus.get_mut(&vcpu) {
+            v.cpuid = Some(entries.to_vec());
+            Ok(())
+        } else {
+            Err(libc::EBADF)
+        };
+        self.x86_calls
+            .push(X86Call::SetCpuid(vcpu, entries.len(), r));
+        r
     }
 
     /// `KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)` (`virt/kvm/kvm_main.c:
@@ -923,9 +1168,14 @@ impl TdxModel {
         call: usize,
         event: Event,
     ) -> Result<(), i32> {
+        let vcpu = if self.is_td() {
+            self.default_vcpu()?
+        } else {
+            0
+        };
         self.vcpu_entry(cmd)?;
-        // tdx_vcpu_init_mem_region
-        if cmd.id != KVM_TDX_INIT_MEM_REGION || self.vcpu_rcx.is_none() {
+        // tdx_vcpu_init_mem_region: the vCPU must be VCPU_TD_STATE_INITIALIZED.
+        if cmd.id != KVM_TDX_INIT_MEM_REGION || self.vcpu_rcx(vcpu).is_none() {
             return Err(libc::EINVAL);
         }
         if cmd.flags & !KVM_TDX_MEASURE_MEMORY_REGION != 0 {

@@ -37,6 +37,25 @@ pub const KVM_X86_DEFAULT_VM: u32 = 0;
 /// entry's `index` is significant.
 pub const KVM_CPUID_FLAG_SIGNIFCANT_INDEX: u32 = 1 << 0;
 
+/// `KVM_CAP_SPLIT_IRQCHIP` (121, `include/uapi/linux/kvm.h`): enabled on the VM fd
+/// (`KVM_ENABLE_CAP`, `args[0]` = the I/O APIC pins reserved for userspace), it puts the local
+/// APICs in the kernel and the I/O APIC in userspace. A TD needs it before `KVM_CREATE_VCPU`
+/// (`arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create`, Linux 6.18.2: `EINVAL` without it).
+pub const KVM_CAP_SPLIT_IRQCHIP: u32 = 121;
+
+/// `MAX_NR_RESERVED_IOAPIC_PINS` (`arch/x86/kvm/ioapic.h`, Linux 6.18.2: `KVM_MAX_IRQ_ROUTES`,
+/// 4096 in `include/linux/kvm_host.h`): the most pins `KVM_CAP_SPLIT_IRQCHIP` takes
+/// (`arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap`: more is `EINVAL`).
+pub const MAX_NR_RESERVED_IOAPIC_PINS: u64 = 4096;
+
+/// The I/O APIC pins QEMU reserves with `KVM_CAP_SPLIT_IRQCHIP` (its I/O APIC's 24 pins).
+pub const SPLIT_IRQCHIP_IOAPIC_PINS: u64 = 24;
+
+/// CPUID.1:ECX bit 21, x2APIC. `KVM_TDX_INIT_VCPU` puts the vCPU's APIC in x2APIC mode
+/// (`arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init` -> `arch/x86/kvm/lapic.c: kvm_apic_set_base`),
+/// which is `EINVAL` unless the vCPU's CPUID (`KVM_SET_CPUID2`) has this bit.
+pub const CPUID_1_ECX_X2APIC: u32 = 1 << 21;
+
 /// `KVM_MAX_CPUID_ENTRIES` (`arch/x86/include/asm/kvm_host.h`): the most CPUID entries KVM takes
 /// in `KVM_TDX_INIT_VM` (more is `E2BIG` in `tdx_td_init`) and gives in `KVM_TDX_GET_CPUID`.
 pub const KVM_MAX_CPUID_ENTRIES: u32 = 256;
@@ -111,6 +130,36 @@ pub struct kvm_cpuid_entry2 {
     pub edx: u32,
     /// Padding.
     pub padding: [u32; 3],
+}
+
+impl From<kvm_bindings::kvm_cpuid_entry2> for kvm_cpuid_entry2 {
+    fn from(e: kvm_bindings::kvm_cpuid_entry2) -> Self {
+        kvm_cpuid_entry2 {
+            function: e.function,
+            index: e.index,
+            flags: e.flags,
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+            padding: e.padding,
+        }
+    }
+}
+
+impl From<kvm_cpuid_entry2> for kvm_bindings::kvm_cpuid_entry2 {
+    fn from(e: kvm_cpuid_entry2) -> Self {
+        kvm_bindings::kvm_cpuid_entry2 {
+            function: e.function,
+            index: e.index,
+            flags: e.flags,
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+            padding: e.padding,
+        }
+    }
 }
 
 /// `struct kvm_tdx_capabilities` without its trailing `kvm_cpuid2` entries (the header is
@@ -215,6 +264,10 @@ mod tests {
         assert_eq!(KVM_X86_DEFAULT_VM, kvm_bindings::KVM_X86_DEFAULT_VM);
         assert_eq!(KVM_CAP_SYNC_REGS, kvm_bindings::KVM_CAP_SYNC_REGS);
         assert_eq!(KVM_CAP_VM_TYPES, kvm_bindings::KVM_CAP_VM_TYPES);
+        assert_eq!(KVM_CAP_SPLIT_IRQCHIP, kvm_bindings::KVM_CAP_SPLIT_IRQCHIP);
+        // arch/x86/kvm/ioapic.h: MAX_NR_RESERVED_IOAPIC_PINS is KVM_MAX_IRQ_ROUTES, 4096
+        // (include/linux/kvm_host.h, Linux 6.18.2).
+        assert_eq!(MAX_NR_RESERVED_IOAPIC_PINS, 4096);
         assert_eq!(
             KVM_SYNC_X86_VALID_FIELDS,
             kvm_bindings::KVM_SYNC_X86_REGS

@@ -61,7 +61,7 @@ impl TdxIoctl for Fake {
 
 #[test]
 fn an_impossible_write_back_counts_nothing() {
-    let mut td = TdxBackend::new(Fake::new(vec![(1, 8, Err(libc::EIO))]));
+    let mut td = TdxBackend::initialized(Fake::new(vec![(1, 8, Err(libc::EIO))]), &[0]);
     let data = vec![0u8; 2 * 4096];
     let p = td.populate(&ChunkRequest {
         region: 0,
@@ -86,7 +86,7 @@ fn capabilities_e2big_is_a_hard_error_after_one_call() {
     // many entries it needs.
     let mut fake = Fake::new(Vec::new());
     fake.vm_answer = Err(libc::E2BIG);
-    let mut td = TdxBackend::new(fake);
+    let mut td = TdxBackend::initialized(fake, &[0]);
     let e = td.capabilities().unwrap_err();
     let tdx_backend::Error::Ioctl { errno, detail, .. } = &e else {
         panic!("{e:?}")
@@ -100,7 +100,7 @@ fn capabilities_e2big_is_a_hard_error_after_one_call() {
 fn a_vm_command_refused_with_enotty_is_not_supported() {
     let mut fake = Fake::new(Vec::new());
     fake.vm_answer = Err(libc::ENOTTY);
-    let mut td = TdxBackend::new(fake);
+    let mut td = TdxBackend::initialized(fake, &[0]);
     let e = td.capabilities().unwrap_err();
     assert!(
         matches!(e, tdx_backend::Error::NotSupported { .. }),
@@ -110,7 +110,7 @@ fn a_vm_command_refused_with_enotty_is_not_supported() {
 
 #[test]
 fn success_with_less_than_asked_is_partial_progress_and_the_driver_continues() {
-    let mut td = TdxBackend::new(Fake::new(vec![(1, 0, Ok(()))]));
+    let mut td = TdxBackend::initialized(Fake::new(vec![(1, 0, Ok(()))]), &[0]);
     let data = vec![0u8; 3 * 4096];
     let plan = PlanBuilder::new()
         .source(0x10_0000, Role::Unmeasured, &data)
@@ -126,7 +126,7 @@ fn success_with_less_than_asked_is_partial_progress_and_the_driver_continues() {
 fn chunks_the_backend_cannot_send_are_refused_before_any_ioctl() {
     let mut fake = Fake::new(Vec::new());
     // Through `&mut`: the forwarding impl, and the default `vm_check_extension` (a TD's).
-    let mut td = TdxBackend::new(&mut fake);
+    let mut td = TdxBackend::initialized(&mut fake, &[0]);
     let data = vec![0u8; 4096];
     let req = |role, source| ChunkRequest {
         region: 0,
@@ -171,7 +171,7 @@ fn chunks_the_backend_cannot_send_are_refused_before_any_ioctl() {
 fn a_refused_conversion_stops_before_populate() {
     let mut fake = Fake::new(Vec::new());
     fake.private = Err(libc::EINVAL);
-    let mut td = TdxBackend::new(fake);
+    let mut td = TdxBackend::initialized(fake, &[0]);
     let data = vec![0u8; 4096];
     let plan = PlanBuilder::new()
         .source(0x10_0000, Role::Measured, &data)

@@ -58,13 +58,21 @@ fn tdx_capabilities_on_an_ordinary_vm_are_not_supported() {
         "{msg}"
     );
     assert!(msg.contains("no TDX command was sent"), "{msg}");
-    // Every TDX command is refused the same way, before any ioctl.
-    for e in [
-        td.init_vm(&Default::default()).unwrap_err(),
-        td.init_vcpu(0).unwrap_err(),
-        td.finalize().unwrap_err(),
-    ] {
-        assert!(matches!(e, Error::NotSupported { .. }), "{e:?}");
+    // Every TDX command is refused before any ioctl: INIT_VM by the same check, the steps
+    // after it by the backend's guards (INIT_VM has not been done).
+    let e = td.init_vm(&Default::default()).unwrap_err();
+    assert!(matches!(e, Error::NotSupported { .. }), "{e:?}");
+    for e in [td.init_vcpu(0, 0).unwrap_err(), td.finalize().unwrap_err()] {
+        assert!(
+            matches!(
+                e,
+                Error::StepMissing {
+                    missing: tdx_backend::LaunchStep::InitVm,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 }
 

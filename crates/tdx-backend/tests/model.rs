@@ -7,7 +7,7 @@ use cc_populate::{
     MemoryLayout, Plan, PlanBuilder, Role, RunError, SourceBuf, StopCause,
 };
 use tdx_backend::status::{TDX_OPERAND_BUSY, TDX_OPERAND_INVALID};
-use tdx_backend::testing::{Event, Host, Memslot, Scope, TdxModel, VmFault, SHARED_BIT};
+use tdx_backend::testing::{Event, Host, Memslot, Scope, TdxModel, VmFault, X86Call, SHARED_BIT};
 use tdx_backend::uapi::{
     kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_MAX_CPUID_ENTRIES,
     KVM_TDX_CMD_NR_MAX, KVM_TDX_FINALIZE_VM, KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION,
@@ -34,8 +34,18 @@ fn launched() -> TdxBackend<TdxModel> {
     let mut td = TdxBackend::new(TdxModel::new());
     td.capabilities().unwrap();
     td.init_vm(&TdxModel::minimal_params()).unwrap();
-    td.init_vcpu(RCX).unwrap();
+    vcpus(&mut td, 1);
     td
+}
+
+/// The split irqchip, then vCPUs 0..n created, given a CPUID with x2APIC and initialized.
+fn vcpus(td: &mut TdxBackend<TdxModel>, n: u64) {
+    td.enable_split_irqchip(24).unwrap();
+    for id in 0..n {
+        td.create_vcpu(id).unwrap();
+        td.set_cpuid(id, &TdxModel::minimal_vcpu_cpuid()).unwrap();
+        td.init_vcpu(id, RCX).unwrap();
+    }
 }
 
 /// A buffer whose data starts one byte past a page boundary (so the backend must bounce it).
@@ -101,7 +111,7 @@ fn launch_sequence_sends_exact_bytes() {
         ],
     };
     td.init_vm(&params).unwrap();
-    td.init_vcpu(RCX).unwrap();
+    vcpus(&mut td, 1);
     let page = vec![0x5au8; 4096];
     let plan = PlanBuilder::new()
         .source(0xffff_f000, Role::Measured, &page)
@@ -184,7 +194,15 @@ fn launch_sequence_sends_exact_bytes() {
     assert_eq!(cmd_bytes(&calls[5].cmd), c);
 
     assert_eq!(td.ioctl().params.as_ref(), Some(&params));
-    assert_eq!(td.ioctl().vcpu_rcx, Some(RCX));
+    assert_eq!(td.ioctl().vcpu_rcx(0), Some(RCX));
+    assert_eq!(
+        td.ioctl().x86_calls,
+        [
+            X86Call::EnableSplitIrqchip(24, Ok(())),
+            X86Call::CreateVcpu(0, Ok(())),
+            X86Call::SetCpuid(0, 1, Ok(())),
+        ]
+    );
     assert_eq!(td.ioctl().mrtd(), Some(measure_plan(&plan).unwrap()));
 }
 
@@ -770,7 +788,7 @@ fn no_tdx_command_reaches_an_ordinary_vm_on_an_amd_sev_host() {
     }
     assert!(!fresh.sev_initialized);
 
-    let mut td = TdxBackend::new(TdxModel::ordinary_vm(Host::AmdSev));
+    let mut td = TdxBackend::initialized(TdxModel::ordinary_vm(Host::AmdSev), &[0]);
     let e = td.capabilities().unwrap_err();
     assert!(matches!(e, Error::NotSupported { .. }), "{e:?}");
     assert!(
@@ -780,7 +798,7 @@ fn no_tdx_command_reaches_an_ordinary_vm_on_an_amd_sev_host() {
     );
     assert!(e.to_string().contains("no TDX command was sent"), "{e}");
     assert!(td.init_vm(&TdxModel::minimal_params()).is_err());
-    assert!(td.init_vcpu(RCX).is_err());
+    assert!(td.init_vcpu(0, RCX).is_err());
     assert!(td.finalize().is_err());
     let page = vec![0u8; 4096];
     let plan = PlanBuilder::new()
@@ -901,8 +919,21 @@ fn finalize_reports_the_module_status() {
 
 #[test]
 fn populate_before_init_vcpu_is_refused_by_the_kernel() {
-    let mut td = TdxBackend::new(TdxModel::new());
-    td.init_vm(&TdxModel::minimal_params()).unwrap();
+    // The backend's guard would refuse first: tell it the vCPU is initialized when it is not
+    // (created and given a CPUID, never KVM_TDX_INIT_VCPU'd), so the model answers.
+    let mut model = TdxModel::new();
+    model.split_irqchip = true;
+    let mut td = TdxBackend::initialized(model, &[0]);
+    td.init_vm(&TdxModel::minimal_params()).unwrap_err();
+    let m = td.ioctl_mut();
+    let mut cmd = kvm_tdx_cmd {
+        id: KVM_TDX_INIT_VM,
+        ..Default::default()
+    };
+    let mut b = TdxModel::minimal_params().to_bytes();
+    m.vm_op(&mut cmd, Some(&mut b)).unwrap();
+    m.create_vcpu(0).unwrap();
+    m.set_cpuid(0, &TdxModel::minimal_vcpu_cpuid()).unwrap();
     let page = vec![0u8; 4096];
     let plan = PlanBuilder::new()
         .source(0x2000, Role::Measured, &page)
@@ -1105,7 +1136,7 @@ fn init_vm_is_refused_where_setup_tdparams_refuses() {
     });
     let mut td = TdxBackend::new(model);
     td.init_vm(&with(vec![gpaw(52)])).unwrap();
-    td.init_vcpu(RCX).unwrap();
+    vcpus(&mut td, 1);
     let src = AlignedPages::new(1);
     td.ioctl_mut().set_private(SHARED_BIT, PAGE).unwrap();
     for (gpa, expect) in [(SHARED_BIT, Ok(())), (1 << 51, Err(libc::EINVAL))] {

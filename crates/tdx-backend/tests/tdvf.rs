@@ -285,7 +285,10 @@ fn populating_the_planned_image_gives_the_offline_mrtd() {
     let plan = tdvf::build_plan(&img, &PlanOptions::default(), &MemoryLayout::unbounded()).unwrap();
     let mut td = TdxBackend::new(TdxModel::new());
     td.init_vm(&TdxModel::minimal_params()).unwrap();
-    td.init_vcpu(0x80_9000).unwrap();
+    td.enable_split_irqchip(24).unwrap();
+    td.create_vcpu(0).unwrap();
+    td.set_cpuid(0, &TdxModel::minimal_vcpu_cpuid()).unwrap();
+    td.init_vcpu(0, 0x80_9000).unwrap();
     let report = Driver::new(&mut td).run(&plan).unwrap();
     assert!(report.is_complete());
     td.finalize().unwrap();
