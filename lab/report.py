@@ -42,6 +42,16 @@ for name, body, rc, secs in blocks:
     seen.add(name)
     if name == "ccpop-demo":
         lines = [l for l in body.splitlines() if l.strip()]
+        if not skipcheck.offered("guest_memfd_shared", caps) and caps:
+            # The demo needs the shared view: on a kernel without it, it must say so and exit 2.
+            said = rc == "2" and lines and "needs guest_memfd with MMAP|INIT_SHARED" in lines[-1]
+            print(f"  [{kernel}] ccpop demo: {'skipped, as it must be without the shared view' if said else 'FAILED (rc ' + rc + ')'}")
+            if said:
+                skipped += 1
+            else:
+                failed += 1
+                problems.append("ccpop demo on a kernel without the shared view:\n" + "\n".join(lines[-10:]))
+            continue
         ok = rc == "0" and lines and lines[-1].strip() == "verified"
         print(f"  [{kernel}] ccpop demo: {'verified' if ok else 'FAILED (rc ' + rc + ')'} in {secs} s")
         if ok:

@@ -382,7 +382,9 @@ impl fmt::Display for RangeProblem {
 #[derive(Debug)]
 pub enum GuestStop {
     /// `KVM_EXIT_SHUTDOWN`: the vCPU faulted (with no IDT, any exception becomes a triple fault),
-    /// e.g. a page fault on an address the page tables do not map.
+    /// e.g. a page fault on an address the page tables do not map. kvm_amd has already reset
+    /// the vCPU when it reports this (`svm.c: shutdown_interception`), so the stop's `rip` is
+    /// then the reset vector, 0xfff0, not the faulting instruction.
     Shutdown,
     /// `KVM_EXIT_INTERNAL_ERROR` with KVM's suberror code (1 = emulation failure).
     InternalError {
