@@ -28,7 +28,9 @@ use arbitrary::Arbitrary;
 use cc_populate::{MemoryLayout, PlanBuilder, Role, SourceBuf, StopCause};
 use cc_populate_fuzz::intersects;
 use cca_backend::uapi::KvmArmRmiPopulate;
-use cca_backend::{cca_caps, CcaBackend, CcaIoctl, HashAlgo, RealmParams, UapiVersion};
+use cca_backend::{
+    cca_caps, CcaBackend, CcaIoctl, HashAlgo, PopulateRequest, RealmParams, UapiVersion,
+};
 use libfuzzer_sys::fuzz_target;
 
 const PAGE: u64 = 4096;
@@ -186,7 +188,11 @@ impl Kernel {
 }
 
 impl CcaIoctl for Kernel {
-    fn rmi_populate(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+    fn rmi_populate(
+        &mut self,
+        request: PopulateRequest,
+        args: &mut KvmArmRmiPopulate,
+    ) -> Result<i32, i32> {
         let version = self.version.expect("version");
         assert_eq!(request, version.populate_request(), "request number");
         assert_eq!(args.reserved, 0);

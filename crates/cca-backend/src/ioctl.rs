@@ -78,11 +78,11 @@ impl UapiVersion {
         matches!(self, UapiVersion::V13 | UapiVersion::V14)
     }
 
-    /// The `KVM_ARM_RMI_POPULATE` request number.
-    pub fn populate_request(self) -> u64 {
+    /// The `KVM_ARM_RMI_POPULATE` request this version speaks.
+    pub fn populate_request(self) -> PopulateRequest {
         match self {
-            UapiVersion::V12 => uapi::KVM_ARM_RMI_POPULATE_V12,
-            UapiVersion::V13 | UapiVersion::V14 => uapi::KVM_ARM_RMI_POPULATE_V13,
+            UapiVersion::V12 => PopulateRequest::V12,
+            UapiVersion::V13 | UapiVersion::V14 => PopulateRequest::V13,
         }
     }
 
@@ -130,15 +130,58 @@ impl fmt::Display for UapiVersion {
     }
 }
 
+/// A `KVM_ARM_RMI_POPULATE` request, as the series versions number it. The only request numbers
+/// [`CcaIoctl::rmi_populate`] can be asked to issue: the crate never forwards a number a caller
+/// made up (issue 22, item 5), so safe code cannot make [`KvmCcaIoctl`] issue an arbitrary
+/// ioctl on the VM fd.
+///
+/// ```
+/// use cca_backend::{PopulateRequest, UapiVersion};
+/// assert_eq!(UapiVersion::V12.populate_request().number(), 0x4020_AED7);
+/// assert_eq!(PopulateRequest::V13.number(), 0xC020_AED7);
+/// ```
+///
+/// A number is not a request:
+///
+/// ```compile_fail
+/// use cca_backend::{uapi::KvmArmRmiPopulate, CcaIoctl, KvmCcaIoctl};
+/// fn forward(io: &mut KvmCcaIoctl<'_>) {
+///     let mut args = KvmArmRmiPopulate::default();
+///     let _ = io.rmi_populate(0xC008_AE67, &mut args); // any other VM ioctl: does not compile
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PopulateRequest {
+    /// v12 06/46: `_IOW(KVMIO, 0xd7, struct kvm_arm_rmi_populate)`, returns the bytes done.
+    V12,
+    /// v13 11/48, v14 13/44: `_IOWR(KVMIO, 0xd7, struct kvm_arm_rmi_populate)`, in/out.
+    V13,
+}
+
+impl PopulateRequest {
+    /// The ioctl request number ([`uapi::KVM_ARM_RMI_POPULATE_V12`] or
+    /// [`uapi::KVM_ARM_RMI_POPULATE_V13`]).
+    pub fn number(self) -> u64 {
+        match self {
+            PopulateRequest::V12 => uapi::KVM_ARM_RMI_POPULATE_V12,
+            PopulateRequest::V13 => uapi::KVM_ARM_RMI_POPULATE_V13,
+        }
+    }
+}
+
 /// Every CCA ioctl the backend issues. The real implementation is [`KvmCcaIoctl`]; tests use a
 /// model of the kernel (`testing::KernelModel`, feature `test-utils`).
 ///
 /// Errors are the ioctl's errno (positive). vCPUs are numbered in the order the VMM created
 /// them (index 0 is the boot vCPU, the only runnable REC).
 pub trait CcaIoctl {
-    /// VM ioctl `KVM_ARM_RMI_POPULATE` with request number `request`; the ioctl's return value
-    /// (bytes populated for v12, 0 from v13 on, when the kernel advanced `args`).
-    fn rmi_populate(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32>;
+    /// VM ioctl `KVM_ARM_RMI_POPULATE` as `request` numbers it; the ioctl's return value (bytes
+    /// populated for v12, 0 from v13 on, when the kernel advanced `args`).
+    fn rmi_populate(
+        &mut self,
+        request: PopulateRequest,
+        args: &mut KvmArmRmiPopulate,
+    ) -> Result<i32, i32>;
 
     /// VM ioctl `KVM_SET_MEMORY_ATTRIBUTES` with `KVM_MEMORY_ATTRIBUTE_PRIVATE` over
     /// `[gpa, gpa + len)`. The default refuses with `ENOTTY` (a layer that cannot convert).
@@ -180,7 +223,11 @@ pub trait CcaIoctl {
 }
 
 impl<T: CcaIoctl + ?Sized> CcaIoctl for &mut T {
-    fn rmi_populate(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+    fn rmi_populate(
+        &mut self,
+        request: PopulateRequest,
+        args: &mut KvmArmRmiPopulate,
+    ) -> Result<i32, i32> {
         (**self).rmi_populate(request, args)
     }
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
@@ -249,16 +296,25 @@ impl<'v> KvmCcaIoctl<'v> {
 }
 
 impl CcaIoctl for KvmCcaIoctl<'_> {
-    fn rmi_populate(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+    fn rmi_populate(
+        &mut self,
+        request: PopulateRequest,
+        args: &mut KvmArmRmiPopulate,
+    ) -> Result<i32, i32> {
         #[cfg(target_arch = "aarch64")]
         {
             // SAFETY: `args` is a valid, exclusively borrowed `struct kvm_arm_rmi_populate`
             // (32 bytes, layout pinned in `uapi` tests) that outlives the call; the kernel reads
             // it and, from v13 on, writes the same 32 bytes back. `source_uaddr` points at memory
             // the caller keeps alive for the call (the backend's borrowed chunk or its bounce
-            // buffer); the kernel only reads it.
+            // buffer); the kernel only reads it. The request is one of the two
+            // `KVM_ARM_RMI_POPULATE` numbers (`PopulateRequest`), whose argument is that struct.
             let ret = unsafe {
-                vmm_sys_util::ioctl::ioctl_with_mut_ref(self.vm, request as libc::c_ulong, args)
+                vmm_sys_util::ioctl::ioctl_with_mut_ref(
+                    self.vm,
+                    request.number() as libc::c_ulong,
+                    args,
+                )
             };
             if ret < 0 {
                 return Err(vmm_sys_util::errno::Error::last().errno());

@@ -113,7 +113,9 @@ pub use backend::{
     cca_caps, Activation, CcaBackend, InPlaceStager, RealmState, BOUNCE_SIZE, CCA_CAPS,
 };
 pub use error::Error;
-pub use ioctl::{probe, probe_with, CapSource, CcaIoctl, KvmCcaIoctl, Probe, UapiVersion};
+pub use ioctl::{
+    probe, probe_with, CapSource, CcaIoctl, KvmCcaIoctl, PopulateRequest, Probe, UapiVersion,
+};
 pub use measure::{
     data_descriptor, hash, measure, measure_with, rec_descriptor, ripas_descriptor, Measurement,
     Rim, RimDigest, DESCRIPTOR_SIZE, DESC_TYPE_DATA, DESC_TYPE_REC, DESC_TYPE_RIPAS,

@@ -72,7 +72,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::ioctl::{CcaIoctl, UapiVersion};
+use crate::ioctl::{CcaIoctl, PopulateRequest, UapiVersion};
 use crate::measure::{hash, Measurement, Rim, RimDigest};
 use crate::params::{HashAlgo, RealmParams, RecParams, RmmVersion};
 use crate::uapi::{self, KvmArmRmiPopulate};
@@ -550,7 +550,7 @@ impl KernelModel {
         (granules, None)
     }
 
-    fn rmi(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+    fn rmi(&mut self, request: PopulateRequest, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
         // arm64 kvm_arch_vm_ioctl: an unknown request is -EINVAL.
         if self.version.populate_request() != request {
             return Err(libc::EINVAL);
@@ -740,10 +740,14 @@ fn reg_bytes(id: u64, value: &[u8]) -> Vec<u8> {
 }
 
 impl CcaIoctl for KernelModel {
-    fn rmi_populate(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+    fn rmi_populate(
+        &mut self,
+        request: PopulateRequest,
+        args: &mut KvmArmRmiPopulate,
+    ) -> Result<i32, i32> {
         let bytes = args.to_bytes().to_vec();
         let r = self.rmi(request, args);
-        self.record(request, None, bytes, r.err());
+        self.record(request.number(), None, bytes, r.err());
         r
     }
 

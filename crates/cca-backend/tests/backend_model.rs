@@ -15,7 +15,8 @@ use cca_backend::testing::{
 use cca_backend::uapi::{self, KvmArmRmiPopulate};
 use cca_backend::{
     hash, measure, measure_with, measure_with_options, Activation, CcaBackend, CcaIoctl, Error,
-    HashAlgo, MeasureOptions, RealmParams, RecParams, RimDigest, RmmVersion, UapiVersion,
+    HashAlgo, MeasureOptions, PopulateRequest, RealmParams, RecParams, RimDigest, RmmVersion,
+    UapiVersion,
 };
 
 const M: u64 = 1 << 20;
@@ -1011,7 +1012,11 @@ fn wrong_request_numbers_and_non_realm_vms_answer_as_arm64() {
             flags: 0,
             reserved: 0,
         };
-        assert_eq!(m.rmi_populate(populate_nr(v), &mut args), Err(errno), "{v}");
+        assert_eq!(
+            m.rmi_populate(v.populate_request(), &mut args),
+            Err(errno),
+            "{v}"
+        );
         assert_eq!(m.set_private(M, K4), Err(libc::EINVAL));
         let mut be = CcaBackend::with_version(&mut m, v, v.series_cap());
         let p = be.make_private(M, K4);
@@ -1030,7 +1035,8 @@ fn kernel_argument_checks() {
         let src = data.as_slice().as_ptr() as u64;
         let mut m = model(v, realm(HashAlgo::Sha256));
         m.set_private(0, 64 * M).unwrap();
-        let nr = populate_nr(v);
+        let nr = v.populate_request();
+        assert_eq!(nr.number(), populate_nr(v));
         let call = |m: &mut KernelModel, base, size, src, flags, reserved| {
             let mut a = KvmArmRmiPopulate {
                 base,
@@ -1149,7 +1155,10 @@ fn v12_first_run_initialises_ripas_in_memslot_walk_order() {
         // Running again is a no-op (state >= ACTIVE); populate is EBUSY from now on.
         m.first_run().unwrap();
         let mut a = one_page_at(2 * M, data.as_slice());
-        assert_eq!(m.rmi_populate(populate_nr(v), &mut a), Err(libc::EBUSY));
+        assert_eq!(
+            m.rmi_populate(v.populate_request(), &mut a),
+            Err(libc::EBUSY)
+        );
     }
 }
 
@@ -1185,11 +1194,14 @@ fn a_realm_needs_an_in_kernel_vgic() {
             m.vgic = true;
             assert_eq!(m.first_run(), Ok(()));
             assert_eq!(m.state, ModelRealm::Dead);
-            assert_eq!(m.rmi_populate(populate_nr(v), &mut a), Err(libc::ENXIO));
+            assert_eq!(
+                m.rmi_populate(v.populate_request(), &mut a),
+                Err(libc::ENXIO)
+            );
         } else {
             // Checked before anything: still new; with the vGIC the launch goes on.
             assert_eq!(m.state, ModelRealm::New);
-            assert!(m.rmi_populate(populate_nr(v), &mut a).is_ok());
+            assert!(m.rmi_populate(v.populate_request(), &mut a).is_ok());
             m.vgic = true;
             assert_eq!(m.first_run(), Ok(()));
             assert_eq!(m.state, ModelRealm::Active);
@@ -1214,7 +1226,10 @@ fn first_run_failures_leave_the_realm_dead() {
             flags: 0,
             reserved: 0,
         };
-        assert_eq!(m.rmi_populate(populate_nr(v), &mut a), Err(libc::ENXIO));
+        assert_eq!(
+            m.rmi_populate(v.populate_request(), &mut a),
+            Err(libc::ENXIO)
+        );
     }
     // Creation at the first run fails like at the first populate.
     let mut m = model(UapiVersion::V14, realm(HashAlgo::Sha256));
@@ -1266,7 +1281,11 @@ struct Liar {
 }
 
 impl CcaIoctl for Liar {
-    fn rmi_populate(&mut self, _: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+    fn rmi_populate(
+        &mut self,
+        _: PopulateRequest,
+        args: &mut KvmArmRmiPopulate,
+    ) -> Result<i32, i32> {
         args.base += self.advance; // base advanced, size not
         Ok(0)
     }

@@ -195,7 +195,7 @@ fn real_ioctl_layer_refuses_every_call_off_arm64() {
     {
         let mut args = KvmArmRmiPopulate::default();
         assert_eq!(
-            io.rmi_populate(uapi::KVM_ARM_RMI_POPULATE_V13, &mut args),
+            io.rmi_populate(cca_backend::PopulateRequest::V13, &mut args),
             Err(libc::ENOTTY)
         );
         assert_eq!(io.set_private(0, 4096), Err(libc::ENOTTY));
@@ -221,7 +221,7 @@ struct Minimal;
 impl cca_backend::CcaIoctl for Minimal {
     fn rmi_populate(
         &mut self,
-        _: u64,
+        _: cca_backend::PopulateRequest,
         _: &mut cca_backend::uapi::KvmArmRmiPopulate,
     ) -> Result<i32, i32> {
         Err(libc::ENOTTY)
@@ -240,7 +240,10 @@ fn default_layer_methods_refuse() {
         assert_eq!(io.vcpu_finalize(0, 4), Err(libc::ENOTTY));
         assert_eq!(io.in_kernel_vgic(), None);
         let mut a = cca_backend::uapi::KvmArmRmiPopulate::default();
-        assert_eq!(io.rmi_populate(0, &mut a), Err(libc::ENOTTY));
+        assert_eq!(
+            io.rmi_populate(cca_backend::PopulateRequest::V12, &mut a),
+            Err(libc::ENOTTY)
+        );
     }
     let mut m = Minimal;
     calls(&mut m);
