@@ -6,21 +6,17 @@
 //! advanced, 0 returned; v12: the bytes done returned) or, at the first granule, answers
 //! `EINVAL`, `EINTR`, `ENXIO`, or `EBUSY` for an active realm, then for every populate after
 //! it; `KVM_SET_MEMORY_ATTRIBUTES` fails only with `ENOMEM`. Sometimes it replies as no
-//! kernel does (any values, over-claimed, one value skewed). The `KVM_ENABLE_CAP`
-//! sub-commands of v9 (POPULATE_REALM from the shared alias, INIT_RIPAS_REALM, all or nothing)
-//! answer errnos whose list the table leaves open (not `EAGAIN`, which no version answers),
-//! as do the shared-alias writes.
+//! kernel does (any values, over-claimed, one value skewed). (v9 was dropped from
+//! cca-backend.)
 //!
 //! Driven by `cc_populate::Driver` over a plan of measured and unmeasured regions, some inside
 //! `ripas` regions, resumed after every stop and finally against a kernel that fails nowhere:
 //! never panics; every call names a range inside one region of the right kind, with the right
 //! measure flag, `reserved` zero, a page-aligned source (when the source is the caller's buffer,
-//! at the region's offset in it), for v12+ private pages, and for v9 the shared alias holding
-//! the region's bytes; no granule populated (or RIPAS range initialised) twice; each region's
+//! at the region's offset in it), private pages; no granule populated twice; each region's
 //! reported bytes equal what the kernel did for it (a prefix); an impossible answer stops the
-//! run with a hard error and counts nothing. `EBUSY` from an active realm, and any failure of
-//! v9's POPULATE_REALM (which reports no progress), stop the run as unrecoverable: no ioctl
-//! follows and a resume is refused; otherwise the plan completes.
+//! run with a hard error and counts nothing. `EBUSY` from an active realm stops the run as
+//! unrecoverable: no ioctl follows and a resume is refused; otherwise the plan completes.
 #![no_main]
 
 #[path = "common/kernel.rs"]
@@ -32,22 +28,13 @@ use arbitrary::Arbitrary;
 use cc_populate::{MemoryLayout, PlanBuilder, Role, SourceBuf, StopCause};
 use cc_populate_fuzz::{copy_to_user, field, intersects, user_bytes};
 use cca_backend::uapi::KvmArmRmiPopulate;
-use cca_backend::{cca_caps, CcaBackend, CcaIoctl, HashAlgo, RealmParams, RmeArg, UapiVersion};
+use cca_backend::{
+    cca_caps, CcaBackend, CcaIoctl, HashAlgo, PopulateRequest, RealmParams, UapiVersion,
+};
 use libfuzzer_sys::fuzz_target;
 
 const PAGE: u64 = 4096;
 const CAP: u32 = 0x1234;
-/// The v9 `KVM_ENABLE_CAP` sub-commands' errnos (and the shared-alias writes'): cca-backend's
-/// Kernel conformance table says the v9 patches' errnos were not re-read, so these stay the
-/// plausible ones, without `EAGAIN`, which no version answers.
-const V9_ERRNOS: [i32; 6] = [
-    libc::EINTR,
-    libc::EIO,
-    libc::EINVAL,
-    libc::EFAULT,
-    libc::ENXIO,
-    libc::EPERM,
-];
 /// Populate flags by hand: bit 0 = measure (the series' `*_POPULATE_FLAGS_MEASURE`).
 const MEASURE: u32 = 1;
 
@@ -70,15 +57,6 @@ const RMI_LEN: usize = 8;
 const RMI_SOURCE: usize = 16;
 const RMI_FLAGS: usize = 24;
 const RMI_RESERVED: usize = 28;
-/// v9 `KVM_ENABLE_CAP(KVM_CAP_ARM_RME)` sub-commands (`args[0]`): `KVM_CAP_ARM_RME_CONFIG_REALM
-/// 0`, `CREATE_REALM 1`, `INIT_RIPAS_REALM 2`, `POPULATE_REALM 3`, `ACTIVATE_REALM 4`.
-const V9_INIT_RIPAS: u64 = 2;
-const V9_POPULATE: u64 = 3;
-/// v9 `struct arm_rme_populate_realm { __u64 base; __u64 size; __u32 flags; __u32
-/// reserved[3]; }` and `struct arm_rme_init_ripas { __u64 base; __u64 size; __u64
-/// reserved[2]; }`: both 32 bytes, `base` at 0, `size` at 8, the rest from 16 (`flags` at 16,
-/// reserved from 20 in the first; reserved from 16 in the second).
-const V9_SIZE: usize = 32;
 /// `ARM64_SYS_REG(3, 0, 0, 5, 0)`, `ID_AA64DFR0_EL1`: `KVM_REG_ARM64 (0x6000 << 48) |
 /// KVM_REG_SIZE_U64 (3 << 52) | KVM_REG_ARM64_SYSREG (0x13 << 16) | op0 3 << 14 | op1 0 << 11
 /// | CRn 0 << 7 | CRm 5 << 3 | op2 0` (arch/arm64/include/uapi/asm/kvm.h).
@@ -138,8 +116,6 @@ struct Answer {
     /// v12+: the kernel replies with `lie` when this is below 16 (about one call in 16).
     lie_gate: u8,
     lie: Lie,
-    /// v9: an errno from [`V9_ERRNOS`] (all or nothing).
-    v9_errno: Option<u8>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -165,8 +141,6 @@ struct Input {
     groups: Vec<GroupIn>,
     data: Vec<u8>,
     rounds: Vec<Vec<Answer>>,
-    /// Shared-alias write errnos, per call (`None`: success).
-    alias: Vec<Option<u8>>,
     /// v12+: per `KVM_SET_MEMORY_ATTRIBUTES` call that has something to do, `ENOMEM` when
     /// true.
     private: Vec<bool>,
@@ -185,27 +159,20 @@ struct Spec {
 struct Kernel {
     version: Option<UapiVersion>,
     specs: Vec<Spec>,
-    bytes: Vec<u8>,
     /// Address of the caller's source buffer, and its length.
     src_base: u64,
     src_len: u64,
-    /// The shared alias of the window `[WINDOW, WINDOW + alias.len())`.
-    alias: Vec<u8>,
     answers: VecDeque<Answer>,
-    alias_errnos: VecDeque<Option<u8>>,
     /// Granules populated: (gpa, bytes).
     populated: Vec<(u64, u64)>,
-    /// RIPAS ranges initialised (v9).
-    ripas: Vec<(u64, u64)>,
     impossible: u64,
     private_errs: VecDeque<bool>,
     /// Private pages (GPA), v12+.
     private: BTreeSet<u64>,
     /// v12+: the realm is active; every populate is `EBUSY` from now on.
     active: bool,
-    /// An answer the backend cannot recover from: `EBUSY` from an active realm (v12+), or a
-    /// failed v9 POPULATE_REALM, which reports no progress (granules of it may be populated).
-    /// No ioctl may follow.
+    /// An answer the backend cannot recover from: `EBUSY` from an active realm. No ioctl may
+    /// follow.
     fatal: bool,
 }
 
@@ -220,16 +187,6 @@ impl Kernel {
                 (s.role == Role::Ripas) == ripas && gpa >= s.gpa && gpa + len <= s.gpa + s.len
             })
             .unwrap_or_else(|| panic!("[{gpa:#x}..+{len:#x}) is in no region (ripas {ripas})"))
-    }
-
-    fn expected(&self, s: &Spec, gpa: u64, len: u64) -> Vec<u8> {
-        match s.content {
-            Some(off) => {
-                let o = off + (gpa - s.gpa) as usize;
-                self.bytes[o..o + len as usize].to_vec()
-            }
-            None => vec![0; len as usize],
-        }
     }
 
     fn check_data(&self, gpa: u64, len: u64, flags: u32) -> Spec {
@@ -259,20 +216,22 @@ impl Kernel {
             stop: None,
             lie_gate: u8::MAX,
             lie: Lie::Overclaim(0),
-            v9_errno: None,
         })
     }
 }
 
 impl CcaIoctl for Kernel {
-    fn rmi_populate(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+    fn rmi_populate(
+        &mut self,
+        request: PopulateRequest,
+        args: &mut KvmArmRmiPopulate,
+    ) -> Result<i32, i32> {
         let version = self.version.expect("version");
         let want = match version {
             UapiVersion::V12 => RMI_POPULATE_V12,
             UapiVersion::V13 | UapiVersion::V14 => RMI_POPULATE_V13,
-            UapiVersion::EnableCap => panic!("KVM_ARM_RMI_POPULATE on v9"),
         };
-        assert_eq!(request, want, "request number");
+        assert_eq!(request.number(), want, "request number");
         // SAFETY: `KvmArmRmiPopulate` is integers without padding (8 + 8 + 8 + 4 + 4 bytes).
         let read = unsafe { user_bytes(args, RMI_SIZE) };
         assert_eq!(field(&read, RMI_RESERVED, 4), 0, "reserved");
@@ -406,73 +365,8 @@ impl CcaIoctl for Kernel {
         Ok(ret)
     }
 
-    fn rme_enable_cap(&mut self, cap: u32, sub: u64, arg: RmeArg<'_>) -> Result<(), i32> {
-        assert_eq!(cap, CAP);
-        assert_eq!(
-            self.version,
-            Some(UapiVersion::EnableCap),
-            "ENABLE_CAP on v12+"
-        );
-        self.no_call_after_fatal("KVM_ENABLE_CAP");
-        match (sub, arg) {
-            (V9_POPULATE, RmeArg::Populate(p)) => {
-                // SAFETY: `ArmRmePopulateRealm` is integers without padding (8 + 8 + 4 + 3 x 4).
-                let b = unsafe { user_bytes(&*p, V9_SIZE) };
-                assert!(b[20..32].iter().all(|x| *x == 0), "reserved");
-                let (gpa, len) = (field(&b, 0, 8), field(&b, 8, 8));
-                let s = self.check_data(gpa, len, field(&b, 16, 4) as u32);
-                let o = (gpa - WINDOW) as usize;
-                assert!(
-                    self.alias[o..o + len as usize] == self.expected(&s, gpa, len)[..],
-                    "the shared alias of [{gpa:#x}..+{len:#x}) does not hold the region's bytes"
-                );
-                match self.next().v9_errno {
-                    Some(e) => {
-                        self.fatal = true;
-                        Err(V9_ERRNOS[e as usize % V9_ERRNOS.len()])
-                    }
-                    None => {
-                        self.populated.push((gpa, len));
-                        Ok(())
-                    }
-                }
-            }
-            (V9_INIT_RIPAS, RmeArg::InitRipas(r)) => {
-                // SAFETY: `ArmRmeInitRipas` is four `u64`s, no padding.
-                let b = unsafe { user_bytes(&*r, V9_SIZE) };
-                assert!(b[16..32].iter().all(|x| *x == 0), "reserved");
-                let (gpa, len) = (field(&b, 0, 8), field(&b, 8, 8));
-                assert!(len > 0 && len.is_multiple_of(PAGE) && gpa.is_multiple_of(PAGE));
-                self.region(gpa, len, true);
-                for p in &self.ripas {
-                    assert!(
-                        !intersects(p.0, p.1, gpa, len),
-                        "RIPAS [{gpa:#x}..+{len:#x}) twice"
-                    );
-                }
-                match self.next().v9_errno {
-                    Some(e) => Err(V9_ERRNOS[e as usize % V9_ERRNOS.len()]),
-                    None => {
-                        self.ripas.push((gpa, len));
-                        Ok(())
-                    }
-                }
-            }
-            (V9_POPULATE | V9_INIT_RIPAS, _) => {
-                panic!("sub-command {sub} with the wrong argument")
-            }
-            // CONFIG_REALM, CREATE_REALM.
-            _ => Ok(()),
-        }
-    }
-
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
-        // v12+ convert each region (KVM_SET_MEMORY_ATTRIBUTES) before populating it.
-        assert_ne!(
-            self.version,
-            Some(UapiVersion::EnableCap),
-            "conversion on v9"
-        );
+        // Each region is converted (KVM_SET_MEMORY_ATTRIBUTES) before it is populated.
         self.no_call_after_fatal("KVM_SET_MEMORY_ATTRIBUTES");
         let errs = &mut self.private_errs;
         kernel::set_private(&mut self.private, gpa, len, || {
@@ -497,30 +391,11 @@ impl CcaIoctl for Kernel {
     fn vcpu_set_one_reg(&mut self, _vcpu: usize, _id: u64, _value: &[u8]) -> Result<(), i32> {
         Ok(())
     }
-
-    fn write_shared_alias(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), i32> {
-        assert_eq!(
-            self.version,
-            Some(UapiVersion::EnableCap),
-            "shared alias on v12+"
-        );
-        self.no_call_after_fatal("a shared-alias write");
-        if let Some(e) = self.alias_errnos.pop_front().flatten() {
-            return Err(V9_ERRNOS[e as usize % V9_ERRNOS.len()]);
-        }
-        let o = (gpa - WINDOW) as usize;
-        self.alias[o..o + bytes.len()].copy_from_slice(bytes);
-        Ok(())
-    }
 }
 
 fuzz_target!(|input: Input| {
-    let version = [
-        UapiVersion::V14,
-        UapiVersion::V13,
-        UapiVersion::V12,
-        UapiVersion::EnableCap,
-    ][input.version as usize % 4];
+    let version =
+        [UapiVersion::V14, UapiVersion::V13, UapiVersion::V12][input.version as usize % 3];
     // Layout: groups of data regions, each group optionally covered by a ripas region listed
     // before its data.
     let mut specs: Vec<Spec> = Vec::new();
@@ -584,11 +459,8 @@ fuzz_target!(|input: Input| {
     let kernel = Kernel {
         version: Some(version),
         specs: specs.clone(),
-        bytes: buf.as_slice().to_vec(),
         src_base: buf.as_slice().as_ptr() as u64,
         src_len: buf.len() as u64,
-        alias: vec![0; (cursor - WINDOW) as usize],
-        alias_errnos: input.alias.iter().take(16).copied().collect(),
         private_errs: input.private.iter().take(16).copied().collect(),
         ..Kernel::default()
     };
@@ -608,14 +480,12 @@ fuzz_target!(|input: Input| {
                 Some(r) => k.answers.extend(r.iter().take(32).copied()),
                 None => {
                     k.answers.clear();
-                    k.alias_errnos.clear();
                     k.private_errs.clear();
                 }
             }
         },
         |b| b.io().impossible,
-        // EBUSY from an active realm, a failed v9 POPULATE_REALM: the backend stops for
-        // good, and a resume is refused without an ioctl (the fake kernel panics on one).
+        // EBUSY from an active realm: the backend stops for good, and a resume is refused without an ioctl (the fake kernel panics on one).
         |b| b.io().fatal,
         // The modelled failures never kill the VM.
         |_| false,
@@ -633,10 +503,9 @@ fuzz_target!(|input: Input| {
                     "{version} region {i} [{:#x}..+{:#x}) {}",
                     s.gpa, s.len, s.role
                 );
-                let ledger = match (s.role, version) {
-                    // v12+: the kernel sets RIPAS itself; nothing is issued.
-                    (Role::Ripas, UapiVersion::EnableCap) => &k.ripas,
-                    (Role::Ripas, _) => {
+                let ledger = match s.role {
+                    // The kernel sets RIPAS itself; nothing is issued.
+                    Role::Ripas => {
                         assert!(
                             rr.populated <= s.len && rr.populated.is_multiple_of(PAGE),
                             "{what}"
@@ -653,7 +522,6 @@ fuzz_target!(|input: Input| {
                 );
             }
             kernel::assert_disjoint(&k.populated, "populated");
-            kernel::assert_disjoint(&k.ripas, "RIPAS initialised");
         },
     );
 });

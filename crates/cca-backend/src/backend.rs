@@ -7,23 +7,19 @@ use cc_populate::{
     Populated, Role, RoleSet, SourceBuf, HUGE_1G, HUGE_2M, PAGE_SIZE,
 };
 
-use crate::ioctl::{CcaIoctl, Probe, RmeArg, UapiVersion};
+use crate::ioctl::{CcaIoctl, Probe, UapiVersion};
 use crate::params::{HashAlgo, RealmParams};
-use crate::uapi::{
-    self, ArmRmeConfig, ArmRmeInitRipas, ArmRmePopulateRealm, KvmArmRmiPopulate,
-    KVM_ARM_RME_POPULATE_FLAGS_MEASURE, KVM_ARM_RMI_POPULATE_FLAGS_MEASURE,
-};
+use crate::uapi::{self, KvmArmRmiPopulate, KVM_ARM_RMI_POPULATE_FLAGS_MEASURE};
 use crate::Error;
 
-/// What the CCA backend declares for the series' current form (v12 to v14, the default): 4 KiB
+/// What the CCA backend declares (series v12 to v14): 4 KiB
 /// granules, chunks up to 1 GiB kept hugepage-aligned, no in-place content (granule delegation
 /// destroys it), memory made private before populate (`kvm_gmem_populate` refuses pages that
 /// are not `KVM_MEMORY_ATTRIBUTE_PRIVATE`), and the roles `measured`, `unmeasured` and `ripas`
 /// (`zero`, `secrets` and `cpuid` are refused).
 ///
 /// A verifier validates a plan against it with `MemoryLayout::unbounded()`. A backend built with
-/// [`CcaBackend::stage_in_place`] declares `in_place: true` instead; one speaking v9 declares
-/// [`CCA_CAPS_V9`].
+/// [`CcaBackend::stage_in_place`] declares `in_place: true` instead.
 pub const CCA_CAPS: BackendCaps = BackendCaps {
     granule: PAGE_SIZE,
     max_chunk: HUGE_1G,
@@ -36,20 +32,11 @@ pub const CCA_CAPS: BackendCaps = BackendCaps {
         .with(Role::Ripas),
 };
 
-/// [`CCA_CAPS`] for [`UapiVersion::EnableCap`] (v9): POPULATE_REALM delegates the granules
-/// itself, so the driver converts nothing (`Conversion::ByPopulate`).
-pub const CCA_CAPS_V9: BackendCaps = BackendCaps {
-    conversion: Conversion::ByPopulate,
-    ..CCA_CAPS
-};
-
-/// The caps a backend speaking `version` declares (without in-place staging).
+/// The caps a backend speaking `version` declares (without in-place staging): [`CCA_CAPS`] for
+/// every supported version.
 pub fn cca_caps(version: UapiVersion) -> BackendCaps {
-    if version.gmem_populate() {
-        CCA_CAPS
-    } else {
-        CCA_CAPS_V9
-    }
+    let _ = version;
+    CCA_CAPS
 }
 
 /// Bytes copied through the bounce buffer per populate call, when the source cannot be handed to
@@ -59,21 +46,19 @@ pub const BOUNCE_SIZE: usize = HUGE_2M as usize;
 /// Where a realm is in its launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RealmState {
-    /// Not created yet (v12 and later create it on the first populate).
+    /// Not created yet (the kernel creates it on the first populate).
     NotCreated,
     /// Created, being populated.
     New,
-    /// Activated (explicitly for v9; v12 and later on the first `KVM_RUN`). From v12 on the
-    /// kernel answers every later populate with `EBUSY`, for good.
+    /// Activated on the first `KVM_RUN`. The kernel answers every later populate with `EBUSY`,
+    /// for good.
     Active,
 }
 
 /// What [`CcaBackend::activate`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
-    /// ACTIVATE_REALM was issued.
-    Activated,
-    /// The kernel activates the realm on the first `KVM_RUN` (v12 and later): nothing to issue.
+    /// The kernel activates the realm on the first `KVM_RUN`: nothing to issue.
     OnFirstRun,
 }
 
@@ -86,15 +71,17 @@ pub type InPlaceStager<'s> = Box<dyn FnMut(u64, &mut [u8]) -> Result<(), String>
 ///
 /// Role policy (named, as VMMs differ): `measured` = DATA_CREATE with content measured
 /// (`KVM_ARM_RMI_POPULATE_FLAGS_MEASURE`), `unmeasured` = DATA_CREATE without, `ripas` = RIPAS
-/// RAM with no content: INIT_RIPAS_REALM for v9; from v12 on no call is issued (the range is
-/// only made private), as the kernel itself initialises RIPAS RAM over every guest_memfd
-/// memslot at the first `KVM_RUN`, and the region is reported done.
+/// RAM with no content: no call is issued (the range is only made private), as the kernel
+/// itself initialises RIPAS RAM over every guest_memfd memslot at the first `KVM_RUN`, and the
+/// region is reported done.
 ///
-/// Launch order from v12 on (the kernel creates the realm at the first populate and reads the
-/// SVE and debug parameters from the vCPUs then): create the VM with
-/// [`UapiVersion::realm_vm_type`], the guest_memfd memslots and every vCPU
-/// (`KVM_ARM_VCPU_INIT` with PSCI 0.2, and SVE when the realm has it), then
-/// [`CcaBackend::configure`] (required for v14), then the driver's run, then `KVM_RUN`.
+/// Launch order (the kernel creates the realm at the first populate and reads the SVE and
+/// debug parameters from the vCPUs then): create the VM with [`UapiVersion::realm_vm_type`],
+/// the guest_memfd memslots, every vCPU (`KVM_ARM_VCPU_INIT` with PSCI 0.2, and SVE when the
+/// realm has it; vCPU **id** 0 is the one runnable REC) and the in-kernel vGIC (created and
+/// initialised: `kvm_activate_realm` refuses a realm without one at the first `KVM_RUN`, and
+/// v12 leaves the realm dead then), then [`CcaBackend::configure`] (required for v14), then the
+/// driver's run, then [`CcaBackend::activate`], then `KVM_RUN`.
 pub struct CcaBackend<'s, I> {
     io: I,
     version: UapiVersion,
@@ -109,7 +96,7 @@ fn err(errno: i32, detail: String) -> BackendError {
     BackendError::from_errno(errno, detail)
 }
 
-/// `(field, shift)` of a 4-bit `ID_AA64DFR0_EL1` field.
+/// The 4-bit `ID_AA64DFR0_EL1` field at `shift`.
 fn dfr0_field(v: u64, shift: u32) -> u64 {
     (v >> shift) & 0xf
 }
@@ -141,6 +128,11 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
         self
     }
 
+    /// The capability number the backend was built with (from [`Probe`]).
+    pub fn cap(&self) -> u32 {
+        self.cap
+    }
+
     /// The selected version.
     pub fn version(&self) -> UapiVersion {
         self.version
@@ -166,23 +158,23 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
         &mut self.io
     }
 
-    fn enable_cap(&mut self, op: &'static str, sub: u64, arg: RmeArg<'_>) -> Result<(), Error> {
-        self.io
-            .rme_enable_cap(self.cap, sub, arg)
-            .map_err(|errno| Error::Ioctl { op, errno })
-    }
-
     /// Configures the realm before anything is populated.
     ///
-    /// v9: CONFIG_REALM with the RPV and the hash algorithm, then CREATE_REALM.
+    /// The series has no configuration call: the kernel creates the realm at the first populate
+    /// from what it finds then (v14 28/44 `realm_create_rd`, 39/44, 41/44). This sets it up on
+    /// every vCPU the ioctl layer reaches (at least one is required), after reading each vCPU's
+    /// `ID_AA64DFR0_EL1`:
     ///
-    /// v12 and later have no configuration call: the kernel creates the realm at the first
-    /// populate from what it finds then (v14 28/44 `realm_create_rd`, 39/44, 41/44). This sets
-    /// it up on every vCPU the ioctl layer reaches (at least one is required):
-    ///
-    /// - `num_bps` / `num_wps`: `ID_AA64DFR0_EL1.BRPs` / `.WRPs` (count - 1), lowered from the
-    ///   host's value with `KVM_SET_ONE_REG` (`CTX_CMPs` lowered to at most `BRPs`); more than
-    ///   the host offers is refused ([`Error::VcpuParam`]).
+    /// - `num_bps`: must equal the host's breakpoint count (`ID_AA64DFR0_EL1.BRPs` + 1).
+    ///   Mainline refuses any change of `BRPs` and `CTX_CMPs` ("just prevent changes to BRPs and
+    ///   CTX_CMPs altogether", `arch/arm64/kvm/sys_regs.c`: neither field is in the writable
+    ///   mask of `ID_AA64DFR0_EL1`, so `arm64_check_features` answers `EINVAL`; 6.12 through 7.3,
+    ///   and no series version changes it), so the backend writes both back unchanged and
+    ///   refuses another count ([`Error::VcpuParam`]). Read it with
+    ///   [`RealmParams::set_debug_from_id_aa64dfr0`]: the RIM measures the host's count.
+    /// - `num_wps`: `ID_AA64DFR0_EL1.WRPs` (count - 1), lowered from the host's value with
+    ///   `KVM_SET_ONE_REG` (a writable field, lower is safe); more than the host offers is
+    ///   refused ([`Error::VcpuParam`]).
     /// - `sve_vl`: `KVM_REG_ARM64_SVE_VLS` limited to the lengths up to `sve_vl`, then
     ///   `KVM_ARM_VCPU_FINALIZE(SVE)`. A vCPU initialised without SVE while `sve_vl` is set, or
     ///   with SVE while it is 0, is refused; a length the host lacks is refused.
@@ -193,6 +185,24 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
     /// vCPU PMU this backend does not set up). LPA2 is the host kernel's choice
     /// (`kvm_lpa2_is_enabled()`); the backend cannot apply it and the caller states it. The IPA
     /// width is the VM type's ([`UapiVersion::realm_vm_type`]).
+    ///
+    /// ```
+    /// use cca_backend::testing::{KernelModel, MODEL_HOST_DFR0};
+    /// use cca_backend::{CcaBackend, Error, HashAlgo, RealmParams, UapiVersion};
+    ///
+    /// let mut realm = RealmParams::new(HashAlgo::Sha256, 40);
+    /// let mut model = KernelModel::new(UapiVersion::V14, realm.clone());
+    /// model.add_vcpus(1, false);
+    /// let mut backend = CcaBackend::with_version(&mut model, UapiVersion::V14, 249);
+    /// // A breakpoint count other than the host's is refused before anything is written...
+    /// realm.num_bps = 2;
+    /// assert!(matches!(backend.configure(&realm), Err(Error::VcpuParam { field: "num_bps", .. })));
+    /// // ...the host's (read from the vCPU's ID_AA64DFR0_EL1) is taken; watchpoints may be lowered.
+    /// realm.set_debug_from_id_aa64dfr0(MODEL_HOST_DFR0);
+    /// realm.num_wps = 2;
+    /// backend.configure(&realm)?;
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn configure(&mut self, realm: &RealmParams) -> Result<(), Error> {
         realm.validate()?;
         if self.state != RealmState::NotCreated || self.configured.is_some() {
@@ -201,77 +211,44 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
                 reason: "the realm is already configured or created",
             });
         }
-        if self.version != UapiVersion::EnableCap {
-            if realm.rpv != [0; 64] {
-                return Err(Error::NotOffered {
-                    what: "the realm personalization value",
-                    version: self.version,
-                });
-            }
-            if realm.hash != HashAlgo::Sha256 {
-                return Err(Error::NotOffered {
-                    what: "the measurement hash algorithm",
-                    version: self.version,
-                });
-            }
-            if realm.pmu_counters.is_some() {
-                return Err(Error::NotOffered {
-                    what: "the PMU counter count",
-                    version: self.version,
-                });
-            }
-            let n = self.io.vcpu_count();
-            if n == 0 {
-                return Err(Error::WrongState {
-                    op: "configure",
-                    reason:
-                        "no vCPUs: create and initialise every vCPU first (the kernel reads the \
-                             realm's SVE and debug parameters from them when it creates the realm \
-                             at the first populate)",
-                });
-            }
-            for vcpu in 0..n {
-                self.configure_vcpu(vcpu, realm)?;
-            }
-            self.configured = Some(realm.clone());
-            return Ok(());
+        if realm.rpv != [0; 64] {
+            return Err(Error::NotOffered {
+                what: "the realm personalization value",
+                version: self.version,
+            });
         }
-        let mut rpv = ArmRmeConfig::rpv(&realm.rpv);
-        self.enable_cap(
-            "KVM_CAP_ARM_RME_CONFIG_REALM(RPV)",
-            uapi::KVM_CAP_ARM_RME_CONFIG_REALM,
-            RmeArg::Config(&mut rpv),
-        )?;
-        let algo = match realm.hash {
-            HashAlgo::Sha256 => uapi::ARM_RME_CONFIG_HASH_ALGO_SHA256,
-            HashAlgo::Sha512 => uapi::ARM_RME_CONFIG_HASH_ALGO_SHA512,
-        };
-        let mut hash = ArmRmeConfig::hash_algo(algo);
-        self.enable_cap(
-            "KVM_CAP_ARM_RME_CONFIG_REALM(HASH_ALGO)",
-            uapi::KVM_CAP_ARM_RME_CONFIG_REALM,
-            RmeArg::Config(&mut hash),
-        )?;
-        self.enable_cap(
-            "KVM_CAP_ARM_RME_CREATE_REALM",
-            uapi::KVM_CAP_ARM_RME_CREATE_REALM,
-            RmeArg::None,
-        )?;
+        if realm.hash != HashAlgo::Sha256 {
+            return Err(Error::NotOffered {
+                what: "the measurement hash algorithm",
+                version: self.version,
+            });
+        }
+        if realm.pmu_counters.is_some() {
+            return Err(Error::NotOffered {
+                what: "the PMU counter count",
+                version: self.version,
+            });
+        }
+        let n = self.io.vcpu_count();
+        if n == 0 {
+            return Err(Error::WrongState {
+                op: "configure",
+                reason: "no vCPUs: create and initialise every vCPU first (the kernel reads the \
+                         realm's SVE and debug parameters from them when it creates the realm \
+                         at the first populate)",
+            });
+        }
+        for vcpu in 0..n {
+            self.configure_vcpu(vcpu, realm)?;
+        }
         self.configured = Some(realm.clone());
-        self.state = RealmState::New;
         Ok(())
     }
 
     /// Records that the vCPUs already carry `realm`, set up by an earlier backend on the same VM
-    /// (for a VMM that resumes a run with a new backend). Issues nothing; v12 and later only.
+    /// (for a VMM that resumes a run with a new backend). Issues nothing.
     pub fn adopt(&mut self, realm: &RealmParams) -> Result<(), Error> {
         realm.validate()?;
-        if !self.version.gmem_populate() {
-            return Err(Error::NotOffered {
-                what: "adopting a configuration",
-                version: self.version,
-            });
-        }
         self.configured = Some(realm.clone());
         Ok(())
     }
@@ -279,36 +256,40 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
     /// Sets the debug and SVE parameters of `realm` on one vCPU.
     fn configure_vcpu(&mut self, vcpu: usize, realm: &RealmParams) -> Result<(), Error> {
         let io_err = |op: &'static str| move |errno| Error::VcpuIoctl { vcpu, op, errno };
-        // Breakpoints and watchpoints: ID_AA64DFR0_EL1 (v14 39/44).
+        // Breakpoints and watchpoints: ID_AA64DFR0_EL1 (v14 39/44), read first.
         let mut b = [0u8; 8];
         self.io
             .vcpu_get_one_reg(vcpu, uapi::KVM_REG_ID_AA64DFR0_EL1, &mut b)
             .map_err(io_err("KVM_GET_ONE_REG(ID_AA64DFR0_EL1)"))?;
         let host = u64::from_le_bytes(b);
-        let mut dfr0 = host;
-        for (field, want, shift) in [
-            ("num_bps", realm.num_bps, uapi::DFR0_BRPS_SHIFT),
-            ("num_wps", realm.num_wps, uapi::DFR0_WRPS_SHIFT),
-        ] {
-            let offered = dfr0_field(host, shift) + 1;
-            if u64::from(want) > offered {
-                return Err(Error::VcpuParam {
-                    vcpu,
-                    field,
-                    value: want.into(),
-                    reason: format!(
-                        "ID_AA64DFR0_EL1 ({host:#x}) offers {offered}; the count can only be lowered"
-                    ),
-                });
-            }
-            dfr0 = (dfr0 & !(0xf << shift)) | ((u64::from(want) - 1) << shift);
+        // BRPs (and CTX_CMPs) are not writable (mainline arch/arm64/kvm/sys_regs.c,
+        // ID_FILTERED(ID_AA64DFR0_EL1, ...) writable mask, 6.12-7.3): the realm gets the host's.
+        let host_bps = dfr0_field(host, uapi::DFR0_BRPS_SHIFT) + 1;
+        if u64::from(realm.num_bps) != host_bps {
+            return Err(Error::VcpuParam {
+                vcpu,
+                field: "num_bps",
+                value: realm.num_bps.into(),
+                reason: format!(
+                    "ID_AA64DFR0_EL1 ({host:#x}) has {host_bps} breakpoints and the kernel refuses \
+                     any change of BRPs or CTX_CMPs (sys_regs.c); give the host's count \
+                     (RealmParams::set_debug_from_id_aa64dfr0)"
+                ),
+            });
         }
-        let bps = dfr0_field(dfr0, uapi::DFR0_BRPS_SHIFT);
-        if dfr0_field(dfr0, uapi::DFR0_CTX_CMPS_SHIFT) > bps {
-            // set_id_aa64dfr0_el1 (v14 39/44): CTX_CMPs is never greater than BRPs.
-            dfr0 =
-                (dfr0 & !(0xf << uapi::DFR0_CTX_CMPS_SHIFT)) | (bps << uapi::DFR0_CTX_CMPS_SHIFT);
+        let offered = dfr0_field(host, uapi::DFR0_WRPS_SHIFT) + 1;
+        if u64::from(realm.num_wps) > offered {
+            return Err(Error::VcpuParam {
+                vcpu,
+                field: "num_wps",
+                value: realm.num_wps.into(),
+                reason: format!(
+                    "ID_AA64DFR0_EL1 ({host:#x}) offers {offered}; the count can only be lowered"
+                ),
+            });
         }
+        let shift = uapi::DFR0_WRPS_SHIFT;
+        let dfr0 = (host & !(0xf << shift)) | ((u64::from(realm.num_wps) - 1) << shift);
         self.io
             .vcpu_set_one_reg(vcpu, uapi::KVM_REG_ID_AA64DFR0_EL1, &dfr0.to_le_bytes())
             .map_err(io_err("KVM_SET_ONE_REG(ID_AA64DFR0_EL1)"))?;
@@ -370,10 +351,15 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
         }
     }
 
-    /// Activates the realm once populated (and its RECs created): ACTIVATE_REALM for v9; from
-    /// v12 on the kernel activates on the first `KVM_RUN` (creating the RECs and initialising
-    /// RIPAS then), so nothing is issued and the backend counts the realm as active: populating
-    /// after it is refused without asking the kernel (which would answer `EBUSY` for good).
+    /// Ends the launch on the backend's side once populated: the kernel activates the realm on
+    /// the first `KVM_RUN` (`kvm_activate_realm`: creating the RECs and initialising RIPAS
+    /// then), so nothing is issued and the backend counts the realm as active: populating after
+    /// it is refused without asking the kernel (which would answer `EBUSY` for good).
+    ///
+    /// A realm needs an in-kernel vGIC: `kvm_activate_realm` answers the first `KVM_RUN` of a
+    /// VM without one with `EOPNOTSUPP`, and on v12 (11/46) only after marking the realm dead,
+    /// for good. When the ioctl layer can tell ([`CcaIoctl::in_kernel_vgic`]) and there is none,
+    /// this refuses with [`Error::WrongState`] and the realm stays populatable.
     pub fn activate(&mut self) -> Result<Activation, Error> {
         if self.state == RealmState::Active {
             return Err(Error::WrongState {
@@ -381,23 +367,17 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
                 reason: "the realm is already active",
             });
         }
-        if self.version != UapiVersion::EnableCap {
-            self.state = RealmState::Active;
-            return Ok(Activation::OnFirstRun);
-        }
-        if self.state != RealmState::New {
+        if self.io.in_kernel_vgic() == Some(false) {
             return Err(Error::WrongState {
                 op: "activate",
-                reason: "the realm was not created (call configure first)",
+                reason: "the VM has no in-kernel vGIC: create and initialise one \
+                         (KVM_CREATE_DEVICE, KVM_DEV_ARM_VGIC_CTRL_INIT) before the first KVM_RUN; \
+                         without it kvm_activate_realm refuses the run (and v12 leaves the realm \
+                         dead)",
             });
         }
-        self.enable_cap(
-            "KVM_CAP_ARM_RME_ACTIVATE_REALM",
-            uapi::KVM_CAP_ARM_RME_ACTIVATE_REALM,
-            RmeArg::None,
-        )?;
         self.state = RealmState::Active;
-        Ok(Activation::Activated)
+        Ok(Activation::OnFirstRun)
     }
 
     fn bounce(&mut self) -> Result<&mut SourceBuf, BackendError> {
@@ -460,9 +440,7 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
 
     /// One `KVM_ARM_RMI_POPULATE` (v12 and later) of `len` bytes at `gpa` from `src`.
     fn rmi_populate(&mut self, gpa: u64, len: u64, src: u64, measured: bool) -> Populated {
-        let Some(request) = self.version.populate_request() else {
-            return Populated::failed(0, BackendError::new(ErrorKind::Failed, "no populate ioctl"));
-        };
+        let request = self.version.populate_request();
         let mut args = KvmArmRmiPopulate {
             base: gpa,
             size: len,
@@ -508,6 +486,37 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
                          (KVM_SET_MEMORY_ATTRIBUTES) page by page (kvm_gmem_populate); before the \
                          realm exists, every SVE vCPU must also be finalized with one vector length",
                     ),
+                ),
+            ),
+            // v13/v14 (on 7.0/7.1, whose kvm_gmem_populate has no "already prepared" check):
+            // realm_data_map_init delegates the granule again, which fails for one already
+            // populated, and answers -ENXIO, as for a granule the RMM refuses or a dead realm.
+            Err(libc::ENXIO) if self.version.populate_in_out() => Populated::failed(
+                0,
+                err(
+                    libc::ENXIO,
+                    what(
+                        "ENXIO: the RMM refused the granule's delegation or data mapping, the \
+                         granule is already populated (realm_data_map_init delegates it again), \
+                         or the realm is dead",
+                    ),
+                ),
+            ),
+            Err(libc::ENXIO) => Populated::failed(
+                0,
+                err(
+                    libc::ENXIO,
+                    what(
+                        "ENXIO: the RMM refused the granule's delegation \
+                         (realm_create_protected_data_page), or the realm is dead",
+                    ),
+                ),
+            ),
+            Err(libc::EEXIST) => Populated::failed(
+                0,
+                err(
+                    libc::EEXIST,
+                    what("EEXIST: the granule is already populated (kvm_gmem_populate)"),
                 ),
             ),
             Err(errno) => Populated::failed(0, err(errno, what("refused"))),
@@ -604,122 +613,6 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
         }
         Populated::all(off)
     }
-
-    /// The v9 sub-commands work only on a created realm that is not yet active: the refusal
-    /// otherwise, for `what` at `gpa`. Once ACTIVATE_REALM is done nothing can be added to the
-    /// realm any more, so that refusal is unrecoverable.
-    fn legacy_refusal(&self, what: &str, gpa: u64) -> Option<Populated> {
-        if self.state == RealmState::New {
-            return None;
-        }
-        let e = BackendError::new(
-            ErrorKind::Failed,
-            format!("{what} {gpa:#x}: the realm must be created (configure) and not active"),
-        );
-        let active = self.state == RealmState::Active;
-        Some(Populated::failed(
-            0,
-            if active { e.unrecoverable() } else { e },
-        ))
-    }
-
-    fn populate_legacy(&mut self, chunk: &ChunkRequest<'_>, measured: bool) -> Populated {
-        if let Some(refused) = self.legacy_refusal("populating", chunk.gpa) {
-            return refused;
-        }
-        // The kernel reports no partial progress: issue one call per 2 MiB-aligned piece (its
-        // own internal step) so that what is reported done is exact.
-        let mut off = 0;
-        while off < chunk.len {
-            let gpa = chunk.gpa + off;
-            let to_boundary = HUGE_2M - gpa % HUGE_2M;
-            let n = (chunk.len - off).min(to_boundary).min(BOUNCE_SIZE as u64);
-            let staged = match chunk.source {
-                ChunkSource::Bytes(b) => b
-                    .get(off as usize..(off + n) as usize)
-                    .map(|s| self.io.write_shared_alias(gpa, s).map_err(|e| (e, "")))
-                    .unwrap_or(Err((libc::EINVAL, "source shorter than the chunk"))),
-                _ => match self.stage(chunk, off, n) {
-                    Ok(_) => match self.bounce.as_ref() {
-                        Some(b) => self
-                            .io
-                            .write_shared_alias(gpa, &b.as_slice()[..n as usize])
-                            .map_err(|e| (e, "")),
-                        None => Err((libc::ENOMEM, "no source buffer")),
-                    },
-                    Err(e) => return Populated::failed(off, e),
-                },
-            };
-            if let Err((errno, why)) = staged {
-                return Populated::failed(
-                    off,
-                    err(
-                        errno,
-                        format!("writing the shared alias at [{gpa:#x}..+{n:#x}) {why}"),
-                    ),
-                );
-            }
-            let mut args = ArmRmePopulateRealm {
-                base: gpa,
-                size: n,
-                flags: if measured {
-                    KVM_ARM_RME_POPULATE_FLAGS_MEASURE
-                } else {
-                    0
-                },
-                reserved: [0; 3],
-            };
-            if let Err(errno) = self.io.rme_enable_cap(
-                self.cap,
-                uapi::KVM_CAP_ARM_RME_POPULATE_REALM,
-                RmeArg::Populate(&mut args),
-            ) {
-                // v9 reports no progress: granules of this piece may be populated, and a retry
-                // or resume would populate them again. Unrecoverable: tear the realm down. Only
-                // a missing ioctl (ENOTTY and the like) certainly did nothing.
-                let e = err(
-                    errno,
-                    format!(
-                        "KVM_CAP_ARM_RME_POPULATE_REALM of [{gpa:#x}..+{n:#x}) failed; this kernel \
-                         version reports no progress, so granules of this range may be populated \
-                         (tear the realm down rather than resume)"
-                    ),
-                );
-                let unsupported = e.kind == ErrorKind::Unsupported;
-                return Populated::failed(off, if unsupported { e } else { e.unrecoverable() });
-            }
-            off += n;
-        }
-        Populated::all(off)
-    }
-
-    fn init_ripas_legacy(&mut self, chunk: &ChunkRequest<'_>) -> Populated {
-        if let Some(refused) = self.legacy_refusal("RIPAS init at", chunk.gpa) {
-            return refused;
-        }
-        let mut args = ArmRmeInitRipas {
-            base: chunk.gpa,
-            size: chunk.len,
-            reserved: [0; 2],
-        };
-        match self.io.rme_enable_cap(
-            self.cap,
-            uapi::KVM_CAP_ARM_RME_INIT_RIPAS_REALM,
-            RmeArg::InitRipas(&mut args),
-        ) {
-            Ok(()) => Populated::all(chunk.len),
-            Err(errno) => Populated::failed(
-                0,
-                err(
-                    errno,
-                    format!(
-                        "KVM_CAP_ARM_RME_INIT_RIPAS_REALM of [{:#x}..+{:#x})",
-                        chunk.gpa, chunk.len
-                    ),
-                ),
-            ),
-        }
-    }
 }
 
 impl<I: CcaIoctl> Backend for CcaBackend<'_, I> {
@@ -730,22 +623,9 @@ impl<I: CcaIoctl> Backend for CcaBackend<'_, I> {
         }
     }
 
-    /// v12 and later: `KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)` over the range, as
-    /// `kvm_gmem_populate` refuses (EINVAL) every page that is not private. v9 never gets here
-    /// (its caps say `ByPopulate`).
+    /// `KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)` over the range, as `kvm_gmem_populate` refuses
+    /// (EINVAL) every page that is not private.
     fn make_private(&mut self, gpa: u64, len: u64) -> Populated {
-        if !self.version.gmem_populate() {
-            return Populated::failed(
-                0,
-                BackendError::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "[{gpa:#x}..+{len:#x}): {} populates from the shared alias; nothing to convert",
-                        self.version
-                    ),
-                ),
-            );
-        }
         match self.io.set_private(gpa, len) {
             Ok(()) => Populated::all(len),
             Err(errno) => Populated::failed(
@@ -771,11 +651,8 @@ impl<I: CcaIoctl> Backend for CcaBackend<'_, I> {
         let measured = match chunk.role {
             Role::Measured => true,
             Role::Unmeasured => false,
-            Role::Ripas if self.version == UapiVersion::EnableCap => {
-                return self.init_ripas_legacy(chunk)
-            }
             // The kernel initialises RIPAS RAM over every guest_memfd memslot at the first
-            // KVM_RUN from v12 on (v12 21/46, v13 25/48, v14 27/44): nothing to issue.
+            // KVM_RUN (v12 21/46, v13 25/48, v14 27/44): nothing to issue.
             Role::Ripas => return Populated::all(chunk.len),
             role => {
                 return Populated::failed(
@@ -790,10 +667,6 @@ impl<I: CcaIoctl> Backend for CcaBackend<'_, I> {
                 )
             }
         };
-        if self.version == UapiVersion::EnableCap {
-            self.populate_legacy(chunk, measured)
-        } else {
-            self.populate_rmi(chunk, measured)
-        }
+        self.populate_rmi(chunk, measured)
     }
 }

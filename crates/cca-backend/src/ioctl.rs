@@ -4,21 +4,17 @@
 use std::fmt;
 
 use crate::uapi::{
-    self, ArmRmeConfig, ArmRmeInitRipas, ArmRmePopulateRealm, KvmArmRmiPopulate,
-    KVM_CAP_ARM_RME_V9, KVM_CAP_ARM_RMI_V12, KVM_CAP_ARM_RMI_V13, KVM_CAP_ARM_RMI_V14,
+    self, KvmArmRmiPopulate, KVM_CAP_ARM_RMI_V12, KVM_CAP_ARM_RMI_V13, KVM_CAP_ARM_RMI_V14,
 };
 use crate::{Error, RmmVersion};
 
 /// Which version of the Arm CCA KVM series' user ABI to speak. Deployed kernels carry different
 /// versions, so the caller selects one; [`UapiVersion::default`] is the newest. Only versions
-/// whose numbers were read in their own patches are offered; [`UapiVersion::from_series`]
-/// refuses the others by name.
+/// whose numbers were read in their own patches and whose launch the crate follows whole are
+/// offered; [`UapiVersion::from_series`] refuses the others by name. v9 (the
+/// `KVM_ENABLE_CAP(KVM_CAP_ARM_RME)` form) was dropped: see [`UapiVersion::from_series`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum UapiVersion {
-    /// v9, the `KVM_ENABLE_CAP(KVM_CAP_ARM_RME = 243)` form: CONFIG_REALM, CREATE_REALM,
-    /// INIT_RIPAS_REALM, POPULATE_REALM from the memslot's shared alias, ACTIVATE_REALM.
-    /// Populate reports no partial progress.
-    EnableCap,
     /// v12: `KVM_ARM_RMI_POPULATE` (`_IOW`) returning the bytes populated; realm created on
     /// first populate, RECs, RIPAS and activation on the first `KVM_RUN`.
     V12,
@@ -31,38 +27,46 @@ pub enum UapiVersion {
 }
 
 impl UapiVersion {
-    /// The version a kernel series number (`v<N>`) speaks. Versions whose capability number
-    /// this crate could not read in their patches (v5 to v8, v10, v11, and anything after v14)
-    /// are refused with [`Error::UnsupportedVersion`].
+    /// The version a kernel series number (`v<N>`) speaks. Refused with
+    /// [`Error::UnsupportedVersion`]: v9 (dropped: a 2025 series no current host runs, whose
+    /// launch the crate never made whole: it created no REC, applied none of the debug, SVE and
+    /// PMU parameters to the vCPUs, and its capability number 243 is mainline 6.18's
+    /// `KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED`), versions whose capability number this crate
+    /// could not read in their patches (v5 to v8, v10, v11), and anything after v14 (v15 and
+    /// v16 need guest_memfd's per-file conversion).
     ///
     /// ```
     /// use cca_backend::{Error, UapiVersion};
     /// assert_eq!(UapiVersion::from_series(14)?, UapiVersion::V14);
     /// assert!(matches!(UapiVersion::from_series(11), Err(Error::UnsupportedVersion { series: 11, .. })));
+    /// assert!(matches!(UapiVersion::from_series(9), Err(Error::UnsupportedVersion { series: 9, .. })));
     /// # Ok::<(), Error>(())
     /// ```
     pub fn from_series(n: u32) -> Result<UapiVersion, Error> {
         match n {
-            9 => Ok(UapiVersion::EnableCap),
             12 => Ok(UapiVersion::V12),
             13 => Ok(UapiVersion::V13),
             14 => Ok(UapiVersion::V14),
+            9 => Err(Error::UnsupportedVersion {
+                series: n,
+                reason: "v9 (KVM_ENABLE_CAP, capability 243) was dropped: no current host runs \
+                         it, its REC creation and vCPU parameters were never implemented, and \
+                         mainline 6.18+ gives 243 to KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED",
+            }),
             5..=8 | 10 | 11 => Err(Error::UnsupportedVersion {
                 series: n,
-                reason:
-                    "its KVM_CAP_ARM_RME number differs from v9's and was not read in its patches",
+                reason: "its capability number was not read in its patches",
             }),
             _ => Err(Error::UnsupportedVersion {
                 series: n,
-                reason: "this crate knows v9, v12, v13 and v14 of the series",
+                reason: "this crate knows v12, v13 and v14 of the series",
             }),
         }
     }
 
-    /// The capability number the version's own patches give (v9 243, v12 247, v13 248, v14 249).
+    /// The capability number the version's own patches give (v12 247, v13 248, v14 249).
     pub fn series_cap(self) -> u32 {
         match self {
-            UapiVersion::EnableCap => KVM_CAP_ARM_RME_V9,
             UapiVersion::V12 => KVM_CAP_ARM_RMI_V12,
             UapiVersion::V13 => KVM_CAP_ARM_RMI_V13,
             UapiVersion::V14 => KVM_CAP_ARM_RMI_V14,
@@ -74,34 +78,38 @@ impl UapiVersion {
         matches!(self, UapiVersion::V13 | UapiVersion::V14)
     }
 
-    /// Whether this version populates through `kvm_gmem_populate` (v12 and later), which needs
-    /// the range private (`KVM_SET_MEMORY_ATTRIBUTES`) first.
-    pub fn gmem_populate(self) -> bool {
-        self != UapiVersion::EnableCap
-    }
-
-    /// The `KVM_ARM_RMI_POPULATE` request number (`None` for [`UapiVersion::EnableCap`]).
-    pub fn populate_request(self) -> Option<u64> {
+    /// The `KVM_ARM_RMI_POPULATE` request this version speaks.
+    pub fn populate_request(self) -> PopulateRequest {
         match self {
-            UapiVersion::EnableCap => None,
-            UapiVersion::V12 => Some(uapi::KVM_ARM_RMI_POPULATE_V12),
-            UapiVersion::V13 | UapiVersion::V14 => Some(uapi::KVM_ARM_RMI_POPULATE_V13),
+            UapiVersion::V12 => PopulateRequest::V12,
+            UapiVersion::V13 | UapiVersion::V14 => PopulateRequest::V13,
         }
     }
 
-    /// The RMM version the series version targets, whose measurement rules its realms'
-    /// RIMs follow: v9 and v12 RMM 1.0 (the v12 cover letter: "this series is still targetting
-    /// RMM v1.0"), v13 and v14 RMM 2.0.
+    /// The RIM rule sets ([`RmmVersion`]) a firmware this series version runs on may follow,
+    /// the one its firmware branch had first. Which one applies is a property of the firmware
+    /// build, not of the series, so [`MeasureOptions::for_series`](crate::MeasureOptions::for_series)
+    /// takes it as a separate choice:
+    ///
+    /// - v12 targets RMM 1.0 (its cover letter: "this series is still targetting RMM v1.0"):
+    ///   RTT_INIT_RIPAS measured.
+    /// - v13 targets an RMM 2.0 draft, but its firmware branch predates TF-RMM commit
+    ///   `bdb07f46` (2026-04-28, "feat(runtime): align RMI_RTT_INIT_RIPAS to RMMv2.0"), which
+    ///   stopped measuring RTT_INIT_RIPAS: a v13 host measures RIPAS ([`RmmVersion::V1_0`]
+    ///   rules) on that branch, and not ([`RmmVersion::V2_0`]) on a TF-RMM from that commit on.
+    /// - v14 targets RMM v2.0-bet1, whose TF-RMM runtime (read at `9a7f8ef4`) has no RIPAS
+    ///   measurement.
     ///
     /// ```
     /// use cca_backend::{RmmVersion, UapiVersion};
-    /// assert_eq!(UapiVersion::V12.rmm(), RmmVersion::V1_0);
-    /// assert_eq!(UapiVersion::V14.rmm(), RmmVersion::V2_0);
+    /// assert_eq!(UapiVersion::V12.rmm_rules(), &[RmmVersion::V1_0]);
+    /// assert_eq!(UapiVersion::V13.rmm_rules(), &[RmmVersion::V1_0, RmmVersion::V2_0]);
     /// ```
-    pub fn rmm(self) -> RmmVersion {
+    pub fn rmm_rules(self) -> &'static [RmmVersion] {
         match self {
-            UapiVersion::EnableCap | UapiVersion::V12 => RmmVersion::V1_0,
-            UapiVersion::V13 | UapiVersion::V14 => RmmVersion::V2_0,
+            UapiVersion::V12 => &[RmmVersion::V1_0],
+            UapiVersion::V13 => &[RmmVersion::V1_0, RmmVersion::V2_0],
+            UapiVersion::V14 => &[RmmVersion::V2_0],
         }
     }
 
@@ -115,7 +123,6 @@ impl UapiVersion {
 impl fmt::Display for UapiVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            UapiVersion::EnableCap => "v9 (KVM_ENABLE_CAP)",
             UapiVersion::V12 => "v12",
             UapiVersion::V13 => "v13",
             UapiVersion::V14 => "v14",
@@ -123,17 +130,43 @@ impl fmt::Display for UapiVersion {
     }
 }
 
-/// The argument of a `KVM_ENABLE_CAP(KVM_CAP_ARM_RME)` sub-command (`args[1]`).
-#[derive(Debug)]
-pub enum RmeArg<'a> {
-    /// No argument (CREATE_REALM, ACTIVATE_REALM).
-    None,
-    /// CONFIG_REALM.
-    Config(&'a mut ArmRmeConfig),
-    /// INIT_RIPAS_REALM.
-    InitRipas(&'a mut ArmRmeInitRipas),
-    /// POPULATE_REALM.
-    Populate(&'a mut ArmRmePopulateRealm),
+/// A `KVM_ARM_RMI_POPULATE` request, as the series versions number it. The only request numbers
+/// [`CcaIoctl::rmi_populate`] can be asked to issue: the crate never forwards a number a caller
+/// made up (issue 22, item 5), so safe code cannot make [`KvmCcaIoctl`] issue an arbitrary
+/// ioctl on the VM fd.
+///
+/// ```
+/// use cca_backend::{PopulateRequest, UapiVersion};
+/// assert_eq!(UapiVersion::V12.populate_request().number(), 0x4020_AED7);
+/// assert_eq!(PopulateRequest::V13.number(), 0xC020_AED7);
+/// ```
+///
+/// A number is not a request:
+///
+/// ```compile_fail
+/// use cca_backend::{uapi::KvmArmRmiPopulate, CcaIoctl, KvmCcaIoctl};
+/// fn forward(io: &mut KvmCcaIoctl<'_>) {
+///     let mut args = KvmArmRmiPopulate::default();
+///     let _ = io.rmi_populate(0xC008_AE67, &mut args); // any other VM ioctl: does not compile
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PopulateRequest {
+    /// v12 06/46: `_IOW(KVMIO, 0xd7, struct kvm_arm_rmi_populate)`, returns the bytes done.
+    V12,
+    /// v13 11/48, v14 13/44: `_IOWR(KVMIO, 0xd7, struct kvm_arm_rmi_populate)`, in/out.
+    V13,
+}
+
+impl PopulateRequest {
+    /// The ioctl request number ([`uapi::KVM_ARM_RMI_POPULATE_V12`] or
+    /// [`uapi::KVM_ARM_RMI_POPULATE_V13`]).
+    pub fn number(self) -> u64 {
+        match self {
+            PopulateRequest::V12 => uapi::KVM_ARM_RMI_POPULATE_V12,
+            PopulateRequest::V13 => uapi::KVM_ARM_RMI_POPULATE_V13,
+        }
+    }
 }
 
 /// Every CCA ioctl the backend issues. The real implementation is [`KvmCcaIoctl`]; tests use a
@@ -142,16 +175,13 @@ pub enum RmeArg<'a> {
 /// Errors are the ioctl's errno (positive). vCPUs are numbered in the order the VMM created
 /// them (index 0 is the boot vCPU, the only runnable REC).
 pub trait CcaIoctl {
-    /// VM ioctl `KVM_ARM_RMI_POPULATE` with request number `request`; the ioctl's return value
-    /// (bytes populated for v12, 0 from v13 on, when the kernel advanced `args`).
-    fn rmi_populate(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32>;
-
-    /// `KVM_ENABLE_CAP` with `cap`, `args[0] = sub` and `args[1]` pointing at `arg`.
-    fn rme_enable_cap(&mut self, cap: u32, sub: u64, arg: RmeArg<'_>) -> Result<(), i32>;
-
-    /// Writes `bytes` into the memslot's shared (userspace) alias at `gpa`: v9 populates from
-    /// there.
-    fn write_shared_alias(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), i32>;
+    /// VM ioctl `KVM_ARM_RMI_POPULATE` as `request` numbers it; the ioctl's return value (bytes
+    /// populated for v12, 0 from v13 on, when the kernel advanced `args`).
+    fn rmi_populate(
+        &mut self,
+        request: PopulateRequest,
+        args: &mut KvmArmRmiPopulate,
+    ) -> Result<i32, i32>;
 
     /// VM ioctl `KVM_SET_MEMORY_ATTRIBUTES` with `KVM_MEMORY_ATTRIBUTE_PRIVATE` over
     /// `[gpa, gpa + len)`. The default refuses with `ENOTTY` (a layer that cannot convert).
@@ -183,17 +213,22 @@ pub trait CcaIoctl {
         let _ = (vcpu, feature);
         Err(libc::ENOTTY)
     }
+
+    /// Whether the VM has an in-kernel vGIC, which `kvm_activate_realm` requires at the first
+    /// `KVM_RUN`: `Some(false)` if it certainly has none, `None` if this layer cannot tell (the
+    /// default).
+    fn in_kernel_vgic(&self) -> Option<bool> {
+        None
+    }
 }
 
 impl<T: CcaIoctl + ?Sized> CcaIoctl for &mut T {
-    fn rmi_populate(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+    fn rmi_populate(
+        &mut self,
+        request: PopulateRequest,
+        args: &mut KvmArmRmiPopulate,
+    ) -> Result<i32, i32> {
         (**self).rmi_populate(request, args)
-    }
-    fn rme_enable_cap(&mut self, cap: u32, sub: u64, arg: RmeArg<'_>) -> Result<(), i32> {
-        (**self).rme_enable_cap(cap, sub, arg)
-    }
-    fn write_shared_alias(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), i32> {
-        (**self).write_shared_alias(gpa, bytes)
     }
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
         (**self).set_private(gpa, len)
@@ -210,11 +245,10 @@ impl<T: CcaIoctl + ?Sized> CcaIoctl for &mut T {
     fn vcpu_finalize(&mut self, vcpu: usize, feature: i32) -> Result<(), i32> {
         (**self).vcpu_finalize(vcpu, feature)
     }
+    fn in_kernel_vgic(&self) -> Option<bool> {
+        (**self).in_kernel_vgic()
+    }
 }
-
-/// Writes bytes into the shared alias of guest memory at a guest-physical address (the VMM's
-/// mapping of the memslot's `userspace_addr`), for [`UapiVersion::EnableCap`] populate.
-pub type SharedAliasWriter<'v> = Box<dyn FnMut(u64, &[u8]) -> std::io::Result<()> + 'v>;
 
 /// The real ioctls, on a realm VM's fd and its vCPUs' fds. The ioctls are issued on arm64 hosts
 /// only; elsewhere every call fails with `ENOTTY` without reaching the kernel (the numbers may
@@ -224,7 +258,7 @@ pub struct KvmCcaIoctl<'v> {
     vm: &'v kvm_ioctls::VmFd,
     #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     vcpus: &'v [kvm_ioctls::VcpuFd],
-    shared: Option<SharedAliasWriter<'v>>,
+    vgic: Option<&'v kvm_ioctls::DeviceFd>,
 }
 
 impl<'v> KvmCcaIoctl<'v> {
@@ -233,7 +267,7 @@ impl<'v> KvmCcaIoctl<'v> {
         KvmCcaIoctl {
             vm,
             vcpus: &[],
-            shared: None,
+            vgic: None,
         }
     }
 
@@ -246,9 +280,12 @@ impl<'v> KvmCcaIoctl<'v> {
         self
     }
 
-    /// Sets how to write the memslot's shared alias (needed for [`UapiVersion::EnableCap`]).
-    pub fn with_shared_alias(mut self, writer: SharedAliasWriter<'v>) -> Self {
-        self.shared = Some(writer);
+    /// The VM's in-kernel vGIC (the `KVM_CREATE_DEVICE` fd of `KVM_DEV_TYPE_ARM_VGIC_V3`),
+    /// which a realm needs at the first `KVM_RUN`. Without it
+    /// [`CcaIoctl::in_kernel_vgic`] says it cannot tell, and
+    /// [`CcaBackend::activate`](crate::CcaBackend::activate) cannot check.
+    pub fn with_vgic(mut self, vgic: &'v kvm_ioctls::DeviceFd) -> Self {
+        self.vgic = Some(vgic);
         self
     }
 
@@ -259,16 +296,25 @@ impl<'v> KvmCcaIoctl<'v> {
 }
 
 impl CcaIoctl for KvmCcaIoctl<'_> {
-    fn rmi_populate(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+    fn rmi_populate(
+        &mut self,
+        request: PopulateRequest,
+        args: &mut KvmArmRmiPopulate,
+    ) -> Result<i32, i32> {
         #[cfg(target_arch = "aarch64")]
         {
             // SAFETY: `args` is a valid, exclusively borrowed `struct kvm_arm_rmi_populate`
             // (32 bytes, layout pinned in `uapi` tests) that outlives the call; the kernel reads
             // it and, from v13 on, writes the same 32 bytes back. `source_uaddr` points at memory
             // the caller keeps alive for the call (the backend's borrowed chunk or its bounce
-            // buffer); the kernel only reads it.
+            // buffer); the kernel only reads it. The request is one of the two
+            // `KVM_ARM_RMI_POPULATE` numbers (`PopulateRequest`), whose argument is that struct.
             let ret = unsafe {
-                vmm_sys_util::ioctl::ioctl_with_mut_ref(self.vm, request as libc::c_ulong, args)
+                vmm_sys_util::ioctl::ioctl_with_mut_ref(
+                    self.vm,
+                    request.number() as libc::c_ulong,
+                    args,
+                )
             };
             if ret < 0 {
                 return Err(vmm_sys_util::errno::Error::last().errno());
@@ -279,36 +325,6 @@ impl CcaIoctl for KvmCcaIoctl<'_> {
         {
             let _ = (request, args);
             Err(libc::ENOTTY)
-        }
-    }
-
-    fn rme_enable_cap(&mut self, cap: u32, sub: u64, arg: RmeArg<'_>) -> Result<(), i32> {
-        let ptr = match arg {
-            RmeArg::None => 0,
-            RmeArg::Config(c) => c as *mut ArmRmeConfig as u64,
-            RmeArg::InitRipas(r) => r as *mut ArmRmeInitRipas as u64,
-            RmeArg::Populate(p) => p as *mut ArmRmePopulateRealm as u64,
-        };
-        #[cfg(target_arch = "aarch64")]
-        {
-            let enable = kvm_bindings::kvm_enable_cap {
-                cap,
-                args: [sub, ptr, 0, 0],
-                ..Default::default()
-            };
-            self.vm.enable_cap(&enable).map_err(|e| e.errno())
-        }
-        #[cfg(not(target_arch = "aarch64"))]
-        {
-            let _ = (cap, sub, ptr);
-            Err(libc::ENOTTY)
-        }
-    }
-
-    fn write_shared_alias(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), i32> {
-        match self.shared.as_mut() {
-            Some(w) => w(gpa, bytes).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)),
-            None => Err(libc::EFAULT),
         }
     }
 
@@ -333,6 +349,10 @@ impl CcaIoctl for KvmCcaIoctl<'_> {
 
     fn vcpu_count(&self) -> usize {
         self.vcpus.len()
+    }
+
+    fn in_kernel_vgic(&self) -> Option<bool> {
+        self.vgic.map(|_| true)
     }
 
     fn vcpu_get_one_reg(&mut self, vcpu: usize, id: u64, value: &mut [u8]) -> Result<(), i32> {
@@ -392,7 +412,7 @@ pub enum CapSource {
 /// What probing found: CCA realms are available through this capability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Probe {
-    /// The capability number (`KVM_CAP_ARM_RMI`, or `KVM_CAP_ARM_RME` for v9).
+    /// The capability number (`KVM_CAP_ARM_RMI`).
     pub cap: u32,
     /// Where the number came from.
     pub cap_source: CapSource,
@@ -405,8 +425,11 @@ pub struct Probe {
 /// ([`UapiVersion::series_cap`]). On a host that is not arm64 nothing is asked of the kernel
 /// (capability numbers of an out-of-tree series may mean something else there).
 ///
-/// A positive answer says the number answers, not which series it belongs to: v9's 243 is
-/// mainline 6.18's `KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED`. Creating the realm VM
+/// A positive answer says the number answers, not which series it belongs to (mainline reuses
+/// numbers the out-of-tree series once took: 6.18 gives 243, v9's, to
+/// `KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED`, 7.3 gives 251 to `KVM_CAP_ARM_PMU_V3_STRICT`; v12 to
+/// v14's 247-249 are s390-only capabilities in mainline 7.3, `KVM_CAP_S390_KEYOP`,
+/// `_VSIE_ESAMODE`, `_HPAGE_2G`, which arm64 answers 0). Creating the realm VM
 /// ([`UapiVersion::realm_vm_type`]) is the decisive check: a kernel without the series (or of
 /// another version: v14 moved the type bit) refuses it with `EINVAL`.
 ///

@@ -6,9 +6,8 @@
 //! - [`CcaBackend`] implements [`cc_populate::Backend`] over a [`CcaIoctl`] layer
 //!   ([`KvmCcaIoctl`] on a VM fd and its vCPU fds, or `testing::KernelModel` (feature `test-utils`)), speaking the
 //!   series version the caller selects ([`UapiVersion`]: v14 and v13 in/out populate, v12
-//!   bytes-returned populate, both after `KVM_SET_MEMORY_ATTRIBUTES`, or v9's `KVM_ENABLE_CAP`
-//!   sub-commands), with the launch steps around populate ([`CcaBackend::configure`],
-//!   [`CcaBackend::activate`]).
+//!   bytes-returned populate, both after `KVM_SET_MEMORY_ATTRIBUTES`; v9 was dropped), with
+//!   the launch steps around populate ([`CcaBackend::configure`], [`CcaBackend::activate`]).
 //! - [`measure`] computes the RIM of a plan for a realm's [`RealmParams`] and [`RecParams`]
 //!   (SHA-256 and SHA-512) under the RMM 1.0 or 2.0 rules ([`RmmVersion`]) in the launch
 //!   order of the series ([`MeasureOrder`], through [`measure_with_options`]), via
@@ -18,7 +17,9 @@
 //! Populating a realm on v14 (the VM fd, memslots and vCPUs are the VMM's). The order matters:
 //! the kernel creates the realm at the first populate and reads its SVE and debug parameters
 //! from the vCPUs then, so every vCPU exists and is configured (finalized) before the run;
-//! the realm is activated, and can no longer be populated, at the first `KVM_RUN`.
+//! the realm is activated, and can no longer be populated, at the first `KVM_RUN`, which
+//! needs an in-kernel vGIC (without one v12 leaves the realm dead). The breakpoint count is the
+//! host's: the kernel refuses any change of `ID_AA64DFR0_EL1.BRPs`.
 //!
 //! ```no_run
 //! use cc_populate::{Driver, MemoryLayout, Memslot, PlanBuilder, Role};
@@ -31,6 +32,13 @@
 //! // 2. guest_memfd memslots (KVM_SET_USER_MEMORY_REGION2 with KVM_MEM_GUEST_MEMFD) here.
 //! // 3. Every vCPU, KVM_ARM_VCPU_INIT with PSCI 0.2 (and SVE if the realm has it).
 //! let vcpus = vec![vm.create_vcpu(0)?, vm.create_vcpu(1)?];
+//! // 4. The in-kernel vGIC (GICv3), initialised (KVM_DEV_ARM_VGIC_CTRL_INIT) before KVM_RUN.
+//! let mut gic = kvm_bindings::kvm_create_device {
+//!     type_: kvm_bindings::kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
+//!     fd: 0,
+//!     flags: 0,
+//! };
+//! let vgic = vm.create_device(&mut gic)?;
 //! let layout = MemoryLayout::new(&[Memslot { slot: 0, gpa: 0, size: 1 << 30 }])?;
 //! let firmware = std::fs::read("QEMU_EFI.fd")?;
 //! let plan = PlanBuilder::new()
@@ -38,29 +46,35 @@
 //!     .source(0, Role::Measured, &firmware)
 //!     .build(&CCA_CAPS, &layout)?;
 //! let mut realm = RealmParams::new(HashAlgo::Sha256, 40);
-//! realm.num_bps = 4;
-//! let io = KvmCcaIoctl::new(&vm).with_vcpus(&vcpus);
+//! // The breakpoint count is the host's (the kernel refuses to change it); watchpoints may be
+//! // lowered.
+//! let mut b = [0u8; 8];
+//! vcpus[0].get_one_reg(cca_backend::uapi::KVM_REG_ID_AA64DFR0_EL1, &mut b)?;
+//! realm.set_debug_from_id_aa64dfr0(u64::from_le_bytes(b));
+//! realm.num_wps = 2;
+//! let io = KvmCcaIoctl::new(&vm).with_vcpus(&vcpus).with_vgic(&vgic);
 //! let mut backend = CcaBackend::new(io, &found);
-//! // 4. Debug counts and SVE length onto the vCPUs (and SVE finalized).
+//! // 5. Debug counts and SVE length onto the vCPUs (and SVE finalized).
 //! backend.configure(&realm)?;
-//! // 5. Made private (KVM_SET_MEMORY_ATTRIBUTES), then populated; resumable after a stop.
+//! // 6. Made private (KVM_SET_MEMORY_ATTRIBUTES), then populated; resumable after a stop.
 //! let report = Driver::new(&mut backend).run(&plan)?;
 //! assert!(report.is_complete());
-//! // 6. Nothing to issue: the first KVM_RUN activates the realm.
+//! // 7. Nothing to issue: the first KVM_RUN activates the realm (refused here without a vGIC).
 //! backend.activate()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! The expected RIM of the same launch, for a verifier (no KVM needed): the same plan and
-//! realm parameters, one [`RecParams`] per vCPU (only vCPU 0 runnable: the kernel creates the
-//! RECs so), measured with the RMM version and order of the series version
-//! ([`MeasureOptions::for_series`]: v12 RMM 1.0 in the v12 kernel's order, v13/v14 RMM 2.0):
+//! realm parameters, one [`RecParams`] per vCPU in creation order (only vCPU id 0 runnable: the
+//! kernel creates the RECs so), measured in the series' order under the rules of the RMM the
+//! host's firmware follows ([`MeasureOptions::for_series`]; the rules are the firmware
+//! build's, [`UapiVersion::rmm_rules`]):
 //!
 //! ```
 //! use cc_populate::{MemoryLayout, PlanBuilder, Role};
 //! use cca_backend::{
-//!     measure_with_options, HashAlgo, MeasureOptions, RealmParams, RecParams, UapiVersion,
-//!     CCA_CAPS,
+//!     measure_with_options, HashAlgo, MeasureOptions, RealmParams, RecParams, RmmVersion,
+//!     UapiVersion, CCA_CAPS,
 //! };
 //!
 //! let firmware = vec![0x14u8; 64 << 10];
@@ -69,12 +83,12 @@
 //!     .source(0, Role::Measured, &firmware)
 //!     .build(&CCA_CAPS, &MemoryLayout::unbounded())?;
 //! let mut realm = RealmParams::new(HashAlgo::Sha256, 40);
-//! realm.num_bps = 4;
+//! realm.set_debug_from_id_aa64dfr0(0x0030_5006); // as read from the host's vCPU
 //! let vcpus = [
 //!     RecParams { pc: 0, gprs: [0; 8], runnable: true },
 //!     RecParams { pc: 0, gprs: [0; 8], runnable: false },
 //! ];
-//! let rim = measure_with_options(&plan, &realm, &vcpus, &MeasureOptions::for_series(UapiVersion::V14))?;
+//! let rim = measure_with_options(&plan, &realm, &vcpus, &MeasureOptions::for_series(UapiVersion::V14, RmmVersion::V2_0))?;
 //! println!("RIM {rim}");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -96,12 +110,11 @@ pub mod testing;
 pub mod uapi;
 
 pub use backend::{
-    cca_caps, Activation, CcaBackend, InPlaceStager, RealmState, BOUNCE_SIZE, CCA_CAPS, CCA_CAPS_V9,
+    cca_caps, Activation, CcaBackend, InPlaceStager, RealmState, BOUNCE_SIZE, CCA_CAPS,
 };
 pub use error::Error;
 pub use ioctl::{
-    probe, probe_with, CapSource, CcaIoctl, KvmCcaIoctl, Probe, RmeArg, SharedAliasWriter,
-    UapiVersion,
+    probe, probe_with, CapSource, CcaIoctl, KvmCcaIoctl, PopulateRequest, Probe, UapiVersion,
 };
 pub use measure::{
     data_descriptor, hash, measure, measure_with, rec_descriptor, ripas_descriptor, Measurement,

@@ -445,19 +445,18 @@ impl RimDigest {
 ///
 /// | series | who orders | order | policy |
 /// |---|---|---|---|
-/// | v9 ([`UapiVersion::EnableCap`]) | the VMM, one `KVM_ENABLE_CAP` per step | as issued | [`Planned`](Self::Planned) |
 /// | v12 | the kernel | REALM_CREATE, DATA in populate order, RECs at the first `KVM_RUN`, then RTT_INIT_RIPAS of the memslots | [`SeriesV12`](Self::SeriesV12) |
-/// | v13, v14 (RMM 2.0) | the kernel | REALM_CREATE, DATA in populate order, RECs at the first `KVM_RUN`; RIPAS is not measured | [`Planned`](Self::Planned) with [`RmmVersion::V2_0`] gives the same RIM |
+/// | v13, v14 | the kernel | REALM_CREATE, DATA in populate order, RECs at the first `KVM_RUN`, then RTT_INIT_RIPAS of the memslots | [`SeriesV12`](Self::SeriesV12) (the same order); with [`RmmVersion::V2_0`] rules (RIPAS not measured) [`Planned`](Self::Planned) gives the same RIM |
 ///
 /// Like the SNP VMSA placement, the policy is the verifier's statement of how the launch was
-/// made; the plan alone does not say. [`MeasureOptions::for_series`] picks it (and the RMM
-/// version) from the series version.
+/// made; the plan alone does not say. [`MeasureOptions::for_series`] picks it from the series
+/// version and the RMM rules, which the firmware build decides.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum MeasureOrder {
     /// REALM_CREATE, then the plan's regions in its order (ripas regions RTT_INIT_RIPAS where
     /// they stand, data regions DATA_CREATE), then the RECs in the order given (only runnable
-    /// ones extend the RIM). The order the backend issues the steps in with the
-    /// `KVM_ENABLE_CAP` sub-commands of series v9.
+    /// ones extend the RIM). The order of a VMM that issues each step itself (no supported
+    /// series does; plan files that name no order).
     #[default]
     Planned,
     /// The order a series v12 kernel picks, whatever the VMM's order:
@@ -467,9 +466,10 @@ pub enum MeasureOrder {
     /// 2. DATA_CREATE of the plan's data regions, in the plan's order (the populate calls;
     ///    20/46 "Allow populating initial contents");
     /// 3. at the first `KVM_RUN` (`kvm_activate_realm`, 11/46 "Activate realm on first VCPU
-    ///    run"), one REC per vCPU in vCPU order, only vCPU 0 runnable (`kvm_create_rec`: `if
-    ///    (vcpu->vcpu_id == 0) params->flags |= REC_PARAMS_FLAG_RUNNABLE`, 12/46 "Allocate/free
-    ///    RECs to match vCPUs"): `recs` must list every vCPU with only the first runnable;
+    ///    run"), one REC per vCPU in creation order, only the vCPU with id 0 runnable
+    ///    (`kvm_create_rec`: `if (vcpu->vcpu_id == 0) params->flags |= REC_PARAMS_FLAG_RUNNABLE`,
+    ///    12/46 "Allocate/free RECs to match vCPUs"): `recs` must list every vCPU with exactly
+    ///    one runnable;
     /// 4. then RTT_INIT_RIPAS over every guest_memfd memslot (`set_ripas_of_protected_regions`
     ///    → `realm_init_ipa_state` → `ripas_change`, 21/46 "Set RIPAS of initial memslots"):
     ///    the plan's ripas regions are those memslots, in the order the kernel walks them
@@ -519,25 +519,30 @@ pub struct MeasureOptions<'r> {
 }
 
 impl MeasureOptions<'static> {
-    /// The options a realm launched by the CCA KVM series `version` is measured with: its
-    /// RMM's rules ([`UapiVersion::rmm`]) in the order its kernel issues the RMI calls.
+    /// The options a realm launched by the CCA KVM series `version` on a firmware following
+    /// `rmm`'s rules is measured with: the order its kernel issues the RMI calls in, and `rmm`.
     ///
-    /// | `version` | [`rmm`](Self::rmm) | [`order`](Self::order) |
-    /// |---|---|---|
-    /// | [`UapiVersion::EnableCap`] (v9) | [`RmmVersion::V1_0`] | [`MeasureOrder::Planned`]: the VMM issues each step |
-    /// | [`UapiVersion::V12`] | [`RmmVersion::V1_0`] | [`MeasureOrder::SeriesV12`]: the kernel's order |
-    /// | [`UapiVersion::V13`], [`UapiVersion::V14`] | [`RmmVersion::V2_0`] | [`MeasureOrder::Planned`]: DATA in populate order, then the RECs; RIPAS unmeasured |
+    /// The RMM rules are a separate choice because they belong to the firmware build, not the
+    /// series: TF-RMM stopped measuring RTT_INIT_RIPAS at commit `bdb07f46` (2026-04-28), after
+    /// v13's firmware branch. [`UapiVersion::rmm_rules`] lists the choices per series: v12
+    /// [`RmmVersion::V1_0`]; v13 [`RmmVersion::V1_0`] on its own firmware branch,
+    /// [`RmmVersion::V2_0`] on a TF-RMM from `bdb07f46` on; v14 [`RmmVersion::V2_0`].
+    ///
+    /// | `version` | [`order`](Self::order) |
+    /// |---|---|
+    /// | any, with [`RmmVersion::V1_0`] | [`MeasureOrder::SeriesV12`]: the kernel's order (RECs, then RIPAS of each memslot minus what was populated) |
+    /// | any, with [`RmmVersion::V2_0`] | [`MeasureOrder::Planned`]: DATA in populate order, then the RECs; RIPAS unmeasured (the v12 order gives the same RIM) |
     ///
     /// This is the one way for a VMM to get the RIM its launch will have: the same plan, the
     /// realm parameters it gives [`CcaBackend::configure`](crate::CcaBackend::configure), and
-    /// one [`RecParams`] per vCPU in vCPU order (for v12-v14 only vCPU 0 runnable: the kernel's
-    /// `kvm_create_rec` makes only vCPU 0's REC runnable).
+    /// one [`RecParams`] per vCPU in creation order, runnable only the one whose id is 0 (the
+    /// kernel's `kvm_create_rec` makes only that REC runnable).
     ///
     /// ```
     /// use cc_populate::{MemoryLayout, PlanBuilder, Role};
     /// use cca_backend::{
-    ///     measure_with_options, HashAlgo, MeasureOptions, RealmParams, RecParams, UapiVersion,
-    ///     CCA_CAPS,
+    ///     measure_with_options, HashAlgo, MeasureOptions, RealmParams, RecParams, RmmVersion,
+    ///     UapiVersion, CCA_CAPS,
     /// };
     ///
     /// let kernel = vec![0xaau8; 3 * 4096];
@@ -546,24 +551,32 @@ impl MeasureOptions<'static> {
     ///     .source(0x8_0000, Role::Measured, &kernel)
     ///     .build(&CCA_CAPS, &MemoryLayout::unbounded())?;
     /// let mut realm = RealmParams::new(HashAlgo::Sha256, 40); // what configure is given
-    /// realm.num_bps = 4;
+    /// realm.set_debug_from_id_aa64dfr0(0x0030_5006); // the host's breakpoints (6)
     /// let vcpus = [
     ///     RecParams { pc: 0x8_0000, gprs: [0x4000_0000, 0, 0, 0, 0, 0, 0, 0], runnable: true },
     ///     RecParams { pc: 0, gprs: [0; 8], runnable: false },
     /// ];
-    /// let opts = MeasureOptions::for_series(UapiVersion::V14);
+    /// let opts = MeasureOptions::for_series(UapiVersion::V14, RmmVersion::V2_0);
     /// let rim = measure_with_options(&plan, &realm, &vcpus, &opts)?;
     /// println!("expected RIM on a v14 kernel: {rim}");
+    /// // v13 on its own firmware branch (RIPAS measured) and on a newer TF-RMM differ:
+    /// let old = MeasureOptions::for_series(UapiVersion::V13, RmmVersion::V1_0);
+    /// let new = MeasureOptions::for_series(UapiVersion::V13, RmmVersion::V2_0);
+    /// assert_ne!(
+    ///     measure_with_options(&plan, &realm, &vcpus, &old)?,
+    ///     measure_with_options(&plan, &realm, &vcpus, &new)?
+    /// );
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn for_series(version: UapiVersion) -> Self {
+    pub fn for_series(version: UapiVersion, rmm: RmmVersion) -> Self {
+        // Every supported version orders the launch as v12 does; under 2.0 rules RIPAS is not
+        // measured and the planned order (DATA in populate order, then the RECs) is the same.
+        let _ = version;
         MeasureOptions {
-            rmm: version.rmm(),
-            order: match version {
-                UapiVersion::V12 => MeasureOrder::SeriesV12,
-                UapiVersion::EnableCap | UapiVersion::V13 | UapiVersion::V14 => {
-                    MeasureOrder::Planned
-                }
+            rmm,
+            order: match rmm {
+                RmmVersion::V1_0 => MeasureOrder::SeriesV12,
+                RmmVersion::V2_0 => MeasureOrder::Planned,
             },
             ..MeasureOptions::default()
         }
@@ -590,9 +603,8 @@ impl fmt::Debug for MeasureOptions<'_> {
 /// it from the same plan (a VMM that wants GPA order sorts the regions before building the
 /// plan). Refuses `zero`, `secrets` and `cpuid` regions, regions outside the protected half of
 /// the IPA space, and in-place content (use [`measure_with`] to give a reader). Other RMM
-/// versions and orders: [`measure_with_options`]. This is the RIM of a series v9 launch; for
-/// a launch on v12, v13 or v14 use [`measure_with_options`] with
-/// [`MeasureOptions::for_series`].
+/// versions and orders: [`measure_with_options`]. For a launch on v12, v13 or v14 use
+/// [`measure_with_options`] with [`MeasureOptions::for_series`].
 ///
 /// ```
 /// use cc_populate::{MemoryLayout, PlanBuilder, Role};
@@ -748,23 +760,23 @@ pub fn measure_with_options(
     Ok(d.finish())
 }
 
-/// `recs` as the v12 kernel creates them: at least one vCPU, and only vCPU 0 runnable.
+/// `recs` as the v12 kernel creates them: at least one vCPU, and exactly one runnable (the vCPU
+/// whose id is 0, wherever it stands in creation order).
 fn check_v12_recs(recs: &[RecParams]) -> Result<(), Error> {
     if recs.is_empty() {
         return Err(Error::InvalidParam {
             field: "recs",
             value: 0,
-            reason: "the v12 order creates one REC per vCPU at the first KVM_RUN: give every vCPU, vCPU 0 first",
+            reason: "the v12 order creates one REC per vCPU at the first KVM_RUN: give every vCPU, in creation order",
         });
     }
-    for (i, rec) in recs.iter().enumerate() {
-        if rec.runnable != (i == 0) {
-            return Err(Error::InvalidParam {
-                field: "recs.runnable",
-                value: i as u64,
-                reason: "the v12 kernel makes only vCPU 0's REC runnable (kvm_create_rec): list the vCPUs in order with only the first runnable",
-            });
-        }
+    let runnable = recs.iter().filter(|r| r.runnable).count();
+    if runnable != 1 {
+        return Err(Error::InvalidParam {
+            field: "recs.runnable",
+            value: runnable as u64,
+            reason: "the v12 kernel makes exactly one REC runnable, the vCPU whose id is 0 (kvm_create_rec: vcpu->vcpu_id == 0): mark that one only",
+        });
     }
     Ok(())
 }

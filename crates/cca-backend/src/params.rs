@@ -130,7 +130,11 @@ pub enum RmmVersion {
     /// the version could be chosen keep their RIM.
     #[default]
     V1_0,
-    /// RMM 2.0: `RMI_RTT_INIT_RIPAS` is not measured.
+    /// RMM 2.0: `RMI_RTT_INIT_RIPAS` is not measured (TF-RMM from commit `bdb07f46`,
+    /// 2026-04-28, "feat(runtime): align RMI_RTT_INIT_RIPAS to RMMv2.0", on). A firmware built
+    /// before that commit measures RIPAS as 1.0 does, even under the 2.0 interface (v13's
+    /// firmware branch): which rules apply is the firmware build's, see
+    /// [`UapiVersion::rmm_rules`](crate::UapiVersion::rmm_rules).
     V2_0,
 }
 

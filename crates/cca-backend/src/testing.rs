@@ -21,10 +21,12 @@
 //!   realm is `-ENXIO`, an active one `-EBUSY`, for good;
 //! - then `kvm_gmem_populate` (6.18 `virt/kvm/guest_memfd.c`): `size` of no page is `-EINVAL`;
 //!   the base must be in a guest_memfd memslot (`-EINVAL`); the range is cut at the memslot's
-//!   end; page by page: a pending signal is `-EINTR`, a page already populated `-EEXIST`, a page
-//!   not `KVM_MEMORY_ATTRIBUTE_PRIVATE` `-EINVAL`, a granule the RMM refuses to delegate
-//!   `-ENXIO` (`realm_create_protected_data_page` v12, `realm_data_map_init` v14); it returns
-//!   the pages done if any, the error only when none were;
+//!   end; page by page: a pending signal is `-EINTR`, a page not `KVM_MEMORY_ATTRIBUTE_PRIVATE`
+//!   `-EINVAL`, a granule the RMM refuses to delegate `-ENXIO` (`realm_create_protected_data_page`
+//!   v12 20/46, `realm_data_map_init` v14 26/44); a page already populated is `-EEXIST` on v12
+//!   (6.18's "already prepared" check) and `-ENXIO` on v13/v14 (their 7.0/7.1 base has no such
+//!   check: `realm_data_map_init` calls `rmi_delegate_page` on the granule again, which fails,
+//!   and returns `-ENXIO`); it returns the pages done if any, the error only when none were;
 //! - v13/v14 advance `base`, `size`, `source_uaddr` by the pages done and return 0; v12 returns
 //!   the bytes done as an `int`.
 //!
@@ -32,24 +34,27 @@
 //! `PRIVATE` for realms from v12 19/46, v13 23/48, v14 25/44): `-EINVAL` on a VM without private
 //! memory (v9 or not a realm), for an empty, wrapping or unaligned range.
 //!
-//! vCPU registers: `ID_AA64DFR0_EL1` (v14 39/44 `set_id_aa64dfr0_el1`, `set_id_reg`): BRPs or
-//! WRPs 0, or CTX_CMPs above BRPs, or any field above the host's: `-EINVAL`; once the realm
-//! exists a different value is `-EBUSY`. `KVM_REG_ARM64_SVE_VLS` (6.18 `get_sve_vls` /
+//! vCPU registers: `ID_AA64DFR0_EL1` (mainline `arch/arm64/kvm/sys_regs.c`, 6.12 through 7.3:
+//! `set_id_aa64dfr0_el1` -> `set_id_reg` -> `arm64_check_features`; only `DoubleLock`, `WRPs`,
+//! `PMUVer` and `DebugVer` are in the register's writable mask, "just prevent changes to BRPs and
+//! CTX_CMPs altogether"; no series version changes that): any change of `BRPs` or `CTX_CMPs`,
+//! `WRPs` above the host's, or any other field changed: `-EINVAL`; v14 39/44 adds `WRPs` 0:
+//! `-EINVAL`; once the realm exists a different value is `-EBUSY`. `KVM_REG_ARM64_SVE_VLS` (6.18 `get_sve_vls` /
 //! `set_sve_vls`, v14 41/44): no SVE `-ENOENT`, finalized or realm created `-EPERM`, a set that
 //! is not the host's lengths up to its maximum `-EINVAL`. `KVM_ARM_VCPU_FINALIZE` (6.18
 //! `kvm_arm_vcpu_finalize`): no SVE or another feature `-EINVAL`, twice `-EPERM`.
 //!
 //! First `KVM_RUN` ([`KernelModel::first_run`], v14 18/44 and 19/44 `kvm_activate_realm`,
-//! 27/44 `set_ripas_of_protected_regions`; v12 21/46, v13 25/48): creates the realm if needed,
-//! marks it dead in case of failure, creates a REC per vCPU in creation order (`-EINVAL` for a
-//! vCPU without PSCI 0.2; only vCPU 0 runnable), initialises RIPAS RAM over every guest_memfd
-//! memslot in `kvm_for_each_memslot` order (the slot-id hash table, [`memslot_walk_order`]),
-//! then activates.
-//!
-//! v9 (`KVM_ENABLE_CAP` sub-commands): CONFIG_REALM / CREATE_REALM / INIT_RIPAS_REALM /
-//! POPULATE_REALM (from the shared alias; on a failure the granules before it stay populated
-//! and nothing says so) / ACTIVATE_REALM. Its errnos were not re-read in the v9 patches and are
-//! the previous model's.
+//! 27/44 `set_ripas_of_protected_regions`; v12 11/46, 12/46, 21/46; v13 25/48): without an
+//! in-kernel vGIC ([`KernelModel::vgic`]) `-EOPNOTSUPP` ("Userspace irqchip not yet supported
+//! with realms"), which v12 11/46 returns after `realm_ensure_created` and after marking the
+//! realm dead (for good), and the later form of `kvm_activate_realm` checks before either (see
+//! the README's limits for which versions were read); then creates the realm if needed, marks
+//! it dead in case of failure, creates a REC per vCPU in creation order (`kvm_for_each_vcpu`;
+//! `-EINVAL` for a vCPU without PSCI 0.2; runnable only the vCPU whose **id** is 0,
+//! `kvm_create_rec`: `if (vcpu->vcpu_id == 0) params->flags |= REC_PARAMS_FLAG_RUNNABLE`),
+//! initialises RIPAS RAM over every guest_memfd memslot in `kvm_for_each_memslot` order (the
+//! slot-id hash table, [`memslot_walk_order`]), then activates.
 //!
 //! What the model cannot follow (firmware internals): the RMM is reduced to "this granule's
 //! delegation fails" ([`KernelModel::failing`]); v13/v14 `realm_data_map_init` returns the
@@ -57,21 +62,24 @@
 //! passes up as a page count, which is not modelled; how the RMM's `RTT_INIT_RIPAS` treats
 //! populated entries is taken as "skip them" (the model initialises, and for RMM 1.0 measures,
 //! the unpopulated parts of each memslot). RIM: REALM_CREATE, DATA in populate order, then at
-//! the first run the runnable REC and (v12, RMM 1.0) the RIPAS ranges; v13/v14 target RMM 2.0,
-//! whose `RMI_RTT_INIT_RIPAS` is not measured (the digest follows [`UapiVersion::rmm`]). After a
-//! whole launch it equals [`measure_with_options`](crate::measure_with_options) of the same plan
-//! with [`MeasureOptions::for_series`](crate::MeasureOptions::for_series) (tested per version).
+//! the first run the runnable REC and, under RMM 1.0 rules, the RIPAS ranges. Whether the RMM
+//! measures `RMI_RTT_INIT_RIPAS` is a property of the firmware build (TF-RMM stopped at commit
+//! `bdb07f46`, 2026-04-28), not of the series: [`KernelModel::rmm`] chooses it, by default the
+//! first of [`UapiVersion::rmm_rules`]. After a whole launch it equals
+//! [`measure_with_options`](crate::measure_with_options) of the same plan with
+//! [`MeasureOptions::for_series`](crate::MeasureOptions::for_series) (tested per version and
+//! rule set).
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::ioctl::{CcaIoctl, RmeArg, UapiVersion};
+use crate::ioctl::{CcaIoctl, PopulateRequest, UapiVersion};
 use crate::measure::{hash, Measurement, Rim, RimDigest};
-use crate::params::{HashAlgo, RealmParams, RecParams};
+use crate::params::{HashAlgo, RealmParams, RecParams, RmmVersion};
 use crate::uapi::{self, KvmArmRmiPopulate};
 use series::*;
 
 /// The series' numbers and layouts, written out again here from its uAPI headers
-/// (arch/arm64/include/uapi/asm/kvm.h of v9 and v12-v14, include/uapi/linux/kvm.h,
+/// (arch/arm64/include/uapi/asm/kvm.h of v12-v14, include/uapi/linux/kvm.h,
 /// include/uapi/asm-generic/ioctl.h) rather than taken from [`crate::uapi`]: the model
 /// decodes requests with them and reads the argument structs as bytes at these offsets, so a
 /// wrong number or a misordered struct in the crate is refused here as the kernel would refuse
@@ -86,35 +94,8 @@ mod series {
     /// flags; __u32 reserved; }`: size, then the offsets of `base`, `size`, `source_uaddr`,
     /// `flags`, `reserved`.
     pub const RMI: (usize, [usize; 5]) = (32, [0, 8, 16, 24, 28]);
-    /// `KVM_ARM_RMI_POPULATE_FLAGS_MEASURE (1 << 0)`, and v9's
-    /// `KVM_ARM_RME_POPULATE_FLAGS_MEASURE (1 << 0)`.
+    /// `KVM_ARM_RMI_POPULATE_FLAGS_MEASURE (1 << 0)`.
     pub const FLAGS_MEASURE: u32 = 1;
-    /// v9 `KVM_CAP_ARM_RME` sub-commands (`args[0]`).
-    pub const CONFIG_REALM: u64 = 0;
-    /// `KVM_CAP_ARM_RME_CREATE_REALM`.
-    pub const CREATE_REALM: u64 = 1;
-    /// `KVM_CAP_ARM_RME_INIT_RIPAS_REALM`.
-    pub const INIT_RIPAS_REALM: u64 = 2;
-    /// `KVM_CAP_ARM_RME_POPULATE_REALM`.
-    pub const POPULATE_REALM: u64 = 3;
-    /// `KVM_CAP_ARM_RME_ACTIVATE_REALM`.
-    pub const ACTIVATE_REALM: u64 = 4;
-    /// `struct arm_rme_config { __u32 cfg; union { __u8 rpv[64]; __u32 hash_algo; __u8
-    /// reserved[256]; }; }`: 260 bytes, the union at 4.
-    pub const CONFIG: (usize, usize) = (260, 4);
-    /// `ARM_RME_CONFIG_RPV 0`, `ARM_RME_CONFIG_HASH_ALGO 1`.
-    pub const CONFIG_RPV: u32 = 0;
-    /// `ARM_RME_CONFIG_HASH_ALGO`.
-    pub const CONFIG_HASH_ALGO: u32 = 1;
-    /// `ARM_RME_CONFIG_HASH_ALGO_SHA256 0`.
-    pub const HASH_ALGO_SHA256: u32 = 0;
-    /// `ARM_RME_CONFIG_HASH_ALGO_SHA512 1`.
-    pub const HASH_ALGO_SHA512: u32 = 1;
-    /// `struct arm_rme_populate_realm { __u64 base; __u64 size; __u32 flags; __u32
-    /// reserved[3]; }` and `struct arm_rme_init_ripas { __u64 base; __u64 size; __u64
-    /// reserved[2]; }`: 32 bytes each, `base` at 0, `size` at 8, then `flags` at 16 and
-    /// reserved from 20 (populate) or reserved from 16 (init ripas).
-    pub const V9_ARG: usize = 32;
     /// `ARM64_SYS_REG(3, 0, 0, 5, 0)` (`ID_AA64DFR0_EL1`): `KVM_REG_ARM64` (0x6000 << 48) |
     /// `KVM_REG_SIZE_U64` (3 << 52) | `KVM_REG_ARM64_SYSREG` (0x13 << 16) | op0 3 << 14 |
     /// CRm 5 << 3.
@@ -122,12 +103,10 @@ mod series {
     /// `KVM_REG_ARM64_SVE_VLS`: `KVM_REG_ARM64` | `KVM_REG_ARM64_SVE` (0x15 << 16) |
     /// `KVM_REG_SIZE_U512` (6 << 52) | 0xffff.
     pub const REG_SVE_VLS: u64 = 0x6060_0000_0015_ffff;
-    /// `ID_AA64DFR0_EL1` fields (Arm ARM): BRPs bits 15:12, WRPs 23:20, CTX_CMPs 31:28.
+    /// `ID_AA64DFR0_EL1` fields (Arm ARM): BRPs bits 15:12, WRPs 23:20 (CTX_CMPs 31:28 is outside the writable mask).
     pub const DFR0_BRPS: u32 = 12;
     /// WRPs.
     pub const DFR0_WRPS: u32 = 20;
-    /// CTX_CMPs.
-    pub const DFR0_CTX_CMPS: u32 = 28;
     /// `KVM_ARM_VCPU_SVE 4`.
     pub const VCPU_SVE: i32 = 4;
 }
@@ -229,6 +208,8 @@ pub struct ModelSve {
 /// A model vCPU (created and `KVM_ARM_VCPU_INIT`ed by the VMM).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ModelVcpu {
+    /// The id given to `KVM_CREATE_VCPU` (`vcpu->vcpu_id`): id 0's REC is the runnable one.
+    pub id: u32,
     /// Initialised with `KVM_ARM_VCPU_PSCI_0_2` (`kvm_create_rec` requires it).
     pub psci_0_2: bool,
     /// Initialised with `KVM_ARM_VCPU_SVE`.
@@ -240,9 +221,10 @@ pub struct ModelVcpu {
 }
 
 impl ModelVcpu {
-    /// A vCPU initialised with PSCI 0.2, with SVE at `host_max_vq` when `sve`.
-    pub fn new(sve: bool, host_max_vq: u16) -> Self {
+    /// A vCPU with id `id` initialised with PSCI 0.2, with SVE at `host_max_vq` when `sve`.
+    pub fn new(id: u32, sve: bool, host_max_vq: u16) -> Self {
         ModelVcpu {
+            id,
             psci_0_2: true,
             sve: sve.then_some(ModelSve {
                 max_vq: host_max_vq,
@@ -257,13 +239,11 @@ impl ModelVcpu {
 /// One ioctl the model received, with the exact bytes of its argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Call {
-    /// The ioctl request number (`KVM_ARM_RMI_POPULATE_*`, `KVM_ENABLE_CAP`,
-    /// `KVM_SET_MEMORY_ATTRIBUTES`, `KVM_{GET,SET}_ONE_REG`, `KVM_ARM_VCPU_FINALIZE`).
+    /// The ioctl request number (`KVM_ARM_RMI_POPULATE_*`, `KVM_SET_MEMORY_ATTRIBUTES`,
+    /// `KVM_{GET,SET}_ONE_REG`, `KVM_ARM_VCPU_FINALIZE`).
     pub request: u64,
     /// The vCPU of a vCPU ioctl.
     pub vcpu: Option<usize>,
-    /// For `KVM_ENABLE_CAP`: `(cap, args[0])`.
-    pub enable_cap: Option<(u32, u64)>,
     /// The argument's bytes as sent (for `KVM_*_ONE_REG`: the register id, then the value
     /// written, in place of the `addr` pointer).
     pub bytes: Vec<u8>,
@@ -289,12 +269,19 @@ pub fn memslot_walk_order(slots: &[ModelMemslot]) -> Vec<usize> {
 pub struct KernelModel {
     /// The version it speaks.
     pub version: UapiVersion,
-    /// The capability number it answers to (v9 `KVM_ENABLE_CAP`).
+    /// The capability number it answers to.
     pub cap: u32,
+    /// The RIM rules of the RMM behind it (the firmware build's, not the series'):
+    /// [`RmmVersion::V1_0`] measures `RMI_RTT_INIT_RIPAS`, [`RmmVersion::V2_0`] does not.
+    /// Starts at the first of [`UapiVersion::rmm_rules`]; set it before the realm is created.
+    pub rmm: RmmVersion,
+    /// The VM has an in-kernel vGIC, created and initialised (`irqchip_in_kernel`,
+    /// `vgic_initialized`). Starts `true`; `kvm_activate_realm` refuses the first run without.
+    pub vgic: bool,
     /// The VM was created with the realm machine type.
     pub is_realm: bool,
-    /// The realm's parameters: for v9 what the RMM gets; from v12 on only `ipa_bits` (the VM
-    /// type) is taken from here, the rest from the vCPUs when the realm is created.
+    /// The realm's parameters: only `ipa_bits` (the VM type) is taken from here, the rest from
+    /// the vCPUs when the realm is created.
     pub realm: RealmParams,
     /// The realm's state.
     pub state: ModelRealm,
@@ -320,9 +307,9 @@ pub struct KernelModel {
     pub ledger: BTreeMap<u64, Granule>,
     /// DATA_CREATE order: every granule address in the order it was populated.
     pub order: Vec<u64>,
-    /// RIPAS RAM initialised, `start -> end` (v9 explicitly, v12+ at the first run).
+    /// RIPAS RAM initialised at the first run, `start -> end`.
     pub ripas: BTreeMap<u64, u64>,
-    /// The RECs created at the first run (v12+), in order.
+    /// The RECs created at the first run, in vCPU creation order.
     pub recs: Vec<RecParams>,
     /// The parameters REALM_CREATE received.
     pub created: Option<RealmParams>,
@@ -330,12 +317,8 @@ pub struct KernelModel {
     pub calls: Vec<Call>,
     /// RMM failures seen: `(granule address, RMI status)`.
     pub rmm_errors: Vec<(u64, u64)>,
-    /// The shared alias of guest memory (v9 populates from it), by granule.
-    pub shared: BTreeMap<u64, Vec<u8>>,
-    /// The realm's hash algorithm as configured (v9) or given by the kernel (SHA-256).
+    /// The realm's hash algorithm: the kernel never sets one, so SHA-256.
     pub hash: HashAlgo,
-    /// The realm personalization value as configured.
-    pub rpv: [u8; 64],
     rim: Option<RimDigest>,
     read_sources: bool,
 }
@@ -343,6 +326,10 @@ pub struct KernelModel {
 /// `ID_AA64DFR0_EL1` of the model host: DebugVer 6 (v8.0), 6 breakpoints, 4 watchpoints, 2
 /// context-aware breakpoints (fields hold count - 1).
 pub const MODEL_HOST_DFR0: u64 = 0x6 | (5 << 12) | (3 << 20) | (1 << 28);
+
+/// The other writable fields of `ID_AA64DFR0_EL1` (mainline sys_regs.c, 6.12-7.3): `DebugVer`
+/// (3:0), `PMUVer` (11:8), `DoubleLock` (39:36). The model leaves their values to the VMM.
+const DFR0_OTHER_WRITABLE: u64 = 0xf | (0xf << 8) | (0xf << 36);
 
 fn field(v: u64, shift: u32) -> u64 {
     (v >> shift) & 0xf
@@ -355,13 +342,10 @@ impl KernelModel {
         KernelModel {
             version,
             cap: version.series_cap(),
+            rmm: version.rmm_rules()[0],
+            vgic: true,
             is_realm: true,
-            hash: if version == UapiVersion::EnableCap {
-                realm.hash
-            } else {
-                HashAlgo::Sha256
-            },
-            rpv: [0; 64],
+            hash: HashAlgo::Sha256,
             realm,
             state: ModelRealm::None,
             memslots: Vec::new(),
@@ -380,7 +364,6 @@ impl KernelModel {
             created: None,
             calls: Vec::new(),
             rmm_errors: Vec::new(),
-            shared: BTreeMap::new(),
             rim: None,
             read_sources: false,
         }
@@ -396,11 +379,19 @@ impl KernelModel {
         });
     }
 
-    /// Adds `n` vCPUs, with SVE when `sve`.
+    /// Adds `n` vCPUs, with SVE when `sve`, numbered on from the vCPUs there are (the first
+    /// call's first vCPU has id 0).
     pub fn add_vcpus(&mut self, n: usize, sve: bool) {
         for _ in 0..n {
-            self.vcpus.push(ModelVcpu::new(sve, self.host_max_vq));
+            let id = self.vcpus.len() as u32;
+            self.vcpus.push(ModelVcpu::new(id, sve, self.host_max_vq));
         }
+    }
+
+    /// Adds one vCPU created with id `id` (`KVM_CREATE_VCPU` takes any id below the limit, in
+    /// any order), with SVE when `sve`.
+    pub fn add_vcpu_with_id(&mut self, id: u32, sve: bool) {
+        self.vcpus.push(ModelVcpu::new(id, sve, self.host_max_vq));
     }
 
     /// Lets the model read the source of `KVM_ARM_RMI_POPULATE` calls to hash their content.
@@ -417,14 +408,6 @@ impl KernelModel {
     /// The RIM as the modelled RMM computed it so far, or `None` before the realm exists.
     pub fn rim(&self) -> Option<Rim> {
         self.rim.as_ref().map(RimDigest::current)
-    }
-
-    /// v9 only: models RMI_REC_CREATE of a REC (done through vCPU ioctls the model does not
-    /// cover for v9). From v12 on the RECs come from [`KernelModel::first_run`].
-    pub fn create_rec(&mut self, rec: &RecParams) {
-        if let Some(r) = self.rim.as_mut() {
-            r.rec(rec);
-        }
     }
 
     /// Bytes populated in all.
@@ -472,11 +455,7 @@ impl KernelModel {
     /// `realm_init_sve_param`). v12/v13 create the realm at the same point (v12 22/46, v13
     /// 26/48). `Err(errno)` leaves the realm uncreated.
     fn create(&mut self) -> Result<(), i32> {
-        let realm = if self.version == UapiVersion::EnableCap {
-            let mut r = self.realm.clone();
-            r.hash = self.hash;
-            r
-        } else {
+        let realm = {
             // realm_init_sve_param: with SVE, every vCPU finalized, all with one length.
             let mut vl = None;
             if self.vcpus.iter().any(|v| v.sve.is_some()) {
@@ -504,9 +483,8 @@ impl KernelModel {
                 rpv: [0; 64],
             }
         };
-        // The RIM under the rules of the RMM the series targets (v9/v12 RMM 1.0, v13/v14 RMM
-        // 2.0: `UapiVersion::rmm`).
-        self.rim = RimDigest::with_rmm(&realm, self.version.rmm()).ok();
+        // The RIM under the rules of the RMM behind the model (the firmware build's choice).
+        self.rim = RimDigest::with_rmm(&realm, self.rmm).ok();
         self.created = Some(realm);
         self.state = ModelRealm::New;
         Ok(())
@@ -523,24 +501,33 @@ impl KernelModel {
     }
 
     /// The first `KVM_RUN` of any vCPU: `kvm_arch_vcpu_run_pid_change` ->
-    /// `kvm_activate_realm` (v14 18/44, 19/44, 27/44; v12 21/46; v13 25/48). v9 activates
-    /// with ACTIVATE_REALM instead; this does nothing for it.
+    /// `kvm_activate_realm` (v14 18/44, 19/44, 27/44; v12 11/46, 12/46, 21/46; v13 25/48).
     pub fn first_run(&mut self) -> Result<(), i32> {
-        if self.version == UapiVersion::EnableCap || self.state >= ModelRealm::Active {
+        if self.state >= ModelRealm::Active {
             return Ok(());
+        }
+        if !self.vgic && self.version != UapiVersion::V12 {
+            // The later kvm_activate_realm: irqchip_in_kernel (-EOPNOTSUPP) before the realm is
+            // created or marked dead.
+            return Err(libc::EOPNOTSUPP);
         }
         self.ensure_created()?;
         // "Mark state as dead in case we fail".
         self.state = ModelRealm::Dead;
-        // kvm_create_rec for each vCPU: PSCI 0.2 required; vCPU 0 runnable.
-        for (i, v) in self.vcpus.clone().iter().enumerate() {
+        if !self.vgic {
+            // v12 11/46: checked after marking the realm dead, which stays dead for good.
+            return Err(libc::EOPNOTSUPP);
+        }
+        // kvm_create_rec for each vCPU (kvm_for_each_vcpu: creation order): PSCI 0.2
+        // required; runnable only the vCPU whose id is 0.
+        for v in self.vcpus.clone().iter() {
             if !v.psci_0_2 {
                 return Err(libc::EINVAL);
             }
             let rec = RecParams {
                 pc: v.pc,
                 gprs: v.gprs,
-                runnable: i == 0,
+                runnable: v.id == 0,
             };
             if let Some(r) = self.rim.as_mut() {
                 r.rec(&rec);
@@ -559,8 +546,8 @@ impl KernelModel {
                 // The unpopulated run from `at`.
                 let stop = self.ledger.range(at..end).next().map_or(end, |(g, _)| *g);
                 if stop > at {
-                    // RMI_RTT_INIT_RIPAS per RTT entry: measured under RMM 1.0 (v12), not under
-                    // RMM 2.0 (v13/v14), which the digest's RMM version decides.
+                    // RMI_RTT_INIT_RIPAS per RTT entry: measured under RMM 1.0 rules, not under
+                    // 2.0 rules (TF-RMM from bdb07f46 on), which the digest's RMM decides.
                     if let Some(r) = self.rim.as_mut() {
                         r.ripas_range(at, stop).map_err(|_| libc::ENXIO)?;
                     }
@@ -596,7 +583,15 @@ impl KernelModel {
             }
             let at = gpa + i * PAGE;
             if self.ledger.contains_key(&at) {
-                return (i, Some(libc::EEXIST));
+                // v12 (6.19-rc1 base): kvm_gmem_populate's "already prepared" check, -EEXIST.
+                // v13/v14 (7.0/7.1 base, no such check): realm_data_map_init (v14 26/44)
+                // delegates the granule again, rmi_delegate_page fails, -ENXIO.
+                let errno = if self.version.populate_in_out() {
+                    libc::ENXIO
+                } else {
+                    libc::EEXIST
+                };
+                return (i, Some(errno));
             }
             if gmem && !self.is_private(at) {
                 return (i, Some(libc::EINVAL));
@@ -626,14 +621,13 @@ impl KernelModel {
         (granules, None)
     }
 
-    fn rmi(&mut self, request: u64, user: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
-        // arm64 kvm_arch_vm_ioctl: an unknown request is -EINVAL.
+    fn rmi(&mut self, request: PopulateRequest, user: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+        // arm64 kvm_arch_vm_ioctl: an unknown request is -EINVAL (the numbers written out here).
         let known = match self.version {
-            UapiVersion::EnableCap => None,
-            UapiVersion::V12 => Some(RMI_POPULATE_V12),
-            UapiVersion::V13 | UapiVersion::V14 => Some(RMI_POPULATE_V13),
+            UapiVersion::V12 => RMI_POPULATE_V12,
+            UapiVersion::V13 | UapiVersion::V14 => RMI_POPULATE_V13,
         };
-        if known != Some(request) {
+        if request.number() != known {
             return Err(libc::EINVAL);
         }
         // SAFETY: `KvmArmRmiPopulate` is 8 + 8 + 8 + 4 + 4 bytes of integers, no padding.
@@ -730,128 +724,10 @@ impl KernelModel {
         }
     }
 
-    fn legacy(&mut self, cap: u32, sub: u64, arg: RmeArg<'_>) -> Result<(), i32> {
-        if self.version != UapiVersion::EnableCap || cap != self.cap {
-            return Err(libc::EINVAL);
-        }
-        match (sub, arg) {
-            (CONFIG_REALM, RmeArg::Config(c)) => {
-                if self.state != ModelRealm::None {
-                    return Err(libc::EBUSY);
-                }
-                // SAFETY: `ArmRmeConfig` is a `u32` and 256 bytes, no padding.
-                let b = unsafe { bytes_of(&*c, CONFIG.0) };
-                let data = &b[CONFIG.1..];
-                match u32_at(&b, 0) {
-                    CONFIG_RPV => self.rpv.copy_from_slice(&data[..64]),
-                    CONFIG_HASH_ALGO => {
-                        self.hash = match u32_at(data, 0) {
-                            HASH_ALGO_SHA256 => HashAlgo::Sha256,
-                            HASH_ALGO_SHA512 => HashAlgo::Sha512,
-                            _ => return Err(libc::EINVAL),
-                        }
-                    }
-                    _ => return Err(libc::EINVAL),
-                }
-                Ok(())
-            }
-            (CREATE_REALM, RmeArg::None) => {
-                if self.state != ModelRealm::None {
-                    return Err(libc::EEXIST);
-                }
-                self.create()
-            }
-            (INIT_RIPAS_REALM, RmeArg::InitRipas(r)) => {
-                if self.state != ModelRealm::New {
-                    return Err(libc::EPERM);
-                }
-                // SAFETY: `ArmRmeInitRipas` is four `u64`s, no padding.
-                let b = unsafe { bytes_of(&*r, V9_ARG) };
-                let r = Args {
-                    base: u64_at(&b, 0),
-                    size: u64_at(&b, 8),
-                    ..Args::default()
-                };
-                let end = r.base.checked_add(r.size).ok_or(libc::EINVAL)?;
-                if !r.base.is_multiple_of(PAGE) || !r.size.is_multiple_of(PAGE) || r.size == 0 {
-                    return Err(libc::EINVAL);
-                }
-                if end > self.realm.protected_limit() {
-                    return Err(libc::EINVAL);
-                }
-                // RMI_RTT_INIT_RIPAS needs entries with no data yet.
-                if self.ledger.range(r.base..end).next().is_some() {
-                    return Err(libc::EPERM);
-                }
-                if let Some(rim) = self.rim.as_mut() {
-                    rim.ripas_range(r.base, end).map_err(|_| libc::EINVAL)?;
-                }
-                self.ripas.insert(r.base, end);
-                Ok(())
-            }
-            (POPULATE_REALM, RmeArg::Populate(p)) => {
-                if self.state != ModelRealm::New {
-                    return Err(libc::EPERM);
-                }
-                // SAFETY: `ArmRmePopulateRealm` is 8 + 8 + 4 + 3 x 4 bytes of integers, no
-                // padding.
-                let b = unsafe { bytes_of(&*p, V9_ARG) };
-                let p = Args {
-                    base: u64_at(&b, 0),
-                    size: u64_at(&b, 8),
-                    flags: u32_at(&b, 16),
-                    ..Args::default()
-                };
-                let end = p.base.checked_add(p.size).ok_or(libc::EINVAL)?;
-                if !p.base.is_multiple_of(PAGE)
-                    || !p.size.is_multiple_of(PAGE)
-                    || p.flags & !FLAGS_MEASURE != 0
-                    || end > self.realm.protected_limit()
-                {
-                    return Err(libc::EINVAL);
-                }
-                let signal_after = self.faults.pop_front().map(|Fault::Signal { after }| after);
-                let measured = p.flags & FLAGS_MEASURE != 0;
-                let shared = self.shared.clone();
-                let base = p.base;
-                let content = move |i: u64| -> Option<Vec<u8>> {
-                    Some(
-                        shared
-                            .get(&(base + i * PAGE))
-                            .cloned()
-                            .unwrap_or_else(|| vec![0; PAGE as usize]),
-                    )
-                };
-                let (done, error) = self.data_create(
-                    p.base,
-                    p.size / PAGE,
-                    measured,
-                    false,
-                    signal_after,
-                    &content,
-                );
-                match error {
-                    // The granules before the failure stay populated; the caller is not told.
-                    Some(e) => Err(e),
-                    None if done * PAGE == p.size => Ok(()),
-                    None => Err(libc::EIO),
-                }
-            }
-            (ACTIVATE_REALM, RmeArg::None) => {
-                if self.state != ModelRealm::New {
-                    return Err(libc::EPERM);
-                }
-                self.state = ModelRealm::Active;
-                Ok(())
-            }
-            _ => Err(libc::EINVAL),
-        }
-    }
-
     fn set_attributes(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
         // kvm_supported_mem_attributes: PRIVATE only for VMs with private memory
-        // (kvm_arch_has_private_mem = is_realm, v14 25/44); none before v12.
-        if !self.is_realm || !self.version.gmem_populate() {
+        // (kvm_arch_has_private_mem = is_realm, v14 25/44).
+        if !self.is_realm {
             return Err(libc::EINVAL);
         }
         let end = gpa.checked_add(len).ok_or(libc::EINVAL)?;
@@ -896,17 +772,18 @@ impl KernelModel {
                         Err(libc::EBUSY)
                     };
                 }
-                let bps = field(val, DFR0_BRPS);
-                let wps = field(val, DFR0_WRPS);
-                let ctx = field(val, DFR0_CTX_CMPS);
-                if bps == 0 || wps == 0 || ctx > bps {
+                // Mainline sys_regs.c (6.12-7.3): BRPs and CTX_CMPs are outside the writable
+                // mask, so arm64_check_features refuses any change of them (-E2BIG, reported
+                // as -EINVAL), as it does any other field outside the mask; WRPs may be lowered.
+                let writable = (0xf << DFR0_WRPS) | DFR0_OTHER_WRITABLE;
+                if (val & !writable) != (self.host_dfr0 & !writable) {
                     return Err(libc::EINVAL);
                 }
-                // arm64_check_features: no field above what the RMM/host offers.
-                for shift in [DFR0_BRPS, DFR0_WRPS, DFR0_CTX_CMPS] {
-                    if field(val, shift) > field(self.host_dfr0, shift) {
-                        return Err(libc::EINVAL);
-                    }
+                let wps = field(val, DFR0_WRPS);
+                // v14 39/44 set_id_aa64dfr0_el1: a WRPs field of 0 is -EINVAL; above the host's
+                // is not a subset (arm64_check_features).
+                if wps == 0 || wps > field(self.host_dfr0, DFR0_WRPS) {
+                    return Err(libc::EINVAL);
                 }
                 self.dfr0 = val;
                 Ok(())
@@ -955,35 +832,9 @@ impl KernelModel {
         self.calls.push(Call {
             request,
             vcpu,
-            enable_cap: None,
             bytes,
             errno,
         });
-    }
-}
-
-fn arg_bytes(arg: &RmeArg<'_>) -> Vec<u8> {
-    match arg {
-        RmeArg::None => Vec::new(),
-        RmeArg::Config(c) => {
-            let mut v = c.cfg.to_le_bytes().to_vec();
-            v.extend_from_slice(&c.data);
-            v
-        }
-        RmeArg::InitRipas(r) => [r.base, r.size, r.reserved[0], r.reserved[1]]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect(),
-        RmeArg::Populate(p) => {
-            let mut v = Vec::with_capacity(32);
-            v.extend_from_slice(&p.base.to_le_bytes());
-            v.extend_from_slice(&p.size.to_le_bytes());
-            v.extend_from_slice(&p.flags.to_le_bytes());
-            for r in p.reserved {
-                v.extend_from_slice(&r.to_le_bytes());
-            }
-            v
-        }
     }
 }
 
@@ -994,34 +845,15 @@ fn reg_bytes(id: u64, value: &[u8]) -> Vec<u8> {
 }
 
 impl CcaIoctl for KernelModel {
-    fn rmi_populate(&mut self, request: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+    fn rmi_populate(
+        &mut self,
+        request: PopulateRequest,
+        args: &mut KvmArmRmiPopulate,
+    ) -> Result<i32, i32> {
         let bytes = args.to_bytes().to_vec();
         let r = self.rmi(request, args);
-        self.record(request, None, bytes, r.err());
+        self.record(request.number(), None, bytes, r.err());
         r
-    }
-
-    fn rme_enable_cap(&mut self, cap: u32, sub: u64, arg: RmeArg<'_>) -> Result<(), i32> {
-        let bytes = arg_bytes(&arg);
-        let r = self.legacy(cap, sub, arg);
-        self.calls.push(Call {
-            request: uapi::KVM_ENABLE_CAP,
-            vcpu: None,
-            enable_cap: Some((cap, sub)),
-            bytes,
-            errno: r.err(),
-        });
-        r
-    }
-
-    fn write_shared_alias(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), i32> {
-        if !gpa.is_multiple_of(PAGE) || !(bytes.len() as u64).is_multiple_of(PAGE) {
-            return Err(libc::EINVAL);
-        }
-        for (i, page) in bytes.chunks(PAGE as usize).enumerate() {
-            self.shared.insert(gpa + i as u64 * PAGE, page.to_vec());
-        }
-        Ok(())
     }
 
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
@@ -1036,6 +868,10 @@ impl CcaIoctl for KernelModel {
 
     fn vcpu_count(&self) -> usize {
         self.vcpus.len()
+    }
+
+    fn in_kernel_vgic(&self) -> Option<bool> {
+        Some(self.vgic)
     }
 
     fn vcpu_get_one_reg(&mut self, vcpu: usize, id: u64, value: &mut [u8]) -> Result<(), i32> {

@@ -17,12 +17,8 @@
 //! - v12 (2025-12-17), patch 06/46 "arm64: RMI: Define the user ABI": the same struct,
 //!   `_IOW(KVMIO, 0xd7, ...)`, `KVM_CAP_ARM_RMI 247`, the ioctl returns the bytes populated.
 //!   Patch 09/46: machine type bits 11:8, realm = type 1 (`1 << 8`).
-//! - v9 (2025-06-11), the `KVM_ENABLE_CAP` form: `KVM_CAP_ARM_RME 243` with `args[0]` =
-//!   sub-command (`CONFIG_REALM 0`, `CREATE_REALM 1`, `INIT_RIPAS_REALM 2`, `POPULATE_REALM 3`,
-//!   `ACTIVATE_REALM 4`) and `args[1]` = a pointer to `struct arm_rme_config`, `struct
-//!   arm_rme_init_ripas` or `struct arm_rme_populate_realm`. Mainline Linux 6.18 gives 243 to
-//!   `KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED`, so on a kernel without the series the v9 number
-//!   answers for something else (see [`probe`](crate::probe)).
+//! - v9 (2025-06-11), the `KVM_ENABLE_CAP(KVM_CAP_ARM_RME = 243)` form, is no longer offered
+//!   (see [`UapiVersion::from_series`]); none of its numbers or structs are kept.
 //! - v10 moved `KVM_CAP_ARM_RME` again (v14 13/44's changelog: "Changes since v9: Bump the
 //!   magic number ... to avoid conflicts", as v7 and v8 did before) and v11 renamed it
 //!   `KVM_CAP_ARM_RMI`; those numbers were not read here, so v5 to v8, v10 and v11 are refused
@@ -95,11 +91,8 @@ pub const KVM_CAP_ARM_RMI_V12: u32 = 247;
 pub const KVM_CAP_ARM_RMI_V13: u32 = 248;
 /// `KVM_CAP_ARM_RMI` as v14 numbered it (patch 13/44).
 pub const KVM_CAP_ARM_RMI_V14: u32 = 249;
-/// `KVM_CAP_ARM_RME` as v9 numbered it (the `KVM_ENABLE_CAP` form). Mainline 6.18's
-/// `KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED` has the same number.
-pub const KVM_CAP_ARM_RME_V9: u32 = 243;
 
-/// `KVM_VM_TYPE_ARM_SHIFT` (v9 to v13).
+/// `KVM_VM_TYPE_ARM_SHIFT` (v12, v13).
 pub const KVM_VM_TYPE_ARM_SHIFT: u64 = 8;
 /// `KVM_VM_TYPE_ARM_REALM` up to v13: `KVM_VM_TYPE_ARM(1)` = `1 << 8` (v12 09/46, v13 14/48).
 pub const KVM_VM_TYPE_ARM_REALM_V13: u64 = 1 << KVM_VM_TYPE_ARM_SHIFT;
@@ -117,7 +110,7 @@ pub const KVM_VM_TYPE_ARM_IPA_SIZE_MASK: u64 = 0xff;
 pub const fn realm_vm_type(version: UapiVersion, ipa_bits: u8) -> u64 {
     let realm = match version {
         UapiVersion::V14 => KVM_VM_TYPE_ARM_REALM_V14,
-        UapiVersion::EnableCap | UapiVersion::V12 | UapiVersion::V13 => KVM_VM_TYPE_ARM_REALM_V13,
+        UapiVersion::V12 | UapiVersion::V13 => KVM_VM_TYPE_ARM_REALM_V13,
     };
     realm | (ipa_bits as u64 & KVM_VM_TYPE_ARM_IPA_SIZE_MASK)
 }
@@ -152,9 +145,6 @@ pub const KVM_REG_ARM64_SVE_VLS: u64 =
 /// `KVM_ARM_VCPU_SVE`, the vCPU feature (and `KVM_ARM_VCPU_FINALIZE` argument) for SVE.
 pub const KVM_ARM_VCPU_SVE: i32 = 4;
 
-/// `KVM_ENABLE_CAP`: `_IOW(KVMIO, 0xa3, struct kvm_enable_cap)` (104 bytes), mainline.
-pub const KVM_ENABLE_CAP: u64 = ioc(IOC_WRITE, KVMIO, 0xa3, 104);
-
 /// `KVM_SET_MEMORY_ATTRIBUTES`: `_IOW(KVMIO, 0xd2, struct kvm_memory_attributes)` (32 bytes),
 /// mainline.
 pub const KVM_SET_MEMORY_ATTRIBUTES: u64 = ioc(IOC_WRITE, KVMIO, 0xd2, 32);
@@ -165,93 +155,9 @@ pub const KVM_SET_ONE_REG: u64 = ioc(IOC_WRITE, KVMIO, 0xac, 16);
 /// `KVM_ARM_VCPU_FINALIZE`: `_IOW(KVMIO, 0xc2, int)`, mainline.
 pub const KVM_ARM_VCPU_FINALIZE: u64 = ioc(IOC_WRITE, KVMIO, 0xc2, 4);
 
-/// `KVM_CAP_ARM_RME_CONFIG_REALM` (v9).
-pub const KVM_CAP_ARM_RME_CONFIG_REALM: u64 = 0;
-/// `KVM_CAP_ARM_RME_CREATE_REALM` (`..._CREATE_RD` before v7).
-pub const KVM_CAP_ARM_RME_CREATE_REALM: u64 = 1;
-/// `KVM_CAP_ARM_RME_INIT_RIPAS_REALM` (`..._INIT_IPA_REALM` before v7).
-pub const KVM_CAP_ARM_RME_INIT_RIPAS_REALM: u64 = 2;
-/// `KVM_CAP_ARM_RME_POPULATE_REALM`.
-pub const KVM_CAP_ARM_RME_POPULATE_REALM: u64 = 3;
-/// `KVM_CAP_ARM_RME_ACTIVATE_REALM`.
-pub const KVM_CAP_ARM_RME_ACTIVATE_REALM: u64 = 4;
-
-/// `ARM_RME_CONFIG_RPV`: configure the Realm Personalization Value.
-pub const ARM_RME_CONFIG_RPV: u32 = 0;
-/// `ARM_RME_CONFIG_HASH_ALGO`: configure the measurement hash algorithm.
-pub const ARM_RME_CONFIG_HASH_ALGO: u32 = 1;
-/// `ARM_RME_CONFIG_HASH_ALGO_SHA256`.
-pub const ARM_RME_CONFIG_HASH_ALGO_SHA256: u32 = 0;
-/// `ARM_RME_CONFIG_HASH_ALGO_SHA512`.
-pub const ARM_RME_CONFIG_HASH_ALGO_SHA512: u32 = 1;
-/// `ARM_RME_CONFIG_RPV_SIZE`.
-pub const ARM_RME_CONFIG_RPV_SIZE: usize = 64;
-/// `KVM_ARM_RME_POPULATE_FLAGS_MEASURE` (v9).
-pub const KVM_ARM_RME_POPULATE_FLAGS_MEASURE: u32 = 1 << 0;
-
-/// `struct arm_rme_config`: `{ __u32 cfg; union { __u8 rpv[64]; __u32 hash_algo;
-/// __u8 reserved[256]; }; }`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ArmRmeConfig {
-    /// `ARM_RME_CONFIG_*`.
-    pub cfg: u32,
-    /// The union, as bytes (`rpv` from offset 0, or `hash_algo` as a little-endian `u32`).
-    pub data: [u8; 256],
-}
-
-impl ArmRmeConfig {
-    /// A `ARM_RME_CONFIG_RPV` item.
-    pub fn rpv(rpv: &[u8; ARM_RME_CONFIG_RPV_SIZE]) -> Self {
-        let mut data = [0u8; 256];
-        data[..ARM_RME_CONFIG_RPV_SIZE].copy_from_slice(rpv);
-        ArmRmeConfig {
-            cfg: ARM_RME_CONFIG_RPV,
-            data,
-        }
-    }
-
-    /// A `ARM_RME_CONFIG_HASH_ALGO` item.
-    pub fn hash_algo(algo: u32) -> Self {
-        let mut data = [0u8; 256];
-        data[..4].copy_from_slice(&algo.to_le_bytes());
-        ArmRmeConfig {
-            cfg: ARM_RME_CONFIG_HASH_ALGO,
-            data,
-        }
-    }
-}
-
-/// `struct arm_rme_populate_realm`: `{ __u64 base; __u64 size; __u32 flags; __u32 reserved[3]; }`.
-/// The kernel copies from the memslot's shared (userspace) alias of the range.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ArmRmePopulateRealm {
-    /// First IPA.
-    pub base: u64,
-    /// Bytes.
-    pub size: u64,
-    /// `KVM_ARM_RME_POPULATE_FLAGS_*`.
-    pub flags: u32,
-    /// Must be zero.
-    pub reserved: [u32; 3],
-}
-
-/// `struct arm_rme_init_ripas`: `{ __u64 base; __u64 size; __u64 reserved[2]; }`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ArmRmeInitRipas {
-    /// First IPA.
-    pub base: u64,
-    /// Bytes.
-    pub size: u64,
-    /// Must be zero.
-    pub reserved: [u64; 2],
-}
-
 #[cfg(test)]
 mod tests {
-    use std::mem::{align_of, offset_of, size_of};
+    use std::mem::{offset_of, size_of};
 
     use super::*;
 
@@ -279,37 +185,11 @@ mod tests {
     }
 
     #[test]
-    fn legacy_struct_layouts() {
-        assert_eq!(size_of::<ArmRmeConfig>(), 260);
-        assert_eq!(align_of::<ArmRmeConfig>(), 4);
-        assert_eq!(offset_of!(ArmRmeConfig, cfg), 0);
-        assert_eq!(offset_of!(ArmRmeConfig, data), 4);
-        assert_eq!(size_of::<ArmRmePopulateRealm>(), 32);
-        assert_eq!(offset_of!(ArmRmePopulateRealm, base), 0);
-        assert_eq!(offset_of!(ArmRmePopulateRealm, size), 8);
-        assert_eq!(offset_of!(ArmRmePopulateRealm, flags), 16);
-        assert_eq!(offset_of!(ArmRmePopulateRealm, reserved), 20);
-        assert_eq!(size_of::<ArmRmeInitRipas>(), 32);
-        assert_eq!(offset_of!(ArmRmeInitRipas, base), 0);
-        assert_eq!(offset_of!(ArmRmeInitRipas, size), 8);
-        assert_eq!(offset_of!(ArmRmeInitRipas, reserved), 16);
-        let c = ArmRmeConfig::hash_algo(ARM_RME_CONFIG_HASH_ALGO_SHA512);
-        assert_eq!(c.cfg, 1);
-        assert_eq!(&c.data[..4], &[1, 0, 0, 0]);
-        let c = ArmRmeConfig::rpv(&[7u8; 64]);
-        assert_eq!(c.cfg, 0);
-        assert!(c.data[..64].iter().all(|b| *b == 7) && c.data[64..].iter().all(|b| *b == 0));
-    }
-
-    #[test]
     fn ioctl_numbers() {
         // _IOW: dir 1 << 30, size 32 << 16, 'KVMIO' 0xAE << 8, nr 0xd7.
         assert_eq!(KVM_ARM_RMI_POPULATE_V12, 0x4020_AED7);
         // _IOWR: dir 3 << 30.
         assert_eq!(KVM_ARM_RMI_POPULATE_V13, 0xC020_AED7);
-        // Mainline KVM_ENABLE_CAP, struct kvm_enable_cap is 104 (0x68) bytes.
-        assert_eq!(KVM_ENABLE_CAP, 0x4068_AEA3);
-        assert_eq!(size_of::<kvm_bindings::kvm_enable_cap>(), 104);
         assert_eq!(KVM_SET_MEMORY_ATTRIBUTES, 0x4020_AED2);
         assert_eq!(size_of::<kvm_bindings::kvm_memory_attributes>(), 32);
         assert_eq!(KVM_GET_ONE_REG, 0x4010_AEAB);
@@ -326,7 +206,7 @@ mod tests {
         assert_eq!(realm_vm_type(UapiVersion::V14, 40), 0x4000_0028);
         assert_eq!(realm_vm_type(UapiVersion::V13, 40), 0x128);
         assert_eq!(realm_vm_type(UapiVersion::V12, 52), 0x134);
-        assert_eq!(realm_vm_type(UapiVersion::EnableCap, 33), 0x121);
+        assert_eq!(realm_vm_type(UapiVersion::V13, 33), 0x121);
         // The realm bit never collides with pKVM's protected bit or the IPA byte.
         assert_eq!(KVM_VM_TYPE_ARM_REALM_V14 & KVM_VM_TYPE_ARM_PROTECTED, 0);
         assert_eq!(KVM_VM_TYPE_ARM_PROTECTED, 0x8000_0000);

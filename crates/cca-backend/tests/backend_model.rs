@@ -9,11 +9,14 @@ use cc_populate::{
     Backend, ChunkRequest, ChunkSource, ConversionPolicy, Driver, DriverOptions, ErrorKind,
     MemoryLayout, Phase, Plan, PlanBuilder, PlanError, Role, RunError, SourceBuf, StopCause,
 };
-use cca_backend::testing::{memslot_walk_order, Fault, KernelModel, ModelMemslot, ModelRealm};
+use cca_backend::testing::{
+    memslot_walk_order, Fault, KernelModel, ModelMemslot, ModelRealm, MODEL_HOST_DFR0,
+};
 use cca_backend::uapi::{self, KvmArmRmiPopulate};
 use cca_backend::{
     hash, measure, measure_with, measure_with_options, Activation, CcaBackend, CcaIoctl, Error,
-    HashAlgo, MeasureOptions, RealmParams, RecParams, RimDigest, RmmVersion, UapiVersion,
+    HashAlgo, MeasureOptions, PopulateRequest, RealmParams, RecParams, RimDigest, RmmVersion,
+    UapiVersion,
 };
 
 const M: u64 = 1 << 20;
@@ -30,8 +33,12 @@ fn populate_nr(v: UapiVersion) -> u64 {
     }
 }
 
+/// The realm parameters a VMM on the model host gives: the host's breakpoint count (read from
+/// `ID_AA64DFR0_EL1`, which the kernel refuses to change) and watchpoints.
 fn realm(hash: HashAlgo) -> RealmParams {
-    RealmParams::new(hash, 40)
+    let mut r = RealmParams::new(hash, 40);
+    r.set_debug_from_id_aa64dfr0(MODEL_HOST_DFR0);
+    r
 }
 
 /// A model VM of `version`: one guest_memfd memslot over [0, 64 MiB), two vCPUs without SVE
@@ -178,7 +185,7 @@ fn full_run_exact_bytes_ledger_and_first_run() {
         let mut um = Vec::new();
         let r = unaligned(&mut um, &img.unmeasured);
         let mut want_realm = realm(HashAlgo::Sha256);
-        want_realm.num_bps = 4;
+        want_realm.num_wps = 2;
         let mut m = model(v, realm(HashAlgo::Sha256));
         let mut be = backend(&mut m, v, &want_realm);
         let plan = plan(&img, &um[r], true, &be.caps());
@@ -188,10 +195,11 @@ fn full_run_exact_bytes_ledger_and_first_run() {
         let caps = be.caps();
         drop(be);
 
-        // configure: per vCPU, ID_AA64DFR0_EL1 read, written with BRPs = 3, WRPs = 1 and
-        // CTX_CMPs = 1 kept (the model host: 0x6 | 5 << 12 | 3 << 20 | 1 << 28), then SVE_VLS
-        // read (ENOENT: no SVE).
-        let dfr0 = 0x6u64 | (3 << 12) | (1 << 20) | (1 << 28);
+        // configure: per vCPU, ID_AA64DFR0_EL1 read, written with WRPs = 1 and BRPs = 5,
+        // CTX_CMPs = 1 kept as the host has them (the model host: 0x6 | 5 << 12 | 3 << 20 |
+        // 1 << 28; the kernel refuses any change of those two), then SVE_VLS read (ENOENT: no
+        // SVE).
+        let dfr0 = 0x6u64 | (5 << 12) | (1 << 20) | (1 << 28);
         let sets: Vec<_> = m
             .calls
             .iter()
@@ -272,9 +280,10 @@ fn full_run_exact_bytes_ledger_and_first_run() {
         ];
         assert_eq!(m.ripas, holes.iter().copied().collect::<BTreeMap<_, _>>());
         let no_ripas = self::plan(&img, &img.unmeasured, false, &caps);
-        let want_rim = if v == UapiVersion::V12 {
-            // RMM 1.0 (v12): REALM_CREATE, DATA in populate order, the runnable REC, then
-            // RTT_INIT_RIPAS over the holes.
+        let want_rim = if v.rmm_rules()[0] == RmmVersion::V1_0 {
+            // RMM 1.0 rules (v12, and v13 on its own firmware branch, the model's default):
+            // REALM_CREATE, DATA in populate order, the runnable REC, then RTT_INIT_RIPAS over
+            // the holes.
             let mut d = RimDigest::new(&want_realm).unwrap();
             for (i, page) in img.measured_bytes.chunks(4096).enumerate() {
                 d.data_granule_hashed(2 * M + i as u64 * K4, Some(&hash(HashAlgo::Sha256, page)));
@@ -292,7 +301,7 @@ fn full_run_exact_bytes_ledger_and_first_run() {
             }
             d.current()
         } else {
-            // RMM 2.0 (v13/v14): RTT_INIT_RIPAS is not measured.
+            // RMM 2.0 rules (v14): RTT_INIT_RIPAS is not measured.
             measure(&no_ripas, &want_realm, &[boot_rec(), second_rec()]).unwrap()
         };
         assert_eq!(m.rim().unwrap(), want_rim, "{v}");
@@ -302,88 +311,108 @@ fn full_run_exact_bytes_ledger_and_first_run() {
 /// The RIM the model's RMM computes over a whole launch (configure, the driver's run, the first
 /// `KVM_RUN`, in the order the kernel issues the RMI calls) is the RIM `measure_with_options`
 /// gives for the same plan, the realm parameters `configure` was given and one `RecParams` per
-/// vCPU, with `MeasureOptions::for_series` of the version: v12 RMM 1.0 in the `SeriesV12`
-/// order, v13/v14 RMM 2.0 in the planned order. One memslot without SVE, and two memslots
-/// (walked slot 3 first) with SVE vCPUs and lowered debug counts.
+/// vCPU in creation order, with `MeasureOptions::for_series` of the version and of each RMM rule
+/// set its firmware may follow (`UapiVersion::rmm_rules`: v12 1.0; v13 1.0 on its own firmware
+/// branch and 2.0 on TF-RMM from bdb07f46 on; v14 2.0). One memslot without SVE, and two
+/// memslots (walked slot 3 first) with SVE vCPUs created with ids 2, 0, 1 (the runnable REC is
+/// id 0's, the second created) and lowered watchpoints; the breakpoint count is the host's.
 #[test]
 fn model_rim_after_launch_equals_measure_for_the_series() {
     let img = image();
     let mut um = Vec::new();
     let r = unaligned(&mut um, &img.unmeasured);
     for v in RMI_VERSIONS {
-        assert_eq!(
-            MeasureOptions::for_series(v).rmm,
-            if v == UapiVersion::V12 {
-                RmmVersion::V1_0
-            } else {
-                RmmVersion::V2_0
-            }
-        );
-        for two_slots in [false, true] {
-            let mut m = model(v, realm(HashAlgo::Sha256));
-            let mut want_realm = realm(HashAlgo::Sha256);
-            want_realm.num_bps = 4;
-            want_realm.num_wps = 3;
-            // (gpa, size) of the memslots in the order the kernel walks them.
-            let walk: Vec<(u64, u64)> = if two_slots {
-                m.memslots.clear();
-                m.add_memslot(1, 0, 32 * M, true);
-                m.add_memslot(3, 32 * M, 32 * M, true);
-                m.vcpus.clear();
-                m.add_vcpus(3, true);
-                m.vcpus[0].pc = 2 * M;
-                m.vcpus[0].gprs[0] = 0x4000_0000;
-                m.vcpus[2].pc = 0x1234_5000;
-                want_realm.sve_vl = 256;
-                memslot_walk_order(&m.memslots)
-                    .into_iter()
-                    .map(|i| (m.memslots[i].gpa, m.memslots[i].size))
-                    .collect()
-            } else {
-                vec![(0, 64 * M)]
-            };
-            if two_slots {
-                assert_eq!(walk, vec![(32 * M, 32 * M), (0, 32 * M)]);
-            }
-            let vcpus: Vec<RecParams> = m
-                .vcpus
-                .iter()
-                .enumerate()
-                .map(|(i, c)| RecParams {
-                    pc: c.pc,
-                    gprs: c.gprs,
-                    runnable: i == 0,
-                })
-                .collect();
-            let mut be = backend(&mut m, v, &want_realm);
-            let mut b = PlanBuilder::new();
-            for (gpa, size) in &walk {
-                b = b.zeros(*gpa, *size, Role::Ripas);
-            }
-            let plan = b
-                .source(2 * M, Role::Measured, img.measured.as_slice())
-                .source(16 * M, Role::Unmeasured, &um[r.clone()])
-                .zeros(32 * M, 2 * K4, Role::Measured)
-                .build(&be.caps(), &MemoryLayout::unbounded())
-                .unwrap();
-            assert!(Driver::new(&mut be).run(&plan).unwrap().is_complete());
-            drop(be);
-            m.first_run().unwrap();
-            assert_eq!(m.created.as_ref(), Some(&want_realm), "{v}");
-            let opts = MeasureOptions::for_series(v);
-            let want = measure_with_options(&plan, &want_realm, &vcpus, &opts).unwrap();
-            assert_eq!(m.rim().unwrap(), want, "{v}, two memslots: {two_slots}");
-            // The other version's rules give another RIM: the comparison can fail.
-            let other = MeasureOptions {
-                rmm: if opts.rmm == RmmVersion::V1_0 {
-                    RmmVersion::V2_0
+        for &rmm in v.rmm_rules() {
+            for two_slots in [false, true] {
+                let mut m = model(v, realm(HashAlgo::Sha256));
+                m.rmm = rmm;
+                let mut want_realm = realm(HashAlgo::Sha256);
+                assert_eq!(want_realm.num_bps, 6, "the model host's");
+                want_realm.num_wps = 3;
+                // (gpa, size) of the memslots in the order the kernel walks them.
+                let walk: Vec<(u64, u64)> = if two_slots {
+                    m.memslots.clear();
+                    m.add_memslot(1, 0, 32 * M, true);
+                    m.add_memslot(3, 32 * M, 32 * M, true);
+                    m.vcpus.clear();
+                    for id in [2, 0, 1] {
+                        m.add_vcpu_with_id(id, true);
+                    }
+                    m.vcpus[1].pc = 2 * M;
+                    m.vcpus[1].gprs[0] = 0x4000_0000;
+                    m.vcpus[0].pc = 0x1234_5000;
+                    want_realm.sve_vl = 256;
+                    memslot_walk_order(&m.memslots)
+                        .into_iter()
+                        .map(|i| (m.memslots[i].gpa, m.memslots[i].size))
+                        .collect()
                 } else {
-                    RmmVersion::V1_0
-                },
-                ..opts
-            };
-            let wrong = measure_with_options(&plan, &want_realm, &vcpus, &other).unwrap();
-            assert_ne!(m.rim().unwrap(), wrong, "{v}");
+                    vec![(0, 64 * M)]
+                };
+                if two_slots {
+                    assert_eq!(walk, vec![(32 * M, 32 * M), (0, 32 * M)]);
+                }
+                let vcpus: Vec<RecParams> = m
+                    .vcpus
+                    .iter()
+                    .map(|c| RecParams {
+                        pc: c.pc,
+                        gprs: c.gprs,
+                        runnable: c.id == 0,
+                    })
+                    .collect();
+                let mut be = backend(&mut m, v, &want_realm);
+                let mut b = PlanBuilder::new();
+                for (gpa, size) in &walk {
+                    b = b.zeros(*gpa, *size, Role::Ripas);
+                }
+                let plan = b
+                    .source(2 * M, Role::Measured, img.measured.as_slice())
+                    .source(16 * M, Role::Unmeasured, &um[r.clone()])
+                    .zeros(32 * M, 2 * K4, Role::Measured)
+                    .build(&be.caps(), &MemoryLayout::unbounded())
+                    .unwrap();
+                assert!(Driver::new(&mut be).run(&plan).unwrap().is_complete());
+                assert_eq!(be.activate().unwrap(), Activation::OnFirstRun);
+                drop(be);
+                m.first_run().unwrap();
+                assert_eq!(m.created.as_ref(), Some(&want_realm), "{v}");
+                let runnable: Vec<bool> = m.recs.iter().map(|r| r.runnable).collect();
+                let want_runnable = if two_slots {
+                    vec![false, true, false]
+                } else {
+                    vec![true, false]
+                };
+                assert_eq!(runnable, want_runnable, "only vCPU id 0's REC is runnable");
+                let opts = MeasureOptions::for_series(v, rmm);
+                assert_eq!(opts.rmm, rmm);
+                let want = measure_with_options(&plan, &want_realm, &vcpus, &opts).unwrap();
+                assert_eq!(
+                    m.rim().unwrap(),
+                    want,
+                    "{v}, RMM {rmm:?}, two memslots: {two_slots}"
+                );
+                // The other rules give another RIM: the comparison can fail.
+                let other = MeasureOptions {
+                    rmm: if rmm == RmmVersion::V1_0 {
+                        RmmVersion::V2_0
+                    } else {
+                        RmmVersion::V1_0
+                    },
+                    ..opts
+                };
+                let wrong = measure_with_options(&plan, &want_realm, &vcpus, &other).unwrap();
+                assert_ne!(m.rim().unwrap(), wrong, "{v}");
+                // The first-created vCPU marked runnable instead (the old model) is wrong too.
+                if two_slots {
+                    let mut first = vcpus.clone();
+                    for (i, rec) in first.iter_mut().enumerate() {
+                        rec.runnable = i == 0;
+                    }
+                    let wrong = measure_with_options(&plan, &want_realm, &first, &opts).unwrap();
+                    assert_ne!(m.rim().unwrap(), wrong, "{v}");
+                }
+            }
         }
     }
 }
@@ -554,17 +583,33 @@ fn rmm_refusal_stops_exactly_and_resume_completes() {
     }
 }
 
+/// `KVM_ARM_RMI_POPULATE` arguments for the page at `gpa` from `src`, unmeasured.
+fn one_page_at(gpa: u64, src: &[u8]) -> KvmArmRmiPopulate {
+    KvmArmRmiPopulate {
+        base: gpa,
+        size: K4,
+        source_uaddr: src.as_ptr() as u64,
+        flags: 0,
+        reserved: 0,
+    }
+}
+
+/// Runs a one-region plan (`data` measured at `gpa`) to completion on `be`.
+fn populate_all_at(be: &mut CcaBackend<'_, &mut KernelModel>, gpa: u64, data: &[u8]) {
+    let plan = PlanBuilder::new()
+        .source(gpa, Role::Measured, data)
+        .build(&be.caps(), &MemoryLayout::unbounded())
+        .unwrap();
+    assert!(Driver::new(be).run(&plan).unwrap().is_complete());
+}
+
 #[test]
 fn ebusy_after_activation_is_a_final_stop() {
     for v in RMI_VERSIONS {
         let data = SourceBuf::new(2 * K4 as usize).unwrap();
         let mut m = model(v, realm(HashAlgo::Sha256));
         let mut be = backend(&mut m, v, &realm(HashAlgo::Sha256));
-        let first = PlanBuilder::new()
-            .source(M, Role::Measured, data.as_slice())
-            .build(&be.caps(), &MemoryLayout::unbounded())
-            .unwrap();
-        assert!(Driver::new(&mut be).run(&first).unwrap().is_complete());
+        populate_all_at(&mut be, M, data.as_slice());
         drop(be);
         m.first_run().unwrap();
         // A VMM that did not track the activation (a fresh backend) populates again.
@@ -695,7 +740,6 @@ fn configure_applies_debug_and_sve_to_the_vcpus() {
     m.add_vcpus(2, true); // host offers vq 1..=4 (512-bit vectors)
     let mut r = realm(HashAlgo::Sha256);
     r.sve_vl = 256;
-    r.num_bps = 2;
     r.num_wps = 3;
     let mut be = backend(&mut m, v, &r);
     assert_eq!(be.configured(), Some(&r));
@@ -777,7 +821,23 @@ fn configure_refuses_what_the_kernel_cannot_take() {
                 ..
             }
         ));
-        // The model host has 6 breakpoints and 4 watchpoints: only lowering is possible.
+        // The model host has 6 breakpoints and 4 watchpoints: breakpoints cannot change (the
+        // kernel refuses any change of BRPs), watchpoints can only be lowered.
+        for bps in [2, 4, 7] {
+            let e = try_with(&|r| r.num_bps = bps, false);
+            assert!(
+                matches!(
+                    e,
+                    Error::VcpuParam {
+                        vcpu: 0,
+                        field: "num_bps",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains("has 6 breakpoints"), "{e}");
+        }
         let e = try_with(&|r| r.num_bps = 7, false);
         assert!(
             matches!(
@@ -824,6 +884,66 @@ fn configure_refuses_what_the_kernel_cannot_take() {
             ),
             "{e}"
         );
+    }
+}
+
+/// Mainline `arch/arm64/kvm/sys_regs.c` (6.12 through 7.3): `ID_AA64DFR0_EL1`'s writable mask
+/// leaves out `BRPs` and `CTX_CMPs` ("just prevent changes to BRPs and CTX_CMPs altogether"), so
+/// `arm64_check_features` refuses any change of them (`EINVAL`); `WRPs` may be lowered. The
+/// model refuses as the kernel does, and `configure` never writes another breakpoint count: the
+/// default `RealmParams` (2 breakpoints) is refused by name on a host with 6, before any write.
+#[test]
+fn the_kernel_refuses_any_change_of_brps_and_ctx_cmps() {
+    use cca_backend::testing::MODEL_HOST_DFR0 as HOST;
+    for v in RMI_VERSIONS {
+        let mut m = model(v, realm(HashAlgo::Sha256));
+        let id = uapi::KVM_REG_ID_AA64DFR0_EL1;
+        let with = |shift: u32, f: u64| (HOST & !(0xf << shift)) | (f << shift);
+        for val in [
+            with(uapi::DFR0_BRPS_SHIFT, 3),     // fewer breakpoints
+            with(uapi::DFR0_CTX_CMPS_SHIFT, 0), // fewer context-aware ones
+            with(uapi::DFR0_BRPS_SHIFT, 7),     // more
+            with(uapi::DFR0_WRPS_SHIFT, 5),     // more watchpoints than the host
+            with(uapi::DFR0_WRPS_SHIFT, 0),     // WRPs 0 (v14 39/44)
+        ] {
+            assert_eq!(
+                m.vcpu_set_one_reg(0, id, &val.to_le_bytes()),
+                Err(libc::EINVAL),
+                "{v}: {val:#x}"
+            );
+        }
+        assert_eq!(m.dfr0, HOST);
+        // Lowering WRPs alone is taken.
+        let lowered = with(uapi::DFR0_WRPS_SHIFT, 1);
+        assert_eq!(m.vcpu_set_one_reg(0, id, &lowered.to_le_bytes()), Ok(()));
+        assert_eq!(m.dfr0, lowered);
+        // The default RealmParams: refused by configure, nothing written.
+        let mut m = model(v, realm(HashAlgo::Sha256));
+        let mut be = CcaBackend::with_version(&mut m, v, v.series_cap());
+        let e = be
+            .configure(&RealmParams::new(HashAlgo::Sha256, 40))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::VcpuParam {
+                    field: "num_bps",
+                    value: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        drop(be);
+        assert!(m.calls.iter().all(|c| c.request != uapi::KVM_SET_ONE_REG));
+        // The host's count (read from the register) is what configure takes and the realm gets.
+        let mut r = RealmParams::new(HashAlgo::Sha256, 40);
+        r.set_debug_from_id_aa64dfr0(HOST);
+        assert_eq!((r.num_bps, r.num_wps), (6, 4));
+        let mut be = CcaBackend::with_version(&mut m, v, v.series_cap());
+        be.configure(&r).unwrap();
+        drop(be);
+        assert_eq!(m.dfr0, HOST);
     }
 }
 
@@ -877,10 +997,6 @@ fn wrong_request_numbers_and_non_realm_vms_answer_as_arm64() {
         drop(be);
         assert_eq!(m.state, ModelRealm::None, "nothing created");
     }
-    // v9 has no such ioctl.
-    let mut m = model(UapiVersion::EnableCap, realm(HashAlgo::Sha256));
-    let mut args = KvmArmRmiPopulate::default();
-    assert_eq!(m.rmi_populate(0xC020_AED7, &mut args), Err(libc::EINVAL));
     // A VM that is not a realm: v12 EPERM, v13/v14 ENXIO; and no private memory (EINVAL).
     for (v, errno) in [
         (UapiVersion::V12, libc::EPERM),
@@ -896,7 +1012,11 @@ fn wrong_request_numbers_and_non_realm_vms_answer_as_arm64() {
             flags: 0,
             reserved: 0,
         };
-        assert_eq!(m.rmi_populate(populate_nr(v), &mut args), Err(errno), "{v}");
+        assert_eq!(
+            m.rmi_populate(v.populate_request(), &mut args),
+            Err(errno),
+            "{v}"
+        );
         assert_eq!(m.set_private(M, K4), Err(libc::EINVAL));
         let mut be = CcaBackend::with_version(&mut m, v, v.series_cap());
         let p = be.make_private(M, K4);
@@ -915,7 +1035,8 @@ fn kernel_argument_checks() {
         let src = data.as_slice().as_ptr() as u64;
         let mut m = model(v, realm(HashAlgo::Sha256));
         m.set_private(0, 64 * M).unwrap();
-        let nr = populate_nr(v);
+        let nr = v.populate_request();
+        assert_eq!(nr.number(), populate_nr(v));
         let call = |m: &mut KernelModel, base, size, src, flags, reserved| {
             let mut a = KvmArmRmiPopulate {
                 base,
@@ -972,8 +1093,14 @@ fn kernel_argument_checks() {
                 (2 * M + 2 * K4, 0, src + 2 * K4)
             );
         }
-        // Already populated: EEXIST.
-        assert_eq!(call(&mut m, 2 * M, K4, src, 0, 0), Err(libc::EEXIST));
+        // Already populated: EEXIST on v12 (kvm_gmem_populate's "already prepared" check);
+        // ENXIO on v13/v14, whose base has no such check (realm_data_map_init re-delegates).
+        let again = if v == UapiVersion::V12 {
+            libc::EEXIST
+        } else {
+            libc::ENXIO
+        };
+        assert_eq!(call(&mut m, 2 * M, K4, src, 0, 0), Err(again), "{v}");
         // KVM_SET_MEMORY_ATTRIBUTES argument checks.
         assert_eq!(m.set_private(M, 0), Err(libc::EINVAL));
         assert_eq!(m.set_private(M + 1, K4), Err(libc::EINVAL));
@@ -1017,8 +1144,9 @@ fn v12_first_run_initialises_ripas_in_memslot_walk_order() {
         d.data_granule_hashed(M, None);
         d.rec(&boot_rec());
         d.rec(&second_rec());
-        if v == UapiVersion::V12 {
-            // RMM 1.0 measures RTT_INIT_RIPAS: slot 3 first, then slot 1 around the data.
+        if v.rmm_rules()[0] == RmmVersion::V1_0 {
+            // RMM 1.0 rules (v12; v13's own firmware branch, the model's default for v13)
+            // measure RTT_INIT_RIPAS: slot 3 first, then slot 1 around the data.
             for (b, t) in [(16 * M, 32 * M), (0, M), (M + K4, 16 * M)] {
                 d.ripas_range(b, t).unwrap();
             }
@@ -1026,14 +1154,58 @@ fn v12_first_run_initialises_ripas_in_memslot_walk_order() {
         assert_eq!(m.rim().unwrap(), d.current(), "{v}");
         // Running again is a no-op (state >= ACTIVE); populate is EBUSY from now on.
         m.first_run().unwrap();
-        let mut a = KvmArmRmiPopulate {
-            base: 2 * M,
-            size: K4,
-            source_uaddr: data.as_slice().as_ptr() as u64,
-            flags: 0,
-            reserved: 0,
-        };
-        assert_eq!(m.rmi_populate(populate_nr(v), &mut a), Err(libc::EBUSY));
+        let mut a = one_page_at(2 * M, data.as_slice());
+        assert_eq!(
+            m.rmi_populate(v.populate_request(), &mut a),
+            Err(libc::EBUSY)
+        );
+    }
+}
+
+/// A realm needs an in-kernel vGIC. `kvm_activate_realm` refuses the first `KVM_RUN` of a VM
+/// without one (`EOPNOTSUPP`): v12 11/46 after `realm_ensure_created` and after marking the
+/// realm dead, so the realm is dead for good; the later form checks first, and the realm
+/// stays populatable. The backend, told there is none (`CcaIoctl::in_kernel_vgic`), refuses
+/// `activate` before the VMM gets to `KVM_RUN`.
+#[test]
+fn a_realm_needs_an_in_kernel_vgic() {
+    let data = SourceBuf::new(K4 as usize).unwrap();
+    for v in RMI_VERSIONS {
+        let mut m = model(v, realm(HashAlgo::Sha256));
+        m.vgic = false;
+        let mut be = backend(&mut m, v, &realm(HashAlgo::Sha256));
+        populate_all_at(&mut be, M, data.as_slice());
+        let e = be.activate().unwrap_err();
+        assert!(matches!(e, Error::WrongState { op: "activate", .. }), "{e}");
+        assert!(e.to_string().contains("in-kernel vGIC"), "{e}");
+        assert_eq!(
+            be.state(),
+            cca_backend::RealmState::New,
+            "still populatable"
+        );
+        drop(be);
+        // A VMM that runs anyway: EOPNOTSUPP.
+        assert_eq!(m.first_run(), Err(libc::EOPNOTSUPP), "{v}");
+        let mut a = one_page_at(2 * M, data.as_slice());
+        m.set_private(2 * M, K4).unwrap();
+        if v == UapiVersion::V12 {
+            // Dead for good: the vGIC added later does not help, populate is ENXIO.
+            assert_eq!(m.state, ModelRealm::Dead);
+            m.vgic = true;
+            assert_eq!(m.first_run(), Ok(()));
+            assert_eq!(m.state, ModelRealm::Dead);
+            assert_eq!(
+                m.rmi_populate(v.populate_request(), &mut a),
+                Err(libc::ENXIO)
+            );
+        } else {
+            // Checked before anything: still new; with the vGIC the launch goes on.
+            assert_eq!(m.state, ModelRealm::New);
+            assert!(m.rmi_populate(v.populate_request(), &mut a).is_ok());
+            m.vgic = true;
+            assert_eq!(m.first_run(), Ok(()));
+            assert_eq!(m.state, ModelRealm::Active);
+        }
     }
 }
 
@@ -1054,7 +1226,10 @@ fn first_run_failures_leave_the_realm_dead() {
             flags: 0,
             reserved: 0,
         };
-        assert_eq!(m.rmi_populate(populate_nr(v), &mut a), Err(libc::ENXIO));
+        assert_eq!(
+            m.rmi_populate(v.populate_request(), &mut a),
+            Err(libc::ENXIO)
+        );
     }
     // Creation at the first run fails like at the first populate.
     let mut m = model(UapiVersion::V14, realm(HashAlgo::Sha256));
@@ -1082,7 +1257,19 @@ fn a_granule_is_never_populated_twice() {
         let again = be.populate(&chunk);
         assert_eq!(again.done, 0);
         let e = again.result.unwrap_err();
-        assert_eq!(e.errno, Some(libc::EEXIST));
+        // v12: EEXIST; v13/v14: ENXIO (realm_data_map_init delegates the granule again, which
+        // fails), which the backend names among its causes.
+        if v == UapiVersion::V12 {
+            assert_eq!(e.errno, Some(libc::EEXIST));
+            assert!(e.detail.contains("already populated"), "{}", e.detail);
+        } else {
+            assert_eq!(e.errno, Some(libc::ENXIO));
+            assert!(
+                e.detail.contains("already populated (realm_data_map_init"),
+                "{}",
+                e.detail
+            );
+        }
         assert!(e.detail.contains("[0x100000..+0x2000)"), "{}", e.detail);
     }
 }
@@ -1094,15 +1281,13 @@ struct Liar {
 }
 
 impl CcaIoctl for Liar {
-    fn rmi_populate(&mut self, _: u64, args: &mut KvmArmRmiPopulate) -> Result<i32, i32> {
+    fn rmi_populate(
+        &mut self,
+        _: PopulateRequest,
+        args: &mut KvmArmRmiPopulate,
+    ) -> Result<i32, i32> {
         args.base += self.advance; // base advanced, size not
         Ok(0)
-    }
-    fn rme_enable_cap(&mut self, _: u32, _: u64, _: cca_backend::RmeArg<'_>) -> Result<(), i32> {
-        Err(libc::ENOTTY)
-    }
-    fn write_shared_alias(&mut self, _: u64, _: &[u8]) -> Result<(), i32> {
-        Err(libc::ENOTTY)
     }
     fn set_private(&mut self, _: u64, _: u64) -> Result<(), i32> {
         Ok(())
@@ -1134,178 +1319,6 @@ fn impossible_answers_are_errors_and_no_progress_is_not_spun_on() {
         report.stop.as_ref().unwrap().cause,
         StopCause::NoProgress { attempts: 2 }
     ));
-}
-
-#[test]
-fn legacy_enable_cap_launch_bytes_and_rim() {
-    let mut r = realm(HashAlgo::Sha512);
-    r.rpv = [0x42; 64];
-    let img = image();
-    let mut m = model(UapiVersion::EnableCap, r.clone());
-    let mut be = CcaBackend::with_version(&mut m, UapiVersion::EnableCap, 243);
-    be.configure(&r).unwrap();
-    let plan = plan(&img, &img.unmeasured, true, &be.caps());
-    let report = Driver::new(&mut be).run(&plan).unwrap();
-    assert!(report.is_complete());
-    assert_eq!(be.activate().unwrap(), Activation::Activated);
-    drop(be);
-    assert_eq!(m.state, ModelRealm::Active);
-    assert_eq!(m.rpv, [0x42; 64]);
-    assert_eq!(m.hash, HashAlgo::Sha512);
-    let subs: Vec<_> = m.calls.iter().map(|c| c.enable_cap.unwrap()).collect();
-    assert_eq!(
-        subs,
-        vec![
-            (243, 0), // CONFIG_REALM (RPV)
-            (243, 0), // CONFIG_REALM (HASH_ALGO)
-            (243, 1), // CREATE_REALM
-            (243, 2), // INIT_RIPAS_REALM [0, 64 MiB)
-            (243, 3), // POPULATE_REALM [2 MiB, 4 MiB)
-            (243, 3), // POPULATE_REALM [4 MiB, 5 MiB + 8 KiB)
-            (243, 3), // POPULATE_REALM unmeasured 12 KiB
-            (243, 3), // POPULATE_REALM zeros 8 KiB
-            (243, 4), // ACTIVATE_REALM
-        ]
-    );
-    assert!(m
-        .calls
-        .iter()
-        .all(|c| c.request == 0x4068_AEA3 && c.errno.is_none()));
-    // CONFIG_REALM(HASH_ALGO): cfg = 1, hash_algo = 1 (SHA-512), the rest of the union zero.
-    let mut want = vec![1, 0, 0, 0, 1, 0, 0, 0];
-    want.resize(260, 0);
-    assert_eq!(m.calls[1].bytes, want);
-    // CONFIG_REALM(RPV): cfg = 0, the 64 RPV bytes.
-    assert_eq!(&m.calls[0].bytes[..4], &[0, 0, 0, 0]);
-    assert!(m.calls[0].bytes[4..68].iter().all(|b| *b == 0x42));
-    // INIT_RIPAS_REALM: base 0, size 64 MiB, reserved zero.
-    let mut want = 0u64.to_le_bytes().to_vec();
-    want.extend_from_slice(&(64 * M).to_le_bytes());
-    want.extend_from_slice(&[0; 16]);
-    assert_eq!(m.calls[3].bytes, want);
-    // POPULATE_REALM: base, size, flags = MEASURE, reserved zero.
-    let mut want = (2 * M).to_le_bytes().to_vec();
-    want.extend_from_slice(&(2 * M).to_le_bytes());
-    want.extend_from_slice(&1u32.to_le_bytes());
-    want.extend_from_slice(&[0; 12]);
-    assert_eq!(m.calls[4].bytes, want);
-    check_ledger(&m, &img, HashAlgo::Sha512);
-    // This flow is RMM 1.0's: the model's RMM RIM is the offline RIM, ripas included.
-    m.create_rec(&boot_rec());
-    assert_eq!(m.rim().unwrap(), measure(&plan, &r, &[boot_rec()]).unwrap());
-    let v9 = MeasureOptions::for_series(UapiVersion::EnableCap);
-    let want = measure_with_options(&plan, &r, &[boot_rec()], &v9).unwrap();
-    assert_eq!(m.rim().unwrap(), want);
-    // v9 converts nothing, has no KVM_RUN step in the model, and no RMI populate ioctl.
-    assert_eq!(m.first_run(), Ok(()));
-    assert_eq!(m.set_private(0, K4), Err(libc::EINVAL));
-}
-
-#[test]
-fn legacy_failure_says_the_range_may_be_populated() {
-    let r = realm(HashAlgo::Sha256);
-    let img = image();
-    let mut m = model(UapiVersion::EnableCap, r.clone());
-    m.failing.insert(4 * M + 3 * K4, 3);
-    let mut be = CcaBackend::with_version(&mut m, UapiVersion::EnableCap, 243);
-    be.configure(&r).unwrap();
-    let plan = plan(&img, &img.unmeasured, false, &be.caps());
-    let err = Driver::new(&mut be).run(&plan).unwrap_err();
-    let report = err.report().unwrap();
-    let stop = report.stop.as_ref().unwrap();
-    // The first 2 MiB piece is known done; the failing piece reports nothing...
-    assert_eq!(report.regions[0].populated, 2 * M);
-    assert_eq!(stop.gpa, 4 * M);
-    let StopCause::Backend(e) = &stop.cause else {
-        panic!()
-    };
-    assert!(e.detail.contains("may be populated"), "{}", e.detail);
-    // A resume would populate those granules again: unrecoverable, and the driver refuses.
-    assert!(e.unrecoverable);
-    resume_is_refused(&mut be, &plan, report);
-    drop(be);
-    // ...though the kernel did populate 3 granules of it before failing.
-    assert_eq!(m.populated_in(2 * M, 4 * M), 2 * M + 3 * K4);
-}
-
-fn resume_is_refused<B: Backend>(be: &mut B, plan: &Plan<'_>, report: &cc_populate::Report) {
-    let calls = report.regions.iter().map(|r| r.calls).sum::<u64>();
-    let again = Driver::new(be).resume(plan, report).unwrap_err();
-    assert!(matches!(again, RunError::Unrecoverable(_)), "{again}");
-    assert_eq!(
-        again
-            .report()
-            .unwrap()
-            .regions
-            .iter()
-            .map(|r| r.calls)
-            .sum::<u64>(),
-        calls
-    );
-}
-
-/// v9: after ACTIVATE_REALM nothing can be added; a populate is refused by the backend for good
-/// (unrecoverable), before configure it is an ordinary stop that configure then resume fixes.
-#[test]
-fn legacy_populate_after_activation_is_unrecoverable() {
-    let r = realm(HashAlgo::Sha256);
-    let data = SourceBuf::new(K4 as usize).unwrap();
-    let mut m = model(UapiVersion::EnableCap, r.clone());
-    let mut be = CcaBackend::with_version(&mut m, UapiVersion::EnableCap, 243);
-    let plan = PlanBuilder::new()
-        .source(M, Role::Measured, data.as_slice())
-        .build(&be.caps(), &MemoryLayout::unbounded())
-        .unwrap();
-    // Not configured: a plain stop, resumable once configure has created the realm.
-    let err = Driver::new(&mut be).run(&plan).unwrap_err();
-    let report = err.report().unwrap().clone();
-    let StopCause::Backend(e) = &report.stop.as_ref().unwrap().cause else {
-        panic!("{err}")
-    };
-    assert!(!e.unrecoverable, "{e}");
-    be.configure(&r).unwrap();
-    let done = Driver::new(&mut be).resume(&plan, &report).unwrap();
-    assert!(done.is_complete(), "{done}");
-    assert_eq!(be.activate().unwrap(), Activation::Activated);
-    let more = PlanBuilder::new()
-        .source(2 * M, Role::Measured, data.as_slice())
-        .build(&be.caps(), &MemoryLayout::unbounded())
-        .unwrap();
-    let err = Driver::new(&mut be).run(&more).unwrap_err();
-    let report = err.report().unwrap().clone();
-    let StopCause::Backend(e) = &report.stop.as_ref().unwrap().cause else {
-        panic!("{err}")
-    };
-    assert!(e.unrecoverable && e.detail.contains("not active"), "{e}");
-    resume_is_refused(&mut be, &more, &report);
-    drop(be);
-    assert_eq!(m.populated_in(2 * M, K4), 0);
-}
-
-#[test]
-fn legacy_needs_configure_first_and_converts_nothing() {
-    let mut m = model(UapiVersion::EnableCap, realm(HashAlgo::Sha256));
-    let mut be = CcaBackend::with_version(&mut m, UapiVersion::EnableCap, 243);
-    assert!(matches!(be.activate(), Err(Error::WrongState { .. })));
-    let data = vec![0u8; 4096];
-    let p = be.populate(&ChunkRequest {
-        region: 0,
-        gpa: 0,
-        len: 4096,
-        role: Role::Measured,
-        source: ChunkSource::Bytes(&data),
-    });
-    assert!(p.result.unwrap_err().detail.contains("configure"));
-    let p = be.make_private(0, 4096);
-    assert_eq!(p.result.unwrap_err().kind, ErrorKind::Unsupported);
-    let p = be.populate(&ChunkRequest {
-        region: 0,
-        gpa: 0,
-        len: 4096,
-        role: Role::Ripas,
-        source: ChunkSource::Zero,
-    });
-    assert!(p.result.unwrap_err().detail.contains("RIPAS init"));
 }
 
 #[test]
@@ -1400,8 +1413,7 @@ fn populate_struct_matches_kernel_abi_bytes() {
 
 #[test]
 fn run_error_is_typed_for_mismatched_caps() {
-    // A plan validated against the verifier's CCA_CAPS runs on a backend without staging; a
-    // v12+ plan on a v9 backend (conversion differs) likewise.
+    // A plan validated against the verifier's CCA_CAPS runs on a backend without staging.
     let data = vec![0u8; 4096];
     let plan = PlanBuilder::new()
         .source(0, Role::Measured, &data)
@@ -1410,12 +1422,6 @@ fn run_error_is_typed_for_mismatched_caps() {
     let mut m = model(UapiVersion::V14, realm(HashAlgo::Sha256));
     let mut be = backend(&mut m, UapiVersion::V14, &realm(HashAlgo::Sha256))
         .stage_in_place(Box::new(|_, _| Ok(())));
-    assert!(matches!(
-        Driver::new(&mut be).run(&plan),
-        Err(RunError::CapsMismatch { .. })
-    ));
-    let mut m = model(UapiVersion::EnableCap, realm(HashAlgo::Sha256));
-    let mut be = CcaBackend::with_version(&mut m, UapiVersion::EnableCap, 243);
     assert!(matches!(
         Driver::new(&mut be).run(&plan),
         Err(RunError::CapsMismatch { .. })
@@ -1475,9 +1481,8 @@ fn declared_caps() {
     assert_eq!(c.max_chunk, 1 << 30);
     assert_eq!(c.cut_alignment(), 1 << 30);
     assert!(!c.in_place);
-    // kvm_gmem_populate (v12+) needs the range private first; v9's POPULATE_REALM does it.
+    // kvm_gmem_populate needs the range private first.
     assert_eq!(c.conversion, Conversion::BeforePopulate);
-    assert_eq!(cca_backend::CCA_CAPS_V9.conversion, Conversion::ByPopulate);
     assert_eq!(
         c.roles,
         [Role::Measured, Role::Unmeasured, Role::Ripas]
@@ -1490,10 +1495,4 @@ fn declared_caps() {
         assert_eq!(be.page_type(Role::Ripas), "RTT_INIT_RIPAS");
         assert_eq!(be.version(), v);
     }
-    let be = CcaBackend::with_version(
-        model(UapiVersion::EnableCap, realm(HashAlgo::Sha256)),
-        UapiVersion::EnableCap,
-        243,
-    );
-    assert_eq!(be.caps(), cca_backend::CCA_CAPS_V9);
 }

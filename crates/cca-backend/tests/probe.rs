@@ -43,14 +43,12 @@ fn series_number_is_asked_unless_the_caller_knows_better() {
 }
 
 fn series_numbers_are_the_patches() {
-    // v9 06/43, v12 06/46, v13 11/48, v14 13/44 ("Define the user ABI").
+    // v12 06/46, v13 11/48, v14 13/44 ("Define the user ABI").
     assert_eq!(UapiVersion::V14.series_cap(), 249);
     assert_eq!(UapiVersion::V13.series_cap(), 248);
     assert_eq!(UapiVersion::V12.series_cap(), 247);
-    assert_eq!(UapiVersion::EnableCap.series_cap(), 243);
     assert_eq!(UapiVersion::default(), UapiVersion::V14);
     for (n, v) in [
-        (9, UapiVersion::EnableCap),
         (12, UapiVersion::V12),
         (13, UapiVersion::V13),
         (14, UapiVersion::V14),
@@ -62,11 +60,10 @@ fn series_numbers_are_the_patches() {
     assert_eq!(UapiVersion::V13.realm_vm_type(40), (1 << 8) | 40);
     assert_eq!(UapiVersion::V12.realm_vm_type(48), (1 << 8) | 48);
     assert_eq!(UapiVersion::V14.to_string(), "v14");
-    assert_eq!(UapiVersion::EnableCap.to_string(), "v9 (KVM_ENABLE_CAP)");
 }
 
 fn unsupported_versions_are_refused_by_name() {
-    for n in [0, 1, 4, 5, 6, 7, 8, 10, 11, 15, 99] {
+    for n in [0, 1, 4, 5, 6, 7, 8, 9, 10, 11, 15, 99] {
         let e = UapiVersion::from_series(n).unwrap_err();
         assert!(
             matches!(e, Error::UnsupportedVersion { series, .. } if series == n),
@@ -77,7 +74,15 @@ fn unsupported_versions_are_refused_by_name() {
             .starts_with(&format!("version v{n} of the Arm CCA KVM series")));
     }
     let e = UapiVersion::from_series(11).unwrap_err();
-    assert!(e.to_string().contains("KVM_CAP_ARM_RME number"), "{e}");
+    assert!(e.to_string().contains("capability number"), "{e}");
+    // v9 was dropped, and says why: its number is mainline's CACHEABLE_PFNMAP capability.
+    let e = UapiVersion::from_series(9).unwrap_err();
+    assert!(e.to_string().contains("dropped"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED"),
+        "{e}"
+    );
 }
 
 fn non_arm64_host_asks_nothing() {
@@ -90,12 +95,7 @@ fn non_arm64_host_asks_nothing() {
 
 fn real_kvm_here_is_not_supported() {
     let kvm = gmem::testing::kvm();
-    for v in [
-        UapiVersion::V14,
-        UapiVersion::V13,
-        UapiVersion::V12,
-        UapiVersion::EnableCap,
-    ] {
+    for v in [UapiVersion::V14, UapiVersion::V13, UapiVersion::V12] {
         let e = probe(&kvm, v).unwrap_err();
         assert!(matches!(e, Error::NotSupported { .. }), "{e}");
         #[cfg(target_arch = "x86_64")]
@@ -178,56 +178,24 @@ fn real_vm_fd_refuses_with_typed_errors() {
         "{}",
         e.detail
     );
-    // v9's sub-commands too.
-    let mut be = CcaBackend::with_version(KvmCcaIoctl::new(&vm), UapiVersion::EnableCap, 243);
-    let e = be
-        .configure(&RealmParams::new(HashAlgo::Sha256, 40))
-        .unwrap_err();
-    assert_eq!(
-        e,
-        Error::Ioctl {
-            op: "KVM_CAP_ARM_RME_CONFIG_REALM(RPV)",
-            errno: libc::ENOTTY
-        }
-    );
 }
 
 fn real_ioctl_layer_refuses_every_call_off_arm64() {
     use cca_backend::uapi::{self, KvmArmRmiPopulate};
-    use cca_backend::{CcaIoctl, RmeArg};
+    use cca_backend::CcaIoctl;
     let kvm = gmem::testing::kvm();
     let vm = kvm.create_vm().unwrap();
     let vcpus = [vm.create_vcpu(0).unwrap()];
-    let written = std::cell::RefCell::new(Vec::new());
-    let mut io = KvmCcaIoctl::new(&vm)
-        .with_vcpus(&vcpus)
-        .with_shared_alias(Box::new(|gpa, bytes| {
-            written.borrow_mut().push((gpa, bytes.len()));
-            Ok(())
-        }));
+    let io = KvmCcaIoctl::new(&vm).with_vcpus(&vcpus);
     assert_eq!(io.vcpu_count(), 1);
-    assert_eq!(io.write_shared_alias(0x1000, &[0; 4096]), Ok(()));
-    drop(io);
-    assert_eq!(*written.borrow(), vec![(0x1000, 4096)]);
+    // Not told of a vGIC, the layer cannot say whether there is one.
+    assert_eq!(io.in_kernel_vgic(), None);
     let mut io = KvmCcaIoctl::new(&vm);
-    // Without a writer the shared alias cannot be written (EFAULT).
-    assert_eq!(io.write_shared_alias(0, &[0; 4096]), Err(libc::EFAULT));
     #[cfg(not(target_arch = "aarch64"))]
     {
         let mut args = KvmArmRmiPopulate::default();
         assert_eq!(
-            io.rmi_populate(uapi::KVM_ARM_RMI_POPULATE_V13, &mut args),
-            Err(libc::ENOTTY)
-        );
-        assert_eq!(io.rme_enable_cap(243, 1, RmeArg::None), Err(libc::ENOTTY));
-        let mut p = uapi::ArmRmePopulateRealm::default();
-        assert_eq!(
-            io.rme_enable_cap(243, 3, RmeArg::Populate(&mut p)),
-            Err(libc::ENOTTY)
-        );
-        let mut r = uapi::ArmRmeInitRipas::default();
-        assert_eq!(
-            io.rme_enable_cap(243, 2, RmeArg::InitRipas(&mut r)),
+            io.rmi_populate(cca_backend::PopulateRequest::V13, &mut args),
             Err(libc::ENOTTY)
         );
         assert_eq!(io.set_private(0, 4096), Err(libc::ENOTTY));
@@ -253,15 +221,9 @@ struct Minimal;
 impl cca_backend::CcaIoctl for Minimal {
     fn rmi_populate(
         &mut self,
-        _: u64,
+        _: cca_backend::PopulateRequest,
         _: &mut cca_backend::uapi::KvmArmRmiPopulate,
     ) -> Result<i32, i32> {
-        Err(libc::ENOTTY)
-    }
-    fn rme_enable_cap(&mut self, _: u32, _: u64, _: cca_backend::RmeArg<'_>) -> Result<(), i32> {
-        Err(libc::ENOTTY)
-    }
-    fn write_shared_alias(&mut self, _: u64, _: &[u8]) -> Result<(), i32> {
         Err(libc::ENOTTY)
     }
 }
@@ -276,11 +238,10 @@ fn default_layer_methods_refuse() {
         assert_eq!(io.vcpu_get_one_reg(0, 1, &mut b), Err(libc::ENOTTY));
         assert_eq!(io.vcpu_set_one_reg(0, 1, &b), Err(libc::ENOTTY));
         assert_eq!(io.vcpu_finalize(0, 4), Err(libc::ENOTTY));
-        assert_eq!(io.write_shared_alias(0, &b), Err(libc::ENOTTY));
+        assert_eq!(io.in_kernel_vgic(), None);
         let mut a = cca_backend::uapi::KvmArmRmiPopulate::default();
-        assert_eq!(io.rmi_populate(0, &mut a), Err(libc::ENOTTY));
         assert_eq!(
-            io.rme_enable_cap(0, 0, cca_backend::RmeArg::None),
+            io.rmi_populate(cca_backend::PopulateRequest::V12, &mut a),
             Err(libc::ENOTTY)
         );
     }
@@ -293,11 +254,6 @@ fn default_layer_methods_refuse() {
         Err(Error::WrongState { .. })
     ));
     assert!(be.adopt(&RealmParams::new(HashAlgo::Sha256, 40)).is_ok());
-    let mut be = CcaBackend::with_version(&mut m, UapiVersion::EnableCap, 243);
-    assert!(matches!(
-        be.adopt(&RealmParams::new(HashAlgo::Sha256, 40)),
-        Err(Error::NotOffered { .. })
-    ));
 }
 
 fn main() -> std::process::ExitCode {

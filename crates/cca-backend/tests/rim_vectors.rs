@@ -644,11 +644,12 @@ fn series_v12_refusals_are_typed() {
         gprs: [0; 8],
         runnable,
     };
-    // No vCPU, a non-runnable vCPU 0, a runnable vCPU 1: not what the kernel creates.
+    // No vCPU, no runnable one, two runnable: not what the kernel creates (exactly one REC
+    // runnable, vCPU id 0's, which need not be the first created). The value is the count.
     for (recs, field, value) in [
         (vec![], "recs", 0),
         (vec![rec(false)], "recs.runnable", 0),
-        (vec![rec(true), rec(true)], "recs.runnable", 1),
+        (vec![rec(true), rec(true)], "recs.runnable", 2),
     ] {
         let e = measure_with_options(&plan, &realm, &recs, &v12).unwrap_err();
         assert!(
@@ -656,6 +657,11 @@ fn series_v12_refusals_are_typed() {
             "{e}"
         );
     }
+    // vCPU id 0 created second is fine, and measures the same runnable REC.
+    assert_eq!(
+        measure_with_options(&plan, &realm, &[rec(false), rec(true)], &v12).unwrap(),
+        measure_with_options(&plan, &realm, &[rec(true), rec(false)], &v12).unwrap()
+    );
     // Data outside every memslot: the v12 kernel cannot populate it.
     let plan = PlanBuilder::new()
         .zeros(0, 0x20_0000, Role::Ripas)

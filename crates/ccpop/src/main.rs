@@ -234,17 +234,19 @@ struct CcaArgs {
 /// How a CCA RIM is measured: which RMM's rules and which launch order.
 #[derive(Debug, Clone, clap::Args)]
 struct CcaMeasureArgs {
-    /// The RMM version whose rules apply: 1.0 (RTT_INIT_RIPAS measured; series v9 and v12) or
-    /// 2.0 (not measured; series v13, v14). A plan file may say it in cca.rmm; then --rmm may
-    /// only repeat it. Neither: 1.0. Per series: v9 `--rmm 1.0`, v12 `--rmm 1.0 --order v12`,
-    /// v13 and v14 `--rmm 2.0`.
+    /// The RMM rules the host's firmware follows: 1.0 (RTT_INIT_RIPAS measured: series v12, and
+    /// v13 on its own firmware branch) or 2.0 (not measured: TF-RMM from commit bdb07f46 on;
+    /// v13 on such a firmware, v14). A plan file may say it in cca.rmm; then --rmm may only
+    /// repeat it. Neither: 1.0. Per series: v12 `--rmm 1.0 --order v12`, v13 `--rmm 1.0 --order
+    /// v12` or `--rmm 2.0` by firmware, v14 `--rmm 2.0`.
     #[arg(long, value_name = "VERSION")]
     rmm: Option<String>,
-    /// The launch order: `planned` (the plan's order, then the RECs: series v9, whose VMM
-    /// issues each step, and v13/v14 under RMM 2.0) or `v12` (the order a v12 kernel issues
+    /// The launch order: `planned` (the plan's order, then the RECs: plan files naming no
+    /// order, and v13/v14 under RMM 2.0 rules) or `v12` (the order the v12-v14 kernels issue
     /// the RMI calls in, whatever the VMM's: the data in populate order, the RECs with only
-    /// vCPU 0 runnable, then RIPAS of the plan's ripas regions, which stand for the guest_memfd
-    /// memslots in the kernel's memslot walk order, minus what was populated; --plan only).
+    /// vCPU id 0 runnable, then RIPAS of the plan's ripas regions, which stand for the
+    /// guest_memfd memslots in the kernel's memslot walk order, minus what was populated;
+    /// --plan only).
     #[arg(long, default_value = "planned", value_name = "ORDER")]
     order: String,
 }

@@ -463,18 +463,28 @@ fn measure_cca_rmm_from_the_file_or_the_command_line() {
         "{e}"
     );
 
-    // The options the help and README give per series are the backend's for_series.
+    // The options the help and README give per series and firmware rules are the backend's
+    // for_series (the RMM rules are the firmware build's: v13 has both).
     use cca_backend::UapiVersion;
-    for (series, args) in [
-        (UapiVersion::EnableCap, &["--rmm", "1.0"][..]),
-        (UapiVersion::V12, &["--rmm", "1.0", "--order", "v12"][..]),
-        (UapiVersion::V13, &["--rmm", "2.0"][..]),
-        (UapiVersion::V14, &["--rmm", "2.0"][..]),
+    for (series, rmm, args) in [
+        (
+            UapiVersion::V12,
+            RmmVersion::V1_0,
+            &["--rmm", "1.0", "--order", "v12"][..],
+        ),
+        (
+            UapiVersion::V13,
+            RmmVersion::V1_0,
+            &["--rmm", "1.0", "--order", "v12"][..],
+        ),
+        (UapiVersion::V13, RmmVersion::V2_0, &["--rmm", "2.0"][..]),
+        (UapiVersion::V14, RmmVersion::V2_0, &["--rmm", "2.0"][..]),
     ] {
-        let want = cca_rmm_want(&kernel, true, &MeasureOptions::for_series(series));
+        assert!(series.rmm_rules().contains(&rmm), "{series}");
+        let want = cca_rmm_want(&kernel, true, &MeasureOptions::for_series(series, rmm));
         let mut a = vec!["--plan", silent.as_str()];
         a.extend_from_slice(args);
-        assert_eq!(rim(&a), want, "{series}");
+        assert_eq!(rim(&a), want, "{series} {rmm:?}");
     }
     let _ = std::fs::remove_dir_all(d);
 }
