@@ -471,7 +471,7 @@ fn mmap_guest_memfd_serves_shared_pages_itself() {
 
 fn memory_fault_exit_for_private_gpa_without_guest_memfd() {
     let mut g = Guest::new();
-    // GPA page 8: a plain memslot (no guest_memfd), filled with 0xc8.
+    // GPA page 8: a plain memslot (no guest_memfd), its first 16 bytes 0xc8.
     let plain: &'static GuestRegionMmap<()> = Box::leak(Box::new(
         GuestRegionMmap::new(
             MmapRegion::new(PAGE as usize).unwrap(),
@@ -479,7 +479,9 @@ fn memory_fault_exit_for_private_gpa_without_guest_memfd() {
         )
         .unwrap(),
     ));
-    plain.write_slice(&[0xc8], MemoryRegionAddress(0)).unwrap();
+    plain
+        .write_slice(&[0xc8; 16], MemoryRegionAddress(0))
+        .unwrap();
     let region = kvm_userspace_memory_region {
         slot: 1,
         flags: 0,
