@@ -275,6 +275,11 @@ impl GuestMemfd {
     ///   `INIT_SHARED`, the file's own state in the kernel.
     ///
     /// [`map_shared`](Self::map_shared) refuses any range that holds a private page.
+    ///
+    /// Attributes belong to guest-physical addresses, not to memslots: deleting a memslot leaves
+    /// its GPAs' attributes as they were, and a new binding takes those of the GPAs it is bound
+    /// at. The record stays with the file range; after binding a range anew elsewhere, convert
+    /// it again to make record and kernel agree.
     pub fn private_ranges(&self) -> Vec<(u64, u64)> {
         self.private.iter().collect()
     }
@@ -446,6 +451,9 @@ impl GuestMemfd {
         let end = gpa
             .checked_add(len)
             .ok_or(Error::RangeOverflow { offset: gpa, len })?;
+        if len == 0 {
+            return Err(Error::EmptyRange { offset: gpa });
+        }
         self.shared
             .bindings()
             .iter()
