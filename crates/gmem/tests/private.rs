@@ -9,7 +9,8 @@
 //! the memory under test starts at GPA 0x1000. The guest reports what it read by `out` to
 //! port 0x3f8. A shared page of the memory under test reads as the shared backing's byte
 //! (`0xa0 + page number`, written by the host); a private page as the guest_memfd's (zero when
-//! fresh: `kvm_gmem_get_pfn` clears a new folio, virt/kvm/guest_memfd.c, 6.12 and 7.3).
+//! fresh: a new guest_memfd folio is cleared before it is mapped, virt/kvm/guest_memfd.c:
+//! 7.3 `kvm_gmem_get_pfn`, 6.12 `kvm_gmem_prepare_folio`).
 
 mod common;
 
