@@ -146,6 +146,40 @@ pub enum Error {
         /// Its length.
         len: u64,
     },
+    /// The shared backing given to [`GuestMemfd::bind_with_shared`](crate::GuestMemfd::bind_with_shared)
+    /// cannot serve the slot.
+    #[error("memslot {slot} at GPA [{gpa:#x}, +{len:#x}): shared backing refused: {reason}")]
+    SharedBacking {
+        /// The slot asked for.
+        slot: u32,
+        /// Its guest-physical start (the backing's start address).
+        gpa: u64,
+        /// The length of the bound file range.
+        len: u64,
+        /// Why.
+        reason: &'static str,
+    },
+    /// `KVM_PRE_FAULT_MEMORY` stopped: `[gpa, gpa + done)` was mapped, `gpa + done` failed.
+    #[error("KVM_PRE_FAULT_MEMORY on GPA [{gpa:#x}, +{len:#x}): {done:#x} bytes mapped, then {:#x} failed: {source}", gpa.wrapping_add(*done))]
+    PreFault {
+        /// Start of the range asked for.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+        /// Bytes from `gpa` that the kernel mapped before the failure.
+        done: u64,
+        /// The errno for the page at `gpa + done`.
+        #[source]
+        source: vmm_sys_util::errno::Error,
+    },
+    /// A guest-physical range that no binding of this handle covers.
+    #[error("GPA [{gpa:#x}, +{len:#x}): not bound to this guest_memfd")]
+    GpaNotBound {
+        /// Start of the range.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+    },
     /// A KVM ioctl failed.
     #[error("{op} on [{offset:#x}, +{len:#x}): {source}")]
     Kvm {

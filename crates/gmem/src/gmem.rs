@@ -156,8 +156,11 @@ impl Shared {
 /// - a `SharedView` borrows the handle (`&self`) and [`convert`](Self::convert) needs `&mut self`,
 ///   so no view exists while a conversion runs;
 /// - the handle records private ranges, and [`map_shared`](Self::map_shared) refuses a range
-///   that contains any; a file created without `INIT_SHARED` starts all private;
-/// - a memslot's own mapping (its `userspace_addr`) is never handed to safe code;
+///   that contains any, and every range of a file created without `INIT_SHARED` (the kernel
+///   never lets the host fault such a file's pages);
+/// - a memslot's own mapping (its `userspace_addr`) is never handed to safe code; a shared
+///   backing given to [`bind_with_shared`](Self::bind_with_shared) is separate memory, which
+///   holds no private page;
 /// - a vm-memory region ([`into_guest_region`](Self::into_guest_region)) consumes the handle, so
 ///   nothing can convert after it exists.
 #[derive(Debug)]
@@ -223,8 +226,14 @@ impl GuestMemfd {
         // SAFETY: `raw` was just returned by KVM_CREATE_GUEST_MEMFD: an open fd that nothing else
         // owns, so the OwnedFd becomes its only owner.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // What the kernel treats as private at creation. With memory attributes, a GPA is
+        // private only once KVM_SET_MEMORY_ATTRIBUTES made it so (the attributes of a VM start
+        // empty, i.e. shared: `kvm_get_memory_attributes`, include/linux/kvm_host.h, 6.12 and
+        // 7.3), so nothing is private yet. Without them, the file's own pages are private
+        // unless created INIT_SHARED (7.3 virt/kvm/guest_memfd.c: `kvm_gmem_is_private_mem`).
+        let conversion = caps.conversion_path();
         let mut private = RangeSet::default();
-        if !flags.contains(GmemFlags::INIT_SHARED) {
+        if conversion.is_none() && !flags.contains(GmemFlags::INIT_SHARED) {
             private.insert(0, size);
         }
         Ok(GuestMemfd {
@@ -236,7 +245,7 @@ impl GuestMemfd {
                 bindings: Mutex::new(Vec::new()),
             }),
             private,
-            conversion: caps.conversion_path(),
+            conversion,
         })
     }
 
@@ -255,7 +264,22 @@ impl GuestMemfd {
         self.conversion
     }
 
-    /// The ranges `[start, end)` this handle treats as private, in order.
+    /// The file ranges `[start, end)` the kernel treats as private, in order, as this handle
+    /// knows them.
+    ///
+    /// - On a VM with a [`ConversionPath`] (memory attributes, e.g. a software-protected VM):
+    ///   the ranges converted to private through this handle, where the guest is given the
+    ///   guest_memfd's pages. It starts empty (a VM's attributes start shared) and follows each
+    ///   `KVM_SET_MEMORY_ATTRIBUTES` the kernel accepted.
+    /// - On a VM without (the default x86 VM type): the whole file unless it was created
+    ///   `INIT_SHARED`, the file's own state in the kernel.
+    ///
+    /// [`map_shared`](Self::map_shared) refuses any range that holds a private page.
+    ///
+    /// Attributes belong to guest-physical addresses, not to memslots: deleting a memslot leaves
+    /// its GPAs' attributes as they were, and a new binding takes those of the GPAs it is bound
+    /// at. The record stays with the file range; after binding a range anew elsewhere, convert
+    /// it again to make record and kernel agree.
     pub fn private_ranges(&self) -> Vec<(u64, u64)> {
         self.private.iter().collect()
     }
@@ -316,13 +340,23 @@ impl GuestMemfd {
                 first_private,
             });
         }
+        // Without INIT_SHARED the kernel refuses every host fault on the file with SIGBUS,
+        // whatever the VM's attributes say (7.3 virt/kvm/guest_memfd.c:
+        // `kvm_gmem_fault_user_mapping` / `kvm_gmem_is_shared_mem`).
+        if !self.flags().contains(GmemFlags::INIT_SHARED) {
+            return Err(Error::NotMappable {
+                offset,
+                len,
+                flags: self.flags(),
+            });
+        }
         Ok(end)
     }
 
     /// Maps a page-aligned range `MAP_SHARED` for the host to read and write.
     ///
-    /// Refused when the file was created without `MMAP`, or the range holds private pages (a
-    /// file created without `INIT_SHARED` starts private). The view borrows the handle, so the
+    /// Refused when the file was created without `MMAP` or without `INIT_SHARED`, or the range
+    /// holds private pages. The view borrows the handle, so the
     /// handle cannot convert while the view lives; it is unmapped on drop.
     pub fn map_shared(&self, offset: u64, len: u64) -> Result<SharedView<'_>, Error> {
         self.check_host_accessible(offset, len)?;
@@ -353,15 +387,36 @@ impl GuestMemfd {
 
     /// Converts a page-aligned file range to `to`.
     ///
-    /// Needs `&mut self`: no [`SharedView`] of this handle is alive. Refused with
-    /// [`Error::ConversionUnsupported`] where the VM has no conversion path (as with the default
-    /// x86 VM type), and with [`Error::NotBound`] when the VM-attributes path needs a
-    /// guest-physical address that the range does not have.
+    /// Needs `&mut self`: no [`SharedView`] of this handle is alive. Refused before any ioctl,
+    /// with nothing changed: an empty, unaligned, out-of-bounds or overflowing range (the kernel
+    /// would answer `EINVAL` for the first two: `kvm_vm_ioctl_set_mem_attributes`,
+    /// virt/kvm/kvm_main.c, 6.12 and 7.3); [`Error::ConversionUnsupported`] where the VM has no
+    /// conversion path (as with the default x86 VM type); [`Error::NotBound`] when part of the
+    /// range is not bound to a memslot of this handle. The kernel itself sets attributes on any
+    /// guest-physical range, memslot or not; this handle converts by file offset, and an
+    /// unbound offset has no guest-physical address to convert.
     ///
-    /// On a kernel error part-way (the range spans several memslots), the pieces before the
-    /// failing one were converted; the handle then treats the whole range as private when
-    /// converting to private, and leaves its record unchanged when converting to shared, so it
-    /// never considers a private page shared.
+    /// The range is converted one memslot at a time, in file order. The kernel converts each
+    /// piece whole or not at all (it reserves its memory first: `kvm_vm_set_mem_attributes`,
+    /// 6.12 and 7.3), so on a kernel error part-way the pieces before the failing one are
+    /// converted and the rest is not; [`private_ranges`](Self::private_ranges) records exactly
+    /// that, and the error names the failing piece's guest-physical range.
+    ///
+    /// ```no_run
+    /// use gmem::{GmemFlags, GuestMemfd, MemoryState};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let kvm = kvm_ioctls::Kvm::new()?;
+    /// let vm = kvm.create_vm_with_type(1)?; // KVM_X86_SW_PROTECTED_VM
+    /// let mut gmem = GuestMemfd::create(&vm, 1 << 20, GmemFlags::empty())?;
+    /// let _slot = gmem.bind(0, 0x10_0000, 0, 1 << 20)?;
+    /// gmem.convert(0, 0x4000, MemoryState::Private)?; // GPA [0x10_0000, +0x4000) private
+    /// assert_eq!(gmem.private_ranges(), vec![(0, 0x4000)]);
+    /// gmem.convert(0x1000, 0x1000, MemoryState::Shared)?;
+    /// assert_eq!(gmem.private_ranges(), vec![(0, 0x1000), (0x2000, 0x4000)]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn convert(&mut self, offset: u64, len: u64, to: MemoryState) -> Result<(), Error> {
         let end = check_pages(offset, len, self.size())?;
         let path = self.conversion.ok_or(Error::ConversionUnsupported {
@@ -371,25 +426,40 @@ impl GuestMemfd {
             reason:
                 "KVM_CAP_MEMORY_ATTRIBUTES does not offer KVM_MEMORY_ATTRIBUTE_PRIVATE on this VM",
         })?;
-        // Input checks first: an unbound range changes nothing.
-        let result = match path {
+        match path {
             ConversionPath::VmAttributes => {
+                // Input checks first: an unbound range changes nothing.
                 let pieces = self.gpa_pieces(offset, end)?;
-                self.set_vm_attributes(&pieces, to)
-            }
-        };
-        match (to, &result) {
-            (MemoryState::Private, _) => self.private.insert(offset, end),
-            (MemoryState::Shared, Ok(())) => {
-                // VM attributes do not make the file's own pages host-mappable: a file that
-                // started private stays so for the host.
-                if self.flags().contains(GmemFlags::INIT_SHARED) {
-                    self.private.remove(offset, end);
+                let mut at = offset;
+                for &(gpa, piece_len) in &pieces {
+                    self.set_vm_attributes(gpa, piece_len, to)?;
+                    match to {
+                        MemoryState::Private => self.private.insert(at, at + piece_len),
+                        MemoryState::Shared => self.private.remove(at, at + piece_len),
+                    }
+                    at += piece_len;
                 }
+                Ok(())
             }
-            (MemoryState::Shared, Err(_)) => {}
         }
-        result
+    }
+
+    /// The file offset of the guest-physical range `[gpa, gpa + len)`, which must lie in one
+    /// binding of this handle; else [`Error::GpaNotBound`]. For instance to convert the page a
+    /// [`MemoryFault`](crate::MemoryFault) names.
+    pub fn offset_of_gpa(&self, gpa: u64, len: u64) -> Result<u64, Error> {
+        let end = gpa
+            .checked_add(len)
+            .ok_or(Error::RangeOverflow { offset: gpa, len })?;
+        if len == 0 {
+            return Err(Error::EmptyRange { offset: gpa });
+        }
+        self.shared
+            .bindings()
+            .iter()
+            .find(|b| b.gpa <= gpa && end <= b.gpa + b.len)
+            .map(|b| b.offset + (gpa - b.gpa))
+            .ok_or(Error::GpaNotBound { gpa, len })
     }
 
     /// [`convert`](Self::convert) to private.
@@ -406,30 +476,27 @@ impl GuestMemfd {
         gpa_pieces(&self.shared.bindings(), offset, end)
     }
 
-    fn set_vm_attributes(&self, pieces: &[(u64, u64)], to: MemoryState) -> Result<(), Error> {
+    fn set_vm_attributes(&self, gpa: u64, len: u64, to: MemoryState) -> Result<(), Error> {
         let attributes = match to {
             MemoryState::Private => uapi::KVM_MEMORY_ATTRIBUTE_PRIVATE,
             MemoryState::Shared => 0,
         };
-        for &(gpa, len) in pieces {
-            let arg = kvm_memory_attributes {
-                address: gpa,
-                size: len,
-                attributes,
-                flags: 0,
-            };
-            // SAFETY: the VM fd is owned by `self.shared`; the kernel only reads `arg`, a valid
-            // kvm_memory_attributes that lives across the call.
-            let ret =
-                unsafe { ioctl_with_ref(&self.shared.vm, uapi::KVM_SET_MEMORY_ATTRIBUTES, &arg) };
-            if ret != 0 {
-                return Err(Error::Kvm {
-                    op: "KVM_SET_MEMORY_ATTRIBUTES",
-                    offset: gpa,
-                    len,
-                    source: errno::Error::last(),
-                });
-            }
+        let arg = kvm_memory_attributes {
+            address: gpa,
+            size: len,
+            attributes,
+            flags: 0,
+        };
+        // SAFETY: the VM fd is owned by `self.shared`; the kernel only reads `arg`, a valid
+        // kvm_memory_attributes that lives across the call.
+        let ret = unsafe { ioctl_with_ref(&self.shared.vm, uapi::KVM_SET_MEMORY_ATTRIBUTES, &arg) };
+        if ret != 0 {
+            return Err(Error::Kvm {
+                op: "KVM_SET_MEMORY_ATTRIBUTES",
+                offset: gpa,
+                len,
+                source: errno::Error::last(),
+            });
         }
         Ok(())
     }

@@ -11,8 +11,12 @@
 //! - [`GuestMemfd::allocate`] / [`GuestMemfd::punch_hole`];
 //! - [`GuestMemfd::bind`]: a [`Memslot`] (`KVM_SET_USER_MEMORY_REGION2` with
 //!   `KVM_MEM_GUEST_MEMFD`), deleted on drop;
+//! - [`GuestMemfd::bind_with_shared`]: a memslot whose shared pages come from a region the VMM
+//!   owns and whose private pages from the guest_memfd (VMs with private memory);
 //! - [`GuestMemfd::convert`]: shared <-> private through the VM's [`ConversionPath`], or
-//!   [`Error::ConversionUnsupported`] where there is none.
+//!   [`Error::ConversionUnsupported`] where there is none;
+//! - [`MemoryFault`]: a `KVM_EXIT_MEMORY_FAULT` decoded; [`pre_fault_memory`]:
+//!   `KVM_PRE_FAULT_MEMORY` to the end of a range, or how far it got.
 //!
 //! # Invariant
 //! A range converted to private cannot still be written through a live shared view by safe code:
@@ -55,6 +59,7 @@
 
 mod caps;
 mod error;
+mod fault;
 mod flags;
 mod gmem;
 mod memslot;
@@ -68,6 +73,7 @@ mod view;
 
 pub use caps::Capabilities;
 pub use error::Error;
+pub use fault::{pre_fault_memory, MemoryFault};
 pub use flags::GmemFlags;
 pub use gmem::{ConversionPath, GuestMemfd, MemoryState};
 pub use memslot::Memslot;

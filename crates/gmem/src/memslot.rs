@@ -1,9 +1,10 @@
 //! [`Memslot`]: a range of a guest_memfd bound to guest-physical memory.
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use kvm_bindings::kvm_userspace_memory_region2;
-use vm_memory::MmapRegion;
+use vm_memory::{GuestMemoryRegion, GuestRegionMmap, MmapRegion};
 use vmm_sys_util::errno;
 use vmm_sys_util::ioctl::ioctl_with_ref;
 
@@ -22,7 +23,10 @@ use crate::{uapi, Error, GmemFlags, GuestMemfd};
 /// - for a file created with `MMAP`, a `MAP_SHARED` mapping of the bound file range (KVM and
 ///   the host see the same pages as a [`SharedView`](crate::SharedView) does);
 /// - otherwise, an anonymous mapping of the same length (the slot's shared backing; the file
-///   holds the private pages).
+///   holds the private pages), which nothing but the guest can write;
+/// - with [`GuestMemfd::bind_with_shared`], a region the caller made and shares with the slot
+///   (an `Arc<GuestRegionMmap>`): the slot keeps its own reference, so the mapping stays mapped
+///   while the slot exists, however the caller's references are dropped.
 ///
 /// The mapping is only unmapped after the slot was deleted; if deleting fails, the mapping is
 /// leaked rather than unmapped. It is never handed to safe code (only its address is reported),
@@ -37,7 +41,25 @@ pub struct Memslot {
     binding: Binding,
     userspace_addr: u64,
     /// `None` once unbound (or leaked after a failed unbind).
-    mapping: Option<MmapRegion<()>>,
+    mapping: Option<Backing>,
+}
+
+/// What is mapped at a slot's `userspace_addr`.
+#[derive(Debug)]
+enum Backing {
+    /// Made by [`GuestMemfd::bind`] and never handed out.
+    Own(MmapRegion<()>),
+    /// The caller's shared backing ([`GuestMemfd::bind_with_shared`]).
+    Caller(Arc<GuestRegionMmap<()>>),
+}
+
+impl Backing {
+    fn addr(&self) -> u64 {
+        match self {
+            Backing::Own(m) => m.as_ptr() as u64,
+            Backing::Caller(r) => r.as_ptr() as u64,
+        }
+    }
 }
 
 impl GuestMemfd {
@@ -47,7 +69,121 @@ impl GuestMemfd {
     /// unaligned or overflowing `gpa`; a slot id, file range or guest-physical range already used
     /// by a binding of this handle. The kernel's `EEXIST` (overlap with a memslot this handle does
     /// not know) becomes [`Error::SlotOverlap`]; in every refusal the VM is unchanged.
+    ///
+    /// The slot's shared backing (`userspace_addr`, what KVM maps for a page whose attribute is
+    /// shared): for a file created with `MMAP`, the file itself (Linux 7.3 marks the slot
+    /// `KVM_MEMSLOT_GMEM_ONLY` and faults shared pages from the guest_memfd as well); otherwise
+    /// an anonymous mapping that only the guest can write. For shared pages with content the
+    /// VMM provides, on a VM with private memory, see [`bind_with_shared`](Self::bind_with_shared).
     pub fn bind(&self, slot: u32, gpa: u64, offset: u64, len: u64) -> Result<Memslot, Error> {
+        let mut bindings = self.check_binding(slot, gpa, offset, len)?;
+        let mapping = if self.flags().contains(GmemFlags::MMAP) {
+            self.shared.map(offset, len)?
+        } else {
+            let size = usize::try_from(len).map_err(|_| Error::RangeOverflow { offset, len })?;
+            MmapRegion::new(size).map_err(|source| Error::Mmap {
+                offset,
+                len,
+                source,
+            })?
+        };
+        self.finish_bind(&mut bindings, slot, gpa, offset, len, Backing::Own(mapping))
+    }
+
+    /// Binds `[offset, offset + len)` of the file to memslot `slot` at the guest-physical address
+    /// of `shared`, with `shared` as the slot's shared backing (its `userspace_addr`): KVM maps a
+    /// guest-physical page of the slot from the guest_memfd while the page's attribute is
+    /// private, and from `shared` while it is shared (x86 `kvm_mmu_faultin_pfn` /
+    /// `__kvm_mmu_faultin_pfn`, Linux 6.12 and 7.3). This is how a software-protected (or
+    /// SEV-SNP / TDX) VM's memory is usually laid out: the VMM reads and writes the shared pages
+    /// through `shared` (also a region of its `GuestMemoryMmap`), the guest's private pages live
+    /// in the guest_memfd, and [`convert`](Self::convert) moves pages between the two.
+    ///
+    /// The slot keeps a clone of the `Arc`, so the mapping outlives the slot whatever the caller
+    /// does with its own references (and is leaked, never unmapped, if deleting the slot fails).
+    /// Writing to `shared` never writes a private page: those are in the guest_memfd.
+    ///
+    /// Refused before any ioctl, besides what [`bind`](Self::bind) refuses
+    /// ([`Error::SharedBacking`]): `shared` does not start at `gpa` or is not exactly `len` bytes
+    /// long; the file was created with `MMAP` (the kernel then serves the slot's shared pages
+    /// from the guest_memfd too and ignores `userspace_addr` for the guest: 7.3
+    /// `kvm_gmem_prepare_memory_region` marks such a slot `KVM_MEMSLOT_GMEM_ONLY`); `shared` is a
+    /// mapping of this guest_memfd itself.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use gmem::{GmemFlags, GuestMemfd};
+    /// use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// const KVM_X86_SW_PROTECTED_VM: u64 = 1;
+    /// let kvm = kvm_ioctls::Kvm::new()?;
+    /// let vm = kvm.create_vm_with_type(KVM_X86_SW_PROTECTED_VM)?;
+    /// let size = 2 << 20;
+    /// let mut gmem = GuestMemfd::create(&vm, size, GmemFlags::empty())?;
+    /// // The shared half of guest-physical [0, 2 MiB): anonymous memory the VMM owns.
+    /// let shared = Arc::new(
+    ///     GuestRegionMmap::new(MmapRegion::new(size as usize)?, GuestAddress(0))
+    ///         .ok_or("region")?,
+    /// );
+    /// let memory = GuestMemoryMmap::from_arc_regions(vec![Arc::clone(&shared)])?;
+    /// let _slot = gmem.bind_with_shared(0, 0, size, shared)?;
+    /// // The VMM writes shared pages through `memory`; the first page becomes private:
+    /// gmem.set_private(0, 4096)?;
+    /// # drop(memory);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bind_with_shared(
+        &self,
+        slot: u32,
+        offset: u64,
+        len: u64,
+        shared: Arc<GuestRegionMmap<()>>,
+    ) -> Result<Memslot, Error> {
+        let gpa = shared.start_addr().0;
+        let refuse = |reason: &'static str| Error::SharedBacking {
+            slot,
+            gpa,
+            len,
+            reason,
+        };
+        if shared.len() != len {
+            return Err(refuse(
+                "the shared backing's length differs from the bound range's",
+            ));
+        }
+        if self.flags().contains(GmemFlags::MMAP) {
+            return Err(refuse(
+                "the guest_memfd was created with MMAP: KVM serves the slot's shared pages from \
+                 the guest_memfd itself (KVM_MEMSLOT_GMEM_ONLY) and would not use the backing",
+            ));
+        }
+        if let Some(file) = shared.file_offset() {
+            if same_file(file.file().as_raw_fd(), self.shared.fd.as_raw_fd()) {
+                return Err(refuse("the shared backing maps this guest_memfd itself"));
+            }
+        }
+        let mut bindings = self.check_binding(slot, gpa, offset, len)?;
+        self.finish_bind(
+            &mut bindings,
+            slot,
+            gpa,
+            offset,
+            len,
+            Backing::Caller(shared),
+        )
+    }
+
+    /// The checks of a new binding against the file and this handle's bindings, before any
+    /// system call; the bindings stay locked until the binding is recorded.
+    fn check_binding(
+        &self,
+        slot: u32,
+        gpa: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<std::sync::MutexGuard<'_, Vec<Binding>>, Error> {
         check_pages(offset, len, self.size())?;
         let page_size = page_size();
         let gpa_end = gpa
@@ -60,8 +196,7 @@ impl GuestMemfd {
                 page_size,
             });
         }
-        let shared = &self.shared;
-        let mut bindings = shared.bindings();
+        let bindings = self.shared.bindings();
         for b in bindings.iter() {
             if b.slot == slot {
                 return Err(Error::SlotInUse { slot, gpa, len });
@@ -82,17 +217,21 @@ impl GuestMemfd {
                 });
             }
         }
-        let mapping = if self.flags().contains(GmemFlags::MMAP) {
-            shared.map(offset, len)?
-        } else {
-            let size = usize::try_from(len).map_err(|_| Error::RangeOverflow { offset, len })?;
-            MmapRegion::new(size).map_err(|source| Error::Mmap {
-                offset,
-                len,
-                source,
-            })?
-        };
-        let userspace_addr = mapping.as_ptr() as u64;
+        Ok(bindings)
+    }
+
+    /// Creates the slot over `mapping` and records the binding.
+    fn finish_bind(
+        &self,
+        bindings: &mut Vec<Binding>,
+        slot: u32,
+        gpa: u64,
+        offset: u64,
+        len: u64,
+        mapping: Backing,
+    ) -> Result<Memslot, Error> {
+        let shared = &self.shared;
+        let userspace_addr = mapping.addr();
         let binding = Binding {
             slot,
             gpa,
@@ -117,7 +256,6 @@ impl GuestMemfd {
             }
         })?;
         bindings.push(binding);
-        drop(bindings);
         Ok(Memslot {
             shared: Arc::clone(shared),
             binding,
@@ -127,6 +265,19 @@ impl GuestMemfd {
     }
 }
 
+/// Whether two fds name the same file (same device and inode).
+fn same_file(a: i32, b: i32) -> bool {
+    let stat = |fd: i32| {
+        // SAFETY: an all-zero `stat` is a valid value for the kernel to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a valid, writable stat buffer that lives across the call; fstat only
+        // writes it.
+        let ret = unsafe { libc::fstat(fd, &mut st) };
+        (ret == 0).then_some((st.st_dev, st.st_ino))
+    };
+    matches!((stat(a), stat(b)), (Some(x), Some(y)) if x == y)
+}
+
 /// Issues `KVM_SET_USER_MEMORY_REGION2` for `binding` with `memory_size` (0 deletes the slot).
 fn set_region(
     shared: &Shared,
@@ -134,7 +285,6 @@ fn set_region(
     memory_size: u64,
     userspace_addr: u64,
 ) -> Result<(), errno::Error> {
-    use std::os::fd::AsRawFd;
     let guest_memfd =
         u32::try_from(shared.fd.as_raw_fd()).map_err(|_| errno::Error::new(libc::EBADF))?;
     let region = kvm_userspace_memory_region2 {

@@ -6,7 +6,10 @@
 //! tests at the bottom of this file against the kernel header, so a `kvm-bindings` update that
 //! changes them fails the build's tests instead of corrupting an ioctl argument.
 
-use kvm_bindings::{kvm_create_guest_memfd, kvm_memory_attributes, kvm_userspace_memory_region2};
+use kvm_bindings::{
+    kvm_create_guest_memfd, kvm_memory_attributes, kvm_pre_fault_memory,
+    kvm_userspace_memory_region2,
+};
 use std::mem::size_of;
 use std::os::raw::c_ulong;
 
@@ -67,6 +70,21 @@ pub const KVM_SET_MEMORY_ATTRIBUTES: c_ulong = ioctl_expr(
     0xd2,
     size_of::<kvm_memory_attributes>() as u32,
 );
+/// `KVM_PRE_FAULT_MEMORY`: `_IOWR(KVMIO, 0xd5, struct kvm_pre_fault_memory)` (vCPU fd), which
+/// kvm-ioctls 0.25 does not issue.
+pub const KVM_PRE_FAULT_MEMORY: c_ulong = ioctl_expr(
+    _IOC_READ | _IOC_WRITE,
+    KVMIO,
+    0xd5,
+    size_of::<kvm_pre_fault_memory>() as u32,
+);
+
+/// `KVM_EXIT_MEMORY_FAULT` (39): `kvm_run.exit_reason` when `KVM_RUN` fails with `EFAULT` or
+/// `EHWPOISON` and `kvm_run.memory_fault` is valid.
+pub const KVM_EXIT_MEMORY_FAULT: u32 = kvm_bindings::KVM_EXIT_MEMORY_FAULT;
+/// `KVM_MEMORY_EXIT_FLAG_PRIVATE` (`1ULL << 3`): `kvm_run.memory_fault.flags`, the guest accessed
+/// the page as private.
+pub const KVM_MEMORY_EXIT_FLAG_PRIVATE: u64 = kvm_bindings::KVM_MEMORY_EXIT_FLAG_PRIVATE as u64;
 
 #[cfg(test)]
 mod tests {
@@ -94,6 +112,8 @@ mod tests {
         assert_eq!(KVM_CAP_PRE_FAULT_MEMORY, 236);
         assert_eq!(KVM_MEM_GUEST_MEMFD, 0x4);
         assert_eq!(KVM_MEMORY_ATTRIBUTE_PRIVATE, 0x8);
+        assert_eq!(KVM_EXIT_MEMORY_FAULT, 39);
+        assert_eq!(KVM_MEMORY_EXIT_FLAG_PRIVATE, 0x8);
     }
 
     #[test]
@@ -104,6 +124,18 @@ mod tests {
         assert_eq!(KVM_SET_USER_MEMORY_REGION2, 0x40A0_AE49);
         // _IOW(0xAE, 0xd2, 32-byte struct)
         assert_eq!(KVM_SET_MEMORY_ATTRIBUTES, 0x4020_AED2);
+        // _IOWR(0xAE, 0xd5, 64-byte struct)
+        assert_eq!(KVM_PRE_FAULT_MEMORY, 0xC040_AED5);
+    }
+
+    #[test]
+    fn kvm_pre_fault_memory_layout() {
+        type P = kvm_pre_fault_memory;
+        assert_eq!(size_of::<P>(), 64);
+        assert_eq!(offset_of!(P, gpa), 0);
+        assert_eq!(offset_of!(P, size), 8);
+        assert_eq!(offset_of!(P, flags), 16);
+        assert_eq!(offset_of!(P, padding), 24);
     }
 
     #[test]
