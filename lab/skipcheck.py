@@ -2,7 +2,9 @@
 """Checks test skips against what the kernel offers, probed independently of the crates.
 
 A test that needs something (gmem::testing::Need) and does not get it is reported skipped with a
-line `SKIPPED [<id>] <test>: ...`. A skip is a defect when the kernel it ran on offers <id>.
+line `SKIPPED [<id>] <test>: ...`. A skip is a defect when the kernel it ran on offers <id>, or,
+for a file or tool id (`file:<path>`, `python:<module>`, `script:<name>`, `tool:<program>`), when
+this host has it: checked here independently of the crates.
 
     python3 lab/skipcheck.py SKIP_LOG      # probe this host's /dev/kvm, check the log's skips
     python3 lab/skipcheck.py --offers ID   # exit 0 when this host offers ID
@@ -13,6 +15,7 @@ Capability numbers and ioctls are from include/uapi/linux/kvm.h (6.12 to 7.3 agr
 import fcntl
 import os
 import re
+import subprocess
 import sys
 
 KVM_CREATE_VM = 0xAE01
@@ -57,6 +60,14 @@ def probe_host():
         os.close(kvm)
 
 
+def runs(argv):
+    """Whether `argv` runs and exits 0."""
+    try:
+        return subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    except OSError:
+        return False
+
+
 def offered(need, caps):
     """Whether a kernel with `caps` offers the need named `need` (a skip id)."""
     g = lambda k: int(caps.get(k, -1))
@@ -78,6 +89,18 @@ def offered(need, caps):
         return g("pre_fault_memory") > 0
     if need.startswith("file:"):
         return os.path.exists(need[5:])
+    if need.startswith("python:"):
+        # A Python module the test imports through `python3` (e.g. sev-snp-measure's).
+        return runs(["python3", "-c", "import " + need[7:]])
+    if need.startswith("script:"):
+        # A console script pip installed for the `python3` on PATH (where its sysconfig puts
+        # scripts), as the tests look for it.
+        where = "import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(" \
+                "sysconfig.get_path('scripts'), sys.argv[1])))"
+        return runs(["python3", "-c", where, need[7:]])
+    if need.startswith("tool:"):
+        # A program the test runs: it is offered where `<program> --version` succeeds.
+        return runs([need[5:], "--version"])
     # An id this checker does not know is a defect in itself: report it as offered.
     return True
 

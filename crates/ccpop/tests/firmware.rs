@@ -1,5 +1,7 @@
 //! `ccpop plan` and `ccpop measure` on firmware images, run as the built binary, checked
-//! against the platform libraries' own answers for the same image.
+//! against the platform libraries' own answers for the same image. A test whose firmware image
+//! or peer tool is missing is reported ignored with a `SKIPPED [<id>]` line naming it
+//! (gmem::testing's harness); CI fails where the prerequisite is installed after all.
 
 mod common;
 
@@ -8,29 +10,20 @@ use std::path::{Path, PathBuf};
 use common::{ccpop, hex, is_lower_hex, last_line, one_line_error, scratch_dir, text};
 
 use cc_populate::{MemoryLayout, PlanBuilder};
+use gmem::testing::{self, Need};
 
 const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
-/// Reports that `test` does not run because it needs `needs`: the one place this file reports
-/// a skip. What the peer tests need (`required_by_ci`) is a failure instead when
-/// `CCPOP_REQUIRE_PEER=1`, as CI sets it.
-fn skip(test: &str, needs: &str, reason: &str, required_by_ci: bool) {
-    if required_by_ci && std::env::var("CCPOP_REQUIRE_PEER").as_deref() == Ok("1") {
-        panic!("{test}: CCPOP_REQUIRE_PEER=1 but {needs} is missing: {reason}");
-    }
-    eprintln!("SKIPPED (needs {needs}): {test}: {reason}");
-}
+/// What a test that needs [`OVMF`] names.
+const NEEDS_OVMF: Need = Need::File {
+    path: OVMF,
+    from: "Debian's ovmf package: apt-get install ovmf",
+};
 
-/// The OVMF image Debian/Ubuntu's `ovmf` package installs (the one sev-backend's tests use), or
-/// `None` (printed) where it is missing.
-fn ovmf(test: &str) -> Option<Vec<u8>> {
-    match std::fs::read(OVMF) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            skip(test, OVMF, &format!("package ovmf: {e}"), false);
-            None
-        }
-    }
+/// The OVMF image Debian/Ubuntu's `ovmf` package installs (the one sev-backend's tests use),
+/// read (its presence is the test's need, checked by the harness).
+fn ovmf() -> Vec<u8> {
+    std::fs::read(OVMF).unwrap_or_else(|e| panic!("{OVMF}: {e}"))
 }
 
 /// A scratch file unique to this test process and `name`.
@@ -59,11 +52,8 @@ fn snp_library_digest(image: &[u8], vmsas: &[&[u8]], firmware_only: bool) -> Str
     hex(&sev_backend::measure(&plan, &pages, &Default::default()).unwrap())
 }
 
-#[test]
 fn measure_snp_prints_the_library_digest_last() {
-    let Some(image) = ovmf("measure_snp_prints_the_library_digest_last") else {
-        return;
-    };
+    let image = ovmf();
     let digest = last_line(&ccpop(&["measure", "snp", "--firmware", OVMF]));
     assert!(is_lower_hex(&digest, 96), "{digest}");
     assert_eq!(digest, snp_library_digest(&image, &[], false));
@@ -113,7 +103,6 @@ fn measure_snp_prints_the_library_digest_last() {
     }
 }
 
-#[test]
 fn measure_snp_of_a_hand_checked_one_page_image() {
     // A one-page image whose GUIDed table holds only an SEV metadata entry with no sections,
     // laid out by hand from the OVMF table format. --firmware-only measures one page at
@@ -155,11 +144,8 @@ fn measure_snp_of_a_hand_checked_one_page_image() {
     let _ = std::fs::remove_file(path);
 }
 
-#[test]
 fn measure_tdx_and_cca_print_the_library_digests_last() {
-    let Some(image) = ovmf("measure_tdx_and_cca_print_the_library_digests_last") else {
-        return;
-    };
+    let image = ovmf();
     let mrtd = last_line(&ccpop(&["measure", "tdx", "--firmware", OVMF]));
     assert!(is_lower_hex(&mrtd, 96), "{mrtd}");
     let want = tdx_backend::tdvf::measure(&image, &Default::default()).unwrap();
@@ -196,11 +182,7 @@ fn measure_tdx_and_cca_print_the_library_digests_last() {
     }
 }
 
-#[test]
 fn plan_prints_regions_roles_and_calls_and_json() {
-    if ovmf("plan_prints_regions_roles_and_calls_and_json").is_none() {
-        return;
-    }
     let out = ccpop(&["plan", "--platform", "snp", "--firmware", OVMF]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -228,7 +210,6 @@ fn plan_prints_regions_roles_and_calls_and_json() {
     assert!(regions.iter().any(|r| r["role"] == "measured"));
 }
 
-#[test]
 fn person_caused_errors_are_one_line_and_exit_2() {
     let missing = "/nonexistent/OVMF.fd";
     for args in [
@@ -266,79 +247,98 @@ fn person_caused_errors_are_one_line_and_exit_2() {
     assert_eq!(e, "ccpop: --hash md5: unknown (known: sha256, sha512)");
     let _ = std::fs::remove_file(&junk);
 
-    // A VMSA that is not one page.
-    if Path::new(OVMF).exists() {
-        let short = scratch("short-vmsa", &[0u8; 100]);
-        let s = short.to_str().unwrap();
-        let e = one_line_error(&ccpop(&["measure", "snp", "--firmware", OVMF, "--vmsa", s]));
-        assert!(e.contains("exactly 4096 bytes"), "{e}");
-        let _ = std::fs::remove_file(&short);
-    }
-
     // An unknown platform is clap's usage error: exit 2, no panic.
     let out = ccpop(&["plan", "--platform", "sgx", "--firmware", missing]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("invalid value 'sgx'"));
 }
 
-// ---- `measure snp` as `sev-snp-measure` -------------------------------------------------------
-
-/// sev-snp-measure's AmdSev OVMF fixture (with a hashes table), read from
-/// `shared/fixtures/sev-snp-measure/` beside the repository (`$CCPOP_SSM_FIXTURES` overrides
-/// the directory), or `None` (SKIPPED; a failure when CCPOP_REQUIRE_PEER=1, as in CI).
-fn amdsev(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("CCPOP_SSM_FIXTURES").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/fixtures/sev-snp-measure"
-            ))
-        },
-        PathBuf::from,
-    );
-    let p = dir.join("ovmf_AmdSev_suffix.bin");
-    if p.exists() {
-        return Some(p);
-    }
-    skip(
-        test,
-        &p.display().to_string(),
-        "sev-snp-measure's fixtures are not beside the repository",
-        true,
-    );
-    None
+fn measure_snp_refuses_a_vmsa_that_is_not_one_page() {
+    let short = scratch("short-vmsa", &[0u8; 100]);
+    let s = short.to_str().unwrap();
+    let e = one_line_error(&ccpop(&["measure", "snp", "--firmware", OVMF, "--vmsa", s]));
+    assert!(e.contains("exactly 4096 bytes"), "{e}");
+    let _ = std::fs::remove_file(&short);
 }
 
-/// sev-snp-measure's console script and the kernel/initrd of
-/// crates/sev-backend/tests/peer/setup.sh, or `None` (SKIPPED; a failure when
-/// CCPOP_REQUIRE_PEER=1, as in CI).
-fn peer_setup(test: &str) -> Option<(PathBuf, PathBuf)> {
-    let dir = PathBuf::from(
-        std::env::var_os("CCPOP_PEER_DIR").unwrap_or_else(|| "/tmp/ccpop-peer".into()),
-    );
-    let scripts = std::process::Command::new("python3")
+// ---- `measure snp` as `sev-snp-measure` -------------------------------------------------------
+
+/// sev-snp-measure's AmdSev OVMF fixture (with a hashes table), in
+/// `shared/fixtures/sev-snp-measure/` beside the repository (`$CCPOP_SSM_FIXTURES` overrides
+/// the directory).
+fn amdsev() -> PathBuf {
+    std::env::var_os("CCPOP_SSM_FIXTURES")
+        .map_or_else(
+            || {
+                PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../../shared/fixtures/sev-snp-measure"
+                ))
+            },
+            PathBuf::from,
+        )
+        .join("ovmf_AmdSev_suffix.bin")
+}
+
+/// [`amdsev`], as a need.
+const NEEDS_AMDSEV: Need = Need::FileAt {
+    path: amdsev,
+    from: "virtee/sev-snp-measure's tests/fixtures, in shared/fixtures/sev-snp-measure beside \
+           the repository or $CCPOP_SSM_FIXTURES",
+};
+
+/// The directory crates/sev-backend/tests/peer/setup.sh fills (`$CCPOP_PEER_DIR`, else
+/// `/tmp/ccpop-peer`).
+fn peer_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CCPOP_PEER_DIR").unwrap_or_else(|| "/tmp/ccpop-peer".into()))
+}
+
+fn peer_kernel() -> PathBuf {
+    peer_dir().join("vmlinuz")
+}
+
+fn peer_initrd() -> PathBuf {
+    peer_dir().join("initrd.img")
+}
+
+/// sev-snp-measure's console script, where pip puts scripts for this `python3`.
+fn ssm_script() -> Result<PathBuf, String> {
+    let out = std::process::Command::new("python3")
         .args([
             "-c",
             "import sysconfig; print(sysconfig.get_path('scripts'))",
         ])
         .output()
-        .ok()
-        .map(|o| PathBuf::from(text(&o.stdout).trim()).join("sev-snp-measure"));
-    match scripts {
-        Some(s) if s.exists() && dir.join("vmlinuz").exists() && Path::new(OVMF).exists() => {
-            Some((s, dir))
-        }
-        _ => {
-            let needs = format!("sev-snp-measure and {}", dir.display());
-            skip(
-                test,
-                &needs,
-                "run crates/sev-backend/tests/peer/setup.sh",
-                true,
-            );
-            None
-        }
+        .map_err(|e| format!("python3: {e}"))?;
+    let script = PathBuf::from(text(&out.stdout).trim()).join("sev-snp-measure");
+    if script.exists() {
+        Ok(script)
+    } else {
+        Err(format!("{} is missing", script.display()))
     }
+}
+
+const SETUP: &str = "bash crates/sev-backend/tests/peer/setup.sh [$CCPOP_PEER_DIR]";
+
+/// What the comparisons with sev-snp-measure's command line need.
+fn needs_peer() -> Vec<Need> {
+    vec![
+        Need::Tool {
+            id: "script:sev-snp-measure",
+            from: "sev-snp-measure 0.0.13 from PyPI: bash crates/sev-backend/tests/peer/setup.sh",
+            check: || ssm_script().map(|_| ()),
+        },
+        Need::FileAt {
+            path: peer_kernel,
+            from: SETUP,
+        },
+        Need::FileAt {
+            path: peer_initrd,
+            from: SETUP,
+        },
+        NEEDS_OVMF,
+        NEEDS_AMDSEV,
+    ]
 }
 
 fn run_in(dir: &Path, program: &Path, args: &[String]) -> std::process::Output {
@@ -349,18 +349,10 @@ fn run_in(dir: &Path, program: &Path, args: &[String]) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
 fn measure_snp_command_lines_of_sev_snp_measure_give_its_digests() {
-    let Some((ssm, dir)) =
-        peer_setup("measure_snp_command_lines_of_sev_snp_measure_give_its_digests")
-    else {
-        return;
-    };
+    let (ssm, dir) = (ssm_script().unwrap(), peer_dir());
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
-    let Some(amd) = amdsev("measure_snp_command_lines_of_sev_snp_measure_give_its_digests") else {
-        return;
-    };
-    let amd = amd.display().to_string();
+    let amd = amdsev().display().to_string();
     let kernel = dir.join("vmlinuz").display().to_string();
     let initrd = dir.join("initrd.img").display().to_string();
     let seed = last_line(&ccpop(&[
@@ -487,13 +479,8 @@ fn amdsev_with_hashes_area_size(amd: &Path, size: u32) -> Vec<u8> {
     img
 }
 
-#[test]
 fn measure_snp_bad_input_is_one_line_naming_the_flag_and_writes_nothing() {
-    let Some(amd_path) =
-        amdsev("measure_snp_bad_input_is_one_line_naming_the_flag_and_writes_nothing")
-    else {
-        return;
-    };
+    let amd_path = amdsev();
     let amd = amd_path.display().to_string();
     let out_dir = scratch_dir("bad-input-dump");
     let dump = out_dir.display().to_string();
@@ -634,26 +621,24 @@ fn measure_snp_bad_input_is_one_line_naming_the_flag_and_writes_nothing() {
         &kernel,
     ]));
     assert!(e.starts_with("ccpop: --kernel: the firmware's hashes table area (base 0x810c00, size 0x10) is too small"), "{e}");
-    if Path::new(OVMF).exists() {
-        let e = one_line_error(&ccpop(&[
-            "measure",
-            "snp",
-            "--ovmf",
-            OVMF,
-            "--dump-vmsa",
-            &dump,
-            "--vcpus",
-            "1",
-            "--vcpu-type",
-            "EPYC",
-            "--kernel",
-            &kernel,
-        ]));
-        assert_eq!(
-            e,
-            "ccpop: --kernel: the firmware's SEV metadata has no SNP_KERNEL_HASHES section"
-        );
-    }
+    let e = one_line_error(&ccpop(&[
+        "measure",
+        "snp",
+        "--ovmf",
+        OVMF,
+        "--dump-vmsa",
+        &dump,
+        "--vcpus",
+        "1",
+        "--vcpu-type",
+        "EPYC",
+        "--kernel",
+        &kernel,
+    ]));
+    assert_eq!(
+        e,
+        "ccpop: --kernel: the firmware's SEV metadata has no SNP_KERNEL_HASHES section"
+    );
     // Nothing was written.
     assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
     for d in [out_dir, dir] {
@@ -661,15 +646,8 @@ fn measure_snp_bad_input_is_one_line_naming_the_flag_and_writes_nothing() {
     }
 }
 
-#[test]
 fn measure_snp_svsm_is_the_library_digest_and_vars_file_is_its_size() {
-    let test = "measure_snp_svsm_is_the_library_digest_and_vars_file_is_its_size";
-    if ovmf(test).is_none() {
-        return;
-    }
-    let Some(amd) = amdsev(test) else {
-        return;
-    };
+    let amd = amdsev();
     // An SVSM image: the AmdSev fixture page with its hashes table entry turned into the SVSM
     // information entry (SVSM_INFO_GUID a789a612-0597-4c4b-a49f-cbb1fe9d1ddd, entry at 0x100).
     let mut svsm = std::fs::read(amd).unwrap();
@@ -737,4 +715,33 @@ fn measure_snp_svsm_is_the_library_digest_and_vars_file_is_its_size() {
     assert_eq!(e, "ccpop: --svsm needs --vars-size N or --vars-file FILE");
     let _ = std::fs::remove_file(svsm_path);
     let _ = std::fs::remove_file(vars);
+}
+
+fn main() -> std::process::ExitCode {
+    testing::run(vec![
+        gmem::kvm_test!(measure_snp_prints_the_library_digest_last, NEEDS_OVMF),
+        gmem::kvm_test!(measure_snp_of_a_hand_checked_one_page_image),
+        gmem::kvm_test!(
+            measure_tdx_and_cca_print_the_library_digests_last,
+            NEEDS_OVMF
+        ),
+        gmem::kvm_test!(plan_prints_regions_roles_and_calls_and_json, NEEDS_OVMF),
+        gmem::kvm_test!(person_caused_errors_are_one_line_and_exit_2),
+        gmem::kvm_test!(measure_snp_refuses_a_vmsa_that_is_not_one_page, NEEDS_OVMF),
+        testing::Test::new(
+            "measure_snp_command_lines_of_sev_snp_measure_give_its_digests",
+            needs_peer(),
+            measure_snp_command_lines_of_sev_snp_measure_give_its_digests,
+        ),
+        gmem::kvm_test!(
+            measure_snp_bad_input_is_one_line_naming_the_flag_and_writes_nothing,
+            NEEDS_AMDSEV,
+            NEEDS_OVMF
+        ),
+        gmem::kvm_test!(
+            measure_snp_svsm_is_the_library_digest_and_vars_file_is_its_size,
+            NEEDS_OVMF,
+            NEEDS_AMDSEV
+        ),
+    ])
 }

@@ -1,4 +1,5 @@
-//! Test support for tests that need KVM, a kernel capability, or a file a test reads.
+//! Test support for tests that need KVM, a kernel capability, a file a test reads, or a tool it
+//! runs.
 //!
 //! Each such test names what it needs ([`Need`]); a test binary built with `harness = false`
 //! hands its tests to [`run`], which probes the running kernel once, runs the tests whose needs
@@ -50,7 +51,7 @@ pub const SKIP_LOG_ENV: &str = "CCPOP_KVM_SKIP_LOG";
 pub const KVM_X86_SW_PROTECTED_VM: u64 = 1;
 
 /// What a test needs from the machine it runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Need {
     /// `/dev/kvm` opens and `KVM_CREATE_VM` makes a default VM.
     Kvm,
@@ -77,6 +78,27 @@ pub enum Need {
         /// What installs it, for the skip line.
         from: &'static str,
     },
+    /// A file whose path is known only when the test runs (an environment variable's
+    /// directory, a folder beside the repository). Its id is `file:<path>`, as for
+    /// [`Need::File`], with the path `path()` returned.
+    FileAt {
+        /// The path the test opens.
+        path: fn() -> std::path::PathBuf,
+        /// What installs it, for the skip line.
+        from: &'static str,
+    },
+    /// Something that is not one file: a tool or a package the test runs. `id` is what the skip
+    /// line and log carry, so CI can re-check it independently (`lab/skipcheck.py` knows each
+    /// id a test uses; an id it does not know fails the check). `check` says why it is
+    /// unusable, or `Ok`.
+    Tool {
+        /// The skip id, e.g. `python:sevsnpmeasure`.
+        id: &'static str,
+        /// What it is and what installs it, for the skip line.
+        from: &'static str,
+        /// `Err(why)` where the tool is unusable on this host.
+        check: fn() -> Result<(), String>,
+    },
 }
 
 impl Need {
@@ -92,9 +114,22 @@ impl Need {
             Need::PrivateAttributes => "memory_attributes_private".into(),
             Need::PreFaultMemory => "pre_fault_memory".into(),
             Need::File { path, .. } => format!("file:{path}"),
+            Need::FileAt { path, .. } => format!("file:{}", path().display()),
+            Need::Tool { id, .. } => (*id).to_string(),
         }
     }
 }
+
+/// Two needs are equal when they name the same thing: the same id and description (a
+/// [`Need::FileAt`]'s or [`Need::Tool`]'s function is not compared, as function addresses are
+/// not unique).
+impl PartialEq for Need {
+    fn eq(&self, other: &Need) -> bool {
+        self.id() == other.id() && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Need {}
 
 impl fmt::Display for Need {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -118,6 +153,8 @@ impl fmt::Display for Need {
                 "KVM_PRE_FAULT_MEMORY on a software-protected VM (KVM_CAP_PRE_FAULT_MEMORY)"
             ),
             Need::File { path, from } => write!(f, "{path} ({from})"),
+            Need::FileAt { path, from } => write!(f, "{} ({from})", path().display()),
+            Need::Tool { id, from, .. } => write!(f, "{id} ({from})"),
         }
     }
 }
@@ -192,6 +229,15 @@ impl Host {
             return (!std::path::Path::new(path).exists())
                 .then(|| format!("{path} is missing (it comes from {from})"));
         }
+        if let Need::FileAt { path, from } = need {
+            let path = path();
+            return (!path.exists())
+                .then(|| format!("{} is missing (it comes from {from})", path.display()));
+        }
+        if let Need::Tool { check, .. } = need {
+            // (What installs it is in the need's description, which the skip line names.)
+            return check().err();
+        }
         if let Some(e) = &self.kvm_error {
             return Some(e.clone());
         }
@@ -206,7 +252,7 @@ impl Host {
         };
         let shared = GmemFlags::MMAP | GmemFlags::INIT_SHARED;
         match need {
-            Need::Kvm | Need::File { .. } => None,
+            Need::Kvm | Need::File { .. } | Need::FileAt { .. } | Need::Tool { .. } => None,
             Need::GuestMemfd => {
                 (!vm.guest_memfd).then(|| "KVM_CAP_GUEST_MEMFD is 0 on a default VM".into())
             }

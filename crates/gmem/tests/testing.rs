@@ -143,6 +143,75 @@ fn without_kvm_every_kvm_need_names_the_open_error_but_files_are_checked() {
     );
 }
 
+fn root() -> std::path::PathBuf {
+    "/".into()
+}
+
+fn nowhere() -> std::path::PathBuf {
+    std::env::temp_dir().join("ccpop-no-such-dir/fixture.bin")
+}
+
+fn usable() -> Result<(), String> {
+    Ok(())
+}
+
+fn unusable() -> Result<(), String> {
+    Err("python3 -c 'import nothing' failed".into())
+}
+
+fn runtime_paths_and_tools_are_checked_named_and_carry_their_id() {
+    let h = Host {
+        release: "9.9.9-test".into(),
+        kvm_error: Some("/dev/kvm: No such file or directory (os error 2)".into()),
+        default_vm: None,
+        protected_vm: None,
+    };
+    // A path computed when the test runs: checked like a file, its id the computed path.
+    let present = Need::FileAt {
+        path: root,
+        from: "the root file system",
+    };
+    assert_eq!(h.lacks(&present), None);
+    assert_eq!(present.id(), "file:/");
+    let absent = Need::FileAt {
+        path: nowhere,
+        from: "the fixtures folder",
+    };
+    let want = nowhere().display().to_string();
+    assert_eq!(absent.id(), format!("file:{want}"));
+    assert_eq!(
+        h.lacks(&absent),
+        Some(format!(
+            "{want} is missing (it comes from the fixtures folder)"
+        ))
+    );
+    assert_eq!(absent.to_string(), format!("{want} (the fixtures folder)"));
+    // A tool: its own check decides, the id is the test's, the reason names what installs it.
+    let tool = |check| Need::Tool {
+        id: "python:nothing",
+        from: "pip install nothing",
+        check,
+    };
+    assert_eq!(h.lacks(&tool(usable)), None);
+    assert_eq!(
+        h.lacks(&tool(unusable)).as_deref(),
+        Some("python3 -c 'import nothing' failed")
+    );
+    assert_eq!(tool(unusable).id(), "python:nothing");
+    assert_eq!(
+        tool(unusable).to_string(),
+        "python:nothing (pip install nothing)"
+    );
+    let t = Test::new("peer", vec![tool(usable), absent, tool(unusable)], unused);
+    assert_eq!(
+        testing::skip_of(&t, &h),
+        Some(format!(
+            "SKIPPED [file:{want}] peer: needs {want} (the fixtures folder): {want} is missing \
+             (it comes from the fixtures folder) (kernel 9.9.9-test)"
+        ))
+    );
+}
+
 fn unused() {}
 
 fn the_skip_line_names_the_need_test_reason_and_kernel() {
@@ -275,6 +344,7 @@ fn main() -> std::process::ExitCode {
         gmem::kvm_test!(the_lab_kernel_offers_every_kvm_need),
         gmem::kvm_test!(a_6_12_kernel_has_private_memory_but_no_shared_view),
         gmem::kvm_test!(without_kvm_every_kvm_need_names_the_open_error_but_files_are_checked),
+        gmem::kvm_test!(runtime_paths_and_tools_are_checked_named_and_carry_their_id),
         gmem::kvm_test!(the_skip_line_names_the_need_test_reason_and_kernel),
         gmem::kvm_test!(record_skip_line_appends_a_line_per_skip),
         gmem::kvm_test!(a_skipped_test_is_reported_ignored_and_logged_never_passed),

@@ -1282,6 +1282,14 @@ impl Drop for CheckGuest<'_> {
     }
 }
 
+/// Test support: the check guest's code, for a test that disassembles it (feature `test-utils`
+/// only; not part of the API a VMM uses).
+#[cfg(feature = "test-utils")]
+#[doc(hidden)]
+pub fn guest_code_for_tests() -> &'static [u8] {
+    &code::GUEST_CODE
+}
+
 /// Test support: lets a test replace the check guest's first instructions (feature
 /// `test-utils` only; not part of the API a VMM uses).
 #[cfg(feature = "test-utils")]

@@ -1,8 +1,13 @@
 //! The OVMF parser and planner: synthetic images built from the format's description, malformed
 //! images, and Debian's `ovmf` package image (`/usr/share/ovmf/OVMF.fd`) cross-checked against a
-//! deliberately simple second implementation written here from the specs.
+//! deliberately simple second implementation written here from the specs. Without that image its
+//! test is reported ignored with a `SKIPPED [file:...]` line (gmem::testing's harness).
+
+mod needs;
 
 use cc_populate::{MemoryLayout, PlanBuilder, Role};
+use gmem::testing;
+use needs::{DEBIAN_OVMF, OVMF};
 use sev_backend::{
     measure, measure_ovmf, parse_ovmf, plan_ovmf, verifier_caps, Error, MeasureOptions,
     SectionKind, SectionPolicy, VmsaPage,
@@ -58,7 +63,6 @@ fn image(pages: usize, sections: &[(u32, u32, u32)], meta_from_end: usize) -> Ve
     img
 }
 
-#[test]
 fn synthetic_image_plans_in_order() {
     let img = image(
         4,
@@ -113,7 +117,6 @@ fn synthetic_image_plans_in_order() {
     assert_eq!(other[2].role, Role::Secrets);
 }
 
-#[test]
 fn malformed_images_are_refused_with_the_place() {
     let good = image(2, &[(0x80_0000, 0x1000, 1)], 0x400);
     // No footer.
@@ -179,7 +182,6 @@ fn malformed_images_are_refused_with_the_place() {
     assert!(plan_ovmf(&good[1..], SectionPolicy::QEMU).is_err());
 }
 
-#[test]
 fn arbitrary_mutations_never_panic() {
     let good = image(2, &[(0x80_0000, 0x1000, 1), (0x80_1000, 0x1000, 3)], 0x400);
     let n = good.len();
@@ -205,8 +207,6 @@ fn arbitrary_mutations_never_panic() {
 }
 
 // ---- Debian's OVMF image -------------------------------------------------------------------
-
-const DEBIAN_OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
 /// A second, deliberately simple implementation from the specs: find the footer, walk the
 /// table for the SEV metadata entry, read the sections, then hash page by page.
@@ -287,12 +287,8 @@ fn ours(img: &[u8], policy: SectionPolicy, vmsa: &[VmsaPage<'_>], firmware_only:
     measure(&plan, vmsa, &MeasureOptions::default()).unwrap()
 }
 
-#[test]
 fn debian_ovmf_digest() {
-    let Ok(img) = std::fs::read(DEBIAN_OVMF) else {
-        eprintln!("SKIPPED: {DEBIAN_OVMF} not installed (apt-get install -y ovmf)");
-        return;
-    };
+    let img = std::fs::read(DEBIAN_OVMF).unwrap();
     let meta = parse_ovmf(&img)
         .unwrap()
         .sev_metadata
@@ -351,4 +347,13 @@ const DEBIAN_IMAGE_SHA384_PREFIX: &str = "fa0dd56f4e3156e0";
 /// stream, its own AVX-512 kernels for page contents).
 fn sha384(data: &[u8]) -> [u8; 48] {
     <sha2::Sha384 as sha2::Digest>::digest(data).into()
+}
+
+fn main() -> std::process::ExitCode {
+    testing::run(vec![
+        gmem::kvm_test!(synthetic_image_plans_in_order),
+        gmem::kvm_test!(malformed_images_are_refused_with_the_place),
+        gmem::kvm_test!(arbitrary_mutations_never_panic),
+        gmem::kvm_test!(debian_ovmf_digest, OVMF),
+    ])
 }

@@ -7,83 +7,24 @@
 //! `shared/fixtures/sev-snp-measure/` beside the repository, never copied into it).
 //! Expected values are the peer's; where the kernel decides otherwise, the test says so.
 //!
-//! Setup: `bash crates/sev-backend/tests/peer/setup.sh` (pip, apt-get download). Without it the
-//! tests print SKIPPED, unless `CCPOP_REQUIRE_PEER=1` (CI), where they fail.
+//! Setup: `bash crates/sev-backend/tests/peer/setup.sh` (pip, apt-get download). Without it a
+//! test is reported ignored with a `SKIPPED [<id>]` line naming what it lacks (gmem::testing's
+//! harness); CI fails when the skipped prerequisite is installed (`lab/skipcheck.py`).
+
+mod needs;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use gmem::testing;
+use needs::{amdsev, fixture, peer_dir, DEBIAN_OVMF};
 use serde_json::{json, Value};
 use sev_backend::{
     measure_snp_launch, parse_ovmf, plan_svsm, svsm_vmsas, vmsa_layout, LaunchMeasurement,
     MeasureError, SevHashes, SnpLaunch, SvsmLaunch, VcpuConfig, VcpuType, VmmType, SVSM_INFO_GUID,
     VCPU_TYPES,
 };
-
-const DEBIAN_OVMF: &str = "/usr/share/ovmf/OVMF.fd";
-
-/// sev-snp-measure's AmdSev OVMF fixture (with a hashes table), from
-/// `shared/fixtures/sev-snp-measure/` beside the repository (`$CCPOP_SSM_FIXTURES` overrides
-/// the directory; see tests/published_vectors.rs).
-fn amdsev() -> PathBuf {
-    std::env::var_os("CCPOP_SSM_FIXTURES")
-        .map_or_else(
-            || {
-                PathBuf::from(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../../../shared/fixtures/sev-snp-measure"
-                ))
-            },
-            PathBuf::from,
-        )
-        .join("ovmf_AmdSev_suffix.bin")
-}
-
-/// Whether nothing is `missing`; otherwise reports the skip (a panic under
-/// CCPOP_REQUIRE_PEER=1, as in CI). The one place this file reports a skip.
-fn have_all(test: &str, missing: &[String]) -> bool {
-    if missing.is_empty() {
-        return true;
-    }
-    let needs = missing.join(", ");
-    let reason = "run crates/sev-backend/tests/peer/setup.sh; sev-snp-measure's fixtures are in \
-                  shared/fixtures/sev-snp-measure beside the repository";
-    if std::env::var("CCPOP_REQUIRE_PEER").as_deref() == Ok("1") {
-        panic!("{test}: CCPOP_REQUIRE_PEER=1 but {needs} is missing ({reason})");
-    }
-    eprintln!("SKIPPED (needs {needs}): {test}: {reason}");
-    false
-}
-
-fn missing_files(paths: &[PathBuf]) -> Vec<String> {
-    paths
-        .iter()
-        .filter(|p| !p.exists())
-        .map(|p| p.display().to_string())
-        .collect()
-}
-
-/// The directory `setup.sh` filled, or `None` (SKIPPED; a failure under CCPOP_REQUIRE_PEER=1).
-fn peer_dir(test: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(
-        std::env::var_os("CCPOP_PEER_DIR").unwrap_or_else(|| "/tmp/ccpop-peer".into()),
-    );
-    let python_ok = Command::new("python3")
-        .args(["-c", "import sevsnpmeasure"])
-        .status()
-        .is_ok_and(|s| s.success());
-    let mut missing = missing_files(&[
-        dir.join("vmlinuz"),
-        dir.join("initrd.img"),
-        PathBuf::from(DEBIAN_OVMF),
-        amdsev(),
-    ]);
-    if !python_ok {
-        missing.push("python module sevsnpmeasure".to_string());
-    }
-    have_all(test, &missing).then_some(dir)
-}
 
 /// Runs the peer over `cases` in one process.
 fn peer(cases: &[Value]) -> Vec<Value> {
@@ -262,11 +203,8 @@ fn case_json(c: &Case, inputs: &Inputs, seed: bool) -> Value {
     v
 }
 
-#[test]
 fn launch_digests_match_sev_snp_measure_over_the_matrix() {
-    let Some(dir) = peer_dir("launch_digests_match_sev_snp_measure_over_the_matrix") else {
-        return;
-    };
+    let dir = peer_dir();
     let inputs = Inputs::load(dir);
     let ovmfs = [amdsev(), PathBuf::from(DEBIAN_OVMF)];
     let images: Vec<Vec<u8>> = ovmfs.iter().map(|p| std::fs::read(p).unwrap()).collect();
@@ -358,11 +296,8 @@ fn launch_digests_match_sev_snp_measure_over_the_matrix() {
     assert_eq!(refused, 4 * 17 * 3 * 2);
 }
 
-#[test]
 fn whole_launches_without_a_seed_and_vmsa_bytes() {
-    let Some(dir) = peer_dir("whole_launches_without_a_seed_and_vmsa_bytes") else {
-        return;
-    };
+    let dir = peer_dir();
     let inputs = Inputs::load(dir);
     let ovmf = amdsev();
     let image = std::fs::read(&ovmf).unwrap();
@@ -416,15 +351,12 @@ fn whole_launches_without_a_seed_and_vmsa_bytes() {
     }
 }
 
-#[test]
 fn guest_features_without_snp_active_follow_the_kernel() {
     // __sev_guest_init (arch/x86/kvm/svm/sev.c, Linux 6.18) ORs SVM_SEV_FEAT_SNP_ACTIVE into
     // every SNP VM's vmsa_features, and sev_es_sync_vmsa writes that into each VMSA: features
     // 0x20 asked of KVM are 0x21 in the VMSA. sev-snp-measure writes 0x20 as given, which no
     // KVM launch produces; the kernel decides, so ours equals the peer's digest for 0x21.
-    let Some(dir) = peer_dir("guest_features_without_snp_active_follow_the_kernel") else {
-        return;
-    };
+    let dir = peer_dir();
     let inputs = Inputs::load(dir);
     let image = std::fs::read(amdsev()).unwrap();
     let case = |features| Case {
@@ -491,11 +423,8 @@ fn svsm_image(pages: usize, entry: u32, sections: &[(u32, u32, u32)]) -> Vec<u8>
     img
 }
 
-#[test]
 fn svsm_launches_match_sev_snp_measure_but_for_the_kernels_fcw() {
-    let Some(dir) = peer_dir("svsm_launches_match_sev_snp_measure_but_for_the_kernels_fcw") else {
-        return;
-    };
+    let dir = peer_dir();
     let ovmf = std::fs::read(DEBIAN_OVMF).unwrap();
     let vars_size = 0x84000u64;
     // The SVSM ends at 4 GiB - 2 MiB (OVMF) - vars: base 0xffd7c000 - 64 pages.
@@ -567,15 +496,10 @@ fn svsm_launches_match_sev_snp_measure_but_for_the_kernels_fcw() {
     }
 }
 
-#[test]
 fn a_vmms_own_plan_plus_its_vcpus_is_the_launch_digest() {
     // measure_with_vcpus (a plan a VMM populates through SnpBackend, then KVM's VMSAs) equals
     // the whole-launch call for the same launch, which the matrix pins to sev-snp-measure.
     use cc_populate::{MemoryLayout, PlanBuilder};
-    let test = "a_vmms_own_plan_plus_its_vcpus_is_the_launch_digest";
-    if !have_all(test, &missing_files(&[amdsev()])) {
-        return;
-    }
     let image = std::fs::read(amdsev()).unwrap();
     let hashes = SevHashes::new(b"kernel", Some(b"initrd"), Some("console=ttyS0"));
     let (_, section) =
@@ -605,4 +529,34 @@ fn a_vmms_own_plan_plus_its_vcpus_is_the_launch_digest() {
     })
     .unwrap();
     assert_eq!(vmm, whole.digest);
+}
+
+fn main() -> std::process::ExitCode {
+    let peer = needs::peer;
+    testing::run(vec![
+        testing::Test::new(
+            "launch_digests_match_sev_snp_measure_over_the_matrix",
+            peer(),
+            launch_digests_match_sev_snp_measure_over_the_matrix,
+        ),
+        testing::Test::new(
+            "whole_launches_without_a_seed_and_vmsa_bytes",
+            peer(),
+            whole_launches_without_a_seed_and_vmsa_bytes,
+        ),
+        testing::Test::new(
+            "guest_features_without_snp_active_follow_the_kernel",
+            peer(),
+            guest_features_without_snp_active_follow_the_kernel,
+        ),
+        testing::Test::new(
+            "svsm_launches_match_sev_snp_measure_but_for_the_kernels_fcw",
+            peer(),
+            svsm_launches_match_sev_snp_measure_but_for_the_kernels_fcw,
+        ),
+        gmem::kvm_test!(
+            a_vmms_own_plan_plus_its_vcpus_is_the_launch_digest,
+            fixture(amdsev)
+        ),
+    ])
 }

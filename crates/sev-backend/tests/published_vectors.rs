@@ -5,49 +5,28 @@
 //! `svsm.bin`) are virtee/sev-snp-measure's `tests/fixtures` (Apache-2.0). They are not part of
 //! this repository: they are read from `shared/fixtures/sev-snp-measure/` beside the clone
 //! (`$CCPOP_SSM_FIXTURES` overrides the directory), whose `SOURCE` note names the commit they
-//! come from. Without them each test prints a skip; with `CCPOP_REQUIRE_PEER=1` (CI) it fails.
+//! come from. Without them a test is reported ignored with a `SKIPPED [file:<path>]` line
+//! (gmem::testing's harness), and CI fails where the file is there after all.
 //!
 //! The expected digests are the ones sev-snp-measure's `tests/test_guest.py` asserts at that
 //! commit (cc93bb02c7048797ac9b34afccd824a182b9b021), for the flags each case repeats.
 
+mod needs;
+
 use std::path::PathBuf;
+
+use gmem::testing;
+use needs::{amdsev, ovmfx64, svsm, svsm_ovmf};
 
 use sev_backend::{
     measure_snp_launch, vmsa_layout, MeasureError, SectionPolicy, SevHashes, SnpLaunch, SvsmLaunch,
     VcpuConfig, VcpuType, VmmType,
 };
 
-/// The fixtures directory: `$CCPOP_SSM_FIXTURES`, else `shared/` beside the repository.
-fn fixtures_dir() -> PathBuf {
-    std::env::var_os("CCPOP_SSM_FIXTURES").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/fixtures/sev-snp-measure"
-            ))
-        },
-        PathBuf::from,
-    )
-}
-
-/// The fixture `name`, or `None` after reporting the skip (a panic under
-/// `CCPOP_REQUIRE_PEER=1`). The one place this file reports a skip.
-fn fixture(test: &str, name: &str) -> Option<Vec<u8>> {
-    let path = fixtures_dir().join(name);
-    match std::fs::read(&path) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            let reason = format!("sev-snp-measure's fixture {name}: {e}");
-            if std::env::var("CCPOP_REQUIRE_PEER").as_deref() == Ok("1") {
-                panic!(
-                    "{test}: CCPOP_REQUIRE_PEER=1 but {} is missing: {reason}",
-                    path.display()
-                );
-            }
-            eprintln!("SKIPPED (needs {}): {test}: {reason}", path.display());
-            None
-        }
-    }
+/// The fixture `path`, read (its presence is the test's need, checked by the harness).
+fn fixture(path: fn() -> PathBuf) -> Vec<u8> {
+    let path = path();
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -87,12 +66,8 @@ fn launch(firmware: &[u8], c: &Case, seed: Option<[u8; 48]>) -> Result<[u8; 48],
     .map(|m| m.digest)
 }
 
-#[test]
 fn amdsev_fixture_gives_the_published_digests() {
-    let test = "amdsev_fixture_gives_the_published_digests";
-    let Some(ovmf) = fixture(test, "ovmf_AmdSev_suffix.bin") else {
-        return;
-    };
+    let ovmf = fixture(amdsev);
     // test_snp_ovmf_hash_full_default: calc_snp_ovmf_hash of the fixture.
     let image = measure_snp_launch(&SnpLaunch {
         firmware: &ovmf,
@@ -197,12 +172,8 @@ fn ec2_as_published(ovmf: &[u8], c: &Case, what: &str) {
     assert_eq!(hex(&published.digest), c.want, "{what}, RDX 0");
 }
 
-#[test]
 fn ovmfx64_fixture_gives_the_published_digests() {
-    let test = "ovmfx64_fixture_gives_the_published_digests";
-    let Some(ovmf) = fixture(test, "ovmf_OvmfX64_suffix.bin") else {
-        return;
-    };
+    let ovmf = fixture(ovmfx64);
     let q = VmmType::Qemu;
     let cases = [
         // test_snp_with_ovmfx64_without_default
@@ -233,13 +204,8 @@ fn ovmfx64_fixture_gives_the_published_digests() {
     }
 }
 
-#[test]
 fn svsm_fixtures_give_the_published_digests_with_the_peers_fcw() {
-    let test = "svsm_fixtures_give_the_published_digests_with_the_peers_fcw";
-    let (Some(ovmf), Some(svsm)) = (fixture(test, "svsm_ovmf.fd"), fixture(test, "svsm.bin"))
-    else {
-        return;
-    };
+    let (ovmf, svsm) = (fixture(svsm_ovmf), fixture(svsm));
     // test_snp_svsm_4_vcpus and test_snp_svsm_2_vcpus: EPYC-v4, features 0x21, QEMU, vars
     // size 540672.
     let vars_size = 540_672;
@@ -290,4 +256,17 @@ fn svsm_fixtures_give_the_published_digests_with_the_peers_fcw() {
         .unwrap();
         assert_eq!(hex(&peers.digest), want, "{vcpus} vCPUs, X87_FCW 0");
     }
+}
+
+fn main() -> std::process::ExitCode {
+    use needs::fixture as need;
+    testing::run(vec![
+        gmem::kvm_test!(amdsev_fixture_gives_the_published_digests, need(amdsev)),
+        gmem::kvm_test!(ovmfx64_fixture_gives_the_published_digests, need(ovmfx64)),
+        gmem::kvm_test!(
+            svsm_fixtures_give_the_published_digests_with_the_peers_fcw,
+            need(svsm_ovmf),
+            need(svsm)
+        ),
+    ])
 }
