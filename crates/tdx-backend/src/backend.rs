@@ -278,7 +278,7 @@ const GPAW_LEAF: u32 = 0x8000_0008;
 /// Builds the CPUID for [`TdParams::cpuid`] (`KVM_TDX_INIT_VM`) as QEMU does: for each
 /// configurable leaf of [`TdxCapabilities::cpuid`], the host's entry (`supported`: the
 /// `KVM_GET_SUPPORTED_CPUID` entries, or the VMM's CPU model) masked by the configurable bits,
-/// with its own sub-leaf and `KVM_CPUID_FLAG_SIGNIFCANT_INDEX`; CPUID 0x80000008 EAX[23:16]
+/// with its own sub-leaf and `KVM_CPUID_FLAG_SIGNIFCANT_INDEX`; CPUID 0x80000008 EAX bits 23:16
 /// set to `gpaw` (48, or 52 with 5-level EPT); TSX and WAITPKG cleared from leaf 7.0. Leaves
 /// the host does not report are left out (the TD gets the module's value).
 ///

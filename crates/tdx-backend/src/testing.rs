@@ -69,7 +69,7 @@
 //! The model shares no number or layout with the code it checks: the command ids, flags,
 //! capability numbers, limits and payload layouts are written out again below (module
 //! `linux`) from the Linux 6.18.2 headers rather than taken from [`crate::uapi`] and
-//! [`crate::ioctl`], and `struct kvm_tdx_cmd` / `struct kvm_tdx_init_mem_region` are read (and
+//! `crate::ioctl`, and `struct kvm_tdx_cmd` / `struct kvm_tdx_init_mem_region` are read (and
 //! written back) as the bytes the kernel copies, at the header's offsets. A wrong number or a
 //! misordered field in the crate is then a refusal here, as it would be from the kernel.
 
@@ -388,7 +388,7 @@ pub struct TdxModel {
     /// Supported XFAM.
     pub supported_xfam: u64,
     /// Number of configurable CPUID entries the module reports (at most
-    /// [`TDX_MAX_CPUID_CONFIG`]: a 6.18 kernel does not load a module with more; larger values
+    /// `TDX_MAX_CPUID_CONFIG`: a 6.18 kernel does not load a module with more; larger values
     /// are taken as that).
     pub cpuid_entries: u32,
     /// Events for the next `KVM_TDX_INIT_MEM_REGION` calls (empty = [`Event::Complete`]).
