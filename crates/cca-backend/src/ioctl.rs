@@ -250,25 +250,39 @@ impl<T: CcaIoctl + ?Sized> CcaIoctl for &mut T {
     }
 }
 
-/// The real ioctls, on a realm VM's fd and its vCPUs' fds. The ioctls are issued on arm64 hosts
-/// only; elsewhere every call fails with `ENOTTY` without reaching the kernel (the numbers may
-/// mean something else to another architecture's KVM).
+/// The real ioctls, on a realm VM's fd and its vCPUs' fds. The CCA ioctls are issued on arm64
+/// hosts only; elsewhere each fails with `ENOTTY` without reaching the kernel (the numbers may
+/// mean something else to another architecture's KVM). Conversion to private
+/// ([`set_private`](CcaIoctl::set_private)) goes through the realm's guest_memfd a range is
+/// bound to ([`gmem::convert_gpa_range`], the generic `KVM_SET_MEMORY_ATTRIBUTES`), never around
+/// it, so each handle's record of its private ranges stays true.
 pub struct KvmCcaIoctl<'v> {
     #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     vm: &'v kvm_ioctls::VmFd,
     #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     vcpus: &'v [kvm_ioctls::VcpuFd],
     vgic: Option<&'v kvm_ioctls::DeviceFd>,
+    gmems: Vec<&'v mut gmem::GuestMemfd>,
 }
 
 impl<'v> KvmCcaIoctl<'v> {
-    /// The ioctls of `vm` (no vCPUs: add them with [`KvmCcaIoctl::with_vcpus`]).
+    /// The ioctls of `vm` (no vCPUs: add them with [`KvmCcaIoctl::with_vcpus`]; conversions
+    /// fail with `EINVAL` until [`with_guest_memfd`](Self::with_guest_memfd)).
     pub fn new(vm: &'v kvm_ioctls::VmFd) -> Self {
         KvmCcaIoctl {
             vm,
             vcpus: &[],
             vgic: None,
+            gmems: Vec::new(),
         }
+    }
+
+    /// Converts the ranges bound to `gmem`'s memslots through it (a range bound to none of the
+    /// added guest_memfds is refused with `EINVAL`). The handle stays borrowed while this layer
+    /// lives: no shared view of it can be written meanwhile.
+    pub fn with_guest_memfd(mut self, gmem: &'v mut gmem::GuestMemfd) -> Self {
+        self.gmems.push(gmem);
+        self
     }
 
     /// The VM's vCPUs, in creation order (index 0 boots). From v12 on the kernel reads the
@@ -329,22 +343,8 @@ impl CcaIoctl for KvmCcaIoctl<'_> {
     }
 
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
-        #[cfg(target_arch = "aarch64")]
-        {
-            self.vm
-                .set_memory_attributes(kvm_bindings::kvm_memory_attributes {
-                    address: gpa,
-                    size: len,
-                    attributes: uapi::KVM_MEMORY_ATTRIBUTE_PRIVATE,
-                    flags: 0,
-                })
-                .map_err(|e| e.errno())
-        }
-        #[cfg(not(target_arch = "aarch64"))]
-        {
-            let _ = (gpa, len);
-            Err(libc::ENOTTY)
-        }
+        gmem::convert_gpa_range(&mut self.gmems, gpa, len, gmem::MemoryState::Private)
+            .map_err(|e| e.errno())
     }
 
     fn vcpu_count(&self) -> usize {

@@ -29,7 +29,9 @@
 //! let found = probe(&kvm, UapiVersion::V14)?;
 //! // 1. The realm VM: bit 30 of the machine type on v14 (bit 8 up to v13).
 //! let vm = kvm.create_vm_with_type(UapiVersion::V14.realm_vm_type(40))?;
-//! // 2. guest_memfd memslots (KVM_SET_USER_MEMORY_REGION2 with KVM_MEM_GUEST_MEMFD) here.
+//! // 2. guest_memfd memslots (KVM_SET_USER_MEMORY_REGION2 with KVM_MEM_GUEST_MEMFD).
+//! let mut ram = gmem::GuestMemfd::create(&vm, 1 << 30, gmem::GmemFlags::empty())?;
+//! let _slot = ram.bind(0, 0, 0, 1 << 30)?;
 //! // 3. Every vCPU, KVM_ARM_VCPU_INIT with PSCI 0.2 (and SVE if the realm has it).
 //! let vcpus = vec![vm.create_vcpu(0)?, vm.create_vcpu(1)?];
 //! // 4. The in-kernel vGIC (GICv3), initialised (KVM_DEV_ARM_VGIC_CTRL_INIT) before KVM_RUN.
@@ -52,7 +54,11 @@
 //! vcpus[0].get_one_reg(cca_backend::uapi::KVM_REG_ID_AA64DFR0_EL1, &mut b)?;
 //! realm.set_debug_from_id_aa64dfr0(u64::from_le_bytes(b));
 //! realm.num_wps = 2;
-//! let io = KvmCcaIoctl::new(&vm).with_vcpus(&vcpus).with_vgic(&vgic);
+//! // Conversions go through `ram`, so its record of what is private stays true.
+//! let io = KvmCcaIoctl::new(&vm)
+//!     .with_vcpus(&vcpus)
+//!     .with_vgic(&vgic)
+//!     .with_guest_memfd(&mut ram);
 //! let mut backend = CcaBackend::new(io, &found);
 //! // 5. Debug counts and SVE length onto the vCPUs (and SVE finalized).
 //! backend.configure(&realm)?;

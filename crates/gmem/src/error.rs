@@ -113,6 +113,17 @@ pub enum Error {
         /// First unbound offset.
         unbound: u64,
     },
+    /// A guest-physical range (or part of it, or an empty or overflowing one) that no memslot of
+    /// the guest_memfd(s) asked covers, so it has no file offset to convert.
+    #[error("GPA range [{gpa:#x}, +{len:#x}): address {unbound:#x} is not bound to a memslot of this guest_memfd")]
+    GpaNotBound {
+        /// Start of the range.
+        gpa: u64,
+        /// Length of the range.
+        len: u64,
+        /// First address not covered.
+        unbound: u64,
+    },
     /// The file range is already bound to a memslot.
     #[error("range [{offset:#x}, +{len:#x}): already bound to memslot {slot}")]
     AlreadyBound {
@@ -172,14 +183,6 @@ pub enum Error {
         #[source]
         source: vmm_sys_util::errno::Error,
     },
-    /// A guest-physical range that no binding of this handle covers.
-    #[error("GPA [{gpa:#x}, +{len:#x}): not bound to this guest_memfd")]
-    GpaNotBound {
-        /// Start of the range.
-        gpa: u64,
-        /// Its length.
-        len: u64,
-    },
     /// A KVM ioctl failed.
     #[error("{op} on [{offset:#x}, +{len:#x}): {source}")]
     Kvm {
@@ -217,4 +220,17 @@ pub enum Error {
         #[source]
         source: vm_memory::mmap::MmapRegionError,
     },
+}
+
+impl Error {
+    /// The errno that stands for this error where an interface reports only one (such as a
+    /// platform backend's ioctl layer): the kernel's for [`Error::Kvm`] and [`Error::Io`],
+    /// `EINVAL` for a refusal of the input.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Kvm { source, .. } => source.errno(),
+            Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            _ => libc::EINVAL,
+        }
+    }
 }

@@ -454,12 +454,20 @@ impl GuestMemfd {
         if len == 0 {
             return Err(Error::EmptyRange { offset: gpa });
         }
-        self.shared
-            .bindings()
+        let bindings = self.shared.bindings();
+        if let Some(b) = bindings
             .iter()
             .find(|b| b.gpa <= gpa && end <= b.gpa + b.len)
-            .map(|b| b.offset + (gpa - b.gpa))
-            .ok_or(Error::GpaNotBound { gpa, len })
+        {
+            return Ok(b.offset + (gpa - b.gpa));
+        }
+        // The first address no single binding covers: the end of the one holding `gpa`, or
+        // `gpa` itself.
+        let unbound = bindings
+            .iter()
+            .find(|b| b.gpa <= gpa && gpa < b.gpa + b.len)
+            .map_or(gpa, |b| b.gpa + b.len);
+        Err(Error::GpaNotBound { gpa, len, unbound })
     }
 
     /// [`convert`](Self::convert) to private.

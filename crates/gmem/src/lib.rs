@@ -57,6 +57,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod by_gpa;
 mod caps;
 mod error;
 mod fault;
@@ -71,6 +72,7 @@ pub mod testing;
 pub mod uapi;
 mod view;
 
+pub use by_gpa::convert_gpa_range;
 pub use caps::Capabilities;
 pub use error::Error;
 pub use fault::{pre_fault_memory, MemoryFault};

@@ -4,13 +4,13 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
+use gmem::{GuestMemfd, MemoryState};
 use kvm_ioctls::VmFd;
 
 use crate::uapi::{
-    kvm_memory_attributes, kvm_sev_cmd, kvm_sev_init, kvm_sev_snp_launch_finish,
-    kvm_sev_snp_launch_start, kvm_sev_snp_launch_update, KVM_MEMORY_ATTRIBUTE_PRIVATE,
-    KVM_SEV_INIT2, KVM_SEV_SNP_LAUNCH_FINISH, KVM_SEV_SNP_LAUNCH_START, KVM_SEV_SNP_LAUNCH_UPDATE,
-    KVM_SEV_SNP_PAGE_TYPE_CPUID,
+    kvm_sev_cmd, kvm_sev_init, kvm_sev_snp_launch_finish, kvm_sev_snp_launch_start,
+    kvm_sev_snp_launch_update, KVM_SEV_INIT2, KVM_SEV_SNP_LAUNCH_FINISH, KVM_SEV_SNP_LAUNCH_START,
+    KVM_SEV_SNP_LAUNCH_UPDATE, KVM_SEV_SNP_PAGE_TYPE_CPUID,
 };
 
 /// The source buffer a `KVM_SEV_SNP_LAUNCH_UPDATE` points its `uaddr` into (the kernel reads
@@ -151,7 +151,8 @@ pub trait SevIoctl {
     fn encrypt_op(&mut self, cmd: SevCmd<'_>) -> Result<(), SevIoctlError>;
 
     /// Makes `gpa..gpa+len` private (`KVM_SET_MEMORY_ATTRIBUTES` with
-    /// `KVM_MEMORY_ATTRIBUTE_PRIVATE`). Returns the errno on failure.
+    /// `KVM_MEMORY_ATTRIBUTE_PRIVATE`). Returns the errno on failure. [`KvmSevIoctl`] converts
+    /// through the guest_memfd the range is bound to, so that handle records it.
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32>;
 
     /// Whether the kernel advertises in-place populate: `KVM_SEV_SNP_LAUNCH_UPDATE` with
@@ -234,7 +235,10 @@ pub fn check_lent(cmd: &SevCmd<'_>) -> Result<(), SevIoctlError> {
     }
 }
 
-/// The real ioctls, on an SNP VM fd and the SEV firmware device (`/dev/sev`).
+/// The real ioctls, on an SNP VM fd and the SEV firmware device (`/dev/sev`), and the VM's
+/// guest_memfds: [`set_private`](SevIoctl::set_private) converts through the one a range is
+/// bound to ([`gmem::convert_gpa_range`]), never around it, so each handle's record of its
+/// private ranges stays true.
 ///
 /// **Lifetime rule**: Linux 6.18.2 records the `/dev/sev` fd *number* at
 /// `KVM_SEV_SNP_LAUNCH_START` (`arch/x86/kvm/svm/sev.c: snp_launch_start`, `sev->fd`) and issues
@@ -246,15 +250,28 @@ pub fn check_lent(cmd: &SevCmd<'_>) -> Result<(), SevIoctlError> {
 /// keeps the VM keeps the device with it. Dropping the layer (or the backend) closes both:
 /// do that only when the VM goes.
 #[derive(Debug)]
-pub struct KvmSevIoctl {
+pub struct KvmSevIoctl<'g> {
     vm: VmFd,
     sev: File,
+    gmems: Vec<&'g mut GuestMemfd>,
 }
 
-impl KvmSevIoctl {
-    /// Wraps a VM created with `KVM_X86_SNP_VM` and the opened SEV device.
+impl<'g> KvmSevIoctl<'g> {
+    /// Wraps a VM created with `KVM_X86_SNP_VM` and the opened SEV device (no guest_memfds yet:
+    /// add each with [`add_guest_memfd`](Self::add_guest_memfd)).
     pub fn new(vm: VmFd, sev: File) -> Self {
-        KvmSevIoctl { vm, sev }
+        KvmSevIoctl {
+            vm,
+            sev,
+            gmems: Vec::new(),
+        }
+    }
+
+    /// Converts the ranges bound to `gmem`'s memslots through it from now on (a range bound to
+    /// none of the added guest_memfds is refused with `EINVAL`). The handle stays borrowed
+    /// while this layer lives: no shared view of it can be written meanwhile.
+    pub fn add_guest_memfd(&mut self, gmem: &'g mut GuestMemfd) {
+        self.gmems.push(gmem);
     }
 
     /// The VM fd (for memslots and vCPUs).
@@ -275,7 +292,7 @@ impl KvmSevIoctl {
     }
 }
 
-impl SevIoctl for KvmSevIoctl {
+impl SevIoctl for KvmSevIoctl<'_> {
     fn encrypt_op(&mut self, mut cmd: SevCmd<'_>) -> Result<(), SevIoctlError> {
         check_lent(&cmd)?;
         let mut raw = sev_cmd(&mut cmd, self.sev.as_raw_fd() as u32);
@@ -289,13 +306,7 @@ impl SevIoctl for KvmSevIoctl {
     }
 
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
-        self.vm
-            .set_memory_attributes(kvm_memory_attributes {
-                address: gpa,
-                size: len,
-                attributes: u64::from(KVM_MEMORY_ATTRIBUTE_PRIVATE),
-                flags: 0,
-            })
+        gmem::convert_gpa_range(&mut self.gmems, gpa, len, MemoryState::Private)
             .map_err(|e| e.errno())
     }
 }

@@ -287,9 +287,11 @@ impl<I> std::fmt::Debug for SnpBackend<I> {
     }
 }
 
-impl SnpBackend<KvmSevIoctl> {
+impl SnpBackend<KvmSevIoctl<'_>> {
     /// Probes this KVM ([`probe`]), creates an SNP VM and opens the SEV device. Fails with
-    /// [`Error::NotSupported`] where SNP is not available.
+    /// [`Error::NotSupported`] where SNP is not available. Create the guest_memfds on
+    /// `ioctl().vm()`, bind them, and hand each to
+    /// [`KvmSevIoctl::add_guest_memfd`] (through `ioctl_mut()`) before populating.
     pub fn create(kvm: &Kvm, config: LaunchConfig) -> Result<Self, Error> {
         probe(kvm)?;
         if config.in_place == InPlaceMode::Kernel {

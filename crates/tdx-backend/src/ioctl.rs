@@ -5,7 +5,7 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 
-use kvm_bindings::{kvm_memory_attributes, KVM_MEMORY_ATTRIBUTE_PRIVATE};
+use gmem::{GuestMemfd, MemoryState};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use crate::uapi::{
@@ -210,7 +210,7 @@ fn needed_payload(id: u32, payload: &[u8]) -> Option<usize> {
     }
 }
 
-/// The real ioctls, on a TD's VM fd and its vCPU fds.
+/// The real ioctls, on a TD's VM fd, its vCPU fds, and the TD's guest_memfds.
 ///
 /// vCPUs created through [`TdxIoctl::create_vcpu`] (what
 /// [`TdxBackend::create_vcpu`](crate::TdxBackend::create_vcpu) calls) are owned here and
@@ -218,22 +218,35 @@ fn needed_payload(id: u32, payload: &[u8]) -> Option<usize> {
 /// [`into_vcpus`](Self::into_vcpus). A vCPU the VMM created itself can be lent with
 /// [`with_vcpu`](Self::with_vcpu). Commands that name no vCPU (`KVM_TDX_INIT_MEM_REGION`,
 /// [`TdxIoctl::vcpu_op`]) go to the lent vCPU, else to the first one created.
+/// [`set_private`](TdxIoctl::set_private) converts through the guest_memfd a range is bound to
+/// ([`gmem::convert_gpa_range`]), never around it, so each handle's record of its private
+/// ranges stays true.
 #[derive(Debug)]
 pub struct KvmTdx<'a> {
     vm: &'a VmFd,
     lent: Option<&'a VcpuFd>,
     created: Vec<(u64, VcpuFd)>,
+    gmems: Vec<&'a mut GuestMemfd>,
 }
 
 impl<'a> KvmTdx<'a> {
     /// Ioctls on `vm` only (vCPU sub-commands fail with `EBADF` until a vCPU is created or
-    /// lent).
+    /// lent, conversions with `EINVAL` until [`with_guest_memfd`](Self::with_guest_memfd)).
     pub fn new(vm: &'a VmFd) -> Self {
         KvmTdx {
             vm,
             lent: None,
             created: Vec::new(),
+            gmems: Vec::new(),
         }
+    }
+
+    /// Converts the ranges bound to `gmem`'s memslots through it (a range bound to none of the
+    /// added guest_memfds is refused with `EINVAL`). The handle stays borrowed while this layer
+    /// lives: no shared view of it can be written meanwhile.
+    pub fn with_guest_memfd(mut self, gmem: &'a mut GuestMemfd) -> Self {
+        self.gmems.push(gmem);
+        self
     }
 
     /// Uses `vcpu`, created by the caller, for the vCPU-scoped sub-commands that name no vCPU.
@@ -367,13 +380,7 @@ impl TdxIoctl for KvmTdx<'_> {
     }
 
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
-        self.vm
-            .set_memory_attributes(kvm_memory_attributes {
-                address: gpa,
-                size: len,
-                attributes: u64::from(KVM_MEMORY_ATTRIBUTE_PRIVATE),
-                flags: 0,
-            })
+        gmem::convert_gpa_range(&mut self.gmems, gpa, len, MemoryState::Private)
             .map_err(|e| e.errno())
     }
 

@@ -1,0 +1,61 @@
+//! The real ioctl layer converts through the VM's guest_memfd, not around it: after the backend
+//! makes a range private, the handle's record (`GuestMemfd::private_ranges`) has it, and a range
+//! bound to none of the layer's guest_memfds is refused (a bare `KVM_SET_MEMORY_ATTRIBUTES`
+//! would take it, and the record would not know). Needs a software-protected VM with private
+//! memory attributes and guest_memfd: the lab kernel (lab/tests.txt). The conversion is the
+//! generic `KVM_SET_MEMORY_ATTRIBUTES`, so it runs on x86 as on arm64.
+
+use cc_populate::Backend;
+use cca_backend::{CcaBackend, CcaIoctl, KvmCcaIoctl, UapiVersion};
+use gmem::testing::{self, Need};
+use gmem::{GmemFlags, GuestMemfd};
+
+const PAGE: u64 = 4096;
+const GPA: u64 = 0x10_0000;
+
+fn make_private_goes_through_the_guest_memfd_and_its_record() {
+    let (_kvm, vm) = testing::protected_vm();
+    let mut g = GuestMemfd::create(&vm, 16 * PAGE, GmemFlags::empty()).unwrap();
+    // GPA [GPA, GPA + 8 pages) is file [4 pages, 12 pages).
+    let _slot = g.bind(0, GPA, 4 * PAGE, 8 * PAGE).unwrap();
+    let io = KvmCcaIoctl::new(&vm).with_guest_memfd(&mut g);
+    let mut realm = CcaBackend::with_version(io, UapiVersion::V14, UapiVersion::V14.series_cap());
+
+    let done = realm.make_private(GPA + PAGE, 2 * PAGE);
+    assert_eq!(done.result.map_err(|e| e.to_string()), Ok(()));
+    assert_eq!(done.done, 2 * PAGE);
+    // Past the memslot's end: not this guest_memfd's memory, refused before any ioctl.
+    let refused = realm.make_private(GPA + 7 * PAGE, 2 * PAGE);
+    let e = refused.result.unwrap_err();
+    assert_eq!((refused.done, e.errno), (0, Some(libc::EINVAL)), "{e}");
+    drop(realm);
+
+    // File [5 pages, 7 pages) is recorded private, so no shared view of it can be made.
+    let private = g.private_ranges();
+    assert!(
+        private.iter().any(|&(s, e)| s <= 5 * PAGE && 7 * PAGE <= e),
+        "{private:?}"
+    );
+    assert!(g.map_shared(5 * PAGE, PAGE).is_err());
+}
+
+fn without_its_guest_memfd_the_layer_converts_nothing() {
+    let (_kvm, vm) = testing::default_vm();
+    let mut io = KvmCcaIoctl::new(&vm);
+    assert_eq!(io.set_private(GPA, PAGE), Err(libc::EINVAL));
+}
+
+fn main() -> std::process::ExitCode {
+    testing::run(vec![
+        gmem::kvm_test!(
+            make_private_goes_through_the_guest_memfd_and_its_record,
+            Need::GuestMemfd,
+            Need::UserMemory2,
+            Need::PrivateAttributes
+        ),
+        gmem::kvm_test!(
+            without_its_guest_memfd_the_layer_converts_nothing,
+            Need::Kvm
+        ),
+    ])
+}
