@@ -128,9 +128,76 @@ fn the_real_ioctl_path_runs_and_an_ordinary_vm_refuses_it() {
     assert_eq!(io.vm_op(&mut caps, Some(&mut short)), Err(libc::EINVAL));
 }
 
+/// `KvmTdx`'s vCPU management and its refusals before any ioctl, on an ordinary VM of the real
+/// KVM: the steps that are plain KVM (split irqchip, vCPU creation, `KVM_SET_CPUID2`) succeed
+/// as the kernel answers them, the TDX sub-commands are refused, and vCPUs are handed back.
+fn kvm_tdx_manages_vcpus_on_an_ordinary_vm() {
+    use tdx_backend::uapi::{kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region};
+    use tdx_backend::TdxIoctl;
+    let kvm = gmem::testing::kvm();
+    let vm = kvm.create_vm().unwrap();
+    let mut io = KvmTdx::new(&vm);
+    // No vCPU yet: vCPU-scoped sub-commands have nowhere to go.
+    let mut cmd = kvm_tdx_cmd {
+        id: 2, // KVM_TDX_INIT_VCPU
+        ..Default::default()
+    };
+    assert_eq!(io.vcpu_op(&mut cmd, None), Err(libc::EBADF));
+    assert_eq!(io.vcpu_op_on(0, &mut cmd, None), Err(libc::EBADF));
+    assert_eq!(io.set_cpuid(0, &[]), Err(libc::EBADF));
+    // KVM_CAP_SPLIT_IRQCHIP before any vCPU, as a TD needs it (x86.c: kvm_vm_ioctl_enable_cap).
+    io.enable_split_irqchip(24).unwrap();
+    // ... and refused once it is set (EEXIST: irqchip already in the kernel).
+    assert_eq!(io.enable_split_irqchip(24), Err(libc::EEXIST));
+    io.create_vcpu(0).unwrap();
+    // The same id again: kvm_vm_ioctl_create_vcpu says EEXIST.
+    assert_eq!(io.create_vcpu(0), Err(libc::EEXIST));
+    assert!(io.vcpu(0).is_some() && io.vcpu(1).is_none());
+    let host: Vec<kvm_cpuid_entry2> = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .unwrap()
+        .as_slice()
+        .iter()
+        .map(|e| (*e).into())
+        .collect();
+    io.set_cpuid(0, &host).unwrap();
+    assert_eq!(io.set_cpuid(1, &host), Err(libc::EBADF));
+    // An ordinary vCPU has no TDX: the sub-command reaches the kernel and is refused.
+    assert!(io.vcpu_op(&mut cmd, None).is_err());
+    assert!(io.vcpu_op_on(0, &mut cmd, None).is_err());
+    // A region whose source is not the buffer given, or too short, never reaches the kernel.
+    let source = vec![0u8; 4096];
+    let mut region = kvm_tdx_init_mem_region {
+        source_addr: source.as_ptr() as u64 + 4096,
+        gpa: 0,
+        nr_pages: 1,
+    };
+    let mut mem = kvm_tdx_cmd {
+        id: 3, // KVM_TDX_INIT_MEM_REGION
+        ..Default::default()
+    };
+    assert_eq!(
+        io.init_mem_region(&mut mem, &mut region, &source),
+        Err(libc::EINVAL)
+    );
+    region.source_addr = source.as_ptr() as u64;
+    region.nr_pages = 2;
+    assert_eq!(
+        io.init_mem_region(&mut mem, &mut region, &source),
+        Err(libc::EINVAL)
+    );
+    // No guest_memfd lent: conversion is refused before any ioctl.
+    assert_eq!(io.set_private(0, 4096), Err(libc::EINVAL));
+    assert!(io.vm_check_extension(235) >= 1); // KVM_CAP_VM_TYPES: at least the default VM
+    let vcpus = io.into_vcpus();
+    assert_eq!(vcpus.len(), 1);
+    assert_eq!(vcpus[0].0, 0);
+}
+
 fn main() -> std::process::ExitCode {
     gmem::testing::run(vec![
         gmem::kvm_test!(probe_says_tdx_is_not_supported_here, Need::Kvm),
+        gmem::kvm_test!(kvm_tdx_manages_vcpus_on_an_ordinary_vm, Need::Kvm),
         gmem::kvm_test!(
             tdx_capabilities_on_an_ordinary_vm_are_not_supported,
             Need::Kvm
