@@ -100,14 +100,18 @@ impl SourceBuf {
 
     /// The content.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` is valid for `map_len >= len` readable bytes for the life of `self`
-        // (the mapping is only unmapped in `drop`), and no `&mut` can exist while `&self` does.
+        // SAFETY: `ptr` is page-aligned, non-null and valid for `map_len >= len` readable bytes
+        // for the life of `self` (the mapping is only unmapped in `drop`); every byte is
+        // initialised (an anonymous mapping starts zero-filled, `discard` leaves zero-fill pages,
+        // and writes go through `as_mut_slice`); `len <= isize::MAX` (mmap succeeded for it);
+        // and no `&mut` to it can exist while `&self` does.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// The content, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `&mut self` makes this the only reference.
+        // SAFETY: valid, initialised and sized as argued in `as_slice`; `&mut self` makes this
+        // the only reference to the mapping's bytes.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
