@@ -1290,6 +1290,14 @@ pub fn guest_code_for_tests() -> &'static [u8] {
     &code::GUEST_CODE
 }
 
+/// Test support: the copy program's bytes, for a test that disassembles them (feature
+/// `test-utils` only; not part of the API a VMM uses).
+#[cfg(feature = "test-utils")]
+#[doc(hidden)]
+pub fn copy_code_for_tests() -> &'static [u8] {
+    &code::COPY_CODE
+}
+
 /// Test support: lets a test replace the check guest's first instructions (feature
 /// `test-utils` only; not part of the API a VMM uses).
 #[cfg(feature = "test-utils")]

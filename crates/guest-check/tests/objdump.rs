@@ -48,11 +48,32 @@ const LISTING: &[&str] = &[
     "jmp 0x90",
 ];
 
-/// Disassembles the guest code with binutils' objdump (an independent decoder) and compares it
-/// with [`LISTING`].
-fn objdump_agrees_with_the_listing() {
-    let path = std::env::temp_dir().join(format!("guest-check-code-{}.bin", std::process::id()));
-    std::fs::write(&path, guest_check::guest_code_for_tests()).unwrap();
+/// The copy program's listing, written by hand from its comments.
+const COPY_LISTING: &[&str] = &[
+    "mov r10,rdi",
+    "mov rbx,rsi",
+    "mov rdx,rcx",
+    "xor r9d,r9d",
+    "cld",
+    "test rdx,rdx",
+    "je 0x2e",
+    "mov rsi,QWORD PTR [rbx]",
+    "mov rdi,QWORD PTR [rbx+0x8]",
+    "mov rcx,QWORD PTR [rbx+0x10]",
+    "add rbx,0x18",
+    "rep movs BYTE PTR es:[rdi],BYTE PTR ds:[rsi]",
+    "inc r9",
+    "mov QWORD PTR [r10],r9",
+    "dec rdx",
+    "jmp 0xd",
+    "mov QWORD PTR [r10+0x8],r9",
+    "jmp 0x32",
+];
+
+/// `code` disassembled by binutils' objdump (an independent decoder), one instruction per entry.
+fn disassemble(code: &[u8], name: &str) -> Vec<String> {
+    let path = std::env::temp_dir().join(format!("guest-check-{name}-{}.bin", std::process::id()));
+    std::fs::write(&path, code).unwrap();
     let out = std::process::Command::new("objdump")
         .args(["-D", "-b", "binary", "-m", "i386:x86-64", "-M", "intel"])
         .arg(&path)
@@ -62,12 +83,26 @@ fn objdump_agrees_with_the_listing() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     // Lines look like "  8a:\teb 9c                \tjmp    0x28"; keep the instruction.
-    let got: Vec<String> = text
-        .lines()
+    text.lines()
         .filter_map(|l| l.split('\t').nth(2))
         .map(|ins| ins.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
-    assert_eq!(got, LISTING);
+        .collect()
+}
+
+/// The check program disassembled equals [`LISTING`].
+fn objdump_agrees_with_the_listing() {
+    assert_eq!(
+        disassemble(guest_check::guest_code_for_tests(), "code"),
+        LISTING
+    );
+}
+
+/// The copy program disassembled equals [`COPY_LISTING`].
+fn objdump_agrees_with_the_copy_listing() {
+    assert_eq!(
+        disassemble(guest_check::copy_code_for_tests(), "copy"),
+        COPY_LISTING
+    );
 }
 
 /// Why `objdump --version` does not run, if it does not.
@@ -83,12 +118,13 @@ fn objdump() -> Result<(), String> {
 }
 
 fn main() -> std::process::ExitCode {
-    testing::run(vec![gmem::kvm_test!(
-        objdump_agrees_with_the_listing,
-        Need::Tool {
-            id: "tool:objdump",
-            from: "binutils: apt-get install binutils",
-            check: objdump,
-        }
-    )])
+    let objdump = || Need::Tool {
+        id: "tool:objdump",
+        from: "binutils: apt-get install binutils",
+        check: objdump,
+    };
+    testing::run(vec![
+        gmem::kvm_test!(objdump_agrees_with_the_listing, objdump()),
+        gmem::kvm_test!(objdump_agrees_with_the_copy_listing, objdump()),
+    ])
 }
