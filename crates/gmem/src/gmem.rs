@@ -448,26 +448,21 @@ impl GuestMemfd {
     /// binding of this handle; else [`Error::GpaNotBound`]. For instance to convert the page a
     /// [`MemoryFault`](crate::MemoryFault) names.
     pub fn offset_of_gpa(&self, gpa: u64, len: u64) -> Result<u64, Error> {
-        let end = gpa
-            .checked_add(len)
+        gpa.checked_add(len)
             .ok_or(Error::RangeOverflow { offset: gpa, len })?;
         if len == 0 {
             return Err(Error::EmptyRange { offset: gpa });
         }
-        let bindings = self.shared.bindings();
-        if let Some(b) = bindings
-            .iter()
-            .find(|b| b.gpa <= gpa && end <= b.gpa + b.len)
-        {
-            return Ok(b.offset + (gpa - b.gpa));
+        // The one GPA-to-file walk (`gpa_offsets`); one piece means one binding holds it all.
+        match self.gpa_offsets(gpa, len)?.as_slice() {
+            [(offset, _)] => Ok(*offset),
+            // Bound, but across memslots: no single binding covers the address after the first.
+            pieces => Err(Error::GpaNotBound {
+                gpa,
+                len,
+                unbound: gpa + pieces.first().map_or(0, |p| p.1),
+            }),
         }
-        // The first address no single binding covers: the end of the one holding `gpa`, or
-        // `gpa` itself.
-        let unbound = bindings
-            .iter()
-            .find(|b| b.gpa <= gpa && gpa < b.gpa + b.len)
-            .map_or(gpa, |b| b.gpa + b.len);
-        Err(Error::GpaNotBound { gpa, len, unbound })
     }
 
     /// [`convert`](Self::convert) to private.
