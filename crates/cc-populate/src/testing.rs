@@ -334,6 +334,37 @@ impl Backend for LedgerBackend {
     }
 }
 
+/// The check every real ioctl layer that converts through gmem shares: `backend` holds a
+/// guest_memfd bound as guest-physical `[gpa, gpa + 8 pages)` from file offset 4 pages. Two pages
+/// inside are made private, and two pages running past the memslot's end are refused with
+/// `EINVAL` and nothing done (not this guest_memfd's memory: a bare `KVM_SET_MEMORY_ATTRIBUTES`
+/// would take them, and the handle's record would not know). Then drop the backend and call
+/// [`check_recorded_private`].
+pub fn check_make_private_through_gmem(backend: &mut impl Backend, gpa: u64) {
+    const PAGE: u64 = 4096;
+    let done = backend.make_private(gpa + PAGE, 2 * PAGE);
+    assert_eq!(done.result.map_err(|e| e.to_string()), Ok(()));
+    assert_eq!(done.done, 2 * PAGE);
+    let refused = backend.make_private(gpa + 7 * PAGE, 2 * PAGE);
+    let e = match refused.result {
+        Err(e) => e,
+        Ok(()) => panic!("a range past the memslot was made private"),
+    };
+    assert_eq!((refused.done, e.errno), (0, Some(libc::EINVAL)), "{e}");
+}
+
+/// After [`check_make_private_through_gmem`]: file `[5 pages, 7 pages)` of `g` is recorded
+/// private, so no shared view of it can be made.
+pub fn check_recorded_private(g: &gmem::GuestMemfd) {
+    const PAGE: u64 = 4096;
+    let private = g.private_ranges();
+    assert!(
+        private.iter().any(|&(s, e)| s <= 5 * PAGE && 7 * PAGE <= e),
+        "{private:?}"
+    );
+    assert!(g.map_shared(5 * PAGE, PAGE).is_err());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

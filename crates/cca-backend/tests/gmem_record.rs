@@ -5,7 +5,7 @@
 //! memory attributes and guest_memfd: the lab kernel (lab/tests.txt). The conversion is the
 //! generic `KVM_SET_MEMORY_ATTRIBUTES`, so it runs on x86 as on arm64.
 
-use cc_populate::Backend;
+use cc_populate::testing as testing_cc;
 use cca_backend::{CcaBackend, CcaIoctl, KvmCcaIoctl, UapiVersion};
 use gmem::testing::{self, Need};
 use gmem::{GmemFlags, GuestMemfd};
@@ -21,22 +21,9 @@ fn make_private_goes_through_the_guest_memfd_and_its_record() {
     let io = KvmCcaIoctl::new(&vm).with_guest_memfd(&mut g);
     let mut realm = CcaBackend::with_version(io, UapiVersion::V14, UapiVersion::V14.series_cap());
 
-    let done = realm.make_private(GPA + PAGE, 2 * PAGE);
-    assert_eq!(done.result.map_err(|e| e.to_string()), Ok(()));
-    assert_eq!(done.done, 2 * PAGE);
-    // Past the memslot's end: not this guest_memfd's memory, refused before any ioctl.
-    let refused = realm.make_private(GPA + 7 * PAGE, 2 * PAGE);
-    let e = refused.result.unwrap_err();
-    assert_eq!((refused.done, e.errno), (0, Some(libc::EINVAL)), "{e}");
+    testing_cc::check_make_private_through_gmem(&mut realm, GPA);
     drop(realm);
-
-    // File [5 pages, 7 pages) is recorded private, so no shared view of it can be made.
-    let private = g.private_ranges();
-    assert!(
-        private.iter().any(|&(s, e)| s <= 5 * PAGE && 7 * PAGE <= e),
-        "{private:?}"
-    );
-    assert!(g.map_shared(5 * PAGE, PAGE).is_err());
+    testing_cc::check_recorded_private(&g);
 }
 
 fn without_its_guest_memfd_the_layer_converts_nothing() {
