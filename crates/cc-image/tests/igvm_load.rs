@@ -210,7 +210,10 @@ fn vmsa_policies() {
     let mut ld = sev_backend::LaunchDigest::from_digest(kvm.measure().unwrap().try_into().unwrap());
     ld.update_vmsa(cc_image::DEFAULT_VMSA_GPA, &ap[..]).unwrap();
     assert_eq!(three.measure().unwrap(), ld.digest().to_vec());
-    assert!(three.push_vmsa(0x123, ap.clone()).is_err());
+    assert_eq!(
+        three.push_vmsa(0x123, ap.clone()).unwrap_err().to_string(),
+        "cannot add a VMSA page at 0x123 to a snp image (SEV-SNP only, 4 KiB aligned)"
+    );
     let mut tdx = load_igvm(&bytes, Platform::Tdx).unwrap();
     assert_eq!(
         tdx.push_vmsa(0x1000, ap).unwrap_err().to_string(),
@@ -221,6 +224,11 @@ fn vmsa_policies() {
         load_igvm(&bytes, Platform::Tdx).unwrap().measure().unwrap(),
         reference(&bytes, TDX)
     );
+}
+
+/// The (GPA, size) of each region an image loaded into.
+fn extents(img: &cc_image::LaunchImage) -> Vec<(u64, u64)> {
+    img.regions().iter().map(|r| (r.gpa(), r.size())).collect()
 }
 
 fn refused(bytes: &[u8], platform: Platform) -> String {
@@ -248,7 +256,10 @@ fn refusals_name_the_header() {
         "IGVM directive header 1 (PageData): 2 MiB page at 0x200000: not supported (give 4 KiB pages)"
     );
     // Not for TDX: that header is SNP's only.
-    assert!(load_igvm(&two_mb, Platform::Tdx).is_ok());
+    assert_eq!(
+        extents(&load_igvm(&two_mb, Platform::Tdx).unwrap()),
+        [(0x1000, 0x1000)]
+    );
 
     let overlap = serialize(vec![
         page(0x1000, BOTH, flags(), N, data(1)),
@@ -344,7 +355,10 @@ fn refusals_name_the_header() {
         refused(&b, Platform::Tdx),
         "IGVM file has no tdx platform header"
     );
-    assert!(load_igvm(&b, Platform::Snp).is_ok());
+    assert_eq!(
+        extents(&load_igvm(&b, Platform::Snp).unwrap()),
+        [(0x1000, 0x1000)]
+    );
 }
 
 /// CRC-32 (IEEE 802.3, reflected, as crc32fast computes), bit by bit.

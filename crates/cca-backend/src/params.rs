@@ -389,8 +389,16 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
+        // Which field a refusal names, and the value it names.
+        fn refused(r: &RealmParams) -> Option<(&'static str, u64)> {
+            match r.validate() {
+                Ok(()) => None,
+                Err(Error::InvalidParam { field, value, .. }) => Some((field, value)),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
         let ok = RealmParams::new(HashAlgo::Sha256, 40);
-        assert!(ok.validate().is_ok());
+        assert_eq!(refused(&ok), None);
         let mut r = ok.clone();
         r.ipa_bits = 52;
         assert!(matches!(
@@ -402,9 +410,11 @@ mod tests {
             })
         ));
         r.lpa2 = true;
-        assert!(r.validate().is_ok());
+        assert_eq!(refused(&r), None);
         r.ipa_bits = 31;
-        assert!(r.validate().is_err());
+        assert_eq!(refused(&r), Some(("ipa_bits", 31)));
+        r.ipa_bits = 32;
+        assert_eq!(refused(&r), None);
         let mut r = ok.clone();
         r.num_bps = 1;
         assert!(matches!(
@@ -425,16 +435,18 @@ mod tests {
         ));
         let mut r = ok.clone();
         r.sve_vl = 129;
-        assert!(r.validate().is_err());
+        assert_eq!(refused(&r), Some(("sve_vl", 129)));
         r.sve_vl = 2176;
-        assert!(r.validate().is_err());
+        assert_eq!(refused(&r), Some(("sve_vl", 2176)));
         r.sve_vl = 2048;
-        assert!(r.validate().is_ok());
+        assert_eq!(refused(&r), None);
         let mut r = ok;
         r.pmu_counters = Some(32);
-        assert!(r.validate().is_err());
+        assert_eq!(refused(&r), Some(("pmu_counters", 32)));
+        r.pmu_counters = Some(31);
+        assert_eq!(refused(&r), None);
         r.pmu_counters = Some(0);
-        assert!(r.validate().is_ok());
+        assert_eq!(refused(&r), None);
     }
 
     #[test]

@@ -215,12 +215,22 @@ mod tests {
 
     #[test]
     fn refuses_short_and_oversized() {
-        assert!(parse_cpuid_table(&[0u8; 15]).is_err());
+        let reason = |page: &[u8]| match parse_cpuid_table(page) {
+            Err(Error::CpuidTable { reason }) => reason,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(reason(&[0u8; 15]), "15 bytes, the header alone has 16");
         let mut p = vec![0u8; 4096];
+        // SNP_CPUID_COUNT_MAX is 64 (the SNP firmware ABI, Table 14: CPUID_FUNCTION entries).
         p[0] = 65;
-        assert!(parse_cpuid_table(&p).is_err());
+        assert_eq!(reason(&p), "count 65 exceeds the firmware's limit of 64");
+        p[0] = 64;
+        assert_eq!(parse_cpuid_table(&p).unwrap().leaves.len(), 64);
         p[0] = 2;
-        assert!(parse_cpuid_table(&p[..16 + 48]).is_err());
+        assert_eq!(
+            reason(&p[..16 + 48]),
+            "2 entries need 112 bytes, the buffer has 64"
+        );
         assert_eq!(parse_cpuid_table(&p[..16 + 96]).unwrap().leaves.len(), 2);
         // Arbitrary bytes never panic.
         for n in 0..200 {

@@ -487,17 +487,38 @@ mod tests {
     #[test]
     fn refuses_bad_pages() {
         let mut ld = LaunchDigest::new();
-        assert!(ld.update_page(0x1001, PageType::Zero, None).is_err());
-        assert!(ld
-            .update_page(0x1000, PageType::Normal, Some(&[0; 100]))
-            .is_err());
-        assert!(ld
-            .update_pages(0x1000, PageType::Normal, Some(&[0; 4096]), 8192)
-            .is_err());
-        assert!(ld
-            .update_pages(u64::MAX - 4095, PageType::Zero, None, 8192)
-            .is_err());
+        let refusal = |r: Result<(), Error>| match r {
+            Err(Error::BadPage { gpa, reason }) => (gpa, reason),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            refusal(ld.update_page(0x1001, PageType::Zero, None)),
+            (
+                0x1001,
+                "address or length 0x1000 not a multiple of 4 KiB".into()
+            )
+        );
+        assert_eq!(
+            refusal(ld.update_page(0x1000, PageType::Normal, Some(&[0; 100]))),
+            (0x1000, "contents have 100 bytes, a page has 4096".into())
+        );
+        assert_eq!(
+            refusal(ld.update_pages(0x1000, PageType::Normal, Some(&[0; 4096]), 8192)),
+            (
+                0x1000,
+                "4096 bytes of content for a 0x2000-byte range".into()
+            )
+        );
+        assert_eq!(
+            refusal(ld.update_pages(u64::MAX - 4095, PageType::Zero, None, 8192)),
+            (
+                u64::MAX - 4095,
+                "range of 0x2000 bytes ends past 2^64".into()
+            )
+        );
+        // Nothing refused was measured: the digest is still the initial (all-zero) one.
         assert_eq!(ld.pages(), 0);
+        assert_eq!(ld.digest(), [0u8; DIGEST_LEN]);
         assert_eq!(ld.digest(), [0; 48]);
     }
 

@@ -57,7 +57,24 @@ mod tests {
             assert_eq!(streamed, sha256(&data));
         }
         let failing = std::io::Read::chain(&[1u8; 10][..], FailingReader);
-        assert!(sha256_reader(failing).is_err());
+        let e = sha256_reader(failing).unwrap_err();
+        assert_eq!(e.to_string(), "disk on fire");
+        // An interrupted read is retried, not reported and not hashed as the end.
+        let interrupted = std::io::Read::chain(InterruptedOnce(false), &b"abc"[..]);
+        assert_eq!(sha256_reader(interrupted).unwrap(), sha256(b"abc"));
+    }
+
+    /// Answers EINTR once, then end of file.
+    struct InterruptedOnce(bool);
+
+    impl std::io::Read for InterruptedOnce {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            if std::mem::replace(&mut self.0, true) {
+                Ok(0)
+            } else {
+                Err(std::io::ErrorKind::Interrupted.into())
+            }
+        }
     }
 
     struct FailingReader;

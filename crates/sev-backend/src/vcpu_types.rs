@@ -166,7 +166,22 @@ mod tests {
                 max: MAX_FAMILY
             })
         );
-        assert!(cpu_signature(0, 0, 16).is_err());
+        assert_eq!(
+            cpu_signature(0, MAX_MODEL + 1, 0),
+            Err(SignatureRange {
+                field: "model",
+                value: MAX_MODEL + 1,
+                max: MAX_MODEL
+            })
+        );
+        assert_eq!(
+            cpu_signature(0, 0, 16),
+            Err(SignatureRange {
+                field: "stepping",
+                value: 16,
+                max: 15
+            })
+        );
         assert!(VcpuType::names().starts_with("EPYC, EPYC-v1"));
     }
 }

@@ -613,14 +613,24 @@ mod tests {
         };
         assert_eq!(snp_vmsas(&cfg, None), Err(VmsaError::VcpuCount(0)));
         cfg.count = MAX_VCPUS + 1;
-        assert!(snp_vmsas(&cfg, Some(0)).is_err());
+        assert_eq!(
+            snp_vmsas(&cfg, Some(0)),
+            Err(VmsaError::VcpuCount(MAX_VCPUS + 1))
+        );
         cfg.count = 2;
         assert_eq!(snp_vmsas(&cfg, None), Err(VmsaError::NoApResetAddress(2)));
         cfg.count = 1;
-        assert!(snp_vmsas(&cfg, None).is_ok());
-        assert!(svsm_vmsas(0, 0, 0).is_err());
+        assert_eq!(snp_vmsas(&cfg, None).map(|v| v.count()), Ok(1));
+        assert_eq!(svsm_vmsas(0, 0, 0), Err(VmsaError::VcpuCount(0)));
+        assert_eq!(
+            svsm_vmsas(MAX_VCPUS + 1, 0, 0),
+            Err(VmsaError::VcpuCount(MAX_VCPUS + 1))
+        );
         assert_eq!("EC2".parse::<VmmType>(), Ok(VmmType::Ec2));
         assert_eq!("Gce".parse::<VmmType>(), Ok(VmmType::Gce));
-        assert!("kvmtool".parse::<VmmType>().is_err());
+        assert_eq!(
+            "kvmtool".parse::<VmmType>(),
+            Err(UnknownVmm("kvmtool".to_string()))
+        );
     }
 }

@@ -136,7 +136,10 @@ fn malformed_images_are_refused_with_the_place() {
     // Table length beyond the image.
     let mut bad = good.clone();
     bad[n - 50..n - 48].copy_from_slice(&0xffffu16.to_le_bytes());
-    assert!(parse_ovmf(&bad[n - 4096..]).is_err());
+    assert_eq!(
+        parse_ovmf(&bad[n - 4096..]).unwrap_err().to_string(),
+        "firmware image: GUIDed table at offset 0x0 (+0xffed) lies outside the 0x1000-byte image"
+    );
     // Metadata offset past the start.
     let mut bad = good.clone();
     let meta_entry = n - 50 - 22;
@@ -161,7 +164,7 @@ fn malformed_images_are_refused_with_the_place() {
     // A section count the length cannot hold.
     let mut bad = good.clone();
     bad[n - 0x400 + 12..n - 0x400 + 16].copy_from_slice(&u32::MAX.to_le_bytes());
-    assert!(parse_ovmf(&bad).is_err());
+    assert_eq!(parse_ovmf(&bad).unwrap_err().to_string(), "firmware image: SEV metadata header at offset 0x1c00: length 28 cannot hold 4294967295 sections");
     // Unaligned or oversized sections are refused by the planner, naming them.
     let e = plan_ovmf(
         &image(2, &[(0x80_0800, 0x1000, 2)], 0x400),
@@ -172,14 +175,23 @@ fn malformed_images_are_refused_with_the_place() {
         e.to_string(),
         "SEV metadata section 0 [0x800800..+0x1000) (SNP_SECRETS): not aligned to 4 KiB"
     );
-    assert!(plan_ovmf(
-        &image(2, &[(0xffff_f000, 0x2000, 1)], 0x400),
-        SectionPolicy::QEMU
-    )
-    .is_err());
-    assert!(plan_ovmf(&image(2, &[(0x1000, 0, 1)], 0x400), SectionPolicy::QEMU).is_err());
+    assert_eq!(
+        plan_ovmf(
+            &image(2, &[(0xffff_f000, 0x2000, 1)], 0x400),
+            SectionPolicy::QEMU
+        )
+        .unwrap_err()
+        .to_string(),
+        "SEV metadata section 0 [0xfffff000..+0x2000) (SNP_SEC_MEM): ends past 4 GiB"
+    );
+    assert_eq!(
+        plan_ovmf(&image(2, &[(0x1000, 0, 1)], 0x400), SectionPolicy::QEMU)
+            .unwrap_err()
+            .to_string(),
+        "SEV metadata section 0 [0x1000..+0x0) (SNP_SEC_MEM): empty"
+    );
     // An image that is not whole pages.
-    assert!(plan_ovmf(&good[1..], SectionPolicy::QEMU).is_err());
+    assert_eq!(plan_ovmf(&good[1..], SectionPolicy::QEMU).unwrap_err().to_string(), "firmware image: firmware image at offset 0x0: size 0x1fff is not a non-zero multiple of 4 KiB fitting below 0x100000000");
 }
 
 fn arbitrary_mutations_never_panic() {
