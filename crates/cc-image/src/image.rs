@@ -415,6 +415,75 @@ impl LaunchImage {
         Ok(cca_backend::measure_with_options(&plan, &cca.realm, &cca.recs, opts)?.to_vec())
     }
 
+    /// The measurement's steps, in order, each with the running value after it and the
+    /// region it came from ([`crate::trace`]): the last step's value is
+    /// [`measure`](Self::measure)'s (and [`measure_cca`](Self::measure_cca)'s with `opts`
+    /// for CCA; `None` takes the options `measure` uses).
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("cc-image-trace-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// # let path = dir.join("tdx.json");
+    /// # std::fs::write(dir.join("fw.bin"), vec![0xf4u8; 4096])?;
+    /// # std::fs::write(&path, r#"{"version": 1, "platform": "tdx", "regions": [
+    /// #     {"gpa": "0xfffff000", "size": "0x1000", "role": "measured", "file": "fw.bin"}]}"#)?;
+    /// let image = cc_image::load_plan_file(&path)?;
+    /// let steps = image.trace(None)?;
+    /// assert_eq!(steps.len(), 1 + 16); // PAGE.ADD, then 16 MR.EXTEND
+    /// assert_eq!(steps[16].digest, cc_image::hex(&image.measure()?));
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn trace(
+        &self,
+        cca: Option<&MeasureOptions<'_>>,
+    ) -> Result<Vec<crate::trace::TraceStep>, Error> {
+        use crate::trace;
+        let plan = self.plan(&self.platform.caps(), &MemoryLayout::unbounded())?;
+        let mut sources = trace::Sources::new();
+        for (i, r) in self.regions.iter().enumerate() {
+            sources = sources.with(r.gpa, r.size, format!("region {i}: {}", r.origin));
+        }
+        match self.platform {
+            Platform::Plain => Err(Error::NoMeasurement(Platform::Plain)),
+            Platform::Tdx => {
+                let mut m = tdx_backend::Mrtd::new().traced();
+                tdx_backend::measure_plan_into(&mut m, &plan, &Default::default())?;
+                Ok(trace::tdx_steps(m.records(), &sources))
+            }
+            Platform::Cca => {
+                let launch = self
+                    .cca
+                    .as_ref()
+                    .ok_or(Error::NoMeasurement(Platform::Cca))?;
+                let default = MeasureOptions {
+                    rmm: launch.rmm.unwrap_or_default(),
+                    ..MeasureOptions::default()
+                };
+                let opts = cca.unwrap_or(&default);
+                let (_, records) =
+                    cca_backend::measure_traced(&plan, &launch.realm, &launch.recs, opts)?;
+                Ok(trace::cca_steps(&records, &sources))
+            }
+            Platform::Snp => {
+                let names = self
+                    .vmsas
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| match v.vp_index {
+                        Some(vp) => format!("VMSA of vCPU {vp}"),
+                        None => format!("VMSA {k}"),
+                    })
+                    .collect();
+                let ld = self.snp_digest(&plan, LaunchDigest::new().traced())?;
+                Ok(trace::snp_steps(
+                    ld.records(),
+                    &sources.with_vmsa_names(names),
+                ))
+            }
+        }
+    }
+
     fn measure_snp(&self, plan: &Plan<'_>) -> Result<Vec<u8>, Error> {
         let n = self.regions.len();
         if self.vmsas.iter().all(|v| v.regions_before >= n) {
@@ -431,7 +500,14 @@ impl LaunchImage {
             return Ok(d.to_vec());
         }
         // VMSAs where the file places them: the backend's records, driven region by region.
-        let mut ld = LaunchDigest::new();
+        Ok(self
+            .snp_digest(plan, LaunchDigest::new())?
+            .digest()
+            .to_vec())
+    }
+
+    /// `ld` after the plan's records, with the VMSAs where the file places them.
+    fn snp_digest(&self, plan: &Plan<'_>, mut ld: LaunchDigest) -> Result<LaunchDigest, Error> {
         let mut vmsas = self.vmsas.iter().peekable();
         for (i, r) in plan.regions().iter().enumerate() {
             while let Some(v) = vmsas.next_if(|v| v.regions_before <= i) {
@@ -453,7 +529,7 @@ impl LaunchImage {
         for v in vmsas {
             ld.update_vmsa(v.gpa, &v.page[..])?;
         }
-        Ok(ld.digest().to_vec())
+        Ok(ld)
     }
 }
 

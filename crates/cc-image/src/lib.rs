@@ -93,6 +93,7 @@ mod igvm;
 mod image;
 mod num;
 pub mod planfile;
+pub mod trace;
 
 pub use error::Error;
 pub use igvm::{

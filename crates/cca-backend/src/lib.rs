@@ -133,7 +133,9 @@ pub use params::{
 };
 pub use ripas::{ripas_split, rtt_geometry, RipasSplit, RttGeometry, GRANULE};
 // The RMM version and launch order a RIM is measured under.
-pub use measure::{measure_with_options, MeasureOptions, MeasureOrder};
+pub use measure::{
+    measure_traced, measure_with_options, MeasureOptions, MeasureOrder, RimRecord, RimStep,
+};
 pub use params::{
     RmmVersion, ID_AA64DFR0_EL1_BRPS_SHIFT, ID_AA64DFR0_EL1_WRPS_SHIFT, PMCR_EL0_N_SHIFT,
 };

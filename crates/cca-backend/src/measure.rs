@@ -241,6 +241,43 @@ pub struct RimDigest {
     rim: Measurement,
     zero_page: Option<Measurement>,
     threads: usize,
+    /// Every step that extended the RIM, in order, when tracing ([`RimDigest::traced`]).
+    trace: Option<Vec<RimRecord>>,
+}
+
+/// What one step of a RIM was. Only steps that extend the RIM are recorded: a non-runnable
+/// REC, and RTT_INIT_RIPAS under RMM 2.0 rules, leave no record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RimStep {
+    /// RMI_REALM_CREATE: the RIM starts as the hash of the measured `RmiRealmParams`.
+    RealmCreate,
+    /// RMI_DATA_CREATE of the granule at the record's address; `content` is its content hash
+    /// (`None`: an unmeasured granule).
+    Data {
+        /// The granule's content hash, in the realm's hash algorithm (zero-padded to 64 bytes).
+        content: Option<Measurement>,
+    },
+    /// RMI_RTT_INIT_RIPAS of the RTT entry from the record's address to `top`.
+    Ripas {
+        /// The entry's end (exclusive).
+        top: u64,
+    },
+    /// RMI_REC_CREATE of a runnable REC; `content` is the hash of its measured parameters.
+    Rec {
+        /// Hash of the REC's measured `RmiRecParams` (zero-padded to 64 bytes).
+        content: Measurement,
+    },
+}
+
+/// One step of a RIM, as [`RimDigest::traced`] keeps them: the step and the RIM after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RimRecord {
+    /// The step's IPA (the granule, the RIPAS entry's base; 0 for REALM_CREATE and RECs).
+    pub ipa: u64,
+    /// Which step.
+    pub step: RimStep,
+    /// The RIM after it.
+    pub rim: Rim,
 }
 
 impl RimDigest {
@@ -261,7 +298,52 @@ impl RimDigest {
             rim: hash(realm.hash, &page[..]),
             zero_page: None,
             threads: 0,
+            trace: None,
         })
+    }
+
+    /// Keeps every step that extends the RIM from now on ([`records`](Self::records)), with
+    /// the RIM after each: the trace of a launch. Called on a new digest, its first record is
+    /// the REALM_CREATE it started from.
+    ///
+    /// ```
+    /// use cca_backend::{HashAlgo, RealmParams, RimDigest, RimStep};
+    /// let realm = RealmParams::new(HashAlgo::Sha256, 40);
+    /// let mut rim = RimDigest::new(&realm)?.traced();
+    /// rim.data_range(0x1000, &[0x90u8; 8192], true)?;
+    /// let r = rim.records();
+    /// assert_eq!(r.len(), 3);
+    /// assert_eq!(r[0].step, RimStep::RealmCreate);
+    /// assert_eq!(r[2].ipa, 0x2000);
+    /// assert_eq!(r[2].rim, rim.current());
+    /// # Ok::<(), cca_backend::Error>(())
+    /// ```
+    pub fn traced(mut self) -> Self {
+        if self.trace.is_none() {
+            self.trace = Some(vec![RimRecord {
+                ipa: 0,
+                step: RimStep::RealmCreate,
+                rim: self.current(),
+            }]);
+        }
+        self
+    }
+
+    /// The records kept since [`traced`](Self::traced) (empty when not tracing).
+    pub fn records(&self) -> &[RimRecord] {
+        self.trace.as_deref().unwrap_or_default()
+    }
+
+    /// Takes the records kept so far, leaving tracing on with none kept.
+    pub fn take_records(&mut self) -> Vec<RimRecord> {
+        self.trace.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn record(&mut self, ipa: u64, step: RimStep) {
+        let rim = self.current();
+        if let Some(t) = &mut self.trace {
+            t.push(RimRecord { ipa, step, rim });
+        }
     }
 
     /// Limits content hashing to `threads` threads (0, the default: every core).
@@ -316,6 +398,12 @@ impl RimDigest {
             content.unwrap_or(&[0; 64]),
         );
         self.rim = hash(self.algo, &d);
+        self.record(
+            ipa,
+            RimStep::Data {
+                content: content.copied(),
+            },
+        );
     }
 
     /// RMI_DATA_CREATE of one granule at `ipa` with `content` (exactly 4096 bytes), measured or
@@ -418,6 +506,7 @@ impl RimDigest {
     pub fn ripas_entry(&mut self, base: u64, top: u64) {
         if self.rmm.measures_init_ripas() {
             self.rim = hash(self.algo, &ripas_descriptor(&self.rim, base, top));
+            self.record(base, RimStep::Ripas { top });
         }
     }
 
@@ -437,6 +526,7 @@ impl RimDigest {
         }
         let content = hash(self.algo, &rec.measured_bytes()[..]);
         self.rim = hash(self.algo, &rec_descriptor(&self.rim, &content));
+        self.record(0, RimStep::Rec { content });
     }
 }
 
@@ -676,6 +766,31 @@ pub fn measure_with_options(
     opts: &MeasureOptions<'_>,
 ) -> Result<Rim, Error> {
     let mut d = RimDigest::with_rmm(realm, opts.rmm)?;
+    measure_into(&mut d, plan, realm, recs, opts)?;
+    Ok(d.finish())
+}
+
+/// [`measure_with_options`] with every step that extends the RIM kept, in order
+/// ([`RimDigest::traced`]); the last record's RIM is the result.
+pub fn measure_traced(
+    plan: &Plan<'_>,
+    realm: &RealmParams,
+    recs: &[RecParams],
+    opts: &MeasureOptions<'_>,
+) -> Result<(Rim, Vec<RimRecord>), Error> {
+    let mut d = RimDigest::with_rmm(realm, opts.rmm)?.traced();
+    measure_into(&mut d, plan, realm, recs, opts)?;
+    let records = d.take_records();
+    Ok((d.finish(), records))
+}
+
+fn measure_into(
+    d: &mut RimDigest,
+    plan: &Plan<'_>,
+    realm: &RealmParams,
+    recs: &[RecParams],
+    opts: &MeasureOptions<'_>,
+) -> Result<(), Error> {
     d.set_threads(opts.threads);
     let limit = realm.protected_limit();
     // Every region is checked before anything is measured, in the plan's order.
@@ -710,7 +825,7 @@ pub fn measure_with_options(
             for ((i, r), kind) in plan.regions().iter().enumerate().zip(&kinds) {
                 match kind {
                     None => d.ripas_range(r.gpa(), r.gpa() + r.len())?,
-                    Some(measured) => data_region(&mut d, i, r, *measured, opts.reader)?,
+                    Some(measured) => data_region(d, i, r, *measured, opts.reader)?,
                 }
             }
             for rec in recs {
@@ -744,7 +859,7 @@ pub fn measure_with_options(
                         reason: "under the v12 order every populated range lies in a guest_memfd memslot, given as a ripas region",
                     });
                 }
-                data_region(&mut d, i, r, *measured, opts.reader)?;
+                data_region(d, i, r, *measured, opts.reader)?;
             }
             for rec in recs {
                 d.rec(rec);
@@ -757,7 +872,7 @@ pub fn measure_with_options(
             }
         }
     }
-    Ok(d.finish())
+    Ok(())
 }
 
 /// `recs` as the v12 kernel creates them: at least one vCPU, and exactly one runnable (the vCPU
@@ -872,6 +987,65 @@ fn data_region(
 mod tests {
     use super::*;
     use sha2::Digest as _;
+
+    #[test]
+    fn a_traced_measurement_is_the_same_rim_with_a_record_per_extending_step() {
+        use cc_populate::{MemoryLayout, PlanBuilder};
+        let kernel = vec![0xabu8; 3 * PAGE];
+        let plan = PlanBuilder::new()
+            .zeros(0, 1 << 30, Role::Ripas)
+            .source(0x8_0000, Role::Measured, &kernel)
+            .zeros(0x10_0000, 2 * GRANULE, Role::Unmeasured)
+            .build(&crate::CCA_CAPS, &MemoryLayout::unbounded())
+            .unwrap();
+        let realm = RealmParams::new(HashAlgo::Sha256, 40);
+        let recs = [
+            RecParams {
+                pc: 0x8_0000,
+                gprs: [0; 8],
+                runnable: true,
+            },
+            RecParams {
+                pc: 0,
+                gprs: [0; 8],
+                runnable: false,
+            },
+        ];
+        for rmm in [RmmVersion::V1_0, RmmVersion::V2_0] {
+            let opts = MeasureOptions {
+                rmm,
+                ..MeasureOptions::default()
+            };
+            let want = measure_with_options(&plan, &realm, &recs, &opts).unwrap();
+            let (rim, records) = measure_traced(&plan, &realm, &recs, &opts).unwrap();
+            assert_eq!(rim, want);
+            assert_eq!(records.last().map(|r| r.rim), Some(want));
+            let kinds: Vec<_> = records
+                .iter()
+                .map(|r| match r.step {
+                    RimStep::RealmCreate => "create",
+                    RimStep::Ripas { .. } => "ripas",
+                    RimStep::Data { content: Some(_) } => "measured",
+                    RimStep::Data { content: None } => "unmeasured",
+                    RimStep::Rec { .. } => "rec",
+                })
+                .collect();
+            // RMM 1.0 measures RTT_INIT_RIPAS (one 1 GiB entry at level 1 for a 40-bit IPA
+            // space); 2.0 does not. The non-runnable REC extends nothing.
+            let mut expect = vec!["create"];
+            if rmm == RmmVersion::V1_0 {
+                expect.push("ripas");
+            }
+            expect.extend(["measured"; 3]);
+            expect.extend(["unmeasured"; 2]);
+            expect.push("rec");
+            assert_eq!(kinds, expect, "{rmm}");
+            assert_eq!(
+                records[0].rim,
+                RimDigest::with_rmm(&realm, rmm).unwrap().current()
+            );
+        }
+    }
 
     #[test]
     fn granule_hashes_equal_sha2_per_granule() {

@@ -58,6 +58,8 @@ pub enum Error {
     Platform(String),
     /// The guest saw other bytes than were populated.
     Mismatch(String),
+    /// `ccpop diff`: the traces differ (the first difference).
+    Differ(String),
 }
 
 impl fmt::Display for Error {
@@ -84,6 +86,7 @@ impl fmt::Display for Error {
             Error::Io { path, source } => write!(f, "{path}: {source}"),
             Error::Usage(m) | Error::Platform(m) => f.write_str(m),
             Error::Mismatch(m) => write!(f, "verification failed: {m}"),
+            Error::Differ(m) => write!(f, "the traces differ: {m}"),
         }
     }
 }
@@ -106,7 +109,7 @@ impl Error {
     /// The process exit code: 1 for a verification mismatch, 2 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Mismatch(_) => 1,
+            Error::Mismatch(_) | Error::Differ(_) => 1,
             _ => 2,
         }
     }

@@ -17,6 +17,9 @@ pub struct NamedPlan<'a> {
     pub plan: Plan<'a>,
     /// One name per region.
     pub names: Vec<String>,
+    /// Per region, the offset in the input file its bytes start at (`None`: not from the
+    /// file).
+    pub offsets: Vec<Option<u64>>,
 }
 
 /// Reads a whole file; a missing or unreadable file is one line naming it.
@@ -99,6 +102,8 @@ pub struct SnpLaunchArgs {
     pub vars_file: Option<std::path::PathBuf>,
     /// `--vmsa` files.
     pub vmsa: Vec<std::path::PathBuf>,
+    /// Keep every record (`--trace`).
+    pub trace: bool,
 }
 
 /// What `ccpop measure snp --firmware` computed.
@@ -303,6 +308,7 @@ pub fn snp_launch(path: &Path, image: &[u8], a: &SnpLaunchArgs) -> Result<SnpLau
             _ => None,
         },
         threads: 0,
+        trace: a.trace,
     };
     let m = sev_backend::measure_snp_launch(&launch).map_err(|e| match e {
         MeasureError::Hashes(e) => Error::Usage(format!("--kernel: {e}")),
@@ -357,10 +363,14 @@ pub fn snp_plan<'a>(
     let plan = builder
         .build(&sev_backend::verifier_caps(), &MemoryLayout::unbounded())
         .map_err(|e| refused(path, e))?;
+    // The image is the first region (ending at 4 GiB); the metadata sections are not file
+    // bytes.
+    let offsets = (0..names.len()).map(|i| (i == 0).then_some(0)).collect();
     Ok(NamedPlan {
         platform: "snp",
         plan,
         names,
+        offsets,
     })
 }
 
@@ -392,7 +402,10 @@ pub fn tdx_plan<'a>(
         .map_err(|e| refused(path, e))?;
     let mut builder = PlanBuilder::with_capacity(regions.len());
     let mut names = Vec::with_capacity(regions.len());
+    let mut offsets = Vec::with_capacity(regions.len());
     for r in regions {
+        // A section with raw data is copied from the image at its data offset.
+        offsets.push((r.info.raw_data_size > 0).then_some(u64::from(r.info.data_offset)));
         names.push(format!(
             "section {} {}",
             r.section,
@@ -407,6 +420,7 @@ pub fn tdx_plan<'a>(
         platform: "tdx",
         plan,
         names,
+        offsets,
     })
 }
 
@@ -485,15 +499,25 @@ pub fn cca_plan<'a>(
         platform: "cca",
         plan,
         names: vec!["RIPAS RAM".into(), "firmware image".into()],
+        offsets: vec![None, Some(0)],
     })
 }
 
 /// The realm parameters the options give, and the RIM of `plan` for that realm with one
 /// runnable REC entering at `--load-gpa` with `x0..x7` zero, under the options' RMM version.
+/// With the RIM's records when `trace` (empty otherwise).
 pub fn cca_measure(
     plan: &NamedPlan<'_>,
     opts: &CcaOptions,
-) -> Result<(cca_backend::RealmParams, String), Error> {
+    trace: bool,
+) -> Result<
+    (
+        cca_backend::RealmParams,
+        String,
+        Vec<cca_backend::RimRecord>,
+    ),
+    Error,
+> {
     let hash = cca_backend::HashAlgo::from_name(&opts.hash).ok_or_else(|| {
         Error::Usage(format!(
             "--hash {}: unknown (known: sha256, sha512)",
@@ -519,9 +543,15 @@ pub fn cca_measure(
         order: opts.order,
         ..Default::default()
     };
-    let rim = cca_backend::measure_with_options(&plan.plan, &realm, &[rec], &how)
-        .map_err(|e| Error::Platform(e.to_string()))?;
-    Ok((realm, rim.to_string()))
+    let platform = |e: cca_backend::Error| Error::Platform(e.to_string());
+    if trace {
+        let (rim, records) =
+            cca_backend::measure_traced(&plan.plan, &realm, &[rec], &how).map_err(platform)?;
+        return Ok((realm, rim.to_string(), records));
+    }
+    let rim =
+        cca_backend::measure_with_options(&plan.plan, &realm, &[rec], &how).map_err(platform)?;
+    Ok((realm, rim.to_string(), Vec::new()))
 }
 
 #[cfg(test)]

@@ -71,6 +71,7 @@ pub fn plan<'a>(path: &Path, image: &'a LaunchImage) -> Result<NamedPlan<'a>, Er
             .iter()
             .map(|r| r.origin().to_string())
             .collect(),
+        offsets: vec![None; image.regions().len()],
     })
 }
 

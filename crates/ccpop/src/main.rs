@@ -6,10 +6,14 @@
 //! - `ccpop plan`: print the populate plan a VMM would run for a firmware image, an IGVM file
 //!   or a cc-image plan file.
 //! - `ccpop measure`: print the launch measurement a platform would compute for it (for CCA,
-//!   under the RMM version and launch order given with `--rmm` and `--order`).
+//!   under the RMM version and launch order given with `--rmm` and `--order`); with
+//!   `--trace FILE`, write every measured step to FILE (JSON lines, `cc_image::trace`).
+//! - `ccpop diff A B`: where two traces part (the first differing step, what differs, and
+//!   whether the rest is a shift or changed content).
 //!
 //! Every error is one line on stderr (`ccpop: <message>`); the exit code is 1 when the demo's
-//! guest saw other bytes than were populated, 2 for every other failure.
+//! guest saw other bytes than were populated or `diff`'s traces differ, 2 for every other
+//! failure.
 
 mod demo;
 mod error;
@@ -17,6 +21,7 @@ mod firmware;
 mod launch;
 mod progress;
 mod summary;
+mod trace;
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +51,31 @@ enum Command {
     /// plan file; the last line is the digest in lower-case hex.
     #[command(subcommand)]
     Measure(MeasureCommand),
+    /// Compare two traces written by `measure --trace`: the first line is `first difference:
+    /// step N, gpa 0x...`, then what differs there, where each side came from, and whether the
+    /// rest is a shift or changed content. Exit 0 when equal, 1 when they differ, 2 on bad
+    /// input.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DiffArgs {
+    /// One trace (JSON lines).
+    #[arg(value_name = "TRACE_A")]
+    a: PathBuf,
+    /// The other.
+    #[arg(value_name = "TRACE_B")]
+    b: PathBuf,
+}
+
+/// `--trace FILE`.
+#[derive(Debug, Clone, clap::Args)]
+struct TraceArg {
+    /// Also write every measured step, in order, to FILE: one JSON object per line with the
+    /// step, its kind, address, content hash, the running measurement after it and where it
+    /// came from (compare two with `ccpop diff`).
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -280,6 +310,8 @@ enum MeasureCommand {
         launch: Box<SnpLaunchFlags>,
         #[command(flatten)]
         igvm_args: IgvmArgs,
+        #[command(flatten)]
+        trace: TraceArg,
     },
     /// The TDX MRTD. With --firmware: a TDVF image as QEMU populates it.
     Tdx {
@@ -289,6 +321,8 @@ enum MeasureCommand {
         tdx: TdxArgs,
         #[command(flatten)]
         igvm_args: IgvmArgs,
+        #[command(flatten)]
+        trace: TraceArg,
     },
     /// The Arm CCA RIM. With --firmware: a realm whose image is loaded at --load-gpa, entered
     /// there by one runnable REC with x0..x7 zero, its parameters from the --hash, --ipa-bits,
@@ -302,6 +336,8 @@ enum MeasureCommand {
         cca: CcaArgs,
         #[command(flatten)]
         how: CcaMeasureArgs,
+        #[command(flatten)]
+        trace: TraceArg,
     },
 }
 
@@ -321,8 +357,14 @@ fn snp_options(a: &SnpArgs, firmware_only: bool) -> SnpOptions {
     }
 }
 
-fn snp_launch_args(snp: &SnpArgs, l: &SnpLaunchFlags, vmsa: &[PathBuf]) -> SnpLaunchArgs {
+fn snp_launch_args(
+    snp: &SnpArgs,
+    l: &SnpLaunchFlags,
+    vmsa: &[PathBuf],
+    trace: bool,
+) -> SnpLaunchArgs {
     SnpLaunchArgs {
+        trace,
         section_policy: snp.section_policy.clone(),
         vcpus: l.vcpus,
         sig: VcpuSigArgs {
@@ -353,6 +395,7 @@ fn measure_snp_firmware(
     args: &SnpLaunchArgs,
     firmware_only: bool,
     l: &SnpLaunchFlags,
+    trace_to: Option<&Path>,
 ) -> Result<(), Error> {
     let format = match l.output_format.as_str() {
         "hex" => firmware::hex,
@@ -399,6 +442,30 @@ fn measure_snp_firmware(
     } else {
         r.m.digest
     };
+    if let Some(to) = trace_to {
+        let names = match &r.m.vmsas {
+            Some(v) => (0..v.count())
+                .map(|k| format!("VMSA of vCPU {k}"))
+                .collect(),
+            None => args
+                .vmsa
+                .iter()
+                .map(|p| format!("--vmsa {}", p.display()))
+                .collect(),
+        };
+        let sources = trace::snp_sources(&r.m.regions, path, image.len() as u64, names);
+        let mut steps = cc_image::trace::snp_steps(&r.m.trace, &sources);
+        if firmware_only {
+            // The digest after the image's pages: the trace up to there (none of it when
+            // --snp-ovmf-hash gave that digest instead of the pages).
+            let n = match args.ovmf_hash {
+                Some(_) => 0,
+                None => (image.len() / sev_backend::PAGE).min(steps.len()),
+            };
+            steps.truncate(n);
+        }
+        trace::write(to, &steps, &firmware::hex(&digest))?;
+    }
     println!("{}", format(&digest));
     Ok(())
 }
@@ -552,9 +619,20 @@ fn measured_line(plan: &NamedPlan<'_>, what: &str, path: &Path) {
 }
 
 /// Prints what a launch image holds and its measurement (last line).
-fn measure_image(path: &Path, image: &cc_image::LaunchImage, what: &str) -> Result<(), Error> {
+fn measure_image(
+    path: &Path,
+    image: &cc_image::LaunchImage,
+    what: &str,
+    trace_to: Option<&Path>,
+) -> Result<(), Error> {
     let plan = launch::plan(path, image)?;
     let digest = launch::measure(path, image)?;
+    if let Some(to) = trace_to {
+        let steps = image
+            .trace(None)
+            .map_err(|e| Error::Platform(format!("{}: {e}", path.display())))?;
+        trace::write(to, &steps, &digest)?;
+    }
     measured_line(&plan, what, path);
     if image.platform() == cc_image::Platform::Snp {
         println!("  VMSA pages: {}", image.vmsas().len());
@@ -593,6 +671,7 @@ fn measure_cca_image(
     path: &Path,
     image: &cc_image::LaunchImage,
     how: &CcaMeasureArgs,
+    trace_to: Option<&Path>,
 ) -> Result<(), Error> {
     let cli = parse_rmm(how.rmm.as_deref())?;
     let order = parse_order(&how.order)?;
@@ -606,9 +685,12 @@ fn measure_cca_image(
         order,
         ..Default::default()
     };
-    let rim = image
-        .measure_cca(&opts)
-        .map_err(|e| Error::Platform(format!("{}: {e}", path.display())))?;
+    let refused = |e: cc_image::Error| Error::Platform(format!("{}: {e}", path.display()));
+    let rim = image.measure_cca(&opts).map_err(refused)?;
+    if let Some(to) = trace_to {
+        let steps = image.trace(Some(&opts)).map_err(refused)?;
+        trace::write(to, &steps, &cc_image::hex(&rim))?;
+    }
     measured_line(&plan, "RIM", path);
     realm_lines(&cca.realm, cca.recs.len());
     println!("  measured as: {rmm} ({from}), {} order", order.name());
@@ -625,6 +707,7 @@ fn measure_command(m: &MeasureCommand) -> Result<(), Error> {
             snp,
             launch,
             igvm_args,
+            trace: t,
         } => {
             if input.firmware.is_none() && (!vmsa.is_empty() || *firmware_only) {
                 return Err(Error::Usage(
@@ -635,27 +718,47 @@ fn measure_command(m: &MeasureCommand) -> Result<(), Error> {
                 Loaded::Firmware(path, image) => measure_snp_firmware(
                     &path,
                     &image,
-                    &snp_launch_args(snp, launch, vmsa),
+                    &snp_launch_args(snp, launch, vmsa, t.trace.is_some()),
                     *firmware_only,
                     launch,
+                    t.trace.as_deref(),
                 )?,
-                Loaded::Image(path, image) => measure_image(&path, &image, "launch digest")?,
+                Loaded::Image(path, image) => {
+                    measure_image(&path, &image, "launch digest", t.trace.as_deref())?
+                }
             }
         }
         MeasureCommand::Tdx {
             input,
             tdx,
             igvm_args,
+            trace: t,
         } => match load(input, Some(Platform::Tdx), igvm_args)? {
             Loaded::Firmware(path, image) => {
                 let plan = firmware::tdx_plan(&path, &image, &tdx_options(tdx))?;
                 let mrtd = firmware::tdx_measure(&plan)?;
+                if let Some(to) = &t.trace {
+                    let mut m = tdx_backend::Mrtd::new().traced();
+                    tdx_backend::measure_plan_into(&mut m, &plan.plan, &Default::default())
+                        .map_err(|e| Error::Platform(e.to_string()))?;
+                    let sources = trace::plan_sources(&plan, &path);
+                    trace::write(
+                        to,
+                        &cc_image::trace::tdx_steps(m.records(), &sources),
+                        &mrtd,
+                    )?;
+                }
                 measured_line(&plan, "MRTD", &path);
                 println!("{mrtd}");
             }
-            Loaded::Image(path, image) => measure_image(&path, &image, "MRTD")?,
+            Loaded::Image(path, image) => measure_image(&path, &image, "MRTD", t.trace.as_deref())?,
         },
-        MeasureCommand::Cca { input, cca, how } => {
+        MeasureCommand::Cca {
+            input,
+            cca,
+            how,
+            trace: t,
+        } => {
             let igvm_args = IgvmArgs {
                 igvm_policy: "kvm".into(),
             };
@@ -672,7 +775,12 @@ fn measure_command(m: &MeasureCommand) -> Result<(), Error> {
                     }
                     let padded = firmware::cca_padded(&image);
                     let plan = firmware::cca_plan(&path, &padded, &opts)?;
-                    let (realm, rim) = firmware::cca_measure(&plan, &opts)?;
+                    let (realm, rim, records) =
+                        firmware::cca_measure(&plan, &opts, t.trace.is_some())?;
+                    if let Some(to) = &t.trace {
+                        let sources = trace::plan_sources(&plan, &path);
+                        trace::write(to, &cc_image::trace::cca_steps(&records, &sources), &rim)?;
+                    }
                     measured_line(&plan, "RIM", &path);
                     realm_lines(&realm, 1);
                     println!(
@@ -687,7 +795,9 @@ fn measure_command(m: &MeasureCommand) -> Result<(), Error> {
                     );
                     println!("{rim}");
                 }
-                Loaded::Image(path, image) => measure_cca_image(&path, &image, how)?,
+                Loaded::Image(path, image) => {
+                    measure_cca_image(&path, &image, how, t.trace.as_deref())?
+                }
             }
         }
     }
@@ -704,6 +814,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         }),
         Command::Plan(a) => plan_command(&a),
         Command::Measure(m) => measure_command(&m),
+        Command::Diff(d) => trace::diff_command(&d.a, &d.b),
     }
 }
 

@@ -103,7 +103,14 @@ fn help_flags(sub: &str) -> BTreeSet<String> {
 fn readme_synopsis_and_help_name_the_same_flags() {
     let readme = read("README.md");
     let syn = synopsis(&readme);
-    let subs = ["demo", "plan", "measure snp", "measure tdx", "measure cca"];
+    let subs = [
+        "demo",
+        "plan",
+        "measure snp",
+        "measure tdx",
+        "measure cca",
+        "diff",
+    ];
     assert_eq!(
         syn.keys().map(String::as_str).collect::<Vec<_>>(),
         {
@@ -113,10 +120,41 @@ fn readme_synopsis_and_help_name_the_same_flags() {
         },
         "the synopsis covers every subcommand"
     );
+    // ... and every subcommand `ccpop --help` and `ccpop measure --help` list is in `subs`.
+    let listed = |args: &[&str]| -> Vec<String> {
+        let out = Command::new(env!("CARGO_BIN_EXE_ccpop"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let commands = &text[text.find("Commands:\n").expect("a Commands: list") + 10..];
+        commands
+            .lines()
+            .take_while(|l| l.starts_with("  "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| *c != "help")
+            .map(|c| format!("{} {c}", args.join(" ")).trim().to_string())
+            .collect()
+    };
+    let mut all: Vec<String> = listed(&[])
+        .into_iter()
+        .filter(|c| c != "measure")
+        .chain(listed(&["measure"]))
+        .collect();
+    all.sort();
+    let mut want: Vec<String> = subs.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(all, want, "the subcommands ccpop lists");
     let mut wrong = Vec::new();
     for sub in subs {
         let help = help_flags(sub);
-        assert!(!help.is_empty(), "ccpop {sub} --help lists no flags");
+        // `diff` takes two files and no flags.
+        assert_eq!(
+            help.is_empty(),
+            sub == "diff",
+            "ccpop {sub} --help: {help:?}"
+        );
         let documented = &syn[sub];
         let undocumented: Vec<_> = help.difference(documented).collect();
         let unknown: Vec<_> = documented.difference(&help).collect();

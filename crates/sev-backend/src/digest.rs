@@ -168,6 +168,22 @@ pub struct LaunchDigest {
     threads: usize,
     /// Pages per batch of content hashes in `update_pages`.
     batch_pages: usize,
+    /// Every record, in order, when tracing ([`LaunchDigest::traced`]).
+    trace: Option<Vec<PageRecord>>,
+}
+
+/// One `PAGE_INFO` record of a launch digest, as [`LaunchDigest::traced`] keeps them: what the
+/// firmware hashed into the digest at this step, and the digest after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRecord {
+    /// The page's guest-physical address (`GPA` field).
+    pub gpa: u64,
+    /// Its page type (`PAGE_TYPE` field).
+    pub page_type: PageType,
+    /// The `CONTENTS` field: the page's SHA-384 for `NORMAL` and `VMSA`, zeros otherwise.
+    pub contents: [u8; DIGEST_LEN],
+    /// The launch digest after this record.
+    pub digest: [u8; DIGEST_LEN],
 }
 
 /// Two digests are equal when they have recorded the same number of pages to the same value
@@ -199,7 +215,37 @@ impl LaunchDigest {
             pages: 0,
             threads: default_threads(),
             batch_pages: 512,
+            trace: None,
         }
+    }
+
+    /// Keeps every record from now on ([`records`](Self::records)): the trace of a launch,
+    /// step by step, for finding where two launches part.
+    ///
+    /// ```
+    /// use sev_backend::{LaunchDigest, PageType};
+    ///
+    /// let mut ld = LaunchDigest::new().traced();
+    /// ld.update_page(0x1000, PageType::Normal, Some(&[0x90u8; 4096]))?;
+    /// ld.update_page(0x2000, PageType::Zero, None)?;
+    /// let r = ld.records();
+    /// assert_eq!((r[1].gpa, r[1].page_type), (0x2000, PageType::Zero));
+    /// assert_eq!(r[1].digest, ld.digest());
+    /// # Ok::<(), sev_backend::Error>(())
+    /// ```
+    pub fn traced(mut self) -> Self {
+        self.trace.get_or_insert_with(Vec::new);
+        self
+    }
+
+    /// The records kept since [`traced`](Self::traced) (empty when not tracing).
+    pub fn records(&self) -> &[PageRecord] {
+        self.trace.as_deref().unwrap_or_default()
+    }
+
+    /// Takes the records kept so far, leaving tracing on with none kept.
+    pub fn take_records(&mut self) -> Vec<PageRecord> {
+        self.trace.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Limits the threads [`update_pages`](Self::update_pages) hashes page contents on (at
@@ -224,6 +270,14 @@ impl LaunchDigest {
     pub fn update_record(&mut self, gpa: u64, page_type: PageType, contents: &[u8; DIGEST_LEN]) {
         self.cur = sha384(&page_info(&self.cur, contents, page_type, gpa));
         self.pages += 1;
+        if let Some(t) = &mut self.trace {
+            t.push(PageRecord {
+                gpa,
+                page_type,
+                contents: *contents,
+                digest: self.cur,
+            });
+        }
     }
 
     /// Records one page. `contents` is the page's 4096 bytes for `NORMAL` and `VMSA` pages
@@ -536,5 +590,40 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_traced_digest_records_every_page_with_the_value_after_it() {
+        let data: Vec<u8> = (0..(150 * PAGE)).map(|i| (i * 11 % 251) as u8).collect();
+        // Batched and parallel, traced.
+        let mut t = LaunchDigest::new().with_threads(3).traced();
+        t.batch_pages = 40;
+        t.update_pages(0x10_0000, PageType::Normal, Some(&data), data.len() as u64)
+            .unwrap();
+        t.update_pages(0x80_0000, PageType::Zero, None, 2 * PAGE as u64)
+            .unwrap();
+        // Page by page, untraced, keeping the value after each.
+        let mut u = LaunchDigest::new().with_threads(1);
+        let mut after = Vec::new();
+        for (k, p) in data.chunks(PAGE).enumerate() {
+            u.update_page(0x10_0000 + (k * PAGE) as u64, PageType::Normal, Some(p))
+                .unwrap();
+            after.push((0x10_0000 + (k * PAGE) as u64, sha384(p), u.digest()));
+        }
+        for k in 0..2u64 {
+            u.update_page(0x80_0000 + k * PAGE as u64, PageType::Zero, None)
+                .unwrap();
+            after.push((0x80_0000 + k * PAGE as u64, [0; DIGEST_LEN], u.digest()));
+        }
+        assert_eq!(t, u);
+        let got: Vec<_> = t
+            .records()
+            .iter()
+            .map(|r| (r.gpa, r.contents, r.digest))
+            .collect();
+        assert_eq!(got, after);
+        assert_eq!(t.take_records().len(), 152);
+        assert!(t.records().is_empty());
+        assert!(LaunchDigest::new().records().is_empty());
     }
 }

@@ -67,8 +67,8 @@ pub mod uapi;
 
 pub use cpuid::{cpuid_diff, parse_cpuid_table, CpuidLeaf, CpuidTable, LeafDiff};
 pub use digest::{
-    measure, measure_plan_into, page_info, LaunchDigest, MeasureOptions, PageType, VmsaPage,
-    DIGEST_LEN, PAGE, PAGE_INFO_LEN,
+    measure, measure_plan_into, page_info, LaunchDigest, MeasureOptions, PageRecord, PageType,
+    VmsaPage, DIGEST_LEN, PAGE, PAGE_INFO_LEN,
 };
 pub use error::{fw_error_name, Error, SEV_RET_INVALID_PARAM};
 pub use ioctl::{check_lent, sev_cmd, KvmSevIoctl, SevCmd, SevIoctl, SevIoctlError, UpdateSource};

@@ -4,7 +4,7 @@
 
 use cc_populate::{MemoryLayout, Plan, PlanBuilder};
 
-use crate::digest::{measure_plan_into, LaunchDigest, PageType, DIGEST_LEN};
+use crate::digest::{measure_plan_into, LaunchDigest, PageRecord, PageType, DIGEST_LEN};
 use crate::hash::sha384;
 use crate::launch::verifier_caps;
 use crate::ovmf::{parse_ovmf, plan_ovmf_with, PlannedRegion, SectionPolicy};
@@ -63,6 +63,8 @@ pub struct SnpLaunch<'a> {
     pub svsm: Option<SvsmLaunch<'a>>,
     /// Threads for content hashes (0: the machine's parallelism).
     pub threads: usize,
+    /// Keep every record ([`LaunchMeasurement::trace`]).
+    pub trace: bool,
 }
 
 /// What [`measure_snp_launch`] computed.
@@ -77,6 +79,9 @@ pub struct LaunchMeasurement {
     pub regions: Vec<(u64, u64, PageType, String)>,
     /// The synthesized VMSAs (for `--dump-vmsa`).
     pub vmsas: Option<Vmsas>,
+    /// Every `PAGE_INFO` record in order, when [`SnpLaunch::trace`] asked for them (after the
+    /// given firmware digest, when [`SnpLaunch::firmware_digest`] replaced the image's pages).
+    pub trace: Vec<PageRecord>,
 }
 
 fn build_plan<'a>(regions: &[PlannedRegion<'a>]) -> Result<Plan<'a>, MeasureError> {
@@ -122,10 +127,19 @@ fn add_vmsas(ld: &mut LaunchDigest, vmsas: &Vmsas) {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn measure_snp_launch(launch: &SnpLaunch<'_>) -> Result<LaunchMeasurement, MeasureError> {
-    let mut ld = LaunchDigest::new();
-    if launch.threads > 0 {
-        ld = ld.with_threads(launch.threads);
-    }
+    let start = |ld: LaunchDigest| {
+        let ld = if launch.threads > 0 {
+            ld.with_threads(launch.threads)
+        } else {
+            ld
+        };
+        if launch.trace {
+            ld.traced()
+        } else {
+            ld
+        }
+    };
+    let mut ld = start(LaunchDigest::new());
     if launch.vcpus.is_some() && !launch.vmsa_pages.is_empty() {
         return Err(MeasureError::Options(
             "synthesized VMSAs and VMSA pages made elsewhere do not go together",
@@ -163,10 +177,7 @@ pub fn measure_snp_launch(launch: &SnpLaunch<'_>) -> Result<LaunchMeasurement, M
     build_plan(&regions)?;
     let firmware_digest = match launch.firmware_digest {
         Some(seed) => {
-            ld = LaunchDigest::from_digest(seed);
-            if launch.threads > 0 {
-                ld = ld.with_threads(launch.threads);
-            }
+            ld = start(LaunchDigest::from_digest(seed));
             measure_plan_into(&mut ld, &build_plan(&regions[1..])?, None)?;
             seed
         }
@@ -198,6 +209,7 @@ fn finish(
         ld.update_vmsa(SNP_VMSA_GPA, p)?;
     }
     Ok(LaunchMeasurement {
+        trace: ld.take_records(),
         digest: ld.digest(),
         firmware_digest,
         regions: regions

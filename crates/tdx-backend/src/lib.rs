@@ -81,9 +81,10 @@ pub use backend::{
 };
 pub use ioctl::{check_td, create_td_vm, probe, KvmTdx, TdxIoctl};
 pub use measure::{
-    measure_plan, measure_plan_with, page_op, ExtendOrder, MeasureOptions, PageOp, TDX_CAPS,
+    measure_plan, measure_plan_into, measure_plan_with, page_op, ExtendOrder, MeasureOptions,
+    PageOp, TDX_CAPS,
 };
-pub use mrtd::{Mrtd, CHUNKS_PER_PAGE, EXTEND_CHUNK, RECORD_SIZE};
+pub use mrtd::{Mrtd, MrtdRecord, MrtdStep, CHUNKS_PER_PAGE, EXTEND_CHUNK, RECORD_SIZE};
 
 /// The TDX page size.
 pub const PAGE_SIZE: u64 = cc_populate::PAGE_SIZE;

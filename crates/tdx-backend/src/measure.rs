@@ -79,6 +79,31 @@ pub fn measure_plan(plan: &Plan<'_>) -> Result<[u8; 48], Error> {
 /// [`measure_plan`] with options.
 pub fn measure_plan_with(plan: &Plan<'_>, options: &MeasureOptions) -> Result<[u8; 48], Error> {
     let mut mrtd = Mrtd::new();
+    measure_plan_into(&mut mrtd, plan, options)?;
+    Ok(mrtd.finish())
+}
+
+/// Adds `plan`'s records, in order, to `mrtd` (for a [`Mrtd::traced`] one, or for callers
+/// that add other records around the plan's).
+///
+/// ```
+/// use cc_populate::{MemoryLayout, PlanBuilder, Role};
+/// use tdx_backend::{measure_plan, measure_plan_into, MeasureOptions, Mrtd};
+/// let fw = vec![0xccu8; 4096];
+/// let plan = PlanBuilder::new()
+///     .source(0xffff_f000, Role::Measured, &fw)
+///     .build(&tdx_backend::TDX_CAPS, &MemoryLayout::unbounded())?;
+/// let mut m = Mrtd::new().traced();
+/// measure_plan_into(&mut m, &plan, &MeasureOptions::default())?;
+/// assert_eq!(m.records().len(), 1 + 16);
+/// assert_eq!(m.finish(), measure_plan(&plan)?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn measure_plan_into(
+    mrtd: &mut Mrtd,
+    plan: &Plan<'_>,
+    options: &MeasureOptions,
+) -> Result<(), Error> {
     for (i, r) in plan.regions().iter().enumerate() {
         let (gpa, len, role) = (r.gpa(), r.len(), r.role());
         let op = page_op(role).ok_or(Error::RoleUnsupported {
@@ -123,7 +148,7 @@ pub fn measure_plan_with(plan: &Plan<'_>, options: &MeasureOptions) -> Result<[u
                     let pgpa = gpa + p * PAGE_SIZE;
                     mrtd.page_add(pgpa);
                     if op.measure {
-                        extend(&mut mrtd, pgpa, bytes, p);
+                        extend(mrtd, pgpa, bytes, p);
                     }
                 }
             }
@@ -133,13 +158,13 @@ pub fn measure_plan_with(plan: &Plan<'_>, options: &MeasureOptions) -> Result<[u
                 }
                 if op.measure {
                     for p in 0..pages {
-                        extend(&mut mrtd, gpa + p * PAGE_SIZE, bytes, p);
+                        extend(mrtd, gpa + p * PAGE_SIZE, bytes, p);
                     }
                 }
             }
         }
     }
-    Ok(mrtd.finish())
+    Ok(())
 }
 
 fn extend(mrtd: &mut Mrtd, gpa: u64, bytes: Option<&[u8]>, page: u64) {
