@@ -140,6 +140,18 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// An attestation report that does not parse.
+    #[error("SNP attestation report: {reason}")]
+    Report {
+        /// Why.
+        reason: String,
+    },
+    /// An ID block or its key that cannot be used.
+    #[error("SNP ID block: {reason}")]
+    IdBlock {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The name of an SEV firmware status code (`sev_ret_code` in `include/uapi/linux/psp-sev.h`).

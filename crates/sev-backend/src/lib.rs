@@ -50,9 +50,12 @@ mod cpuid;
 mod digest;
 mod error;
 mod hash;
+#[cfg(feature = "id-block")]
+pub mod id_block;
 mod ioctl;
 mod launch;
 mod ovmf;
+pub mod report;
 mod sev_hashes;
 mod snp_launch;
 mod svsm;

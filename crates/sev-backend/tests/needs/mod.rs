@@ -93,15 +93,18 @@ fn sevsnpmeasure() -> Result<(), String> {
     ))
 }
 
+/// sev-snp-measure's Python package (with its `snp-create-id-block` and `cryptography`).
+pub const SEV_SNP_MEASURE: Need = Need::Tool {
+    id: "python:sevsnpmeasure",
+    from: "sev-snp-measure 0.0.13 from PyPI: bash crates/sev-backend/tests/peer/setup.sh",
+    check: sevsnpmeasure,
+};
+
 /// What the comparisons with sev-snp-measure itself need: its Python package, the kernel and
 /// initrd of `setup.sh`, Debian's OVMF and the AmdSev fixture.
 pub fn peer() -> Vec<Need> {
     vec![
-        Need::Tool {
-            id: "python:sevsnpmeasure",
-            from: "sev-snp-measure 0.0.13 from PyPI: bash crates/sev-backend/tests/peer/setup.sh",
-            check: sevsnpmeasure,
-        },
+        SEV_SNP_MEASURE,
         Need::FileAt {
             path: peer_kernel,
             from: SETUP,
