@@ -126,4 +126,10 @@ pub enum Error {
         /// Why not (what the vCPU offers).
         reason: String,
     },
+    /// A CCA attestation token whose realm claims cannot be read.
+    #[error("CCA attestation token: {reason}")]
+    Token {
+        /// Why.
+        reason: String,
+    },
 }

@@ -108,6 +108,8 @@ mod ioctl;
 mod measure;
 mod params;
 mod ripas;
+#[cfg(feature = "token")]
+pub mod token;
 
 // Test support (a model of the CCA series' ioctls): only with the `test-utils` feature.
 #[cfg(feature = "test-utils")]

@@ -60,6 +60,8 @@ pub enum Error {
     Mismatch(String),
     /// `ccpop diff`: the traces differ (the first difference).
     Differ(String),
+    /// `ccpop check`: what was signed is not the launch expected (the first difference).
+    NoMatch(String),
 }
 
 impl fmt::Display for Error {
@@ -87,6 +89,7 @@ impl fmt::Display for Error {
             Error::Usage(m) | Error::Platform(m) => f.write_str(m),
             Error::Mismatch(m) => write!(f, "verification failed: {m}"),
             Error::Differ(m) => write!(f, "the traces differ: {m}"),
+            Error::NoMatch(m) => write!(f, "not the expected launch: {m}"),
         }
     }
 }
@@ -109,7 +112,7 @@ impl Error {
     /// The process exit code: 1 for a verification mismatch, 2 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Mismatch(_) | Error::Differ(_) => 1,
+            Error::Mismatch(_) | Error::Differ(_) | Error::NoMatch(_) => 1,
             _ => 2,
         }
     }

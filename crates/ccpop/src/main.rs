@@ -15,6 +15,7 @@
 //! guest saw other bytes than were populated or `diff`'s traces differ, 2 for every other
 //! failure.
 
+mod check;
 mod demo;
 mod error;
 mod firmware;
@@ -56,6 +57,113 @@ enum Command {
     /// rest is a shift or changed content. Exit 0 when equal, 1 when they differ, 2 on bad
     /// input.
     Diff(DiffArgs),
+    /// Check what the hardware signed (an SNP attestation report, a TDX quote, a CCA token) or
+    /// an SNP ID block against the expected launch: prints `match: ...` (exit 0) or the first
+    /// field that differs (exit 1). Parsing only: verify signatures and certificate chains
+    /// first.
+    #[command(subcommand)]
+    Check(CheckCommand),
+    /// Build and sign an SEV-SNP ID block and ID authentication structure (ECDSA P-384 keys in
+    /// PEM) for a launch digest; prints QEMU's `id-block=...,id-auth=...` and the key digests
+    /// the guest's report will carry.
+    IdBlock(IdBlockCli),
+}
+
+#[derive(Debug, Subcommand)]
+enum CheckCommand {
+    /// An SNP attestation report (the 0x4A0-byte ATTESTATION_REPORT), or an ID block with
+    /// its ID_AUTH_INFO as SNP_LAUNCH_FINISH checks them.
+    Snp {
+        /// The report file.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["id_block", "id_auth"])]
+        report: Option<PathBuf>,
+        /// An ID block (base64, as QEMU's id-block takes it).
+        #[arg(long, value_name = "B64", requires = "id_auth")]
+        id_block: Option<String>,
+        /// Its ID authentication structure (base64, QEMU's id-auth).
+        #[arg(long, value_name = "B64")]
+        id_auth: Option<String>,
+        /// The expected launch digest (96 hex digits: `ccpop measure snp`'s last line).
+        #[arg(long, value_name = "HEX")]
+        measurement: String,
+        /// The expected guest policy.
+        #[arg(long, value_name = "POLICY", value_parser = parse_u64)]
+        policy: Option<u64>,
+        /// The expected family ID (32 hex digits).
+        #[arg(long, value_name = "HEX")]
+        family_id: Option<String>,
+        /// The expected image ID (32 hex digits).
+        #[arg(long, value_name = "HEX")]
+        image_id: Option<String>,
+        /// The expected host data (64 hex digits).
+        #[arg(long, value_name = "HEX")]
+        host_data: Option<String>,
+        /// The ID key (PEM) whose digest the report must carry.
+        #[arg(long, value_name = "PEM")]
+        id_key: Option<PathBuf>,
+        /// The author key (PEM) whose digest the report must carry.
+        #[arg(long, value_name = "PEM")]
+        author_key: Option<PathBuf>,
+    },
+    /// A TDX quote (version 4 or 5).
+    Tdx {
+        /// The quote file.
+        #[arg(long, value_name = "FILE")]
+        quote: PathBuf,
+        /// The expected MRTD (96 hex digits: `ccpop measure tdx`'s last line).
+        #[arg(long, value_name = "HEX")]
+        mrtd: String,
+        /// The expected TD attributes.
+        #[arg(long, value_name = "N", value_parser = parse_u64)]
+        td_attributes: Option<u64>,
+        /// The expected XFAM.
+        #[arg(long, value_name = "N", value_parser = parse_u64)]
+        xfam: Option<u64>,
+        /// The expected MRCONFIGID (96 hex digits).
+        #[arg(long, value_name = "HEX")]
+        mr_config_id: Option<String>,
+    },
+    /// A CCA attestation token (CBOR; the whole token or its realm token).
+    Cca {
+        /// The token file.
+        #[arg(long, value_name = "FILE")]
+        token: PathBuf,
+        /// The expected RIM (`ccpop measure cca`'s last line).
+        #[arg(long, value_name = "HEX")]
+        rim: String,
+        /// The expected realm hash algorithm (`sha256` or `sha512`).
+        #[arg(long, value_name = "ALGO")]
+        hash: Option<String>,
+        /// The expected realm personalization value (128 hex digits).
+        #[arg(long, value_name = "HEX")]
+        rpv: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct IdBlockCli {
+    /// The launch digest the ID block vouches for (96 hex digits).
+    #[arg(long, value_name = "HEX")]
+    measurement: String,
+    /// The ID key: an ECDSA P-384 private key, PEM (SEC1 or PKCS#8).
+    #[arg(long, value_name = "PEM")]
+    id_key: PathBuf,
+    /// The author key (PEM), which signs the ID key (the launch then needs
+    /// author-key-enabled).
+    #[arg(long, value_name = "PEM")]
+    author_key: Option<PathBuf>,
+    /// The guest policy the launch will have.
+    #[arg(long, value_name = "POLICY", value_parser = parse_u64, default_value = "0x30000")]
+    policy: u64,
+    /// FAMILY_ID (32 hex digits; default zeros).
+    #[arg(long, value_name = "HEX")]
+    family_id: Option<String>,
+    /// IMAGE_ID (32 hex digits; default zeros).
+    #[arg(long, value_name = "HEX")]
+    image_id: Option<String>,
+    /// GUEST_SVN.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    guest_svn: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -804,6 +912,47 @@ fn measure_command(m: &MeasureCommand) -> Result<(), Error> {
     Ok(())
 }
 
+fn check_command(c: &CheckCommand) -> Result<(), Error> {
+    match c {
+        CheckCommand::Snp {
+            report,
+            id_block,
+            id_auth,
+            measurement,
+            policy,
+            family_id,
+            image_id,
+            host_data,
+            id_key,
+            author_key,
+        } => check::snp(&check::SnpCheck {
+            report: report.as_deref(),
+            id_block: id_block.as_deref(),
+            id_auth: id_auth.as_deref(),
+            measurement,
+            policy: *policy,
+            family_id,
+            image_id,
+            host_data,
+            id_key: id_key.as_deref(),
+            author_key: author_key.as_deref(),
+        }),
+        CheckCommand::Tdx {
+            quote,
+            mrtd,
+            td_attributes,
+            xfam,
+            mr_config_id,
+        } => check::tdx(quote, mrtd, *td_attributes, *xfam, mr_config_id),
+        CheckCommand::Cca {
+            token,
+            rim,
+            hash,
+            rpv,
+        } => check::cca(token, rim, hash.as_deref(), rpv),
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Demo(a) => demo::run(&demo::DemoOptions {
@@ -815,6 +964,16 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Plan(a) => plan_command(&a),
         Command::Measure(m) => measure_command(&m),
         Command::Diff(d) => trace::diff_command(&d.a, &d.b),
+        Command::Check(c) => check_command(&c),
+        Command::IdBlock(a) => check::id_block(&check::IdBlockArgs {
+            measurement: &a.measurement,
+            id_key: &a.id_key,
+            author_key: a.author_key.as_deref(),
+            policy: a.policy,
+            family_id: &a.family_id,
+            image_id: &a.image_id,
+            guest_svn: a.guest_svn,
+        }),
     }
 }
 

@@ -45,8 +45,8 @@ fn synopsis(readme: &str) -> BTreeMap<String, BTreeSet<String>> {
         let line = line.split('#').next().unwrap();
         if let Some(cmd) = line.strip_prefix("ccpop ") {
             let words: Vec<&str> = cmd.split_whitespace().collect();
-            let key = if words[0] == "measure" {
-                format!("measure {}", words[1])
+            let key = if words[0] == "measure" || words[0] == "check" {
+                format!("{} {}", words[0], words[1])
             } else {
                 words[0].to_string()
             };
@@ -110,6 +110,10 @@ fn readme_synopsis_and_help_name_the_same_flags() {
         "measure tdx",
         "measure cca",
         "diff",
+        "check snp",
+        "check tdx",
+        "check cca",
+        "id-block",
     ];
     assert_eq!(
         syn.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -139,8 +143,9 @@ fn readme_synopsis_and_help_name_the_same_flags() {
     };
     let mut all: Vec<String> = listed(&[])
         .into_iter()
-        .filter(|c| c != "measure")
+        .filter(|c| c != "measure" && c != "check")
         .chain(listed(&["measure"]))
+        .chain(listed(&["check"]))
         .collect();
     all.sort();
     let mut want: Vec<String> = subs.iter().map(|s| s.to_string()).collect();

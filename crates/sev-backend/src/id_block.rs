@@ -44,7 +44,9 @@
 use std::fmt;
 
 use p384::ecdsa::signature::{Signer, Verifier};
-use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p384::ecdsa::Signature;
+/// The key types of the `p384` crate this module signs and verifies with.
+pub use p384::ecdsa::{SigningKey, VerifyingKey};
 
 use crate::hash::sha384;
 use crate::{Error, DIGEST_LEN};

@@ -66,6 +66,7 @@ mod backend;
 mod ioctl;
 mod measure;
 mod mrtd;
+pub mod quote;
 
 pub mod status;
 pub mod tdvf;
@@ -210,6 +211,12 @@ pub enum Error {
     /// A plan built from a TDVF image was refused.
     #[error("the TDVF plan was refused: {0}")]
     Plan(#[from] cc_populate::PlanError),
+    /// A TDX quote that does not parse.
+    #[error("TDX quote: {reason}")]
+    Quote {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Error {
