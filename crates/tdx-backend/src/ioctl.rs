@@ -92,6 +92,17 @@ pub trait TdxIoctl {
         self.vcpu_op(cmd, payload)
     }
 
+    /// Whether the layer has a vCPU fd to send a vCPU command on: vCPU `id`, or (`None`) the
+    /// one the commands that name no vCPU go to. The backend asks before every vCPU command,
+    /// so a missing fd is [`Error::NoVcpu`](crate::Error::NoVcpu), never an `EBADF` passed off
+    /// as the kernel's answer.
+    ///
+    /// The default says yes, for layers that stand in for a TD with its vCPUs.
+    fn has_vcpu(&self, vcpu: Option<u64>) -> bool {
+        let _ = vcpu;
+        true
+    }
+
     /// `KVM_CHECK_EXTENSION(cap)` on the VM fd. [`check_td`] asks `KVM_CAP_VM_TYPES` and
     /// `KVM_CAP_SYNC_REGS` before the backend sends its first TDX command.
     ///
@@ -184,6 +195,9 @@ impl<T: TdxIoctl + ?Sized> TdxIoctl for &mut T {
     ) -> Result<(), i32> {
         (**self).vcpu_op_on(vcpu, cmd, payload)
     }
+    fn has_vcpu(&self, vcpu: Option<u64>) -> bool {
+        (**self).has_vcpu(vcpu)
+    }
     fn vm_check_extension(&mut self, cap: u32) -> i32 {
         (**self).vm_check_extension(cap)
     }
@@ -230,8 +244,11 @@ pub struct KvmTdx<'a> {
 }
 
 impl<'a> KvmTdx<'a> {
-    /// Ioctls on `vm` only (vCPU sub-commands fail with `EBADF` until a vCPU is created or
-    /// lent, conversions with `EINVAL` until [`with_guest_memfd`](Self::with_guest_memfd)).
+    /// Ioctls on `vm`, borrowed: the VMM keeps its `VmFd` and uses it again once this layer
+    /// is dropped. vCPU sub-commands are refused until a vCPU is created or lent (the backend
+    /// asks [`TdxIoctl::has_vcpu`] first and says [`Error::NoVcpu`]; called directly, this
+    /// layer answers `EBADF` without an ioctl), conversions with `EINVAL` until
+    /// [`with_guest_memfd`](Self::with_guest_memfd).
     pub fn new(vm: &'a VmFd) -> Self {
         KvmTdx {
             vm,
@@ -382,6 +399,13 @@ impl TdxIoctl for KvmTdx<'_> {
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
         gmem::convert_gpa_range(&mut self.gmems, gpa, len, MemoryState::Private)
             .map_err(|e| e.errno())
+    }
+
+    fn has_vcpu(&self, vcpu: Option<u64>) -> bool {
+        match vcpu {
+            Some(id) => self.vcpu(id).is_some(),
+            None => self.default_vcpu().is_ok(),
+        }
     }
 
     fn vm_check_extension(&mut self, cap: u32) -> i32 {

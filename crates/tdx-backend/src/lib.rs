@@ -64,6 +64,7 @@
 
 mod backend;
 mod ioctl;
+mod kernel;
 mod measure;
 mod mrtd;
 
@@ -76,10 +77,12 @@ pub mod testing;
 pub mod uapi;
 
 pub use backend::{
-    init_mem_region_errno_meaning, init_vm_cpuid, AddedRange, LaunchStep, PageState, TdParams,
-    TdxBackend, TdxCapabilities, Unrecoverable, BOUNCE_SIZE, INIT_VM_ATTEMPTS,
+    init_mem_region_errno_meaning, init_mem_region_errno_meaning_on, init_vm_cpuid, AddedRange,
+    LaunchStep, PageState, TdParams, TdxBackend, TdxCapabilities, Unrecoverable, BOUNCE_SIZE,
+    INIT_VM_ATTEMPTS,
 };
 pub use ioctl::{check_td, create_td_vm, probe, KvmTdx, TdxIoctl};
+pub use kernel::{Assumed, Kernel, KernelChoice};
 pub use measure::{
     measure_plan, measure_plan_with, page_op, ExtendOrder, MeasureOptions, PageOp, TDX_CAPS,
 };
@@ -130,6 +133,23 @@ pub enum Error {
         done: LaunchStep,
         /// The kernel's rule, with its file, function and version.
         why: &'static str,
+    },
+    /// A kernel release this crate does not follow ([`Kernel::from_release`]).
+    #[error("Linux {release:?}: {reason}")]
+    KernelUnsupported {
+        /// The release string.
+        release: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A vCPU command with no vCPU fd to send it on (none created through the layer, none
+    /// lent, or not the id asked); refused before any ioctl.
+    #[error("{step} refused before any ioctl: no vCPU fd to send it on ({reason})")]
+    NoVcpu {
+        /// The step refused.
+        step: LaunchStep,
+        /// What is missing.
+        reason: String,
     },
     /// A TDX ioctl failed.
     #[error("{op} failed: errno {errno} ({}){}{}", std::io::Error::from_raw_os_error(*errno), hw_error_text(*hw_error), detail_text(detail))]

@@ -252,7 +252,7 @@ fn finalize_names_the_vcpu_not_initialized_and_a_td_without_vcpus() {
     let e = td.finalize().unwrap_err();
     assert_eq!(
         e.to_string(),
-        "KVM_TDX_FINALIZE_VM refused before any ioctl: KVM_TDX_INIT_VCPU on vCPU 1 must come first (every vCPU must be initialized before KVM_TDX_FINALIZE_VM, after which KVM_TDX_INIT_VCPU is EINVAL (arch/x86/kvm/vmx/tdx.c: tdx_vcpu_ioctl, Linux 6.18.2); KVM_TDX_INIT_MEM_REGION needs an initialized vCPU (tdx_vcpu_init_mem_region))"
+        "KVM_TDX_FINALIZE_VM refused before any ioctl: KVM_TDX_INIT_VCPU on vCPU 1 must come first (every vCPU must be initialized before KVM_TDX_FINALIZE_VM, after which KVM_TDX_INIT_VCPU is EINVAL (arch/x86/kvm/vmx/tdx.c: tdx_vcpu_ioctl, Linux 6.18.2; tdx_vcpu_unlocked_ioctl in 7.3.4); KVM_TDX_INIT_MEM_REGION needs an initialized vCPU (tdx_vcpu_init_mem_region))"
     );
     // No finalize reached the model.
     assert!(td
