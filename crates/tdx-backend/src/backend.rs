@@ -270,6 +270,9 @@ pub const INIT_VM_ATTEMPTS: u32 = 10_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LaunchStep {
+    /// `KVM_TDX_CAPABILITIES` ([`TdxBackend::capabilities`]): its configurable CPUID bits are
+    /// what `INIT_VM`'s CPUID is built from ([`init_vm_cpuid`]).
+    Capabilities,
     /// `KVM_TDX_INIT_VM` ([`TdxBackend::init_vm`]).
     InitVm,
     /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` ([`TdxBackend::enable_split_irqchip`]).
@@ -286,11 +289,14 @@ pub enum LaunchStep {
     Populate,
     /// `KVM_TDX_FINALIZE_VM` ([`TdxBackend::finalize`]).
     Finalize,
+    /// `KVM_RUN` on the TD's vCPUs ([`TdxBackend::ready_to_run`]).
+    Run,
 }
 
 impl std::fmt::Display for LaunchStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            LaunchStep::Capabilities => f.write_str("KVM_TDX_CAPABILITIES"),
             LaunchStep::InitVm => f.write_str("KVM_TDX_INIT_VM"),
             LaunchStep::SplitIrqchip => f.write_str("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"),
             LaunchStep::CreateVcpu(id) => write!(f, "KVM_CREATE_VCPU({id})"),
@@ -306,6 +312,7 @@ impl std::fmt::Display for LaunchStep {
             }
             LaunchStep::Populate => f.write_str("KVM_TDX_INIT_MEM_REGION"),
             LaunchStep::Finalize => f.write_str("KVM_TDX_FINALIZE_VM"),
+            LaunchStep::Run => f.write_str("KVM_RUN"),
         }
     }
 }
@@ -1077,6 +1084,37 @@ impl<I: TdxIoctl> TdxBackend<I> {
         self.finalized = true;
         self.release_buffers();
         Ok(())
+    }
+
+    /// Whether populate can start: `Ok` once `INIT_VM` is done and every vCPU this backend
+    /// knows is initialized, with a vCPU fd to send `KVM_TDX_INIT_MEM_REGION` on; else the
+    /// error populate would stop with, typed ([`Error::StepMissing`], [`Error::NoVcpu`],
+    /// [`Error::TooLate`] after finalize). Call it before running the driver to get the
+    /// missing step as a value rather than in the driver's report.
+    pub fn ready_to_populate(&self) -> Result<(), Error> {
+        self.not_finalized(
+            LaunchStep::Populate,
+            "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init_mem_region (Linux 6.18.2 and 7.3.4) answers EINVAL once the TD is runnable",
+        )?;
+        self.missing_before(LaunchStep::Populate)?;
+        self.vcpu_fd(LaunchStep::Populate, None)
+    }
+
+    /// Whether the TD's vCPUs can run: `Ok` once [`finalize`](Self::finalize) succeeded (which
+    /// needs every vCPU this backend knows initialized); else [`Error::StepMissing`] naming
+    /// `KVM_TDX_FINALIZE_VM` (`KVM_RUN` is `EINVAL` until the TD is runnable and the vCPU
+    /// initialized: `arch/x86/kvm/vmx/tdx.c: tdx_vcpu_pre_run`, 6.18.2;
+    /// `tdx_vcpu_needs_initialization` from `arch/x86/kvm/x86.c: kvm_x86_vcpu_pre_run`, 7.3.4).
+    pub fn ready_to_run(&self) -> Result<(), Error> {
+        if self.finalized {
+            return Ok(());
+        }
+        self.missing_before(LaunchStep::Run)?;
+        Err(Error::StepMissing {
+            step: LaunchStep::Run,
+            missing: LaunchStep::Finalize,
+            why: "KVM_RUN is EINVAL until the TD is runnable: arch/x86/kvm/vmx/tdx.c: tdx_vcpu_pre_run (Linux 6.18.2), tdx_vcpu_needs_initialization (7.3.4)",
+        })
     }
 
     /// Frees the bounce buffer and the zero source (2 MiB each, allocated on first use), e.g.
