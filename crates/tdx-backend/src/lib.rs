@@ -24,6 +24,9 @@
 //!   ([`tdvf::plan_regions`], [`tdvf::measure`]), with the PAGE_AUG disagreement between tools
 //!   as a named policy ([`tdvf::PageAugPolicy`]).
 //!
+//! Features: `kvm` (the backend and its KVM crates) and `measure` (MRTD, through cc-hash), both
+//! on by default; either builds alone (see the crate's README).
+//!
 //! Never run on TDX hardware here: the machine this was built on has no TDX, so the ioctl path
 //! is tested against the model and [`probe`] is tested to refuse on the real `/dev/kvm`.
 //!
@@ -62,10 +65,14 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "kvm")]
 mod backend;
+#[cfg(feature = "kvm")]
 mod ioctl;
 mod kernel;
+#[cfg(feature = "kvm")]
 mod measure;
+#[cfg(feature = "measure")]
 mod mrtd;
 
 pub mod status;
@@ -76,20 +83,27 @@ pub mod tdvf;
 pub mod testing;
 pub mod uapi;
 
+#[cfg(feature = "kvm")]
 pub use backend::{
     init_mem_region_errno_meaning, init_mem_region_errno_meaning_on, init_vm_cpuid, AddedRange,
     LaunchStep, PageState, TdParams, TdxBackend, TdxCapabilities, Unrecoverable, BOUNCE_SIZE,
     INIT_VM_ATTEMPTS,
 };
+#[cfg(feature = "kvm")]
 pub use ioctl::{check_td, create_td_vm, probe, KvmTdx, TdxIoctl};
 pub use kernel::{Assumed, Kernel, KernelChoice};
-pub use measure::{
-    measure_plan, measure_plan_with, page_op, ExtendOrder, MeasureOptions, PageOp, TDX_CAPS,
-};
+#[cfg(all(feature = "kvm", feature = "measure"))]
+pub use measure::{measure_plan, measure_plan_with, ExtendOrder, MeasureOptions};
+#[cfg(feature = "kvm")]
+pub use measure::{page_op, PageOp, TDX_CAPS};
+#[cfg(feature = "measure")]
 pub use mrtd::{Mrtd, CHUNKS_PER_PAGE, EXTEND_CHUNK, RECORD_SIZE};
 
 /// The TDX page size.
-pub const PAGE_SIZE: u64 = cc_populate::PAGE_SIZE;
+pub const PAGE_SIZE: u64 = 4096;
+
+#[cfg(feature = "kvm")]
+const _: () = assert!(PAGE_SIZE == cc_populate::PAGE_SIZE);
 
 /// Everything this crate refuses or fails with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,11 +122,13 @@ pub enum Error {
         /// What the check found.
         reason: String,
     },
+    #[cfg(feature = "kvm")]
     /// A populate failure Linux 6.18 cannot recover from: the TD can neither take that page
     /// again nor be finalized with the measurement the plan expects. Says which pages are in
     /// the TD. See [`Unrecoverable`].
     #[error("{0}")]
     Unrecoverable(Box<Unrecoverable>),
+    #[cfg(feature = "kvm")]
     /// A launch step refused before any ioctl: a step it needs has not been done through this
     /// backend ([`TdxBackend`] documents the order and the kernel rule behind each guard).
     #[error("{step} refused before any ioctl: {missing} must come first ({why})")]
@@ -124,6 +140,7 @@ pub enum Error {
         /// The kernel's rule, with its file, function and version.
         why: &'static str,
     },
+    #[cfg(feature = "kvm")]
     /// A launch step refused before any ioctl: it cannot come after a step already done.
     #[error("{step} refused before any ioctl: not after {done} ({why})")]
     TooLate {
@@ -142,6 +159,7 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    #[cfg(feature = "kvm")]
     /// A vCPU command with no vCPU fd to send it on (none created through the layer, none
     /// lent, or not the id asked); refused before any ioctl.
     #[error("{step} refused before any ioctl: no vCPU fd to send it on ({reason})")]
@@ -163,6 +181,7 @@ pub enum Error {
         /// More context.
         detail: String,
     },
+    #[cfg(feature = "kvm")]
     /// A plan region whose role TDX has no page operation for.
     #[error("region {region} [{gpa:#x}..+{len:#x}): role {role} has no TDX page operation")]
     RoleUnsupported {
@@ -226,12 +245,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    #[cfg(feature = "kvm")]
     /// A plan built from a TDVF image was refused.
     #[error("the TDVF plan was refused: {0}")]
     Plan(#[from] cc_populate::PlanError),
 }
 
 impl Error {
+    #[cfg(feature = "kvm")]
     fn ioctl(op: &'static str, errno: i32, hw_error: u64, detail: &str) -> Error {
         Error::Ioctl {
             op,

@@ -132,6 +132,7 @@ pub struct kvm_cpuid_entry2 {
     pub padding: [u32; 3],
 }
 
+#[cfg(feature = "kvm")]
 impl From<kvm_bindings::kvm_cpuid_entry2> for kvm_cpuid_entry2 {
     fn from(e: kvm_bindings::kvm_cpuid_entry2) -> Self {
         kvm_cpuid_entry2 {
@@ -147,6 +148,7 @@ impl From<kvm_bindings::kvm_cpuid_entry2> for kvm_cpuid_entry2 {
     }
 }
 
+#[cfg(feature = "kvm")]
 impl From<kvm_cpuid_entry2> for kvm_bindings::kvm_cpuid_entry2 {
     fn from(e: kvm_cpuid_entry2) -> Self {
         kvm_bindings::kvm_cpuid_entry2 {
@@ -232,7 +234,7 @@ pub struct kvm_tdx_init_mem_region {
     pub nr_pages: u64,
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "kvm"))]
 mod tests {
     use super::*;
     use std::mem::{align_of, offset_of, size_of};
