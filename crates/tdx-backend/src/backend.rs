@@ -463,12 +463,16 @@ pub enum PageState {
     /// signal in `kvm_tdp_map_page` after the fault had prepared the folio). Whether it is in
     /// the TD is unknown here.
     AlreadyPrepared,
-    /// Linux 7.3, `EIO`: either TDH.MEM.PAGE.ADD or TDH.MR.EXTEND failed, and KVM marked the
-    /// VM dead (`arch/x86/kvm/vmx/tdx.c: tdx_mem_page_add`, `tdx_gmem_post_populate`:
-    /// `TDX_BUG_ON`; every later ioctl is `EIO`), or the page was already mapped in the TD, not
-    /// by this backend (`arch/x86/kvm/mmu/mmu.c: kvm_tdp_mmu_map_private_pfn`:
-    /// `RET_PF_SPURIOUS`, the VM alive). 7.3 does not say which.
-    VmDeadOrAlreadyInTd,
+    /// `EIO`, and the VM is dead (`kvm->vm_dead`, asked through
+    /// [`TdxIoctl::vm_dead`](crate::TdxIoctl::vm_dead)): a `KVM_BUG_ON` fired (6.18: in this
+    /// call or before it, e.g. a failed TDH.MR.FINALIZE; 7.3.4 also on a failed PAGE.ADD or
+    /// MR.EXTEND: `arch/x86/kvm/vmx/tdx.c: tdx_mem_page_add`, `tdx_gmem_post_populate`,
+    /// `TDX_BUG_ON`). Every ioctl on the VM is now `EIO`; what the page holds no longer
+    /// matters.
+    VmDead,
+    /// Linux 7.3, `EIO` with the VM alive: the page was already mapped in the TD, not by this
+    /// backend (`arch/x86/kvm/mmu/mmu.c: kvm_tdp_mmu_map_private_pfn`: `RET_PF_SPURIOUS`).
+    AlreadyInTd,
 }
 
 impl std::fmt::Display for PageState {
@@ -483,8 +487,11 @@ impl std::fmt::Display for PageState {
             PageState::AlreadyPrepared => {
                 "already prepared in guest_memfd before this backend added it (by another caller, or left by an earlier failed call); whether it is in the TD is unknown"
             }
-            PageState::VmDeadOrAlreadyInTd => {
-                "either not added because PAGE.ADD or MR.EXTEND failed and the VM is dead (every ioctl is now EIO), or already in the TD, added by someone else"
+            PageState::VmDead => {
+                "moot: the VM is dead (a KVM_BUG_ON fired; every ioctl on it is now EIO)"
+            }
+            PageState::AlreadyInTd => {
+                "already in the TD, added by someone else (the VM is alive)"
             }
         })
     }
@@ -1202,15 +1209,17 @@ fn add_pages<I: TdxIoctl>(
 impl<I: TdxIoctl> TdxBackend<I> {
     /// Marks the errors the kernel followed cannot recover from (6.18: a page prepared in
     /// guest_memfd that this backend did not add, or one pre-mapped or half-measured by a
-    /// failed add; 7.3: `EIO`, a dead VM or a page already in the TD) and keeps the TD's state
-    /// for [`unrecoverable`](Self::unrecoverable).
+    /// failed add; 7.3: a page already in the TD; both: a dead VM, asked of the VM fd after an
+    /// `EIO`) and keeps the TD's state for [`unrecoverable`](Self::unrecoverable).
     fn judge(&mut self, errno: i32, page: u64, measured: bool, e: BackendError) -> BackendError {
+        let dead = errno == libc::EIO && self.ioctl.vm_dead();
         let page_state = match (self.kernel, errno) {
+            (_, libc::EIO) if dead => PageState::VmDead,
             (Kernel::V6_18, libc::EBUSY) => PageState::PreMappedNotAdded,
             (Kernel::V6_18, libc::EIO) if measured => PageState::NotAddedOrPartlyMeasured,
             (Kernel::V6_18, libc::EIO) => PageState::PreMappedNotAdded,
             (Kernel::V6_18, libc::EEXIST) => PageState::AlreadyPrepared,
-            (Kernel::V7_3, libc::EIO) => PageState::VmDeadOrAlreadyInTd,
+            (Kernel::V7_3, libc::EIO) => PageState::AlreadyInTd,
             _ => return e,
         };
         let u = Box::new(Unrecoverable {

@@ -16,6 +16,10 @@ use crate::uapi::{
 };
 use crate::Error;
 
+/// `KVM_CAP_USER_MEMORY` (include/uapi/linux/kvm.h), the capability [`KvmTdx`] asks to see
+/// whether the VM is dead.
+const KVM_CAP_USER_MEMORY: u32 = 3;
+
 /// Bytes before the CPUID entries in `struct kvm_tdx_capabilities`.
 pub const CAPS_HEADER: usize = 2048;
 /// Bytes before the CPUID entries in `struct kvm_tdx_init_vm`.
@@ -101,6 +105,16 @@ pub trait TdxIoctl {
     fn has_vcpu(&self, vcpu: Option<u64>) -> bool {
         let _ = vcpu;
         true
+    }
+
+    /// Whether the VM is dead (`kvm->vm_dead`: a `KVM_BUG_ON`/`TDX_BUG_ON` fired, after which
+    /// `virt/kvm/kvm_main.c: kvm_vm_ioctl` answers every ioctl with `EIO`). The backend asks
+    /// after an `EIO` from `KVM_TDX_INIT_MEM_REGION`, to tell a dead VM from a page left in a
+    /// known state.
+    ///
+    /// The default says no, for layers that stand in for a live TD.
+    fn vm_dead(&mut self) -> bool {
+        false
     }
 
     /// `KVM_CHECK_EXTENSION(cap)` on the VM fd. [`check_td`] asks `KVM_CAP_VM_TYPES` and
@@ -197,6 +211,9 @@ impl<T: TdxIoctl + ?Sized> TdxIoctl for &mut T {
     }
     fn has_vcpu(&self, vcpu: Option<u64>) -> bool {
         (**self).has_vcpu(vcpu)
+    }
+    fn vm_dead(&mut self) -> bool {
+        (**self).vm_dead()
     }
     fn vm_check_extension(&mut self, cap: u32) -> i32 {
         (**self).vm_check_extension(cap)
@@ -410,6 +427,20 @@ impl TdxIoctl for KvmTdx<'_> {
 
     fn vm_check_extension(&mut self, cap: u32) -> i32 {
         self.vm.check_extension_raw(libc::c_ulong::from(cap))
+    }
+
+    /// `KVM_CHECK_EXTENSION(KVM_CAP_USER_MEMORY)` on the VM fd: `EIO` only from a dead VM.
+    fn vm_dead(&mut self) -> bool {
+        // SAFETY: `self.vm` is a live VM fd borrowed for the call; KVM_CHECK_EXTENSION takes
+        // its argument by value (a capability number) and touches no memory of ours.
+        let r = unsafe {
+            libc::ioctl(
+                self.vm.as_raw_fd(),
+                crate::uapi::KVM_CHECK_EXTENSION as _,
+                libc::c_ulong::from(KVM_CAP_USER_MEMORY),
+            )
+        };
+        r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EIO)
     }
 }
 

@@ -1166,6 +1166,11 @@ impl TdxIoctl for TdxModel {
         Ok(())
     }
 
+    /// `kvm->vm_dead`, as `kvm_vm_ioctl` would show it.
+    fn vm_dead(&mut self) -> bool {
+        self.vm_dead
+    }
+
     /// A vCPU fd exists for `vcpu` (`None`: any, the lowest id taking the commands that name
     /// none); on an ordinary VM its one vCPU stands in.
     fn has_vcpu(&self, vcpu: Option<u64>) -> bool {

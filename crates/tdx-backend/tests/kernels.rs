@@ -2,7 +2,10 @@
 //! Linux 6.18.2 and 7.3.4, with one test per release. The expected answers are read from the
 //! kernels' code (cited at each test), not from the backend.
 
-use cc_populate::{Driver, MemoryLayout, Plan, PlanBuilder, Role, RunError, StopCause};
+use cc_populate::{
+    ConversionPolicy, Driver, DriverOptions, MemoryLayout, Plan, PlanBuilder, Role, RunError,
+    StopCause,
+};
 use tdx_backend::testing::{Event, TdxModel};
 use tdx_backend::uapi::{kvm_tdx_cmd, kvm_tdx_init_mem_region, KVM_TDX_INIT_MEM_REGION};
 use tdx_backend::{
@@ -51,6 +54,13 @@ fn init_mem_region(model: &mut TdxModel, gpa: u64, source_addr: u64, src: &[u8])
         Ok(()) => 0,
         Err(e) => e,
     }
+}
+
+/// One page added at `gpa` from a page-aligned source of its own: the errno (0 = added).
+fn add_page(model: &mut TdxModel, gpa: u64) -> i32 {
+    let buf = vec![7u8; 2 * PAGE as usize];
+    let src = aligned_page(&buf);
+    init_mem_region(model, gpa, src.as_ptr() as u64, src)
 }
 
 #[test]
@@ -141,16 +151,8 @@ fn a_page_populated_again_6_18_is_eexist() {
     let mut td = launched(Kernel::V6_18);
     let model = td.ioctl_mut();
     model.set_private(0x10_0000, PAGE).unwrap();
-    let buf = vec![7u8; 2 * PAGE as usize];
-    let src = aligned_page(&buf);
-    assert_eq!(
-        init_mem_region(model, 0x10_0000, src.as_ptr() as u64, src),
-        0
-    );
-    assert_eq!(
-        init_mem_region(model, 0x10_0000, src.as_ptr() as u64, src),
-        libc::EEXIST
-    );
+    assert_eq!(add_page(model, 0x10_0000), 0);
+    assert_eq!(add_page(model, 0x10_0000), libc::EEXIST);
 }
 
 #[test]
@@ -158,22 +160,11 @@ fn a_page_populated_again_7_3_is_eio_and_the_vm_lives() {
     let mut td = launched(Kernel::V7_3);
     let model = td.ioctl_mut();
     model.set_private(0x10_0000, 2 * PAGE).unwrap();
-    let buf = vec![7u8; 2 * PAGE as usize];
-    let src = aligned_page(&buf);
-    assert_eq!(
-        init_mem_region(model, 0x10_0000, src.as_ptr() as u64, src),
-        0
-    );
-    assert_eq!(
-        init_mem_region(model, 0x10_0000, src.as_ptr() as u64, src),
-        libc::EIO
-    );
+    assert_eq!(add_page(model, 0x10_0000), 0);
+    assert_eq!(add_page(model, 0x10_0000), libc::EIO);
     assert_eq!(model.twice, vec![0x10_0000]);
     // Not dead: the next page goes in.
-    assert_eq!(
-        init_mem_region(model, 0x10_1000, src.as_ptr() as u64, src),
-        0
-    );
+    assert_eq!(add_page(model, 0x10_1000), 0);
 }
 
 /// Runs a two-page measured plan with `event` scripted, on `kernel`.
@@ -248,10 +239,7 @@ fn a_failed_page_add_7_3_kills_the_vm() {
     let e = unrecoverable(r);
     assert!(e.to_string().contains("Linux 7.3.4"), "{e}");
     let u = td.unrecoverable().unwrap();
-    assert_eq!(
-        (u.errno, u.page_state),
-        (libc::EIO, PageState::VmDeadOrAlreadyInTd)
-    );
+    assert_eq!((u.errno, u.page_state), (libc::EIO, PageState::VmDead));
     assert_eq!(td.ioctl().premapped(), 0);
     let model = td.ioctl_mut();
     let mut cmd = kvm_tdx_cmd {
@@ -354,4 +342,51 @@ fn errno_meanings_name_each_release() {
         init_mem_region_errno_meaning_on(Kernel::V7_3, libc::EINVAL).contains("source_addr of 0")
     );
     assert!(init_mem_region_errno_meaning_on(Kernel::V7_3, libc::EIO).contains("TDX_BUG_ON"));
+}
+
+/// 7.3.4: a page someone else added is EIO with the VM alive (RET_PF_SPURIOUS); the backend
+/// asks the VM fd and says the page is already in the TD, not that the VM is dead.
+#[test]
+fn a_page_added_by_someone_else_7_3_is_already_in_the_td() {
+    let fw = vec![0x5au8; 2 * PAGE as usize];
+    let plan = plan(&fw);
+    let mut td = launched(Kernel::V7_3);
+    let model = td.ioctl_mut();
+    model.set_private(0x10_0000, 2 * PAGE).unwrap();
+    assert_eq!(add_page(model, 0x10_1000), 0);
+    unrecoverable(Driver::new(&mut td).run(&plan).map(|_| ()));
+    let u = td.unrecoverable().unwrap();
+    assert_eq!(
+        (u.errno, u.page, u.page_state),
+        (libc::EIO, 0x10_1000, PageState::AlreadyInTd)
+    );
+    assert_eq!(u.bytes_in_td(), PAGE);
+}
+
+/// 6.18.2: a VM killed before the call (TDH.MR.FINALIZE failing other than busy is a
+/// KVM_BUG_ON in tdx_td_finalize) answers INIT_MEM_REGION with EIO from kvm_vcpu_ioctl,
+/// before anything: not a pre-mapped page.
+#[test]
+fn an_eio_from_a_dead_vm_6_18_is_not_a_pre_mapped_page() {
+    let fw = vec![0x5au8; 2 * PAGE as usize];
+    let plan = plan(&fw);
+    let mut td = launched(Kernel::V6_18);
+    td.ioctl_mut()
+        .vm_faults
+        .push_back(tdx_backend::testing::VmFault::FinalizeFailed(
+            0xC000_0100_0000_0000,
+        ));
+    // The memory is made private first (after the VM dies, that ioctl is EIO too); the
+    // kernel kills the VM in the failed finalize.
+    td.ioctl_mut().set_private(0x10_0000, 2 * PAGE).unwrap();
+    assert!(td.finalize().is_err());
+    let opts = DriverOptions {
+        conversion: ConversionPolicy::CallerConverted,
+        ..DriverOptions::default()
+    };
+    let r = Driver::new(&mut td).with_options(opts).run(&plan);
+    unrecoverable(r.map(|_| ()));
+    let u = td.unrecoverable().unwrap();
+    assert_eq!((u.errno, u.page_state), (libc::EIO, PageState::VmDead));
+    assert_eq!(td.ioctl().premapped(), 0);
 }
