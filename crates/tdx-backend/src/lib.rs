@@ -3,7 +3,7 @@
 //!
 //! - [`TdxBackend`] runs the launch steps (`KVM_TDX_CAPABILITIES`, `KVM_TDX_INIT_VM`, the
 //!   split irqchip, `KVM_CREATE_VCPU`, `KVM_SET_CPUID2`, `KVM_TDX_INIT_VCPU`,
-//!   `KVM_TDX_FINALIZE_VM`) in the order Linux 6.18.2 enforces, refusing a step out of order
+//!   `KVM_TDX_FINALIZE_VM`) in the order Linux 6.18.2 and 7.3.4 enforce, refusing a step out of order
 //!   with a typed error naming the missing step ([`Error::StepMissing`], [`Error::TooLate`]),
 //!   builds `INIT_VM`'s CPUID from the host's ([`init_vm_cpuid`]), and implements
 //!   [`cc_populate::Backend`]:
@@ -11,13 +11,15 @@
 //!   `KVM_TDX_MEASURE_MEMORY_REGION` for measured roles), from a separate, page-aligned source
 //!   (TDX cannot encrypt in place). Partial progress is read from the region the kernel writes
 //!   back, so an interrupted run resumes exactly where the kernel stopped; a failed page add or
-//!   measure is unrecoverable in Linux 6.18 and stops with [`Unrecoverable`], which lists the
+//!   measure is unrecoverable (in 6.18 and 7.3, differently: [`Kernel`]) and stops with
+//!   [`Unrecoverable`], which lists the
 //!   pages in the TD.
 //! - Before its first TDX command the backend checks that the VM is a TD ([`check_td`]).
-//! - Every behaviour relied on is traced to Linux 6.18.2 (`arch/x86/kvm/vmx/tdx.c`,
+//! - Every behaviour relied on is traced to Linux 6.18.2 and 7.3.4 (`arch/x86/kvm/vmx/tdx.c`,
 //!   `virt/kvm/guest_memfd.c`): see the Kernel conformance table in the crate's README.
 //! - The ioctls go through the [`TdxIoctl`] trait: [`KvmTdx`] issues them on real VM/vCPU fds,
-//!   `testing::TdxModel` (feature `test-utils`) follows Linux 6.18's code for tests.
+//!   `testing::TdxModel` (feature `test-utils`) follows the kernel's code for tests, per
+//!   release ([`Kernel::from_release`] picks the one the host runs).
 //! - [`Mrtd`] computes MRTD record by record; [`measure_plan`] computes it for a
 //!   [`cc_populate::Plan`], through the same role mapping ([`page_op`]) the backend uses.
 //! - [`tdvf`] parses a TDVF image's TDX metadata and plans its sections
@@ -123,7 +125,7 @@ pub enum Error {
         reason: String,
     },
     #[cfg(feature = "kvm")]
-    /// A populate failure Linux 6.18 cannot recover from: the TD can neither take that page
+    /// A populate failure the kernel cannot recover from: the TD can neither take that page
     /// again nor be finalized with the measurement the plan expects. Says which pages are in
     /// the TD. See [`Unrecoverable`].
     #[error("{0}")]
