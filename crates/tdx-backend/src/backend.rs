@@ -421,6 +421,29 @@ const ZERO_ENTRY: kvm_cpuid_entry2 = kvm_cpuid_entry2 {
     padding: [0; 3],
 };
 
+/// The state of a TD whose `KVM_TDX_INIT_VM` the VMM issued itself, for
+/// [`TdxBackend::attach`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TdState<'a> {
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` was done.
+    pub split_irqchip: bool,
+    /// The vCPUs created, each with how far its launch went.
+    pub vcpus: &'a [VcpuState],
+    /// `KVM_TDX_FINALIZE_VM` succeeded.
+    pub finalized: bool,
+}
+
+/// One vCPU of a [`TdState`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuState {
+    /// Its id (`KVM_CREATE_VCPU`).
+    pub id: u64,
+    /// `KVM_SET_CPUID2` with CPUID.1:ECX.x2APIC was done.
+    pub x2apic_cpuid: bool,
+    /// `KVM_TDX_INIT_VCPU` succeeded.
+    pub initialized: bool,
+}
+
 /// What the backend knows of one vCPU's launch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct VcpuLaunch {
@@ -631,15 +654,41 @@ impl<I: TdxIoctl> TdxBackend<I> {
     /// itself: the guards take those steps as done, and check populate and finalize against
     /// them. Listing a vCPU not initialized makes the kernel, not the guard, refuse.
     pub fn initialized(ioctl: I, vcpus: &[u64]) -> Self {
+        let vcpus: Vec<VcpuState> = vcpus
+            .iter()
+            .map(|id| VcpuState {
+                id: *id,
+                x2apic_cpuid: true,
+                initialized: true,
+            })
+            .collect();
+        Self::attach(
+            ioctl,
+            &TdState {
+                split_irqchip: true,
+                vcpus: &vcpus,
+                finalized: false,
+            },
+        )
+    }
+
+    /// A backend for a TD whose `KVM_TDX_INIT_VM` the VMM issued itself, in the state `state`
+    /// says (given, not replayed: no ioctl is sent). The guards then refuse what that state
+    /// rules out, as for a TD launched through this backend: `init_vm` again, the split
+    /// irqchip after a vCPU or twice, `init_vcpu` of a vCPU without x2APIC in its CPUID,
+    /// finalize while a vCPU is not initialized, and after `finalized` every launch step and
+    /// populate ([`Error::TooLate`]).
+    pub fn attach(ioctl: I, state: &TdState<'_>) -> Self {
         let mut b = Self::new(ioctl);
         b.vm_initialized = true;
-        b.split_irqchip = true;
-        for id in vcpus {
+        b.split_irqchip = state.split_irqchip;
+        b.finalized = state.finalized;
+        for v in state.vcpus {
             b.vcpus.insert(
-                *id,
+                v.id,
                 VcpuLaunch {
-                    x2apic_cpuid: true,
-                    initialized: true,
+                    x2apic_cpuid: v.x2apic_cpuid,
+                    initialized: v.initialized,
                 },
             );
         }

@@ -88,8 +88,8 @@ pub mod uapi;
 #[cfg(feature = "kvm")]
 pub use backend::{
     init_mem_region_errno_meaning, init_mem_region_errno_meaning_on, init_vm_cpuid, AddedRange,
-    LaunchStep, PageState, TdParams, TdxBackend, TdxCapabilities, Unrecoverable, BOUNCE_SIZE,
-    INIT_VM_ATTEMPTS,
+    LaunchStep, PageState, TdParams, TdState, TdxBackend, TdxCapabilities, Unrecoverable,
+    VcpuState, BOUNCE_SIZE, INIT_VM_ATTEMPTS,
 };
 #[cfg(feature = "kvm")]
 pub use ioctl::{check_td, create_td_vm, probe, KvmTdx, TdxIoctl};

@@ -390,3 +390,24 @@ fn an_eio_from_a_dead_vm_6_18_is_not_a_pre_mapped_page() {
     assert_eq!((u.errno, u.page_state), (libc::EIO, PageState::VmDead));
     assert_eq!(td.ioctl().premapped(), 0);
 }
+
+/// A page not private with a source that cannot be pinned: 6.18.2 checks private first
+/// (kvm_gmem_populate, then the pin in tdx_gmem_post_populate): EINVAL; 7.3.4 pins first
+/// (kvm_gmem_populate, before __kvm_gmem_populate's private check): EFAULT.
+#[test]
+fn a_shared_page_with_a_bad_source_6_18_is_einval_7_3_is_efault() {
+    for (kernel, errno) in [(Kernel::V6_18, libc::EINVAL), (Kernel::V7_3, libc::EFAULT)] {
+        let mut td = launched(kernel);
+        let model = td.ioctl_mut();
+        let buf = vec![0u8; 2 * PAGE as usize];
+        let src = aligned_page(&buf);
+        // Half a page of source: the pin of the page fails.
+        let half = &src[..PAGE as usize / 2];
+        assert_eq!(
+            init_mem_region(model, 0x10_0000, half.as_ptr() as u64, half),
+            errno,
+            "{kernel}"
+        );
+        assert!(model.added.is_empty());
+    }
+}

@@ -564,3 +564,69 @@ fn init_vm_cpuid_refuses_a_gpaw_or_module_that_cannot_work() {
     assert_eq!(c[1].ebx & (1 << 4 | 1 << 11), 0);
     assert_eq!(c[1].ecx & (1 << 5), 0);
 }
+
+/// `TdxBackend::attach` takes the VMM's state as given (no ioctl) and refuses what it rules
+/// out: no split irqchip yet means no vCPU; a vCPU not initialized blocks finalize, naming it;
+/// a vCPU without x2APIC in its CPUID cannot be initialized; a finalized TD takes nothing.
+#[test]
+fn attach_refuses_what_the_given_state_rules_out() {
+    use tdx_backend::{TdState, VcpuState};
+    let none = TdState::default();
+    let mut td = TdxBackend::attach(TdxModel::new(), &none);
+    let e = td.create_vcpu(0).unwrap_err();
+    let Error::StepMissing { missing, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(*missing, LaunchStep::SplitIrqchip);
+
+    let vcpus = [
+        VcpuState {
+            id: 0,
+            x2apic_cpuid: true,
+            initialized: true,
+        },
+        VcpuState {
+            id: 1,
+            x2apic_cpuid: false,
+            initialized: false,
+        },
+    ];
+    let state = TdState {
+        split_irqchip: true,
+        vcpus: &vcpus,
+        finalized: false,
+    };
+    let mut td = TdxBackend::attach(TdxModel::new(), &state);
+    let e = td.finalize().unwrap_err();
+    let Error::StepMissing { missing, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(*missing, LaunchStep::InitVcpu(1));
+    let e = td.init_vcpu(1, RCX).unwrap_err();
+    let Error::StepMissing { missing, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(*missing, LaunchStep::SetCpuid(1));
+    let e = td.enable_split_irqchip(24).unwrap_err();
+    assert!(matches!(e, Error::TooLate { .. }), "{e:?}");
+    assert!(td.ioctl().calls.is_empty() && td.ioctl().x86_calls.is_empty());
+
+    let done = TdState {
+        finalized: true,
+        vcpus: &vcpus[..1],
+        ..state
+    };
+    let mut td = TdxBackend::attach(TdxModel::new(), &done);
+    assert!(td.ready_to_run().is_ok());
+    for e in [
+        td.ready_to_populate().unwrap_err(),
+        td.create_vcpu(2).unwrap_err(),
+        td.finalize().unwrap_err(),
+    ] {
+        let Error::TooLate { done, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(*done, LaunchStep::Finalize);
+    }
+    assert!(td.ioctl().calls.is_empty() && td.ioctl().x86_calls.is_empty());
+}
