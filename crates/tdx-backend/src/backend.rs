@@ -12,7 +12,7 @@ use crate::uapi::{
     KVM_MAX_CPUID_ENTRIES, KVM_TDX_CAPABILITIES, KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_MEM_REGION,
     KVM_TDX_INIT_VCPU, KVM_TDX_INIT_VM, KVM_TDX_MEASURE_MEMORY_REGION, TDX_MAX_CPUID_CONFIG,
 };
-use crate::{Error, PAGE_SIZE};
+use crate::{Error, Kernel, PAGE_SIZE};
 
 /// Size of the page-aligned bounce buffer used for sources that are not page aligned (the
 /// kernel requires `source_addr` to be), and of the zero source for zero content.
@@ -144,6 +144,20 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// `EAGAIN`: the one source of it on that path (`kvm_mmu_faultin_pfn` on a memslot being
 /// moved, `arch/x86/kvm/mmu/mmu.c`) cannot be seen while the command holds `slots_lock`.
 pub fn init_mem_region_errno_meaning(errno: i32) -> &'static str {
+    init_mem_region_errno_meaning_on(Kernel::V6_18, errno)
+}
+
+/// Meaning of an errno from `KVM_TDX_INIT_MEM_REGION` on `kernel`; for
+/// [`Kernel::V6_18`] as [`init_mem_region_errno_meaning`]. Linux 7.3.4 (`arch/x86/kvm/vmx/tdx.c:
+/// tdx_vcpu_init_mem_region`, `tdx_gmem_post_populate`, `tdx_mem_page_add`;
+/// `virt/kvm/guest_memfd.c: kvm_gmem_populate`, `__kvm_gmem_populate`;
+/// `arch/x86/kvm/mmu/mmu.c: kvm_tdp_mmu_map_private_pfn`) has no `EBUSY` (a busy PAGE.ADD is
+/// retried inside the kernel) and no `EEXIST` (no preparation tracking), and a failed PAGE.ADD
+/// or MR.EXTEND kills the VM.
+pub fn init_mem_region_errno_meaning_on(kernel: Kernel, errno: i32) -> &'static str {
+    if kernel == Kernel::V7_3 {
+        return errno_meaning_7_3(errno);
+    }
     match errno {
         libc::EINTR => {
             "a signal was pending (tdx_vcpu_init_mem_region, kvm_gmem_populate); the region was written back: resume from it"
@@ -172,7 +186,31 @@ pub fn init_mem_region_errno_meaning(errno: i32) -> &'static str {
     }
 }
 
-/// `arch/x86/kvm/cpuid.c: kvm_find_cpuid_entry2` (Linux 6.18.2): the first entry of
+fn errno_meaning_7_3(errno: i32) -> &'static str {
+    match errno {
+        libc::EINTR => {
+            "a signal was pending (tdx_vcpu_init_mem_region, kvm_gmem_populate, kvm_tdp_mmu_map_private_pfn); nothing of the page was kept: resume from the region written back"
+        }
+        libc::EIO => {
+            "TDH.MEM.PAGE.ADD or TDH.MR.EXTEND failed (tdx_mem_page_add, tdx_gmem_post_populate: TDX_BUG_ON marks the VM dead, every later ioctl is EIO), or the page was already mapped in the TD (kvm_tdp_mmu_map_private_pfn: RET_PF_SPURIOUS, the VM alive); Linux 7.3 cannot recover the plan"
+        }
+        libc::EFAULT => {
+            "the region or the source page could not be read (copy_from_user; get_user_pages_fast in kvm_gmem_populate, before the page is looked at), or the memslot's guest_memfd is gone; the page was not touched"
+        }
+        libc::EINVAL => {
+            "refused before the page was touched: vCPU not initialized or TD finalized (tdx_vcpu_unlocked_ioctl, tdx_vcpu_init_mem_region), bad flags, a source_addr of 0 or not page aligned, a misaligned, empty or wrapping range or a GPA with the shared bit (vt_is_tdx_private_gpa), a page in no guest_memfd memslot, or a non-private page (__kvm_gmem_populate: KVM_MEMORY_ATTRIBUTE_PRIVATE not set)"
+        }
+        libc::ENOMEM => {
+            "the source pin or KVM's page-table caches could not be allocated (kvm_gmem_populate, kvm_tdp_mmu_map_private_pfn); the page was not touched"
+        }
+        libc::EHWPOISON => "the guest_memfd page is poisoned (__kvm_gmem_get_pfn)",
+        libc::EPERM => "the GFN is write-tracked (kvm_tdp_mmu_map_private_pfn)",
+        libc::ENOTTY => "this KVM has no vCPU KVM_MEMORY_ENCRYPT_OP (not an Intel host)",
+        _ => "an errno Linux 7.3 does not return for this command",
+    }
+}
+
+/// `arch/x86/kvm/cpuid.c: kvm_find_cpuid_entry2` (Linux 6.18.2 and 7.3.4): the first entry of
 /// `function` whose index matches or is not significant.
 fn find_cpuid_entry2(
     entries: &[kvm_cpuid_entry2],
@@ -186,7 +224,7 @@ fn find_cpuid_entry2(
 }
 
 /// The CPUID checks of `arch/x86/kvm/vmx/tdx.c: setup_tdparams_eptp_controls` and
-/// `tdx_unsupported_cpuid` (Linux 6.18.2) that hold on every host.
+/// `tdx_unsupported_cpuid` (Linux 6.18.2 and 7.3.4) that hold on every host.
 fn check_init_cpuid(cpuid: &[kvm_cpuid_entry2]) -> Result<(), Error> {
     let gpaw = find_cpuid_entry2(cpuid, 0x8000_0008, 0).map(|e| (e.eax >> 16) & 0xff);
     match gpaw {
@@ -232,6 +270,9 @@ pub const INIT_VM_ATTEMPTS: u32 = 10_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LaunchStep {
+    /// `KVM_TDX_CAPABILITIES` ([`TdxBackend::capabilities`]): its configurable CPUID bits are
+    /// what `INIT_VM`'s CPUID is built from ([`init_vm_cpuid`]).
+    Capabilities,
     /// `KVM_TDX_INIT_VM` ([`TdxBackend::init_vm`]).
     InitVm,
     /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` ([`TdxBackend::enable_split_irqchip`]).
@@ -248,11 +289,14 @@ pub enum LaunchStep {
     Populate,
     /// `KVM_TDX_FINALIZE_VM` ([`TdxBackend::finalize`]).
     Finalize,
+    /// `KVM_RUN` on the TD's vCPUs ([`TdxBackend::ready_to_run`]).
+    Run,
 }
 
 impl std::fmt::Display for LaunchStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            LaunchStep::Capabilities => f.write_str("KVM_TDX_CAPABILITIES"),
             LaunchStep::InitVm => f.write_str("KVM_TDX_INIT_VM"),
             LaunchStep::SplitIrqchip => f.write_str("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"),
             LaunchStep::CreateVcpu(id) => write!(f, "KVM_CREATE_VCPU({id})"),
@@ -268,6 +312,7 @@ impl std::fmt::Display for LaunchStep {
             }
             LaunchStep::Populate => f.write_str("KVM_TDX_INIT_MEM_REGION"),
             LaunchStep::Finalize => f.write_str("KVM_TDX_FINALIZE_VM"),
+            LaunchStep::Run => f.write_str("KVM_RUN"),
         }
     }
 }
@@ -316,7 +361,7 @@ pub fn init_vm_cpuid(
         return Err(Error::InvalidParam {
             field: "0x80000008.EAX[23:16] (GPAW)",
             value: u64::from(gpaw),
-            reason: "not 48 or 52; arch/x86/kvm/vmx/tdx.c: setup_tdparams_eptp_controls (Linux 6.18.2) takes only those, else EINVAL".into(),
+            reason: "not 48 or 52; arch/x86/kvm/vmx/tdx.c: setup_tdparams_eptp_controls (Linux 6.18.2 and 7.3.4) takes only those, else EINVAL".into(),
         });
     }
     if !configurable.iter().any(|c| c.function == GPAW_LEAF) {
@@ -376,6 +421,29 @@ const ZERO_ENTRY: kvm_cpuid_entry2 = kvm_cpuid_entry2 {
     padding: [0; 3],
 };
 
+/// The state of a TD whose `KVM_TDX_INIT_VM` the VMM issued itself, for
+/// [`TdxBackend::attach`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TdState<'a> {
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` was done.
+    pub split_irqchip: bool,
+    /// The vCPUs created, each with how far its launch went.
+    pub vcpus: &'a [VcpuState],
+    /// `KVM_TDX_FINALIZE_VM` succeeded.
+    pub finalized: bool,
+}
+
+/// One vCPU of a [`TdState`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuState {
+    /// Its id (`KVM_CREATE_VCPU`).
+    pub id: u64,
+    /// `KVM_SET_CPUID2` with CPUID.1:ECX.x2APIC was done.
+    pub x2apic_cpuid: bool,
+    /// `KVM_TDX_INIT_VCPU` succeeded.
+    pub initialized: bool,
+}
+
 /// What the backend knows of one vCPU's launch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct VcpuLaunch {
@@ -418,6 +486,16 @@ pub enum PageState {
     /// signal in `kvm_tdp_map_page` after the fault had prepared the folio). Whether it is in
     /// the TD is unknown here.
     AlreadyPrepared,
+    /// `EIO`, and the VM is dead (`kvm->vm_dead`, asked through
+    /// [`TdxIoctl::vm_dead`](crate::TdxIoctl::vm_dead)): a `KVM_BUG_ON` fired (6.18: in this
+    /// call or before it, e.g. a failed TDH.MR.FINALIZE; 7.3.4 also on a failed PAGE.ADD or
+    /// MR.EXTEND: `arch/x86/kvm/vmx/tdx.c: tdx_mem_page_add`, `tdx_gmem_post_populate`,
+    /// `TDX_BUG_ON`). Every ioctl on the VM is now `EIO`; what the page holds no longer
+    /// matters.
+    VmDead,
+    /// Linux 7.3, `EIO` with the VM alive: the page was already mapped in the TD, not by this
+    /// backend (`arch/x86/kvm/mmu/mmu.c: kvm_tdp_mmu_map_private_pfn`: `RET_PF_SPURIOUS`).
+    AlreadyInTd,
 }
 
 impl std::fmt::Display for PageState {
@@ -432,16 +510,24 @@ impl std::fmt::Display for PageState {
             PageState::AlreadyPrepared => {
                 "already prepared in guest_memfd before this backend added it (by another caller, or left by an earlier failed call); whether it is in the TD is unknown"
             }
+            PageState::VmDead => {
+                "moot: the VM is dead (a KVM_BUG_ON fired; every ioctl on it is now EIO)"
+            }
+            PageState::AlreadyInTd => {
+                "already in the TD, added by someone else (the VM is alive)"
+            }
         })
     }
 }
 
-/// The state a TD is left in by a populate failure Linux 6.18 cannot recover from: the pages
+/// The state a TD is left in by a populate failure the kernel cannot recover from: the pages
 /// this backend added (all of them, across every call), and the page it stopped at.
 ///
 /// The TD cannot be finalized to the plan's MRTD: tear the VM down and start again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unrecoverable {
+    /// The kernel whose rules judged it.
+    pub kernel: Kernel,
     /// The errno of the failing `KVM_TDX_INIT_MEM_REGION`.
     pub errno: i32,
     /// The page it stopped at.
@@ -463,7 +549,8 @@ impl std::fmt::Display for Unrecoverable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "unrecoverable on Linux 6.18: KVM_TDX_INIT_MEM_REGION failed with errno {} ({}) at page {:#x}, which is {}; in the TD ({} bytes added by this backend):",
+            "unrecoverable on {}: KVM_TDX_INIT_MEM_REGION failed with errno {} ({}) at page {:#x}, which is {}; in the TD ({} bytes added by this backend):",
+            self.kernel,
             self.errno,
             std::io::Error::from_raw_os_error(self.errno),
             self.page,
@@ -531,6 +618,7 @@ impl Aligned {
 /// [`initialized`](Self::initialized) instead of [`new`](Self::new).
 pub struct TdxBackend<I> {
     ioctl: I,
+    kernel: Kernel,
     bounce: Option<Aligned>,
     zero: Option<Aligned>,
     finalized: bool,
@@ -548,6 +636,7 @@ impl<I: TdxIoctl> TdxBackend<I> {
     pub fn new(ioctl: I) -> Self {
         TdxBackend {
             ioctl,
+            kernel: Kernel::V6_18,
             bounce: None,
             zero: None,
             finalized: false,
@@ -565,19 +654,58 @@ impl<I: TdxIoctl> TdxBackend<I> {
     /// itself: the guards take those steps as done, and check populate and finalize against
     /// them. Listing a vCPU not initialized makes the kernel, not the guard, refuse.
     pub fn initialized(ioctl: I, vcpus: &[u64]) -> Self {
+        let vcpus: Vec<VcpuState> = vcpus
+            .iter()
+            .map(|id| VcpuState {
+                id: *id,
+                x2apic_cpuid: true,
+                initialized: true,
+            })
+            .collect();
+        Self::attach(
+            ioctl,
+            &TdState {
+                split_irqchip: true,
+                vcpus: &vcpus,
+                finalized: false,
+            },
+        )
+    }
+
+    /// A backend for a TD whose `KVM_TDX_INIT_VM` the VMM issued itself, in the state `state`
+    /// says (given, not replayed: no ioctl is sent). The guards then refuse what that state
+    /// rules out, as for a TD launched through this backend: `init_vm` again, the split
+    /// irqchip after a vCPU or twice, `init_vcpu` of a vCPU without x2APIC in its CPUID,
+    /// finalize while a vCPU is not initialized, and after `finalized` every launch step and
+    /// populate ([`Error::TooLate`]).
+    pub fn attach(ioctl: I, state: &TdState<'_>) -> Self {
         let mut b = Self::new(ioctl);
         b.vm_initialized = true;
-        b.split_irqchip = true;
-        for id in vcpus {
+        b.split_irqchip = state.split_irqchip;
+        b.finalized = state.finalized;
+        for v in state.vcpus {
             b.vcpus.insert(
-                *id,
+                v.id,
                 VcpuLaunch {
-                    x2apic_cpuid: true,
-                    initialized: true,
+                    x2apic_cpuid: v.x2apic_cpuid,
+                    initialized: v.initialized,
                 },
             );
         }
         b
+    }
+
+    /// Follows `kernel`'s rules (where 6.18 and 7.3 differ: how a failed populate is judged,
+    /// what errnos mean); [`new`](Self::new) follows [`Kernel::V6_18`]. Pick it from the
+    /// running kernel with [`Kernel::running`].
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// The release whose rules this backend follows.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// The vCPUs this backend knows (created through it, or given to
@@ -596,22 +724,36 @@ impl<I: TdxIoctl> TdxBackend<I> {
         if !self.vm_initialized {
             return missing(
                 LaunchStep::InitVm,
-                "arch/x86/kvm/vmx/tdx.c (Linux 6.18.2): tdx_vm_ioctl, tdx_vcpu_ioctl refuse a TD without an HKID with EINVAL",
+                "arch/x86/kvm/vmx/tdx.c (Linux 6.18.2 and 7.3.4): tdx_vm_ioctl, tdx_vcpu_ioctl refuse a TD without an HKID with EINVAL",
             );
         }
         if let Some((id, _)) = self.vcpus.iter().find(|(_, v)| !v.initialized) {
             return missing(
                 LaunchStep::InitVcpu(*id),
-                "every vCPU must be initialized before KVM_TDX_FINALIZE_VM, after which KVM_TDX_INIT_VCPU is EINVAL (arch/x86/kvm/vmx/tdx.c: tdx_vcpu_ioctl, Linux 6.18.2); KVM_TDX_INIT_MEM_REGION needs an initialized vCPU (tdx_vcpu_init_mem_region)",
+                "every vCPU must be initialized before KVM_TDX_FINALIZE_VM, after which KVM_TDX_INIT_VCPU is EINVAL (arch/x86/kvm/vmx/tdx.c: tdx_vcpu_ioctl, Linux 6.18.2; tdx_vcpu_unlocked_ioctl in 7.3.4); KVM_TDX_INIT_MEM_REGION needs an initialized vCPU (tdx_vcpu_init_mem_region)",
             );
         }
         if self.vcpus.is_empty() {
             return missing(
                 LaunchStep::AnyVcpu,
-                "KVM_TDX_INIT_MEM_REGION runs on an initialized vCPU (arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init_mem_region), and after KVM_TDX_FINALIZE_VM no vCPU can be created (tdx_vcpu_create: EIO), Linux 6.18.2",
+                "KVM_TDX_INIT_MEM_REGION runs on an initialized vCPU (arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init_mem_region), and after KVM_TDX_FINALIZE_VM no vCPU can be created (tdx_vcpu_create: EIO), Linux 6.18.2 and 7.3.4",
             );
         }
         Ok(())
+    }
+
+    /// [`Error::NoVcpu`] when the ioctl layer has no vCPU fd for the command.
+    fn vcpu_fd(&self, step: LaunchStep, vcpu: Option<u64>) -> Result<(), Error> {
+        if self.ioctl.has_vcpu(vcpu) {
+            return Ok(());
+        }
+        Err(Error::NoVcpu {
+            step,
+            reason: match vcpu {
+                Some(id) => format!("the ioctl layer holds no fd for vCPU {id}"),
+                None => "the ioctl layer has no vCPU: create one through it, or lend one (KvmTdx::with_vcpu)".into(),
+            },
+        })
     }
 
     fn not_finalized(&self, step: LaunchStep, why: &'static str) -> Result<(), Error> {
@@ -766,14 +908,14 @@ impl<I: TdxIoctl> TdxBackend<I> {
             return Err(Error::TooLate {
                 step,
                 done: LaunchStep::InitVm,
-                why: "a TD is initialized once: arch/x86/kvm/vmx/tdx.c: tdx_td_init (Linux 6.18.2) answers EINVAL when the TD is not uninitialized",
+                why: "a TD is initialized once: arch/x86/kvm/vmx/tdx.c: tdx_td_init (Linux 6.18.2 and 7.3.4) answers EINVAL when the TD is not uninitialized",
             });
         }
         if let Some(id) = self.vcpus.keys().next() {
             return Err(Error::TooLate {
                 step,
                 done: LaunchStep::CreateVcpu(*id),
-                why: "arch/x86/kvm/vmx/tdx.c: setup_tdparams (Linux 6.18.2) answers EBUSY once vCPUs exist",
+                why: "arch/x86/kvm/vmx/tdx.c: setup_tdparams (Linux 6.18.2 and 7.3.4) answers EBUSY once vCPUs exist",
             });
         }
         self.ensure_td()?;
@@ -799,7 +941,7 @@ impl<I: TdxIoctl> TdxBackend<I> {
 
     /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` with `nr_ioapic_pins` pins reserved for the
     /// VMM's I/O APIC (QEMU: [`SPLIT_IRQCHIP_IOAPIC_PINS`](crate::uapi::SPLIT_IRQCHIP_IOAPIC_PINS),
-    /// 24). A TD's vCPUs need it: `arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create` (Linux 6.18.2)
+    /// 24). A TD's vCPUs need it: `arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create` (Linux 6.18.2 and 7.3.4)
     /// refuses a vCPU with `EINVAL` without it (the TDX module mandates APICv, and an in-kernel
     /// I/O APIC cannot be emulated for a TD).
     ///
@@ -813,13 +955,13 @@ impl<I: TdxIoctl> TdxBackend<I> {
         if self.split_irqchip {
             return too_late(
                 LaunchStep::SplitIrqchip,
-                "arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap (Linux 6.18.2): EEXIST once an irqchip is in the kernel",
+                "arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap (Linux 6.18.2 and 7.3.4): EEXIST once an irqchip is in the kernel",
             );
         }
         if let Some(id) = self.vcpus.keys().next() {
             return too_late(
                 LaunchStep::CreateVcpu(*id),
-                "arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap (Linux 6.18.2): EEXIST once vCPUs exist",
+                "arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap (Linux 6.18.2 and 7.3.4): EEXIST once vCPUs exist",
             );
         }
         self.ioctl
@@ -842,20 +984,20 @@ impl<I: TdxIoctl> TdxBackend<I> {
         let step = LaunchStep::CreateVcpu(id);
         self.not_finalized(
             step,
-            "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create (Linux 6.18.2) answers EIO once the TD is runnable",
+            "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create (Linux 6.18.2 and 7.3.4) answers EIO once the TD is runnable",
         )?;
         if !self.vm_initialized {
             return Err(Error::StepMissing {
                 step,
                 missing: LaunchStep::InitVm,
-                why: "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create (Linux 6.18.2) answers EIO before the TD is initialized",
+                why: "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create (Linux 6.18.2 and 7.3.4) answers EIO before the TD is initialized",
             });
         }
         if !self.split_irqchip {
             return Err(Error::StepMissing {
                 step,
                 missing: LaunchStep::SplitIrqchip,
-                why: "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create (Linux 6.18.2) answers EINVAL without a split irqchip",
+                why: "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_create (Linux 6.18.2 and 7.3.4) answers EINVAL without a split irqchip",
             });
         }
         self.ensure_td()?;
@@ -881,6 +1023,7 @@ impl<I: TdxIoctl> TdxBackend<I> {
                 why: "the ioctl needs the vCPU's fd",
             });
         };
+        self.vcpu_fd(step, Some(id))?;
         self.ioctl
             .set_cpuid(id, entries)
             .map_err(|errno| Error::ioctl("KVM_SET_CPUID2", errno, 0, &format!("vCPU {id}")))?;
@@ -912,13 +1055,13 @@ impl<I: TdxIoctl> TdxBackend<I> {
         let step = LaunchStep::InitVcpu(id);
         self.not_finalized(
             step,
-            "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_ioctl (Linux 6.18.2) answers EINVAL once the TD is runnable",
+            "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_ioctl (Linux 6.18.2; tdx_vcpu_unlocked_ioctl in 7.3.4) answers EINVAL once the TD is runnable",
         )?;
         let missing = |missing, why| Err(Error::StepMissing { step, missing, why });
         if !self.vm_initialized {
             return missing(
                 LaunchStep::InitVm,
-                "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_ioctl (Linux 6.18.2) answers EINVAL without an HKID",
+                "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_ioctl (Linux 6.18.2; tdx_vcpu_unlocked_ioctl in 7.3.4) answers EINVAL without an HKID",
             );
         }
         let Some(v) = self.vcpus.get(&id).copied() else {
@@ -928,16 +1071,17 @@ impl<I: TdxIoctl> TdxBackend<I> {
             return Err(Error::TooLate {
                 step,
                 done: step,
-                why: "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init (Linux 6.18.2) answers EINVAL for a vCPU not uninitialized",
+                why: "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init (Linux 6.18.2 and 7.3.4) answers EINVAL for a vCPU not uninitialized",
             });
         }
         if !v.x2apic_cpuid {
             return missing(
                 LaunchStep::SetCpuid(id),
-                "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init -> arch/x86/kvm/lapic.c: kvm_apic_set_base (Linux 6.18.2) refuses x2APIC mode with EINVAL unless the vCPU's CPUID has it",
+                "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init -> arch/x86/kvm/lapic.c: kvm_apic_set_base (Linux 6.18.2 and 7.3.4) refuses x2APIC mode with EINVAL unless the vCPU's CPUID has it",
             );
         }
         self.ensure_td()?;
+        self.vcpu_fd(step, Some(id))?;
         let mut cmd = kvm_tdx_cmd {
             id: KVM_TDX_INIT_VCPU,
             flags: 0,
@@ -975,7 +1119,7 @@ impl<I: TdxIoctl> TdxBackend<I> {
         }
         self.not_finalized(
             LaunchStep::Finalize,
-            "arch/x86/kvm/vmx/tdx.c: tdx_td_finalize (Linux 6.18.2) answers EINVAL for a runnable TD",
+            "arch/x86/kvm/vmx/tdx.c: tdx_td_finalize (Linux 6.18.2 and 7.3.4) answers EINVAL for a runnable TD",
         )?;
         self.missing_before(LaunchStep::Finalize)?;
         self.vm_cmd("KVM_TDX_FINALIZE_VM", KVM_TDX_FINALIZE_VM, 0, None)
@@ -989,13 +1133,44 @@ impl<I: TdxIoctl> TdxBackend<I> {
                     op,
                     libc::EIO,
                     hw_error,
-                    "TDH.MR.FINALIZE failed other than busy: arch/x86/kvm/vmx/tdx.c: tdx_td_finalize (Linux 6.18.2) marks the VM dead (KVM_BUG_ON), so every later ioctl on it is EIO; tear it down",
+                    "TDH.MR.FINALIZE failed other than busy: arch/x86/kvm/vmx/tdx.c: tdx_td_finalize (Linux 6.18.2 and 7.3.4) marks the VM dead (KVM_BUG_ON), so every later ioctl on it is EIO; tear it down",
                 ),
                 e => e,
             })?;
         self.finalized = true;
         self.release_buffers();
         Ok(())
+    }
+
+    /// Whether populate can start: `Ok` once `INIT_VM` is done and every vCPU this backend
+    /// knows is initialized, with a vCPU fd to send `KVM_TDX_INIT_MEM_REGION` on; else the
+    /// error populate would stop with, typed ([`Error::StepMissing`], [`Error::NoVcpu`],
+    /// [`Error::TooLate`] after finalize). Call it before running the driver to get the
+    /// missing step as a value rather than in the driver's report.
+    pub fn ready_to_populate(&self) -> Result<(), Error> {
+        self.not_finalized(
+            LaunchStep::Populate,
+            "arch/x86/kvm/vmx/tdx.c: tdx_vcpu_init_mem_region (Linux 6.18.2 and 7.3.4) answers EINVAL once the TD is runnable",
+        )?;
+        self.missing_before(LaunchStep::Populate)?;
+        self.vcpu_fd(LaunchStep::Populate, None)
+    }
+
+    /// Whether the TD's vCPUs can run: `Ok` once [`finalize`](Self::finalize) succeeded (which
+    /// needs every vCPU this backend knows initialized); else [`Error::StepMissing`] naming
+    /// `KVM_TDX_FINALIZE_VM` (`KVM_RUN` is `EINVAL` until the TD is runnable and the vCPU
+    /// initialized: `arch/x86/kvm/vmx/tdx.c: tdx_vcpu_pre_run`, 6.18.2;
+    /// `tdx_vcpu_needs_initialization` from `arch/x86/kvm/x86.c: kvm_x86_vcpu_pre_run`, 7.3.4).
+    pub fn ready_to_run(&self) -> Result<(), Error> {
+        if self.finalized {
+            return Ok(());
+        }
+        self.missing_before(LaunchStep::Run)?;
+        Err(Error::StepMissing {
+            step: LaunchStep::Run,
+            missing: LaunchStep::Finalize,
+            why: "KVM_RUN is EINVAL until the TD is runnable: arch/x86/kvm/vmx/tdx.c: tdx_vcpu_pre_run (Linux 6.18.2), tdx_vcpu_needs_initialization (7.3.4)",
+        })
     }
 
     /// Frees the bounce buffer and the zero source (2 MiB each, allocated on first use), e.g.
@@ -1014,6 +1189,7 @@ impl<I: TdxIoctl> TdxBackend<I> {
 /// One `KVM_TDX_INIT_MEM_REGION` over `source` (page aligned, whole pages) at `gpa`.
 /// Returns the bytes done, as the kernel wrote them back, and the errno with its message.
 fn add_pages<I: TdxIoctl>(
+    kernel: Kernel,
     ioctl: &mut I,
     gpa: u64,
     source: &[u8],
@@ -1063,14 +1239,15 @@ fn add_pages<I: TdxIoctl>(
     match r {
         Ok(()) => (done, Ok(())),
         Err(errno) => {
-            // No hw_error to read: tdx_vcpu_ioctl (Linux 6.18) never copies the command back.
+            // No hw_error to read: tdx_vcpu_ioctl (6.18.2) and tdx_vcpu_unlocked_ioctl (7.3.4)
+            // never copy the command back.
             let e = BackendError::from_errno(
                 errno,
                 format!(
                     "KVM_TDX_INIT_MEM_REGION [{gpa:#x}..+{:#x}) {what}: stopped at GPA {:#x} after {pages} page(s): {}",
                     nr * PAGE_SIZE,
                     gpa + done,
-                    init_mem_region_errno_meaning(errno)
+                    init_mem_region_errno_meaning_on(kernel, errno)
                 ),
             );
             (done, Err((errno, e)))
@@ -1079,18 +1256,23 @@ fn add_pages<I: TdxIoctl>(
 }
 
 impl<I: TdxIoctl> TdxBackend<I> {
-    /// Marks the errors Linux 6.18 cannot recover from (a page prepared in guest_memfd that
-    /// this backend did not add, or one pre-mapped or half-measured by a failed add) and keeps
-    /// the TD's state for [`unrecoverable`](Self::unrecoverable).
+    /// Marks the errors the kernel followed cannot recover from (6.18: a page prepared in
+    /// guest_memfd that this backend did not add, or one pre-mapped or half-measured by a
+    /// failed add; 7.3: a page already in the TD; both: a dead VM, asked of the VM fd after an
+    /// `EIO`) and keeps the TD's state for [`unrecoverable`](Self::unrecoverable).
     fn judge(&mut self, errno: i32, page: u64, measured: bool, e: BackendError) -> BackendError {
-        let page_state = match errno {
-            libc::EBUSY => PageState::PreMappedNotAdded,
-            libc::EIO if measured => PageState::NotAddedOrPartlyMeasured,
-            libc::EIO => PageState::PreMappedNotAdded,
-            libc::EEXIST => PageState::AlreadyPrepared,
+        let dead = errno == libc::EIO && self.ioctl.vm_dead();
+        let page_state = match (self.kernel, errno) {
+            (_, libc::EIO) if dead => PageState::VmDead,
+            (Kernel::V6_18, libc::EBUSY) => PageState::PreMappedNotAdded,
+            (Kernel::V6_18, libc::EIO) if measured => PageState::NotAddedOrPartlyMeasured,
+            (Kernel::V6_18, libc::EIO) => PageState::PreMappedNotAdded,
+            (Kernel::V6_18, libc::EEXIST) => PageState::AlreadyPrepared,
+            (Kernel::V7_3, libc::EIO) => PageState::AlreadyInTd,
             _ => return e,
         };
         let u = Box::new(Unrecoverable {
+            kernel: self.kernel,
             errno,
             page,
             page_state,
@@ -1171,7 +1353,10 @@ impl<I: TdxIoctl> Backend for TdxBackend<I> {
                 ),
             );
         }
-        if let Err(e) = self.missing_before(LaunchStep::Populate) {
+        if let Err(e) = self
+            .missing_before(LaunchStep::Populate)
+            .and_then(|()| self.vcpu_fd(LaunchStep::Populate, None))
+        {
             return fail(
                 0,
                 ErrorKind::Failed,
@@ -1200,18 +1385,18 @@ impl<I: TdxIoctl> Backend for TdxBackend<I> {
                         );
                     };
                     if (src.as_ptr() as u64).is_multiple_of(PAGE_SIZE) {
-                        (rest, add_pages(&mut self.ioctl, gpa, src, flags))
+                        (rest, add_pages(self.kernel, &mut self.ioctl, gpa, src, flags))
                     } else {
                         // The kernel wants a page-aligned source: bounce it.
                         let bounce = self.bounce.get_or_insert_with(|| Aligned::new(BOUNCE_SIZE));
                         let src = bounce.fill(src);
-                        (src.len() as u64, add_pages(&mut self.ioctl, gpa, src, flags))
+                        (src.len() as u64, add_pages(self.kernel, &mut self.ioctl, gpa, src, flags))
                     }
                 }
                 ChunkSource::Zero => {
                     let zero = self.zero.get_or_insert_with(|| Aligned::new(BOUNCE_SIZE));
                     let src = zero.get(rest.min(BOUNCE_SIZE as u64) as usize);
-                    (src.len() as u64, add_pages(&mut self.ioctl, gpa, src, flags))
+                    (src.len() as u64, add_pages(self.kernel, &mut self.ioctl, gpa, src, flags))
                 }
                 ChunkSource::InPlace => {
                     return fail(
@@ -1277,6 +1462,7 @@ mod tests {
     #[test]
     fn unrecoverable_lists_every_range_in_the_td() {
         let u = Unrecoverable {
+            kernel: Kernel::V6_18,
             errno: libc::EBUSY,
             page: 0x3000,
             page_state: PageState::PreMappedNotAdded,

@@ -16,6 +16,10 @@ use crate::uapi::{
 };
 use crate::Error;
 
+/// `KVM_CAP_USER_MEMORY` (include/uapi/linux/kvm.h), the capability [`KvmTdx`] asks to see
+/// whether the VM is dead.
+const KVM_CAP_USER_MEMORY: u32 = 3;
+
 /// Bytes before the CPUID entries in `struct kvm_tdx_capabilities`.
 pub const CAPS_HEADER: usize = 2048;
 /// Bytes before the CPUID entries in `struct kvm_tdx_init_vm`.
@@ -90,6 +94,27 @@ pub trait TdxIoctl {
     ) -> Result<(), i32> {
         let _ = vcpu;
         self.vcpu_op(cmd, payload)
+    }
+
+    /// Whether the layer has a vCPU fd to send a vCPU command on: vCPU `id`, or (`None`) the
+    /// one the commands that name no vCPU go to. The backend asks before every vCPU command,
+    /// so a missing fd is [`Error::NoVcpu`](crate::Error::NoVcpu), never an `EBADF` passed off
+    /// as the kernel's answer.
+    ///
+    /// The default says yes, for layers that stand in for a TD with its vCPUs.
+    fn has_vcpu(&self, vcpu: Option<u64>) -> bool {
+        let _ = vcpu;
+        true
+    }
+
+    /// Whether the VM is dead (`kvm->vm_dead`: a `KVM_BUG_ON`/`TDX_BUG_ON` fired, after which
+    /// `virt/kvm/kvm_main.c: kvm_vm_ioctl` answers every ioctl with `EIO`). The backend asks
+    /// after an `EIO` from `KVM_TDX_INIT_MEM_REGION`, to tell a dead VM from a page left in a
+    /// known state.
+    ///
+    /// The default says no, for layers that stand in for a live TD.
+    fn vm_dead(&mut self) -> bool {
+        false
     }
 
     /// `KVM_CHECK_EXTENSION(cap)` on the VM fd. [`check_td`] asks `KVM_CAP_VM_TYPES` and
@@ -184,6 +209,12 @@ impl<T: TdxIoctl + ?Sized> TdxIoctl for &mut T {
     ) -> Result<(), i32> {
         (**self).vcpu_op_on(vcpu, cmd, payload)
     }
+    fn has_vcpu(&self, vcpu: Option<u64>) -> bool {
+        (**self).has_vcpu(vcpu)
+    }
+    fn vm_dead(&mut self) -> bool {
+        (**self).vm_dead()
+    }
     fn vm_check_extension(&mut self, cap: u32) -> i32 {
         (**self).vm_check_extension(cap)
     }
@@ -230,8 +261,11 @@ pub struct KvmTdx<'a> {
 }
 
 impl<'a> KvmTdx<'a> {
-    /// Ioctls on `vm` only (vCPU sub-commands fail with `EBADF` until a vCPU is created or
-    /// lent, conversions with `EINVAL` until [`with_guest_memfd`](Self::with_guest_memfd)).
+    /// Ioctls on `vm`, borrowed: the VMM keeps its `VmFd` and uses it again once this layer
+    /// is dropped. vCPU sub-commands are refused until a vCPU is created or lent (the backend
+    /// asks [`TdxIoctl::has_vcpu`] first and says [`Error::NoVcpu`]; called directly, this
+    /// layer answers `EBADF` without an ioctl), conversions with `EINVAL` until
+    /// [`with_guest_memfd`](Self::with_guest_memfd).
     pub fn new(vm: &'a VmFd) -> Self {
         KvmTdx {
             vm,
@@ -384,8 +418,29 @@ impl TdxIoctl for KvmTdx<'_> {
             .map_err(|e| e.errno())
     }
 
+    fn has_vcpu(&self, vcpu: Option<u64>) -> bool {
+        match vcpu {
+            Some(id) => self.vcpu(id).is_some(),
+            None => self.default_vcpu().is_ok(),
+        }
+    }
+
     fn vm_check_extension(&mut self, cap: u32) -> i32 {
         self.vm.check_extension_raw(libc::c_ulong::from(cap))
+    }
+
+    /// `KVM_CHECK_EXTENSION(KVM_CAP_USER_MEMORY)` on the VM fd: `EIO` only from a dead VM.
+    fn vm_dead(&mut self) -> bool {
+        // SAFETY: `self.vm` is a live VM fd borrowed for the call; KVM_CHECK_EXTENSION takes
+        // its argument by value (a capability number) and touches no memory of ours.
+        let r = unsafe {
+            libc::ioctl(
+                self.vm.as_raw_fd(),
+                crate::uapi::KVM_CHECK_EXTENSION as _,
+                libc::c_ulong::from(KVM_CAP_USER_MEMORY),
+            )
+        };
+        r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EIO)
     }
 }
 

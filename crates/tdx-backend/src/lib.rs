@@ -3,7 +3,7 @@
 //!
 //! - [`TdxBackend`] runs the launch steps (`KVM_TDX_CAPABILITIES`, `KVM_TDX_INIT_VM`, the
 //!   split irqchip, `KVM_CREATE_VCPU`, `KVM_SET_CPUID2`, `KVM_TDX_INIT_VCPU`,
-//!   `KVM_TDX_FINALIZE_VM`) in the order Linux 6.18.2 enforces, refusing a step out of order
+//!   `KVM_TDX_FINALIZE_VM`) in the order Linux 6.18.2 and 7.3.4 enforce, refusing a step out of order
 //!   with a typed error naming the missing step ([`Error::StepMissing`], [`Error::TooLate`]),
 //!   builds `INIT_VM`'s CPUID from the host's ([`init_vm_cpuid`]), and implements
 //!   [`cc_populate::Backend`]:
@@ -11,18 +11,23 @@
 //!   `KVM_TDX_MEASURE_MEMORY_REGION` for measured roles), from a separate, page-aligned source
 //!   (TDX cannot encrypt in place). Partial progress is read from the region the kernel writes
 //!   back, so an interrupted run resumes exactly where the kernel stopped; a failed page add or
-//!   measure is unrecoverable in Linux 6.18 and stops with [`Unrecoverable`], which lists the
+//!   measure is unrecoverable (in 6.18 and 7.3, differently: [`Kernel`]) and stops with
+//!   [`Unrecoverable`], which lists the
 //!   pages in the TD.
 //! - Before its first TDX command the backend checks that the VM is a TD ([`check_td`]).
-//! - Every behaviour relied on is traced to Linux 6.18.2 (`arch/x86/kvm/vmx/tdx.c`,
+//! - Every behaviour relied on is traced to Linux 6.18.2 and 7.3.4 (`arch/x86/kvm/vmx/tdx.c`,
 //!   `virt/kvm/guest_memfd.c`): see the Kernel conformance table in the crate's README.
 //! - The ioctls go through the [`TdxIoctl`] trait: [`KvmTdx`] issues them on real VM/vCPU fds,
-//!   `testing::TdxModel` (feature `test-utils`) follows Linux 6.18's code for tests.
+//!   `testing::TdxModel` (feature `test-utils`) follows the kernel's code for tests, per
+//!   release ([`Kernel::from_release`] picks the one the host runs).
 //! - [`Mrtd`] computes MRTD record by record; [`measure_plan`] computes it for a
 //!   [`cc_populate::Plan`], through the same role mapping ([`page_op`]) the backend uses.
 //! - [`tdvf`] parses a TDVF image's TDX metadata and plans its sections
 //!   ([`tdvf::plan_regions`], [`tdvf::measure`]), with the PAGE_AUG disagreement between tools
 //!   as a named policy ([`tdvf::PageAugPolicy`]).
+//!
+//! Features: `kvm` (the backend and its KVM crates) and `measure` (MRTD, through cc-hash), both
+//! on by default; either builds alone (see the crate's README).
 //!
 //! Never run on TDX hardware here: the machine this was built on has no TDX, so the ioctl path
 //! is tested against the model and [`probe`] is tested to refuse on the real `/dev/kvm`.
@@ -62,9 +67,14 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "kvm")]
 mod backend;
+#[cfg(feature = "kvm")]
 mod ioctl;
+mod kernel;
+#[cfg(feature = "kvm")]
 mod measure;
+#[cfg(feature = "measure")]
 mod mrtd;
 pub mod quote;
 
@@ -76,19 +86,29 @@ pub mod tdvf;
 pub mod testing;
 pub mod uapi;
 
+#[cfg(feature = "kvm")]
 pub use backend::{
-    init_mem_region_errno_meaning, init_vm_cpuid, AddedRange, LaunchStep, PageState, TdParams,
-    TdxBackend, TdxCapabilities, Unrecoverable, BOUNCE_SIZE, INIT_VM_ATTEMPTS,
+    init_mem_region_errno_meaning, init_mem_region_errno_meaning_on, init_vm_cpuid, AddedRange,
+    LaunchStep, PageState, TdParams, TdState, TdxBackend, TdxCapabilities, Unrecoverable,
+    VcpuState, BOUNCE_SIZE, INIT_VM_ATTEMPTS,
 };
+#[cfg(feature = "kvm")]
 pub use ioctl::{check_td, create_td_vm, probe, KvmTdx, TdxIoctl};
+pub use kernel::{Assumed, Kernel, KernelChoice};
+#[cfg(all(feature = "kvm", feature = "measure"))]
 pub use measure::{
-    measure_plan, measure_plan_into, measure_plan_with, page_op, ExtendOrder, MeasureOptions,
-    PageOp, TDX_CAPS,
+    measure_plan, measure_plan_into, measure_plan_with, ExtendOrder, MeasureOptions,
 };
+#[cfg(feature = "kvm")]
+pub use measure::{page_op, PageOp, TDX_CAPS};
+#[cfg(feature = "measure")]
 pub use mrtd::{Mrtd, MrtdRecord, MrtdStep, CHUNKS_PER_PAGE, EXTEND_CHUNK, RECORD_SIZE};
 
 /// The TDX page size.
-pub const PAGE_SIZE: u64 = cc_populate::PAGE_SIZE;
+pub const PAGE_SIZE: u64 = 4096;
+
+#[cfg(feature = "kvm")]
+const _: () = assert!(PAGE_SIZE == cc_populate::PAGE_SIZE);
 
 /// Everything this crate refuses or fails with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,11 +127,13 @@ pub enum Error {
         /// What the check found.
         reason: String,
     },
-    /// A populate failure Linux 6.18 cannot recover from: the TD can neither take that page
+    #[cfg(feature = "kvm")]
+    /// A populate failure the kernel cannot recover from: the TD can neither take that page
     /// again nor be finalized with the measurement the plan expects. Says which pages are in
     /// the TD. See [`Unrecoverable`].
     #[error("{0}")]
     Unrecoverable(Box<Unrecoverable>),
+    #[cfg(feature = "kvm")]
     /// A launch step refused before any ioctl: a step it needs has not been done through this
     /// backend ([`TdxBackend`] documents the order and the kernel rule behind each guard).
     #[error("{step} refused before any ioctl: {missing} must come first ({why})")]
@@ -123,6 +145,7 @@ pub enum Error {
         /// The kernel's rule, with its file, function and version.
         why: &'static str,
     },
+    #[cfg(feature = "kvm")]
     /// A launch step refused before any ioctl: it cannot come after a step already done.
     #[error("{step} refused before any ioctl: not after {done} ({why})")]
     TooLate {
@@ -132,6 +155,24 @@ pub enum Error {
         done: LaunchStep,
         /// The kernel's rule, with its file, function and version.
         why: &'static str,
+    },
+    /// A kernel release this crate does not follow ([`Kernel::from_release`]).
+    #[error("Linux {release:?}: {reason}")]
+    KernelUnsupported {
+        /// The release string.
+        release: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    #[cfg(feature = "kvm")]
+    /// A vCPU command with no vCPU fd to send it on (none created through the layer, none
+    /// lent, or not the id asked); refused before any ioctl.
+    #[error("{step} refused before any ioctl: no vCPU fd to send it on ({reason})")]
+    NoVcpu {
+        /// The step refused.
+        step: LaunchStep,
+        /// What is missing.
+        reason: String,
     },
     /// A TDX ioctl failed.
     #[error("{op} failed: errno {errno} ({}){}{}", std::io::Error::from_raw_os_error(*errno), hw_error_text(*hw_error), detail_text(detail))]
@@ -145,6 +186,7 @@ pub enum Error {
         /// More context.
         detail: String,
     },
+    #[cfg(feature = "kvm")]
     /// A plan region whose role TDX has no page operation for.
     #[error("region {region} [{gpa:#x}..+{len:#x}): role {role} has no TDX page operation")]
     RoleUnsupported {
@@ -208,6 +250,7 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    #[cfg(feature = "kvm")]
     /// A plan built from a TDVF image was refused.
     #[error("the TDVF plan was refused: {0}")]
     Plan(#[from] cc_populate::PlanError),
@@ -220,6 +263,7 @@ pub enum Error {
 }
 
 impl Error {
+    #[cfg(feature = "kvm")]
     fn ioctl(op: &'static str, errno: i32, hw_error: u64, detail: &str) -> Error {
         Error::Ioctl {
             op,

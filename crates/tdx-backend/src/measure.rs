@@ -1,7 +1,10 @@
 //! The role mapping shared by the backend and the offline measurement, and MRTD of a [`Plan`].
 
-use cc_populate::{BackendCaps, Content, Conversion, Plan, Role, RoleSet, HUGE_1G, PAGE_SIZE};
+use cc_populate::{BackendCaps, Conversion, Role, RoleSet, HUGE_1G, PAGE_SIZE};
+#[cfg(feature = "measure")]
+use cc_populate::{Content, Plan};
 
+#[cfg(feature = "measure")]
 use crate::{Error, Mrtd};
 
 /// What TDX does with a page of a given [`Role`]: every page is added with TDH.MEM.PAGE.ADD
@@ -37,6 +40,7 @@ pub const TDX_CAPS: BackendCaps = BackendCaps {
     roles: RoleSet::COMMON,
 };
 
+#[cfg(feature = "measure")]
 /// The order in which a region's PAGE.ADD and MR.EXTEND records reach MRTD. VMM/kernel stacks
 /// differ here, which changes MRTD.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -51,6 +55,7 @@ pub enum ExtendOrder {
     AddAllThenExtend,
 }
 
+#[cfg(feature = "measure")]
 /// Options for [`measure_plan_with`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MeasureOptions {
@@ -58,6 +63,7 @@ pub struct MeasureOptions {
     pub order: ExtendOrder,
 }
 
+#[cfg(feature = "measure")]
 /// The MRTD a TD gets when `plan` is populated by this crate's backend (regions in the plan's
 /// order, [`ExtendOrder::PerPage`]), ready for TDH.MR.FINALIZE.
 ///
@@ -76,6 +82,7 @@ pub fn measure_plan(plan: &Plan<'_>) -> Result<[u8; 48], Error> {
     measure_plan_with(plan, &MeasureOptions::default())
 }
 
+#[cfg(feature = "measure")]
 /// [`measure_plan`] with options.
 pub fn measure_plan_with(plan: &Plan<'_>, options: &MeasureOptions) -> Result<[u8; 48], Error> {
     let mut mrtd = Mrtd::new();
@@ -83,6 +90,7 @@ pub fn measure_plan_with(plan: &Plan<'_>, options: &MeasureOptions) -> Result<[u
     Ok(mrtd.finish())
 }
 
+#[cfg(feature = "measure")]
 /// Adds `plan`'s records, in order, to `mrtd` (for a [`Mrtd::traced`] one, or for callers
 /// that add other records around the plan's).
 ///
@@ -167,6 +175,7 @@ pub fn measure_plan_into(
     Ok(())
 }
 
+#[cfg(feature = "measure")]
 fn extend(mrtd: &mut Mrtd, gpa: u64, bytes: Option<&[u8]>, page: u64) {
     let at = (page * PAGE_SIZE) as usize;
     match bytes

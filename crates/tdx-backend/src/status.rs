@@ -1,8 +1,10 @@
 //! TDX module SEAMCALL status codes, as KVM reports them in `kvm_tdx_cmd::hw_error`.
 //!
-//! Values read from the kernel's `arch/x86/include/asm/shared/tdx_errno.h` (formerly
-//! `arch/x86/kvm/vmx/tdx_errno.h`). The status class is the upper 32 bits; the lower 32 bits
-//! carry operand details (e.g. which operand was busy), so names are matched on the upper half.
+//! Values read from the kernel's headers: in Linux 6.18.2 `arch/x86/kvm/vmx/tdx_errno.h`, in
+//! 7.3.4 `arch/x86/include/asm/shared/tdx_errno.h` (the same codes, moved, plus
+//! `TDX_SYS_BUSY`); `TDX_RND_NO_ENTROPY` is in `arch/x86/include/asm/tdx.h` in both. The
+//! status class is the upper 32 bits; the lower 32 bits carry operand details (e.g. which
+//! operand was busy), so names are matched on the upper half.
 
 /// Mask of the status part of a SEAMCALL return (the upper 32 bits).
 pub const TDX_SEAMCALL_STATUS_MASK: u64 = 0xFFFF_FFFF_0000_0000;
@@ -13,10 +15,17 @@ pub const TDX_SUCCESS: u64 = 0;
 pub const TDX_NON_RECOVERABLE_VCPU: u64 = 0x4000_0001_0000_0000;
 /// `TDX_NON_RECOVERABLE_TD`.
 pub const TDX_NON_RECOVERABLE_TD: u64 = 0x4000_0002_0000_0000;
+/// `TDX_NON_RECOVERABLE_TD_WRONG_APIC_MODE`: TDH.VP.ENTER found the vCPU's APIC in a mode
+/// the TD cannot run with (`arch/x86/kvm/vmx/tdx.c: tdx_to_vmx_exit_reason` lets it through
+/// as an exit, 6.18.2 and 7.3.4).
+pub const TDX_NON_RECOVERABLE_TD_WRONG_APIC_MODE: u64 = 0x6000_0007_0000_0000;
 /// `TDX_INTERRUPTED_RESUMABLE`.
 pub const TDX_INTERRUPTED_RESUMABLE: u64 = 0x8000_0003_0000_0000;
 /// `TDX_NON_RECOVERABLE_TD_NON_ACCESSIBLE`.
 pub const TDX_NON_RECOVERABLE_TD_NON_ACCESSIBLE: u64 = 0x6000_0005_0000_0000;
+/// `TDX_SYS_BUSY`: a global TDX module resource is busy (only in Linux 7.3.4's header,
+/// `arch/x86/include/asm/shared/tdx_errno.h`; the module can return it under either kernel).
+pub const TDX_SYS_BUSY: u64 = 0x8000_0202_0000_0000;
 /// `TDX_OPERAND_INVALID`.
 pub const TDX_OPERAND_INVALID: u64 = 0xC000_0100_0000_0000;
 /// `TDX_OPERAND_BUSY`: another SEAMCALL holds a resource; retry.
@@ -50,7 +59,12 @@ const NAMES: &[(u64, &str)] = &[
     (TDX_SUCCESS, "TDX_SUCCESS"),
     (TDX_NON_RECOVERABLE_VCPU, "TDX_NON_RECOVERABLE_VCPU"),
     (TDX_NON_RECOVERABLE_TD, "TDX_NON_RECOVERABLE_TD"),
+    (
+        TDX_NON_RECOVERABLE_TD_WRONG_APIC_MODE,
+        "TDX_NON_RECOVERABLE_TD_WRONG_APIC_MODE",
+    ),
     (TDX_INTERRUPTED_RESUMABLE, "TDX_INTERRUPTED_RESUMABLE"),
+    (TDX_SYS_BUSY, "TDX_SYS_BUSY"),
     (
         TDX_NON_RECOVERABLE_TD_NON_ACCESSIBLE,
         "TDX_NON_RECOVERABLE_TD_NON_ACCESSIBLE",
@@ -102,7 +116,11 @@ pub fn meaning(code: u64) -> &'static str {
         TDX_SUCCESS => "success",
         TDX_NON_RECOVERABLE_VCPU => "the vCPU is in an unrecoverable state",
         TDX_NON_RECOVERABLE_TD => "the TD is in an unrecoverable state and must be torn down",
+        TDX_NON_RECOVERABLE_TD_WRONG_APIC_MODE => {
+            "the TD is unrecoverable: a vCPU's APIC is in the wrong mode"
+        }
         TDX_INTERRUPTED_RESUMABLE => "the SEAMCALL was interrupted and can be resumed",
+        TDX_SYS_BUSY => "a global TDX module resource is busy; retry",
         TDX_NON_RECOVERABLE_TD_NON_ACCESSIBLE => {
             "the TD is unrecoverable and its memory inaccessible"
         }
@@ -127,12 +145,13 @@ pub fn meaning(code: u64) -> &'static str {
 }
 
 /// Whether the status says "busy, try again" (`TDX_OPERAND_BUSY`, `TDX_PREVIOUS_TLB_EPOCH_BUSY`,
-/// `TDX_RND_NO_ENTROPY`, `TDX_INTERRUPTED_RESUMABLE`).
+/// `TDX_SYS_BUSY`, `TDX_RND_NO_ENTROPY`, `TDX_INTERRUPTED_RESUMABLE`).
 pub fn is_retryable(code: u64) -> bool {
     matches!(
         code & TDX_SEAMCALL_STATUS_MASK,
         TDX_OPERAND_BUSY
             | TDX_PREVIOUS_TLB_EPOCH_BUSY
+            | TDX_SYS_BUSY
             | TDX_RND_NO_ENTROPY
             | TDX_INTERRUPTED_RESUMABLE
     )

@@ -18,9 +18,12 @@
 
 use std::borrow::Cow;
 
+#[cfg(feature = "kvm")]
 use cc_populate::{Content, MemoryLayout, Plan, PlanBuilder, RegionSpec, Role};
 
-use crate::{measure_plan, Error, PAGE_SIZE, TDX_CAPS};
+#[cfg(feature = "kvm")]
+use crate::TDX_CAPS;
+use crate::{Error, PAGE_SIZE};
 
 /// Builds the on-disk (mixed-endian) bytes of a GUID `a-b-c-d`.
 pub const fn guid(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
@@ -358,6 +361,7 @@ pub enum PageAugPolicy {
     LeaveForGuest,
 }
 
+#[cfg(feature = "kvm")]
 /// Options for planning a TDVF image.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PlanOptions<'h> {
@@ -368,6 +372,7 @@ pub struct PlanOptions<'h> {
     pub td_hob: Option<&'h [u8]>,
 }
 
+#[cfg(feature = "kvm")]
 /// A region planned from a TDVF section.
 #[derive(Debug)]
 pub struct PlannedRegion<'a> {
@@ -379,6 +384,7 @@ pub struct PlannedRegion<'a> {
     pub spec: RegionSpec<'a>,
 }
 
+#[cfg(feature = "kvm")]
 fn padded<'a>(bytes: &'a [u8], len: u64) -> Cow<'a, [u8]> {
     if bytes.len() as u64 == len {
         Cow::Borrowed(bytes)
@@ -390,6 +396,7 @@ fn padded<'a>(bytes: &'a [u8], len: u64) -> Cow<'a, [u8]> {
     }
 }
 
+#[cfg(feature = "kvm")]
 /// The regions a VMM populates for `image`, in metadata order:
 ///
 /// | section | role | content |
@@ -526,6 +533,7 @@ pub fn plan_regions<'a>(
     Ok(out)
 }
 
+#[cfg(feature = "kvm")]
 /// [`plan_regions`], built into a [`Plan`] for the TDX backend ([`TDX_CAPS`]) and `layout`.
 pub fn build_plan<'a>(
     image: &'a [u8],
@@ -540,11 +548,12 @@ pub fn build_plan<'a>(
     Ok(b.build(&TDX_CAPS, layout)?)
 }
 
+#[cfg(all(feature = "kvm", feature = "measure"))]
 /// The MRTD of a TD launched from `image` by this crate's backend (as QEMU populates it, under
 /// the chosen [`PageAugPolicy`]).
 pub fn measure(image: &[u8], options: &PlanOptions<'_>) -> Result<[u8; 48], Error> {
     let plan = build_plan(image, options, &MemoryLayout::unbounded())?;
-    measure_plan(&plan)
+    crate::measure_plan(&plan)
 }
 
 #[cfg(test)]

@@ -1,4 +1,14 @@
-//! An in-process model of Linux 6.18.2's TDX ioctls, for testing VMM code without TDX hardware.
+//! An in-process model of Linux 6.18.2's and 7.3.4's TDX ioctls, for testing VMM code without
+//! TDX hardware.
+//!
+//! The rules below are 6.18.2's; [`TdxModel::on`]`(`[`Kernel::V7_3`]`)` follows 7.3.4 where it
+//! differs (see [`Kernel`]): `KVM_TDX_INIT_MEM_REGION` refuses a `source_addr` of 0 (`EINVAL`),
+//! pins the source before looking at the page (`virt/kvm/guest_memfd.c: kvm_gmem_populate`),
+//! has no preparation check (a page mapped already is `EIO`, `arch/x86/kvm/mmu/mmu.c:
+//! kvm_tdp_mmu_map_private_pfn`), retries a busy PAGE.ADD inside the kernel, kills the VM on a
+//! failed PAGE.ADD or MR.EXTEND (`tdx_mem_page_add`, `tdx_gmem_post_populate`: `TDX_BUG_ON`),
+//! keeps nothing after a signal, never pre-maps; `KVM_CREATE_VCPU` checks an id taken first
+//! (`virt/kvm/kvm_main.c: kvm_vm_ioctl_create_vcpu`).
 //!
 //! [`TdxModel`] implements [`TdxIoctl`] by following the kernel's code, function by function;
 //! each rule below names the function it comes from (`arch/x86/kvm/vmx/tdx.c` unless another
@@ -79,7 +89,7 @@ use crate::backend::TdParams;
 use crate::ioctl::TdxIoctl;
 use crate::mrtd::EXTEND_CHUNK;
 use crate::uapi::{kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region};
-use crate::{Mrtd, CHUNKS_PER_PAGE, PAGE_SIZE};
+use crate::{Kernel, Mrtd, CHUNKS_PER_PAGE, PAGE_SIZE};
 use linux::*;
 
 /// Linux 6.18.2's numbers, written out here (see the module documentation).
@@ -379,6 +389,9 @@ pub enum X86Call {
 /// The kernel model. See the [module docs](self).
 #[derive(Debug)]
 pub struct TdxModel {
+    /// The kernel release whose code the model follows where 6.18 and 7.3 differ
+    /// ([`TdxModel::on`]); [`Kernel::V6_18`] by default.
+    pub kernel: Kernel,
     /// The host.
     pub host: Host,
     /// The type the VM was created with (`KVM_X86_TDX_VM` for a TD).
@@ -401,7 +414,8 @@ pub struct TdxModel {
     pub calls: Vec<Call>,
     /// The pages the TDX module added, by GPA.
     pub added: BTreeMap<u64, AddedPage>,
-    /// GPAs a call tried to populate while guest_memfd had them prepared (`EEXIST`).
+    /// GPAs a call tried to populate again: guest_memfd had them prepared (6.18: `EEXIST`),
+    /// or the TD had them mapped (7.3: `EIO`).
     pub twice: Vec<u64>,
     /// The `TdParams` the TD was initialized with.
     pub params: Option<TdParams>,
@@ -445,6 +459,7 @@ impl TdxModel {
     /// guest_memfd memslot over `[0, 4 GiB)`.
     pub fn new() -> Self {
         TdxModel {
+            kernel: Kernel::V6_18,
             host: Host::Tdx,
             vm_type: KVM_X86_TDX_VM,
             supported_attrs: 1 << 28,
@@ -476,6 +491,15 @@ impl TdxModel {
             cpuid_values: Vec::new(),
             mrtd: Mrtd::new(),
             finalized: None,
+        }
+    }
+
+    /// A fresh TD on `kernel`: as [`new`](Self::new), following that release where 6.18.2
+    /// and 7.3.4 differ (see [`Kernel`]).
+    pub fn on(kernel: Kernel) -> Self {
+        TdxModel {
+            kernel,
+            ..TdxModel::new()
         }
     }
 
@@ -1078,6 +1102,9 @@ impl TdxIoctl for TdxModel {
             Err(libc::EIO)
         } else if self.vcpus.len() >= self.max_vcpus as usize {
             Err(libc::EINVAL)
+        } else if self.kernel == Kernel::V7_3 && self.vcpus.contains_key(&id) {
+            // 7.3.4 kvm_vm_ioctl_create_vcpu: kvm_get_vcpu_by_id before the arch create.
+            Err(libc::EEXIST)
         } else if !self.is_td() {
             // An ordinary VM's vCPU: nothing TDX about it.
             Ok(())
@@ -1139,6 +1166,21 @@ impl TdxIoctl for TdxModel {
         Ok(())
     }
 
+    /// `kvm->vm_dead`, as `kvm_vm_ioctl` would show it.
+    fn vm_dead(&mut self) -> bool {
+        self.vm_dead
+    }
+
+    /// A vCPU fd exists for `vcpu` (`None`: any, the lowest id taking the commands that name
+    /// none); on an ordinary VM its one vCPU stands in.
+    fn has_vcpu(&self, vcpu: Option<u64>) -> bool {
+        !self.is_td()
+            || match vcpu {
+                Some(id) => self.vcpus.contains_key(&id),
+                None => !self.vcpus.is_empty(),
+            }
+    }
+
     /// `kvm_vm_ioctl_check_extension` (`arch/x86/kvm/x86.c`) for the two capabilities
     /// [`check_td`](crate::check_td) asks; 0 for the others.
     fn vm_check_extension(&mut self, cap: u32) -> i32 {
@@ -1157,6 +1199,89 @@ impl TdxIoctl for TdxModel {
 }
 
 impl TdxModel {
+    /// Linux 7.3.4's page loop: `tdx_vcpu_init_mem_region` -> per page `kvm_gmem_populate`
+    /// (`virt/kvm/guest_memfd.c`: the memslot, then the source pinned before the mapping lock)
+    /// -> `__kvm_gmem_populate` (private, no preparation check) -> `tdx_gmem_post_populate` ->
+    /// `kvm_tdp_mmu_map_private_pfn` (`arch/x86/kvm/mmu/mmu.c`: `EIO` for a page already
+    /// mapped, `RET_PF_SPURIOUS`; a busy PAGE.ADD retried, `RET_PF_RETRY`; a signal between
+    /// attempts `EINTR` with nothing kept) -> `tdx_mem_page_add` (a failure other than busy:
+    /// `TDX_BUG_ON`, the VM dead, `EIO`) -> 16 TDH.MR.EXTEND (a failure: the VM dead, `EIO`).
+    fn pages_7_3(
+        &mut self,
+        region: &mut kvm_tdx_init_mem_region,
+        source: &[u8],
+        base: u64,
+        call: usize,
+        event: Event,
+        measure: bool,
+    ) -> Result<(), i32> {
+        let mut i = 0u64;
+        while region.nr_pages > 0 {
+            let at = |p: u64| p == i;
+            if matches!(event, Event::Signal { after_pages } if at(after_pages)) {
+                return Err(libc::EINTR);
+            }
+            let gpa = region.gpa;
+            let gfn = gpa / PAGE_SIZE;
+            if !self.slot_of(gpa).is_some_and(|s| s.guest_memfd) {
+                return Err(libc::EINVAL);
+            }
+            // kvm_gmem_populate: get_user_pages_fast before anything else.
+            let off = region.source_addr.wrapping_sub(base) as usize;
+            let page = source
+                .get(off..off.saturating_add(PAGE_SIZE as usize))
+                .and_then(|s| <&[u8; PAGE_SIZE as usize]>::try_from(s).ok())
+                .ok_or(libc::EFAULT)?;
+            if matches!(event, Event::SourceFault { after_pages } if at(after_pages)) {
+                return Err(libc::EFAULT);
+            }
+            if !self.private.contains(&gfn) {
+                return Err(libc::EINVAL);
+            }
+            if self.added.contains_key(&gpa) {
+                // kvm_tdp_mmu_map_private_pfn: the S-EPT entry is there already.
+                self.twice.push(gpa);
+                return Err(libc::EIO);
+            }
+            if matches!(event, Event::SignalAfterFault { after_pages } if at(after_pages)) {
+                return Err(libc::EINTR);
+            }
+            // Event::PageAddBusy: retried inside kvm_tdp_mmu_map_private_pfn until it goes
+            // through.
+            if matches!(event, Event::PageAddFailed { after_pages } if at(after_pages)) {
+                self.vm_dead = true;
+                return Err(libc::EIO);
+            }
+            self.mrtd.page_add(gpa);
+            let mut added = AddedPage {
+                measured: measure,
+                chunks_extended: 0,
+                call,
+            };
+            if measure {
+                for (c, data) in page.chunks_exact(EXTEND_CHUNK).enumerate() {
+                    if matches!(event, Event::ExtendFailed { after_pages, chunk } if at(after_pages) && usize::from(chunk) == c)
+                    {
+                        self.added.insert(gpa, added);
+                        self.vm_dead = true;
+                        return Err(libc::EIO);
+                    }
+                    let chunk: &[u8; EXTEND_CHUNK] = data.try_into().map_err(|_| libc::EIO)?;
+                    self.mrtd.extend(gpa + (c * EXTEND_CHUNK) as u64, chunk);
+                    added.chunks_extended += 1;
+                }
+            }
+            // __kvm_gmem_populate: folio_mark_uptodate on success.
+            self.prepared.insert(gfn);
+            self.added.insert(gpa, added);
+            region.source_addr += PAGE_SIZE;
+            region.gpa += PAGE_SIZE;
+            region.nr_pages -= 1;
+            i += 1;
+        }
+        Ok(())
+    }
+
     /// `tdx_vcpu_ioctl` -> `tdx_vcpu_init_mem_region` -> per page `kvm_gmem_populate` ->
     /// `tdx_gmem_post_populate`. The region is advanced in place (the kernel's write-back).
     fn init_mem_region_inner(
@@ -1191,10 +1316,15 @@ impl TdxModel {
             || end <= region.gpa
             || region.gpa & self.shared_bit != 0
             || (end - 1) & self.shared_bit != 0
+            // 7.3.4 also refuses a source_addr of 0 here; 6.18.2 lets it through to the pin.
+            || (self.kernel == Kernel::V7_3 && region.source_addr == 0)
         {
             return Err(libc::EINVAL);
         }
         let measure = cmd.flags & KVM_TDX_MEASURE_MEMORY_REGION != 0;
+        if self.kernel == Kernel::V7_3 {
+            return self.pages_7_3(region, source, base, call, event, measure);
+        }
         let mut i = 0u64;
         while region.nr_pages > 0 {
             let at = |p: u64| p == i;

@@ -11,6 +11,11 @@
 /// [`kvm_tdx_cmd`]. kvm-ioctls only issues it on a VM fd; TDX needs the vCPU form too.
 pub const KVM_MEMORY_ENCRYPT_OP: u64 = 0xc008_aeba;
 
+/// `KVM_CHECK_EXTENSION = _IO(KVMIO, 0x03)` (include/uapi/linux/kvm.h): on a VM fd it is one of
+/// the ioctls `kvm_vm_ioctl` answers `EIO` for a dead VM (`virt/kvm/kvm_main.c`, 6.18.2 and
+/// 7.3.4), which is how the backend asks whether the VM is dead.
+pub const KVM_CHECK_EXTENSION: u64 = 0xae03;
+
 /// `KVM_X86_TDX_VM`, the VM type of a TD (also in kvm-bindings; repeated to keep the probe's
 /// facts in one place).
 pub const KVM_X86_TDX_VM: u32 = 5;
@@ -132,6 +137,7 @@ pub struct kvm_cpuid_entry2 {
     pub padding: [u32; 3],
 }
 
+#[cfg(feature = "kvm")]
 impl From<kvm_bindings::kvm_cpuid_entry2> for kvm_cpuid_entry2 {
     fn from(e: kvm_bindings::kvm_cpuid_entry2) -> Self {
         kvm_cpuid_entry2 {
@@ -147,6 +153,7 @@ impl From<kvm_bindings::kvm_cpuid_entry2> for kvm_cpuid_entry2 {
     }
 }
 
+#[cfg(feature = "kvm")]
 impl From<kvm_cpuid_entry2> for kvm_bindings::kvm_cpuid_entry2 {
     fn from(e: kvm_cpuid_entry2) -> Self {
         kvm_bindings::kvm_cpuid_entry2 {
@@ -232,7 +239,7 @@ pub struct kvm_tdx_init_mem_region {
     pub nr_pages: u64,
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "kvm"))]
 mod tests {
     use super::*;
     use std::mem::{align_of, offset_of, size_of};
@@ -243,6 +250,8 @@ mod tests {
         let expect =
             (3u64 << 30) | ((size_of::<libc::c_ulong>() as u64) << 16) | (0xae << 8) | 0xba;
         assert_eq!(KVM_MEMORY_ENCRYPT_OP, expect);
+        // _IO(type, nr) = (type << 8) | nr.
+        assert_eq!(KVM_CHECK_EXTENSION, (0xae << 8) | 0x03);
     }
 
     #[test]

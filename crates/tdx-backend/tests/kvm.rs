@@ -43,6 +43,8 @@ fn tdx_capabilities_on_an_ordinary_vm_are_not_supported() {
         "same answer on the VM fd"
     );
     assert_eq!(io.vm_check_extension(74), 0x7);
+    // A live VM answers KVM_CHECK_EXTENSION: not dead.
+    assert!(!io.vm_dead());
     let mut td = TdxBackend::new(io);
     let e = td.capabilities().unwrap_err();
     eprintln!("capabilities: {e}");
