@@ -51,6 +51,7 @@ mod digest;
 mod error;
 mod hash;
 mod ioctl;
+mod kernel;
 mod launch;
 mod ovmf;
 mod sev_hashes;
@@ -71,9 +72,14 @@ pub use digest::{
     DIGEST_LEN, PAGE, PAGE_INFO_LEN,
 };
 pub use error::{fw_error_name, Error, SEV_RET_INVALID_PARAM};
-pub use ioctl::{check_lent, sev_cmd, KvmSevIoctl, SevCmd, SevIoctl, SevIoctlError, UpdateSource};
+pub use ioctl::{
+    check_lent, sev_cmd, KvmSevIoctl, KvmSevRef, SevCmd, SevIoctl, SevIoctlError, UpdateSource,
+};
+pub use kernel::{
+    running_release, KernelChoice, KernelNote, KernelVersion, Release, KNOWN_KERNELS,
+};
 pub use launch::{
-    probe, snp_caps, verifier_caps, CpuidCorrection, CpuidPolicy, FinishParams, InPlaceMode,
+    probe, snp_caps, verifier_caps, AttachState, CpuidCorrection, CpuidPolicy, FinishParams, InPlaceMode,
     InitParams, LaunchConfig, LaunchState, SnpBackend, SnpSupport, StartParams, SEV_DEVICE,
     SNP_POLICY_DEBUG, SNP_POLICY_MASK_VALID, SNP_POLICY_RESERVED_MBO, SNP_POLICY_SINGLE_SOCKET,
     SNP_POLICY_SMT, SNP_VMSA_FEATURES_KNOWN,
