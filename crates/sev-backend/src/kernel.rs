@@ -22,8 +22,11 @@ pub enum KernelVersion {
 }
 
 /// Every known version, oldest first.
-pub const KNOWN_KERNELS: [KernelVersion; 3] =
-    [KernelVersion::V6_12, KernelVersion::V6_18, KernelVersion::V7_3];
+pub const KNOWN_KERNELS: [KernelVersion; 3] = [
+    KernelVersion::V6_12,
+    KernelVersion::V6_18,
+    KernelVersion::V7_3,
+];
 
 /// A kernel release number (`uname -r`'s leading `major.minor[.patch]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -350,10 +353,7 @@ mod tests {
                 }
             ))
         );
-        assert_eq!(
-            v("7.1.5").ok().map(|x| x.0),
-            Some(KernelVersion::V6_18)
-        );
+        assert_eq!(v("7.1.5").ok().map(|x| x.0), Some(KernelVersion::V6_18));
         assert_eq!(
             v("8.0").ok(),
             Some((
@@ -369,7 +369,10 @@ mod tests {
             assert!(e.contains(old) && e.contains("older than 6.12"), "{e}");
         }
         for bad in ["", "x", "6", "6.", "-6.12", "99999999999.1"] {
-            assert!(matches!(v(bad), Err(Error::UnsupportedKernel { .. })), "{bad}");
+            assert!(
+                matches!(v(bad), Err(Error::UnsupportedKernel { .. })),
+                "{bad}"
+            );
         }
     }
 

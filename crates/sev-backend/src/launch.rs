@@ -982,7 +982,10 @@ impl<I: SevIoctl> SnpBackend<I> {
                             }
                         }
                     }
-                    if e.errno == libc::EIO && e.fw_error == 0 && self.ioctl.vm_alive() == Some(false) {
+                    if e.errno == libc::EIO
+                        && e.fw_error == 0
+                        && self.ioctl.vm_alive() == Some(false)
+                    {
                         // virt/kvm/kvm_main.c: kvm_vm_ioctl answers EIO to everything on a VM
                         // KVM_BUG killed: not an interruption, and no page was done.
                         self.eio_zero = None;

@@ -66,7 +66,10 @@ mod vmsa;
 pub mod testing;
 pub mod uapi;
 
-pub use cpuid::{cpuid_diff, parse_cpuid_table, CpuidLeaf, CpuidTable, LeafDiff};
+pub use cpuid::{
+    cpuid_diff, parse_cpuid_table, snp_cpuid_table, CpuidLeaf, CpuidTable, LeafDiff,
+    KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+};
 pub use digest::{
     measure, measure_plan_into, page_info, LaunchDigest, MeasureOptions, PageType, VmsaPage,
     DIGEST_LEN, PAGE, PAGE_INFO_LEN,
@@ -79,10 +82,10 @@ pub use kernel::{
     running_release, KernelChoice, KernelNote, KernelVersion, Release, KNOWN_KERNELS,
 };
 pub use launch::{
-    probe, snp_caps, verifier_caps, AttachState, CpuidCorrection, CpuidPolicy, FinishParams, InPlaceMode,
-    InitParams, LaunchConfig, LaunchState, SnpBackend, SnpSupport, StartParams, SEV_DEVICE,
-    SNP_POLICY_DEBUG, SNP_POLICY_MASK_VALID, SNP_POLICY_RESERVED_MBO, SNP_POLICY_SINGLE_SOCKET,
-    SNP_POLICY_SMT, SNP_VMSA_FEATURES_KNOWN,
+    probe, snp_caps, verifier_caps, AttachState, CpuidCorrection, CpuidPolicy, FinishParams,
+    InPlaceMode, InitParams, LaunchConfig, LaunchState, SnpBackend, SnpSupport, StartParams,
+    SEV_DEVICE, SNP_POLICY_DEBUG, SNP_POLICY_MASK_VALID, SNP_POLICY_RESERVED_MBO,
+    SNP_POLICY_SINGLE_SOCKET, SNP_POLICY_SMT, SNP_VMSA_FEATURES_KNOWN,
 };
 pub use ovmf::{
     measure_ovmf, parse_ovmf, plan_ovmf, plan_ovmf_with, Guid, GuidEntry, OvmfImage, PlannedRegion,

@@ -363,7 +363,13 @@ impl KernelModel {
     /// (`virt/kvm/guest_memfd.c: kvm_gmem_commit_memory_region`), `EINVAL` in 6.18.2
     /// (`kvm_gmem_bind`); an address, length or offset not page-aligned, or a length of 0, is
     /// `EINVAL` (`virt/kvm/kvm_main.c: check_memory_region_flags`, `kvm_set_memory_region`).
-    pub fn add_gmem_memslot(&mut self, gpa: u64, len: u64, gmem: u32, offset: u64) -> Result<(), i32> {
+    pub fn add_gmem_memslot(
+        &mut self,
+        gpa: u64,
+        len: u64,
+        gmem: u32,
+        offset: u64,
+    ) -> Result<(), i32> {
         if len == 0
             || !gpa.is_multiple_of(PAGE)
             || !len.is_multiple_of(PAGE)
