@@ -254,6 +254,7 @@ pub struct CpuidCorrection {
 /// let kvm = kvm_ioctls::Kvm::new()?;
 /// let mut snp = SnpBackend::create(&kvm, LaunchConfig::default())?;
 /// snp.init(&InitParams::default())?;
+/// snp.create_vcpu(0)?; // after INIT2; LAUNCH_FINISH measures every vCPU's VMSA
 /// // ... memslots backed by guest_memfd on snp.ioctl().vm(), vCPUs ...
 /// snp.start(&StartParams::default())?;
 /// let firmware = std::fs::read("OVMF.fd")?;

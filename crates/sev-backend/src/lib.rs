@@ -16,8 +16,12 @@
 //!   the VMSAs of N vCPUs for QEMU, EC2 or GCE ([`snp_vmsas`]), the kernel hashes table of a
 //!   measured direct boot ([`SevHashes`]), a precomputed firmware digest, a COCONUT-SVSM
 //!   ([`plan_svsm`]); [`measure_with_vcpus`] adds the VMSAs to a plan a VMM populates.
-//! - `testing` (feature `test-utils`): an in-process model of Linux 6.18.2's SNP launch commands, each behaviour
-//!   cited to its kernel function.
+//! - `testing` (feature `test-utils`): an in-process model of the SNP launch commands of Linux
+//!   6.12, 6.18 and 7.3 ([`KernelVersion`], chosen from the running kernel for the real ioctls),
+//!   each behaviour cited to its kernel function and version.
+//! - [`KvmSevIoctl`] owns or borrows ([`KvmSevRef`]) the VM fd and `/dev/sev`;
+//!   [`SnpBackend::attach`] takes over a launch the VMM started; `examples/launch.rs` is the
+//!   whole launch.
 //!
 //! Never verified on SEV-SNP hardware: the ioctl path is tested through `testing`'s model,
 //! and the real `/dev/kvm` of a machine without SNP is tested to refuse with

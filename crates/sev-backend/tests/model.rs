@@ -273,6 +273,15 @@ fn a_psp_time_out_ends_the_launch() {
     };
     assert_eq!((e.kind, e.errno), (ErrorKind::Failed, Some(libc::EIO)));
     assert!(b.ioctl().vm_dead() && b.ioctl().psp_dead());
+    // The EIO of the dead VM is not taken for an interruption: the backend asks whether the
+    // VM is alive (SevIoctl::vm_alive) and stops at once: one call that did 3 pages, one EIO.
+    assert!(e.detail.contains("it is dead"), "{e}");
+    let updates = b
+        .ioctl()
+        .calls
+        .iter()
+        .filter(|c| c.id == KVM_SEV_SNP_LAUNCH_UPDATE);
+    assert_eq!(updates.count(), 2);
     assert_report_exact(&report, b.ioctl());
     let err = Driver::new(&mut b).resume(&plan, &report).unwrap_err();
     assert_eq!(err.report().unwrap().regions[0].populated, 3 * 4096);
