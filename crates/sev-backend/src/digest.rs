@@ -19,13 +19,8 @@
 //! and the new digest is SHA-384 of it. The content hashes are independent per page, so
 //! [`LaunchDigest::update_pages`] computes them on every core and keeps only the chain serial.
 
-use std::sync::OnceLock;
-
-use cc_populate::{Content, InPlaceReader, Plan, Role};
-
-use crate::hash::{sha384, sha384_pages};
-use crate::uapi::SNP_VMSA_GPA;
-use crate::Error;
+#[cfg(feature = "kvm")]
+use cc_populate::Role;
 
 /// 4 KiB: SNP measures base pages.
 pub const PAGE: usize = 4096;
@@ -92,6 +87,7 @@ impl PageType {
 
     /// The page type a plan role is populated (and measured) as: the one mapping both the
     /// backend and the offline digest use. `Ripas` (Arm CCA) has none.
+    #[cfg(feature = "kvm")]
     pub fn for_role(role: Role) -> Option<PageType> {
         match role {
             Role::Measured => Some(PageType::Normal),
@@ -100,6 +96,22 @@ impl PageType {
             Role::Secrets => Some(PageType::Secrets),
             Role::Cpuid => Some(PageType::Cpuid),
             _ => None,
+        }
+    }
+}
+
+impl PageType {
+    /// The plan role populated as this page type (the inverse of [`for_role`](Self::for_role));
+    /// `Vmsa` has none (KVM populates VMSAs itself).
+    #[cfg(feature = "kvm")]
+    pub fn role(self) -> Option<Role> {
+        match self {
+            PageType::Normal => Some(Role::Measured),
+            PageType::Unmeasured => Some(Role::Unmeasured),
+            PageType::Zero => Some(Role::Zero),
+            PageType::Secrets => Some(Role::Secrets),
+            PageType::Cpuid => Some(Role::Cpuid),
+            PageType::Vmsa => None,
         }
     }
 }
@@ -119,401 +131,4 @@ pub fn page_info(
     // IMI_PAGE, VMPL3..VMPL1 permissions and the reserved byte stay 0.
     r[104..112].copy_from_slice(&gpa.to_le_bytes());
     r
-}
-
-fn zero_page_hash() -> &'static [u8; DIGEST_LEN] {
-    static H: OnceLock<[u8; DIGEST_LEN]> = OnceLock::new();
-    H.get_or_init(|| sha384(&[0u8; PAGE]))
-}
-
-/// Hashes `data` page by page into `out` (one digest per 4 KiB page), on up to `threads`
-/// threads.
-pub(crate) fn hash_pages(data: &[u8], out: &mut [[u8; DIGEST_LEN]], threads: usize) {
-    let pages = out.len();
-    let threads = threads.clamp(1, pages.max(1));
-    if threads == 1 || pages < 64 {
-        sha384_pages(data, out);
-        return;
-    }
-    let per = pages.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (o, d) in out.chunks_mut(per).zip(data.chunks(per * PAGE)) {
-            s.spawn(move || sha384_pages(d, o));
-        }
-    });
-}
-
-fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// The SNP launch digest, updated record by record in launch order.
-///
-/// ```
-/// use sev_backend::{LaunchDigest, PageType};
-///
-/// let mut ld = LaunchDigest::new();
-/// ld.update_page(0xffff_f000, PageType::Normal, Some(&[0x90u8; 4096]))?;
-/// ld.update_page(0x80_0000, PageType::Zero, None)?;
-/// ld.update_page(0x80_d000, PageType::Secrets, None)?;
-/// assert_eq!(ld.pages(), 3);
-/// let digest: [u8; 48] = ld.digest();
-/// # let _ = digest;
-/// # Ok::<(), sev_backend::Error>(())
-/// ```
-#[derive(Clone, Debug)]
-pub struct LaunchDigest {
-    cur: [u8; DIGEST_LEN],
-    pages: u64,
-    threads: usize,
-    /// Pages per batch of content hashes in `update_pages`.
-    batch_pages: usize,
-}
-
-/// Two digests are equal when they have recorded the same number of pages to the same value
-/// (how many threads they hash on does not matter).
-impl PartialEq for LaunchDigest {
-    fn eq(&self, other: &Self) -> bool {
-        self.cur == other.cur && self.pages == other.pages
-    }
-}
-
-impl Eq for LaunchDigest {}
-
-impl Default for LaunchDigest {
-    fn default() -> Self {
-        LaunchDigest::new()
-    }
-}
-
-impl LaunchDigest {
-    /// A digest at the start of a launch (48 zero bytes).
-    pub fn new() -> Self {
-        LaunchDigest::from_digest([0; DIGEST_LEN])
-    }
-
-    /// A digest continuing from `cur`.
-    pub fn from_digest(cur: [u8; DIGEST_LEN]) -> Self {
-        LaunchDigest {
-            cur,
-            pages: 0,
-            threads: default_threads(),
-            batch_pages: 512,
-        }
-    }
-
-    /// Limits the threads [`update_pages`](Self::update_pages) hashes page contents on (at
-    /// least 1; the default is the machine's parallelism).
-    pub fn with_threads(mut self, threads: usize) -> Self {
-        self.threads = threads.max(1);
-        self
-    }
-
-    /// The digest so far.
-    pub fn digest(&self) -> [u8; DIGEST_LEN] {
-        self.cur
-    }
-
-    /// Pages recorded so far.
-    pub fn pages(&self) -> u64 {
-        self.pages
-    }
-
-    /// Records one page whose `CONTENTS` field is already known (the page's SHA-384 for
-    /// `NORMAL`/`VMSA`, zeros for the other types). The low-level step every other update uses.
-    pub fn update_record(&mut self, gpa: u64, page_type: PageType, contents: &[u8; DIGEST_LEN]) {
-        self.cur = sha384(&page_info(&self.cur, contents, page_type, gpa));
-        self.pages += 1;
-    }
-
-    /// Records one page. `contents` is the page's 4096 bytes for `NORMAL` and `VMSA` pages
-    /// (`None`: a page of zeros, as IGVM page data without bytes); it is ignored for the other
-    /// types, which the firmware records without content. Refuses an unaligned `gpa` or
-    /// contents that are not exactly one page.
-    pub fn update_page(
-        &mut self,
-        gpa: u64,
-        page_type: PageType,
-        contents: Option<&[u8]>,
-    ) -> Result<(), Error> {
-        check_gpa(gpa, PAGE as u64)?;
-        if let Some(c) = contents {
-            if c.len() != PAGE {
-                return Err(Error::BadPage {
-                    gpa,
-                    reason: format!("contents have {} bytes, a page has 4096", c.len()),
-                });
-            }
-        }
-        let h = match (page_type.measures_contents(), contents) {
-            (false, _) => [0; DIGEST_LEN],
-            (true, Some(c)) => sha384(c),
-            (true, None) => *zero_page_hash(),
-        };
-        self.update_record(gpa, page_type, &h);
-        Ok(())
-    }
-
-    /// Records a VMSA page at `gpa` ([`SNP_VMSA_GPA`] for the VMSAs KVM launches).
-    pub fn update_vmsa(&mut self, gpa: u64, vmsa: &[u8]) -> Result<(), Error> {
-        self.update_page(gpa, PageType::Vmsa, Some(vmsa))
-    }
-
-    /// Records `len` bytes of pages from `gpa` on, all of `page_type`, in address order.
-    /// `data` is their content (exactly `len` bytes) for `NORMAL`/`VMSA` pages, `None` for
-    /// zeros; content hashes are computed on every core, the chain stays serial.
-    pub fn update_pages(
-        &mut self,
-        gpa: u64,
-        page_type: PageType,
-        data: Option<&[u8]>,
-        len: u64,
-    ) -> Result<(), Error> {
-        check_gpa(gpa, len)?;
-        if let Some(d) = data {
-            if d.len() as u64 != len {
-                return Err(Error::BadPage {
-                    gpa,
-                    reason: format!("{} bytes of content for a {len:#x}-byte range", d.len()),
-                });
-            }
-        }
-        let pages = len / PAGE as u64;
-        match (page_type.measures_contents(), data) {
-            (true, Some(d)) if self.threads == 1 => {
-                let mut hashes = [[0u8; DIGEST_LEN]; 64];
-                for (b, chunk) in d.chunks(hashes.len() * PAGE).enumerate() {
-                    let hashes = &mut hashes[..chunk.len() / PAGE];
-                    sha384_pages(chunk, hashes);
-                    let base = gpa + (b * 64 * PAGE) as u64;
-                    for (k, h) in hashes.iter().enumerate() {
-                        self.update_record(base + (k * PAGE) as u64, page_type, h);
-                    }
-                }
-            }
-            (true, Some(d)) => self.update_pages_parallel(gpa, page_type, d),
-            (measured, _) => {
-                let h = if measured {
-                    *zero_page_hash()
-                } else {
-                    [0; DIGEST_LEN]
-                };
-                for k in 0..pages {
-                    self.update_record(gpa + k * PAGE as u64, page_type, &h);
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl LaunchDigest {
-    /// Content hashes of batch k+1 are computed on `threads` threads while this thread chains
-    /// the records of batch k: the serial chain overlaps the parallel hashing.
-    fn update_pages_parallel(&mut self, gpa: u64, page_type: PageType, data: &[u8]) {
-        let (threads, batch) = (self.threads, self.batch_pages.max(1));
-        let mut batches = data.chunks(batch * PAGE).enumerate();
-        std::thread::scope(|s| {
-            let mut ready: Option<(usize, Vec<[u8; DIGEST_LEN]>)> = None;
-            loop {
-                let job = batches.next().map(|(i, chunk)| {
-                    s.spawn(move || {
-                        let mut hashes = vec![[0u8; DIGEST_LEN]; chunk.len() / PAGE];
-                        hash_pages(chunk, &mut hashes, threads);
-                        (i, hashes)
-                    })
-                });
-                if let Some((i, hashes)) = ready.take() {
-                    let base = gpa + (i * batch * PAGE) as u64;
-                    for (k, h) in hashes.iter().enumerate() {
-                        self.update_record(base + (k * PAGE) as u64, page_type, h);
-                    }
-                }
-                match job {
-                    // A hashing thread cannot panic short of a bug; pass one on unchanged.
-                    Some(j) => {
-                        ready = Some(j.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    }
-                    None => break,
-                }
-            }
-        });
-    }
-}
-
-fn check_gpa(gpa: u64, len: u64) -> Result<(), Error> {
-    if !gpa.is_multiple_of(PAGE as u64) || !len.is_multiple_of(PAGE as u64) {
-        return Err(Error::BadPage {
-            gpa,
-            reason: format!("address or length {len:#x} not a multiple of 4 KiB"),
-        });
-    }
-    if gpa.checked_add(len).is_none() {
-        return Err(Error::BadPage {
-            gpa,
-            reason: format!("range of {len:#x} bytes ends past 2^64"),
-        });
-    }
-    Ok(())
-}
-
-/// A VMSA page measured after the plan's regions.
-#[derive(Clone, Copy, Debug)]
-pub struct VmsaPage<'a> {
-    /// The address the firmware records ([`SNP_VMSA_GPA`] for KVM-launched vCPUs).
-    pub gpa: u64,
-    /// The page's 4096 bytes.
-    pub page: &'a [u8],
-}
-
-impl<'a> VmsaPage<'a> {
-    /// A VMSA at the address KVM launches it at ([`SNP_VMSA_GPA`]).
-    pub fn kvm(page: &'a [u8]) -> Self {
-        VmsaPage {
-            gpa: SNP_VMSA_GPA,
-            page,
-        }
-    }
-}
-
-/// How [`measure`] reads what it needs.
-#[derive(Default)]
-pub struct MeasureOptions<'r> {
-    /// Reader for in-place content (required when the plan has any measured in-place region).
-    pub reader: Option<&'r dyn InPlaceReader>,
-    /// Threads for content hashes (0: the machine's parallelism).
-    pub threads: usize,
-}
-
-/// The expected SNP launch digest of populating `plan` in its order, through the same
-/// role-to-page-type mapping as the backend ([`PageType::for_role`]), then the `vmsas` in the
-/// order given.
-///
-/// ```
-/// use cc_populate::{MemoryLayout, PlanBuilder, Role};
-/// use sev_backend::{measure, verifier_caps, MeasureOptions, VmsaPage};
-///
-/// let firmware = vec![0xccu8; 8192];
-/// let plan = PlanBuilder::new()
-///     .source(0xffff_e000, Role::Measured, &firmware)
-///     .zero(0x80_0000, 0x9000)
-///     .zeros(0x80_d000, 4096, Role::Secrets)
-///     .build(&verifier_caps(), &MemoryLayout::unbounded())?;
-/// let vmsa = [0u8; 4096];
-/// let digest = measure(&plan, &[VmsaPage::kvm(&vmsa)], &MeasureOptions::default())?;
-/// assert_eq!(digest.len(), 48);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn measure(
-    plan: &Plan<'_>,
-    vmsas: &[VmsaPage<'_>],
-    opts: &MeasureOptions<'_>,
-) -> Result<[u8; DIGEST_LEN], Error> {
-    let mut ld = LaunchDigest::new();
-    if opts.threads > 0 {
-        ld = ld.with_threads(opts.threads);
-    }
-    measure_plan_into(&mut ld, plan, opts.reader)?;
-    for v in vmsas {
-        ld.update_vmsa(v.gpa, v.page)?;
-    }
-    Ok(ld.digest())
-}
-
-/// Adds `plan`'s regions, in order, to `ld` (for callers that interleave other records).
-pub fn measure_plan_into(
-    ld: &mut LaunchDigest,
-    plan: &Plan<'_>,
-    reader: Option<&dyn InPlaceReader>,
-) -> Result<(), Error> {
-    for (i, r) in plan.regions().iter().enumerate() {
-        let err = |reason: String| Error::Content {
-            region: i,
-            gpa: r.gpa(),
-            len: r.len(),
-            reason,
-        };
-        let ty = PageType::for_role(r.role())
-            .ok_or_else(|| err(format!("role {} has no SNP page type", r.role())))?;
-        if !ty.measures_contents() {
-            ld.update_pages(r.gpa(), ty, None, r.len())?;
-            continue;
-        }
-        if r.released() > 0 {
-            return Err(err("its source was released after populating".into()));
-        }
-        match r.content() {
-            Content::Zero => ld.update_pages(r.gpa(), ty, None, r.len())?,
-            Content::InPlace => {
-                let reader = reader.ok_or_else(|| {
-                    err("content is written in place and no reader was given".into())
-                })?;
-                let len = usize::try_from(r.len())
-                    .map_err(|_| err("too large to read into memory".into()))?;
-                let mut buf = vec![0u8; len];
-                reader
-                    .read_in_place(r.gpa(), &mut buf)
-                    .map_err(|e| err(format!("reading in-place content failed: {e}")))?;
-                ld.update_pages(r.gpa(), ty, Some(&buf), r.len())?;
-            }
-            _ => {
-                let src = r
-                    .source()
-                    .ok_or_else(|| err("region has no source".into()))?;
-                ld.update_pages(r.gpa(), ty, Some(src), r.len())?;
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_type_numbers() {
-        // SNP firmware ABI, SNP_LAUNCH_UPDATE PAGE_TYPE.
-        let codes: Vec<u8> = PageType::ALL.iter().map(|t| t.code()).collect();
-        assert_eq!(codes, vec![1, 2, 3, 4, 5, 6]);
-        for t in PageType::ALL {
-            assert_eq!(PageType::from_code(t.code()), Some(t));
-        }
-        assert_eq!(PageType::from_code(0), None);
-        assert_eq!(PageType::from_code(7), None);
-        assert_eq!(PageType::for_role(Role::Ripas), None);
-    }
-
-    #[test]
-    fn refuses_bad_pages() {
-        let mut ld = LaunchDigest::new();
-        assert!(ld.update_page(0x1001, PageType::Zero, None).is_err());
-        assert!(ld
-            .update_page(0x1000, PageType::Normal, Some(&[0; 100]))
-            .is_err());
-        assert!(ld
-            .update_pages(0x1000, PageType::Normal, Some(&[0; 4096]), 8192)
-            .is_err());
-        assert!(ld
-            .update_pages(u64::MAX - 4095, PageType::Zero, None, 8192)
-            .is_err());
-        assert_eq!(ld.pages(), 0);
-        assert_eq!(ld.digest(), [0; 48]);
-    }
-
-    #[test]
-    fn batched_parallel_equals_page_by_page() {
-        let data: Vec<u8> = (0..(300 * PAGE)).map(|i| (i * 7 % 251) as u8).collect();
-        let mut a = LaunchDigest::new().with_threads(3);
-        a.batch_pages = 70; // several batches, the last one short
-        a.update_pages(0x10_0000, PageType::Normal, Some(&data), data.len() as u64)
-            .unwrap();
-
-        let mut b = LaunchDigest::new().with_threads(1);
-        for (k, p) in data.chunks(PAGE).enumerate() {
-            b.update_page(0x10_0000 + (k * PAGE) as u64, PageType::Normal, Some(p))
-                .unwrap();
-        }
-        assert_eq!(a, b);
-    }
 }
