@@ -180,7 +180,7 @@ pub struct KernelModel {
     /// 2^52 bytes (as a VMM with all guest memory in guest_memfd).
     pub memslots: Vec<Memslot>,
     /// The host's `sev_supported_vmsa_features` (`sev.c: sev_hardware_setup`); by default
-    /// both features 6.18 can offer.
+    /// every feature the version can offer (6.12: `DEBUG_SWAP`; 6.18, 7.3: and `SECURE_TSC`).
     pub supported_vmsa_features: u64,
     /// Whether vCPUs were created (then `KVM_SEV_INIT2` is `-EINVAL`).
     pub vcpus_created: bool,
