@@ -95,9 +95,10 @@ pub fn launch<I: SevIoctl>(
     Ok(report)
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let vcpus: u64 = args.get(2).map_or(Ok(2), |s| s.parse())?;
+/// The whole launch on this machine's KVM, `args` being `[FIRMWARE] [VCPUS]` (`tests/kvm.rs`
+/// checks it refuses without SNP).
+pub fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let vcpus: u64 = args.get(1).map_or(Ok(2), |s| s.parse())?;
 
     let kvm = kvm_ioctls::Kvm::new()?;
     sev_backend::probe(&kvm)?; // Error::NotSupported without SNP
@@ -106,7 +107,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("launch: {}", choice.note);
     }
     let firmware = std::fs::read(
-        args.get(1)
+        args.first()
             .map_or("/usr/share/ovmf/OVMF.amdsev.fd", String::as_str),
     )?;
 
@@ -155,7 +156,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("launch: {e}");

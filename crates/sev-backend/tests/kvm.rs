@@ -1,6 +1,9 @@
 //! The real `/dev/kvm` of a machine without SEV-SNP: probing and creating a launch refuse with
 //! the typed "not supported" error.
 
+#[path = "../examples/launch.rs"]
+mod example;
+
 use gmem::testing::Need;
 use sev_backend::{probe, Error, InPlaceMode, LaunchConfig, SnpBackend};
 
@@ -62,8 +65,25 @@ fn real_kvm_refuses_an_snp_vm_and_the_backend_names_why() {
     }
 }
 
+/// `examples/launch.rs` on this machine's KVM: without SNP it ends in the typed refusal.
+fn the_example_launch_ends_in_not_supported_without_snp() {
+    let kvm = gmem::testing::kvm();
+    let types = kvm.check_extension_raw(libc::c_ulong::from(kvm_bindings::KVM_CAP_VM_TYPES));
+    if types > 0 && types & (1 << kvm_bindings::KVM_X86_SNP_VM) != 0 {
+        eprintln!("this KVM offers SNP VMs (KVM_CAP_VM_TYPES = {types:#x}): nothing to refuse");
+        return;
+    }
+    let e = example::run(&[]).unwrap_err();
+    let e = e.downcast_ref::<Error>().expect("a sev_backend::Error");
+    assert!(matches!(e, Error::NotSupported { .. }), "{e:?}");
+}
+
 fn main() -> std::process::ExitCode {
     gmem::testing::run(vec![
+        gmem::kvm_test!(
+            the_example_launch_ends_in_not_supported_without_snp,
+            Need::Kvm
+        ),
         gmem::kvm_test!(real_kvm_without_snp_says_not_supported, Need::Kvm),
         gmem::kvm_test!(
             real_kvm_refuses_an_snp_vm_and_the_backend_names_why,
