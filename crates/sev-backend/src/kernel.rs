@@ -21,6 +21,11 @@ pub enum KernelVersion {
     V7_3,
 }
 
+/// `SNP_POLICY_MASK_VALID` of 6.12 and 6.18 (sev.c): bits 0-17, 19, 20.
+const SNP_POLICY_MASK_VALID_6: u64 = 0xffff | 1 << 16 | 1 << 17 | 1 << 19 | 1 << 20;
+/// `KVM_SNP_POLICY_MASK_VALID` of 7.3 (sev.c): 6.18's bits and bits 21-25.
+const KVM_SNP_POLICY_MASK_VALID_7_3: u64 = SNP_POLICY_MASK_VALID_6 | 0x1f << 21;
+
 /// Every known version, oldest first.
 pub const KNOWN_KERNELS: [KernelVersion; 3] = [
     KernelVersion::V6_12,
@@ -236,14 +241,18 @@ impl KernelVersion {
         }
     }
 
-    /// `KVM_SEV_SNP_LAUNCH_START`: the policy bits accepted whatever the host, or `None` where
-    /// the host's firmware decides (7.3: `snp_supported_policy_bits`, read by
-    /// `KVM_GET_DEVICE_ATTR(KVM_X86_GRP_SEV, KVM_X86_SNP_POLICY_BITS)`, sev.c:
-    /// `snp_launch_start`, `sev_dev_get_attr`). 6.12 and 6.18: `SNP_POLICY_MASK_VALID`.
-    pub fn policy_mask(self) -> Option<u64> {
+    /// `KVM_SEV_SNP_LAUNCH_START`: the most policy bits a host of this version accepts (sev.c:
+    /// `snp_launch_start`). 6.12 and 6.18: `SNP_POLICY_MASK_VALID` (ABI minor and major, SMT,
+    /// bit 17, DEBUG, SINGLE_SOCKET), for every host. 7.3: `snp_supported_policy_bits`, the
+    /// firmware's bits masked by `KVM_SNP_POLICY_MASK_VALID`, which adds CXL_ALLOW (21),
+    /// MEM_AES_256_XTS (22), RAPL_DIS (23), CIPHERTEXT_HIDING_DRAM (24) and PAGE_SWAP_DISABLE
+    /// (25) (`include/linux/psp-sev.h`, read in 7.1.5; 7.3.4's sev.c names the same bits): a
+    /// host may accept fewer (`KVM_GET_DEVICE_ATTR(KVM_X86_GRP_SEV, KVM_X86_SNP_POLICY_BITS)`,
+    /// `sev_dev_get_attr`), which only the kernel knows.
+    pub fn policy_mask(self) -> u64 {
         match self {
-            KernelVersion::V7_3 => None,
-            _ => Some(crate::launch::SNP_POLICY_MASK_VALID),
+            KernelVersion::V7_3 => KVM_SNP_POLICY_MASK_VALID_7_3,
+            _ => SNP_POLICY_MASK_VALID_6,
         }
     }
 

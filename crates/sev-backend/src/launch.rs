@@ -669,15 +669,14 @@ impl<I: SevIoctl> SnpBackend<I> {
     pub fn start(&mut self, p: &StartParams) -> Result<(), Error> {
         self.expect(LaunchState::Initialized, "KVM_SEV_SNP_LAUNCH_START")?;
         let kernel = self.ioctl.kernel();
-        if let Some(mask) = kernel.policy_mask() {
-            if p.policy & !mask != 0 {
-                return Err(Error::InvalidParam {
-                    cmd: "KVM_SEV_SNP_LAUNCH_START",
-                    field: "policy",
-                    value: p.policy,
-                    reason: format!("arch/x86/kvm/svm/sev.c: snp_launch_start ({kernel}) refuses bits outside SNP_POLICY_MASK_VALID ({mask:#x}): EINVAL"),
-                });
-            }
+        let mask = kernel.policy_mask();
+        if p.policy & !mask != 0 {
+            return Err(Error::InvalidParam {
+                cmd: "KVM_SEV_SNP_LAUNCH_START",
+                field: "policy",
+                value: p.policy,
+                reason: format!("arch/x86/kvm/svm/sev.c: snp_launch_start ({kernel}) refuses bits outside {} ({mask:#x}): EINVAL", if kernel == KernelVersion::V7_3 { "KVM_SNP_POLICY_MASK_VALID, the most snp_supported_policy_bits can hold" } else { "SNP_POLICY_MASK_VALID" }),
+            });
         }
         if kernel.policy_needs_smt_no_single_socket()
             && (p.policy & SNP_POLICY_SMT == 0 || p.policy & SNP_POLICY_SINGLE_SOCKET != 0)

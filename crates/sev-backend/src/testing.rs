@@ -165,9 +165,9 @@ pub type CpuidCheck = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 pub struct KernelModel {
     /// The kernel whose rules are followed.
     pub version: KernelVersion,
-    /// 7.3: the host's `snp_supported_policy_bits` (`sev.c: sev_hardware_setup`: the firmware's
-    /// policy bits masked by `KVM_SNP_POLICY_MASK_VALID`); by default 6.18's
-    /// `SNP_POLICY_MASK_VALID`. Not used by 6.12 and 6.18.
+    /// 7.3: the firmware's policy bits (`sev.c: sev_hardware_setup` masks them by
+    /// `KVM_SNP_POLICY_MASK_VALID` into `snp_supported_policy_bits`; the model does the same);
+    /// by default 6.18's `SNP_POLICY_MASK_VALID`. Not used by 6.12 and 6.18.
     pub supported_policy_bits: u64,
     /// vCPUs created (`KVM_CREATE_VCPU`).
     pub vcpus: u32,
@@ -420,7 +420,9 @@ impl KernelModel {
             return err(libc::EINVAL, 0);
         }
         // `data->vmsa_features & ~valid_vmsa_features` (SNP: SECURE_TSC stays valid).
-        if p.vmsa_features & !self.supported_vmsa_features != 0 {
+        // (The host's features are at most what the version offers: sev_hardware_setup.)
+        let supported = self.supported_vmsa_features & self.version.vmsa_features_known();
+        if p.vmsa_features & !supported != 0 {
             return err(libc::EINVAL, 0);
         }
         // `ghcb_version > GHCB_VERSION_MAX (2)`; 0 becomes 2; `snp_active && ghcb_version < 2`.
@@ -450,8 +452,9 @@ impl KernelModel {
             return err(libc::EINVAL, 0);
         }
         // 6.12 and 6.18: SNP_POLICY_MASK_VALID; 7.3: snp_supported_policy_bits.
+        // (7.3: the host's bits are the firmware's masked by KVM_SNP_POLICY_MASK_VALID.)
         let valid = match self.version {
-            KernelVersion::V7_3 => self.supported_policy_bits,
+            KernelVersion::V7_3 => self.supported_policy_bits & self.version.policy_mask(),
             _ => POLICY_VALID,
         };
         if p.policy & !valid != 0 || p.policy & (1 << 17) == 0 {

@@ -43,6 +43,18 @@ fn ghcb_version_1_for_snp_is_6_12_only() {
 }
 
 #[test]
+fn a_6_12_host_never_offers_secure_tsc() {
+    // sev.c: sev_hardware_setup (6.12) has no SECURE_TSC: the model cannot be told otherwise.
+    let mut m = KernelModel::for_version(V6_12);
+    m.supported_vmsa_features |= 1 << 9;
+    let r = m.encrypt_op(SevCmd::Init2(&mut kvm_sev_init {
+        vmsa_features: 1 << 9,
+        ..Default::default()
+    }));
+    assert_eq!(r.unwrap_err().errno, libc::EINVAL);
+}
+
+#[test]
 fn secure_tsc_is_offered_from_6_18() {
     // sev.c: sev_hardware_setup: 6.12 offers DEBUG_SWAP (bit 5) only.
     for (v, ok) in [(V6_12, false), (V6_18, true), (V7_3, true)] {
@@ -103,12 +115,38 @@ fn policy_rules_per_version() {
             assert_eq!(r.is_ok(), ok, "{v} policy {policy:#x}: {r:?}");
         }
     }
-    // 7.3: a host whose firmware offers bit 21 (KVM_SNP_POLICY_MASK_VALID has more bits than
-    // SNP_POLICY_MASK_VALID) takes it; the backend leaves the check to the kernel there.
+    // 7.3: a host whose firmware offers CXL_ALLOW (bit 21, in KVM_SNP_POLICY_MASK_VALID)
+    // takes it; the backend leaves that bit to the kernel there. Bit 26 is outside
+    // KVM_SNP_POLICY_MASK_VALID: no 7.3 host takes it, whatever its firmware offers, and the
+    // backend refuses it before the ioctl.
     let mut m = KernelModel::for_version(V7_3);
-    m.supported_policy_bits |= 1 << 21;
+    m.supported_policy_bits |= 1 << 21 | 1 << 26;
     let mut b = SnpBackend::with_ioctl(m, LaunchConfig::default());
     b.init(&InitParams::default()).unwrap();
+    let e = b
+        .start(&StartParams {
+            policy: 1 << 17 | 1 << 16 | 1 << 26,
+            gosvw: [0; 16],
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidParam {
+                field: "policy",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(b.ioctl().calls.len(), 1, "refused before the ioctl");
+    let r = b
+        .ioctl_mut()
+        .encrypt_op(SevCmd::LaunchStart(&mut kvm_sev_snp_launch_start {
+            policy: 1 << 17 | 1 << 16 | 1 << 26,
+            ..Default::default()
+        }));
+    assert_eq!(r.unwrap_err().errno, libc::EINVAL);
     b.start(&StartParams {
         policy: bit_21,
         gosvw: [0; 16],
