@@ -152,7 +152,7 @@ fuzz_target!(|image: &[u8]| {
         let size = image.len() as u64;
         let fw = regions.first().expect("the firmware region");
         assert_eq!(
-            (fw.gpa, fw.len, fw.role),
+            (fw.gpa, fw.len, fw.role()),
             (FOUR_GIB - size, size, Role::Measured)
         );
         assert!(fw.content.is_some_and(|c| std::ptr::eq(c, image)));

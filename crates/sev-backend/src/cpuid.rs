@@ -183,6 +183,100 @@ pub fn cpuid_diff(ours: &CpuidTable, firmware: &CpuidTable) -> Vec<LeafDiff> {
     out
 }
 
+impl CpuidTable {
+    /// The table as the 4 KiB CPUID page the firmware takes (`struct snp_cpuid_table` at its
+    /// start, zeros after). Refuses more than 64 entries (`SNP_CPUID_COUNT_MAX`).
+    ///
+    /// ```
+    /// use sev_backend::{parse_cpuid_table, CpuidLeaf, CpuidTable};
+    /// let t = CpuidTable { leaves: vec![CpuidLeaf { eax_in: 1, ecx_in: 0, xcr0_in: 0, xss_in: 0, regs: [0xa00f11, 0, 0, 0] }] };
+    /// assert_eq!(parse_cpuid_table(&t.to_page()?)?, t);
+    /// # Ok::<(), sev_backend::Error>(())
+    /// ```
+    pub fn to_page(&self) -> Result<Vec<u8>, Error> {
+        if self.leaves.len() > SNP_CPUID_COUNT_MAX {
+            return Err(Error::CpuidTable {
+                reason: format!(
+                    "{} entries, the firmware takes at most {SNP_CPUID_COUNT_MAX}",
+                    self.leaves.len()
+                ),
+            });
+        }
+        let mut page = vec![0u8; 4096];
+        page[..4].copy_from_slice(&(self.leaves.len() as u32).to_le_bytes());
+        for (i, l) in self.leaves.iter().enumerate() {
+            let o = 16 + i * SNP_CPUID_FN_SIZE;
+            page[o..o + 4].copy_from_slice(&l.eax_in.to_le_bytes());
+            page[o + 4..o + 8].copy_from_slice(&l.ecx_in.to_le_bytes());
+            page[o + 8..o + 16].copy_from_slice(&l.xcr0_in.to_le_bytes());
+            page[o + 16..o + 24].copy_from_slice(&l.xss_in.to_le_bytes());
+            for (k, r) in l.regs.iter().enumerate() {
+                page[o + 24 + 4 * k..o + 28 + 4 * k].copy_from_slice(&r.to_le_bytes());
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// `KVM_CPUID_FLAG_SIGNIFCANT_INDEX` (`arch/x86/include/uapi/asm/kvm.h`).
+pub const KVM_CPUID_FLAG_SIGNIFCANT_INDEX: u32 = 1;
+
+/// The SNP CPUID table for a vCPU whose CPUID (what the VMM gives `KVM_SET_CPUID2`) is
+/// `entries` (`function`, `index`, `flags`, EAX..EDX each), built the way QEMU builds it
+/// (`target/i386/sev.c: sev_snp_cpuid_info_fill`, as read in QEMU 9.x): one table entry per
+/// KVM entry in the same order; the sub-leaf input only where the entry is indexed
+/// (`KVM_CPUID_FLAG_SIGNIFCANT_INDEX`), 0 otherwise; and for leaf 0xD sub-leaves 0 and 1, XCR0
+/// input 1, XSS input 0 and EBX 0x240 (the XSAVE area of the initial XCR0 = x87 state: the
+/// 512-byte legacy area and the 64-byte header), since the guest computes larger sizes from
+/// the other sub-leaves. More than 64 entries is [`Error::CpuidTable`].
+///
+/// Whether the firmware accepts the values is the firmware's to say (its CPUID policy): a
+/// rejection comes back through [`CpuidPolicy`](crate::CpuidPolicy) with the per-leaf
+/// difference.
+///
+/// ```
+/// use sev_backend::{parse_cpuid_table, snp_cpuid_table};
+/// // (function, index, flags, [eax, ebx, ecx, edx])
+/// let entries = [(0xd, 1, 1, [0xf, 0x3c0, 0, 0]), (1, 0, 0, [0xa00f11, 0x800, 0, 0])];
+/// let t = snp_cpuid_table(&entries)?;
+/// assert_eq!((t.leaves[0].xcr0_in, t.leaves[0].regs[1]), (1, 0x240));
+/// assert_eq!(parse_cpuid_table(&t.to_page()?)?, t);
+/// # Ok::<(), sev_backend::Error>(())
+/// ```
+pub fn snp_cpuid_table(entries: &[(u32, u32, u32, [u32; 4])]) -> Result<CpuidTable, Error> {
+    if entries.len() > SNP_CPUID_COUNT_MAX {
+        return Err(Error::CpuidTable {
+            reason: format!(
+                "the vCPU's CPUID has {} entries, the firmware's table at most {SNP_CPUID_COUNT_MAX}",
+                entries.len()
+            ),
+        });
+    }
+    let leaves = entries
+        .iter()
+        .map(|&(function, index, flags, mut regs)| {
+            let ecx_in = if flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0 {
+                index
+            } else {
+                0
+            };
+            let mut xcr0_in = 0;
+            if function == 0xd && ecx_in <= 1 {
+                xcr0_in = 1;
+                regs[1] = 0x240;
+            }
+            CpuidLeaf {
+                eax_in: function,
+                ecx_in,
+                xcr0_in,
+                xss_in: 0,
+                regs,
+            }
+        })
+        .collect();
+    Ok(CpuidTable { leaves })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,6 +70,24 @@ pub enum Error {
         /// Why the launch cannot go on, with the kernel function that makes it so.
         reason: String,
     },
+    /// A kernel release this crate does not follow (older than 6.12, or not a release number).
+    #[error("kernel {release}: {reason}")]
+    UnsupportedKernel {
+        /// The release string.
+        release: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A launch step asked for before a step the kernel (or the launch) needs first.
+    #[error("{step} needs {missing} first: {reason}")]
+    MissingStep {
+        /// The step asked for.
+        step: &'static str,
+        /// The step that has to come first.
+        missing: &'static str,
+        /// Why, with the kernel function that makes it so.
+        reason: String,
+    },
     /// A launch step issued out of order.
     #[error("{step} is not allowed now: the launch is {state}")]
     BadState {

@@ -1,11 +1,14 @@
 //! The ioctl layer: typed `KVM_MEMORY_ENCRYPT_OP` commands behind a small trait, so that tests
 //! can capture the exact bytes sent and drive the backend through a model of the kernel.
 
+use std::borrow::Borrow;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use gmem::{GuestMemfd, MemoryState};
-use kvm_ioctls::VmFd;
+use kvm_ioctls::{VcpuFd, VmFd};
+
+use crate::kernel::{KernelChoice, KernelVersion};
 
 use crate::uapi::{
     kvm_sev_cmd, kvm_sev_init, kvm_sev_snp_launch_finish, kvm_sev_snp_launch_start,
@@ -166,6 +169,28 @@ pub trait SevIoctl {
     fn in_place_populate(&self) -> bool {
         false
     }
+
+    /// The kernel whose rules this layer follows (the backend checks parameters before the
+    /// ioctl by them). The default is the newest known.
+    fn kernel(&self) -> KernelVersion {
+        KernelVersion::default()
+    }
+
+    /// `KVM_CREATE_VCPU(id)` on the VM fd. The layer keeps the vCPU; nothing in the SNP launch
+    /// names a vCPU fd (`LAUNCH_FINISH` measures every vCPU the VM has: `arch/x86/kvm/svm/sev.c:
+    /// snp_launch_update_vmsa`). The default answers `ENOTTY`, for layers that only stand in for
+    /// populate.
+    fn create_vcpu(&mut self, id: u64) -> Result<(), i32> {
+        let _ = id;
+        Err(libc::ENOTTY)
+    }
+
+    /// Whether the VM is alive, asked after an `EIO` with firmware status 0: a VM killed by
+    /// `KVM_BUG` answers `EIO` to every ioctl (`virt/kvm/kvm_main.c: kvm_vm_ioctl`), which a
+    /// retry cannot mend. `None`: cannot tell (the default).
+    fn vm_alive(&mut self) -> Option<bool> {
+        None
+    }
 }
 
 impl<T: SevIoctl + ?Sized> SevIoctl for &mut T {
@@ -177,6 +202,15 @@ impl<T: SevIoctl + ?Sized> SevIoctl for &mut T {
     }
     fn in_place_populate(&self) -> bool {
         (**self).in_place_populate()
+    }
+    fn kernel(&self) -> KernelVersion {
+        (**self).kernel()
+    }
+    fn create_vcpu(&mut self, id: u64) -> Result<(), i32> {
+        (**self).create_vcpu(id)
+    }
+    fn vm_alive(&mut self) -> Option<bool> {
+        (**self).vm_alive()
     }
 }
 
@@ -240,31 +274,76 @@ pub fn check_lent(cmd: &SevCmd<'_>) -> Result<(), SevIoctlError> {
 /// bound to ([`gmem::convert_gpa_range`]), never around it, so each handle's record of its
 /// private ranges stays true.
 ///
-/// **Lifetime rule**: Linux 6.18.2 records the `/dev/sev` fd *number* at
-/// `KVM_SEV_SNP_LAUNCH_START` (`arch/x86/kvm/svm/sev.c: snp_launch_start`, `sev->fd`) and issues
+/// **Owned or borrowed**, the caller's choice: `V` is the VM fd (`VmFd`, or `&VmFd` when the
+/// VMM owns it, as `tdx-backend`'s `KvmTdx<'a>` and `cca-backend`'s `KvmCcaIoctl<'v>` take
+/// it) and `S` the `/dev/sev` fd (`File`, or a [`BorrowedFd`] of the VMM's). [`KvmSevIoctl::new`]
+/// takes either; [`KvmSevRef`] names the all-borrowed form.
+///
+/// **Lifetime rule**: Linux 6.12, 6.18 and 7.3 record the `/dev/sev` fd *number* at
+/// `KVM_SEV_SNP_LAUNCH_START` (`arch/x86/kvm/svm/sev.c: snp_launch_start`, `sev->fd`) and issue
 /// the guest's attestation requests through it for the VM's whole life (`snp_handle_guest_req`
 /// -> `sev_issue_cmd`). Keep that fd open, and the number not reused, for as long as the VM
-/// (its fd or any vCPU fd) lives: the layer owns the `/dev/sev` file, and hands it back only
-/// together with the VM fd ([`into_parts`](Self::into_parts), e.g. through
+/// (its fd or any vCPU fd) lives. Owned, the layer hands the device back only together with
+/// the VM fd ([`into_parts`](Self::into_parts), e.g. through
 /// [`SnpBackend::into_ioctl`](crate::SnpBackend::into_ioctl) after `finish`), so a VMM that
-/// keeps the VM keeps the device with it. Dropping the layer (or the backend) closes both:
-/// do that only when the VM goes.
+/// keeps the VM keeps the device with it; dropping the layer closes both. Borrowed, the borrow
+/// ends with the layer and the rule is the VMM's: keep the device open as long as the VM.
 #[derive(Debug)]
-pub struct KvmSevIoctl<'g> {
-    vm: VmFd,
-    sev: File,
+pub struct KvmSevIoctl<'g, V = VmFd, S = File> {
+    vm: V,
+    sev: S,
     gmems: Vec<&'g mut GuestMemfd>,
+    vcpus: Vec<VcpuFd>,
+    kernel: KernelVersion,
 }
 
-impl<'g> KvmSevIoctl<'g> {
-    /// Wraps a VM created with `KVM_X86_SNP_VM` and the opened SEV device (no guest_memfds yet:
-    /// add each with [`add_guest_memfd`](Self::add_guest_memfd)).
-    pub fn new(vm: VmFd, sev: File) -> Self {
+/// The ioctl layer on a VM fd and a `/dev/sev` fd the VMM owns and lends.
+pub type KvmSevRef<'a> = KvmSevIoctl<'a, &'a VmFd, BorrowedFd<'a>>;
+
+impl<'g, V: Borrow<VmFd>, S: AsFd> KvmSevIoctl<'g, V, S> {
+    /// Wraps a VM created with `KVM_X86_SNP_VM` and the opened SEV device, owned or borrowed
+    /// (no guest_memfds yet: add each with [`add_guest_memfd`](Self::add_guest_memfd)). The
+    /// kernel's rules followed are the running kernel's ([`KernelVersion::running`]; the newest
+    /// known when the release is refused, which [`SnpBackend::create`](crate::SnpBackend::create)
+    /// and [`SnpBackend::attach`](crate::SnpBackend::attach) report instead); change them with
+    /// [`with_kernel`](Self::with_kernel).
+    ///
+    /// ```no_run
+    /// use std::os::fd::AsFd;
+    /// use sev_backend::{KvmSevIoctl, KvmSevRef};
+    ///
+    /// // A VMM that owns its VM fd and /dev/sev lends both.
+    /// let kvm = kvm_ioctls::Kvm::new()?;
+    /// let vm = kvm.create_vm_with_type(4)?; // KVM_X86_SNP_VM
+    /// let sev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/sev")?;
+    /// let io: KvmSevRef<'_> = KvmSevIoctl::new(&vm, sev.as_fd());
+    /// # drop(io);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(vm: V, sev: S) -> Self {
         KvmSevIoctl {
             vm,
             sev,
             gmems: Vec::new(),
+            vcpus: Vec::new(),
+            kernel: KernelVersion::running()
+                .map(|c| c.version)
+                .unwrap_or_default(),
         }
+    }
+
+    /// As [`new`](Self::new), and refuses a running kernel this crate does not follow (older
+    /// than 6.12: [`Error::UnsupportedKernel`](crate::Error::UnsupportedKernel)); the choice
+    /// comes back with it, its [`KernelNote`](crate::KernelNote) for the caller to log once.
+    pub fn for_running_kernel(vm: V, sev: S) -> Result<(Self, KernelChoice), crate::Error> {
+        let choice = KernelVersion::running()?;
+        Ok((Self::new(vm, sev).with_kernel(choice.version), choice))
+    }
+
+    /// Follows `kernel`'s rules instead of the running kernel's.
+    pub fn with_kernel(mut self, kernel: KernelVersion) -> Self {
+        self.kernel = kernel;
+        self
     }
 
     /// Converts the ranges bound to `gmem`'s memslots through it from now on (a range bound to
@@ -276,38 +355,76 @@ impl<'g> KvmSevIoctl<'g> {
 
     /// The VM fd (for memslots and vCPUs).
     pub fn vm(&self) -> &VmFd {
-        &self.vm
+        self.vm.borrow()
     }
 
     /// The SEV device the kernel issues this VM's firmware commands through (see the lifetime
     /// rule above).
-    pub fn sev(&self) -> &File {
+    pub fn sev(&self) -> &S {
         &self.sev
     }
 
+    /// The vCPUs this layer created ([`SevIoctl::create_vcpu`]), in creation order; take them
+    /// with [`take_vcpus`](Self::take_vcpus) to run them.
+    pub fn vcpus(&self) -> &[VcpuFd] {
+        &self.vcpus
+    }
+
+    /// Hands the created vCPUs over (to run them after `LAUNCH_FINISH`).
+    pub fn take_vcpus(&mut self) -> Vec<VcpuFd> {
+        std::mem::take(&mut self.vcpus)
+    }
+
     /// Gives back the VM fd and the SEV device, together: keep the device open while the VM
-    /// lives (see the lifetime rule above).
-    pub fn into_parts(self) -> (VmFd, File) {
+    /// lives (see the lifetime rule above). Created vCPUs not taken are closed.
+    pub fn into_parts(self) -> (V, S) {
         (self.vm, self.sev)
     }
 }
 
-impl SevIoctl for KvmSevIoctl<'_> {
+impl<V: Borrow<VmFd>, S: AsFd> SevIoctl for KvmSevIoctl<'_, V, S> {
     fn encrypt_op(&mut self, mut cmd: SevCmd<'_>) -> Result<(), SevIoctlError> {
         check_lent(&cmd)?;
-        let mut raw = sev_cmd(&mut cmd, self.sev.as_raw_fd() as u32);
+        let mut raw = sev_cmd(&mut cmd, self.sev.as_fd().as_raw_fd() as u32);
         // `raw.data` points into `cmd`'s parameter struct, which lives (mutably borrowed) until
         // the end of this function, and `uaddr` into the source it borrows (`check_lent`: the
         // whole range, writable where the kernel may write).
-        self.vm.encrypt_op_sev(&mut raw).map_err(|e| SevIoctlError {
-            errno: e.errno(),
-            fw_error: raw.error,
-        })
+        self.vm
+            .borrow()
+            .encrypt_op_sev(&mut raw)
+            .map_err(|e| SevIoctlError {
+                errno: e.errno(),
+                fw_error: raw.error,
+            })
     }
 
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
         gmem::convert_gpa_range(&mut self.gmems, gpa, len, MemoryState::Private)
             .map_err(|e| e.errno())
+    }
+
+    fn kernel(&self) -> KernelVersion {
+        self.kernel
+    }
+
+    fn create_vcpu(&mut self, id: u64) -> Result<(), i32> {
+        let vcpu = self.vm.borrow().create_vcpu(id).map_err(|e| e.errno())?;
+        self.vcpus.push(vcpu);
+        Ok(())
+    }
+
+    fn vm_alive(&mut self) -> Option<bool> {
+        // virt/kvm/kvm_main.c: kvm_vm_ioctl answers EIO to every ioctl of a dead VM before
+        // looking at it; KVM_CHECK_EXTENSION on the VM fd answers a live one.
+        let r = self
+            .vm
+            .borrow()
+            .check_extension_raw(libc::c_ulong::from(kvm_bindings::KVM_CAP_USER_MEMORY));
+        if r >= 0 {
+            return Some(true);
+        }
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        (errno == Some(libc::EIO)).then_some(false)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::cpuid::{cpuid_diff, parse_cpuid_table, LeafDiff};
 use crate::digest::{PageType, PAGE};
 use crate::error::{fw_error_name, SEV_RET_INVALID_PARAM};
 use crate::ioctl::{KvmSevIoctl, SevCmd, SevIoctl, SevIoctlError, UpdateSource};
+use crate::kernel::{KernelNote, KernelVersion};
 use crate::uapi::{
     kvm_sev_init, kvm_sev_snp_launch_finish, kvm_sev_snp_launch_start, kvm_sev_snp_launch_update,
     KVM_CAP_VM_TYPES, KVM_SEV_SNP_FINISH_DATA_SIZE, KVM_SEV_SNP_ID_AUTH_SIZE,
@@ -253,6 +254,7 @@ pub struct CpuidCorrection {
 /// let kvm = kvm_ioctls::Kvm::new()?;
 /// let mut snp = SnpBackend::create(&kvm, LaunchConfig::default())?;
 /// snp.init(&InitParams::default())?;
+/// snp.create_vcpu(0)?; // after INIT2; LAUNCH_FINISH measures every vCPU's VMSA
 /// // ... memslots backed by guest_memfd on snp.ioctl().vm(), vCPUs ...
 /// snp.start(&StartParams::default())?;
 /// let firmware = std::fs::read("OVMF.fd")?;
@@ -268,12 +270,26 @@ pub struct SnpBackend<I> {
     ioctl: I,
     state: LaunchState,
     config: LaunchConfig,
-    shared_view: Option<Box<dyn InPlaceReader>>,
+    shared_view: Option<Box<dyn InPlaceReader + Send + Sync>>,
     /// Copies of in-place content taken before conversion: start GPA -> bytes.
     copies: BTreeMap<u64, Vec<u8>>,
     corrections: Vec<CpuidCorrection>,
     /// The page of the last `EIO` with firmware status 0 and how many in a row.
     eio_zero: Option<(u64, u32)>,
+    /// vCPUs the VM has (created through the backend, or given at attach).
+    vcpus: u32,
+    /// What choosing the kernel version said (once), for the caller to log.
+    kernel_note: Option<KernelNote>,
+}
+
+/// Where a launch the VMM started stands, for [`SnpBackend::attach`]: given, not replayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachState {
+    /// How far the VMM got: [`LaunchState::Initialized`] after its `KVM_SEV_INIT2`,
+    /// [`LaunchState::Started`] after its `KVM_SEV_SNP_LAUNCH_START`.
+    pub state: LaunchState,
+    /// The vCPUs it created (after `KVM_SEV_INIT2`).
+    pub vcpus: u32,
 }
 
 impl<I> std::fmt::Debug for SnpBackend<I> {
@@ -283,17 +299,23 @@ impl<I> std::fmt::Debug for SnpBackend<I> {
             .field("config", &self.config)
             .field("copies", &self.copies.len())
             .field("corrections", &self.corrections)
+            .field("vcpus", &self.vcpus)
+            .field("kernel_note", &self.kernel_note)
             .finish()
     }
 }
 
 impl SnpBackend<KvmSevIoctl<'_>> {
     /// Probes this KVM ([`probe`]), creates an SNP VM and opens the SEV device. Fails with
-    /// [`Error::NotSupported`] where SNP is not available. Create the guest_memfds on
-    /// `ioctl().vm()`, bind them, and hand each to
-    /// [`KvmSevIoctl::add_guest_memfd`] (through `ioctl_mut()`) before populating.
+    /// [`Error::NotSupported`] where SNP is not available, and with
+    /// [`Error::UnsupportedKernel`] on a kernel older than 6.12. The rules followed are the
+    /// running kernel's ([`KernelVersion::running`]; what the choice says is
+    /// [`kernel_note`](SnpBackend::kernel_note)). Create the guest_memfds on `ioctl().vm()`,
+    /// bind them, and hand each to [`KvmSevIoctl::add_guest_memfd`] (through `ioctl_mut()`)
+    /// before populating.
     pub fn create(kvm: &Kvm, config: LaunchConfig) -> Result<Self, Error> {
         probe(kvm)?;
+        let choice = KernelVersion::running()?;
         if config.in_place == InPlaceMode::Kernel {
             // KvmSevIoctl::in_place_populate is false: no released kernel advertises it.
             return Err(in_place_refusal());
@@ -312,7 +334,12 @@ impl SnpBackend<KvmSevIoctl<'_>> {
                 op: format!("open({SEV_DEVICE})"),
                 errno: e.raw_os_error().unwrap_or(libc::EIO),
             })?;
-        Ok(SnpBackend::with_ioctl(KvmSevIoctl::new(vm, sev), config))
+        let mut b = SnpBackend::with_ioctl(
+            KvmSevIoctl::new(vm, sev).with_kernel(choice.version),
+            config,
+        );
+        b.kernel_note = Some(choice.note);
+        Ok(b)
     }
 }
 
@@ -388,12 +415,128 @@ impl<I: SevIoctl> SnpBackend<I> {
             copies: BTreeMap::new(),
             corrections: Vec::new(),
             eio_zero: None,
+            vcpus: 0,
+            kernel_note: None,
+        }
+    }
+
+    /// Attaches to a launch the VMM started itself through `ioctl` (which may borrow its VM fd
+    /// and `/dev/sev`: [`crate::KvmSevRef`]): `at` says how far it got, and nothing is
+    /// replayed. What that state forbids is still refused (a second `KVM_SEV_INIT2` or
+    /// `LAUNCH_START`, vCPUs after `LAUNCH_FINISH`, ...). Refused: attaching at
+    /// [`LaunchState::Created`] (use [`with_ioctl`](Self::with_ioctl)), at a finished or
+    /// unrecoverable launch (nothing is left to do). The kernel's rules are the layer's
+    /// ([`SevIoctl::kernel`]; [`KvmSevIoctl::for_running_kernel`] refuses a kernel older than
+    /// 6.12).
+    ///
+    /// ```
+    /// use sev_backend::testing::KernelModel;
+    /// use sev_backend::{AttachState, Error, LaunchConfig, LaunchState, SnpBackend, StartParams};
+    ///
+    /// // The VMM issued KVM_SEV_INIT2 and LAUNCH_START itself (here, into the model).
+    /// let mut vmm = SnpBackend::with_ioctl(KernelModel::new(), LaunchConfig::default());
+    /// vmm.init(&Default::default())?;
+    /// vmm.start(&StartParams::default())?;
+    /// let model = vmm.into_ioctl();
+    /// let at = AttachState { state: LaunchState::Started, vcpus: 1 };
+    /// let mut snp = SnpBackend::attach(model, LaunchConfig::default(), at)?;
+    /// assert!(matches!(snp.start(&StartParams::default()), Err(Error::BadState { .. })));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn attach(ioctl: I, config: LaunchConfig, at: AttachState) -> Result<Self, Error> {
+        let state = match at.state {
+            LaunchState::Initialized | LaunchState::Started => None,
+            LaunchState::Created => Some("created (nothing to attach to: use with_ioctl)"),
+            LaunchState::Finished => Some("finished (nothing is left to do)"),
+            LaunchState::Unrecoverable => Some("unrecoverable (tear the VM down)"),
+        };
+        if let Some(state) = state {
+            return Err(Error::BadState {
+                step: "attach",
+                state,
+            });
+        }
+        if config.in_place == InPlaceMode::Kernel && !ioctl.in_place_populate() {
+            return Err(in_place_refusal());
+        }
+        let mut b = SnpBackend::with_ioctl(ioctl, config);
+        b.state = at.state;
+        b.vcpus = at.vcpus;
+        Ok(b)
+    }
+
+    /// What choosing the kernel version said, once: `Some` after [`SnpBackend::create`] (a
+    /// release newer than every known one is [`KernelNote::NewerThanKnown`]); the caller logs
+    /// it. `None` for a layer given by the caller, whose version is its own
+    /// ([`SevIoctl::kernel`]).
+    pub fn kernel_note(&self) -> Option<KernelNote> {
+        self.kernel_note
+    }
+
+    /// The kernel whose rules are followed ([`SevIoctl::kernel`]).
+    pub fn kernel(&self) -> KernelVersion {
+        self.ioctl.kernel()
+    }
+
+    /// The vCPUs the VM has, as far as the backend knows.
+    pub fn vcpus(&self) -> u32 {
+        self.vcpus
+    }
+
+    /// Creates vCPU `id` (`KVM_CREATE_VCPU`) through the ioctl layer. Only after
+    /// `KVM_SEV_INIT2` and before `LAUNCH_FINISH`: before INIT2, a vCPU makes INIT2 fail
+    /// (`arch/x86/kvm/svm/sev.c: __sev_guest_init`: `kvm->created_vcpus`, `EINVAL`) and gets no
+    /// VMSA page (`sev_vcpu_create` allocates it only for an SEV-ES guest); after
+    /// `LAUNCH_FINISH` its VMSA is never measured (`snp_launch_update_vmsa` runs only there),
+    /// so it cannot run as a launched vCPU.
+    pub fn create_vcpu(&mut self, id: u64) -> Result<(), Error> {
+        match self.state {
+            LaunchState::Created => {
+                return Err(Error::MissingStep {
+                    step: "KVM_CREATE_VCPU",
+                    missing: "KVM_SEV_INIT2",
+                    reason: "arch/x86/kvm/svm/sev.c: __sev_guest_init refuses a VM with vCPUs (EINVAL), and sev_vcpu_create gives a vCPU created before it no VMSA page".into(),
+                })
+            }
+            LaunchState::Initialized | LaunchState::Started => {}
+            _ => {
+                return Err(Error::BadState {
+                    step: "KVM_CREATE_VCPU",
+                    state: "past KVM_SEV_SNP_LAUNCH_FINISH (arch/x86/kvm/svm/sev.c: snp_launch_update_vmsa measured the VMSAs there; a vCPU created now never is)",
+                })
+            }
+        }
+        self.ioctl.create_vcpu(id).map_err(|errno| Error::Os {
+            op: format!("KVM_CREATE_VCPU({id})"),
+            errno,
+        })?;
+        self.vcpus = self.vcpus.saturating_add(1);
+        Ok(())
+    }
+
+    /// Records vCPUs the VMM created itself on the VM (after `KVM_SEV_INIT2`), so that
+    /// [`finish`](Self::finish) knows they exist. Same states as [`create_vcpu`](Self::create_vcpu).
+    pub fn vcpus_created(&mut self, n: u32) -> Result<(), Error> {
+        match self.state {
+            LaunchState::Initialized | LaunchState::Started => {
+                self.vcpus = self.vcpus.saturating_add(n);
+                Ok(())
+            }
+            LaunchState::Created => Err(Error::MissingStep {
+                step: "KVM_CREATE_VCPU",
+                missing: "KVM_SEV_INIT2",
+                reason: "arch/x86/kvm/svm/sev.c: __sev_guest_init refuses a VM with vCPUs (EINVAL)".into(),
+            }),
+            _ => Err(Error::BadState {
+                step: "KVM_CREATE_VCPU",
+                state: "past KVM_SEV_SNP_LAUNCH_FINISH (arch/x86/kvm/svm/sev.c: snp_launch_update_vmsa measured the VMSAs there; a vCPU created now never is)",
+            }),
         }
     }
 
     /// Sets the reader of the shared view that [`InPlaceMode::CopyBeforeConversion`] copies
     /// in-place content from.
-    pub fn with_shared_view(mut self, reader: Box<dyn InPlaceReader>) -> Self {
+    pub fn with_shared_view(mut self, reader: Box<dyn InPlaceReader + Send + Sync>) -> Self {
         self.shared_view = Some(reader);
         self
     }
@@ -448,13 +591,31 @@ impl<I: SevIoctl> SnpBackend<I> {
 
     fn expect(&self, want: LaunchState, step: &'static str) -> Result<(), Error> {
         if self.state == want {
-            Ok(())
-        } else {
-            Err(Error::BadState {
+            return Ok(());
+        }
+        // Behind: name the step that is missing (and why the kernel needs it).
+        let missing = match (self.state, want) {
+            (LaunchState::Created, _) => Some((
+                "KVM_SEV_INIT2",
+                "arch/x86/kvm/svm/sev.c: snp_launch_start and snp_launch_finish answer ENOTTY, snp_launch_update EINVAL, before the VM is an SNP guest",
+            )),
+            (LaunchState::Initialized, LaunchState::Started) => Some((
+                "KVM_SEV_SNP_LAUNCH_START",
+                "arch/x86/kvm/svm/sev.c: snp_launch_update and snp_launch_finish answer EINVAL without the guest context (sev->snp_context) LAUNCH_START creates",
+            )),
+            _ => None,
+        };
+        Err(match missing {
+            Some((missing, reason)) => Error::MissingStep {
+                step,
+                missing,
+                reason: reason.into(),
+            },
+            None => Error::BadState {
                 step,
                 state: self.state.name(),
-            })
-        }
+            },
+        })
     }
 
     /// `KVM_SEV_INIT2`. Refuses before the ioctl what `arch/x86/kvm/svm/sev.c:
@@ -467,20 +628,27 @@ impl<I: SevIoctl> SnpBackend<I> {
         if self.config.in_place == InPlaceMode::Kernel && !self.ioctl.in_place_populate() {
             return Err(in_place_refusal());
         }
-        if p.ghcb_version != 0 && p.ghcb_version != 2 {
+        let kernel = self.ioctl.kernel();
+        let ghcb_ok = match p.ghcb_version {
+            0 | 2 => true,
+            1 => kernel.snp_ghcb_v1_allowed(),
+            _ => false,
+        };
+        if !ghcb_ok {
             return Err(Error::InvalidParam {
                 cmd: "KVM_SEV_INIT2",
                 field: "ghcb_version",
                 value: u64::from(p.ghcb_version),
-                reason: "arch/x86/kvm/svm/sev.c: __sev_guest_init takes at most GHCB_VERSION_MAX (2), and an SNP guest at least 2 (0 means 2): EINVAL".into(),
+                reason: format!("arch/x86/kvm/svm/sev.c: __sev_guest_init ({kernel}) takes at most GHCB_VERSION_MAX (2){}: EINVAL", if kernel.snp_ghcb_v1_allowed() { "" } else { ", and an SNP guest at least 2 (0 means 2)" }),
             });
         }
-        if p.vmsa_features & !SNP_VMSA_FEATURES_KNOWN != 0 {
+        let known = kernel.vmsa_features_known();
+        if p.vmsa_features & !known != 0 {
             return Err(Error::InvalidParam {
                 cmd: "KVM_SEV_INIT2",
                 field: "vmsa_features",
                 value: p.vmsa_features,
-                reason: format!("arch/x86/kvm/svm/sev.c: __sev_guest_init refuses features outside sev_supported_vmsa_features, which is at most DEBUG_SWAP | SECURE_TSC ({SNP_VMSA_FEATURES_KNOWN:#x}): EINVAL"),
+                reason: format!("arch/x86/kvm/svm/sev.c: __sev_guest_init ({kernel}) refuses features outside sev_supported_vmsa_features, which sev_hardware_setup makes at most {known:#x} (DEBUG_SWAP{}): EINVAL", if known & (1 << 9) != 0 { " | SECURE_TSC" } else { "" }),
             });
         }
         let mut init = kvm_sev_init {
@@ -500,12 +668,24 @@ impl<I: SevIoctl> SnpBackend<I> {
     /// [`SNP_POLICY_RESERVED_MBO`] clear.
     pub fn start(&mut self, p: &StartParams) -> Result<(), Error> {
         self.expect(LaunchState::Initialized, "KVM_SEV_SNP_LAUNCH_START")?;
-        if p.policy & !SNP_POLICY_MASK_VALID != 0 {
+        let kernel = self.ioctl.kernel();
+        let mask = kernel.policy_mask();
+        if p.policy & !mask != 0 {
             return Err(Error::InvalidParam {
                 cmd: "KVM_SEV_SNP_LAUNCH_START",
                 field: "policy",
                 value: p.policy,
-                reason: format!("arch/x86/kvm/svm/sev.c: snp_launch_start refuses bits outside SNP_POLICY_MASK_VALID ({SNP_POLICY_MASK_VALID:#x}): EINVAL"),
+                reason: format!("arch/x86/kvm/svm/sev.c: snp_launch_start ({kernel}) refuses bits outside {} ({mask:#x}): EINVAL", if kernel == KernelVersion::V7_3 { "KVM_SNP_POLICY_MASK_VALID, the most snp_supported_policy_bits can hold" } else { "SNP_POLICY_MASK_VALID" }),
+            });
+        }
+        if kernel.policy_needs_smt_no_single_socket()
+            && (p.policy & SNP_POLICY_SMT == 0 || p.policy & SNP_POLICY_SINGLE_SOCKET != 0)
+        {
+            return Err(Error::InvalidParam {
+                cmd: "KVM_SEV_SNP_LAUNCH_START",
+                field: "policy",
+                value: p.policy,
+                reason: format!("arch/x86/kvm/svm/sev.c: snp_launch_start ({kernel}) requires SMT (bit 16) and refuses SINGLE_SOCKET (bit 20): EINVAL"),
             });
         }
         if p.policy & SNP_POLICY_RESERVED_MBO == 0 {
@@ -539,6 +719,13 @@ impl<I: SevIoctl> SnpBackend<I> {
     /// [`Error::Unrecoverable`].
     pub fn finish(&mut self, p: &FinishParams<'_>) -> Result<(), Error> {
         self.expect(LaunchState::Started, "KVM_SEV_SNP_LAUNCH_FINISH")?;
+        if self.vcpus == 0 {
+            return Err(Error::MissingStep {
+                step: "KVM_SEV_SNP_LAUNCH_FINISH",
+                missing: "KVM_CREATE_VCPU",
+                reason: "arch/x86/kvm/svm/sev.c: snp_launch_finish measures the VMSA of every vCPU the VM has then (snp_launch_update_vmsa) and of none created later; a launch finished without vCPUs has no vCPU that can run (create them with create_vcpu, or record the VMM's with vcpus_created)".into(),
+            });
+        }
         if p.id_block.is_some() && p.id_auth.is_none() {
             return Err(Error::InvalidParam {
                 cmd: "KVM_SEV_SNP_LAUNCH_FINISH",
@@ -794,6 +981,20 @@ impl<I: SevIoctl> SnpBackend<I> {
                                 );
                             }
                         }
+                    }
+                    if e.errno == libc::EIO
+                        && e.fw_error == 0
+                        && self.ioctl.vm_alive() == Some(false)
+                    {
+                        // virt/kvm/kvm_main.c: kvm_vm_ioctl answers EIO to everything on a VM
+                        // KVM_BUG killed: not an interruption, and no page was done.
+                        self.eio_zero = None;
+                        let mut err = BackendError::new(
+                            ErrorKind::Failed,
+                            format!("{what}: EIO with firmware status 0, and the VM answers EIO to every ioctl: it is dead (virt/kvm/kvm_main.c: kvm_vm_ioctl, kvm->vm_dead set by KVM_BUG, e.g. arch/x86/kvm/svm/sev.c: snp_page_reclaim after a PSP failure); nothing was populated by this call; tear the VM down"),
+                        );
+                        err.errno = Some(e.errno);
+                        return Populated::failed(done, err);
                     }
                     if e.errno == libc::EIO && e.fw_error == 0 {
                         let n = match self.eio_zero {

@@ -16,8 +16,12 @@
 //!   the VMSAs of N vCPUs for QEMU, EC2 or GCE ([`snp_vmsas`]), the kernel hashes table of a
 //!   measured direct boot ([`SevHashes`]), a precomputed firmware digest, a COCONUT-SVSM
 //!   ([`plan_svsm`]); [`measure_with_vcpus`] adds the VMSAs to a plan a VMM populates.
-//! - `testing` (feature `test-utils`): an in-process model of Linux 6.18.2's SNP launch commands, each behaviour
-//!   cited to its kernel function.
+//! - `testing` (feature `test-utils`): an in-process model of the SNP launch commands of Linux
+//!   6.12, 6.18 and 7.3 ([`KernelVersion`], chosen from the running kernel for the real ioctls),
+//!   each behaviour cited to its kernel function and version.
+//! - [`KvmSevIoctl`] owns or borrows ([`KvmSevRef`]) the VM fd and `/dev/sev`;
+//!   [`SnpBackend::attach`] takes over a launch the VMM started; `examples/launch.rs` is the
+//!   whole launch.
 //!
 //! Never verified on SEV-SNP hardware: the ioctl path is tested through `testing`'s model,
 //! and the real `/dev/kvm` of a machine without SNP is tested to refuse with
@@ -42,21 +46,41 @@
 //! assert_eq!(ld.digest(), digest);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Features
+//!
+//! - `kvm` (default): the launch through KVM ([`SnpBackend`], [`KvmSevIoctl`],
+//!   [`KernelVersion`]) and everything that takes a `cc_populate` plan. Needs no hashing crate:
+//!   a populate-only build is `--no-default-features --features kvm`.
+//! - `measure` (default): the offline launch digest ([`LaunchDigest`], [`measure_snp_launch`],
+//!   [`measure_ovmf`], [`measure_regions`], [`SevHashes`]). Needs no KVM crate and no
+//!   `cc-populate`: a verifier's build is `--no-default-features --features measure`. With both,
+//!   [`measure`] takes a `cc_populate::Plan`.
+//! - `test-utils`: the `testing` model (implies `kvm`). `openssl`, `bench`: see `Cargo.toml`.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "measure")]
+mod chain;
 mod cpuid;
 mod digest;
 mod error;
+#[cfg(feature = "measure")]
 mod hash;
 #[cfg(feature = "id-block")]
 pub mod id_block;
+#[cfg(feature = "kvm")]
 mod ioctl;
+#[cfg(feature = "kvm")]
+mod kernel;
+#[cfg(feature = "kvm")]
 mod launch;
 mod ovmf;
 pub mod report;
+#[cfg(feature = "measure")]
 mod sev_hashes;
+#[cfg(feature = "measure")]
 mod snp_launch;
 mod svsm;
 mod vcpu_types;
@@ -68,33 +92,50 @@ mod vmsa;
 pub mod testing;
 pub mod uapi;
 
-pub use cpuid::{cpuid_diff, parse_cpuid_table, CpuidLeaf, CpuidTable, LeafDiff};
-pub use digest::{
-    measure, measure_plan_into, page_info, LaunchDigest, MeasureOptions, PageRecord, PageType,
-    VmsaPage, DIGEST_LEN, PAGE, PAGE_INFO_LEN,
+#[cfg(all(feature = "measure", feature = "kvm"))]
+pub use chain::{measure, measure_plan_into, MeasureOptions};
+#[cfg(feature = "measure")]
+pub use chain::{LaunchDigest, PageRecord, VmsaPage};
+pub use cpuid::{
+    cpuid_diff, parse_cpuid_table, snp_cpuid_table, CpuidLeaf, CpuidTable, LeafDiff,
+    KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
 };
+pub use digest::{page_info, PageType, DIGEST_LEN, PAGE, PAGE_INFO_LEN};
 pub use error::{fw_error_name, Error, SEV_RET_INVALID_PARAM};
-pub use ioctl::{check_lent, sev_cmd, KvmSevIoctl, SevCmd, SevIoctl, SevIoctlError, UpdateSource};
+#[cfg(feature = "kvm")]
+pub use ioctl::{
+    check_lent, sev_cmd, KvmSevIoctl, KvmSevRef, SevCmd, SevIoctl, SevIoctlError, UpdateSource,
+};
+#[cfg(feature = "kvm")]
+pub use kernel::{
+    running_release, KernelChoice, KernelNote, KernelVersion, Release, KNOWN_KERNELS,
+};
+#[cfg(feature = "kvm")]
 pub use launch::{
-    probe, snp_caps, verifier_caps, CpuidCorrection, CpuidPolicy, FinishParams, InPlaceMode,
-    InitParams, LaunchConfig, LaunchState, SnpBackend, SnpSupport, StartParams, SEV_DEVICE,
-    SNP_POLICY_DEBUG, SNP_POLICY_MASK_VALID, SNP_POLICY_RESERVED_MBO, SNP_POLICY_SINGLE_SOCKET,
-    SNP_POLICY_SMT, SNP_VMSA_FEATURES_KNOWN,
+    probe, snp_caps, verifier_caps, AttachState, CpuidCorrection, CpuidPolicy, FinishParams,
+    InPlaceMode, InitParams, LaunchConfig, LaunchState, SnpBackend, SnpSupport, StartParams,
+    SEV_DEVICE, SNP_POLICY_DEBUG, SNP_POLICY_MASK_VALID, SNP_POLICY_RESERVED_MBO,
+    SNP_POLICY_SINGLE_SOCKET, SNP_POLICY_SMT, SNP_VMSA_FEATURES_KNOWN,
 };
 pub use ovmf::{
-    measure_ovmf, parse_ovmf, plan_ovmf, plan_ovmf_with, Guid, GuidEntry, OvmfImage, PlannedRegion,
-    SectionKind, SectionPolicy, SevMetadata, SevSection, FOUR_GIB, OVMF_TABLE_FOOTER_GUID,
-    SEV_ES_RESET_BLOCK_GUID, SEV_METADATA_GUID, SEV_METADATA_SIGNATURE,
+    check_regions, parse_ovmf, plan_ovmf, plan_ovmf_with, Guid, GuidEntry, OvmfImage,
+    PlannedRegion, SectionKind, SectionPolicy, SevMetadata, SevSection, FOUR_GIB,
+    OVMF_TABLE_FOOTER_GUID, SEV_ES_RESET_BLOCK_GUID, SEV_METADATA_GUID, SEV_METADATA_SIGNATURE,
 };
+#[cfg(feature = "measure")]
+pub use ovmf::{measure_ovmf, measure_regions};
+#[cfg(feature = "measure")]
 pub use sev_hashes::{
     hashes_area, kernel_cmdline_limit, kernel_hashes_section, BootFileError, HashesAreaError,
     SevHashes, MAX_KERNEL_HASHES_SECTION_LEN, SEV_CMDLINE_ENTRY_GUID, SEV_HASH_ENTRY_LEN,
     SEV_HASH_TABLE_HEADER_GUID, SEV_HASH_TABLE_LEN, SEV_HASH_TABLE_RV_GUID, SEV_INITRD_ENTRY_GUID,
     SEV_KERNEL_ENTRY_GUID, SEV_PADDED_HASH_TABLE_LEN,
 };
+#[cfg(all(feature = "measure", feature = "kvm"))]
+pub use snp_launch::measure_with_vcpus;
+#[cfg(feature = "measure")]
 pub use snp_launch::{
-    measure_snp_launch, measure_with_vcpus, parse_digest, LaunchMeasurement, MeasureError,
-    SnpLaunch, SvsmLaunch,
+    measure_snp_launch, parse_digest, LaunchMeasurement, MeasureError, SnpLaunch, SvsmLaunch,
 };
 pub use svsm::{plan_svsm, SvsmPlan, SVSM_INFO_GUID};
 pub use vcpu_types::{

@@ -17,10 +17,14 @@
 
 use std::fmt;
 
+#[cfg(feature = "kvm")]
 use cc_populate::{Content, RegionSpec, Role};
 
-use crate::digest::{measure, MeasureOptions, VmsaPage, DIGEST_LEN};
-use crate::launch::verifier_caps;
+#[cfg(feature = "measure")]
+use crate::chain::{LaunchDigest, VmsaPage};
+use crate::digest::PageType;
+#[cfg(feature = "measure")]
+use crate::digest::DIGEST_LEN;
 use crate::vmsa::VmmType;
 use crate::Error;
 
@@ -340,20 +344,20 @@ fn parse_metadata(image: &[u8], from_end: usize) -> Result<SevMetadata, Error> {
     })
 }
 
-/// How SEV metadata sections become plan roles: VMMs disagree, and the launch digest depends on
+/// How SEV metadata sections become page types (plan roles): VMMs disagree, and the launch digest depends on
 /// it, so a verifier picks the policy of the VMM it reproduces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SectionPolicy {
     /// A short name for messages.
     pub name: &'static str,
-    /// Role of `SNP_SEC_MEM` sections.
-    pub sec_mem: Role,
-    /// Role of `SVSM_CAA` sections.
-    pub svsm_caa: Role,
-    /// Role of `SNP_KERNEL_HASHES` sections (when no hashes table is given).
-    pub kernel_hashes: Role,
-    /// Role of sections of unknown type.
-    pub unknown: Role,
+    /// Page type of `SNP_SEC_MEM` sections.
+    pub sec_mem: PageType,
+    /// Page type of `SVSM_CAA` sections.
+    pub svsm_caa: PageType,
+    /// Page type of `SNP_KERNEL_HASHES` sections (when no hashes table is given).
+    pub kernel_hashes: PageType,
+    /// Page type of sections of unknown type.
+    pub unknown: PageType,
     /// Populate the CPUID sections after all the others (EC2) rather than in the image's
     /// order.
     pub cpuid_last: bool,
@@ -364,10 +368,10 @@ impl SectionPolicy {
     /// else `ZERO` (kernel hashes too, unless measured direct boot supplies the table).
     pub const QEMU: SectionPolicy = SectionPolicy {
         name: "qemu",
-        sec_mem: Role::Zero,
-        svsm_caa: Role::Zero,
-        kernel_hashes: Role::Zero,
-        unknown: Role::Zero,
+        sec_mem: PageType::Zero,
+        svsm_caa: PageType::Zero,
+        kernel_hashes: PageType::Zero,
+        unknown: PageType::Zero,
         cpuid_last: false,
     };
 
@@ -383,7 +387,7 @@ impl SectionPolicy {
     /// everything else as QEMU does.
     pub const GCE: SectionPolicy = SectionPolicy {
         name: "gce",
-        sec_mem: Role::Unmeasured,
+        sec_mem: PageType::Unmeasured,
         ..SectionPolicy::QEMU
     };
 
@@ -391,18 +395,25 @@ impl SectionPolicy {
     /// `UNMEASURED` instead of `ZERO`.
     pub const UNMEASURED: SectionPolicy = SectionPolicy {
         name: "unmeasured",
-        sec_mem: Role::Unmeasured,
-        svsm_caa: Role::Unmeasured,
-        kernel_hashes: Role::Unmeasured,
-        unknown: Role::Unmeasured,
+        sec_mem: PageType::Unmeasured,
+        svsm_caa: PageType::Unmeasured,
+        kernel_hashes: PageType::Unmeasured,
+        unknown: PageType::Unmeasured,
         cpuid_last: false,
     };
 
-    /// The role of a section of `kind`.
+    /// The role of a section of `kind` (its [`page_type`](Self::page_type)'s).
+    #[cfg(feature = "kvm")]
     pub fn role(&self, kind: SectionKind) -> Role {
+        // Every page type a policy gives has a role (none gives VMSA).
+        self.page_type(kind).role().unwrap_or(Role::Zero)
+    }
+
+    /// The page type of a section of `kind`.
+    pub fn page_type(&self, kind: SectionKind) -> PageType {
         match kind {
-            SectionKind::SnpSecrets => Role::Secrets,
-            SectionKind::Cpuid => Role::Cpuid,
+            SectionKind::SnpSecrets => PageType::Secrets,
+            SectionKind::Cpuid => PageType::Cpuid,
             SectionKind::SnpSecMem => self.sec_mem,
             SectionKind::SvsmCaa => self.svsm_caa,
             SectionKind::SnpKernelHashes => self.kernel_hashes,
@@ -439,15 +450,16 @@ impl Default for SectionPolicy {
     }
 }
 
-/// A region of a firmware plan, ready for a [`cc_populate::PlanBuilder`].
+/// A region of a firmware plan: measured as it is ([`measure_regions`]), or handed to a
+/// `cc_populate::PlanBuilder` (`to_spec`, feature `kvm`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedRegion<'a> {
     /// Guest-physical address.
     pub gpa: u64,
     /// Length.
     pub len: u64,
-    /// Role.
-    pub role: Role,
+    /// The page type it is populated as.
+    pub page_type: PageType,
     /// Content bytes (`None`: zeros; for a CPUID section the VMM puts its table there).
     pub content: Option<&'a [u8]>,
     /// What it is (`"firmware image"`, or the section kind).
@@ -455,12 +467,20 @@ pub struct PlannedRegion<'a> {
 }
 
 impl<'a> PlannedRegion<'a> {
+    /// The plan role populated as its page type ([`PageType::role`]).
+    #[cfg(feature = "kvm")]
+    pub fn role(&self) -> Role {
+        // plan_ovmf and plan_svsm never plan a VMSA page.
+        self.page_type.role().unwrap_or(Role::Zero)
+    }
+
     /// As a region for [`cc_populate::PlanBuilder::region`].
+    #[cfg(feature = "kvm")]
     pub fn to_spec(&self) -> RegionSpec<'a> {
         RegionSpec {
             gpa: self.gpa,
             len: self.len,
-            role: self.role,
+            role: self.role(),
             content: match self.content {
                 Some(b) => Content::Bytes(std::borrow::Cow::Borrowed(b)),
                 None => Content::Zero,
@@ -529,7 +549,7 @@ pub(crate) fn image_region<'a>(
     Ok(PlannedRegion {
         gpa: end - size,
         len: size,
-        role: Role::Measured,
+        page_type: PageType::Normal,
         content: Some(image),
         what: what.into(),
     })
@@ -561,7 +581,7 @@ pub(crate) fn section_regions<'a>(
         if gpa + len > FOUR_GIB {
             return Err(bad("ends past 4 GiB"));
         }
-        let (role, content) = match (s.kind, kernel_hashes) {
+        let (page_type, content) = match (s.kind, kernel_hashes) {
             (SectionKind::SnpKernelHashes, Some(c)) => {
                 if c.len() as u64 != len {
                     return Err(bad(&format!(
@@ -569,14 +589,14 @@ pub(crate) fn section_regions<'a>(
                         c.len()
                     )));
                 }
-                (Role::Measured, Some(c))
+                (PageType::Normal, Some(c))
             }
-            (kind, _) => (policy.role(kind), None),
+            (kind, _) => (policy.page_type(kind), None),
         };
         let r = PlannedRegion {
             gpa,
             len,
-            role,
+            page_type,
             content,
             what: s.kind.to_string(),
         };
@@ -590,9 +610,62 @@ pub(crate) fn section_regions<'a>(
     Ok(out)
 }
 
+/// Checks `regions` as one plan would for measuring: each non-empty, page-aligned, below 2^64,
+/// its content (if any) exactly its length, and no two overlapping. The error names the region.
+pub fn check_regions(regions: &[PlannedRegion<'_>]) -> Result<(), Error> {
+    let bad = |i: usize, reason: String| Error::ImageFormat {
+        what: "planned regions",
+        offset: 0,
+        reason: format!(
+            "region {i} [{:#x}..+{:#x}) ({}): {reason}",
+            regions[i].gpa, regions[i].len, regions[i].what
+        ),
+    };
+    let mut spans: Vec<(u64, u64, usize)> = Vec::with_capacity(regions.len());
+    for (i, r) in regions.iter().enumerate() {
+        if r.len == 0 || r.gpa % 4096 != 0 || r.len % 4096 != 0 {
+            return Err(bad(i, "empty or not aligned to 4 KiB".into()));
+        }
+        let Some(end) = r.gpa.checked_add(r.len) else {
+            return Err(bad(i, "wraps past 2^64".into()));
+        };
+        if let Some(c) = r.content {
+            if c.len() as u64 != r.len {
+                return Err(bad(i, format!("its content has {:#x} bytes", c.len())));
+            }
+        }
+        spans.push((r.gpa, end, i));
+    }
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        if w[1].0 < w[0].1 {
+            let (a, b) = (w[0].2.min(w[1].2), w[0].2.max(w[1].2));
+            return Err(bad(b, format!("overlaps region {a}")));
+        }
+    }
+    Ok(())
+}
+
+/// Adds `regions`, in order, to `ld` after [`check_regions`]: each region's pages as its page
+/// type, content hashed where the type measures it.
+#[cfg(feature = "measure")]
+pub fn measure_regions(ld: &mut LaunchDigest, regions: &[PlannedRegion<'_>]) -> Result<(), Error> {
+    check_regions(regions)?;
+    for r in regions {
+        let content = if r.page_type.measures_contents() {
+            r.content
+        } else {
+            None
+        };
+        ld.update_pages(r.gpa, r.page_type, content, r.len)?;
+    }
+    Ok(())
+}
+
 /// The expected launch digest of a QEMU-style launch of an OVMF image: the image's pages ending
 /// at 4 GiB, then (unless `firmware_only`) its SEV metadata sections under `policy`, then the
 /// `vmsas` in the order given. What `ccpop measure snp --firmware` computes.
+#[cfg(feature = "measure")]
 pub fn measure_ovmf(
     image: &[u8],
     policy: SectionPolicy,
@@ -601,18 +674,12 @@ pub fn measure_ovmf(
 ) -> Result<[u8; DIGEST_LEN], Error> {
     let regions = plan_ovmf(image, policy)?;
     let take = if firmware_only { 1 } else { regions.len() };
-    let mut builder = cc_populate::PlanBuilder::with_capacity(take);
-    for r in regions.iter().take(take) {
-        builder.push(r.to_spec());
+    let mut ld = LaunchDigest::new();
+    measure_regions(&mut ld, &regions[..take.min(regions.len())])?;
+    for v in vmsas {
+        ld.update_vmsa(v.gpa, v.page)?;
     }
-    let plan = builder
-        .build(&verifier_caps(), &cc_populate::MemoryLayout::unbounded())
-        .map_err(|e| Error::ImageFormat {
-            what: "SEV metadata",
-            offset: 0,
-            reason: format!("the planned regions are not a valid plan: {e}"),
-        })?;
-    measure(&plan, vmsas, &MeasureOptions::default())
+    Ok(ld.digest())
 }
 
 #[cfg(test)]
@@ -639,13 +706,13 @@ mod tests {
         assert_eq!(SectionKind::from_type(0x10), SectionKind::SnpKernelHashes);
         assert_eq!(SectionKind::from_type(5), SectionKind::Unknown(5));
         let q = SectionPolicy::QEMU;
-        assert_eq!(q.role(SectionKind::SnpSecMem), Role::Zero);
-        assert_eq!(q.role(SectionKind::SnpSecrets), Role::Secrets);
-        assert_eq!(q.role(SectionKind::Cpuid), Role::Cpuid);
-        assert_eq!(q.role(SectionKind::SvsmCaa), Role::Zero);
+        assert_eq!(q.page_type(SectionKind::SnpSecMem), PageType::Zero);
+        assert_eq!(q.page_type(SectionKind::SnpSecrets), PageType::Secrets);
+        assert_eq!(q.page_type(SectionKind::Cpuid), PageType::Cpuid);
+        assert_eq!(q.page_type(SectionKind::SvsmCaa), PageType::Zero);
         let u = SectionPolicy::UNMEASURED;
-        assert_eq!(u.role(SectionKind::SnpSecMem), Role::Unmeasured);
-        assert_eq!(u.role(SectionKind::Cpuid), Role::Cpuid);
+        assert_eq!(u.page_type(SectionKind::SnpSecMem), PageType::Unmeasured);
+        assert_eq!(u.page_type(SectionKind::Cpuid), PageType::Cpuid);
         assert_eq!(SectionPolicy::by_name("unmeasured"), Some(u));
         assert_eq!(SectionPolicy::default(), q);
     }

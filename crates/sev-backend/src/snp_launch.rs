@@ -2,12 +2,17 @@
 //! precomputed digest), metadata sections under the VMM's policy, the kernel hashes of a
 //! measured direct boot, an SVSM, and the VMSAs KVM measures last.
 
-use cc_populate::{MemoryLayout, Plan, PlanBuilder};
+#[cfg(feature = "kvm")]
+use cc_populate::Plan;
 
-use crate::digest::{measure_plan_into, LaunchDigest, PageRecord, PageType, DIGEST_LEN};
+#[cfg(feature = "kvm")]
+use crate::chain::measure_plan_into;
+use crate::chain::{LaunchDigest, PageRecord};
+use crate::digest::{PageType, DIGEST_LEN};
 use crate::hash::sha384;
-use crate::launch::verifier_caps;
-use crate::ovmf::{parse_ovmf, plan_ovmf_with, PlannedRegion, SectionPolicy};
+use crate::ovmf::{
+    check_regions, measure_regions, parse_ovmf, plan_ovmf_with, PlannedRegion, SectionPolicy,
+};
 use crate::sev_hashes::{kernel_hashes_section, HashesAreaError, SevHashes};
 use crate::svsm::plan_svsm;
 use crate::uapi::SNP_VMSA_GPA;
@@ -84,13 +89,9 @@ pub struct LaunchMeasurement {
     pub trace: Vec<PageRecord>,
 }
 
-fn build_plan<'a>(regions: &[PlannedRegion<'a>]) -> Result<Plan<'a>, MeasureError> {
-    let mut b = PlanBuilder::with_capacity(regions.len());
-    for r in regions {
-        b.push(r.to_spec());
-    }
-    b.build(&verifier_caps(), &MemoryLayout::unbounded())
-        .map_err(|e| MeasureError::Plan(e.to_string()))
+/// The regions do not make one plan (overlap, alignment): [`MeasureError::Plan`].
+fn plan_error(e: Error) -> MeasureError {
+    MeasureError::Plan(e.to_string())
 }
 
 /// Adds `count` VMSA records of `page` (hashed once).
@@ -153,8 +154,7 @@ pub fn measure_snp_launch(launch: &SnpLaunch<'_>) -> Result<LaunchMeasurement, M
         }
         let plan = plan_svsm(launch.firmware, svsm.image, svsm.vars_size)?;
         let regions = plan.regions;
-        let built = build_plan(&regions)?;
-        measure_plan_into(&mut ld, &built, None)?;
+        measure_regions(&mut ld, &regions).map_err(plan_error)?;
         let firmware_digest = LaunchDigest::new()
             .update_then_digest(regions[0].gpa, launch.firmware)
             .map_err(MeasureError::Image)?;
@@ -174,17 +174,17 @@ pub fn measure_snp_launch(launch: &SnpLaunch<'_>) -> Result<LaunchMeasurement, M
     let regions = plan_ovmf_with(launch.firmware, policy, hashes.as_deref())?;
     // Check the whole launch as one plan (no overlaps), then measure it, from the given
     // firmware digest when there is one.
-    build_plan(&regions)?;
+    check_regions(&regions).map_err(plan_error)?;
     let firmware_digest = match launch.firmware_digest {
         Some(seed) => {
             ld = start(LaunchDigest::from_digest(seed));
-            measure_plan_into(&mut ld, &build_plan(&regions[1..])?, None)?;
+            measure_regions(&mut ld, &regions[1..])?;
             seed
         }
         None => {
-            measure_plan_into(&mut ld, &build_plan(&regions[..1])?, None)?;
+            measure_regions(&mut ld, &regions[..1])?;
             let after_image = ld.digest();
-            measure_plan_into(&mut ld, &build_plan(&regions[1..])?, None)?;
+            measure_regions(&mut ld, &regions[1..])?;
             after_image
         }
     };
@@ -214,7 +214,7 @@ fn finish(
         firmware_digest,
         regions: regions
             .iter()
-            .filter_map(|r| PageType::for_role(r.role).map(|t| (r.gpa, r.len, t, r.what.clone())))
+            .map(|r| (r.gpa, r.len, r.page_type, r.what.clone()))
             .collect(),
         vmsas,
     })
@@ -246,6 +246,7 @@ impl LaunchDigest {
 /// assert_eq!(digest.len(), 48);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[cfg(feature = "kvm")]
 pub fn measure_with_vcpus(
     plan: &Plan<'_>,
     vcpus: &VcpuConfig,

@@ -1,8 +1,38 @@
-//! An in-process model of the Linux 6.18.2 SEV-SNP launch, for tests of code built on
-//! [`SnpBackend`](crate::SnpBackend) without SNP hardware.
+//! An in-process model of the SEV-SNP launch of Linux 6.12, 6.18 and 7.3, for tests of code
+//! built on [`SnpBackend`](crate::SnpBackend) without SNP hardware.
 //!
-//! [`KernelModel`] implements [`SevIoctl`] as these functions of Linux 6.18.2 behave; each rule
-//! below names the function it follows, and the code repeats the citation where it applies it:
+//! [`KernelModel`] implements [`SevIoctl`] as these functions of Linux 6.18.2 behave
+//! ([`KernelModel::new`]), or of the version given to [`KernelModel::for_version`]; each rule
+//! below names the function it follows, and the code repeats the citation where it applies it.
+//!
+//! **Where the versions differ** (read in 6.12.118, 6.18.2 and 7.3.4; the rest is the same in
+//! all three):
+//!
+//! - `sev.c: __sev_guest_init`: 6.12 takes an SNP guest's `ghcb_version` 1 (the `< 2` check
+//!   is 6.18's and 7.3's), and its `sev_supported_vmsa_features` is at most `DEBUG_SWAP`
+//!   (`SECURE_TSC` from 6.18 on: `sev_hardware_setup`).
+//! - `sev.c: snp_launch_start`: 6.12 also requires SMT (bit 16) and refuses SINGLE_SOCKET (bit
+//!   20); 7.3 checks the policy against the host's `snp_supported_policy_bits` (the firmware's
+//!   bits masked by `KVM_SNP_POLICY_MASK_VALID`, [`KernelModel::supported_policy_bits`])
+//!   instead of the fixed `SNP_POLICY_MASK_VALID`.
+//! - `sev.c: snp_launch_update`: 6.12 accepts `len` 0 (success, no progress); 7.3 refuses a
+//!   content page whose `uaddr` is 0 or not page-aligned with `-EINVAL` before any page (6.12
+//!   and 6.18 copy from any address and warn on 0 per page).
+//! - `guest_memfd.c: kvm_gmem_populate`: 6.12 and 6.18 walk by folio order (always 0:
+//!   `__kvm_gmem_get_pfn` sets `max_order = 0`) and refuse a prepared (uptodate) folio with
+//!   `-EEXIST` themselves; 7.3 walks strictly per 4 KiB page, pins each source page
+//!   (`get_user_pages_fast`) before taking the mapping lock, writable for a CPUID page
+//!   (`may_writeback_src`: a read-only mapping fails, `-EFAULT`), and no longer checks
+//!   preparation: a page populated already is refused by `sev.c: sev_gmem_post_populate`'s RMP
+//!   check (`-EEXIST`), so `LAUNCH_UPDATE` answers the same `-EIO`/0 either way.
+//! - `sev.c: sev_es_sync_vmsa`: 6.12 and 7.3 refuse a vCPU whose state is protected already
+//!   (`guest_state_protected`, `-EINVAL`), so a second `LAUNCH_FINISH` is `-EINVAL` before the
+//!   firmware; 6.18.2 lacks the check.
+//! - `guest_memfd.c`: binding a guest_memfd range another memslot holds is `-EEXIST` in 6.12.118
+//!   and 7.3.4 (`kvm_gmem_commit_memory_region`), `-EINVAL` in 6.18.2 (`kvm_gmem_bind`)
+//!   ([`KernelModel::add_gmem_memslot`]).
+//!
+//! The rules, as Linux 6.18.2 has them:
 //!
 //! - `virt/kvm/kvm_main.c: kvm_vm_ioctl`: a dead VM (`kvm->vm_dead`, set by `KVM_BUG`) answers
 //!   every ioctl with `-EIO` before looking at it, so `kvm_sev_cmd.error` stays as sent (0).
@@ -69,6 +99,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use crate::error::SEV_RET_INVALID_PARAM;
 use crate::ioctl::{SevCmd, SevIoctl, SevIoctlError, UpdateSource};
+use crate::kernel::KernelVersion;
 use crate::uapi::{
     kvm_sev_init, kvm_sev_snp_launch_finish, kvm_sev_snp_launch_start, kvm_sev_snp_launch_update,
 };
@@ -128,17 +159,28 @@ pub struct Memslot {
 }
 
 /// Decides whether the firmware accepts a CPUID page: returns `Some(corrected page)` to reject.
-pub type CpuidCheck = Box<dyn Fn(&[u8]) -> Option<Vec<u8>>>;
+pub type CpuidCheck = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 
 /// The model. See the module docs.
 pub struct KernelModel {
+    /// The kernel whose rules are followed.
+    pub version: KernelVersion,
+    /// 7.3: the firmware's policy bits (`sev.c: sev_hardware_setup` masks them by
+    /// `KVM_SNP_POLICY_MASK_VALID` into `snp_supported_policy_bits`; the model does the same);
+    /// by default 6.18's `SNP_POLICY_MASK_VALID`. Not used by 6.12 and 6.18.
+    pub supported_policy_bits: u64,
+    /// vCPUs created (`KVM_CREATE_VCPU`).
+    pub vcpus: u32,
+    /// guest_memfd bindings made through [`add_gmem_memslot`](Self::add_gmem_memslot):
+    /// (guest_memfd id, first page offset, pages).
+    pub gmem_bindings: Vec<(u32, u64, u64)>,
     /// Answers for the next `LAUNCH_UPDATE` calls (empty: [`Step::All`]).
     pub script: VecDeque<Step>,
     /// The VM's memslots. [`KernelModel::new`] gives one guest_memfd memslot over the first
     /// 2^52 bytes (as a VMM with all guest memory in guest_memfd).
     pub memslots: Vec<Memslot>,
     /// The host's `sev_supported_vmsa_features` (`sev.c: sev_hardware_setup`); by default
-    /// both features 6.18 can offer.
+    /// every feature the version can offer (6.12: `DEBUG_SWAP`; 6.18, 7.3: and `SECURE_TSC`).
     pub supported_vmsa_features: u64,
     /// Whether vCPUs were created (then `KVM_SEV_INIT2` is `-EINVAL`).
     pub vcpus_created: bool,
@@ -242,14 +284,23 @@ impl KernelModel {
     /// A fresh SNP VM (`KVM_X86_SNP_VM`, before `KVM_SEV_INIT2`): one guest_memfd memslot,
     /// nothing private, nothing populated.
     pub fn new() -> Self {
+        KernelModel::for_version(KernelVersion::V6_18)
+    }
+
+    /// A fresh SNP VM on `version`'s rules (see the module docs for what differs).
+    pub fn for_version(version: KernelVersion) -> Self {
         KernelModel {
+            version,
+            supported_policy_bits: POLICY_VALID,
+            vcpus: 0,
+            gmem_bindings: Vec::new(),
             script: VecDeque::new(),
             memslots: vec![Memslot {
                 gpa: 0,
                 len: 1 << 52,
                 guest_memfd: true,
             }],
-            supported_vmsa_features: SVM_SEV_FEAT_DEBUG_SWAP | SVM_SEV_FEAT_SECURE_TSC,
+            supported_vmsa_features: version.vmsa_features_known(),
             vcpus_created: false,
             init_host_error: None,
             gctx_create_fw_error: None,
@@ -306,6 +357,53 @@ impl KernelModel {
         self.vmsas_measured
     }
 
+    /// Adds a guest_memfd memslot over `gpa..gpa+len`, bound to guest_memfd `gmem` (any id the
+    /// test chooses) at `offset`, as `KVM_SET_USER_MEMORY_REGION2` does: a range of that
+    /// guest_memfd another memslot holds is refused, `EEXIST` in 6.12.118 and 7.3.4
+    /// (`virt/kvm/guest_memfd.c: kvm_gmem_commit_memory_region`), `EINVAL` in 6.18.2
+    /// (`kvm_gmem_bind`); an address, length or offset not page-aligned, or a length of 0, is
+    /// `EINVAL` (`virt/kvm/kvm_main.c: check_memory_region_flags`, `kvm_set_memory_region`).
+    pub fn add_gmem_memslot(
+        &mut self,
+        gpa: u64,
+        len: u64,
+        gmem: u32,
+        offset: u64,
+    ) -> Result<(), i32> {
+        if len == 0
+            || !gpa.is_multiple_of(PAGE)
+            || !len.is_multiple_of(PAGE)
+            || !offset.is_multiple_of(PAGE)
+            || gpa.checked_add(len).is_none()
+            || offset.checked_add(len).is_none()
+        {
+            return Err(libc::EINVAL);
+        }
+        let (start, pages) = (offset / PAGE, len / PAGE);
+        if self
+            .gmem_bindings
+            .iter()
+            .any(|&(g, s, n)| g == gmem && s < start + pages && start < s + n)
+        {
+            return Err(self.version.gmem_rebind_errno());
+        }
+        if self
+            .memslots
+            .iter()
+            .any(|m| m.gpa < gpa + len && gpa < m.gpa.saturating_add(m.len))
+        {
+            // kvm_main.c: kvm_set_memory_region: a GPA range another memslot covers.
+            return Err(libc::EEXIST);
+        }
+        self.gmem_bindings.push((gmem, start, pages));
+        self.memslots.push(Memslot {
+            gpa,
+            len,
+            guest_memfd: true,
+        });
+        Ok(())
+    }
+
     fn slot_of(&self, gpa: u64) -> Option<Memslot> {
         self.memslots
             .iter()
@@ -322,7 +420,9 @@ impl KernelModel {
             return err(libc::EINVAL, 0);
         }
         // `data->vmsa_features & ~valid_vmsa_features` (SNP: SECURE_TSC stays valid).
-        if p.vmsa_features & !self.supported_vmsa_features != 0 {
+        // (The host's features are at most what the version offers: sev_hardware_setup.)
+        let supported = self.supported_vmsa_features & self.version.vmsa_features_known();
+        if p.vmsa_features & !supported != 0 {
             return err(libc::EINVAL, 0);
         }
         // `ghcb_version > GHCB_VERSION_MAX (2)`; 0 becomes 2; `snp_active && ghcb_version < 2`.
@@ -331,7 +431,8 @@ impl KernelModel {
         } else {
             p.ghcb_version
         };
-        if p.ghcb_version > 2 || ghcb < 2 {
+        // 6.12 has no `snp_active && ghcb_version < 2` check.
+        if p.ghcb_version > 2 || (ghcb < 2 && !self.version.snp_ghcb_v1_allowed()) {
             return err(libc::EINVAL, 0);
         }
         // sev_asid_new, sev_platform_init (argp->error = init_args.error), allocations.
@@ -350,7 +451,19 @@ impl KernelModel {
         if self.snp_context || p.flags != 0 {
             return err(libc::EINVAL, 0);
         }
-        if p.policy & !POLICY_VALID != 0 || p.policy & (1 << 17) == 0 {
+        // 6.12 and 6.18: SNP_POLICY_MASK_VALID; 7.3: snp_supported_policy_bits.
+        // (7.3: the host's bits are the firmware's masked by KVM_SNP_POLICY_MASK_VALID.)
+        let valid = match self.version {
+            KernelVersion::V7_3 => self.supported_policy_bits & self.version.policy_mask(),
+            _ => POLICY_VALID,
+        };
+        if p.policy & !valid != 0 || p.policy & (1 << 17) == 0 {
+            return err(libc::EINVAL, 0);
+        }
+        // 6.12: `!(policy & SNP_POLICY_MASK_SMT)`, `policy & SNP_POLICY_MASK_SINGLE_SOCKET`.
+        if self.version.policy_needs_smt_no_single_socket()
+            && (p.policy & (1 << 16) == 0 || p.policy & (1 << 20) != 0)
+        {
             return err(libc::EINVAL, 0);
         }
         // snp_context_create: SNP_GCTX_CREATE failed (its status is in `error`), no context
@@ -375,6 +488,10 @@ impl KernelModel {
             return err(libc::EINVAL, 0);
         }
         // snp_launch_update_vmsa: every vCPU's VMSA goes to the firmware first.
+        if self.vmsas_measured && self.version.second_finish_einval() {
+            // 6.12, 7.3: sev_es_sync_vmsa refuses a vCPU with guest_state_protected.
+            return err(libc::EINVAL, 0);
+        }
         if self.vmsas_measured {
             // 6.18 syncs and hands over VMSAs the firmware already owns: firmware internals.
             self.violations
@@ -414,12 +531,28 @@ impl KernelModel {
         if !self.snp_active || !self.snp_context {
             return err(libc::EINVAL, 0);
         }
-        if p.len == 0
+        // 6.12 checks only `!PAGE_ALIGNED(len)`; 6.18 and 7.3 also `!len`.
+        if (p.len == 0 && self.version.zero_len_update_refused())
             || !p.len.is_multiple_of(PAGE)
             || p.flags != 0
             || !matches!(p.type_, 1 | 3..=6)
         {
             return err(libc::EINVAL, 0);
+        }
+        // 7.3: a content page's `uaddr` must be non-zero and page-aligned, before the memslot.
+        if self.version.aligned_source_required()
+            && p.type_ != 3
+            && (p.uaddr == 0 || !p.uaddr.is_multiple_of(PAGE))
+        {
+            return err(libc::EINVAL, 0);
+        }
+        if p.len == 0 {
+            // 6.12: kvm_gmem_populate of 0 pages returns 0: success, nothing advanced (the
+            // memslot is still looked up first).
+            return match p.gfn_start.checked_mul(PAGE).and_then(|g| self.slot_of(g)) {
+                Some(s) if s.guest_memfd => Ok(()),
+                _ => err(libc::EINVAL, 0),
+            };
         }
         // `gfn_to_memslot(kvm, params.gfn_start)` must have guest_memfd.
         let Some(slot) = p
@@ -446,8 +579,27 @@ impl KernelModel {
                 stop = Some(Stop { fw_error: 0 });
                 break;
             }
-            // `is_prepared` -> -EEXIST.
-            if self.populated.contains(&gpa) {
+            let off = src.wrapping_sub(base).wrapping_add(done * PAGE);
+            let v7 = self.version == KernelVersion::V7_3;
+            if v7 && !zero {
+                // 7.3 kvm_gmem_populate: get_user_pages_fast(src + i * PAGE_SIZE, 1,
+                // FOLL_WRITE for CPUID) before the mapping lock: -EFAULT for a source it
+                // cannot pin, or one lent read-only when the kernel may write it back.
+                let readable = usize::try_from(off).ok().is_some_and(|o| {
+                    source.as_ref().is_some_and(|s| {
+                        o.checked_add(PAGE as usize)
+                            .is_some_and(|e| e <= s.bytes().len())
+                    })
+                });
+                let writable = matches!(source, Some(UpdateSource::Bounce(_)));
+                if !readable || (p.type_ == 6 && !writable) {
+                    stop = Some(Stop { fw_error: 0 });
+                    break;
+                }
+            }
+            // 6.12, 6.18 kvm_gmem_populate: `is_prepared` -> -EEXIST (checked before the
+            // attributes); 7.3: sev_gmem_post_populate's RMP check (after them) -> -EEXIST.
+            if !v7 && self.populated.contains(&gpa) {
                 self.twice.push(gpa);
                 stop = Some(Stop { fw_error: 0 });
                 break;
@@ -455,6 +607,11 @@ impl KernelModel {
             // kvm_range_has_memory_attributes(PRIVATE) -> -EINVAL.
             if !self.private.contains(&gpa) {
                 self.not_private.push(gpa);
+                stop = Some(Stop { fw_error: 0 });
+                break;
+            }
+            if v7 && self.populated.contains(&gpa) {
+                self.twice.push(gpa);
                 stop = Some(Stop { fw_error: 0 });
                 break;
             }
@@ -467,7 +624,6 @@ impl KernelModel {
                 stop = Some(Stop { fw_error: 0 });
                 break;
             }
-            let off = src.wrapping_sub(base).wrapping_add(done * PAGE);
             let content: Option<Vec<u8>> = if zero {
                 None
             } else {
@@ -576,6 +732,26 @@ impl SevIoctl for KernelModel {
             SevCmd::LaunchUpdate { params, source } => self.launch_update(params, source),
             SevCmd::LaunchFinish(p) => self.launch_finish(p),
         }
+    }
+
+    fn kernel(&self) -> KernelVersion {
+        self.version
+    }
+
+    /// `KVM_CREATE_VCPU`: a dead VM is `-EIO` (`kvm_vm_ioctl`); otherwise the vCPU exists
+    /// (`sev.c: sev_vcpu_create` gives it a VMSA page once the VM is an SEV-ES/SNP guest; the
+    /// model counts it, and `KVM_SEV_INIT2` is `-EINVAL` from then on).
+    fn create_vcpu(&mut self, _id: u64) -> Result<(), i32> {
+        if self.vm_dead {
+            return Err(libc::EIO);
+        }
+        self.vcpus += 1;
+        self.vcpus_created = true;
+        Ok(())
+    }
+
+    fn vm_alive(&mut self) -> Option<bool> {
+        Some(!self.vm_dead)
     }
 
     /// `virt/kvm/kvm_main.c: kvm_vm_ioctl_set_mem_attributes` (Linux 6.18.2): size 0, overflow

@@ -15,6 +15,7 @@
 //!   by the SNP Firmware ABI".
 //! - `include/uapi/linux/psp-sev.h`: firmware status codes (see [`crate::fw_error_name`]).
 
+#[cfg(feature = "kvm")]
 pub use kvm_bindings::{
     kvm_memory_attributes, kvm_sev_cmd, kvm_sev_init, kvm_sev_snp_launch_finish,
     kvm_sev_snp_launch_start, kvm_sev_snp_launch_update, KVM_CAP_VM_TYPES,
@@ -25,12 +26,16 @@ pub use kvm_bindings::{
 };
 
 /// `KVM_SEV_INIT2` (`enum sev_cmd_id`).
+#[cfg(feature = "kvm")]
 pub const KVM_SEV_INIT2: u32 = kvm_bindings::sev_cmd_id_KVM_SEV_INIT2;
 /// `KVM_SEV_SNP_LAUNCH_START`.
+#[cfg(feature = "kvm")]
 pub const KVM_SEV_SNP_LAUNCH_START: u32 = kvm_bindings::sev_cmd_id_KVM_SEV_SNP_LAUNCH_START;
 /// `KVM_SEV_SNP_LAUNCH_UPDATE`.
+#[cfg(feature = "kvm")]
 pub const KVM_SEV_SNP_LAUNCH_UPDATE: u32 = kvm_bindings::sev_cmd_id_KVM_SEV_SNP_LAUNCH_UPDATE;
 /// `KVM_SEV_SNP_LAUNCH_FINISH`.
+#[cfg(feature = "kvm")]
 pub const KVM_SEV_SNP_LAUNCH_FINISH: u32 = kvm_bindings::sev_cmd_id_KVM_SEV_SNP_LAUNCH_FINISH;
 
 /// The firmware's VMSA page type (SNP firmware ABI, `SNP_LAUNCH_UPDATE` PAGE_TYPE 2). Not in the
@@ -94,6 +99,7 @@ mod tests {
     use super::*;
 
     // Values from arch/x86/include/uapi/asm/kvm.h (see the module docs).
+    #[cfg(feature = "kvm")]
     #[test]
     fn command_ids_and_constants() {
         assert_eq!(KVM_SEV_INIT2, 22);
@@ -114,6 +120,7 @@ mod tests {
         assert_eq!(KVM_MEMORY_ATTRIBUTE_PRIVATE, 1 << 3);
     }
 
+    #[cfg(feature = "kvm")]
     #[test]
     fn kvm_sev_cmd_layout() {
         assert_eq!(size_of::<kvm_sev_cmd>(), 24);
@@ -123,6 +130,7 @@ mod tests {
         assert_eq!(offset_of!(kvm_sev_cmd, sev_fd), 20);
     }
 
+    #[cfg(feature = "kvm")]
     #[test]
     fn kvm_sev_init_layout() {
         assert_eq!(size_of::<kvm_sev_init>(), 48);
@@ -133,6 +141,7 @@ mod tests {
         assert_eq!(offset_of!(kvm_sev_init, pad2), 16);
     }
 
+    #[cfg(feature = "kvm")]
     #[test]
     fn launch_start_layout() {
         assert_eq!(size_of::<kvm_sev_snp_launch_start>(), 64);
@@ -143,6 +152,7 @@ mod tests {
         assert_eq!(offset_of!(kvm_sev_snp_launch_start, pad1), 32);
     }
 
+    #[cfg(feature = "kvm")]
     #[test]
     fn launch_update_layout() {
         assert_eq!(size_of::<kvm_sev_snp_launch_update>(), 64);
@@ -156,6 +166,7 @@ mod tests {
         assert_eq!(offset_of!(kvm_sev_snp_launch_update, pad2), 32);
     }
 
+    #[cfg(feature = "kvm")]
     #[test]
     fn launch_finish_layout() {
         // 88 bytes with `vcek_disabled` at 18 and `host_data` at 19 (the `sev` crate's 56-byte
@@ -172,6 +183,7 @@ mod tests {
         assert_eq!(offset_of!(kvm_sev_snp_launch_finish, pad1), 56);
     }
 
+    #[cfg(feature = "kvm")]
     #[test]
     fn memory_attributes_layout() {
         assert_eq!(size_of::<kvm_memory_attributes>(), 32);

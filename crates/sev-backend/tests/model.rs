@@ -21,6 +21,7 @@ const FW: u64 = 0xffc0_0000;
 fn backend(config: LaunchConfig, model: KernelModel) -> SnpBackend<KernelModel> {
     let mut b = SnpBackend::with_ioctl(model, config);
     b.init(&InitParams::default()).unwrap();
+    b.create_vcpu(0).unwrap();
     b.start(&StartParams::default()).unwrap();
     b
 }
@@ -272,6 +273,15 @@ fn a_psp_time_out_ends_the_launch() {
     };
     assert_eq!((e.kind, e.errno), (ErrorKind::Failed, Some(libc::EIO)));
     assert!(b.ioctl().vm_dead() && b.ioctl().psp_dead());
+    // The EIO of the dead VM is not taken for an interruption: the backend asks whether the
+    // VM is alive (SevIoctl::vm_alive) and stops at once: one call that did 3 pages, one EIO.
+    assert!(e.detail.contains("it is dead"), "{e}");
+    let updates = b
+        .ioctl()
+        .calls
+        .iter()
+        .filter(|c| c.id == KVM_SEV_SNP_LAUNCH_UPDATE);
+    assert_eq!(updates.count(), 2);
     assert_report_exact(&report, b.ioctl());
     let err = Driver::new(&mut b).resume(&plan, &report).unwrap_err();
     assert_eq!(err.report().unwrap().regions[0].populated, 3 * 4096);
@@ -303,6 +313,7 @@ fn a_psp_time_out_ends_the_launch() {
 fn bad_state_names_where_the_launch_is() {
     let mut b = SnpBackend::with_ioctl(KernelModel::default(), LaunchConfig::default());
     b.init(&InitParams::default()).unwrap();
+    b.create_vcpu(0).unwrap();
     let e = b.init(&InitParams::default()).unwrap_err();
     assert!(
         e.to_string()
@@ -322,6 +333,7 @@ fn bad_state_names_where_the_launch_is() {
     let mut b = SnpBackend::with_ioctl(&mut model, LaunchConfig::default());
     assert!(!b.ioctl().in_place_populate());
     b.init(&InitParams::default()).unwrap();
+    b.create_vcpu(0).unwrap();
     b.start(&StartParams::default()).unwrap();
     let plan = PlanBuilder::new()
         .zero(0x10_0000, 0x3000)
@@ -639,9 +651,10 @@ fn cpuid_rejection_without_the_table_written_back_is_reported_as_unknown() {
     // A table written back that does not parse: the difference cannot be given, and the
     // table is sent as the firmware left it (the policy asked for that).
     let mut model = KernelModel::new();
-    let once = std::cell::Cell::new(true);
+    let once = std::sync::atomic::AtomicBool::new(true);
     model.cpuid_check = Some(Box::new(move |_: &[u8]| {
-        once.replace(false).then(|| table.clone())
+        once.swap(false, std::sync::atomic::Ordering::Relaxed)
+            .then(|| table.clone())
     }));
     let mut b = backend(config, model);
     let ours = cpuid_page(0xd);
@@ -861,8 +874,9 @@ fn launch_steps_in_order_only() {
     assert!(
         matches!(
             e,
-            Error::BadState {
+            Error::MissingStep {
                 step: "KVM_SEV_SNP_LAUNCH_START",
+                missing: "KVM_SEV_INIT2",
                 ..
             }
         ),
@@ -890,6 +904,7 @@ fn exact_bytes_of_every_command() {
         ghcb_version: 2,
     })
     .unwrap();
+    b.create_vcpu(0).unwrap();
     let gosvw: [u8; 16] = std::array::from_fn(|k| k as u8 + 1);
     b.start(&StartParams {
         policy: 0x3_0000,
@@ -972,6 +987,7 @@ fn kvm_sev_cmd_points_at_the_parameters_and_source() {
     let id_auth = [0x17u8; 4096];
     let mut b = SnpBackend::with_ioctl(KernelModel::new(), LaunchConfig::default());
     b.init(&InitParams::default()).unwrap();
+    b.create_vcpu(0).unwrap();
     b.start(&StartParams::default()).unwrap();
     b.finish(&FinishParams {
         id_block: Some(&id_block),
@@ -1180,6 +1196,7 @@ fn init_and_start_refuse_what_the_kernel_refuses_before_the_ioctl() {
         );
     }
     b.init(&InitParams::default()).unwrap();
+    b.create_vcpu(0).unwrap();
 
     for policy in [SNP_POLICY_SMT, SNP_POLICY_RESERVED_MBO | 1 << 18] {
         let e = b

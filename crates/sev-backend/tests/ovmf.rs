@@ -98,7 +98,7 @@ fn synthetic_image_plans_in_order() {
     );
 
     let plan = plan_ovmf(&img, SectionPolicy::QEMU).unwrap();
-    let got: Vec<(u64, u64, Role)> = plan.iter().map(|r| (r.gpa, r.len, r.role)).collect();
+    let got: Vec<(u64, u64, Role)> = plan.iter().map(|r| (r.gpa, r.len, r.role())).collect();
     assert_eq!(
         got,
         vec![
@@ -112,9 +112,9 @@ fn synthetic_image_plans_in_order() {
     );
     assert_eq!(plan[0].content, Some(&img[..]));
     let other = plan_ovmf(&img, SectionPolicy::UNMEASURED).unwrap();
-    assert_eq!(other[1].role, Role::Unmeasured);
-    assert_eq!(other[4].role, Role::Unmeasured);
-    assert_eq!(other[2].role, Role::Secrets);
+    assert_eq!(other[1].role(), Role::Unmeasured);
+    assert_eq!(other[4].role(), Role::Unmeasured);
+    assert_eq!(other[2].role(), Role::Secrets);
 }
 
 fn malformed_images_are_refused_with_the_place() {
