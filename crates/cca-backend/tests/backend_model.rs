@@ -304,7 +304,7 @@ fn full_run_exact_bytes_ledger_and_first_run() {
             // RMM 2.0 rules (v14): RTT_INIT_RIPAS is not measured.
             measure(&no_ripas, &want_realm, &[boot_rec(), second_rec()]).unwrap()
         };
-        assert_eq!(m.rim().unwrap(), want_rim, "{v}");
+        assert_eq!(m.rim().unwrap(), want_rim.to_vec(), "{v}");
     }
 }
 
@@ -389,7 +389,7 @@ fn model_rim_after_launch_equals_measure_for_the_series() {
                 let want = measure_with_options(&plan, &want_realm, &vcpus, &opts).unwrap();
                 assert_eq!(
                     m.rim().unwrap(),
-                    want,
+                    want.to_vec(),
                     "{v}, RMM {rmm:?}, two memslots: {two_slots}"
                 );
                 // The other rules give another RIM: the comparison can fail.
@@ -402,7 +402,7 @@ fn model_rim_after_launch_equals_measure_for_the_series() {
                     ..opts
                 };
                 let wrong = measure_with_options(&plan, &want_realm, &vcpus, &other).unwrap();
-                assert_ne!(m.rim().unwrap(), wrong, "{v}");
+                assert_ne!(m.rim().unwrap(), wrong.to_vec(), "{v}");
                 // The first-created vCPU marked runnable instead (the old model) is wrong too.
                 if two_slots {
                     let mut first = vcpus.clone();
@@ -410,7 +410,7 @@ fn model_rim_after_launch_equals_measure_for_the_series() {
                         rec.runnable = i == 0;
                     }
                     let wrong = measure_with_options(&plan, &want_realm, &first, &opts).unwrap();
-                    assert_ne!(m.rim().unwrap(), wrong, "{v}");
+                    assert_ne!(m.rim().unwrap(), wrong.to_vec(), "{v}");
                 }
             }
         }
@@ -1151,7 +1151,7 @@ fn v12_first_run_initialises_ripas_in_memslot_walk_order() {
                 d.ripas_range(b, t).unwrap();
             }
         }
-        assert_eq!(m.rim().unwrap(), d.current(), "{v}");
+        assert_eq!(m.rim().unwrap(), d.current().to_vec(), "{v}");
         // Running again is a no-op (state >= ACTIVE); populate is EBUSY from now on.
         m.first_run().unwrap();
         let mut a = one_page_at(2 * M, data.as_slice());
@@ -1356,7 +1356,7 @@ fn in_place_is_refused_unless_staged() {
         assert_eq!(g.content, Some(hash(HashAlgo::Sha256, page)));
     }
     let rim = measure_with(&plan, &realm(HashAlgo::Sha256), &[], Some(&read)).unwrap();
-    assert_eq!(m.rim().unwrap(), rim);
+    assert_eq!(m.rim().unwrap(), rim.to_vec());
     // Without a reader, measuring in-place content is refused, naming the region.
     let e = measure(&plan, &realm(HashAlgo::Sha256), &[]).unwrap_err();
     assert!(e.to_string().contains("region 0 [0x1000..+0x3000)"), "{e}");
