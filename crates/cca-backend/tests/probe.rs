@@ -182,7 +182,6 @@ fn real_vm_fd_refuses_with_typed_errors() {
 }
 
 fn real_ioctl_layer_refuses_every_call_off_arm64() {
-    use cca_backend::uapi::{self, KvmArmRmiPopulate};
     use cca_backend::CcaIoctl;
     let kvm = gmem::testing::kvm();
     let vm = kvm.create_vm().unwrap();
@@ -197,6 +196,7 @@ fn real_ioctl_layer_refuses_every_call_off_arm64() {
     assert_eq!(io.set_private(0, 4096), Err(libc::EINVAL));
     #[cfg(not(target_arch = "aarch64"))]
     {
+        use cca_backend::uapi::{self, KvmArmRmiPopulate};
         let mut args = KvmArmRmiPopulate::default();
         assert_eq!(
             io.rmi_populate(cca_backend::PopulateRequest::V13, &mut args),
