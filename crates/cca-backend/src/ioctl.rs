@@ -32,8 +32,8 @@ impl UapiVersion {
     /// launch the crate never made whole: it created no REC, applied none of the debug, SVE and
     /// PMU parameters to the vCPUs, and its capability number 243 is mainline 6.18's
     /// `KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED`), versions whose capability number this crate
-    /// could not read in their patches (v5 to v8, v10, v11), and anything after v14 (v15 and
-    /// v16 need guest_memfd's per-file conversion).
+    /// could not read in their patches (v5 to v8, v10, v11), v15 and v16 (their patch text
+    /// could not be read: nothing of them is implemented unverified), and anything else.
     ///
     /// ```
     /// use cca_backend::{Error, UapiVersion};
@@ -56,6 +56,12 @@ impl UapiVersion {
             5..=8 | 10 | 11 => Err(Error::UnsupportedVersion {
                 series: n,
                 reason: "its capability number was not read in its patches",
+            }),
+            15 | 16 => Err(Error::UnsupportedVersion {
+                series: n,
+                reason: "the text of its patches (v15 2026-07-15, 37 patches; v16 2026-08-03, \
+                         45 patches) could not be read, only their subjects: its capability \
+                         number, VM type and memory model are not verified (see the README)",
             }),
             _ => Err(Error::UnsupportedVersion {
                 series: n,
@@ -420,18 +426,30 @@ pub struct Probe {
     pub version: UapiVersion,
 }
 
-/// Probes this machine's KVM for Arm CCA realm support speaking `version`, asking
-/// `KVM_CHECK_EXTENSION` for the capability number `version`'s own patches give
-/// ([`UapiVersion::series_cap`]). On a host that is not arm64 nothing is asked of the kernel
-/// (capability numbers of an out-of-tree series may mean something else there).
+/// The IPA size of the throwaway realm VM [`probe`] creates to confirm the capability: 32 bits,
+/// the smallest any arm64 KVM takes (`ARM64_MIN_PARANGE_BITS`, mainline `kvm_init_stage2_mmu`).
+pub const PROBE_IPA_BITS: u8 = 32;
+
+/// Probes this machine's KVM for Arm CCA realm support speaking `version`, in two steps that
+/// must both succeed:
 ///
-/// A positive answer says the number answers, not which series it belongs to (mainline reuses
-/// numbers the out-of-tree series once took: 6.18 gives 243, v9's, to
-/// `KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED`, 7.3 gives 251 to `KVM_CAP_ARM_PMU_V3_STRICT`; v12 to
-/// v14's 247-249 are s390-only capabilities in mainline 7.3, `KVM_CAP_S390_KEYOP`,
-/// `_VSIE_ESAMODE`, `_HPAGE_2G`, which arm64 answers 0). Creating the realm VM
-/// ([`UapiVersion::realm_vm_type`]) is the decisive check: a kernel without the series (or of
-/// another version: v14 moved the type bit) refuses it with `EINVAL`.
+/// 1. `KVM_CHECK_EXTENSION` of the capability number `version`'s own patches give
+///    ([`UapiVersion::series_cap`]) must answer more than 0;
+/// 2. `KVM_CREATE_VM` with that version's realm machine type
+///    ([`UapiVersion::realm_vm_type`] of [`PROBE_IPA_BITS`]) must succeed (the VM is closed at
+///    once; the series creates nothing in the RMM before the first populate).
+///
+/// The second step is what makes the probe trustworthy: a capability number answers, but does
+/// not say which series it belongs to, and mainline reuses the numbers the out-of-tree series
+/// took. Mainline 6.18 gives 243 (v9's) to `KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED`; 7.3 gives
+/// 247-249 (v12-v14's) to `KVM_CAP_S390_KEYOP`, `_VSIE_ESAMODE`, `_HPAGE_2G` and 251 (the
+/// number OpenVMM uses for v15) to `KVM_CAP_ARM_PMU_V3_STRICT`, which arm64 answers
+/// (`kvm_supports_guest_pmuv3()`, `arch/arm64/kvm/arm.c`). A kernel without the series refuses
+/// the realm type bit: 7.3 `kvm_arch_init_vm` returns `-EINVAL` for any type bit outside
+/// `KVM_VM_TYPE_ARM_MASK` (IPA size and the protected bit 31), 6.12 `kvm_init_stage2_mmu` for
+/// any outside the IPA size; and a series version speaking another type bit (v14 moved it from
+/// bit 8 to bit 30) refuses the other's. On a host that is not arm64 nothing is asked of the
+/// kernel (the numbers may mean something else there).
 ///
 /// ```
 /// # let Ok(kvm) = kvm_ioctls::Kvm::new() else { return };
@@ -443,17 +461,24 @@ pub struct Probe {
 pub fn probe(kvm: &kvm_ioctls::Kvm, version: UapiVersion) -> Result<Probe, Error> {
     probe_with(
         &|cap| kvm.check_extension_raw(cap.into()),
+        &|vm_type| {
+            kvm.create_vm_with_type(vm_type)
+                .map(drop)
+                .map_err(|e| e.errno())
+        },
         None,
         cfg!(target_arch = "aarch64"),
         version,
     )
 }
 
-/// [`probe`] with its inputs given: `check_extension` asks `KVM_CHECK_EXTENSION`, `cap` a number
-/// the caller knows (taking precedence over the series number), `arm64` whether the host is
-/// arm64.
+/// [`probe`] with its inputs given: `check_extension` asks `KVM_CHECK_EXTENSION`, `create_vm`
+/// issues `KVM_CREATE_VM` with a machine type (and closes the VM; `Err(errno)` on failure),
+/// `cap` a number the caller knows (taking precedence over the series number), `arm64` whether
+/// the host is arm64. A caller's number is confirmed by the realm VM type like the series'.
 pub fn probe_with(
     check_extension: &dyn Fn(u32) -> i32,
+    create_vm: &dyn Fn(u64) -> Result<(), i32>,
     cap: Option<u32>,
     arm64: bool,
     version: UapiVersion,
@@ -470,20 +495,33 @@ pub fn probe_with(
         Some(c) => (c, CapSource::Caller),
         None => (version.series_cap(), CapSource::SeriesNumber),
     };
-    match check_extension(cap) {
-        r if r > 0 => Ok(Probe {
-            cap,
-            cap_source,
-            version,
-        }),
-        r => Err(Error::NotSupported {
+    let from = match cap_source {
+        CapSource::SeriesNumber => "the series patches",
+        CapSource::Caller => "the caller",
+    };
+    let r = check_extension(cap);
+    if r <= 0 {
+        return Err(Error::NotSupported {
             reason: format!(
-                "KVM_CHECK_EXTENSION({cap}) = {r} (capability number from {}; selected ABI {version})",
-                match cap_source {
-                    CapSource::SeriesNumber => "the series patches",
-                    CapSource::Caller => "the caller",
-                }
+                "KVM_CHECK_EXTENSION({cap}) = {r} (capability number from {from}; selected ABI {version})"
             ),
-        }),
+        });
     }
+    let vm_type = version.realm_vm_type(PROBE_IPA_BITS);
+    if let Err(errno) = create_vm(vm_type) {
+        return Err(Error::NotSupported {
+            reason: format!(
+                "KVM_CHECK_EXTENSION({cap}) = {r} (capability number from {from}) but \
+                 KVM_CREATE_VM with the {version} realm type {vm_type:#x} failed with errno \
+                 {errno}: capability {cap} is not the CCA series' on this kernel (mainline \
+                 reuses the series' numbers, e.g. 7.3's 251 is KVM_CAP_ARM_PMU_V3_STRICT) or \
+                 the kernel speaks another series version"
+            ),
+        });
+    }
+    Ok(Probe {
+        cap,
+        cap_source,
+        version,
+    })
 }

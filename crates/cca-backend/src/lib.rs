@@ -104,6 +104,7 @@
 
 mod backend;
 mod error;
+mod exit;
 mod ioctl;
 mod measure;
 mod params;
@@ -119,8 +120,10 @@ pub use backend::{
     cca_caps, Activation, CcaBackend, InPlaceStager, RealmState, BOUNCE_SIZE, CCA_CAPS,
 };
 pub use error::Error;
+pub use exit::{Ripas, RipasChange, KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE};
 pub use ioctl::{
     probe, probe_with, CapSource, CcaIoctl, KvmCcaIoctl, PopulateRequest, Probe, UapiVersion,
+    PROBE_IPA_BITS,
 };
 pub use measure::{
     data_descriptor, hash, measure, measure_with, rec_descriptor, ripas_descriptor, Measurement,

@@ -660,6 +660,24 @@ impl KernelModel {
         Ok(())
     }
 
+    /// A realm vCPU's `RSI_IPA_STATE_SET` of `[base, top)` to RAM (`ram`) or EMPTY, as
+    /// `KVM_RUN` hands it to the VMM (v12 16/46 `rec_exit_ripas_change`, `rmi-exit.c`): outside
+    /// the protected half (`kvm_realm_is_private_address` of `base` and `top - 1`) `-EINVAL`
+    /// (the REC is told to reject); otherwise `KVM_RUN` fails with `-EFAULT` and `kvm_run` holds
+    /// `KVM_EXIT_MEMORY_FAULT` with `(flags, gpa, size)` = (`KVM_MEMORY_EXIT_FLAG_PRIVATE`
+    /// (`1 << 3`) when `ram`, else 0; `base`; `top - base`), returned here. Only an active
+    /// realm runs (`kvm_rec_pre_enter`: `-EINVAL` otherwise).
+    pub fn ripas_change_exit(&self, base: u64, top: u64, ram: bool) -> Result<[u64; 3], i32> {
+        if self.state != ModelRealm::Active {
+            return Err(libc::EINVAL);
+        }
+        let protected = 1u64 << (self.realm.ipa_bits - 1);
+        if top <= base || base >= protected || top > protected {
+            return Err(libc::EINVAL);
+        }
+        Ok([if ram { 1 << 3 } else { 0 }, base, top - base])
+    }
+
     /// DATA_CREATE of granules from `gpa` (`kvm_gmem_populate`'s loop over one memslot), with
     /// `content(i)` giving granule `i`'s bytes. Returns granules done and the error that
     /// stopped it (errno).

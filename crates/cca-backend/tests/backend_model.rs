@@ -1209,6 +1209,46 @@ fn a_realm_needs_an_in_kernel_vgic() {
     }
 }
 
+/// A run-time RIPAS change reaches the VMM as `KVM_EXIT_MEMORY_FAULT` (v12 16/46
+/// `rec_exit_ripas_change`: flags `KVM_MEMORY_EXIT_FLAG_PRIVATE` = 0x8 for RAM, gpa = base,
+/// size = top - base); `RipasChange` decodes exactly that, and a range outside the protected
+/// half never reaches the VMM (`EINVAL`). Only a running (active) realm exits so.
+#[test]
+fn a_runtime_ripas_change_reaches_the_vmm_as_a_memory_fault() {
+    use cca_backend::{Ripas, RipasChange};
+    let mut m = model(UapiVersion::V12, realm(HashAlgo::Sha256));
+    assert_eq!(
+        m.ripas_change_exit(0, K4, true),
+        Err(libc::EINVAL),
+        "not active"
+    );
+    m.first_run().unwrap();
+    let [flags, gpa, size] = m.ripas_change_exit(M, 3 * M, true).unwrap();
+    assert_eq!((flags, gpa, size), (0x8, M, 2 * M));
+    assert_eq!(
+        RipasChange::from_memory_fault(flags, gpa, size).unwrap(),
+        RipasChange {
+            gpa: M,
+            size: 2 * M,
+            ripas: Ripas::Ram
+        }
+    );
+    let [flags, gpa, size] = m.ripas_change_exit(M, M + K4, false).unwrap();
+    assert_eq!(
+        RipasChange::from_memory_fault(flags, gpa, size)
+            .unwrap()
+            .ripas,
+        Ripas::Empty
+    );
+    // 40-bit IPA: the protected half ends at 1 << 39.
+    let top = 1u64 << 39;
+    assert_eq!(
+        m.ripas_change_exit(top - K4, top + K4, true),
+        Err(libc::EINVAL)
+    );
+    assert!(m.ripas_change_exit(top - K4, top, true).is_ok());
+}
+
 #[test]
 fn first_run_failures_leave_the_realm_dead() {
     for v in RMI_VERSIONS {
