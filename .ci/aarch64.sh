@@ -41,11 +41,17 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$qemu -L /usr/aarch64-linu
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
 
-step "cargo clippy -p cca-backend --target $target --all-targets (and the library as a VMM builds it)"
+step "cargo clippy -p cca-backend --target $target: all targets, the library, each feature alone"
 cargo clippy -p cca-backend --target "$target" --all-targets -- \
     -D warnings -D clippy::undocumented_unsafe_blocks
 cargo clippy -p cca-backend --target "$target" --lib -- \
     -D warnings -D clippy::undocumented_unsafe_blocks
+# The feature-trimmed builds (issue 25): measurement only (no KVM crate), populate only (no
+# hashing crate).
+for features in measure kvm; do
+    cargo clippy -p cca-backend --target "$target" --lib --no-default-features \
+        --features "$features" -- -D warnings -D clippy::undocumented_unsafe_blocks
+done
 
 step "cargo test -p cca-backend --target $target (under $qemu)"
 # Tests that need KVM are skipped by gmem::testing's harness with the reason (qemu-user does

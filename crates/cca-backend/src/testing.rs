@@ -79,9 +79,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::ioctl::{CcaIoctl, PopulateRequest, UapiVersion};
+use crate::ioctl::CcaIoctl;
 use crate::params::{HashAlgo, RealmParams, RecParams, RmmVersion};
 use crate::uapi::{self, KvmArmRmiPopulate};
+use crate::version::{PopulateRequest, UapiVersion};
 use series::*;
 
 mod rmm;
