@@ -2,7 +2,8 @@
 //! Initial Measurement (RIM) computed offline from the same plan.
 //!
 //! - [`probe`] says whether this machine's KVM runs realms (a typed [`Error::NotSupported`]
-//!   otherwise), discovering the capability number rather than assuming it.
+//!   otherwise): the version's capability number, confirmed by creating a VM of its realm type
+//!   (mainline reuses the numbers, not the type bit).
 //! - [`CcaBackend`] implements [`cc_populate::Backend`] over a [`CcaIoctl`] layer
 //!   ([`KvmCcaIoctl`] on a VM fd and its vCPU fds, or `testing::KernelModel` (feature `test-utils`)), speaking the
 //!   series version the caller selects ([`UapiVersion`]: v14 and v13 in/out populate, v12
