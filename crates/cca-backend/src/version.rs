@@ -136,8 +136,8 @@ impl fmt::Display for UapiVersion {
 }
 
 /// A `KVM_ARM_RMI_POPULATE` request, as the series versions number it. The only request numbers
-/// [`CcaIoctl::rmi_populate`] can be asked to issue: the crate never forwards a number a caller
-/// made up (issue 22, item 5), so safe code cannot make [`KvmCcaIoctl`] issue an arbitrary
+/// [`CcaIoctl::rmi_populate`](crate::CcaIoctl::rmi_populate) can be asked to issue: the crate never forwards a number a caller
+/// made up (issue 22, item 5), so safe code cannot make [`KvmCcaIoctl`](crate::KvmCcaIoctl) issue an arbitrary
 /// ioctl on the VM fd.
 ///
 /// ```
