@@ -341,6 +341,22 @@ pub const MODEL_HOST_DFR0: u64 = 0x6 | (5 << 12) | (3 << 20) | (1 << 28);
 /// (3:0), `PMUVer` (11:8), `DoubleLock` (39:36). The model leaves their values to the VMM.
 const DFR0_OTHER_WRITABLE: u64 = 0xf | (0xf << 8) | (0xf << 36);
 
+/// Adds `[start, end)` to `ranges` (`start -> end`, merged: touching ranges are joined).
+fn merge_range(ranges: &mut BTreeMap<u64, u64>, start: u64, end: u64) {
+    let (mut s, mut e) = (start, end);
+    let touching: Vec<(u64, u64)> = ranges
+        .range(..=end)
+        .filter(|(a, b)| **b >= start && **a <= end)
+        .map(|(a, b)| (*a, *b))
+        .collect();
+    for (a, b) in touching {
+        ranges.remove(&a);
+        s = s.min(a);
+        e = e.max(b);
+    }
+    ranges.insert(s, e);
+}
+
 fn field(v: u64, shift: u32) -> u64 {
     (v >> shift) & 0xf
 }
@@ -475,19 +491,7 @@ impl KernelModel {
     }
 
     fn mark_private(&mut self, start: u64, end: u64) {
-        let (mut s, mut e) = (start, end);
-        let touching: Vec<(u64, u64)> = self
-            .private
-            .range(..=end)
-            .filter(|(a, b)| **b >= start && **a <= end)
-            .map(|(a, b)| (*a, *b))
-            .collect();
-        for (a, b) in touching {
-            self.private.remove(&a);
-            s = s.min(a);
-            e = e.max(b);
-        }
-        self.private.insert(s, e);
+        merge_range(&mut self.private, start, end);
     }
 
     fn memslot_of(&self, gpa: u64) -> Option<ModelMemslot> {

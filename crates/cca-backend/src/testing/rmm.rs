@@ -221,22 +221,6 @@ impl Rmm {
             .is_some_and(|(_, e)| *e >= end)
     }
 
-    fn add_ram(&mut self, start: u64, end: u64) {
-        let (mut s, mut e) = (start, end);
-        let touching: Vec<(u64, u64)> = self
-            .ram
-            .range(..=end)
-            .filter(|(a, b)| **b >= start && **a <= end)
-            .map(|(a, b)| (*a, *b))
-            .collect();
-        for (a, b) in touching {
-            self.ram.remove(&a);
-            s = s.min(a);
-            e = e.max(b);
-        }
-        self.ram.insert(s, e);
-    }
-
     /// `RMI_RTT_INIT_RIPAS(base, top)` as `tf-rmm-v0.8.0`'s `smc_rtt_init_ripas`: `Ok(next)`
     /// or `Err(level)` (`RMI_ERROR_RTT`).
     pub fn rtt_init_ripas(&mut self, base: u64, top: u64) -> Result<u64, i8> {
@@ -259,7 +243,7 @@ impl Rmm {
                 break;
             }
             if !self.is_ram(addr, next) {
-                self.add_ram(addr, next);
+                super::merge_range(&mut self.ram, addr, next);
             }
             if self.measure_ripas {
                 self.extend(DESC_TYPE_RIPAS, |d| {
