@@ -30,6 +30,8 @@
 
 #[cfg(feature = "bench-utils")]
 pub mod bench;
+// The constants serve the x86_64 multi-buffer kernels (and the bench).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod consts;
 #[cfg(target_arch = "x86_64")]
 mod mb;
@@ -123,6 +125,8 @@ fn check_layout(data: &[u8], len: usize, count: usize) -> Result<(), Error> {
 /// ```
 pub fn sha256_many(data: &[u8], len: usize, out: &mut [[u8; 32]]) -> Result<(), Error> {
     check_layout(data, len, out.len())?;
+    // Only the x86_64 multi-buffer kernels advance it.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if mb::available() {
@@ -147,6 +151,8 @@ pub fn sha256_many(data: &[u8], len: usize, out: &mut [[u8; 32]]) -> Result<(), 
 /// ```
 pub fn sha384_many(data: &[u8], len: usize, out: &mut [[u8; 48]]) -> Result<(), Error> {
     check_layout(data, len, out.len())?;
+    // Only the x86_64 multi-buffer kernels advance it.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if mb::available() {
@@ -171,6 +177,8 @@ pub fn sha384_many(data: &[u8], len: usize, out: &mut [[u8; 48]]) -> Result<(), 
 /// ```
 pub fn sha512_many(data: &[u8], len: usize, out: &mut [[u8; 64]]) -> Result<(), Error> {
     check_layout(data, len, out.len())?;
+    // Only the x86_64 multi-buffer kernels advance it.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if mb::available() {

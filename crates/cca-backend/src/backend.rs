@@ -7,9 +7,10 @@ use cc_populate::{
     Populated, Role, RoleSet, SourceBuf, HUGE_1G, HUGE_2M, PAGE_SIZE,
 };
 
-use crate::ioctl::{CcaIoctl, Probe, UapiVersion};
+use crate::ioctl::{CcaIoctl, Probe};
 use crate::params::{HashAlgo, RealmParams};
 use crate::uapi::{self, KvmArmRmiPopulate, KVM_ARM_RMI_POPULATE_FLAGS_MEASURE};
+use crate::version::UapiVersion;
 use crate::Error;
 
 /// What the CCA backend declares (series v12 to v14): 4 KiB
@@ -63,8 +64,9 @@ pub enum Activation {
 }
 
 /// Reads content written in place (in the shared view of guest memory) at a guest-physical
-/// address into a buffer, for staging it through a source buffer.
-pub type InPlaceStager<'s> = Box<dyn FnMut(u64, &mut [u8]) -> Result<(), String> + 's>;
+/// address into a buffer, for staging it through a source buffer. `Send`, so the backend holding
+/// it can move to another thread (a VMM's VM object is shared between threads).
+pub type InPlaceStager<'s> = Box<dyn FnMut(u64, &mut [u8]) -> Result<(), String> + Send + 's>;
 
 /// The Arm CCA backend: populates plan chunks through the selected series version's ioctls and
 /// runs the launch steps around them.
@@ -89,11 +91,28 @@ pub struct CcaBackend<'s, I> {
     state: RealmState,
     configured: Option<RealmParams>,
     bounce: Option<SourceBuf>,
-    stager: Option<InPlaceStager<'s>>,
+    // In a mutex so that the backend is `Sync` with a `FnMut` in it: it is only ever reached
+    // through `&mut self` (`Mutex::get_mut`, no locking).
+    stager: Option<std::sync::Mutex<InPlaceStager<'s>>>,
 }
 
 fn err(errno: i32, detail: String) -> BackendError {
     BackendError::from_errno(errno, detail)
+}
+
+/// Refuses what no v12-v14 kernel takes from userspace ([`Error::NotOffered`]): a non-zero
+/// RPV, SHA-512 (the kernel leaves `hash_algo` 0 = SHA-256) and PMU counters.
+fn not_offered(realm: &RealmParams, version: UapiVersion) -> Result<(), Error> {
+    let what = if realm.rpv != [0; 64] {
+        "the realm personalization value"
+    } else if realm.hash != HashAlgo::Sha256 {
+        "the measurement hash algorithm"
+    } else if realm.pmu_counters.is_some() {
+        "the PMU counter count"
+    } else {
+        return Ok(());
+    };
+    Err(Error::NotOffered { what, version })
 }
 
 /// The 4-bit `ID_AA64DFR0_EL1` field at `shift`.
@@ -124,7 +143,7 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
     /// its own source buffer (delegation would destroy it where it is). The backend then
     /// declares `in_place: true`.
     pub fn stage_in_place(mut self, stager: InPlaceStager<'s>) -> Self {
-        self.stager = Some(stager);
+        self.stager = Some(std::sync::Mutex::new(stager));
         self
     }
 
@@ -211,24 +230,7 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
                 reason: "the realm is already configured or created",
             });
         }
-        if realm.rpv != [0; 64] {
-            return Err(Error::NotOffered {
-                what: "the realm personalization value",
-                version: self.version,
-            });
-        }
-        if realm.hash != HashAlgo::Sha256 {
-            return Err(Error::NotOffered {
-                what: "the measurement hash algorithm",
-                version: self.version,
-            });
-        }
-        if realm.pmu_counters.is_some() {
-            return Err(Error::NotOffered {
-                what: "the PMU counter count",
-                version: self.version,
-            });
-        }
+        not_offered(realm, self.version)?;
         let n = self.io.vcpu_count();
         if n == 0 {
             return Err(Error::WrongState {
@@ -243,6 +245,64 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
         }
         self.configured = Some(realm.clone());
         Ok(())
+    }
+
+    /// Attaches to a realm whose setup the VMM issued itself through `io` (which borrows its
+    /// fds: [`KvmCcaIoctl`](crate::KvmCcaIoctl)): `state` says how far it got and `realm` what
+    /// its vCPUs carry (the VMM set `ID_AA64DFR0_EL1`, the SVE lengths and finalized them, or
+    /// an earlier populate created the realm from them). Nothing is replayed: no register is
+    /// read or written, and [`configure`](Self::configure) is refused from then on.
+    ///
+    /// - [`RealmState::NotCreated`]: the vCPUs are configured, nothing populated yet;
+    /// - [`RealmState::New`]: the kernel created the realm at an earlier populate (the VMM's
+    ///   or another backend's); populating goes on (a granule populated again is the kernel's
+    ///   `EEXIST` on v12, `ENXIO` on v13/v14, so the plan should hold only what is left).
+    ///
+    /// Refused ([`Error::WrongState`]): [`RealmState::Active`] (the first `KVM_RUN` happened:
+    /// nothing can be populated, for good); and `realm` as [`configure`](Self::configure)
+    /// would refuse it for the version ([`Error::InvalidParam`], [`Error::NotOffered`]).
+    ///
+    /// ```
+    /// use cc_populate::{Backend, Driver, MemoryLayout, PlanBuilder, Role, SourceBuf};
+    /// use cca_backend::testing::{KernelModel, MODEL_HOST_DFR0};
+    /// use cca_backend::{CcaBackend, Error, HashAlgo, RealmParams, RealmState, UapiVersion};
+    ///
+    /// let mut realm = RealmParams::new(HashAlgo::Sha256, 40);
+    /// realm.set_debug_from_id_aa64dfr0(MODEL_HOST_DFR0);
+    /// let mut model = KernelModel::new(UapiVersion::V14, realm.clone());
+    /// model.add_memslot(0, 0, 1 << 30, true);
+    /// model.add_vcpus(1, false);
+    /// // The VMM configured its vCPUs itself (here through a first backend, then dropped).
+    /// CcaBackend::with_version(&mut model, UapiVersion::V14, 249).configure(&realm)?;
+    /// let mut be = CcaBackend::attach(&mut model, UapiVersion::V14, 249, RealmState::NotCreated, &realm)?;
+    /// assert!(matches!(be.configure(&realm), Err(Error::WrongState { .. })));
+    /// let data = SourceBuf::new(4096)?;
+    /// let plan = PlanBuilder::new()
+    ///     .source(0x20_0000, Role::Measured, data.as_slice())
+    ///     .build(&be.caps(), &MemoryLayout::unbounded())?;
+    /// assert!(Driver::new(&mut be).run(&plan)?.is_complete());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn attach(
+        io: I,
+        version: UapiVersion,
+        cap: u32,
+        state: RealmState,
+        realm: &RealmParams,
+    ) -> Result<Self, Error> {
+        if state == RealmState::Active {
+            return Err(Error::WrongState {
+                op: "attach",
+                reason: "the realm is active (its first KVM_RUN happened): nothing can be \
+                         populated any more",
+            });
+        }
+        realm.validate()?;
+        not_offered(realm, version)?;
+        let mut b = Self::with_version(io, version, cap);
+        b.state = state;
+        b.configured = Some(realm.clone());
+        Ok(b)
     }
 
     /// Records that the vCPUs already carry `realm`, set up by an earlier backend on the same VM
@@ -414,7 +474,10 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
                     buf.copy_from_slice(from);
                 }
                 ChunkSource::Zero => buf.fill(0),
-                ChunkSource::InPlace => match stager.as_mut() {
+                ChunkSource::InPlace => match stager.as_mut().map(|m| {
+                    // Never locked, so never poisoned; a poisoned one still holds the stager.
+                    m.get_mut().unwrap_or_else(|p| p.into_inner())
+                }) {
                     Some(read) => read(gpa, buf).map_err(|e| {
                         BackendError::new(
                             ErrorKind::Failed,

@@ -1,5 +1,6 @@
 //! The crate's error type.
 
+#[cfg(feature = "kvm")]
 use cc_populate::Role;
 
 use crate::UapiVersion;
@@ -32,7 +33,9 @@ pub enum Error {
         /// The realm's IPA width.
         ipa_bits: u8,
     },
-    /// A region whose role Arm CCA does not have (`zero`, `secrets`, `cpuid`).
+    /// A region whose role Arm CCA does not have (`zero`, `secrets`, `cpuid`). With the `kvm`
+    /// feature (a cc-populate plan).
+    #[cfg(feature = "kvm")]
     #[error("region {region} [{gpa:#x}..+{len:#x}): role {role} is refused on Arm CCA (only measured, unmeasured and ripas)")]
     RoleRefused {
         /// Region index in the plan.

@@ -1,173 +1,9 @@
 //! The ioctl layer: series versions, capability discovery, and the trait every CCA ioctl goes
 //! through (the real one on a VM fd, or a model in tests).
 
-use std::fmt;
-
-use crate::uapi::{
-    self, KvmArmRmiPopulate, KVM_CAP_ARM_RMI_V12, KVM_CAP_ARM_RMI_V13, KVM_CAP_ARM_RMI_V14,
-};
-use crate::{Error, RmmVersion};
-
-/// Which version of the Arm CCA KVM series' user ABI to speak. Deployed kernels carry different
-/// versions, so the caller selects one; [`UapiVersion::default`] is the newest. Only versions
-/// whose numbers were read in their own patches and whose launch the crate follows whole are
-/// offered; [`UapiVersion::from_series`] refuses the others by name. v9 (the
-/// `KVM_ENABLE_CAP(KVM_CAP_ARM_RME)` form) was dropped: see [`UapiVersion::from_series`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum UapiVersion {
-    /// v12: `KVM_ARM_RMI_POPULATE` (`_IOW`) returning the bytes populated; realm created on
-    /// first populate, RECs, RIPAS and activation on the first `KVM_RUN`.
-    V12,
-    /// v13: as v14 but capability 248 and the realm VM type at bit 8.
-    V13,
-    /// v14: `KVM_ARM_RMI_POPULATE` (`_IOWR`) with an in/out struct the kernel advances, 0 on
-    /// success; realm VM type at bit 30.
-    #[default]
-    V14,
-}
-
-impl UapiVersion {
-    /// The version a kernel series number (`v<N>`) speaks. Refused with
-    /// [`Error::UnsupportedVersion`]: v9 (dropped: a 2025 series no current host runs, whose
-    /// launch the crate never made whole: it created no REC, applied none of the debug, SVE and
-    /// PMU parameters to the vCPUs, and its capability number 243 is mainline 6.18's
-    /// `KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED`), versions whose capability number this crate
-    /// could not read in their patches (v5 to v8, v10, v11), and anything after v14 (v15 and
-    /// v16 need guest_memfd's per-file conversion).
-    ///
-    /// ```
-    /// use cca_backend::{Error, UapiVersion};
-    /// assert_eq!(UapiVersion::from_series(14)?, UapiVersion::V14);
-    /// assert!(matches!(UapiVersion::from_series(11), Err(Error::UnsupportedVersion { series: 11, .. })));
-    /// assert!(matches!(UapiVersion::from_series(9), Err(Error::UnsupportedVersion { series: 9, .. })));
-    /// # Ok::<(), Error>(())
-    /// ```
-    pub fn from_series(n: u32) -> Result<UapiVersion, Error> {
-        match n {
-            12 => Ok(UapiVersion::V12),
-            13 => Ok(UapiVersion::V13),
-            14 => Ok(UapiVersion::V14),
-            9 => Err(Error::UnsupportedVersion {
-                series: n,
-                reason: "v9 (KVM_ENABLE_CAP, capability 243) was dropped: no current host runs \
-                         it, its REC creation and vCPU parameters were never implemented, and \
-                         mainline 6.18+ gives 243 to KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED",
-            }),
-            5..=8 | 10 | 11 => Err(Error::UnsupportedVersion {
-                series: n,
-                reason: "its capability number was not read in its patches",
-            }),
-            _ => Err(Error::UnsupportedVersion {
-                series: n,
-                reason: "this crate knows v12, v13 and v14 of the series",
-            }),
-        }
-    }
-
-    /// The capability number the version's own patches give (v12 247, v13 248, v14 249).
-    pub fn series_cap(self) -> u32 {
-        match self {
-            UapiVersion::V12 => KVM_CAP_ARM_RMI_V12,
-            UapiVersion::V13 => KVM_CAP_ARM_RMI_V13,
-            UapiVersion::V14 => KVM_CAP_ARM_RMI_V14,
-        }
-    }
-
-    /// Whether the populate struct is in/out (v13 and later).
-    pub fn populate_in_out(self) -> bool {
-        matches!(self, UapiVersion::V13 | UapiVersion::V14)
-    }
-
-    /// The `KVM_ARM_RMI_POPULATE` request this version speaks.
-    pub fn populate_request(self) -> PopulateRequest {
-        match self {
-            UapiVersion::V12 => PopulateRequest::V12,
-            UapiVersion::V13 | UapiVersion::V14 => PopulateRequest::V13,
-        }
-    }
-
-    /// The RIM rule sets ([`RmmVersion`]) a firmware this series version runs on may follow,
-    /// the one its firmware branch had first. Which one applies is a property of the firmware
-    /// build, not of the series, so [`MeasureOptions::for_series`](crate::MeasureOptions::for_series)
-    /// takes it as a separate choice:
-    ///
-    /// - v12 targets RMM 1.0 (its cover letter: "this series is still targetting RMM v1.0"):
-    ///   RTT_INIT_RIPAS measured.
-    /// - v13 targets an RMM 2.0 draft, but its firmware branch predates TF-RMM commit
-    ///   `bdb07f46` (2026-04-28, "feat(runtime): align RMI_RTT_INIT_RIPAS to RMMv2.0"), which
-    ///   stopped measuring RTT_INIT_RIPAS: a v13 host measures RIPAS ([`RmmVersion::V1_0`]
-    ///   rules) on that branch, and not ([`RmmVersion::V2_0`]) on a TF-RMM from that commit on.
-    /// - v14 targets RMM v2.0-bet1, whose TF-RMM runtime (read at `9a7f8ef4`) has no RIPAS
-    ///   measurement.
-    ///
-    /// ```
-    /// use cca_backend::{RmmVersion, UapiVersion};
-    /// assert_eq!(UapiVersion::V12.rmm_rules(), &[RmmVersion::V1_0]);
-    /// assert_eq!(UapiVersion::V13.rmm_rules(), &[RmmVersion::V1_0, RmmVersion::V2_0]);
-    /// ```
-    pub fn rmm_rules(self) -> &'static [RmmVersion] {
-        match self {
-            UapiVersion::V12 => &[RmmVersion::V1_0],
-            UapiVersion::V13 => &[RmmVersion::V1_0, RmmVersion::V2_0],
-            UapiVersion::V14 => &[RmmVersion::V2_0],
-        }
-    }
-
-    /// The `KVM_CREATE_VM` machine type of a realm with `ipa_bits` of IPA space
-    /// ([`uapi::realm_vm_type`]).
-    pub fn realm_vm_type(self, ipa_bits: u8) -> u64 {
-        uapi::realm_vm_type(self, ipa_bits)
-    }
-}
-
-impl fmt::Display for UapiVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            UapiVersion::V12 => "v12",
-            UapiVersion::V13 => "v13",
-            UapiVersion::V14 => "v14",
-        })
-    }
-}
-
-/// A `KVM_ARM_RMI_POPULATE` request, as the series versions number it. The only request numbers
-/// [`CcaIoctl::rmi_populate`] can be asked to issue: the crate never forwards a number a caller
-/// made up (issue 22, item 5), so safe code cannot make [`KvmCcaIoctl`] issue an arbitrary
-/// ioctl on the VM fd.
-///
-/// ```
-/// use cca_backend::{PopulateRequest, UapiVersion};
-/// assert_eq!(UapiVersion::V12.populate_request().number(), 0x4020_AED7);
-/// assert_eq!(PopulateRequest::V13.number(), 0xC020_AED7);
-/// ```
-///
-/// A number is not a request:
-///
-/// ```compile_fail
-/// use cca_backend::{uapi::KvmArmRmiPopulate, CcaIoctl, KvmCcaIoctl};
-/// fn forward(io: &mut KvmCcaIoctl<'_>) {
-///     let mut args = KvmArmRmiPopulate::default();
-///     let _ = io.rmi_populate(0xC008_AE67, &mut args); // any other VM ioctl: does not compile
-/// }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PopulateRequest {
-    /// v12 06/46: `_IOW(KVMIO, 0xd7, struct kvm_arm_rmi_populate)`, returns the bytes done.
-    V12,
-    /// v13 11/48, v14 13/44: `_IOWR(KVMIO, 0xd7, struct kvm_arm_rmi_populate)`, in/out.
-    V13,
-}
-
-impl PopulateRequest {
-    /// The ioctl request number ([`uapi::KVM_ARM_RMI_POPULATE_V12`] or
-    /// [`uapi::KVM_ARM_RMI_POPULATE_V13`]).
-    pub fn number(self) -> u64 {
-        match self {
-            PopulateRequest::V12 => uapi::KVM_ARM_RMI_POPULATE_V12,
-            PopulateRequest::V13 => uapi::KVM_ARM_RMI_POPULATE_V13,
-        }
-    }
-}
+use crate::uapi::KvmArmRmiPopulate;
+use crate::version::{PopulateRequest, UapiVersion};
+use crate::Error;
 
 /// Every CCA ioctl the backend issues. The real implementation is [`KvmCcaIoctl`]; tests use a
 /// model of the kernel (`testing::KernelModel`, feature `test-utils`).
@@ -420,18 +256,30 @@ pub struct Probe {
     pub version: UapiVersion,
 }
 
-/// Probes this machine's KVM for Arm CCA realm support speaking `version`, asking
-/// `KVM_CHECK_EXTENSION` for the capability number `version`'s own patches give
-/// ([`UapiVersion::series_cap`]). On a host that is not arm64 nothing is asked of the kernel
-/// (capability numbers of an out-of-tree series may mean something else there).
+/// The IPA size of the throwaway realm VM [`probe`] creates to confirm the capability: 32 bits,
+/// the smallest any arm64 KVM takes (`ARM64_MIN_PARANGE_BITS`, mainline `kvm_init_stage2_mmu`).
+pub const PROBE_IPA_BITS: u8 = 32;
+
+/// Probes this machine's KVM for Arm CCA realm support speaking `version`, in two steps that
+/// must both succeed:
 ///
-/// A positive answer says the number answers, not which series it belongs to (mainline reuses
-/// numbers the out-of-tree series once took: 6.18 gives 243, v9's, to
-/// `KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED`, 7.3 gives 251 to `KVM_CAP_ARM_PMU_V3_STRICT`; v12 to
-/// v14's 247-249 are s390-only capabilities in mainline 7.3, `KVM_CAP_S390_KEYOP`,
-/// `_VSIE_ESAMODE`, `_HPAGE_2G`, which arm64 answers 0). Creating the realm VM
-/// ([`UapiVersion::realm_vm_type`]) is the decisive check: a kernel without the series (or of
-/// another version: v14 moved the type bit) refuses it with `EINVAL`.
+/// 1. `KVM_CHECK_EXTENSION` of the capability number `version`'s own patches give
+///    ([`UapiVersion::series_cap`]) must answer more than 0;
+/// 2. `KVM_CREATE_VM` with that version's realm machine type
+///    ([`UapiVersion::realm_vm_type`] of [`PROBE_IPA_BITS`]) must succeed (the VM is closed at
+///    once; the series creates nothing in the RMM before the first populate).
+///
+/// The second step is what makes the probe trustworthy: a capability number answers, but does
+/// not say which series it belongs to, and mainline reuses the numbers the out-of-tree series
+/// took. Mainline 6.18 gives 243 (v9's) to `KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED`; 7.3 gives
+/// 247-249 (v12-v14's) to `KVM_CAP_S390_KEYOP`, `_VSIE_ESAMODE`, `_HPAGE_2G` and 251 (the
+/// number OpenVMM uses for v15) to `KVM_CAP_ARM_PMU_V3_STRICT`, which arm64 answers
+/// (`kvm_supports_guest_pmuv3()`, `arch/arm64/kvm/arm.c`). A kernel without the series refuses
+/// the realm type bit: 7.3 `kvm_arch_init_vm` returns `-EINVAL` for any type bit outside
+/// `KVM_VM_TYPE_ARM_MASK` (IPA size and the protected bit 31), 6.12 `kvm_init_stage2_mmu` for
+/// any outside the IPA size; and a series version speaking another type bit (v14 moved it from
+/// bit 8 to bit 30) refuses the other's. On a host that is not arm64 nothing is asked of the
+/// kernel (the numbers may mean something else there).
 ///
 /// ```
 /// # let Ok(kvm) = kvm_ioctls::Kvm::new() else { return };
@@ -443,17 +291,24 @@ pub struct Probe {
 pub fn probe(kvm: &kvm_ioctls::Kvm, version: UapiVersion) -> Result<Probe, Error> {
     probe_with(
         &|cap| kvm.check_extension_raw(cap.into()),
+        &|vm_type| {
+            kvm.create_vm_with_type(vm_type)
+                .map(drop)
+                .map_err(|e| e.errno())
+        },
         None,
         cfg!(target_arch = "aarch64"),
         version,
     )
 }
 
-/// [`probe`] with its inputs given: `check_extension` asks `KVM_CHECK_EXTENSION`, `cap` a number
-/// the caller knows (taking precedence over the series number), `arm64` whether the host is
-/// arm64.
+/// [`probe`] with its inputs given: `check_extension` asks `KVM_CHECK_EXTENSION`, `create_vm`
+/// issues `KVM_CREATE_VM` with a machine type (and closes the VM; `Err(errno)` on failure),
+/// `cap` a number the caller knows (taking precedence over the series number), `arm64` whether
+/// the host is arm64. A caller's number is confirmed by the realm VM type like the series'.
 pub fn probe_with(
     check_extension: &dyn Fn(u32) -> i32,
+    create_vm: &dyn Fn(u64) -> Result<(), i32>,
     cap: Option<u32>,
     arm64: bool,
     version: UapiVersion,
@@ -470,20 +325,33 @@ pub fn probe_with(
         Some(c) => (c, CapSource::Caller),
         None => (version.series_cap(), CapSource::SeriesNumber),
     };
-    match check_extension(cap) {
-        r if r > 0 => Ok(Probe {
-            cap,
-            cap_source,
-            version,
-        }),
-        r => Err(Error::NotSupported {
+    let from = match cap_source {
+        CapSource::SeriesNumber => "the series patches",
+        CapSource::Caller => "the caller",
+    };
+    let r = check_extension(cap);
+    if r <= 0 {
+        return Err(Error::NotSupported {
             reason: format!(
-                "KVM_CHECK_EXTENSION({cap}) = {r} (capability number from {}; selected ABI {version})",
-                match cap_source {
-                    CapSource::SeriesNumber => "the series patches",
-                    CapSource::Caller => "the caller",
-                }
+                "KVM_CHECK_EXTENSION({cap}) = {r} (capability number from {from}; selected ABI {version})"
             ),
-        }),
+        });
     }
+    let vm_type = version.realm_vm_type(PROBE_IPA_BITS);
+    if let Err(errno) = create_vm(vm_type) {
+        return Err(Error::NotSupported {
+            reason: format!(
+                "KVM_CHECK_EXTENSION({cap}) = {r} (capability number from {from}) but \
+                 KVM_CREATE_VM with the {version} realm type {vm_type:#x} failed with errno \
+                 {errno}: capability {cap} is not the CCA series' on this kernel (mainline \
+                 reuses the series' numbers, e.g. 7.3's 251 is KVM_CAP_ARM_PMU_V3_STRICT) or \
+                 the kernel speaks another series version"
+            ),
+        });
+    }
+    Ok(Probe {
+        cap,
+        cap_source,
+        version,
+    })
 }

@@ -2,7 +2,8 @@
 //! Initial Measurement (RIM) computed offline from the same plan.
 //!
 //! - [`probe`] says whether this machine's KVM runs realms (a typed [`Error::NotSupported`]
-//!   otherwise), discovering the capability number rather than assuming it.
+//!   otherwise): the version's capability number, confirmed by creating a VM of its realm type
+//!   (mainline reuses the numbers, not the type bit).
 //! - [`CcaBackend`] implements [`cc_populate::Backend`] over a [`CcaIoctl`] layer
 //!   ([`KvmCcaIoctl`] on a VM fd and its vCPU fds, or `testing::KernelModel` (feature `test-utils`)), speaking the
 //!   series version the caller selects ([`UapiVersion`]: v14 and v13 in/out populate, v12
@@ -102,14 +103,21 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// The launch through KVM (feature `kvm`): the cc-populate backend and the ioctl layer.
+#[cfg(feature = "kvm")]
 mod backend;
 mod error;
+mod exit;
+#[cfg(feature = "kvm")]
 mod ioctl;
+// The RIM (feature `measure`); measuring a cc-populate plan also needs `kvm` (cc-populate).
+#[cfg(feature = "measure")]
 mod measure;
 mod params;
 mod ripas;
 #[cfg(feature = "token")]
 pub mod token;
+mod version;
 
 // Test support (a model of the CCA series' ioctls): only with the `test-utils` feature.
 #[cfg(feature = "test-utils")]
@@ -117,31 +125,33 @@ pub mod token;
 pub mod testing;
 pub mod uapi;
 
+#[cfg(feature = "kvm")]
 pub use backend::{
     cca_caps, Activation, CcaBackend, InPlaceStager, RealmState, BOUNCE_SIZE, CCA_CAPS,
 };
 pub use error::Error;
-pub use ioctl::{
-    probe, probe_with, CapSource, CcaIoctl, KvmCcaIoctl, PopulateRequest, Probe, UapiVersion,
-};
+pub use exit::{Ripas, RipasChange, KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE};
+#[cfg(feature = "kvm")]
+pub use ioctl::{probe, probe_with, CapSource, CcaIoctl, KvmCcaIoctl, Probe, PROBE_IPA_BITS};
+#[cfg(feature = "measure")]
 pub use measure::{
-    data_descriptor, hash, measure, measure_with, rec_descriptor, ripas_descriptor, Measurement,
-    Rim, RimDigest, DESCRIPTOR_SIZE, DESC_TYPE_DATA, DESC_TYPE_REC, DESC_TYPE_RIPAS,
+    data_descriptor, hash, rec_descriptor, ripas_descriptor, MeasureOrder, Measurement, Rim,
+    RimDigest, RimRecord, RimStep, DESCRIPTOR_SIZE, DESC_TYPE_DATA, DESC_TYPE_REC, DESC_TYPE_RIPAS,
     RMI_MEASURE_CONTENT,
 };
+// Measuring a plan, in the RMM version and launch order a RIM is measured under.
+#[cfg(all(feature = "measure", feature = "kvm"))]
+pub use measure::{measure, measure_traced, measure_with, measure_with_options, MeasureOptions};
 pub use params::{
     realm_offsets, rec_offsets, HashAlgo, RealmParams, RecParams, REALM_FLAG_LPA2, REALM_FLAG_PMU,
     REALM_FLAG_SVE, REC_FLAG_RUNNABLE, RMI_PARAMS_SIZE,
 };
-pub use ripas::{ripas_split, rtt_geometry, RipasSplit, RttGeometry, GRANULE};
-// The RMM version and launch order a RIM is measured under.
-pub use measure::{
-    measure_traced, measure_with_options, MeasureOptions, MeasureOrder, RimRecord, RimStep,
-};
 pub use params::{
     RmmVersion, ID_AA64DFR0_EL1_BRPS_SHIFT, ID_AA64DFR0_EL1_WRPS_SHIFT, PMCR_EL0_N_SHIFT,
 };
+pub use ripas::{ripas_split, rtt_geometry, RipasSplit, RttGeometry, GRANULE};
+pub use version::{PopulateRequest, UapiVersion};
 
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "kvm", feature = "measure"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

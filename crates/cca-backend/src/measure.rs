@@ -16,13 +16,16 @@
 
 use std::fmt;
 
+#[cfg(feature = "kvm")]
 use cc_populate::{Content, InPlaceReader, Plan, Role};
 use sha2::digest::consts::{U128, U64};
 use sha2::digest::generic_array::GenericArray;
 
 use crate::params::{HashAlgo, RealmParams, RecParams, RmmVersion};
 use crate::ripas::{ripas_split, GRANULE};
-use crate::{Error, UapiVersion};
+use crate::Error;
+#[cfg(feature = "kvm")]
+use crate::UapiVersion;
 
 /// Size of every measurement descriptor.
 pub const DESCRIPTOR_SIZE: usize = 256;
@@ -214,6 +217,7 @@ impl fmt::Debug for Rim {
 /// Granules hashed per batch by [`RimDigest::data_range`] (16 MiB).
 const BATCH: usize = 4096;
 /// In-place content is read and measured this many bytes at a time (64 MiB).
+#[cfg(feature = "kvm")]
 const IN_PLACE_PIECE: u64 = 64 << 20;
 /// Below this many measured granules, hashing stays on the calling thread.
 const PARALLEL_MIN: usize = 64;
@@ -593,6 +597,7 @@ impl MeasureOrder {
     }
 }
 
+#[cfg(feature = "kvm")]
 /// How [`measure_with_options`] measures: the RMM version, the order, in-place content and
 /// threads. The default (RMM 1.0, [`MeasureOrder::Planned`], no reader, every core) is
 /// [`measure`].
@@ -608,6 +613,7 @@ pub struct MeasureOptions<'r> {
     pub threads: usize,
 }
 
+#[cfg(feature = "kvm")]
 impl MeasureOptions<'static> {
     /// The options a realm launched by the CCA KVM series `version` on a firmware following
     /// `rmm`'s rules is measured with: the order its kernel issues the RMI calls in, and `rmm`.
@@ -673,6 +679,7 @@ impl MeasureOptions<'static> {
     }
 }
 
+#[cfg(feature = "kvm")]
 impl fmt::Debug for MeasureOptions<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MeasureOptions")
@@ -684,6 +691,7 @@ impl fmt::Debug for MeasureOptions<'_> {
     }
 }
 
+#[cfg(feature = "kvm")]
 /// The RIM of a realm launched from `plan` with `recs` under RMM 1.0, in the plan's order
 /// ([`MeasureOrder::Planned`]): REALM_CREATE with `realm`, then the regions in the plan's order
 /// (measured and unmeasured regions DATA_CREATE granule by granule in address order, ripas
@@ -715,6 +723,7 @@ pub fn measure(plan: &Plan<'_>, realm: &RealmParams, recs: &[RecParams]) -> Resu
     measure_with_options(plan, realm, recs, &MeasureOptions::default())
 }
 
+#[cfg(feature = "kvm")]
 /// [`measure`], reading in-place content through `reader`.
 pub fn measure_with(
     plan: &Plan<'_>,
@@ -733,6 +742,7 @@ pub fn measure_with(
     )
 }
 
+#[cfg(feature = "kvm")]
 /// The RIM of `plan` with `recs` under `opts`' RMM version and order (see [`MeasureOrder`]).
 ///
 /// ```
@@ -770,6 +780,7 @@ pub fn measure_with_options(
     Ok(d.finish())
 }
 
+#[cfg(feature = "kvm")]
 /// [`measure_with_options`] with every step that extends the RIM kept, in order
 /// ([`RimDigest::traced`]); the last record's RIM is the result.
 pub fn measure_traced(
@@ -784,6 +795,7 @@ pub fn measure_traced(
     Ok((d.finish(), records))
 }
 
+#[cfg(feature = "kvm")]
 fn measure_into(
     d: &mut RimDigest,
     plan: &Plan<'_>,
@@ -875,6 +887,7 @@ fn measure_into(
     Ok(())
 }
 
+#[cfg(feature = "kvm")]
 /// `recs` as the v12 kernel creates them: at least one vCPU, and exactly one runnable (the vCPU
 /// whose id is 0, wherever it stands in creation order).
 fn check_v12_recs(recs: &[RecParams]) -> Result<(), Error> {
@@ -896,6 +909,7 @@ fn check_v12_recs(recs: &[RecParams]) -> Result<(), Error> {
     Ok(())
 }
 
+#[cfg(feature = "kvm")]
 /// Sorted, merged (adjacent ranges joined) copy of `ranges`.
 fn merged(ranges: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
     let mut v: Vec<(u64, u64)> = ranges.collect();
@@ -910,6 +924,7 @@ fn merged(ranges: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
     out
 }
 
+#[cfg(feature = "kvm")]
 /// The parts of `[base, top)` outside every range of `taken` (sorted and merged), in address
 /// order.
 fn gaps(base: u64, top: u64, taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
@@ -933,6 +948,7 @@ fn gaps(base: u64, top: u64, taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
     out
 }
 
+#[cfg(feature = "kvm")]
 /// DATA_CREATE of every granule of data region `i`.
 fn data_region(
     d: &mut RimDigest,

@@ -65,18 +65,28 @@
 //! the first run the runnable REC and, under RMM 1.0 rules, the RIPAS ranges. Whether the RMM
 //! measures `RMI_RTT_INIT_RIPAS` is a property of the firmware build (TF-RMM stopped at commit
 //! `bdb07f46`, 2026-04-28), not of the series: [`KernelModel::rmm`] chooses it, by default the
-//! first of [`UapiVersion::rmm_rules`]. After a whole launch it equals
+//! first of [`UapiVersion::rmm_rules`]. The RIM is the model's own (the private `rmm`
+//! submodule, `src/testing/rmm.rs`): TF-RMM's measurement structures and RTT walk read in
+//! TF-RMM's sources and written out as bytes here, hashed with `sha2` directly, sharing no
+//! code with [`crate::measure`]; RTT_INIT_RIPAS is issued as v12's `ripas_change` issues it
+//! (`find_map_level`, `realm_create_rtt_levels`, a page at a time over populated granules), so
+//! the RIPAS entries measured are those the RTTs give, not [`crate::ripas_split`]'s.
+//! `tests/mutants.sh` applies mutants to `measure.rs` and `params.rs` and checks that the
+//! comparison below fails for each. After a whole launch it equals
 //! [`measure_with_options`](crate::measure_with_options) of the same plan with
 //! [`MeasureOptions::for_series`](crate::MeasureOptions::for_series) (tested per version and
 //! rule set).
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::ioctl::{CcaIoctl, PopulateRequest, UapiVersion};
-use crate::measure::{hash, Measurement, Rim, RimDigest};
+use crate::ioctl::CcaIoctl;
 use crate::params::{HashAlgo, RealmParams, RecParams, RmmVersion};
 use crate::uapi::{self, KvmArmRmiPopulate};
+use crate::version::{PopulateRequest, UapiVersion};
 use series::*;
+
+mod rmm;
+use rmm::{RealmCreate, Rmm};
 
 /// The series' numbers and layouts, written out again here from its uAPI headers
 /// (arch/arm64/include/uapi/asm/kvm.h of v12-v14, include/uapi/linux/kvm.h,
@@ -180,7 +190,7 @@ pub struct Granule {
     /// Whether DATA_CREATE measured it.
     pub measured: bool,
     /// The hash of its content (with the realm's algorithm), when the model read it.
-    pub content: Option<Measurement>,
+    pub content: Option<[u8; 64]>,
 }
 
 /// One memslot of the model VM (`KVM_SET_USER_MEMORY_REGION2`).
@@ -319,7 +329,7 @@ pub struct KernelModel {
     pub rmm_errors: Vec<(u64, u64)>,
     /// The realm's hash algorithm: the kernel never sets one, so SHA-256.
     pub hash: HashAlgo,
-    rim: Option<RimDigest>,
+    rmm_state: Option<Rmm>,
     read_sources: bool,
 }
 
@@ -331,8 +341,57 @@ pub const MODEL_HOST_DFR0: u64 = 0x6 | (5 << 12) | (3 << 20) | (1 << 28);
 /// (3:0), `PMUVer` (11:8), `DoubleLock` (39:36). The model leaves their values to the VMM.
 const DFR0_OTHER_WRITABLE: u64 = 0xf | (0xf << 8) | (0xf << 36);
 
+/// Adds `[start, end)` to `ranges` (`start -> end`, merged: touching ranges are joined).
+fn merge_range(ranges: &mut BTreeMap<u64, u64>, start: u64, end: u64) {
+    let (mut s, mut e) = (start, end);
+    let touching: Vec<(u64, u64)> = ranges
+        .range(..=end)
+        .filter(|(a, b)| **b >= start && **a <= end)
+        .map(|(a, b)| (*a, *b))
+        .collect();
+    for (a, b) in touching {
+        ranges.remove(&a);
+        s = s.min(a);
+        e = e.max(b);
+    }
+    ranges.insert(s, e);
+}
+
 fn field(v: u64, shift: u32) -> u64 {
     (v >> shift) & 0xf
+}
+
+/// The kernel's `get_start_level` (v12 `arch/arm64/kvm/rmi.c`): `4 - ((ia_bits - 8) / 9)`,
+/// the stage-2 starting level with up to 16 concatenated tables.
+fn start_level(ipa_bits: u8) -> i8 {
+    4 - ((i32::from(ipa_bits).max(8) - 8) / 9) as i8
+}
+
+/// The kernel's `find_map_level` (v12 `rmi.c`): from level 3 up while `start` is aligned to
+/// the next level's entry and that entry ends at or below `end`, not above the start level.
+fn find_map_level(start_level: i8, start: u64, end: u64) -> i8 {
+    let mut level = 3;
+    while level > start_level {
+        let size = rmm::map_size(level - 1);
+        if !start.is_multiple_of(size) || start.saturating_add(size) > end {
+            break;
+        }
+        level -= 1;
+    }
+    level
+}
+
+/// The kernel's `realm_create_rtt_levels` (v12 `rmi.c`): `RMI_RTT_CREATE` at each level below
+/// `level` down to `max_level`; an RTT that exists (`RMI_ERROR_RTT` at `level - 1`) is fine.
+fn create_rtt_levels(r: &mut Rmm, ipa: u64, level: i8, max_level: i8) -> Result<(), i32> {
+    for l in level + 1..=max_level {
+        match r.rtt_create(ipa, l) {
+            Ok(()) => {}
+            Err(e) if e == l - 1 => {}
+            Err(_) => return Err(libc::ENXIO),
+        }
+    }
+    Ok(())
 }
 
 impl KernelModel {
@@ -364,7 +423,7 @@ impl KernelModel {
             created: None,
             calls: Vec::new(),
             rmm_errors: Vec::new(),
-            rim: None,
+            rmm_state: None,
             read_sources: false,
         }
     }
@@ -405,9 +464,12 @@ impl KernelModel {
         self.read_sources = true;
     }
 
-    /// The RIM as the modelled RMM computed it so far, or `None` before the realm exists.
-    pub fn rim(&self) -> Option<Rim> {
-        self.rim.as_ref().map(RimDigest::current)
+    /// The RIM's bytes (32 for SHA-256) as the model's own RMM computed it so far (`rmm`
+    /// module: TF-RMM's structures written out and hashed with `sha2`, no code shared with
+    /// [`crate::measure`]), or `None` before the realm exists or once a measured granule's
+    /// content was not read ([`KernelModel::read_sources`]).
+    pub fn rim(&self) -> Option<Vec<u8>> {
+        self.rmm_state.as_ref().and_then(Rmm::rim)
     }
 
     /// Bytes populated in all.
@@ -429,19 +491,7 @@ impl KernelModel {
     }
 
     fn mark_private(&mut self, start: u64, end: u64) {
-        let (mut s, mut e) = (start, end);
-        let touching: Vec<(u64, u64)> = self
-            .private
-            .range(..=end)
-            .filter(|(a, b)| **b >= start && **a <= end)
-            .map(|(a, b)| (*a, *b))
-            .collect();
-        for (a, b) in touching {
-            self.private.remove(&a);
-            s = s.min(a);
-            e = e.max(b);
-        }
-        self.private.insert(s, e);
+        merge_range(&mut self.private, start, end);
     }
 
     fn memslot_of(&self, gpa: u64) -> Option<ModelMemslot> {
@@ -455,20 +505,20 @@ impl KernelModel {
     /// `realm_init_sve_param`). v12/v13 create the realm at the same point (v12 22/46, v13
     /// 26/48). `Err(errno)` leaves the realm uncreated.
     fn create(&mut self) -> Result<(), i32> {
-        let realm = {
-            // realm_init_sve_param: with SVE, every vCPU finalized, all with one length.
-            let mut vl = None;
-            if self.vcpus.iter().any(|v| v.sve.is_some()) {
-                for v in &self.vcpus {
-                    let Some(sve) = v.sve.filter(|s| s.finalized) else {
-                        return Err(libc::EINVAL);
-                    };
-                    if vl.is_some_and(|l| l != sve.max_vq) {
-                        return Err(libc::EINVAL);
-                    }
-                    vl = Some(sve.max_vq);
+        // realm_init_sve_param: with SVE, every vCPU finalized, all with one length.
+        let mut vl = None;
+        if self.vcpus.iter().any(|v| v.sve.is_some()) {
+            for v in &self.vcpus {
+                let Some(sve) = v.sve.filter(|s| s.finalized) else {
+                    return Err(libc::EINVAL);
+                };
+                if vl.is_some_and(|l| l != sve.max_vq) {
+                    return Err(libc::EINVAL);
                 }
+                vl = Some(sve.max_vq);
             }
+        }
+        let realm = {
             RealmParams {
                 // params->hash_algo is never set: the zeroed page says SHA-256.
                 hash: HashAlgo::Sha256,
@@ -483,8 +533,33 @@ impl KernelModel {
                 rpv: [0; 64],
             }
         };
-        // The RIM under the rules of the RMM behind the model (the firmware build's choice).
-        self.rim = RimDigest::with_rmm(&realm, self.rmm).ok();
+        // REALM_CREATE as the kernel fills `struct realm_params` (v14 28/44, 39/44, 41/44;
+        // v12 22/46, 39/46, 42/46): s2sz the VM's IPA size, num_bps/num_wps the raw BRPs/WRPs
+        // fields of ID_AA64DFR0_EL1, sve_vl `sve_vq_from_vl(max_vl) - 1` with the SVE flag
+        // (bit 1), LPA2 flag (bit 0) on v13/v14 from kvm_lpa2_is_enabled(), algorithm never
+        // set (0, SHA-256), PMU none. The RTTs start at the kernel's `get_start_level`. The
+        // RIM rules are the firmware build's (`self.rmm`).
+        let mut flags0 = 0;
+        if realm.lpa2 {
+            flags0 |= 1;
+        }
+        if realm.sve_vl != 0 {
+            flags0 |= 1 << 1;
+        }
+        let params = RealmCreate {
+            flags0,
+            s2sz: u32::from(self.realm.ipa_bits),
+            sve_vl: vl.map_or(0, |q| u32::from(q) - 1),
+            num_bps: field(self.dfr0, DFR0_BRPS) as u32,
+            num_wps: field(self.dfr0, DFR0_WRPS) as u32,
+            pmu_num_ctrs: 0,
+            algorithm: rmm::HASH_SHA_256,
+        };
+        self.rmm_state = Some(Rmm::realm_create(
+            &params,
+            start_level(self.realm.ipa_bits),
+            self.rmm == RmmVersion::V1_0,
+        ));
         self.created = Some(realm);
         self.state = ModelRealm::New;
         Ok(())
@@ -529,8 +604,9 @@ impl KernelModel {
                 gprs: v.gprs,
                 runnable: v.id == 0,
             };
-            if let Some(r) = self.rim.as_mut() {
-                r.rec(&rec);
+            if let Some(r) = self.rmm_state.as_mut() {
+                // RMI_REC_CREATE: flags (runnable bit 0), pc, gprs from the vCPU.
+                r.rec_create(u64::from(rec.runnable), rec.pc, &rec.gprs);
             }
             self.recs.push(rec);
         }
@@ -540,17 +616,15 @@ impl KernelModel {
             if !m.gmem {
                 continue;
             }
+            // realm_init_ipa_state -> ripas_change(RIPAS_INIT) over the whole memslot: the
+            // RMM measures (under 1.0 rules) each RTT entry it initialises.
+            self.ripas_change_init(m.gpa, m.gpa + m.size)?;
             let mut at = m.gpa;
             let end = m.gpa + m.size;
             while at < end {
                 // The unpopulated run from `at`.
                 let stop = self.ledger.range(at..end).next().map_or(end, |(g, _)| *g);
                 if stop > at {
-                    // RMI_RTT_INIT_RIPAS per RTT entry: measured under RMM 1.0 rules, not under
-                    // 2.0 rules (TF-RMM from bdb07f46 on), which the digest's RMM decides.
-                    if let Some(r) = self.rim.as_mut() {
-                        r.ripas_range(at, stop).map_err(|_| libc::ENXIO)?;
-                    }
                     self.ripas.insert(at, stop);
                 }
                 // Skip the populated run.
@@ -563,6 +637,50 @@ impl KernelModel {
         }
         self.state = ModelRealm::Active;
         Ok(())
+    }
+
+    /// `ripas_change(.., RIPAS_INIT)` (v12 21/46, `arch/arm64/kvm/rmi.c`) over `[ipa, end)`:
+    /// `RMI_RTT_INIT_RIPAS` from `ipa`; on success on from where the RMM stopped; on
+    /// `RMI_ERROR_RTT` at a level above `find_map_level` the missing RTTs are created and the
+    /// call retried; at or below it ("FIXME: Ugly hack to skip regions which are already
+    /// RIPAS_RAM", a populated granule) the kernel steps one page on.
+    fn ripas_change_init(&mut self, mut ipa: u64, end: u64) -> Result<(), i32> {
+        let Some(r) = self.rmm_state.as_mut() else {
+            return Err(libc::ENXIO);
+        };
+        let start = start_level(self.realm.ipa_bits);
+        while ipa < end {
+            match r.rtt_init_ripas(ipa, end) {
+                Ok(next) => ipa = next,
+                Err(err_level) => {
+                    let level = find_map_level(start, ipa, end);
+                    if err_level >= level {
+                        ipa += PAGE;
+                    } else {
+                        create_rtt_levels(r, ipa, err_level, level)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A realm vCPU's `RSI_IPA_STATE_SET` of `[base, top)` to RAM (`ram`) or EMPTY, as
+    /// `KVM_RUN` hands it to the VMM (v12 16/46 `rec_exit_ripas_change`, `rmi-exit.c`): outside
+    /// the protected half (`kvm_realm_is_private_address` of `base` and `top - 1`) `-EINVAL`
+    /// (the REC is told to reject); otherwise `KVM_RUN` fails with `-EFAULT` and `kvm_run` holds
+    /// `KVM_EXIT_MEMORY_FAULT` with `(flags, gpa, size)` = (`KVM_MEMORY_EXIT_FLAG_PRIVATE`
+    /// (`1 << 3`) when `ram`, else 0; `base`; `top - base`), returned here. Only an active
+    /// realm runs (`kvm_rec_pre_enter`: `-EINVAL` otherwise).
+    pub fn ripas_change_exit(&self, base: u64, top: u64, ram: bool) -> Result<[u64; 3], i32> {
+        if self.state != ModelRealm::Active {
+            return Err(libc::EINVAL);
+        }
+        let protected = 1u64 << (self.realm.ipa_bits - 1);
+        if top <= base || base >= protected || top > protected {
+            return Err(libc::EINVAL);
+        }
+        Ok([if ram { 1 << 3 } else { 0 }, base, top - base])
     }
 
     /// DATA_CREATE of granules from `gpa` (`kvm_gmem_populate`'s loop over one memslot), with
@@ -601,12 +719,22 @@ impl KernelModel {
                 return (i, Some(libc::ENXIO));
             }
             let bytes = content(i);
-            let h = bytes.as_deref().map(|b| hash(self.hash, b));
-            if let Some(r) = self.rim.as_mut() {
-                match (measured, h.as_ref()) {
-                    (true, Some(h)) => r.data_granule_hashed(at, Some(h)),
-                    (true, None) => {}
-                    (false, _) => r.data_granule_hashed(at, None),
+            let mut h = None;
+            if let Some(r) = self.rmm_state.as_mut() {
+                h = bytes.as_deref().map(|b| {
+                    let mut out = [0u8; 64];
+                    let d = r.content_hash(b);
+                    out[..d.len()].copy_from_slice(&d);
+                    out
+                });
+                // RMI_DATA_CREATE; on RMI_ERROR_RTT the kernel creates the missing RTTs down
+                // to level 3 and retries (v12 20/46 `realm_create_protected_data_granule`).
+                if let Err(level) = r.data_create(at, measured, bytes.as_deref()) {
+                    if create_rtt_levels(r, at, level, 3).is_err()
+                        || r.data_create(at, measured, bytes.as_deref()).is_err()
+                    {
+                        return (i, Some(libc::ENXIO));
+                    }
                 }
             }
             self.ledger.insert(

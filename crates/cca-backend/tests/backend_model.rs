@@ -304,7 +304,7 @@ fn full_run_exact_bytes_ledger_and_first_run() {
             // RMM 2.0 rules (v14): RTT_INIT_RIPAS is not measured.
             measure(&no_ripas, &want_realm, &[boot_rec(), second_rec()]).unwrap()
         };
-        assert_eq!(m.rim().unwrap(), want_rim, "{v}");
+        assert_eq!(m.rim().unwrap(), want_rim.to_vec(), "{v}");
     }
 }
 
@@ -389,7 +389,7 @@ fn model_rim_after_launch_equals_measure_for_the_series() {
                 let want = measure_with_options(&plan, &want_realm, &vcpus, &opts).unwrap();
                 assert_eq!(
                     m.rim().unwrap(),
-                    want,
+                    want.to_vec(),
                     "{v}, RMM {rmm:?}, two memslots: {two_slots}"
                 );
                 // The other rules give another RIM: the comparison can fail.
@@ -402,7 +402,7 @@ fn model_rim_after_launch_equals_measure_for_the_series() {
                     ..opts
                 };
                 let wrong = measure_with_options(&plan, &want_realm, &vcpus, &other).unwrap();
-                assert_ne!(m.rim().unwrap(), wrong, "{v}");
+                assert_ne!(m.rim().unwrap(), wrong.to_vec(), "{v}");
                 // The first-created vCPU marked runnable instead (the old model) is wrong too.
                 if two_slots {
                     let mut first = vcpus.clone();
@@ -410,7 +410,7 @@ fn model_rim_after_launch_equals_measure_for_the_series() {
                         rec.runnable = i == 0;
                     }
                     let wrong = measure_with_options(&plan, &want_realm, &first, &opts).unwrap();
-                    assert_ne!(m.rim().unwrap(), wrong, "{v}");
+                    assert_ne!(m.rim().unwrap(), wrong.to_vec(), "{v}");
                 }
             }
         }
@@ -1151,7 +1151,7 @@ fn v12_first_run_initialises_ripas_in_memslot_walk_order() {
                 d.ripas_range(b, t).unwrap();
             }
         }
-        assert_eq!(m.rim().unwrap(), d.current(), "{v}");
+        assert_eq!(m.rim().unwrap(), d.current().to_vec(), "{v}");
         // Running again is a no-op (state >= ACTIVE); populate is EBUSY from now on.
         m.first_run().unwrap();
         let mut a = one_page_at(2 * M, data.as_slice());
@@ -1207,6 +1207,46 @@ fn a_realm_needs_an_in_kernel_vgic() {
             assert_eq!(m.state, ModelRealm::Active);
         }
     }
+}
+
+/// A run-time RIPAS change reaches the VMM as `KVM_EXIT_MEMORY_FAULT` (v12 16/46
+/// `rec_exit_ripas_change`: flags `KVM_MEMORY_EXIT_FLAG_PRIVATE` = 0x8 for RAM, gpa = base,
+/// size = top - base); `RipasChange` decodes exactly that, and a range outside the protected
+/// half never reaches the VMM (`EINVAL`). Only a running (active) realm exits so.
+#[test]
+fn a_runtime_ripas_change_reaches_the_vmm_as_a_memory_fault() {
+    use cca_backend::{Ripas, RipasChange};
+    let mut m = model(UapiVersion::V12, realm(HashAlgo::Sha256));
+    assert_eq!(
+        m.ripas_change_exit(0, K4, true),
+        Err(libc::EINVAL),
+        "not active"
+    );
+    m.first_run().unwrap();
+    let [flags, gpa, size] = m.ripas_change_exit(M, 3 * M, true).unwrap();
+    assert_eq!((flags, gpa, size), (0x8, M, 2 * M));
+    assert_eq!(
+        RipasChange::from_memory_fault(flags, gpa, size).unwrap(),
+        RipasChange {
+            gpa: M,
+            size: 2 * M,
+            ripas: Ripas::Ram
+        }
+    );
+    let [flags, gpa, size] = m.ripas_change_exit(M, M + K4, false).unwrap();
+    assert_eq!(
+        RipasChange::from_memory_fault(flags, gpa, size)
+            .unwrap()
+            .ripas,
+        Ripas::Empty
+    );
+    // 40-bit IPA: the protected half ends at 1 << 39.
+    let top = 1u64 << 39;
+    assert_eq!(
+        m.ripas_change_exit(top - K4, top + K4, true),
+        Err(libc::EINVAL)
+    );
+    assert!(m.ripas_change_exit(top - K4, top, true).is_ok());
 }
 
 #[test]
@@ -1356,7 +1396,7 @@ fn in_place_is_refused_unless_staged() {
         assert_eq!(g.content, Some(hash(HashAlgo::Sha256, page)));
     }
     let rim = measure_with(&plan, &realm(HashAlgo::Sha256), &[], Some(&read)).unwrap();
-    assert_eq!(m.rim().unwrap(), rim);
+    assert_eq!(m.rim().unwrap(), rim.to_vec());
     // Without a reader, measuring in-place content is refused, naming the region.
     let e = measure(&plan, &realm(HashAlgo::Sha256), &[]).unwrap_err();
     assert!(e.to_string().contains("region 0 [0x1000..+0x3000)"), "{e}");

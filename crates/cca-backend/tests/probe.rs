@@ -10,19 +10,24 @@ use cca_backend::{
     UapiVersion,
 };
 
+/// A kernel that creates every VM it is asked for (a kernel with the series).
+fn any_vm(_: u64) -> Result<(), i32> {
+    Ok(())
+}
+
 fn series_number_is_asked_unless_the_caller_knows_better() {
     let asked = Cell::new(0);
     let check = |cap: u32| {
         asked.set(cap);
         i32::from(cap == 249 || cap == 251)
     };
-    let p = probe_with(&check, None, true, UapiVersion::V14).unwrap();
+    let p = probe_with(&check, &any_vm, None, true, UapiVersion::V14).unwrap();
     assert_eq!(
         (p.cap, p.cap_source, p.version),
         (249, CapSource::SeriesNumber, UapiVersion::V14)
     );
     // v13's number (248) is not answered by this kernel.
-    let e = probe_with(&check, None, true, UapiVersion::V13).unwrap_err();
+    let e = probe_with(&check, &any_vm, None, true, UapiVersion::V13).unwrap_err();
     assert_eq!(asked.get(), 248);
     let Error::NotSupported { reason } = e else {
         panic!()
@@ -33,13 +38,63 @@ fn series_number_is_asked_unless_the_caller_knows_better() {
         "{reason}"
     );
     // A caller-known number takes precedence.
-    let p = probe_with(&check, Some(251), true, UapiVersion::V12).unwrap();
+    let p = probe_with(&check, &any_vm, Some(251), true, UapiVersion::V12).unwrap();
     assert_eq!(
         (p.cap, p.cap_source, p.version),
         (251, CapSource::Caller, UapiVersion::V12)
     );
-    let e = probe_with(&check, Some(7), true, UapiVersion::V12).unwrap_err();
+    let e = probe_with(&check, &any_vm, Some(7), true, UapiVersion::V12).unwrap_err();
     assert!(e.to_string().contains("from the caller"), "{e}");
+}
+
+/// A capability that answers is confirmed by creating a VM of the version's realm type, which a
+/// kernel without the series refuses: mainline 7.3 answers 251 (`KVM_CAP_ARM_PMU_V3_STRICT`,
+/// `include/uapi/linux/kvm.h`; arm64 `kvm_vm_ioctl_check_extension` returns
+/// `kvm_supports_guest_pmuv3()`) and refuses every type bit outside `KVM_VM_TYPE_ARM_MASK`
+/// (`kvm_arch_init_vm`: `if (type & ~KVM_VM_TYPE_ARM_MASK) return -EINVAL;`, the mask being the
+/// IPA size 0xff and bit 31).
+fn a_reused_capability_number_does_not_fool_the_probe() {
+    // Mainline 7.3 arm64, as read: the capabilities it answers among 247-251, and its VM types.
+    let mainline_7_3 = |cap: u32| i32::from(cap == 251);
+    let created = std::cell::RefCell::new(Vec::new());
+    let mainline_create = |vm_type: u64| {
+        created.borrow_mut().push(vm_type);
+        if vm_type & !(0xff | (1 << 31)) != 0 {
+            Err(libc::EINVAL)
+        } else {
+            Ok(())
+        }
+    };
+    for v in [UapiVersion::V14, UapiVersion::V13, UapiVersion::V12] {
+        let e = probe_with(&mainline_7_3, &mainline_create, Some(251), true, v).unwrap_err();
+        let Error::NotSupported { reason } = e else {
+            panic!()
+        };
+        assert!(reason.contains("KVM_CHECK_EXTENSION(251) = 1"), "{reason}");
+        assert!(reason.contains("KVM_CREATE_VM"), "{reason}");
+        assert!(reason.contains("errno 22"), "{reason}");
+        assert!(reason.contains("KVM_CAP_ARM_PMU_V3_STRICT"), "{reason}");
+    }
+    // The realm types asked, IPA size 32: bit 30 on v14 (16/44), bit 8 on v13 and v12.
+    assert_eq!(
+        *created.borrow(),
+        vec![(1 << 30) | 32, (1 << 8) | 32, (1 << 8) | 32]
+    );
+    assert_eq!(cca_backend::PROBE_IPA_BITS, 32);
+    // A v14 kernel (bit 30) asked for v13's type (bit 8) refuses it too: the version is wrong.
+    let v14_kernel = |cap: u32| i32::from(cap == 248 || cap == 249);
+    let v14_create = |vm_type: u64| {
+        if vm_type & !(0xff | (1 << 30)) != 0 {
+            Err(libc::EINVAL)
+        } else {
+            Ok(())
+        }
+    };
+    assert!(probe_with(&v14_kernel, &v14_create, None, true, UapiVersion::V14).is_ok());
+    assert!(matches!(
+        probe_with(&v14_kernel, &v14_create, None, true, UapiVersion::V13),
+        Err(Error::NotSupported { .. })
+    ));
 }
 
 fn series_numbers_are_the_patches() {
@@ -63,7 +118,7 @@ fn series_numbers_are_the_patches() {
 }
 
 fn unsupported_versions_are_refused_by_name() {
-    for n in [0, 1, 4, 5, 6, 7, 8, 9, 10, 11, 15, 99] {
+    for n in [0, 1, 4, 5, 6, 7, 8, 9, 10, 11, 15, 16, 17, 99] {
         let e = UapiVersion::from_series(n).unwrap_err();
         assert!(
             matches!(e, Error::UnsupportedVersion { series, .. } if series == n),
@@ -75,6 +130,10 @@ fn unsupported_versions_are_refused_by_name() {
     }
     let e = UapiVersion::from_series(11).unwrap_err();
     assert!(e.to_string().contains("capability number"), "{e}");
+    for n in [15, 16] {
+        let e = UapiVersion::from_series(n).unwrap_err();
+        assert!(e.to_string().contains("could not be read"), "{e}");
+    }
     // v9 was dropped, and says why: its number is mainline's CACHEABLE_PFNMAP capability.
     let e = UapiVersion::from_series(9).unwrap_err();
     assert!(e.to_string().contains("dropped"), "{e}");
@@ -87,7 +146,8 @@ fn unsupported_versions_are_refused_by_name() {
 
 fn non_arm64_host_asks_nothing() {
     let check = |_: u32| -> i32 { panic!("must not ask the kernel") };
-    let e = probe_with(&check, Some(249), false, UapiVersion::V14).unwrap_err();
+    let create = |_: u64| -> Result<(), i32> { panic!("must not ask the kernel") };
+    let e = probe_with(&check, &create, Some(249), false, UapiVersion::V14).unwrap_err();
     assert!(e
         .to_string()
         .starts_with("Arm CCA realms are not supported by this KVM"));
@@ -182,7 +242,6 @@ fn real_vm_fd_refuses_with_typed_errors() {
 }
 
 fn real_ioctl_layer_refuses_every_call_off_arm64() {
-    use cca_backend::uapi::{self, KvmArmRmiPopulate};
     use cca_backend::CcaIoctl;
     let kvm = gmem::testing::kvm();
     let vm = kvm.create_vm().unwrap();
@@ -197,6 +256,7 @@ fn real_ioctl_layer_refuses_every_call_off_arm64() {
     assert_eq!(io.set_private(0, 4096), Err(libc::EINVAL));
     #[cfg(not(target_arch = "aarch64"))]
     {
+        use cca_backend::uapi::{self, KvmArmRmiPopulate};
         let mut args = KvmArmRmiPopulate::default();
         assert_eq!(
             io.rmi_populate(cca_backend::PopulateRequest::V13, &mut args),
@@ -263,6 +323,7 @@ fn main() -> std::process::ExitCode {
     gmem::testing::run(vec![
         gmem::kvm_test!(series_number_is_asked_unless_the_caller_knows_better),
         gmem::kvm_test!(series_numbers_are_the_patches),
+        gmem::kvm_test!(a_reused_capability_number_does_not_fool_the_probe),
         gmem::kvm_test!(unsupported_versions_are_refused_by_name),
         gmem::kvm_test!(non_arm64_host_asks_nothing),
         gmem::kvm_test!(real_kvm_here_is_not_supported, Need::Kvm),
