@@ -40,9 +40,33 @@ pub enum VmsaGpa {
     File,
 }
 
+/// What an SEV-SNP launch makes of an IGVM page-data directive that carries no bytes (a
+/// measured page of `NORMAL` data type; unmeasured, secrets and CPUID pages are not affected).
+///
+/// The IGVM reference implementation (`igvm::measurement`) measures such a page as a
+/// `PAGE_TYPE_NORMAL` page of zeros; Cloud Hypervisor (commit `982934fba0cd`) sends it to
+/// `KVM_SEV_SNP_LAUNCH_UPDATE` as `PAGE_TYPE_ZERO`, which the kernel accepts and the firmware
+/// measures as a ZERO page. The two launch digests differ at exactly those pages. The choice is
+/// the VMM's: it goes into the plan (the page's role: `measured` with zero bytes, or `zero`)
+/// and so into the measurement computed from that plan.
+///
+/// On TDX the policy has no effect: TDX has no page type that the module zeroes and measures
+/// (a page added without `TDH.MR.EXTEND` is not measured at all), so empty pages stay measured
+/// pages of zeros, as in the reference implementation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EmptyPages {
+    /// A measured page of zeros (`PAGE_TYPE_NORMAL`, role `measured`), as the reference
+    /// implementation measures it.
+    #[default]
+    NormalZeros,
+    /// A ZERO page (`PAGE_TYPE_ZERO`, role `zero`), as Cloud Hypervisor populates it.
+    ZeroPage,
+}
+
 /// How an IGVM file's launch is measured where the IGVM reference implementation and a KVM
 /// launch differ. The two agree when the file's SNP VP contexts are its last directives, in
-/// vCPU order, at GPA `0xffff_ffff_f000` (and always on TDX).
+/// vCPU order, at GPA `0xffff_ffff_f000` (and always on TDX), and empty pages are
+/// [`EmptyPages::NormalZeros`].
 ///
 /// Not a policy but worth knowing: KVM measures the VMSA it builds from the vCPU's register
 /// state (`sev_es_sync_vmsa`), so the file's VMSA bytes are only what is measured if the VMM
@@ -55,6 +79,8 @@ pub struct IgvmPolicy {
     pub vmsa_placement: VmsaPlacement,
     /// Which address they are measured at.
     pub vmsa_gpa: VmsaGpa,
+    /// What a page-data directive without bytes becomes (SEV-SNP).
+    pub empty_pages: EmptyPages,
 }
 
 impl IgvmPolicy {
@@ -62,12 +88,32 @@ impl IgvmPolicy {
     pub const KVM: IgvmPolicy = IgvmPolicy {
         vmsa_placement: VmsaPlacement::KvmLast,
         vmsa_gpa: VmsaGpa::Kvm,
+        empty_pages: EmptyPages::NormalZeros,
     };
     /// What the IGVM reference implementation (`igvm::measurement`) computes.
     pub const REFERENCE: IgvmPolicy = IgvmPolicy {
         vmsa_placement: VmsaPlacement::FileOrder,
         vmsa_gpa: VmsaGpa::File,
+        empty_pages: EmptyPages::NormalZeros,
     };
+    /// What Cloud Hypervisor's KVM SEV-SNP launch does: [`KVM`](Self::KVM) with empty pages
+    /// sent as ZERO pages.
+    pub const CLOUD_HYPERVISOR: IgvmPolicy = IgvmPolicy::KVM.with_empty_pages(EmptyPages::ZeroPage);
+
+    /// This policy with `empty_pages` instead of its own.
+    ///
+    /// ```
+    /// use cc_image::{EmptyPages, IgvmPolicy};
+    /// let p = IgvmPolicy::REFERENCE.with_empty_pages(EmptyPages::ZeroPage);
+    /// assert_eq!(p.empty_pages, EmptyPages::ZeroPage);
+    /// assert_eq!(p.vmsa_placement, IgvmPolicy::REFERENCE.vmsa_placement);
+    /// ```
+    pub const fn with_empty_pages(self, empty_pages: EmptyPages) -> IgvmPolicy {
+        IgvmPolicy {
+            empty_pages,
+            ..self
+        }
+    }
 }
 
 /// Reads an IGVM file for `platform` (`Snp` or `Tdx`) under the default ([`IgvmPolicy::KVM`])
@@ -198,7 +244,8 @@ fn page_of(data: &[u8]) -> Option<Vec<u8>> {
 /// includes the platform's (from its platform header) become the image's regions, in the
 /// file's directive order (consecutive pages merged into one region):
 ///
-/// - page data: measured pages as `measured` (no bytes: a page of zeros), pages flagged
+/// - page data: measured pages as `measured` (no bytes: a page of zeros, or on SNP a `zero`
+///   page under [`EmptyPages::ZeroPage`]), pages flagged
 ///   unmeasured as `unmeasured`; on SNP, secrets pages as `secrets` and CPUID pages
 ///   (`CPUID_DATA`, `CPUID_XF`) as `cpuid` with their bytes; on TDX the data type does not
 ///   matter (as in the reference implementation). Shared pages are not in the plan
@@ -306,6 +353,9 @@ pub fn load_igvm_with(
                         (Role::Cpuid, page_of(data))
                     }
                     _ if flags.unmeasured() => (Role::Unmeasured, page_of(data)),
+                    _ if snp && data.is_empty() && policy.empty_pages == EmptyPages::ZeroPage => {
+                        (Role::Zero, None)
+                    }
                     _ => (Role::Measured, page_of(data)),
                 };
                 b.push_page(index, gpa, role, content);

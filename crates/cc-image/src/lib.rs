@@ -97,7 +97,8 @@ pub mod trace;
 
 pub use error::Error;
 pub use igvm::{
-    load_igvm, load_igvm_with, parse_igvm, IgvmPolicy, VmsaGpa, VmsaPlacement, MAX_PARAMETER_AREA,
+    load_igvm, load_igvm_with, parse_igvm, EmptyPages, IgvmPolicy, VmsaGpa, VmsaPlacement,
+    MAX_PARAMETER_AREA,
 };
 pub use image::{
     hex, CcaLaunch, ImageRegion, LaunchImage, Origin, ParameterUse, Platform, RequiredMemory,

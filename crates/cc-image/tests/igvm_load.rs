@@ -188,6 +188,7 @@ fn vmsa_policies() {
             let p = IgvmPolicy {
                 vmsa_placement,
                 vmsa_gpa,
+                ..IgvmPolicy::default()
             };
             digests.push(
                 load_igvm_with(&bytes, Platform::Snp, p)
