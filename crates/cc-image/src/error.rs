@@ -101,6 +101,16 @@ pub enum Error {
         /// The address given.
         gpa: u64,
     },
+    /// Page contents the caller gave to replace an image's bytes were refused.
+    #[error("cannot replace the contents of [{gpa:#x}..+{len:#x}): {reason}")]
+    Replace {
+        /// The first address given.
+        gpa: u64,
+        /// The number of bytes given.
+        len: u64,
+        /// Why.
+        reason: String,
+    },
     /// No parameter area with this index in the image.
     #[error("no IGVM parameter area with index {0} is inserted in this image")]
     NoParameterArea(u32),

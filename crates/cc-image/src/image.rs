@@ -360,6 +360,143 @@ impl LaunchImage {
         Ok(r.data.get_or_insert_with(|| vec![0u8; size]).as_mut_slice())
     }
 
+    /// Replaces the bytes of whole pages of the image with `bytes`, before it is populated and
+    /// measured: the VMM's CPUID table, a kernel-hashes page, a parameter area's parameters.
+    /// [`plan`](Self::plan), [`measure`](Self::measure) and [`trace`](Self::trace) then use
+    /// the new bytes (measured where the region's role measures contents: `measured` pages
+    /// are, `unmeasured` pages, parameter areas and SEV-SNP CPUID pages are populated with
+    /// them but not measured).
+    ///
+    /// `[gpa, gpa + bytes.len())` must be whole 4 KiB pages inside one region of the image
+    /// (a page, a run of pages of one region, a whole or part of a parameter area). The
+    /// region keeps its role, except an IGVM page without bytes loaded as a ZERO page
+    /// ([`EmptyPages::ZeroPage`](crate::EmptyPages)): the pages replaced become measured
+    /// pages with the new bytes (the region is split around them). Refused, naming the range
+    /// and the reason ([`Error::Replace`]): no bytes, not whole pages, past 2^64, no region
+    /// there, running past the region's end, and regions without content (the SNP secrets
+    /// page, which the firmware fills; a plan file's `zero` regions; CCA `ripas` ranges).
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("cc-image-replace-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// # let path = dir.join("snp.json");
+    /// # std::fs::write(dir.join("fw.bin"), vec![0x90u8; 8192])?;
+    /// # std::fs::write(&path, r#"{"version": 1, "platform": "snp", "regions": [
+    /// #     {"gpa": "0xffffe000", "size": "0x2000", "role": "measured", "file": "fw.bin"}]}"#)?;
+    /// let mut image = cc_image::load_plan_file(&path)?;
+    /// let before = image.measure()?;
+    /// image.replace_contents(0xffff_f000, &[0xcc; 4096])?; // the region's second page
+    /// assert_ne!(image.measure()?, before);
+    /// assert_eq!(image.regions()[0].data().unwrap()[4096], 0xcc);
+    /// let e = image.replace_contents(0xffff_f000, &[0xcc; 100]).unwrap_err();
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "cannot replace the contents of [0xfffff000..+0x64): not whole 4 KiB pages \
+    ///      (the address and the length must be multiples of 0x1000)"
+    /// );
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn replace_contents(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), Error> {
+        const PAGE: u64 = 4096;
+        let len = bytes.len() as u64;
+        let refuse = |reason: String| Error::Replace { gpa, len, reason };
+        if len == 0 {
+            return Err(refuse("no bytes given".into()));
+        }
+        if !gpa.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+            return Err(refuse(format!(
+                "not whole 4 KiB pages (the address and the length must be multiples of {PAGE:#x})"
+            )));
+        }
+        let end = gpa
+            .checked_add(len)
+            .ok_or_else(|| refuse("the range ends past 2^64".into()))?;
+        // A CCA `ripas` range may hold data regions: the data region is the one replaced.
+        let holds = |r: &ImageRegion| r.gpa <= gpa && r.end().is_some_and(|e| gpa < e);
+        let i = self
+            .regions
+            .iter()
+            .position(|r| holds(r) && r.role != Role::Ripas)
+            .or_else(|| self.regions.iter().position(holds))
+            .ok_or_else(|| refuse(format!("no region of the image holds {gpa:#x}")))?;
+        let r = &self.regions[i];
+        let region = format!("region {i} [{:#x}..+{:#x}) ({})", r.gpa, r.size, r.origin);
+        if r.end().is_none_or(|e| end > e) {
+            return Err(refuse(format!("runs past the end of {region}")));
+        }
+        let from_igvm_page = matches!(r.origin, Origin::IgvmPages { .. });
+        match r.role {
+            Role::Measured | Role::Unmeasured | Role::Cpuid => {
+                let (off, size) = ((gpa - r.gpa) as usize, r.size as usize);
+                let r = &mut self.regions[i];
+                let data = r.data.get_or_insert_with(|| vec![0u8; size]);
+                if let Some(dst) = data.get_mut(off..off + bytes.len()) {
+                    dst.copy_from_slice(bytes);
+                }
+                Ok(())
+            }
+            Role::Zero if from_igvm_page => {
+                self.zero_pages_to_measured(i, gpa, bytes);
+                Ok(())
+            }
+            Role::Zero => Err(refuse(format!(
+                "{region} is a zero region: it carries no content (give it as measured)"
+            ))),
+            Role::Secrets => Err(refuse(format!(
+                "{region} is the SEV-SNP secrets page: the firmware fills it"
+            ))),
+            Role::Ripas => Err(refuse(format!(
+                "{region} is a RIPAS-only range: it carries no content"
+            ))),
+            other => Err(refuse(format!(
+                "{region} has role {other}, whose content this crate does not replace"
+            ))),
+        }
+    }
+
+    /// Splits region `i` (IGVM ZERO pages) so that `[gpa, gpa + bytes.len())`, inside it, is
+    /// a measured region holding `bytes`; the pages before and after stay ZERO pages.
+    fn zero_pages_to_measured(&mut self, i: usize, gpa: u64, bytes: &[u8]) {
+        let r = &self.regions[i];
+        let (start, end, len) = (r.gpa, r.gpa + r.size, bytes.len() as u64);
+        let headers = match &r.origin {
+            Origin::IgvmPages { headers } => headers.clone(),
+            _ => Vec::new(),
+        };
+        let piece = |from: u64, to: u64, role, data| {
+            let pages = |at: u64| ((at - start) / 4096) as usize;
+            ImageRegion {
+                gpa: from,
+                size: to - from,
+                role,
+                data,
+                origin: Origin::IgvmPages {
+                    headers: headers
+                        .get(pages(from)..pages(to))
+                        .map(<[usize]>::to_vec)
+                        .unwrap_or_default(),
+                },
+            }
+        };
+        let mut pieces = Vec::with_capacity(3);
+        if gpa > start {
+            pieces.push(piece(start, gpa, Role::Zero, None));
+        }
+        pieces.push(piece(gpa, gpa + len, Role::Measured, Some(bytes.to_vec())));
+        if gpa + len < end {
+            pieces.push(piece(gpa + len, end, Role::Zero, None));
+        }
+        let added = pieces.len() - 1;
+        self.regions.splice(i..=i, pieces);
+        // VMSA pages placed after region `i` stay after all of its pieces.
+        for v in &mut self.vmsas {
+            if v.regions_before > i {
+                v.regions_before += added;
+            }
+        }
+    }
+
     /// The plan of the image's regions, in their order, validated against `caps` and `layout`
     /// (the VMM's backend and memslots; a verifier passes [`Platform::caps`] and
     /// [`MemoryLayout::unbounded`]). The plan borrows the image's page data.

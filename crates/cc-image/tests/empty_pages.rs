@@ -10,12 +10,10 @@ use cc_image::trace::diff;
 use cc_image::{load_igvm_with, EmptyPages, IgvmPolicy, Platform};
 use cc_populate::{Driver, MemoryLayout, Role};
 use common::*;
-use igvm::{IgvmDirectiveHeader, IgvmFile};
+use igvm::IgvmDirectiveHeader;
 use igvm_defs::{IgvmPageDataFlags, IgvmPageDataType};
 use sev_backend::testing::KernelModel;
-use sev_backend::{
-    FinishParams, InitParams, LaunchConfig, LaunchDigest, PageType, SnpBackend, StartParams,
-};
+use sev_backend::{FinishParams, InitParams, LaunchConfig, SnpBackend, StartParams};
 
 const N: IgvmPageDataType = IgvmPageDataType::NORMAL;
 
@@ -55,46 +53,9 @@ fn file() -> Vec<u8> {
 /// The addresses of the measured empty pages of `file()`, written out.
 const EMPTY: [u64; 3] = [0x10_1000, 0x10_2000, 0x40_0000];
 
-/// The launch digest of `bytes` computed here: the file parsed by the igvm crate, each SNP
-/// page sent to `LaunchDigest` with the page type the policy gives it (by the rules written in
-/// `EmptyPages`'s documentation, not by cc-image's code).
+/// `common::snp_by_hand` under `empty`.
 fn by_hand(bytes: &[u8], empty: EmptyPages) -> [u8; 48] {
-    let file = IgvmFile::new_from_binary(bytes, None).unwrap();
-    let mut ld = LaunchDigest::new();
-    let zeros = [0u8; 4096];
-    for h in file.directives() {
-        if h.compatibility_mask().is_some_and(|m| m & SNP == 0) {
-            continue;
-        }
-        match h {
-            IgvmDirectiveHeader::PageData {
-                gpa,
-                flags,
-                data_type,
-                data,
-                ..
-            } => {
-                let mut page = data.clone();
-                page.resize(4096, 0);
-                let (ty, content) = match *data_type {
-                    IgvmPageDataType::SECRETS => (PageType::Secrets, None),
-                    IgvmPageDataType::CPUID_DATA => (PageType::Cpuid, None),
-                    _ if flags.unmeasured() => (PageType::Unmeasured, None),
-                    _ if data.is_empty() => match empty {
-                        EmptyPages::NormalZeros => (PageType::Normal, Some(&zeros[..])),
-                        EmptyPages::ZeroPage => (PageType::Zero, None),
-                    },
-                    _ => (PageType::Normal, Some(&page[..])),
-                };
-                ld.update_page(*gpa, ty, content).unwrap();
-            }
-            IgvmDirectiveHeader::ParameterInsert(p) => {
-                ld.update_page(p.gpa, PageType::Unmeasured, None).unwrap();
-            }
-            _ => {}
-        }
-    }
-    ld.digest()
+    snp_by_hand(bytes, empty == EmptyPages::ZeroPage, &[])
 }
 
 fn policy(empty: EmptyPages) -> IgvmPolicy {
