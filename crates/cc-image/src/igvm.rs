@@ -8,7 +8,7 @@ use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatform
 use igvm_defs::{IgvmPageDataType, IgvmPlatformType};
 
 use crate::image::{
-    ImageRegion, LaunchImage, Origin, ParameterUse, RequiredMemory, SharedPage, SnpVmsa,
+    ImageRegion, LaunchImage, Origin, ParameterUse, RequiredMemory, SharedPage, SnpIdBlock, SnpVmsa,
 };
 use crate::{Error, Platform};
 
@@ -192,6 +192,71 @@ fn vmsa_bytes(vmsa: &igvm::snp_defs::SevVmsa) -> &[u8] {
     }
 }
 
+/// `ECDSA_SIG` (SEV-SNP firmware ABI): R at 0, S at 0x48, 72 bytes each, in a 0x200 field.
+fn put_signature(page: &mut [u8], at: usize, sig: &igvm_defs::IGVM_VHS_SNP_ID_BLOCK_SIGNATURE) {
+    page[at..at + 72].copy_from_slice(&sig.r_comp);
+    page[at + 0x48..at + 0x90].copy_from_slice(&sig.s_comp);
+}
+
+/// `ECDSA_PUB_KEY` (SEV-SNP firmware ABI): CURVE (u32) at 0, QX at 4 and QY at 0x4c, 72 bytes
+/// each, in a 0x404 field. The IGVM structure's reserved word after the curve has no place.
+fn put_key(page: &mut [u8], at: usize, key: &igvm_defs::IGVM_VHS_SNP_ID_BLOCK_PUBLIC_KEY) {
+    page[at..at + 4].copy_from_slice(&key.curve.to_le_bytes());
+    page[at + 4..at + 0x4c].copy_from_slice(&key.qx);
+    page[at + 0x4c..at + 0x94].copy_from_slice(&key.qy);
+}
+
+/// The `ID_BLOCK` and `ID_AUTH_INFO` of an `SnpIdBlock` directive (see [`SnpIdBlock`]).
+fn snp_id_block(
+    h: &IgvmDirectiveHeader,
+    header: usize,
+    policy: u64,
+) -> Result<Option<SnpIdBlock>, String> {
+    let IgvmDirectiveHeader::SnpIdBlock {
+        author_key_enabled,
+        ld,
+        family_id,
+        image_id,
+        version,
+        guest_svn,
+        id_key_algorithm,
+        author_key_algorithm,
+        id_key_signature,
+        id_public_key,
+        author_key_signature,
+        author_public_key,
+        ..
+    } = h
+    else {
+        return Ok(None);
+    };
+    let author_key_enabled = match author_key_enabled {
+        0 => false,
+        1 => true,
+        v => return Err(format!("author_key_enabled is {v}, not 0 or 1")),
+    };
+    let mut id_block = [0u8; SnpIdBlock::ID_BLOCK_LEN];
+    id_block[..0x30].copy_from_slice(ld);
+    id_block[0x30..0x40].copy_from_slice(family_id);
+    id_block[0x40..0x50].copy_from_slice(image_id);
+    id_block[0x50..0x54].copy_from_slice(&version.to_le_bytes());
+    id_block[0x54..0x58].copy_from_slice(&guest_svn.to_le_bytes());
+    id_block[0x58..0x60].copy_from_slice(&policy.to_le_bytes());
+    let mut id_auth = Box::new([0u8; SnpIdBlock::ID_AUTH_LEN]);
+    id_auth[..4].copy_from_slice(&id_key_algorithm.to_le_bytes());
+    id_auth[4..8].copy_from_slice(&author_key_algorithm.to_le_bytes());
+    put_signature(&mut id_auth[..], 0x40, id_key_signature);
+    put_key(&mut id_auth[..], 0x240, id_public_key);
+    put_signature(&mut id_auth[..], 0x680, author_key_signature);
+    put_key(&mut id_auth[..], 0x880, author_public_key);
+    Ok(Some(SnpIdBlock {
+        id_block,
+        id_auth,
+        author_key_enabled,
+        header,
+    }))
+}
+
 struct Builder {
     image: LaunchImage,
     /// Whether a VMSA was placed after the last region (no page merges across it).
@@ -254,10 +319,13 @@ fn page_of(data: &[u8]) -> Option<Vec<u8>> {
 ///   the area's initial data ([`LaunchImage::parameter_area_mut`] lets the VMM fill in the
 ///   parameters listed by [`LaunchImage::parameter_uses`]).
 /// - SNP VP contexts as VMSA pages, placed and addressed as `policy` says.
-/// - required-memory ranges are listed ([`LaunchImage::required_memory`]); error ranges, ID
-///   blocks and VBS measurement headers do not change the plan.
+/// - required-memory ranges are listed ([`LaunchImage::required_memory`]); error ranges and
+///   VBS measurement headers do not change the plan.
+/// - an SNP ID block is laid out for `LAUNCH_FINISH` ([`LaunchImage::snp_id_block`],
+///   [`SnpIdBlock`]); it does not change the plan or the measurement.
 ///
-/// Refused, naming the header: other VP contexts (native x64, VBS, CCA: KVM sets TDX and SNP
+/// Refused, naming the header: an SNP ID block on TDX, a second one, one whose
+/// `author_key_enabled` is not 0 or 1 or without the file's SNP guest policy; other VP contexts (native x64, VBS, CCA: KVM sets TDX and SNP
 /// vCPU state itself), 2 MiB pages, page data longer than a page, parameter areas that are
 /// not whole pages or larger than [`MAX_PARAMETER_AREA`], ranges past 2^64, and overlapping
 /// pages. Relocation headers are not applied: the file loads at its own addresses (as the
@@ -474,9 +542,27 @@ pub fn load_igvm_with(
                     "this VP context cannot be expressed for a KVM {platform} launch (KVM sets the vCPU state of confidential guests itself)"
                 )));
             }
-            IgvmDirectiveHeader::ErrorRange { .. }
-            | IgvmDirectiveHeader::SnpIdBlock { .. }
-            | IgvmDirectiveHeader::VbsMeasurement { .. } => {}
+            IgvmDirectiveHeader::SnpIdBlock { .. } => {
+                if platform != Platform::Snp {
+                    return Err(refuse(format!(
+                        "an SNP ID block cannot apply to {platform}"
+                    )));
+                }
+                if let Some(first) = &b.image.snp_id_block {
+                    return Err(refuse(format!(
+                        "a second SNP ID block for the platform (the first is directive header {})",
+                        first.header
+                    )));
+                }
+                let policy = b.image.snp_policy.ok_or_else(|| {
+                    refuse(
+                        "the ID block's POLICY is the file's SNP guest policy, and the file gives none for the platform".into(),
+                    )
+                })?;
+                b.image.snp_id_block = snp_id_block(h, index, policy).map_err(refuse)?;
+            }
+            IgvmDirectiveHeader::ErrorRange { .. } | IgvmDirectiveHeader::VbsMeasurement { .. } => {
+            }
         }
     }
     if policy.vmsa_placement == VmsaPlacement::KvmLast {

@@ -242,6 +242,61 @@ pub struct ParameterUse {
     pub header: usize,
 }
 
+/// An SEV-SNP ID block and its authentication information, from an IGVM `SnpIdBlock`
+/// directive, laid out as the SEV-SNP firmware ABI's `ID_BLOCK` and `ID_AUTH_INFO` structures
+/// that `KVM_SEV_SNP_LAUNCH_FINISH` hands to `SNP_LAUNCH_FINISH` (`id_block_uaddr`,
+/// `id_auth_uaddr`, `auth_key_en`).
+///
+/// `ID_BLOCK` (96 bytes): `LD` at 0x00 (48), `FAMILY_ID` 0x30 (16), `IMAGE_ID` 0x40 (16),
+/// `VERSION` 0x50 (u32), `GUEST_SVN` 0x54 (u32), `POLICY` 0x58 (u64), little-endian. The
+/// IGVM directive has no policy: `POLICY` is the file's SNP guest policy (its initialization
+/// header, [`LaunchImage::snp_policy`]), which is the policy the launch must start with.
+/// `VERSION` is the directive's `version` as written (the firmware accepts 1).
+///
+/// `ID_AUTH_INFO` (4096 bytes): `ID_KEY_ALGO` 0x000 (u32), `AUTH_KEY_ALGO` 0x004 (u32),
+/// `ID_BLOCK_SIG` 0x040 (the directive's `id_key_signature`: R then S, 72 bytes each),
+/// `ID_KEY` 0x240 (`id_public_key`: `CURVE` u32, then `QX` and `QY`, 72 bytes each; the
+/// IGVM structure's reserved word after the curve is not part of it), `ID_KEY_SIG` 0x680
+/// (`author_key_signature`), `AUTHOR_KEY` 0x880 (`author_public_key`); every other byte 0.
+///
+/// With `sev-backend`, `sev_backend::FinishParams { id_block: Some(&b.id_block), id_auth:
+/// Some(&b.id_auth), auth_key: b.author_key_enabled, .. }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnpIdBlock {
+    /// The `ID_BLOCK` structure.
+    pub id_block: [u8; SnpIdBlock::ID_BLOCK_LEN],
+    /// The `ID_AUTH_INFO` structure.
+    pub id_auth: Box<[u8; SnpIdBlock::ID_AUTH_LEN]>,
+    /// Whether `ID_AUTH_INFO` carries an author key (`auth_key_en`; the directive's
+    /// `author_key_enabled`, 0 or 1).
+    pub author_key_enabled: bool,
+    /// The directive header it came from.
+    pub header: usize,
+}
+
+impl SnpIdBlock {
+    /// The size of `ID_BLOCK`.
+    pub const ID_BLOCK_LEN: usize = 96;
+    /// The size of `ID_AUTH_INFO`.
+    pub const ID_AUTH_LEN: usize = 4096;
+
+    /// The launch digest the ID block's author signed (`LD`): the firmware refuses the launch
+    /// unless it equals the digest of what was populated (compare with
+    /// [`LaunchImage::measure`] under the policy the VMM launches with).
+    pub fn ld(&self) -> [u8; 48] {
+        let mut ld = [0u8; 48];
+        ld.copy_from_slice(&self.id_block[..48]);
+        ld
+    }
+
+    /// The `POLICY` field.
+    pub fn policy(&self) -> u64 {
+        let mut p = [0u8; 8];
+        p.copy_from_slice(&self.id_block[0x58..0x60]);
+        u64::from_le_bytes(p)
+    }
+}
+
 /// An Arm CCA realm's parameters and RECs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CcaLaunch {
@@ -265,6 +320,7 @@ pub struct LaunchImage {
     pub(crate) vmsas: Vec<SnpVmsa>,
     pub(crate) cca: Option<CcaLaunch>,
     pub(crate) snp_policy: Option<u64>,
+    pub(crate) snp_id_block: Option<SnpIdBlock>,
     pub(crate) shared: Vec<SharedPage>,
     pub(crate) required: Vec<RequiredMemory>,
     pub(crate) parameters: Vec<ParameterUse>,
@@ -278,6 +334,7 @@ impl LaunchImage {
             vmsas: Vec::new(),
             cca: None,
             snp_policy: None,
+            snp_id_block: None,
             shared: Vec::new(),
             required: Vec::new(),
             parameters: Vec::new(),
@@ -330,6 +387,12 @@ impl LaunchImage {
     /// The SEV-SNP guest policy an IGVM file gives for the platform, if any.
     pub fn snp_policy(&self) -> Option<u64> {
         self.snp_policy
+    }
+
+    /// The SEV-SNP ID block an IGVM file gives for the platform, laid out for
+    /// `KVM_SEV_SNP_LAUNCH_FINISH`, if any.
+    pub fn snp_id_block(&self) -> Option<&SnpIdBlock> {
+        self.snp_id_block.as_ref()
     }
 
     /// Pages an IGVM file marks shared (not in the plan).

@@ -102,7 +102,7 @@ pub use igvm::{
 };
 pub use image::{
     hex, CcaLaunch, ImageRegion, LaunchImage, Origin, ParameterUse, Platform, RequiredMemory,
-    SharedPage, SnpVmsa,
+    SharedPage, SnpIdBlock, SnpVmsa,
 };
 pub use num::Num;
 pub use planfile::{
