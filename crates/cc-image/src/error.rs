@@ -18,6 +18,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The plan file is not JSON.
+    #[cfg(feature = "json")]
     #[error("{}: not valid JSON: {source}", path.display())]
     Json {
         /// The plan file.
@@ -114,13 +115,19 @@ pub enum Error {
     /// No parameter area with this index in the image.
     #[error("no IGVM parameter area with index {0} is inserted in this image")]
     NoParameterArea(u32),
+    /// The platform's support is not in this build: its cargo feature is off.
+    #[error("this cc-image was built without its `{0}` feature: {0} images cannot be loaded or measured")]
+    NotBuilt(Platform),
     /// The SEV-SNP measurement failed.
+    #[cfg(feature = "snp")]
     #[error("SEV-SNP measurement: {0}")]
     Snp(#[from] sev_backend::Error),
     /// The TDX measurement failed.
+    #[cfg(feature = "tdx")]
     #[error("TDX measurement: {0}")]
     Tdx(#[from] tdx_backend::Error),
     /// The Arm CCA measurement failed.
+    #[cfg(feature = "cca")]
     #[error("Arm CCA measurement: {0}")]
     Cca(#[from] cca_backend::Error),
 }

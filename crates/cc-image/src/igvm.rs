@@ -341,6 +341,9 @@ pub fn load_igvm_with(
         Platform::Tdx => IgvmPlatformType::TDX,
         p => return Err(Error::IgvmPlatform(p)),
     };
+    if !platform.is_built() {
+        return Err(Error::NotBuilt(platform));
+    }
     let file = parse_igvm(bytes)?;
     let mask = file
         .platforms()
@@ -523,7 +526,7 @@ pub fn load_igvm_with(
                 page[..bytes.len()].copy_from_slice(bytes);
                 b.image.vmsas.push(SnpVmsa {
                     gpa: match policy.vmsa_gpa {
-                        VmsaGpa::Kvm => crate::planfile::DEFAULT_VMSA_GPA,
+                        VmsaGpa::Kvm => crate::DEFAULT_VMSA_GPA,
                         VmsaGpa::File => *gpa,
                     },
                     given_gpa: *gpa,

@@ -7,10 +7,16 @@ use std::str::FromStr;
 use cc_populate::{
     BackendCaps, Content, ContentKind, MemoryLayout, Plan, PlanBuilder, RegionSpec, Role,
 };
+#[cfg(feature = "cca")]
 use cca_backend::{MeasureOptions, RealmParams, RecParams, RmmVersion};
+#[cfg(feature = "snp")]
 use sev_backend::{LaunchDigest, PageType, VmsaPage};
 
 use crate::Error;
+
+/// Where SNP VMSA pages are measured by default: the address KVM gives every VMSA it
+/// launches (`INITIAL_VMSA_GPA` in the kernel's SEV code).
+pub const DEFAULT_VMSA_GPA: u64 = 0xffff_ffff_f000;
 
 /// The platform a launch image is for.
 ///
@@ -48,21 +54,57 @@ impl Platform {
         }
     }
 
+    /// Whether this build supports the platform (its cargo feature, `snp`, `tdx` or `cca`,
+    /// is on; `plain` always is).
+    ///
+    /// ```
+    /// assert!(cc_image::Platform::Plain.is_built());
+    /// assert_eq!(cc_image::Platform::Tdx.is_built(), cfg!(feature = "tdx"));
+    /// ```
+    pub fn is_built(self) -> bool {
+        match self {
+            Platform::Plain => true,
+            Platform::Snp => cfg!(feature = "snp"),
+            Platform::Tdx => cfg!(feature = "tdx"),
+            Platform::Cca => cfg!(feature = "cca"),
+        }
+    }
+
     /// What the platform's backend declares, for validating a plan without a VM (with
     /// [`MemoryLayout::unbounded`]): the plain backend's, `sev_backend::verifier_caps()`,
-    /// `tdx_backend::TDX_CAPS`, `cca_backend::CCA_CAPS`.
+    /// `tdx_backend::TDX_CAPS`, `cca_backend::CCA_CAPS`. [`Error::NotBuilt`] for a platform
+    /// whose feature is off.
+    pub fn try_caps(self) -> Result<BackendCaps, Error> {
+        match self {
+            Platform::Plain => Ok(plain_caps()),
+            #[cfg(feature = "snp")]
+            Platform::Snp => Ok(sev_backend::verifier_caps()),
+            #[cfg(feature = "tdx")]
+            Platform::Tdx => Ok(tdx_backend::TDX_CAPS),
+            #[cfg(feature = "cca")]
+            Platform::Cca => Ok(cca_backend::CCA_CAPS),
+            #[allow(unreachable_patterns)]
+            p => Err(Error::NotBuilt(p)),
+        }
+    }
+
+    /// [`try_caps`](Self::try_caps) of a build with every platform (features `snp`, `tdx`
+    /// and `cca`, the default), where it cannot fail.
+    #[cfg(all(feature = "snp", feature = "tdx", feature = "cca"))]
     pub fn caps(self) -> BackendCaps {
         match self {
-            Platform::Plain => {
-                <cc_populate::plain::PlainBackend<'_> as cc_populate::Backend>::caps(
-                    &cc_populate::plain::PlainBackend::new(),
-                )
-            }
+            Platform::Plain => plain_caps(),
             Platform::Snp => sev_backend::verifier_caps(),
             Platform::Tdx => tdx_backend::TDX_CAPS,
             Platform::Cca => cca_backend::CCA_CAPS,
         }
     }
+}
+
+fn plain_caps() -> BackendCaps {
+    <cc_populate::plain::PlainBackend<'_> as cc_populate::Backend>::caps(
+        &cc_populate::plain::PlainBackend::new(),
+    )
 }
 
 impl fmt::Display for Platform {
@@ -298,6 +340,7 @@ impl SnpIdBlock {
 }
 
 /// An Arm CCA realm's parameters and RECs.
+#[cfg(feature = "cca")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CcaLaunch {
     /// The realm parameters (REALM_CREATE).
@@ -318,6 +361,7 @@ pub struct LaunchImage {
     pub(crate) platform: Platform,
     pub(crate) regions: Vec<ImageRegion>,
     pub(crate) vmsas: Vec<SnpVmsa>,
+    #[cfg(feature = "cca")]
     pub(crate) cca: Option<CcaLaunch>,
     pub(crate) snp_policy: Option<u64>,
     pub(crate) snp_id_block: Option<SnpIdBlock>,
@@ -327,11 +371,13 @@ pub struct LaunchImage {
 }
 
 impl LaunchImage {
+    #[cfg_attr(not(any(feature = "igvm", feature = "json")), allow(dead_code))]
     pub(crate) fn new(platform: Platform) -> Self {
         LaunchImage {
             platform,
             regions: Vec::new(),
             vmsas: Vec::new(),
+            #[cfg(feature = "cca")]
             cca: None,
             snp_policy: None,
             snp_id_block: None,
@@ -380,6 +426,7 @@ impl LaunchImage {
     }
 
     /// The Arm CCA realm parameters and RECs (CCA plan files).
+    #[cfg(feature = "cca")]
     pub fn cca(&self) -> Option<&CcaLaunch> {
         self.cca.as_ref()
     }
@@ -440,6 +487,8 @@ impl LaunchImage {
     /// page, which the firmware fills; a plan file's `zero` regions; CCA `ripas` ranges).
     ///
     /// ```
+    /// # #[cfg(all(feature = "json", feature = "snp"))]
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let dir = std::env::temp_dir().join(format!("cc-image-replace-{}", std::process::id()));
     /// # std::fs::create_dir_all(&dir)?;
     /// # let path = dir.join("snp.json");
@@ -458,7 +507,9 @@ impl LaunchImage {
     ///      (the address and the length must be multiples of 0x1000)"
     /// );
     /// # std::fs::remove_dir_all(&dir)?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(all(feature = "json", feature = "snp")))] fn main() {}
     /// ```
     pub fn replace_contents(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), Error> {
         const PAGE: u64 = 4096;
@@ -585,10 +636,14 @@ impl LaunchImage {
     /// bytes), TDX MRTD (48), or the CCA RIM (32 for SHA-256 realms, 64 for SHA-512). Each is
     /// computed by the platform's backend crate from [`plan`](Self::plan).
     pub fn measure(&self) -> Result<Vec<u8>, Error> {
-        let plan = self.plan(&self.platform.caps(), &MemoryLayout::unbounded())?;
+        // (CCA measures through `measure_cca`, which makes its own plan.)
+        #[cfg_attr(not(any(feature = "snp", feature = "tdx")), allow(unused_variables))]
+        let plan = self.plan(&self.platform.try_caps()?, &MemoryLayout::unbounded())?;
         match self.platform {
             Platform::Plain => Err(Error::NoMeasurement(Platform::Plain)),
+            #[cfg(feature = "tdx")]
             Platform::Tdx => Ok(tdx_backend::measure_plan(&plan)?.to_vec()),
+            #[cfg(feature = "cca")]
             Platform::Cca => {
                 let rmm = self
                     .cca
@@ -601,7 +656,10 @@ impl LaunchImage {
                     ..MeasureOptions::default()
                 })
             }
+            #[cfg(feature = "snp")]
             Platform::Snp => self.measure_snp(&plan),
+            #[allow(unreachable_patterns)]
+            p => Err(Error::NotBuilt(p)),
         }
     }
 
@@ -609,9 +667,10 @@ impl LaunchImage {
     /// that knows which series and RMM launched the realm; [`measure`](Self::measure) uses
     /// the file's `"rmm"`, else RMM 1.0, in the plan's order). The caller decides between the
     /// file's [`CcaLaunch::rmm`] and its own. Refused for other platforms.
+    #[cfg(feature = "cca")]
     pub fn measure_cca(&self, opts: &MeasureOptions<'_>) -> Result<Vec<u8>, Error> {
         let cca = self.cca.as_ref().ok_or(Error::NotCca(self.platform))?;
-        let plan = self.plan(&self.platform.caps(), &MemoryLayout::unbounded())?;
+        let plan = self.plan(&self.platform.try_caps()?, &MemoryLayout::unbounded())?;
         Ok(cca_backend::measure_with_options(&plan, &cca.realm, &cca.recs, opts)?.to_vec())
     }
 
@@ -621,6 +680,8 @@ impl LaunchImage {
     /// for CCA; `None` takes the options `measure` uses).
     ///
     /// ```
+    /// # #[cfg(all(feature = "json", feature = "tdx"))]
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let dir = std::env::temp_dir().join(format!("cc-image-trace-{}", std::process::id()));
     /// # std::fs::create_dir_all(&dir)?;
     /// # let path = dir.join("tdx.json");
@@ -632,25 +693,35 @@ impl LaunchImage {
     /// assert_eq!(steps.len(), 1 + 16); // PAGE.ADD, then 16 MR.EXTEND
     /// assert_eq!(steps[16].digest, cc_image::hex(&image.measure()?));
     /// # std::fs::remove_dir_all(&dir)?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(all(feature = "json", feature = "tdx")))] fn main() {}
     /// ```
     pub fn trace(
         &self,
-        cca: Option<&MeasureOptions<'_>>,
+        cca: Option<&CcaOptions<'_>>,
     ) -> Result<Vec<crate::trace::TraceStep>, Error> {
         use crate::trace;
-        let plan = self.plan(&self.platform.caps(), &MemoryLayout::unbounded())?;
+        #[cfg_attr(
+            not(any(feature = "snp", feature = "tdx", feature = "cca")),
+            allow(unused_variables)
+        )]
+        let plan = self.plan(&self.platform.try_caps()?, &MemoryLayout::unbounded())?;
         let mut sources = trace::Sources::new();
         for (i, r) in self.regions.iter().enumerate() {
             sources = sources.with(r.gpa, r.size, format!("region {i}: {}", r.origin));
         }
+        #[cfg(not(feature = "cca"))]
+        let _ = cca;
         match self.platform {
             Platform::Plain => Err(Error::NoMeasurement(Platform::Plain)),
+            #[cfg(feature = "tdx")]
             Platform::Tdx => {
                 let mut m = tdx_backend::Mrtd::new().traced();
                 tdx_backend::measure_plan_into(&mut m, &plan, &Default::default())?;
                 Ok(trace::tdx_steps(m.records(), &sources))
             }
+            #[cfg(feature = "cca")]
             Platform::Cca => {
                 let launch = self
                     .cca
@@ -665,6 +736,7 @@ impl LaunchImage {
                     cca_backend::measure_traced(&plan, &launch.realm, &launch.recs, opts)?;
                 Ok(trace::cca_steps(&records, &sources))
             }
+            #[cfg(feature = "snp")]
             Platform::Snp => {
                 let names = self
                     .vmsas
@@ -681,9 +753,12 @@ impl LaunchImage {
                     &sources.with_vmsa_names(names),
                 ))
             }
+            #[allow(unreachable_patterns)]
+            p => Err(Error::NotBuilt(p)),
         }
     }
 
+    #[cfg(feature = "snp")]
     fn measure_snp(&self, plan: &Plan<'_>) -> Result<Vec<u8>, Error> {
         let n = self.regions.len();
         if self.vmsas.iter().all(|v| v.regions_before >= n) {
@@ -707,6 +782,7 @@ impl LaunchImage {
     }
 
     /// `ld` after the plan's records, with the VMSAs where the file places them.
+    #[cfg(feature = "snp")]
     fn snp_digest(&self, plan: &Plan<'_>, mut ld: LaunchDigest) -> Result<LaunchDigest, Error> {
         let mut vmsas = self.vmsas.iter().peekable();
         for (i, r) in plan.regions().iter().enumerate() {
@@ -731,6 +807,21 @@ impl LaunchImage {
         }
         Ok(ld)
     }
+}
+
+/// The options of a CCA measurement ([`LaunchImage::trace`]): `cca_backend::MeasureOptions`
+/// with feature `cca`; without it, a type with no values (pass `None`).
+#[cfg(feature = "cca")]
+pub type CcaOptions<'a> = MeasureOptions<'a>;
+
+/// The options of a CCA measurement ([`LaunchImage::trace`]): `cca_backend::MeasureOptions`
+/// with feature `cca`; without it, a type with no values (pass `None`).
+#[cfg(not(feature = "cca"))]
+#[derive(Debug)]
+pub struct CcaOptions<'a> {
+    #[allow(dead_code)]
+    never: std::convert::Infallible,
+    _life: std::marker::PhantomData<&'a ()>,
 }
 
 /// Lower-case hex of `bytes` (how the CLI prints a digest).

@@ -5,7 +5,7 @@
 mod common;
 
 use cc_image::trace::{diff, Rest};
-use cc_image::{load_igvm_with, load_plan_file, EmptyPages, Error, IgvmPolicy, Platform};
+use cc_image::{load_igvm_with, EmptyPages, Error, IgvmPolicy, Platform};
 use cc_populate::{MemoryLayout, Role};
 use common::*;
 use igvm::IgvmDirectiveHeader;
@@ -50,7 +50,10 @@ fn load(empty: EmptyPages, platform: Platform) -> cc_image::LaunchImage {
 /// The plan's bytes at `gpa` (one page), as the VMM would populate them.
 fn plan_page(image: &cc_image::LaunchImage, gpa: u64) -> (Role, Vec<u8>) {
     let plan = image
-        .plan(&Platform::Snp.caps(), &MemoryLayout::unbounded())
+        .plan(
+            &Platform::Snp.try_caps().unwrap(),
+            &MemoryLayout::unbounded(),
+        )
         .unwrap();
     let r = plan
         .regions()
@@ -181,6 +184,7 @@ fn unmeasured_cpuid_and_parameter_pages_carry_the_bytes_but_do_not_change_the_di
     assert_eq!(image.measure().unwrap(), digest);
 }
 
+#[cfg(feature = "tdx")]
 #[test]
 fn on_tdx_the_replaced_page_changes_its_own_extends_only() {
     let before = load(EmptyPages::NormalZeros, Platform::Tdx);
@@ -287,6 +291,7 @@ fn refusals_name_the_range_and_the_reason() {
     }
 }
 
+#[cfg(feature = "json")]
 #[test]
 fn a_plan_files_zero_region_is_refused() {
     let dir = std::env::temp_dir().join(format!("cc-image-replace-zero-{}", std::process::id()));
@@ -298,7 +303,7 @@ fn a_plan_files_zero_region_is_refused() {
             {"gpa": "0x800000", "size": "0x2000", "role": "zero"}]}"#,
     )
     .unwrap();
-    let mut image = load_plan_file(&path).unwrap();
+    let mut image = cc_image::load_plan_file(&path).unwrap();
     let e = image.replace_contents(0x80_1000, &[1; 4096]).unwrap_err();
     assert_eq!(
         e.to_string(),
