@@ -330,7 +330,7 @@ fn page_of(data: &[u8]) -> Option<Vec<u8>> {
 /// not whole pages or larger than [`MAX_PARAMETER_AREA`], ranges past 2^64, and overlapping
 /// pages. Relocation headers are not applied: the file loads at its own addresses (as the
 /// reference implementation measures it). The file is parsed by [`parse_igvm`] (panics
-/// contained).
+/// contained). A platform whose feature (`snp`, `tdx`) is off is [`Error::NotBuilt`].
 pub fn load_igvm_with(
     bytes: &[u8],
     platform: Platform,

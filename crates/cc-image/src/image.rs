@@ -545,6 +545,8 @@ impl LaunchImage {
                 let (off, size) = ((gpa - r.gpa) as usize, r.size as usize);
                 let r = &mut self.regions[i];
                 let data = r.data.get_or_insert_with(|| vec![0u8; size]);
+                // A region's bytes are its size (zero padded when loaded); kept so here.
+                data.resize(size, 0);
                 if let Some(dst) = data.get_mut(off..off + bytes.len()) {
                     dst.copy_from_slice(bytes);
                 }

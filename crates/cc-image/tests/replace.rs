@@ -312,3 +312,38 @@ fn a_plan_files_zero_region_is_refused() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A CCA `ripas` range holds the data regions listed after it: the data region is the one
+/// replaced (its RIM content hash changes); a page only in the `ripas` range is refused.
+#[cfg(all(feature = "json", feature = "cca"))]
+#[test]
+fn in_a_cca_plan_the_data_region_inside_a_ripas_range_is_replaced() {
+    let dir = std::env::temp_dir().join(format!("cc-image-replace-cca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("kernel.bin"), vec![0x21u8; 4096]).unwrap();
+    let path = dir.join("plan.json");
+    std::fs::write(
+        &path,
+        r#"{"version": 1, "platform": "cca", "regions": [
+          {"gpa": 0, "size": "0x200000", "role": "ripas"},
+          {"gpa": "0x1000", "size": 4096, "role": "measured", "file": "kernel.bin"}],
+          "cca": {"hash": "sha256", "ipa_bits": 36, "lpa2": false, "num_bps": 2,
+            "num_wps": 2, "sve_vl": 0, "pmu_counters": null,
+            "recs": [{"pc": "0x1000", "gprs": [0, 0, 0, 0, 0, 0, 0, 0], "runnable": true}]}}"#,
+    )
+    .unwrap();
+    let before = cc_image::load_plan_file(&path).unwrap();
+    let mut after = before.clone();
+    after.replace_contents(0x1000, &[0x42; 4096]).unwrap();
+    assert_eq!(after.regions()[1].data().unwrap(), &[0x42; 4096][..]);
+    let d = diff(&before.trace(None).unwrap(), &after.trace(None).unwrap()).unwrap();
+    assert_eq!(d.first_line(), "first difference: step 2, gpa 0x1000");
+    assert_eq!((d.rest, d.later_differing), (Rest::SameSteps, 0), "{d}");
+    let e = after.replace_contents(0x3000, &[0; 4096]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot replace the contents of [0x3000..+0x1000): region 0 [0x0..+0x200000) \
+         (plan region 0) is a RIPAS-only range: it carries no content"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
