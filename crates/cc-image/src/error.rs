@@ -18,6 +18,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The plan file is not JSON.
+    #[cfg(feature = "json")]
     #[error("{}: not valid JSON: {source}", path.display())]
     Json {
         /// The plan file.
@@ -101,16 +102,32 @@ pub enum Error {
         /// The address given.
         gpa: u64,
     },
+    /// Page contents the caller gave to replace an image's bytes were refused.
+    #[error("cannot replace the contents of [{gpa:#x}..+{len:#x}): {reason}")]
+    Replace {
+        /// The first address given.
+        gpa: u64,
+        /// The number of bytes given.
+        len: u64,
+        /// Why.
+        reason: String,
+    },
     /// No parameter area with this index in the image.
     #[error("no IGVM parameter area with index {0} is inserted in this image")]
     NoParameterArea(u32),
+    /// The platform's support is not in this build: its cargo feature is off.
+    #[error("this cc-image was built without its `{0}` feature: {0} images cannot be loaded or measured")]
+    NotBuilt(Platform),
     /// The SEV-SNP measurement failed.
+    #[cfg(feature = "snp")]
     #[error("SEV-SNP measurement: {0}")]
     Snp(#[from] sev_backend::Error),
     /// The TDX measurement failed.
+    #[cfg(feature = "tdx")]
     #[error("TDX measurement: {0}")]
     Tdx(#[from] tdx_backend::Error),
     /// The Arm CCA measurement failed.
+    #[cfg(feature = "cca")]
     #[error("Arm CCA measurement: {0}")]
     Cca(#[from] cca_backend::Error),
 }

@@ -8,7 +8,7 @@ use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatform
 use igvm_defs::{IgvmPageDataType, IgvmPlatformType};
 
 use crate::image::{
-    ImageRegion, LaunchImage, Origin, ParameterUse, RequiredMemory, SharedPage, SnpVmsa,
+    ImageRegion, LaunchImage, Origin, ParameterUse, RequiredMemory, SharedPage, SnpIdBlock, SnpVmsa,
 };
 use crate::{Error, Platform};
 
@@ -40,9 +40,33 @@ pub enum VmsaGpa {
     File,
 }
 
+/// What an SEV-SNP launch makes of an IGVM page-data directive that carries no bytes (a
+/// measured page of `NORMAL` data type; unmeasured, secrets and CPUID pages are not affected).
+///
+/// The IGVM reference implementation (`igvm::measurement`) measures such a page as a
+/// `PAGE_TYPE_NORMAL` page of zeros; Cloud Hypervisor (commit `982934fba0cd`) sends it to
+/// `KVM_SEV_SNP_LAUNCH_UPDATE` as `PAGE_TYPE_ZERO`, which the kernel accepts and the firmware
+/// measures as a ZERO page. The two launch digests differ at exactly those pages. The choice is
+/// the VMM's: it goes into the plan (the page's role: `measured` with zero bytes, or `zero`)
+/// and so into the measurement computed from that plan.
+///
+/// On TDX the policy has no effect: TDX has no page type that the module zeroes and measures
+/// (a page added without `TDH.MR.EXTEND` is not measured at all), so empty pages stay measured
+/// pages of zeros, as in the reference implementation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EmptyPages {
+    /// A measured page of zeros (`PAGE_TYPE_NORMAL`, role `measured`), as the reference
+    /// implementation measures it.
+    #[default]
+    NormalZeros,
+    /// A ZERO page (`PAGE_TYPE_ZERO`, role `zero`), as Cloud Hypervisor populates it.
+    ZeroPage,
+}
+
 /// How an IGVM file's launch is measured where the IGVM reference implementation and a KVM
 /// launch differ. The two agree when the file's SNP VP contexts are its last directives, in
-/// vCPU order, at GPA `0xffff_ffff_f000` (and always on TDX).
+/// vCPU order, at GPA `0xffff_ffff_f000` (and always on TDX), and empty pages are
+/// [`EmptyPages::NormalZeros`].
 ///
 /// Not a policy but worth knowing: KVM measures the VMSA it builds from the vCPU's register
 /// state (`sev_es_sync_vmsa`), so the file's VMSA bytes are only what is measured if the VMM
@@ -55,6 +79,8 @@ pub struct IgvmPolicy {
     pub vmsa_placement: VmsaPlacement,
     /// Which address they are measured at.
     pub vmsa_gpa: VmsaGpa,
+    /// What a page-data directive without bytes becomes (SEV-SNP).
+    pub empty_pages: EmptyPages,
 }
 
 impl IgvmPolicy {
@@ -62,12 +88,32 @@ impl IgvmPolicy {
     pub const KVM: IgvmPolicy = IgvmPolicy {
         vmsa_placement: VmsaPlacement::KvmLast,
         vmsa_gpa: VmsaGpa::Kvm,
+        empty_pages: EmptyPages::NormalZeros,
     };
     /// What the IGVM reference implementation (`igvm::measurement`) computes.
     pub const REFERENCE: IgvmPolicy = IgvmPolicy {
         vmsa_placement: VmsaPlacement::FileOrder,
         vmsa_gpa: VmsaGpa::File,
+        empty_pages: EmptyPages::NormalZeros,
     };
+    /// What Cloud Hypervisor's KVM SEV-SNP launch does: [`KVM`](Self::KVM) with empty pages
+    /// sent as ZERO pages.
+    pub const CLOUD_HYPERVISOR: IgvmPolicy = IgvmPolicy::KVM.with_empty_pages(EmptyPages::ZeroPage);
+
+    /// This policy with `empty_pages` instead of its own.
+    ///
+    /// ```
+    /// use cc_image::{EmptyPages, IgvmPolicy};
+    /// let p = IgvmPolicy::REFERENCE.with_empty_pages(EmptyPages::ZeroPage);
+    /// assert_eq!(p.empty_pages, EmptyPages::ZeroPage);
+    /// assert_eq!(p.vmsa_placement, IgvmPolicy::REFERENCE.vmsa_placement);
+    /// ```
+    pub const fn with_empty_pages(self, empty_pages: EmptyPages) -> IgvmPolicy {
+        IgvmPolicy {
+            empty_pages,
+            ..self
+        }
+    }
 }
 
 /// Reads an IGVM file for `platform` (`Snp` or `Tdx`) under the default ([`IgvmPolicy::KVM`])
@@ -146,6 +192,71 @@ fn vmsa_bytes(vmsa: &igvm::snp_defs::SevVmsa) -> &[u8] {
     }
 }
 
+/// `ECDSA_SIG` (SEV-SNP firmware ABI): R at 0, S at 0x48, 72 bytes each, in a 0x200 field.
+fn put_signature(page: &mut [u8], at: usize, sig: &igvm_defs::IGVM_VHS_SNP_ID_BLOCK_SIGNATURE) {
+    page[at..at + 72].copy_from_slice(&sig.r_comp);
+    page[at + 0x48..at + 0x90].copy_from_slice(&sig.s_comp);
+}
+
+/// `ECDSA_PUB_KEY` (SEV-SNP firmware ABI): CURVE (u32) at 0, QX at 4 and QY at 0x4c, 72 bytes
+/// each, in a 0x404 field. The IGVM structure's reserved word after the curve has no place.
+fn put_key(page: &mut [u8], at: usize, key: &igvm_defs::IGVM_VHS_SNP_ID_BLOCK_PUBLIC_KEY) {
+    page[at..at + 4].copy_from_slice(&key.curve.to_le_bytes());
+    page[at + 4..at + 0x4c].copy_from_slice(&key.qx);
+    page[at + 0x4c..at + 0x94].copy_from_slice(&key.qy);
+}
+
+/// The `ID_BLOCK` and `ID_AUTH_INFO` of an `SnpIdBlock` directive (see [`SnpIdBlock`]).
+fn snp_id_block(
+    h: &IgvmDirectiveHeader,
+    header: usize,
+    policy: u64,
+) -> Result<Option<SnpIdBlock>, String> {
+    let IgvmDirectiveHeader::SnpIdBlock {
+        author_key_enabled,
+        ld,
+        family_id,
+        image_id,
+        version,
+        guest_svn,
+        id_key_algorithm,
+        author_key_algorithm,
+        id_key_signature,
+        id_public_key,
+        author_key_signature,
+        author_public_key,
+        ..
+    } = h
+    else {
+        return Ok(None);
+    };
+    let author_key_enabled = match author_key_enabled {
+        0 => false,
+        1 => true,
+        v => return Err(format!("author_key_enabled is {v}, not 0 or 1")),
+    };
+    let mut id_block = [0u8; SnpIdBlock::ID_BLOCK_LEN];
+    id_block[..0x30].copy_from_slice(ld);
+    id_block[0x30..0x40].copy_from_slice(family_id);
+    id_block[0x40..0x50].copy_from_slice(image_id);
+    id_block[0x50..0x54].copy_from_slice(&version.to_le_bytes());
+    id_block[0x54..0x58].copy_from_slice(&guest_svn.to_le_bytes());
+    id_block[0x58..0x60].copy_from_slice(&policy.to_le_bytes());
+    let mut id_auth = Box::new([0u8; SnpIdBlock::ID_AUTH_LEN]);
+    id_auth[..4].copy_from_slice(&id_key_algorithm.to_le_bytes());
+    id_auth[4..8].copy_from_slice(&author_key_algorithm.to_le_bytes());
+    put_signature(&mut id_auth[..], 0x40, id_key_signature);
+    put_key(&mut id_auth[..], 0x240, id_public_key);
+    put_signature(&mut id_auth[..], 0x680, author_key_signature);
+    put_key(&mut id_auth[..], 0x880, author_public_key);
+    Ok(Some(SnpIdBlock {
+        id_block,
+        id_auth,
+        author_key_enabled,
+        header,
+    }))
+}
+
 struct Builder {
     image: LaunchImage,
     /// Whether a VMSA was placed after the last region (no page merges across it).
@@ -198,7 +309,8 @@ fn page_of(data: &[u8]) -> Option<Vec<u8>> {
 /// includes the platform's (from its platform header) become the image's regions, in the
 /// file's directive order (consecutive pages merged into one region):
 ///
-/// - page data: measured pages as `measured` (no bytes: a page of zeros), pages flagged
+/// - page data: measured pages as `measured` (no bytes: a page of zeros, or on SNP a `zero`
+///   page under [`EmptyPages::ZeroPage`]), pages flagged
 ///   unmeasured as `unmeasured`; on SNP, secrets pages as `secrets` and CPUID pages
 ///   (`CPUID_DATA`, `CPUID_XF`) as `cpuid` with their bytes; on TDX the data type does not
 ///   matter (as in the reference implementation). Shared pages are not in the plan
@@ -207,15 +319,18 @@ fn page_of(data: &[u8]) -> Option<Vec<u8>> {
 ///   the area's initial data ([`LaunchImage::parameter_area_mut`] lets the VMM fill in the
 ///   parameters listed by [`LaunchImage::parameter_uses`]).
 /// - SNP VP contexts as VMSA pages, placed and addressed as `policy` says.
-/// - required-memory ranges are listed ([`LaunchImage::required_memory`]); error ranges, ID
-///   blocks and VBS measurement headers do not change the plan.
+/// - required-memory ranges are listed ([`LaunchImage::required_memory`]); error ranges and
+///   VBS measurement headers do not change the plan.
+/// - an SNP ID block is laid out for `LAUNCH_FINISH` ([`LaunchImage::snp_id_block`],
+///   [`SnpIdBlock`]); it does not change the plan or the measurement.
 ///
-/// Refused, naming the header: other VP contexts (native x64, VBS, CCA: KVM sets TDX and SNP
+/// Refused, naming the header: an SNP ID block on TDX, a second one, one whose
+/// `author_key_enabled` is not 0 or 1 or without the file's SNP guest policy; other VP contexts (native x64, VBS, CCA: KVM sets TDX and SNP
 /// vCPU state itself), 2 MiB pages, page data longer than a page, parameter areas that are
 /// not whole pages or larger than [`MAX_PARAMETER_AREA`], ranges past 2^64, and overlapping
 /// pages. Relocation headers are not applied: the file loads at its own addresses (as the
 /// reference implementation measures it). The file is parsed by [`parse_igvm`] (panics
-/// contained).
+/// contained). A platform whose feature (`snp`, `tdx`) is off is [`Error::NotBuilt`].
 pub fn load_igvm_with(
     bytes: &[u8],
     platform: Platform,
@@ -226,6 +341,9 @@ pub fn load_igvm_with(
         Platform::Tdx => IgvmPlatformType::TDX,
         p => return Err(Error::IgvmPlatform(p)),
     };
+    if !platform.is_built() {
+        return Err(Error::NotBuilt(platform));
+    }
     let file = parse_igvm(bytes)?;
     let mask = file
         .platforms()
@@ -306,6 +424,9 @@ pub fn load_igvm_with(
                         (Role::Cpuid, page_of(data))
                     }
                     _ if flags.unmeasured() => (Role::Unmeasured, page_of(data)),
+                    _ if snp && data.is_empty() && policy.empty_pages == EmptyPages::ZeroPage => {
+                        (Role::Zero, None)
+                    }
                     _ => (Role::Measured, page_of(data)),
                 };
                 b.push_page(index, gpa, role, content);
@@ -405,7 +526,7 @@ pub fn load_igvm_with(
                 page[..bytes.len()].copy_from_slice(bytes);
                 b.image.vmsas.push(SnpVmsa {
                     gpa: match policy.vmsa_gpa {
-                        VmsaGpa::Kvm => crate::planfile::DEFAULT_VMSA_GPA,
+                        VmsaGpa::Kvm => crate::DEFAULT_VMSA_GPA,
                         VmsaGpa::File => *gpa,
                     },
                     given_gpa: *gpa,
@@ -424,9 +545,27 @@ pub fn load_igvm_with(
                     "this VP context cannot be expressed for a KVM {platform} launch (KVM sets the vCPU state of confidential guests itself)"
                 )));
             }
-            IgvmDirectiveHeader::ErrorRange { .. }
-            | IgvmDirectiveHeader::SnpIdBlock { .. }
-            | IgvmDirectiveHeader::VbsMeasurement { .. } => {}
+            IgvmDirectiveHeader::SnpIdBlock { .. } => {
+                if platform != Platform::Snp {
+                    return Err(refuse(format!(
+                        "an SNP ID block cannot apply to {platform}"
+                    )));
+                }
+                if let Some(first) = &b.image.snp_id_block {
+                    return Err(refuse(format!(
+                        "a second SNP ID block for the platform (the first is directive header {})",
+                        first.header
+                    )));
+                }
+                let policy = b.image.snp_policy.ok_or_else(|| {
+                    refuse(
+                        "the ID block's POLICY is the file's SNP guest policy, and the file gives none for the platform".into(),
+                    )
+                })?;
+                b.image.snp_id_block = snp_id_block(h, index, policy).map_err(refuse)?;
+            }
+            IgvmDirectiveHeader::ErrorRange { .. } | IgvmDirectiveHeader::VbsMeasurement { .. } => {
+            }
         }
     }
     if policy.vmsa_placement == VmsaPlacement::KvmLast {

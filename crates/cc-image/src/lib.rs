@@ -12,12 +12,13 @@
 //! A VMM populating an IGVM file's pages (here on a plain guest_memfd VM):
 //!
 //! ```no_run
+//! # #[cfg(all(feature = "igvm", feature = "snp"))]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use cc_image::{load_igvm, Platform};
 //! use cc_populate::plain::PlainBackend;
 //! use cc_populate::{Backend, Driver, RoleSet, Role};
 //! use gmem::{GmemFlags, GuestMemfd};
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let image = load_igvm(&std::fs::read("guest.igvm")?, Platform::Snp)?;
 //! let kvm = kvm_ioctls::Kvm::new()?;
 //! let vm = kvm.create_vm()?;
@@ -31,11 +32,14 @@
 //! assert!(report.is_complete());
 //! # Ok(())
 //! # }
+//! # #[cfg(not(all(feature = "igvm", feature = "snp")))] fn main() {}
 //! ```
 //!
 //! A verifier computing the expected measurement of a plan file:
 //!
 //! ```
+//! # #[cfg(all(feature = "json", feature = "tdx"))]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = std::env::temp_dir().join(format!("cc-image-doc-{}", std::process::id()));
 //! # std::fs::create_dir_all(&dir)?;
 //! std::fs::write(dir.join("fw.bin"), vec![0x90u8; 8192])?;
@@ -47,7 +51,9 @@
 //! let image = cc_image::load_plan_file(&dir.join("plan.json"))?;
 //! let mrtd = image.measure()?;
 //! assert_eq!(cc_image::hex(&mrtd).len(), 96);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok(())
+//! # }
+//! # #[cfg(not(all(feature = "json", feature = "tdx")))] fn main() {}
 //! ```
 //!
 //! # Plan files
@@ -86,24 +92,51 @@
 //! [`IgvmPolicy`] for where KVM and the IGVM reference implementation measure differently.
 //! The `igvm` crate's parser is called behind [`std::panic::catch_unwind`] ([`parse_igvm`]).
 
+//!
+//! # Features
+//!
+//! All on by default; a VMM or verifier for one platform turns off the defaults and names
+//! what it needs (`default-features = false, features = ["snp", "igvm"]`), and builds no
+//! other platform's backend crate:
+//!
+//! | feature | what it adds | dependencies |
+//! |---|---|---|
+//! | `snp` | SEV-SNP images: launch digest, traces | `sev-backend` |
+//! | `tdx` | TDX images: MRTD, traces | `tdx-backend` |
+//! | `cca` | Arm CCA images: RIM, traces, [`CcaLaunch`] | `cca-backend` |
+//! | `igvm` | [`load_igvm`] and its policies, for the platforms built | `igvm`, `igvm_defs` |
+//! | `json` | plan files ([`load_plan_file`], [`planfile`], [`Num`]), JSON-lines traces | `serde`, `serde_json` |
+//!
+//! [`Platform`] names every platform in every build; loading or measuring one whose feature
+//! is off is refused with [`Error::NotBuilt`] ([`Platform::is_built`] says beforehand).
+//! [`Platform::caps`] exists when all three platforms are built; [`Platform::try_caps`]
+//! always.
+
 #![deny(missing_docs)]
 
 mod error;
+#[cfg(feature = "igvm")]
 mod igvm;
 mod image;
+#[cfg(feature = "json")]
 mod num;
+#[cfg(feature = "json")]
 pub mod planfile;
 pub mod trace;
 
 pub use error::Error;
+#[cfg(feature = "igvm")]
 pub use igvm::{
-    load_igvm, load_igvm_with, parse_igvm, IgvmPolicy, VmsaGpa, VmsaPlacement, MAX_PARAMETER_AREA,
+    load_igvm, load_igvm_with, parse_igvm, EmptyPages, IgvmPolicy, VmsaGpa, VmsaPlacement,
+    MAX_PARAMETER_AREA,
 };
+#[cfg(feature = "cca")]
+pub use image::CcaLaunch;
 pub use image::{
-    hex, CcaLaunch, ImageRegion, LaunchImage, Origin, ParameterUse, Platform, RequiredMemory,
-    SharedPage, SnpVmsa,
+    hex, CcaOptions, ImageRegion, LaunchImage, Origin, ParameterUse, Platform, RequiredMemory,
+    SharedPage, SnpIdBlock, SnpVmsa, DEFAULT_VMSA_GPA,
 };
+#[cfg(feature = "json")]
 pub use num::Num;
-pub use planfile::{
-    load_plan_file, load_plan_file_as, parse_plan, DEFAULT_VMSA_GPA, PLAN_FILE_VERSION,
-};
+#[cfg(feature = "json")]
+pub use planfile::{load_plan_file, load_plan_file_as, parse_plan, PLAN_FILE_VERSION};

@@ -5,20 +5,21 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use cc_populate::{MemoryLayout, Role};
+#[cfg(feature = "cca")]
 use cca_backend::{HashAlgo, RealmParams, RecParams, RmmVersion};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::image::{CcaLaunch, ImageRegion, LaunchImage, Origin, SnpVmsa};
+#[cfg(feature = "cca")]
+use crate::image::CcaLaunch;
+use crate::image::{ImageRegion, LaunchImage, Origin, SnpVmsa};
 use crate::{Error, Num, Platform};
 
 /// The only plan-file version this crate reads.
 pub const PLAN_FILE_VERSION: u64 = 1;
 
-/// Where the SNP VMSA pages of a plan file are measured by default: the address KVM gives
-/// every VMSA it launches (`INITIAL_VMSA_GPA` in the kernel's SEV code).
-pub const DEFAULT_VMSA_GPA: u64 = 0xffff_ffff_f000;
+pub use crate::image::DEFAULT_VMSA_GPA;
 
 /// One entry of a plan file's `regions`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +185,7 @@ impl Ctx<'_> {
         serde_json::from_value(v).map_err(|e| self.err(field, e.to_string()))
     }
 
+    #[cfg(feature = "cca")]
     fn small<T: TryFrom<u64>>(&self, field: &str, v: Num, max: u64) -> Result<T, Error> {
         T::try_from(v.0)
             .ok()
@@ -261,6 +263,8 @@ pub fn load_plan_file(path: &Path) -> Result<LaunchImage, Error> {
 /// that names the platform as well as the file).
 ///
 /// ```
+/// # #[cfg(all(feature = "tdx", feature = "snp"))]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let dir = std::env::temp_dir().join(format!("cc-image-as-{}", std::process::id()));
 /// # std::fs::create_dir_all(&dir)?;
 /// let path = dir.join("plan.json");
@@ -268,7 +272,9 @@ pub fn load_plan_file(path: &Path) -> Result<LaunchImage, Error> {
 /// assert!(cc_image::load_plan_file_as(&path, cc_image::Platform::Tdx).is_ok());
 /// let e = cc_image::load_plan_file_as(&path, cc_image::Platform::Snp).unwrap_err();
 /// assert!(e.to_string().ends_with("plan.json: the plan is for platform tdx, not snp"));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok(())
+/// # }
+/// # #[cfg(not(all(feature = "tdx", feature = "snp")))] fn main() {}
 /// ```
 pub fn load_plan_file_as(path: &Path, platform: Platform) -> Result<LaunchImage, Error> {
     let image = load_plan_file(path)?;
@@ -305,6 +311,9 @@ pub fn parse_plan(text: &str, path: &Path, dir: &Path) -> Result<LaunchImage, Er
     let top: TopLevel = cx.parse("(top level)", value)?;
     let platform: Platform = cx.parse("platform", top.platform)?;
     let _ = top.version;
+    if !platform.is_built() {
+        return Err(cx.err("platform", Error::NotBuilt(platform).to_string()));
+    }
 
     let mut image = LaunchImage::new(platform);
     if platform != Platform::Cca && top.cca.as_ref().is_some_and(|v| !v.is_null()) {
@@ -314,6 +323,7 @@ pub fn parse_plan(text: &str, path: &Path, dir: &Path) -> Result<LaunchImage, Er
         ));
     }
     let limit = match platform {
+        #[cfg(feature = "cca")]
         Platform::Cca => {
             let v = top
                 .cca
@@ -376,7 +386,7 @@ pub fn parse_plan(text: &str, path: &Path, dir: &Path) -> Result<LaunchImage, Er
     }
     // Overlaps, alignment and roles, checked once here (naming the region by its index).
     image
-        .plan(&platform.caps(), &MemoryLayout::unbounded())
+        .plan(&platform.try_caps()?, &MemoryLayout::unbounded())
         .map_err(|e| match e {
             Error::Plan(source) => Error::PlanFile {
                 path: path.to_path_buf(),
@@ -447,6 +457,7 @@ fn region(
     })
 }
 
+#[cfg(feature = "cca")]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlanCcaRaw {
@@ -462,6 +473,7 @@ struct PlanCcaRaw {
     rmm: Option<Value>,
 }
 
+#[cfg(feature = "cca")]
 fn parse_cca(cx: &Ctx<'_>, v: Value) -> Result<CcaLaunch, Error> {
     let c: PlanCcaRaw = cx.parse("cca", v)?;
     let hash = HashAlgo::from_name(&c.hash).ok_or_else(|| {

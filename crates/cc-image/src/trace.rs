@@ -16,6 +16,8 @@
 //! ```
 //!
 //! ```
+//! # #[cfg(feature = "snp")]
+//! # fn main() -> Result<(), sev_backend::Error> {
 //! use cc_image::trace::{diff, snp_steps, Sources};
 //! use sev_backend::{LaunchDigest, PageType};
 //!
@@ -28,18 +30,23 @@
 //! };
 //! let d = diff(&run(1)?, &run(2)?).expect("they differ");
 //! assert_eq!(d.first_line(), "first difference: step 1, gpa 0x2000");
-//! # Ok::<(), sev_backend::Error>(())
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "snp"))] fn main() {}
 //! ```
 
 use std::fmt;
+#[cfg(feature = "json")]
 use std::io::{BufRead, Write};
 
+#[cfg(feature = "json")]
 use serde::{Deserialize, Serialize};
 
 use crate::image::hex;
 
 /// One measured step of a launch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "json", derive(Serialize, Deserialize))]
 pub struct TraceStep {
     /// Its position in the launch, from 0.
     pub step: u64,
@@ -47,26 +54,41 @@ pub struct TraceStep {
     /// `REALM_CREATE`, `DATA`, `RIPAS` or `REC` (CCA).
     pub kind: String,
     /// SNP: the page type (`PAGE_TYPE_NORMAL`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "json",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub page_type: Option<String>,
     /// The step's guest-physical address (hex).
     pub gpa: String,
     /// CCA `RIPAS`: the entry's end (hex).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "json",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub top: Option<String>,
     /// The hash of what the step measured (hex): the SNP `CONTENTS` field, a TDX chunk's
     /// SHA-384, a CCA granule's or REC's content hash. Absent where nothing is hashed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "json",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub sha: Option<String>,
     /// The running measurement after the step (hex).
     pub digest: String,
     /// Where it came from: the region's name, the VMSA or REC, the realm parameters.
     pub from: String,
     /// The input file the step's bytes came from, if one did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "json",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub file: Option<String>,
     /// The offset of the step's bytes in [`file`](Self::file) (hex).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "json",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub offset: Option<String>,
 }
 
@@ -127,6 +149,7 @@ impl Sources {
         self
     }
 
+    #[cfg_attr(not(feature = "snp"), allow(dead_code))]
     fn vmsa_name(&self, k: usize) -> String {
         self.vmsa
             .get(k)
@@ -153,6 +176,10 @@ impl Sources {
         }
     }
 
+    #[cfg_attr(
+        not(any(feature = "snp", feature = "tdx", feature = "cca")),
+        allow(dead_code)
+    )]
     fn step(&self, n: usize, kind: &str, gpa: u64, digest: &[u8]) -> TraceStep {
         let (from, file, offset) = self.resolve(gpa);
         TraceStep {
@@ -171,6 +198,7 @@ impl Sources {
 }
 
 /// The steps of an SNP launch digest's records ([`sev_backend::LaunchDigest::records`]).
+#[cfg(feature = "snp")]
 pub fn snp_steps(records: &[sev_backend::PageRecord], sources: &Sources) -> Vec<TraceStep> {
     let mut vmsas = 0;
     records
@@ -193,6 +221,7 @@ pub fn snp_steps(records: &[sev_backend::PageRecord], sources: &Sources) -> Vec<
 }
 
 /// The steps of a TDX MRTD's records ([`tdx_backend::Mrtd::records`]).
+#[cfg(feature = "tdx")]
 pub fn tdx_steps(records: &[tdx_backend::MrtdRecord], sources: &Sources) -> Vec<TraceStep> {
     records
         .iter()
@@ -213,6 +242,7 @@ pub fn tdx_steps(records: &[tdx_backend::MrtdRecord], sources: &Sources) -> Vec<
 }
 
 /// The steps of a CCA RIM's records ([`cca_backend::RimDigest::records`]).
+#[cfg(feature = "cca")]
 pub fn cca_steps(records: &[cca_backend::RimRecord], sources: &Sources) -> Vec<TraceStep> {
     let mut recs = 0;
     records
@@ -257,6 +287,7 @@ pub fn cca_steps(records: &[cca_backend::RimRecord], sources: &Sources) -> Vec<T
 }
 
 /// Writes `steps` as JSON lines.
+#[cfg(feature = "json")]
 pub fn write_jsonl(steps: &[TraceStep], mut w: impl Write) -> std::io::Result<()> {
     for s in steps {
         serde_json::to_writer(&mut w, s)?;
@@ -266,6 +297,7 @@ pub fn write_jsonl(steps: &[TraceStep], mut w: impl Write) -> std::io::Result<()
 }
 
 /// A trace that could not be read.
+#[cfg(feature = "json")]
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// Reading failed.
@@ -282,6 +314,7 @@ pub enum ReadError {
 }
 
 /// Reads a trace written by [`write_jsonl`] (blank lines are skipped).
+#[cfg(feature = "json")]
 pub fn read_jsonl(r: impl BufRead) -> Result<Vec<TraceStep>, ReadError> {
     let mut steps = Vec::new();
     for (i, line) in r.lines().enumerate() {
@@ -598,6 +631,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "json")]
     #[test]
     fn jsonl_round_trips_and_names_a_bad_line() {
         let a = chain(&[(0x1000, "aa"), (0xffff_f000, "bb")]);

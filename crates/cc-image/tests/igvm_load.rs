@@ -188,6 +188,7 @@ fn vmsa_policies() {
             let p = IgvmPolicy {
                 vmsa_placement,
                 vmsa_gpa,
+                ..IgvmPolicy::default()
             };
             digests.push(
                 load_igvm_with(&bytes, Platform::Snp, p)
@@ -494,7 +495,10 @@ fn mutated_files_never_panic() {
                     Ok(img) => {
                         loaded += 1;
                         let _ = img.measure();
-                        let _ = img.plan(&platform.caps(), &cc_populate::MemoryLayout::unbounded());
+                        let _ = img.plan(
+                            &platform.try_caps().unwrap(),
+                            &cc_populate::MemoryLayout::unbounded(),
+                        );
                     }
                     Err(e) => {
                         refused += 1;

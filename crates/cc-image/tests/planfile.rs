@@ -76,7 +76,10 @@ fn a_plain_plan_reads_files_at_offsets_in_order() {
     assert_eq!(r[3].data(), None);
     // The plan keeps the file's order.
     let plan = img
-        .plan(&Platform::Plain.caps(), &MemoryLayout::unbounded())
+        .plan(
+            &Platform::Plain.try_caps().unwrap(),
+            &MemoryLayout::unbounded(),
+        )
         .unwrap();
     let gpas: Vec<u64> = plan.regions().iter().map(|r| r.gpa()).collect();
     assert_eq!(gpas, vec![0x20_0000, 0, 0x10_0000, 0x30_0000]);

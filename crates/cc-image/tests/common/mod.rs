@@ -232,3 +232,69 @@ pub fn random_file(rng: &mut Rng, opts: &Options) -> Vec<IgvmDirectiveHeader> {
     }
     out
 }
+
+/// The SEV-SNP launch digest of an IGVM file without VP contexts, computed here: the file as
+/// the igvm crate parses it, each page sent to `sev_backend::LaunchDigest` with the page type
+/// written out below (the rules of cc-image's documentation, not its code). `zero_empty`: a
+/// measured page without bytes is a ZERO page (else a NORMAL page of zeros). `replaced`:
+/// pages whose bytes the caller replaced (measured pages become NORMAL pages of those bytes;
+/// the other types do not measure contents).
+pub fn snp_by_hand(bytes: &[u8], zero_empty: bool, replaced: &[(u64, &[u8])]) -> [u8; 48] {
+    use sev_backend::{LaunchDigest, PageType};
+    let file = IgvmFile::new_from_binary(bytes, None).unwrap();
+    let mut ld = LaunchDigest::new();
+    let zeros = [0u8; 4096];
+    for h in file.directives() {
+        if h.compatibility_mask().is_some_and(|m| m & SNP == 0) {
+            continue;
+        }
+        match h {
+            IgvmDirectiveHeader::PageData {
+                gpa,
+                flags,
+                data_type,
+                data,
+                ..
+            } => {
+                if flags.shared() {
+                    continue;
+                }
+                let mut page = data.clone();
+                page.resize(4096, 0);
+                let new = replaced.iter().find(|(g, _)| g == gpa).map(|(_, b)| *b);
+                let (ty, content) = match *data_type {
+                    IgvmPageDataType::SECRETS => (PageType::Secrets, None),
+                    IgvmPageDataType::CPUID_DATA | IgvmPageDataType::CPUID_XF => {
+                        (PageType::Cpuid, None)
+                    }
+                    _ if flags.unmeasured() => (PageType::Unmeasured, None),
+                    _ if new.is_some() => (PageType::Normal, new),
+                    _ if data.is_empty() && zero_empty => (PageType::Zero, None),
+                    _ if data.is_empty() => (PageType::Normal, Some(&zeros[..])),
+                    _ => (PageType::Normal, Some(&page[..])),
+                };
+                ld.update_page(*gpa, ty, content).unwrap();
+            }
+            IgvmDirectiveHeader::ParameterInsert(p) => {
+                let file_area = file.directives().iter().find_map(|d| match d {
+                    IgvmDirectiveHeader::ParameterArea {
+                        number_of_bytes,
+                        parameter_area_index,
+                        ..
+                    } if *parameter_area_index == p.parameter_area_index => Some(*number_of_bytes),
+                    _ => None,
+                });
+                let pages = file_area.unwrap() / 4096;
+                for k in 0..pages {
+                    ld.update_page(p.gpa + k * 4096, PageType::Unmeasured, None)
+                        .unwrap();
+                }
+            }
+            IgvmDirectiveHeader::SnpVpContext { .. } => {
+                panic!("snp_by_hand does not measure VP contexts")
+            }
+            _ => {}
+        }
+    }
+    ld.digest()
+}
