@@ -161,6 +161,8 @@ fn a_populated_launch_has_the_offline_digest_under_each_policy() {
         let image = load_igvm_with(&bytes, Platform::Snp, policy(empty)).unwrap();
         let mut b = SnpBackend::with_ioctl(KernelModel::new(), LaunchConfig::default());
         b.init(&InitParams::default()).unwrap();
+        // The launch needs a vCPU before LAUNCH_FINISH; the model measures no VMSA for it.
+        b.create_vcpu(0).unwrap();
         b.start(&StartParams::default()).unwrap();
         let plan = image
             .plan(&b.caps_now(), &MemoryLayout::unbounded())

@@ -194,6 +194,8 @@ fn the_id_block_goes_to_launch_finish() {
     let id = image.snp_id_block().unwrap();
     let mut b = SnpBackend::with_ioctl(KernelModel::new(), LaunchConfig::default());
     b.init(&InitParams::default()).unwrap();
+    // The launch needs a vCPU before LAUNCH_FINISH; the model measures no VMSA for it.
+    b.create_vcpu(0).unwrap();
     b.start(&StartParams {
         policy: id.policy(),
         ..StartParams::default()
