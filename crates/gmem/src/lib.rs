@@ -13,8 +13,10 @@
 //!   `KVM_MEM_GUEST_MEMFD`), deleted on drop;
 //! - [`GuestMemfd::bind_with_shared`]: a memslot whose shared pages come from a region the VMM
 //!   owns and whose private pages from the guest_memfd (VMs with private memory);
-//! - [`GuestMemfd::convert`]: shared <-> private through the VM's [`ConversionPath`], or
-//!   [`Error::ConversionUnsupported`] where there is none;
+//! - [`GuestMemfd::convert`]: shared <-> private through the VM's [`ConversionPath`] (VM-wide
+//!   `KVM_SET_MEMORY_ATTRIBUTES`, or per guest_memfd `KVM_SET_MEMORY_ATTRIBUTES2` as the in-place
+//!   conversion series [`GmemSeries`] defines it), or [`Error::ConversionUnsupported`] where
+//!   there is none;
 //! - [`MemoryFault`]: a `KVM_EXIT_MEMORY_FAULT` decoded; [`pre_fault_memory`]:
 //!   `KVM_PRE_FAULT_MEMORY` to the end of a range, or how far it got.
 //!
@@ -64,7 +66,10 @@ mod fault;
 mod flags;
 mod gmem;
 mod memslot;
+#[cfg(feature = "test-utils")]
+mod model;
 mod range;
+mod series;
 // Test support (the harness for KVM tests): only with the `test-utils` feature.
 #[cfg(feature = "test-utils")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
@@ -77,7 +82,8 @@ pub use caps::Capabilities;
 pub use error::Error;
 pub use fault::{pre_fault_memory, MemoryFault};
 pub use flags::GmemFlags;
-pub use gmem::{ConversionPath, GuestMemfd, MemoryState};
+pub use gmem::{ConversionPath, GuestMemfd, MemoryState, EAGAIN_ATTEMPTS};
 pub use memslot::Memslot;
 pub use range::page_size;
+pub use series::{AttributesIoctl, GmemSeries, KernelAttributes};
 pub use view::SharedView;
