@@ -183,6 +183,14 @@ pub enum Error {
         #[source]
         source: vmm_sys_util::errno::Error,
     },
+    /// The fd given to [`GuestMemfd::adopt`](crate::GuestMemfd::adopt) is not a guest_memfd.
+    #[error("fd {fd} is not a guest_memfd (it is {found})")]
+    NotGuestMemfd {
+        /// The fd.
+        fd: i32,
+        /// What `/proc/self/fd` names it.
+        found: String,
+    },
     /// A version of the in-place conversion series this crate does not speak.
     #[error("version v{version} of the guest_memfd in-place conversion series is not supported: {reason}")]
     UnsupportedSeries {

@@ -89,6 +89,8 @@ pub(crate) struct Binding {
     pub(crate) gpa: u64,
     pub(crate) offset: u64,
     pub(crate) len: u64,
+    /// A memslot the VMM created and [`GuestMemfd::record_memslot`] recorded (no `Memslot`).
+    pub(crate) external: bool,
 }
 
 /// The guest-physical pieces `(gpa, len)` of the file range `[offset, end)`, in file order, or
@@ -125,12 +127,52 @@ fn gpa_pieces(bindings: &[Binding], offset: u64, end: u64) -> Result<Vec<(u64, u
 /// 7.3); otherwise (per-guest_memfd attributes, or no conversion at all) the whole file unless
 /// it was created `INIT_SHARED` (7.3 `kvm_gmem_is_private_mem`; series v8 patch 01/46
 /// `kvm_gmem_init_inode`).
-fn initial_private(conversion: Option<ConversionPath>, flags: GmemFlags, size: u64) -> RangeSet {
+pub(crate) fn initial_private(
+    conversion: Option<ConversionPath>,
+    flags: GmemFlags,
+    size: u64,
+) -> RangeSet {
     let mut private = RangeSet::default();
     if conversion != Some(ConversionPath::VmAttributes) && !flags.contains(GmemFlags::INIT_SHARED) {
         private.insert(0, size);
     }
     private
+}
+
+/// The checks of a guest_memfd's size and flags against the VM's capabilities, before any
+/// system call: `KVM_CAP_GUEST_MEMFD`, a non-zero page-multiple size, flags the VM offers.
+pub(crate) fn check_file(caps: &Capabilities, size: u64, flags: GmemFlags) -> Result<(), Error> {
+    if !caps.guest_memfd {
+        return Err(Error::GuestMemfdUnsupported { size });
+    }
+    let page_size = page_size();
+    if size == 0 || !size.is_multiple_of(page_size) {
+        return Err(Error::InvalidSize { size, page_size });
+    }
+    let missing = flags.difference(caps.guest_memfd_flags);
+    if !missing.is_empty() {
+        return Err(Error::FlagsNotOffered {
+            size,
+            requested: missing,
+            offered: caps.guest_memfd_flags,
+        });
+    }
+    Ok(())
+}
+
+/// A duplicate of the VM fd (`F_DUPFD_CLOEXEC`), so the handle keeps its VM alive.
+pub(crate) fn dup_vm_fd(vm: &VmFd, size: u64) -> Result<OwnedFd, Error> {
+    // SAFETY: `vm` is borrowed for this whole call, so its fd stays open while borrowed here;
+    // the borrow is only used to duplicate it.
+    let vm_borrowed = unsafe { BorrowedFd::borrow_raw(vm.as_raw_fd()) };
+    vm_borrowed
+        .try_clone_to_owned()
+        .map_err(|source| Error::Io {
+            op: "fcntl(F_DUPFD_CLOEXEC) of the VM fd",
+            offset: 0,
+            len: size,
+            source,
+        })
 }
 
 /// What the handle and its memslots share.
@@ -224,32 +266,8 @@ impl GuestMemfd {
         size: u64,
         flags: GmemFlags,
     ) -> Result<GuestMemfd, Error> {
-        if !caps.guest_memfd {
-            return Err(Error::GuestMemfdUnsupported { size });
-        }
-        let page_size = page_size();
-        if size == 0 || !size.is_multiple_of(page_size) {
-            return Err(Error::InvalidSize { size, page_size });
-        }
-        let missing = flags.difference(caps.guest_memfd_flags);
-        if !missing.is_empty() {
-            return Err(Error::FlagsNotOffered {
-                size,
-                requested: missing,
-                offered: caps.guest_memfd_flags,
-            });
-        }
-        // SAFETY: `vm` is borrowed for this whole call, so its fd stays open while borrowed here;
-        // the borrow is only used to duplicate it.
-        let vm_borrowed = unsafe { BorrowedFd::borrow_raw(vm.as_raw_fd()) };
-        let vm_dup = vm_borrowed
-            .try_clone_to_owned()
-            .map_err(|source| Error::Io {
-                op: "fcntl(F_DUPFD_CLOEXEC) of the VM fd",
-                offset: 0,
-                len: size,
-                source,
-            })?;
+        check_file(caps, size, flags)?;
+        let vm_dup = dup_vm_fd(vm, size)?;
         let arg = kvm_create_guest_memfd {
             size,
             flags: flags.bits(),
@@ -267,10 +285,25 @@ impl GuestMemfd {
         // What the kernel treats as private at creation: see `initial_private`.
         let conversion = caps.conversion_path();
         let private = initial_private(conversion, flags, size);
-        Ok(GuestMemfd {
+        Ok(GuestMemfd::from_parts(
+            fd, vm_dup, size, flags, private, conversion,
+        ))
+    }
+
+    /// A handle on `fd` (a guest_memfd of `size` bytes made with `flags` on the VM `vm`
+    /// duplicates), with the kernel's conversion path and private ranges as given.
+    pub(crate) fn from_parts(
+        fd: OwnedFd,
+        vm: OwnedFd,
+        size: u64,
+        flags: GmemFlags,
+        private: RangeSet,
+        conversion: Option<ConversionPath>,
+    ) -> GuestMemfd {
+        GuestMemfd {
             shared: Arc::new(Shared {
                 fd,
-                vm: vm_dup,
+                vm,
                 size,
                 flags,
                 bindings: Mutex::new(Vec::new()),
@@ -278,7 +311,7 @@ impl GuestMemfd {
             private,
             conversion,
             attributes: Box::new(KernelAttributes),
-        })
+        }
     }
 
     /// A handle whose conversions go to `model` instead of the kernel: a memfd of `size` bytes
@@ -697,6 +730,7 @@ mod tests {
             gpa,
             offset,
             len,
+            external: false,
         }
     }
 

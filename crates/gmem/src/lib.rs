@@ -59,6 +59,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod adopt;
 mod by_gpa;
 mod caps;
 mod error;
@@ -77,6 +78,7 @@ pub mod testing;
 pub mod uapi;
 mod view;
 
+pub use adopt::{Adopted, AdoptedState};
 pub use by_gpa::convert_gpa_range;
 pub use caps::Capabilities;
 pub use error::Error;
