@@ -10,8 +10,13 @@ use std::time::{Duration, Instant};
 use crate::backend::{
     Backend, BackendCaps, BackendError, ChunkRequest, Conversion, ErrorKind, Populated,
 };
-use crate::plan::{ContentKind, Plan};
+use crate::backend::{ChunkSource, HUGE_2M};
+use crate::plan::{Content, ContentKind, Plan};
 use crate::Role;
+
+/// The most a [`GuestSource`](crate::GuestSource) is read (and handed to one populate call) at
+/// a time: the driver's bounce buffer never grows past it.
+const GUEST_PIECE: u64 = HUGE_2M;
 
 /// Who makes memory private on a [`Conversion::BeforePopulate`] platform.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -161,6 +166,10 @@ pub enum StopCause {
     SourceReleased,
     /// Giving a source back to the kernel failed (the populate itself succeeded).
     ReleaseFailed(String),
+    /// A [`GuestSource`](crate::GuestSource) could not be read (unmapped guest memory, or the
+    /// guest_memfd itself, which is private by the time of the populate); nothing of the chunk
+    /// was handed to the backend.
+    SourceUnreadable(String),
 }
 
 impl fmt::Display for StopCause {
@@ -181,6 +190,7 @@ impl fmt::Display for StopCause {
                 write!(f, "the region's source was released by an earlier run")
             }
             StopCause::ReleaseFailed(e) => write!(f, "releasing the source failed: {e}"),
+            StopCause::SourceUnreadable(e) => write!(f, "reading the source failed: {e}"),
         }
     }
 }
@@ -830,6 +840,8 @@ impl<'o, B: Backend> Driver<'o, B> {
             && self.options.conversion == ConversionPolicy::Auto;
         let total = plan.get().total_bytes();
         let mut done_bytes = report.bytes_populated();
+        // The bounce buffer guest-memory sources are read into, chunk by chunk.
+        let mut bounce: Vec<u8> = Vec::new();
         let n = plan.get().regions().len();
         for i in 0..n {
             let (gpa, len, role, released) = {
@@ -862,10 +874,37 @@ impl<'o, B: Backend> Driver<'o, B> {
                 let cend = off + clen;
                 let mut guard = Guard::default();
                 while off < cend {
-                    let ask = cend - off;
+                    let mut ask = cend - off;
                     let answer = {
                         let p = plan.get();
-                        let Some(source) = p.chunk_source(i, off, ask) else {
+                        let guest = p.regions().get(i).and_then(|r| match r.content() {
+                            Content::Guest(g) => Some(*g),
+                            _ => None,
+                        });
+                        let source = if let Some(g) = guest {
+                            // Read from the VMM's memory into the bounce buffer, at most 2 MiB
+                            // at a time (2 MiB-aligned units stay whole): never the whole image.
+                            ask = ask.min(GUEST_PIECE);
+                            let n = ask as usize;
+                            if bounce.len() < n {
+                                bounce.resize(n, 0);
+                            }
+                            let private_first = caps.conversion == Conversion::BeforePopulate;
+                            if let Err(reason) = g.read(off, &mut bounce[..n], private_first) {
+                                let stop = self.stop_at(
+                                    i,
+                                    gpa + off,
+                                    ask,
+                                    role,
+                                    Phase::Populate,
+                                    StopCause::SourceUnreadable(reason),
+                                );
+                                return Err(self.stopped(report, stop, start));
+                            }
+                            ChunkSource::Bytes(&bounce[..n])
+                        } else if let Some(source) = p.chunk_source(i, off, ask) {
+                            source
+                        } else {
                             let stop = self.stop_at(
                                 i,
                                 gpa + off,

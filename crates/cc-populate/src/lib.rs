@@ -54,6 +54,7 @@
 
 mod backend;
 mod driver;
+mod guestmem;
 mod plan;
 mod role;
 mod source;
@@ -73,6 +74,7 @@ pub use driver::{
     ConversionPolicy, Driver, DriverOptions, Observer, Phase, RegionReport, RegionState, Report,
     ResumeRefusal, RunError, RunId, Stop, StopCause,
 };
+pub use guestmem::{GuestMemorySource, GuestSource};
 pub use plan::{
     Chunks, Content, ContentError, ContentKind, InPlaceReader, MemoryLayout, Memslot, Plan,
     PlanBuilder, PlanError, Region, RegionBytes, RegionSpec,

@@ -120,6 +120,10 @@ pub struct LedgerBackend {
     pub wrong_content: Vec<u64>,
     /// Per plan region, what its chunks must carry (empty: not checked).
     expected: Vec<Expected>,
+    /// Whether to keep the source bytes of every populate call ([`kept`](Self::kept)).
+    pub keep_sources: bool,
+    /// The source bytes each call was handed, by address (with `keep_sources`).
+    pub kept: BTreeMap<u64, Vec<u8>>,
 }
 
 impl LedgerBackend {
@@ -146,7 +150,27 @@ impl LedgerBackend {
             not_private: Vec::new(),
             wrong_content: Vec::new(),
             expected: Vec::new(),
+            keep_sources: false,
+            kept: BTreeMap::new(),
         }
+    }
+
+    /// The kept source bytes at `gpa .. gpa + len` (with `keep_sources`), if every byte was
+    /// handed to a populate call.
+    pub fn kept_at(&self, gpa: u64, len: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let at = gpa.checked_add(out.len() as u64)?;
+            let (start, bytes) = self.kept.range(..=at).next_back()?;
+            let from = usize::try_from(at - start).ok()?;
+            let piece = bytes.get(from..)?;
+            if piece.is_empty() {
+                return None;
+            }
+            let n = piece.len().min(len - out.len());
+            out.extend_from_slice(&piece[..n]);
+        }
+        Some(out)
     }
 
     /// From now on, checks every populate call against `plan`: the chunk must lie in the region
@@ -167,7 +191,7 @@ impl LedgerBackend {
                     Content::Bytes(_) | Content::Buffer(_) => {
                         r.source().map(<[u8]>::to_vec).unwrap_or_default()
                     }
-                    Content::InPlace | Content::Zero => Vec::new(),
+                    Content::InPlace | Content::Zero | Content::Guest(_) => Vec::new(),
                 },
             })
             .collect();
@@ -299,6 +323,9 @@ impl Backend for LedgerBackend {
         if let ChunkSource::Bytes(b) = chunk.source {
             if b.len() as u64 != chunk.len {
                 self.bad_sources.push(chunk.gpa);
+            }
+            if self.keep_sources {
+                self.kept.insert(chunk.gpa, b.to_vec());
             }
         }
         if !self.content_matches(chunk) {
