@@ -68,11 +68,11 @@ pub mod testing;
 
 pub use backend::{
     Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, Conversion, ErrorKind,
-    PlatformCode, Populated, HUGE_1G, HUGE_2M, PAGE_SIZE,
+    InPlacePopulate, PlatformCode, Populated, HUGE_1G, HUGE_2M, PAGE_SIZE,
 };
 pub use driver::{
-    ConversionPolicy, Driver, DriverOptions, Observer, Phase, RegionReport, RegionState, Report,
-    ResumeRefusal, RunError, RunId, Stop, StopCause,
+    ConversionPolicy, Driver, DriverOptions, InPlaceOutcome, Observer, Phase, RegionReport,
+    RegionState, Report, ResumeRefusal, RunError, RunId, Stop, StopCause,
 };
 pub use guestmem::{GuestMemorySource, GuestSource};
 pub use plan::{

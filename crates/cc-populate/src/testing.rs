@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::backend::{
-    Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, Conversion, ErrorKind, Populated,
+    Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, Conversion, ErrorKind,
+    InPlacePopulate, Populated,
 };
 use crate::{Content, ContentKind, Plan, Role, RoleSet};
 
@@ -120,6 +121,8 @@ pub struct LedgerBackend {
     pub wrong_content: Vec<u64>,
     /// Per plan region, what its chunks must carry (empty: not checked).
     expected: Vec<Expected>,
+    /// What [`Backend::in_place_populate`] answers (default: the backend's own handling).
+    pub in_place_populate: InPlacePopulate,
     /// Whether to keep the source bytes of every populate call ([`kept`](Self::kept)).
     pub keep_sources: bool,
     /// The source bytes each call was handed, by address (with `keep_sources`).
@@ -150,6 +153,7 @@ impl LedgerBackend {
             not_private: Vec::new(),
             wrong_content: Vec::new(),
             expected: Vec::new(),
+            in_place_populate: InPlacePopulate::Backend,
             keep_sources: false,
             kept: BTreeMap::new(),
         }
@@ -317,6 +321,10 @@ impl Backend for LedgerBackend {
             done: claimed,
             result,
         }
+    }
+
+    fn in_place_populate(&self) -> InPlacePopulate {
+        self.in_place_populate
     }
 
     fn populate(&mut self, chunk: &ChunkRequest<'_>) -> Populated {
