@@ -436,6 +436,8 @@ fuzz_target!(|input: Input| {
         max_retries: (input.max_retries % 8) as u32,
         max_no_progress: (input.max_no_progress % 4) as u32,
         release_sources: input.release,
+        // The ledger backend keeps its own in-place handling (`InPlacePopulate::Backend`).
+        in_place_fallback: false,
     };
     let convert =
         caps.conversion == cc_populate::Conversion::BeforePopulate && !input.caller_converted;

@@ -9,6 +9,8 @@
 //!   with `memcpy`-speed reads and writes and vm-memory's `Bytes`; or
 //!   [`GuestMemfd::into_guest_region`] for a vm-memory `GuestRegionMmap`;
 //! - [`GuestMemfd::allocate`] / [`GuestMemfd::punch_hole`];
+//! - [`GuestMemfd::adopt`]: a guest_memfd the VMM created, owned or borrowed ([`Adopted`]), with
+//!   memslots the VMM keeps told by [`GuestMemfd::record_memslot`];
 //! - [`GuestMemfd::bind`]: a [`Memslot`] (`KVM_SET_USER_MEMORY_REGION2` with
 //!   `KVM_MEM_GUEST_MEMFD`), deleted on drop;
 //! - [`GuestMemfd::bind_with_shared`]: a memslot whose shared pages come from a region the VMM

@@ -313,3 +313,22 @@ fn an_error_offset_outside_the_call_is_not_reported() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_backends_gpa_entry_point_takes_the_per_file_path() {
+    // What sev/tdx/cca-backend call: gmem::convert_gpa_range by guest-physical address. With a
+    // memslot the VMM made (recorded, no ioctl), the range becomes file offsets and goes to
+    // KVM_SET_MEMORY_ATTRIBUTES2 on the file.
+    let model = SeriesModel::new(GmemSeries::V8, 4 * P, true);
+    let mut g = handle(&model, 4, GmemFlags::MMAP | GmemFlags::INIT_SHARED);
+    g.record_memslot(1, 0x10_0000, 0, 4 * P).unwrap();
+    gmem::convert_gpa_range(&mut [&mut g], 0x10_1000, 2 * P, MemoryState::Private).unwrap();
+    assert_eq!(model.calls(), vec![(P, 2 * P, PRIVATE)]);
+    assert_eq!(g.private_ranges(), vec![(P, 3 * P)]);
+    // A failure there is the same typed error, with its errno for the backend's ioctl layer.
+    model.pin(3 * P, None);
+    let e =
+        gmem::convert_gpa_range(&mut [&mut g], 0x10_0000, 4 * P, MemoryState::Private).unwrap_err();
+    assert_eq!(e.errno(), libc::EAGAIN);
+    assert_eq!(g.private_ranges(), vec![(0, 3 * P)]);
+}
