@@ -122,7 +122,9 @@ pub struct RegionReport {
     /// Calls that ended interrupted or busy and were retried.
     pub retries: u64,
     /// How its in-place content was populated (`None`: not in-place content, or not on a
-    /// [`Conversion::BeforePopulate`] platform).
+    /// [`Conversion::BeforePopulate`] platform). A [`GuestSource`](crate::GuestSource) that is
+    /// the guest_memfd itself at the region's address counts as in-place content where the
+    /// backend populates from a zero source.
     pub in_place: Option<InPlaceOutcome>,
 }
 
@@ -914,9 +916,27 @@ impl<'o, B: Backend> Driver<'o, B> {
             if report.regions[i].populated == len {
                 continue;
             }
-            let in_place_mode = (caps.conversion == Conversion::BeforePopulate
-                && plan.get().regions()[i].content().kind() == ContentKind::InPlace)
-                .then(|| self.backend.in_place_populate());
+            // A guest-memory source that is the guest_memfd itself at the region's own address,
+            // where the platform converts first and the kernel populates in place: the bytes
+            // already lie where they must, and the host could not read them once private, so
+            // they are populated in place, as in-place content.
+            let before = caps.conversion == Conversion::BeforePopulate;
+            let gmem_source = before
+                && match plan.get().regions()[i].content() {
+                    Content::Guest(g) => {
+                        g.at() == gpa
+                            && g.guest_memfd_offset(0).is_some()
+                            && g.guest_memfd_offset(len - 1).is_some()
+                    }
+                    _ => false,
+                }
+                && self.backend.in_place_populate() == InPlacePopulate::ZeroSource;
+            let in_place_mode = if gmem_source {
+                Some(InPlacePopulate::ZeroSource)
+            } else {
+                (before && plan.get().regions()[i].content().kind() == ContentKind::InPlace)
+                    .then(|| self.backend.in_place_populate())
+            };
             // Unit-keeping chunks for content the kernel populates where it lies.
             let units = gpa.is_multiple_of(HUGE_2M)
                 && len.is_multiple_of(HUGE_2M)
@@ -1002,7 +1022,9 @@ impl<'o, B: Backend> Driver<'o, B> {
                             Content::Guest(g) => Some(*g),
                             _ => None,
                         });
-                        let source = if let Some((base, copy)) = &fallback {
+                        let source = if gmem_source {
+                            Ok(ChunkSource::InPlace)
+                        } else if let Some((base, copy)) = &fallback {
                             let from = (off - base) as usize;
                             copy.get(from..from + ask as usize)
                                 .map(ChunkSource::Bytes)

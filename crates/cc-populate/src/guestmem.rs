@@ -52,6 +52,14 @@ impl<M: GuestMemoryBackend + Sync> GuestMemorySource for M {
 /// guest-physical address) as each chunk is populated: never copied whole, only chunk by chunk
 /// (at most 2 MiB at a time) into the driver's bounce buffer that the backend's call reads.
 ///
+/// Where the VMM's memory at the region's own address *is* the guest_memfd (in place) and the
+/// platform makes memory private before populating, its bytes cannot be read once private: on a
+/// backend whose kernel populates in place from a zero source
+/// ([`InPlacePopulate::ZeroSource`](crate::InPlacePopulate::ZeroSource)) the driver populates
+/// the region where it lies (reported as in place); on any other it stops with
+/// [`StopCause::SourceUnreadable`](crate::StopCause::SourceUnreadable) saying what it found,
+/// before reading.
+///
 /// ```
 /// use cc_populate::testing::LedgerBackend;
 /// use cc_populate::{Driver, GuestSource, MemoryLayout, PlanBuilder, Role};
@@ -86,6 +94,18 @@ impl<'a> GuestSource<'a> {
         self.at
     }
 
+    /// The guest_memfd file offset the source's byte at `offset` maps, when the VMM's memory
+    /// there is a mapping of a guest_memfd (the kernel names its file `[kvm-gmem]`: 6.12
+    /// `kvm_gmem_create`, 7.3 `__kvm_gmem_create`), i.e. in-place memory.
+    pub fn guest_memfd_offset(&self, offset: u64) -> Option<u64> {
+        let gpa = self.at.checked_add(offset)?;
+        let (fd, file_offset) = self.memory.file_at(gpa)?;
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+        link.to_string_lossy()
+            .contains("[kvm-gmem]")
+            .then_some(file_offset)
+    }
+
     /// Copies `buf.len()` bytes from `offset` into the source, refusing (before reading) memory
     /// that is a mapping of a guest_memfd when `private_before_populate`: the platform makes
     /// the destination private before populating, and where the VMM's memory *is* the
@@ -104,18 +124,14 @@ impl<'a> GuestSource<'a> {
             .checked_add(offset)
             .ok_or_else(|| format!("source address {:#x} + {offset:#x} overflows", self.at))?;
         if private_before_populate {
-            if let Some((fd, file_offset)) = self.memory.file_at(gpa) {
-                let link = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                if link.contains("[kvm-gmem]") {
-                    return Err(format!(
-                        "the source at GPA {gpa:#x} is the guest_memfd itself (file offset \
-                         {file_offset:#x}), which this platform makes private before populating: \
-                         the host cannot read private guest_memfd pages (the kernel raises \
-                         SIGBUS); populate it in place instead"
-                    ));
-                }
+            if let Some(file_offset) = self.guest_memfd_offset(offset) {
+                return Err(format!(
+                    "the source at GPA {gpa:#x} is the guest_memfd itself (file offset \
+                     {file_offset:#x}), which this platform makes private before populating: \
+                     the host cannot read private guest_memfd pages (the kernel raises \
+                     SIGBUS), and this backend's kernel does not populate in place from a \
+                     zero source (Backend::in_place_populate); populate it in place instead"
+                ));
             }
         }
         self.memory.copy_out(gpa, buf)

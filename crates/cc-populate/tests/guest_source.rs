@@ -7,8 +7,8 @@ use std::os::fd::FromRawFd;
 
 use cc_populate::testing::LedgerBackend;
 use cc_populate::{
-    Conversion, Driver, GuestSource, MemoryLayout, PlanBuilder, RegionBytes, Role, RunError,
-    StopCause,
+    Conversion, Driver, GuestSource, InPlaceOutcome, InPlacePopulate, MemoryLayout, PlanBuilder,
+    RegionBytes, Role, RunError, StopCause,
 };
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
@@ -123,6 +123,33 @@ fn a_source_that_is_the_guest_memfd_is_refused_where_populate_makes_it_private_f
         "{cause:?}"
     );
     assert!(backend.ledger.iter().all(|e| e.convert), "no populate call");
+    // A kernel that populates in place from a zero source: the region is populated where it
+    // lies, never read, and the report says so.
+    let mut zero = LedgerBackend::new(2 * MIB);
+    zero.caps.conversion = Conversion::BeforePopulate;
+    zero.in_place_populate = InPlacePopulate::ZeroSource;
+    zero.keep_sources = true;
+    let plan = guest_plan(&zero, 0x4000, 0x1000, &mem, 0x4000);
+    let report = Driver::new(&mut zero).run(&plan).unwrap();
+    assert!(report.is_complete());
+    assert_eq!(
+        report.regions[0].in_place,
+        Some(InPlaceOutcome::InPlace {
+            whole_2m_units: false
+        })
+    );
+    assert!(zero.kept.is_empty(), "no bytes were read and handed over");
+    assert!(zero.not_private.is_empty());
+    // At another address than the region's own, it is not in place: refused as before.
+    let mut elsewhere = LedgerBackend::new(2 * MIB);
+    elsewhere.caps.conversion = Conversion::BeforePopulate;
+    elsewhere.in_place_populate = InPlacePopulate::ZeroSource;
+    let plan = guest_plan(&elsewhere, 0x8000, 0x1000, &mem, 0x4000);
+    let err = Driver::new(&mut elsewhere).run(&plan).unwrap_err();
+    assert!(matches!(
+        &err.report().unwrap().stop.as_ref().unwrap().cause,
+        StopCause::SourceUnreadable(_)
+    ));
     // On a plain VM (nothing private) the same memory is read.
     let mut plain = LedgerBackend::new(2 * MIB);
     plain.keep_sources = true;
