@@ -22,6 +22,9 @@
 //!   nothing;
 //! - otherwise the final report is complete, the released bytes match the plan's, and the
 //!   observer heard of every region's completion exactly once.
+//! - on a backend whose kernel populates in place from a zero source, every in-place region
+//!   reached is reported populated in place, and a 2 MiB-aligned one is asked in calls that end
+//!   only on 2 MiB boundaries or its end.
 #![no_main]
 
 use std::borrow::Cow;
@@ -32,8 +35,9 @@ use arbitrary::Arbitrary;
 use cc_populate::testing::{Answer, LedgerBackend};
 use cc_populate::{
     Backend, BackendCaps, ChunkRequest, Content, ContentKind, ConversionPolicy, Driver,
-    DriverOptions, ErrorKind, MemoryLayout, Observer, Phase, PlanBuilder, Populated, RegionReport,
-    RegionSpec, Report, ResumeRefusal, Role, RunError, SourceBuf, StopCause,
+    DriverOptions, ErrorKind, InPlaceOutcome, InPlacePopulate, MemoryLayout, Observer, Phase,
+    PlanBuilder, Populated, RegionReport, RegionSpec, Report, ResumeRefusal, Role, RunError,
+    SourceBuf, StopCause,
 };
 use cc_populate_fuzz::*;
 use libfuzzer_sys::fuzz_target;
@@ -144,6 +148,9 @@ impl Backend for Scripted {
         self.inner.convert_script.push_back(a);
         self.inner.make_private(gpa, len)
     }
+    fn in_place_populate(&self) -> InPlacePopulate {
+        self.inner.in_place_populate
+    }
     fn populate(&mut self, chunk: &ChunkRequest<'_>) -> Populated {
         let step = self.populate.pop_front();
         let a = answer(step, self.inner.caps.granule, chunk.len);
@@ -216,6 +223,41 @@ fn check(
 ) {
     let inner = &backend.inner;
     let granule = inner.caps.granule;
+    // The in-place flow: on a zero-source backend that converts first, every in-place region
+    // reached is reported populated in place, and one that is 2 MiB-aligned (with chunks of at
+    // least 2 MiB) is asked in populate calls that end only on 2 MiB boundaries or its end.
+    if inner.in_place_populate == InPlacePopulate::ZeroSource
+        && inner.caps.conversion == cc_populate::Conversion::BeforePopulate
+    {
+        for (i, &(gpa, len, _, kind)) in specs.iter().enumerate() {
+            let Some(outcome) = report.regions[i].in_place else {
+                continue;
+            };
+            assert_eq!(
+                kind,
+                ContentKind::InPlace,
+                "region {i}: in_place on {kind:?}"
+            );
+            let units = gpa % M2 == 0 && len % M2 == 0 && inner.caps.max_chunk >= M2;
+            assert_eq!(
+                outcome,
+                InPlaceOutcome::InPlace {
+                    whole_2m_units: units
+                },
+                "region {i}"
+            );
+            if units {
+                for e in inner.ledger.iter().filter(|e| !e.convert && e.region == i) {
+                    let end = e.gpa + e.asked;
+                    assert!(
+                        end % M2 == 0 || end == gpa + len,
+                        "region {i}: a call [{:#x}, {end:#x}) ends inside a 2 MiB unit",
+                        e.gpa
+                    );
+                }
+            }
+        }
+    }
     assert!(inner.twice.is_empty(), "populated twice: {:?}", inner.twice);
     assert!(
         inner.bad_sources.is_empty(),
@@ -348,6 +390,11 @@ fuzz_target!(|input: Input| {
     inner.caps.hugepage_chunks = input.hugepage_chunks;
     inner.caps.in_place = input.in_place;
     inner.caps.conversion = input.conversion;
+    // The high bit of `max_retries` (only its low bits are the limit): a kernel that populates
+    // in-place content where it lies, from a zero source, instead of the backend's own way.
+    if input.max_retries & 0x80 != 0 {
+        inner.in_place_populate = InPlacePopulate::ZeroSource;
+    }
     let caps = inner.caps.clone();
 
     // Lay regions out one after another (or nested in the last ripas region).
@@ -436,6 +483,8 @@ fuzz_target!(|input: Input| {
         max_retries: (input.max_retries % 8) as u32,
         max_no_progress: (input.max_no_progress % 4) as u32,
         release_sources: input.release,
+        // The ledger backend keeps its own in-place handling (`InPlacePopulate::Backend`).
+        in_place_fallback: false,
     };
     let convert =
         caps.conversion == cc_populate::Conversion::BeforePopulate && !input.caller_converted;

@@ -26,6 +26,31 @@ pub enum Conversion {
     ByPopulate,
 }
 
+/// How a [`Conversion::BeforePopulate`] backend populates content that is already in place
+/// ([`Content::InPlace`](crate::Content::InPlace): written through the shared view of
+/// guest_memfd before the run), as the running kernel allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum InPlacePopulate {
+    /// The backend handles in-place chunks its own way (e.g. copying them out before the
+    /// conversion): the driver converts and hands it [`ChunkSource::InPlace`] as before.
+    #[default]
+    Backend,
+    /// The kernel populates the pages where they are, from a zero source (SNP
+    /// `KVM_SEV_SNP_LAUNCH_UPDATE` with `uaddr` 0, TDX `KVM_TDX_INIT_MEM_REGION` with
+    /// `source_addr` 0), the pages already private (in-place conversion series v8, patches
+    /// 22/46 and 23/46). The driver converts the region, then hands [`ChunkSource::InPlace`]
+    /// chunks that keep a 2 MiB-aligned region in whole 2 MiB units.
+    ZeroSource,
+    /// The running kernel cannot populate in place (no in-place conversion: SNP answers `EIO`,
+    /// TDX `EOPNOTSUPP`). The driver copies the content out to a separate source before
+    /// converting, only where the caller allowed it
+    /// ([`DriverOptions::in_place_fallback`](crate::DriverOptions::in_place_fallback) and a
+    /// reader, [`Driver::with_in_place_reader`](crate::Driver::with_in_place_reader)); else it
+    /// stops before converting anything.
+    Unavailable,
+}
+
 /// What a backend declares about its platform. The plan is validated against it and the driver
 /// follows it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -310,6 +335,13 @@ pub trait Backend {
 
     /// Populates one chunk.
     fn populate(&mut self, chunk: &ChunkRequest<'_>) -> Populated;
+
+    /// How in-place content is populated on this backend's running kernel (only asked on
+    /// [`Conversion::BeforePopulate`] platforms, for regions with in-place content). The
+    /// default, [`InPlacePopulate::Backend`], keeps the backend's own handling.
+    fn in_place_populate(&self) -> InPlacePopulate {
+        InPlacePopulate::Backend
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for &mut B {
@@ -324,6 +356,9 @@ impl<B: Backend + ?Sized> Backend for &mut B {
     }
     fn populate(&mut self, chunk: &ChunkRequest<'_>) -> Populated {
         (**self).populate(chunk)
+    }
+    fn in_place_populate(&self) -> InPlacePopulate {
+        (**self).in_place_populate()
     }
 }
 

@@ -10,8 +10,34 @@ use std::time::{Duration, Instant};
 use crate::backend::{
     Backend, BackendCaps, BackendError, ChunkRequest, Conversion, ErrorKind, Populated,
 };
-use crate::plan::{ContentKind, Plan};
+use crate::backend::{ChunkSource, InPlacePopulate, HUGE_2M};
+use crate::plan::{Content, ContentKind, InPlaceReader, Plan};
 use crate::Role;
+
+/// Chunks of `[gpa + offset, gpa + len)` cut only at 2 MiB boundaries, each at most `max_chunk`
+/// (rounded down to whole 2 MiB units) long; the first ends at the next boundary when `offset`
+/// is not on one (a resumed region).
+fn unit_chunks(gpa: u64, len: u64, offset: u64, max_chunk: u64) -> Vec<(u64, u64)> {
+    let step = (max_chunk / HUGE_2M).max(1) * HUGE_2M;
+    let end = gpa + len;
+    let mut at = gpa + offset;
+    let mut chunks = Vec::new();
+    while at < end {
+        let next = if at.is_multiple_of(HUGE_2M) {
+            at + step
+        } else {
+            at.next_multiple_of(HUGE_2M)
+        };
+        let stop = next.min(end);
+        chunks.push((at, stop - at));
+        at = stop;
+    }
+    chunks
+}
+
+/// The most a [`GuestSource`](crate::GuestSource) is read (and handed to one populate call) at
+/// a time: the driver's bounce buffer never grows past it.
+const GUEST_PIECE: u64 = HUGE_2M;
 
 /// Who makes memory private on a [`Conversion::BeforePopulate`] platform.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,6 +65,10 @@ pub struct DriverOptions {
     /// [`SourceBuf`](crate::SourceBuf) content chunk by chunk, owned `Vec` content at the end of
     /// its region. Borrowed content belongs to the caller and is never touched.
     pub release_sources: bool,
+    /// Whether in-place content may be copied out to a separate source where the backend's
+    /// kernel cannot populate it in place ([`InPlacePopulate::Unavailable`]); needs a reader
+    /// ([`Driver::with_in_place_reader`]). Off by default: such a run stops before converting.
+    pub in_place_fallback: bool,
 }
 
 impl Default for DriverOptions {
@@ -48,6 +78,7 @@ impl Default for DriverOptions {
             max_retries: 64,
             max_no_progress: 2,
             release_sources: true,
+            in_place_fallback: false,
         }
     }
 }
@@ -90,6 +121,29 @@ pub struct RegionReport {
     pub convert_calls: u64,
     /// Calls that ended interrupted or busy and were retried.
     pub retries: u64,
+    /// How its in-place content was populated (`None`: not in-place content, or not on a
+    /// [`Conversion::BeforePopulate`] platform). A [`GuestSource`](crate::GuestSource) that is
+    /// the guest_memfd itself at the region's address counts as in-place content where the
+    /// backend populates from a zero source.
+    pub in_place: Option<InPlaceOutcome>,
+}
+
+/// How a region with in-place content was populated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum InPlaceOutcome {
+    /// The backend handled it its own way ([`InPlacePopulate::Backend`]).
+    ByBackend,
+    /// Populated where it lies, from a zero source, after conversion
+    /// ([`InPlacePopulate::ZeroSource`]).
+    InPlace {
+        /// Whether every conversion and populate call covered whole 2 MiB units (a 2 MiB-aligned
+        /// region and chunks of at least 2 MiB); `false` for a region that is not.
+        whole_2m_units: bool,
+    },
+    /// Copied out to a separate source before conversion, and populated from it, because the
+    /// kernel cannot populate in place and the caller allowed the fallback.
+    FellBack,
 }
 
 /// The state of a region, derived from its report.
@@ -161,6 +215,14 @@ pub enum StopCause {
     SourceReleased,
     /// Giving a source back to the kernel failed (the populate itself succeeded).
     ReleaseFailed(String),
+    /// A region with in-place content on a backend whose kernel cannot populate in place, and
+    /// the fallback to a separate source was not allowed or had no reader; nothing of the region
+    /// was converted or populated.
+    InPlaceUnavailable(String),
+    /// A [`GuestSource`](crate::GuestSource) could not be read (unmapped guest memory, or the
+    /// guest_memfd itself, which is private by the time of the populate); nothing of the chunk
+    /// was handed to the backend.
+    SourceUnreadable(String),
 }
 
 impl fmt::Display for StopCause {
@@ -181,6 +243,8 @@ impl fmt::Display for StopCause {
                 write!(f, "the region's source was released by an earlier run")
             }
             StopCause::ReleaseFailed(e) => write!(f, "releasing the source failed: {e}"),
+            StopCause::SourceUnreadable(e) => write!(f, "reading the source failed: {e}"),
+            StopCause::InPlaceUnavailable(e) => write!(f, "in-place content: {e}"),
         }
     }
 }
@@ -253,6 +317,7 @@ impl Report {
                     calls: 0,
                     convert_calls: 0,
                     retries: 0,
+                    in_place: None,
                 })
                 .collect(),
             elapsed: Duration::ZERO,
@@ -632,6 +697,7 @@ pub struct Driver<'o, B> {
     backend: B,
     options: DriverOptions,
     observer: Option<&'o mut dyn Observer>,
+    in_place_reader: Option<&'o dyn InPlaceReader>,
 }
 
 impl<'o, B: Backend> Driver<'o, B> {
@@ -641,7 +707,16 @@ impl<'o, B: Backend> Driver<'o, B> {
             backend,
             options: DriverOptions::default(),
             observer: None,
+            in_place_reader: None,
         }
+    }
+
+    /// Sets the reader the in-place fallback copies content out with (from the shared view,
+    /// before the range is converted): used only with
+    /// [`DriverOptions::in_place_fallback`] on a backend whose kernel cannot populate in place.
+    pub fn with_in_place_reader(mut self, reader: &'o dyn InPlaceReader) -> Self {
+        self.in_place_reader = Some(reader);
+        self
     }
 
     /// Sets the options.
@@ -830,6 +905,8 @@ impl<'o, B: Backend> Driver<'o, B> {
             && self.options.conversion == ConversionPolicy::Auto;
         let total = plan.get().total_bytes();
         let mut done_bytes = report.bytes_populated();
+        // The bounce buffer guest-memory sources are read into, chunk by chunk.
+        let mut bounce: Vec<u8> = Vec::new();
         let n = plan.get().regions().len();
         for i in 0..n {
             let (gpa, len, role, released) = {
@@ -838,6 +915,77 @@ impl<'o, B: Backend> Driver<'o, B> {
             };
             if report.regions[i].populated == len {
                 continue;
+            }
+            // A guest-memory source that is the guest_memfd itself at the region's own address,
+            // where the platform converts first and the kernel populates in place: the bytes
+            // already lie where they must, and the host could not read them once private, so
+            // they are populated in place, as in-place content.
+            let before = caps.conversion == Conversion::BeforePopulate;
+            let gmem_source = before
+                && match plan.get().regions()[i].content() {
+                    Content::Guest(g) => {
+                        g.at() == gpa
+                            && g.guest_memfd_offset(0).is_some()
+                            && g.guest_memfd_offset(len - 1).is_some()
+                    }
+                    _ => false,
+                }
+                && self.backend.in_place_populate() == InPlacePopulate::ZeroSource;
+            let in_place_mode = if gmem_source {
+                Some(InPlacePopulate::ZeroSource)
+            } else {
+                (before && plan.get().regions()[i].content().kind() == ContentKind::InPlace)
+                    .then(|| self.backend.in_place_populate())
+            };
+            // Unit-keeping chunks for content the kernel populates where it lies.
+            let units = gpa.is_multiple_of(HUGE_2M)
+                && len.is_multiple_of(HUGE_2M)
+                && caps.max_chunk >= HUGE_2M;
+            // The fallback's copy of the region (from `base` on), taken before conversion.
+            let mut fallback: Option<(u64, Vec<u8>)> = None;
+            match in_place_mode {
+                None => {}
+                Some(InPlacePopulate::Backend) => {
+                    report.regions[i].in_place = Some(InPlaceOutcome::ByBackend);
+                }
+                Some(InPlacePopulate::ZeroSource) => {
+                    report.regions[i].in_place = Some(InPlaceOutcome::InPlace {
+                        whole_2m_units: units,
+                    });
+                }
+                Some(InPlacePopulate::Unavailable) => {
+                    let base = report.regions[i].populated;
+                    let refusal = if !self.options.in_place_fallback {
+                        Some(StopCause::InPlaceUnavailable(
+                            "the kernel cannot populate it in place, and the fallback to a \
+                             separate source was not allowed (DriverOptions::in_place_fallback)"
+                                .into(),
+                        ))
+                    } else if let Some(reader) = self.in_place_reader {
+                        let mut buf = vec![0u8; (len - base) as usize];
+                        match reader.read_in_place(gpa + base, &mut buf) {
+                            Ok(()) => {
+                                fallback = Some((base, buf));
+                                None
+                            }
+                            Err(e) => Some(StopCause::SourceUnreadable(format!(
+                                "copying the in-place content out for the fallback: {e}"
+                            ))),
+                        }
+                    } else {
+                        Some(StopCause::InPlaceUnavailable(
+                            "the kernel cannot populate it in place, and no reader was given to \
+                             copy it to a separate source (Driver::with_in_place_reader)"
+                                .into(),
+                        ))
+                    };
+                    if let Some(cause) = refusal {
+                        let stop =
+                            self.stop_at(i, gpa + base, len - base, role, Phase::Convert, cause);
+                        return Err(self.stopped(report, stop, start));
+                    }
+                    report.regions[i].in_place = Some(InPlaceOutcome::FellBack);
+                }
             }
             if convert && report.regions[i].converted < len {
                 if let Err(stop) = self.convert_region(&mut report, i, gpa, len, role) {
@@ -856,25 +1004,54 @@ impl<'o, B: Backend> Driver<'o, B> {
                 return Err(self.stopped(report, stop, start));
             }
             let offset = report.regions[i].populated;
-            let chunks: Vec<(u64, u64)> = plan.get().chunks(i, offset).collect();
+            let chunks: Vec<(u64, u64)> =
+                if in_place_mode == Some(InPlacePopulate::ZeroSource) && units {
+                    unit_chunks(gpa, len, offset, caps.max_chunk)
+                } else {
+                    plan.get().chunks(i, offset).collect()
+                };
             for (cgpa, clen) in chunks {
                 let mut off = cgpa - gpa;
                 let cend = off + clen;
                 let mut guard = Guard::default();
                 while off < cend {
-                    let ask = cend - off;
+                    let mut ask = cend - off;
                     let answer = {
                         let p = plan.get();
-                        let Some(source) = p.chunk_source(i, off, ask) else {
-                            let stop = self.stop_at(
-                                i,
-                                gpa + off,
-                                ask,
-                                role,
-                                Phase::Populate,
-                                StopCause::SourceReleased,
-                            );
-                            return Err(self.stopped(report, stop, start));
+                        let guest = p.regions().get(i).and_then(|r| match r.content() {
+                            Content::Guest(g) => Some(*g),
+                            _ => None,
+                        });
+                        let source = if gmem_source {
+                            Ok(ChunkSource::InPlace)
+                        } else if let Some((base, copy)) = &fallback {
+                            let from = (off - base) as usize;
+                            copy.get(from..from + ask as usize)
+                                .map(ChunkSource::Bytes)
+                                .ok_or(StopCause::SourceReleased)
+                        } else if let Some(g) = guest {
+                            // Read from the VMM's memory into the bounce buffer, at most 2 MiB
+                            // at a time (2 MiB-aligned units stay whole): never the whole image.
+                            ask = ask.min(GUEST_PIECE);
+                            let n = ask as usize;
+                            if bounce.len() < n {
+                                bounce.resize(n, 0);
+                            }
+                            let private_first = caps.conversion == Conversion::BeforePopulate;
+                            match g.read(off, &mut bounce[..n], private_first) {
+                                Ok(()) => Ok(ChunkSource::Bytes(&bounce[..n])),
+                                Err(reason) => Err(StopCause::SourceUnreadable(reason)),
+                            }
+                        } else {
+                            p.chunk_source(i, off, ask).ok_or(StopCause::SourceReleased)
+                        };
+                        let source = match source {
+                            Ok(source) => source,
+                            Err(cause) => {
+                                let stop =
+                                    self.stop_at(i, gpa + off, ask, role, Phase::Populate, cause);
+                                return Err(self.stopped(report, stop, start));
+                            }
                         };
                         let req = ChunkRequest {
                             region: i,

@@ -54,6 +54,7 @@
 
 mod backend;
 mod driver;
+mod guestmem;
 mod plan;
 mod role;
 mod source;
@@ -67,12 +68,13 @@ pub mod testing;
 
 pub use backend::{
     Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, Conversion, ErrorKind,
-    PlatformCode, Populated, HUGE_1G, HUGE_2M, PAGE_SIZE,
+    InPlacePopulate, PlatformCode, Populated, HUGE_1G, HUGE_2M, PAGE_SIZE,
 };
 pub use driver::{
-    ConversionPolicy, Driver, DriverOptions, Observer, Phase, RegionReport, RegionState, Report,
-    ResumeRefusal, RunError, RunId, Stop, StopCause,
+    ConversionPolicy, Driver, DriverOptions, InPlaceOutcome, Observer, Phase, RegionReport,
+    RegionState, Report, ResumeRefusal, RunError, RunId, Stop, StopCause,
 };
+pub use guestmem::{GuestMemorySource, GuestSource};
 pub use plan::{
     Chunks, Content, ContentError, ContentKind, InPlaceReader, MemoryLayout, Memslot, Plan,
     PlanBuilder, PlanError, Region, RegionBytes, RegionSpec,

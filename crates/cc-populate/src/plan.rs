@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::backend::{BackendCaps, ChunkSource};
 use crate::driver::{next_id, RunBook};
-use crate::{Role, SourceBuf};
+use crate::{GuestSource, Role, SourceBuf};
 
 /// Where a region's bytes come from.
 pub enum Content<'a> {
@@ -19,13 +19,16 @@ pub enum Content<'a> {
     InPlace,
     /// Zeros. The only content `Zero` and `Ripas` regions may have.
     Zero,
+    /// The bytes in the VMM's own guest memory (a vm-memory `GuestMemoryBackend`) at a
+    /// guest-physical address, read chunk by chunk as they are populated ([`GuestSource`]).
+    Guest(GuestSource<'a>),
 }
 
 impl Content<'_> {
     /// The content's kind, for messages and reports.
     pub fn kind(&self) -> ContentKind {
         match self {
-            Content::Bytes(_) | Content::Buffer(_) => ContentKind::Source,
+            Content::Bytes(_) | Content::Buffer(_) | Content::Guest(_) => ContentKind::Source,
             Content::InPlace => ContentKind::InPlace,
             Content::Zero => ContentKind::Zero,
         }
@@ -35,7 +38,7 @@ impl Content<'_> {
         match self {
             Content::Bytes(b) => Some(b),
             Content::Buffer(b) => Some(b.as_slice()),
-            Content::InPlace | Content::Zero => None,
+            Content::InPlace | Content::Zero | Content::Guest(_) => None,
         }
     }
 }
@@ -47,6 +50,7 @@ impl fmt::Debug for Content<'_> {
             Content::Buffer(b) => write!(f, "Buffer({} bytes)", b.len()),
             Content::InPlace => f.write_str("InPlace"),
             Content::Zero => f.write_str("Zero"),
+            Content::Guest(g) => write!(f, "{g:?}"),
         }
     }
 }
@@ -535,6 +539,17 @@ impl<'a> PlanBuilder<'a> {
         })
     }
 
+    /// Adds a region of `len` bytes whose content is read from the VMM's own guest memory
+    /// ([`GuestSource`]) as it is populated.
+    pub fn guest(self, gpa: u64, len: u64, role: Role, source: GuestSource<'a>) -> Self {
+        self.region(RegionSpec {
+            gpa,
+            len,
+            role,
+            content: Content::Guest(source),
+        })
+    }
+
     /// Adds a `Zero` region.
     pub fn zero(self, gpa: u64, len: u64) -> Self {
         self.region(RegionSpec {
@@ -784,17 +799,20 @@ impl<'a> Plan<'a> {
         }
         match &r.content {
             Content::Zero => Ok(RegionBytes::Zeros),
-            Content::InPlace => {
-                let reader = reader.ok_or(ContentError::NoReader { region, gpa, len })?;
+            Content::InPlace | Content::Guest(_) => {
                 let mut buf = vec![0u8; len as usize];
-                reader
-                    .read_in_place(gpa, &mut buf)
-                    .map_err(|reason| ContentError::ReadFailed {
-                        region,
-                        gpa,
-                        len,
-                        reason,
-                    })?;
+                let read = match &r.content {
+                    Content::Guest(g) => g.read(0, &mut buf, false),
+                    _ => reader
+                        .ok_or(ContentError::NoReader { region, gpa, len })?
+                        .read_in_place(gpa, &mut buf),
+                };
+                read.map_err(|reason| ContentError::ReadFailed {
+                    region,
+                    gpa,
+                    len,
+                    reason,
+                })?;
                 Ok(RegionBytes::Bytes(Cow::Owned(buf)))
             }
             c => Ok(RegionBytes::Bytes(Cow::Borrowed(

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::backend::{
-    Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, Conversion, ErrorKind, Populated,
+    Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, Conversion, ErrorKind,
+    InPlacePopulate, Populated,
 };
 use crate::{Content, ContentKind, Plan, Role, RoleSet};
 
@@ -120,6 +121,12 @@ pub struct LedgerBackend {
     pub wrong_content: Vec<u64>,
     /// Per plan region, what its chunks must carry (empty: not checked).
     expected: Vec<Expected>,
+    /// What [`Backend::in_place_populate`] answers (default: the backend's own handling).
+    pub in_place_populate: InPlacePopulate,
+    /// Whether to keep the source bytes of every populate call ([`kept`](Self::kept)).
+    pub keep_sources: bool,
+    /// The source bytes each call was handed, by address (with `keep_sources`).
+    pub kept: BTreeMap<u64, Vec<u8>>,
 }
 
 impl LedgerBackend {
@@ -146,7 +153,28 @@ impl LedgerBackend {
             not_private: Vec::new(),
             wrong_content: Vec::new(),
             expected: Vec::new(),
+            in_place_populate: InPlacePopulate::Backend,
+            keep_sources: false,
+            kept: BTreeMap::new(),
         }
+    }
+
+    /// The kept source bytes at `gpa .. gpa + len` (with `keep_sources`), if every byte was
+    /// handed to a populate call.
+    pub fn kept_at(&self, gpa: u64, len: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let at = gpa.checked_add(out.len() as u64)?;
+            let (start, bytes) = self.kept.range(..=at).next_back()?;
+            let from = usize::try_from(at - start).ok()?;
+            let piece = bytes.get(from..)?;
+            if piece.is_empty() {
+                return None;
+            }
+            let n = piece.len().min(len - out.len());
+            out.extend_from_slice(&piece[..n]);
+        }
+        Some(out)
     }
 
     /// From now on, checks every populate call against `plan`: the chunk must lie in the region
@@ -167,7 +195,7 @@ impl LedgerBackend {
                     Content::Bytes(_) | Content::Buffer(_) => {
                         r.source().map(<[u8]>::to_vec).unwrap_or_default()
                     }
-                    Content::InPlace | Content::Zero => Vec::new(),
+                    Content::InPlace | Content::Zero | Content::Guest(_) => Vec::new(),
                 },
             })
             .collect();
@@ -295,10 +323,17 @@ impl Backend for LedgerBackend {
         }
     }
 
+    fn in_place_populate(&self) -> InPlacePopulate {
+        self.in_place_populate
+    }
+
     fn populate(&mut self, chunk: &ChunkRequest<'_>) -> Populated {
         if let ChunkSource::Bytes(b) = chunk.source {
             if b.len() as u64 != chunk.len {
                 self.bad_sources.push(chunk.gpa);
+            }
+            if self.keep_sources {
+                self.kept.insert(chunk.gpa, b.to_vec());
             }
         }
         if !self.content_matches(chunk) {

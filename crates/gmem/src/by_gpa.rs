@@ -121,6 +121,7 @@ mod tests {
             gpa,
             offset,
             len,
+            external: false,
         }
     }
 

@@ -69,8 +69,8 @@ pub enum Error {
         /// The required alignment.
         page_size: u64,
     },
-    /// The guest_memfd was created without `MMAP` (or, until a conversion path that makes pages
-    /// host-accessible exists, without `INIT_SHARED`), so the host cannot map it.
+    /// The guest_memfd was created without `MMAP` (or, on a VM without the per-guest_memfd
+    /// conversion path, without `INIT_SHARED`), so the host cannot map it.
     #[error("range [{offset:#x}, +{len:#x}): guest_memfd created with flags {flags}, not mappable by the host")]
     NotMappable {
         /// Start of the range.
@@ -183,6 +183,62 @@ pub enum Error {
         #[source]
         source: vmm_sys_util::errno::Error,
     },
+    /// The fd given to [`GuestMemfd::adopt`](crate::GuestMemfd::adopt) is not a guest_memfd.
+    #[error("fd {fd} is not a guest_memfd (it is {found})")]
+    NotGuestMemfd {
+        /// The fd.
+        fd: i32,
+        /// What `/proc/self/fd` names it.
+        found: String,
+    },
+    /// A version of the in-place conversion series this crate does not speak.
+    #[error("version v{version} of the guest_memfd in-place conversion series is not supported: {reason}")]
+    UnsupportedSeries {
+        /// The series version asked for (`v<N>`).
+        version: u32,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A conversion the kernel failed or refused part-way (the per-guest_memfd path,
+    /// `KVM_SET_MEMORY_ATTRIBUTES2`). Each call is all-or-nothing, so the failing call changed
+    /// nothing; the calls before it (for runs of the request in file order) did convert, and
+    /// `recorded_private` is what the handle now records as private inside the request, which is
+    /// what the kernel holds.
+    #[error(
+        "converting [{offset:#x}, +{len:#x}) to {to} through {path}: the call for \
+         [{call_offset:#x}, +{call_len:#x}) failed after {attempts} attempt(s){}: {source}; \
+         {done:#x} bytes of the request were converted before it; the handle records private \
+         in the request: {}",
+        error_offset.map_or_else(String::new, |o| format!(" at offset {o:#x}")),
+        ranges(recorded_private)
+    )]
+    Conversion {
+        /// The path the conversion went through.
+        path: crate::ConversionPath,
+        /// Start of the requested range (file offset).
+        offset: u64,
+        /// Length of the requested range.
+        len: u64,
+        /// The requested state.
+        to: crate::MemoryState,
+        /// Start of the failing call's range.
+        call_offset: u64,
+        /// Length of the failing call's range.
+        call_len: u64,
+        /// The kernel's `error_offset` (for `EAGAIN`: the first page still in use; for `ENOMEM`:
+        /// the call's start), when the errno sets it and it lies in the call's range.
+        error_offset: Option<u64>,
+        /// How many times the failing call was issued (`EAGAIN` is retried a bounded number of
+        /// times).
+        attempts: u32,
+        /// Bytes of the request converted by earlier calls.
+        done: u64,
+        /// The ranges the handle records as private inside the request, after the failure.
+        recorded_private: Vec<(u64, u64)>,
+        /// The errno of the last attempt.
+        #[source]
+        source: vmm_sys_util::errno::Error,
+    },
     /// A KVM ioctl failed.
     #[error("{op} on [{offset:#x}, +{len:#x}): {source}")]
     Kvm {
@@ -228,9 +284,20 @@ impl Error {
     /// `EINVAL` for a refusal of the input.
     pub fn errno(&self) -> i32 {
         match self {
-            Error::Kvm { source, .. } => source.errno(),
+            Error::Kvm { source, .. } | Error::Conversion { source, .. } => source.errno(),
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             _ => libc::EINVAL,
         }
     }
+}
+
+/// `[a, b) [c, d)` for a message, or `none`.
+fn ranges(r: &[(u64, u64)]) -> String {
+    if r.is_empty() {
+        return "none".to_string();
+    }
+    r.iter()
+        .map(|(s, e)| format!("[{s:#x}, {e:#x})"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

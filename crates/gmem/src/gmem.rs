@@ -12,7 +12,16 @@ use vmm_sys_util::errno;
 use vmm_sys_util::ioctl::ioctl_with_ref;
 
 use crate::range::{check_pages, page_size, RangeSet};
-use crate::{uapi, Capabilities, Error, GmemFlags, SharedView};
+use crate::series::{AttributesIoctl, KernelAttributes};
+use crate::uapi::kvm_memory_attributes2;
+use crate::{uapi, Capabilities, Error, GmemFlags, GmemSeries, SharedView};
+
+/// How many times one `KVM_SET_MEMORY_ATTRIBUTES2` call is issued while it answers `EAGAIN`
+/// (pages still in use, series v8 `kvm_gmem_is_safe_for_conversion`) before the conversion is
+/// reported as failed: the kernel already drains the per-CPU LRU batches once per call (v8
+/// patch 18/46), so a reference that outlives a few attempts is a real user (a pin) the caller
+/// must remove.
+pub const EAGAIN_ATTEMPTS: u32 = 4;
 
 /// How a VM converts guest memory between shared and private.
 ///
@@ -27,16 +36,30 @@ pub enum ConversionPath {
     /// memslots of this handle). The guest_memfd's own pages do not become host-mappable by
     /// this path: a shared GPA is backed by the memslot's `userspace_addr`.
     ///
-    /// The in-place conversion series under discussion adds a per-guest_memfd path
-    /// (`KVM_SET_MEMORY_ATTRIBUTES2` on the guest_memfd fd, by file offset, which also makes the
-    /// file's pages host-mappable or not); it will be a second variant.
+    /// Used when `KVM_CAP_MEMORY_ATTRIBUTES` offers `KVM_MEMORY_ATTRIBUTE_PRIVATE` and the
+    /// per-guest_memfd path is not offered.
     VmAttributes,
+    /// Per-guest_memfd attributes: `KVM_SET_MEMORY_ATTRIBUTES2` on the **guest_memfd** fd, by
+    /// file offset, as the in-place conversion series defines it (pinned per version,
+    /// [`GmemSeries`]). The guest_memfd tracks which of its pages are private: a file created
+    /// without `INIT_SHARED` starts all private, one with it all shared; the host can map (`MMAP`)
+    /// and fault only shared pages (private ones `SIGBUS`); a conversion never touches contents.
+    /// Chosen when the probed series' `KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES` answers
+    /// `KVM_MEMORY_ATTRIBUTE_PRIVATE` (module parameter `kvm.gmem_in_place_conversion` on), see
+    /// [`Capabilities::conversion_path`](crate::Capabilities::conversion_path).
+    ///
+    /// Follows the posted series (v8); it has not run on a kernel (no released kernel has it).
+    GuestMemfdAttributes(GmemSeries),
 }
 
 impl fmt::Display for ConversionPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConversionPath::VmAttributes => f.write_str("KVM_SET_MEMORY_ATTRIBUTES"),
+            ConversionPath::GuestMemfdAttributes(series) => write!(
+                f,
+                "KVM_SET_MEMORY_ATTRIBUTES2 (in-place conversion series {series})"
+            ),
         }
     }
 }
@@ -66,6 +89,8 @@ pub(crate) struct Binding {
     pub(crate) gpa: u64,
     pub(crate) offset: u64,
     pub(crate) len: u64,
+    /// A memslot the VMM created and [`GuestMemfd::record_memslot`] recorded (no `Memslot`).
+    pub(crate) external: bool,
 }
 
 /// The guest-physical pieces `(gpa, len)` of the file range `[offset, end)`, in file order, or
@@ -95,6 +120,59 @@ fn gpa_pieces(bindings: &[Binding], offset: u64, end: u64) -> Result<Vec<(u64, u
         len: end - offset,
         unbound: at,
     })
+}
+
+/// What the kernel treats as private in a new file: nothing on the VM-attributes path (a VM's
+/// attributes start shared: `kvm_get_memory_attributes`, include/linux/kvm_host.h, 6.12 and
+/// 7.3); otherwise (per-guest_memfd attributes, or no conversion at all) the whole file unless
+/// it was created `INIT_SHARED` (7.3 `kvm_gmem_is_private_mem`; series v8 patch 01/46
+/// `kvm_gmem_init_inode`).
+pub(crate) fn initial_private(
+    conversion: Option<ConversionPath>,
+    flags: GmemFlags,
+    size: u64,
+) -> RangeSet {
+    let mut private = RangeSet::default();
+    if conversion != Some(ConversionPath::VmAttributes) && !flags.contains(GmemFlags::INIT_SHARED) {
+        private.insert(0, size);
+    }
+    private
+}
+
+/// The checks of a guest_memfd's size and flags against the VM's capabilities, before any
+/// system call: `KVM_CAP_GUEST_MEMFD`, a non-zero page-multiple size, flags the VM offers.
+pub(crate) fn check_file(caps: &Capabilities, size: u64, flags: GmemFlags) -> Result<(), Error> {
+    if !caps.guest_memfd {
+        return Err(Error::GuestMemfdUnsupported { size });
+    }
+    let page_size = page_size();
+    if size == 0 || !size.is_multiple_of(page_size) {
+        return Err(Error::InvalidSize { size, page_size });
+    }
+    let missing = flags.difference(caps.guest_memfd_flags);
+    if !missing.is_empty() {
+        return Err(Error::FlagsNotOffered {
+            size,
+            requested: missing,
+            offered: caps.guest_memfd_flags,
+        });
+    }
+    Ok(())
+}
+
+/// A duplicate of the VM fd (`F_DUPFD_CLOEXEC`), so the handle keeps its VM alive.
+pub(crate) fn dup_vm_fd(vm: &VmFd, size: u64) -> Result<OwnedFd, Error> {
+    // SAFETY: `vm` is borrowed for this whole call, so its fd stays open while borrowed here;
+    // the borrow is only used to duplicate it.
+    let vm_borrowed = unsafe { BorrowedFd::borrow_raw(vm.as_raw_fd()) };
+    vm_borrowed
+        .try_clone_to_owned()
+        .map_err(|source| Error::Io {
+            op: "fcntl(F_DUPFD_CLOEXEC) of the VM fd",
+            offset: 0,
+            len: size,
+            source,
+        })
 }
 
 /// What the handle and its memslots share.
@@ -168,6 +246,8 @@ pub struct GuestMemfd {
     pub(crate) shared: Arc<Shared>,
     private: RangeSet,
     conversion: Option<ConversionPath>,
+    /// The `KVM_SET_MEMORY_ATTRIBUTES2` seam (the kernel, or a model in tests).
+    attributes: Box<dyn AttributesIoctl>,
 }
 
 impl GuestMemfd {
@@ -186,32 +266,8 @@ impl GuestMemfd {
         size: u64,
         flags: GmemFlags,
     ) -> Result<GuestMemfd, Error> {
-        if !caps.guest_memfd {
-            return Err(Error::GuestMemfdUnsupported { size });
-        }
-        let page_size = page_size();
-        if size == 0 || !size.is_multiple_of(page_size) {
-            return Err(Error::InvalidSize { size, page_size });
-        }
-        let missing = flags.difference(caps.guest_memfd_flags);
-        if !missing.is_empty() {
-            return Err(Error::FlagsNotOffered {
-                size,
-                requested: missing,
-                offered: caps.guest_memfd_flags,
-            });
-        }
-        // SAFETY: `vm` is borrowed for this whole call, so its fd stays open while borrowed here;
-        // the borrow is only used to duplicate it.
-        let vm_borrowed = unsafe { BorrowedFd::borrow_raw(vm.as_raw_fd()) };
-        let vm_dup = vm_borrowed
-            .try_clone_to_owned()
-            .map_err(|source| Error::Io {
-                op: "fcntl(F_DUPFD_CLOEXEC) of the VM fd",
-                offset: 0,
-                len: size,
-                source,
-            })?;
+        check_file(caps, size, flags)?;
+        let vm_dup = dup_vm_fd(vm, size)?;
         let arg = kvm_create_guest_memfd {
             size,
             flags: flags.bits(),
@@ -226,26 +282,86 @@ impl GuestMemfd {
         // SAFETY: `raw` was just returned by KVM_CREATE_GUEST_MEMFD: an open fd that nothing else
         // owns, so the OwnedFd becomes its only owner.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // What the kernel treats as private at creation. With memory attributes, a GPA is
-        // private only once KVM_SET_MEMORY_ATTRIBUTES made it so (the attributes of a VM start
-        // empty, i.e. shared: `kvm_get_memory_attributes`, include/linux/kvm_host.h, 6.12 and
-        // 7.3), so nothing is private yet. Without them, the file's own pages are private
-        // unless created INIT_SHARED (7.3 virt/kvm/guest_memfd.c: `kvm_gmem_is_private_mem`).
+        // What the kernel treats as private at creation: see `initial_private`.
         let conversion = caps.conversion_path();
-        let mut private = RangeSet::default();
-        if conversion.is_none() && !flags.contains(GmemFlags::INIT_SHARED) {
-            private.insert(0, size);
-        }
-        Ok(GuestMemfd {
+        let private = initial_private(conversion, flags, size);
+        Ok(GuestMemfd::from_parts(
+            fd, vm_dup, size, flags, private, conversion,
+        ))
+    }
+
+    /// A handle on `fd` (a guest_memfd of `size` bytes made with `flags` on the VM `vm`
+    /// duplicates), with the kernel's conversion path and private ranges as given.
+    pub(crate) fn from_parts(
+        fd: OwnedFd,
+        vm: OwnedFd,
+        size: u64,
+        flags: GmemFlags,
+        private: RangeSet,
+        conversion: Option<ConversionPath>,
+    ) -> GuestMemfd {
+        GuestMemfd {
             shared: Arc::new(Shared {
                 fd,
-                vm: vm_dup,
+                vm,
                 size,
                 flags,
                 bindings: Mutex::new(Vec::new()),
             }),
             private,
             conversion,
+            attributes: Box::new(KernelAttributes),
+        }
+    }
+
+    /// A handle whose conversions go to `model` instead of the kernel: a memfd of `size` bytes
+    /// stands for the guest_memfd (so views map real memory) and its conversion path is the
+    /// per-guest_memfd one of `series`. For tests of the conversion path against a model of the
+    /// series (`gmem::testing::SeriesModel`); memslot calls on it fail (its "VM" is not one).
+    #[cfg(feature = "test-utils")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
+    pub fn with_model(
+        size: u64,
+        flags: GmemFlags,
+        series: GmemSeries,
+        model: Box<dyn AttributesIoctl>,
+    ) -> Result<GuestMemfd, Error> {
+        let page_size = page_size();
+        if size == 0 || !size.is_multiple_of(page_size) {
+            return Err(Error::InvalidSize { size, page_size });
+        }
+        let io = |op, source| Error::Io {
+            op,
+            offset: 0,
+            len: size,
+            source,
+        };
+        // SAFETY: memfd_create takes a NUL-terminated name that lives across the call and
+        // returns a new fd or -1.
+        let raw = unsafe { libc::memfd_create(c"gmem-model".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io("memfd_create", std::io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` was just returned by memfd_create: an open fd nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let file = File::from(fd);
+        file.set_len(size).map_err(|e| io("ftruncate", e))?;
+        let fd = OwnedFd::from(file);
+        let vm = fd
+            .try_clone()
+            .map_err(|e| io("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        let conversion = Some(ConversionPath::GuestMemfdAttributes(series));
+        Ok(GuestMemfd {
+            shared: Arc::new(Shared {
+                fd,
+                vm,
+                size,
+                flags,
+                bindings: Mutex::new(Vec::new()),
+            }),
+            private: initial_private(conversion, flags, size),
+            conversion,
+            attributes: model,
         })
     }
 
@@ -342,8 +458,15 @@ impl GuestMemfd {
         }
         // Without INIT_SHARED the kernel refuses every host fault on the file with SIGBUS,
         // whatever the VM's attributes say (7.3 virt/kvm/guest_memfd.c:
-        // `kvm_gmem_fault_user_mapping` / `kvm_gmem_is_shared_mem`).
-        if !self.flags().contains(GmemFlags::INIT_SHARED) {
+        // `kvm_gmem_fault_user_mapping` / `kvm_gmem_is_shared_mem`). With the per-guest_memfd
+        // path the file's own attributes decide per page (series v8 patch 01/46
+        // `kvm_gmem_fault_user_mapping`), and the record above follows them exactly (a file
+        // without INIT_SHARED starts recorded all private).
+        let per_file = matches!(
+            self.conversion,
+            Some(ConversionPath::GuestMemfdAttributes(_))
+        );
+        if !per_file && !self.flags().contains(GmemFlags::INIT_SHARED) {
             return Err(Error::NotMappable {
                 offset,
                 len,
@@ -427,6 +550,9 @@ impl GuestMemfd {
                 "KVM_CAP_MEMORY_ATTRIBUTES does not offer KVM_MEMORY_ATTRIBUTE_PRIVATE on this VM",
         })?;
         match path {
+            ConversionPath::GuestMemfdAttributes(series) => {
+                self.convert_in_file(series, offset, end, to)
+            }
             ConversionPath::VmAttributes => {
                 // Input checks first: an unbound range changes nothing.
                 let pieces = self.gpa_pieces(offset, end)?;
@@ -473,6 +599,80 @@ impl GuestMemfd {
     /// [`convert`](Self::convert) to shared.
     pub fn set_shared(&mut self, offset: u64, len: u64) -> Result<(), Error> {
         self.convert(offset, len, MemoryState::Shared)
+    }
+
+    /// The per-guest_memfd path: `KVM_SET_MEMORY_ATTRIBUTES2` once per run of `[offset, end)`
+    /// whose recorded state differs from `to`, in file order. Pages already in the target state
+    /// are never part of a call: on series v8 converting a partly-private range destroys the
+    /// private part's data ([`GmemSeries::partial_conversion_loses_data`]), and the kernel would
+    /// skip them anyway (v8 patch 16/46 returns early for a range already in the state).
+    fn convert_in_file(
+        &mut self,
+        series: GmemSeries,
+        offset: u64,
+        end: u64,
+        to: MemoryState,
+    ) -> Result<(), Error> {
+        let (runs, attributes) = match to {
+            MemoryState::Private => (
+                self.private.gaps_in(offset, end),
+                uapi::KVM_MEMORY_ATTRIBUTE_PRIVATE,
+            ),
+            MemoryState::Shared => (self.private.within(offset, end), 0),
+        };
+        let mut done = 0;
+        for (start, stop) in runs {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let mut arg = kvm_memory_attributes2 {
+                    offset: start,
+                    size: stop - start,
+                    attributes,
+                    ..Default::default()
+                };
+                let result = self.attributes.set_memory_attributes2(
+                    self.shared.fd.as_fd(),
+                    series.set_memory_attributes2(),
+                    &mut arg,
+                );
+                match result {
+                    Ok(()) => {
+                        match to {
+                            MemoryState::Private => self.private.insert(start, stop),
+                            MemoryState::Shared => self.private.remove(start, stop),
+                        }
+                        done += stop - start;
+                        break;
+                    }
+                    Err(e) if e.errno() == libc::EAGAIN && attempts < EAGAIN_ATTEMPTS => {
+                        std::thread::yield_now();
+                    }
+                    Err(source) => {
+                        // v8 `kvm_gmem_set_attributes` writes error_offset back on the errors of
+                        // `__kvm_gmem_set_attributes` (EAGAIN, ENOMEM) only; an answer outside
+                        // the call's range is not reported as if it were true.
+                        let error_offset = matches!(source.errno(), libc::EAGAIN | libc::ENOMEM)
+                            .then_some(arg.error_offset)
+                            .filter(|o| (start..stop).contains(o));
+                        return Err(Error::Conversion {
+                            path: ConversionPath::GuestMemfdAttributes(series),
+                            offset,
+                            len: end - offset,
+                            to,
+                            call_offset: start,
+                            call_len: stop - start,
+                            error_offset,
+                            attempts,
+                            done,
+                            recorded_private: self.private.within(offset, end),
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn gpa_pieces(&self, offset: u64, end: u64) -> Result<Vec<(u64, u64)>, Error> {
@@ -530,6 +730,7 @@ mod tests {
             gpa,
             offset,
             len,
+            external: false,
         }
     }
 
@@ -572,6 +773,10 @@ mod tests {
         assert_eq!(
             ConversionPath::VmAttributes.to_string(),
             "KVM_SET_MEMORY_ATTRIBUTES"
+        );
+        assert_eq!(
+            ConversionPath::GuestMemfdAttributes(GmemSeries::V8).to_string(),
+            "KVM_SET_MEMORY_ATTRIBUTES2 (in-place conversion series v8)"
         );
         assert_eq!(MemoryState::Private.to_string(), "private");
         assert_eq!(MemoryState::Shared.to_string(), "shared");

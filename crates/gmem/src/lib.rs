@@ -9,12 +9,16 @@
 //!   with `memcpy`-speed reads and writes and vm-memory's `Bytes`; or
 //!   [`GuestMemfd::into_guest_region`] for a vm-memory `GuestRegionMmap`;
 //! - [`GuestMemfd::allocate`] / [`GuestMemfd::punch_hole`];
+//! - [`GuestMemfd::adopt`]: a guest_memfd the VMM created, owned or borrowed ([`Adopted`]), with
+//!   memslots the VMM keeps told by [`GuestMemfd::record_memslot`];
 //! - [`GuestMemfd::bind`]: a [`Memslot`] (`KVM_SET_USER_MEMORY_REGION2` with
 //!   `KVM_MEM_GUEST_MEMFD`), deleted on drop;
 //! - [`GuestMemfd::bind_with_shared`]: a memslot whose shared pages come from a region the VMM
 //!   owns and whose private pages from the guest_memfd (VMs with private memory);
-//! - [`GuestMemfd::convert`]: shared <-> private through the VM's [`ConversionPath`], or
-//!   [`Error::ConversionUnsupported`] where there is none;
+//! - [`GuestMemfd::convert`]: shared <-> private through the VM's [`ConversionPath`] (VM-wide
+//!   `KVM_SET_MEMORY_ATTRIBUTES`, or per guest_memfd `KVM_SET_MEMORY_ATTRIBUTES2` as the in-place
+//!   conversion series [`GmemSeries`] defines it), or [`Error::ConversionUnsupported`] where
+//!   there is none;
 //! - [`MemoryFault`]: a `KVM_EXIT_MEMORY_FAULT` decoded; [`pre_fault_memory`]:
 //!   `KVM_PRE_FAULT_MEMORY` to the end of a range, or how far it got.
 //!
@@ -57,6 +61,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod adopt;
 mod by_gpa;
 mod caps;
 mod error;
@@ -64,7 +69,10 @@ mod fault;
 mod flags;
 mod gmem;
 mod memslot;
+#[cfg(feature = "test-utils")]
+mod model;
 mod range;
+mod series;
 // Test support (the harness for KVM tests): only with the `test-utils` feature.
 #[cfg(feature = "test-utils")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
@@ -72,12 +80,14 @@ pub mod testing;
 pub mod uapi;
 mod view;
 
+pub use adopt::{Adopted, AdoptedState};
 pub use by_gpa::convert_gpa_range;
 pub use caps::Capabilities;
 pub use error::Error;
 pub use fault::{pre_fault_memory, MemoryFault};
 pub use flags::GmemFlags;
-pub use gmem::{ConversionPath, GuestMemfd, MemoryState};
+pub use gmem::{ConversionPath, GuestMemfd, MemoryState, EAGAIN_ATTEMPTS};
 pub use memslot::Memslot;
 pub use range::page_size;
+pub use series::{AttributesIoctl, GmemSeries, KernelAttributes};
 pub use view::SharedView;

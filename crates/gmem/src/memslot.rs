@@ -177,7 +177,7 @@ impl GuestMemfd {
 
     /// The checks of a new binding against the file and this handle's bindings, before any
     /// system call; the bindings stay locked until the binding is recorded.
-    fn check_binding(
+    pub(crate) fn check_binding(
         &self,
         slot: u32,
         gpa: u64,
@@ -237,6 +237,7 @@ impl GuestMemfd {
             gpa,
             offset,
             len,
+            external: false,
         };
         set_region(shared, &binding, len, userspace_addr).map_err(|source| {
             if source.errno() == libc::EEXIST {

@@ -105,6 +105,31 @@ impl RangeSet {
         self.map.range(start..end).next().map(|(&s, _)| s)
     }
 
+    /// The parts of `[start, end)` that lie in the set, in order.
+    pub(crate) fn within(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        self.map
+            .range(..end)
+            .filter(|(_, &e)| e > start)
+            .map(|(&s, &e)| (s.max(start), e.min(end)))
+            .collect()
+    }
+
+    /// The parts of `[start, end)` that do not lie in the set, in order.
+    pub(crate) fn gaps_in(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut gaps = Vec::new();
+        let mut at = start;
+        for (s, e) in self.within(start, end) {
+            if s > at {
+                gaps.push((at, s));
+            }
+            at = e;
+        }
+        if at < end {
+            gaps.push((at, end));
+        }
+        gaps
+    }
+
     /// The ranges, in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.map.iter().map(|(&s, &e)| (s, e))
@@ -165,6 +190,18 @@ mod tests {
         assert_eq!(s.first_in(20, 30), None);
         assert_eq!(s.first_in(21, 35), Some(30));
         assert_eq!(s.first_in(40, 100), None);
+    }
+
+    #[test]
+    fn within_and_gaps_split_a_range() {
+        let mut s = RangeSet::default();
+        s.insert(10, 20);
+        s.insert(30, 40);
+        assert_eq!(s.within(15, 35), [(15, 20), (30, 35)]);
+        assert_eq!(s.gaps_in(15, 35), [(20, 30)]);
+        assert_eq!(s.gaps_in(0, 50), [(0, 10), (20, 30), (40, 50)]);
+        assert_eq!(s.within(20, 30), []);
+        assert_eq!(s.gaps_in(12, 18), []);
     }
 
     #[test]

@@ -43,6 +43,8 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::{uapi, Capabilities, GmemFlags};
 
+pub use crate::model::{ModelCall, SeriesModel};
+
 /// The environment variable naming the skip log.
 pub const SKIP_LOG_ENV: &str = "CCPOP_KVM_SKIP_LOG";
 

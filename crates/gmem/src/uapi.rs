@@ -79,6 +79,48 @@ pub const KVM_PRE_FAULT_MEMORY: c_ulong = ioctl_expr(
     size_of::<kvm_pre_fault_memory>() as u32,
 );
 
+/// `struct kvm_memory_attributes2` of the guest_memfd in-place conversion series (v8, patches
+/// 13/46 and 14/46, `include/uapi/linux/kvm.h`): the argument of `KVM_SET_MEMORY_ATTRIBUTES2`
+/// on a **guest_memfd** fd. Not in any released kernel (7.3.4 has none of it) nor in
+/// `kvm-bindings`, so it is defined here, with its layout pinned by the tests below.
+///
+/// `offset` is the union `{ address; offset; }` of the patch (a file offset on the guest_memfd
+/// ioctl). `error_offset` is written by the kernel when the call fails (v8 `kvm_gmem_set_attributes`
+/// copies it back on every error of `__kvm_gmem_set_attributes`: `EAGAIN` with the first page
+/// still in use, `ENOMEM` with the range's start).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct kvm_memory_attributes2 {
+    /// In: file offset of the range (page-aligned).
+    pub offset: u64,
+    /// In: length of the range (page-aligned, non-zero).
+    pub size: u64,
+    /// In: `KVM_MEMORY_ATTRIBUTE_PRIVATE` or 0 (shared); any other bit is `EINVAL`.
+    pub attributes: u64,
+    /// In: must be 0 (`EINVAL` otherwise).
+    pub flags: u64,
+    /// Out: the offset the failure concerns.
+    pub error_offset: u64,
+    /// Must be 0 (`EINVAL` otherwise).
+    pub reserved: [u64; 11],
+}
+
+/// `KVM_SET_MEMORY_ATTRIBUTES2`: `_IOWR(KVMIO, 0xd2, struct kvm_memory_attributes2)`, a
+/// **guest_memfd** ioctl of the in-place conversion series (v8 patch 13/46). The same number
+/// `0xd2` as the VM's `KVM_SET_MEMORY_ATTRIBUTES`; direction and size make the two distinct.
+pub const KVM_SET_MEMORY_ATTRIBUTES2: c_ulong = ioctl_expr(
+    _IOC_READ | _IOC_WRITE,
+    KVMIO,
+    0xd2,
+    size_of::<kvm_memory_attributes2>() as u32,
+);
+
+/// `KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES` as series v8 numbers it (250, patch 17/46, on v8's
+/// base). Mainline 7.3 gives 250 to `KVM_CAP_PPC_COMPAT_CAPS` (and 251 to
+/// `KVM_CAP_ARM_PMU_V3_STRICT`), so the merged number will differ: use it only through
+/// [`GmemSeries`](crate::GmemSeries), which pins numbers per series version.
+pub const KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES_V8: u32 = 250;
+
 /// `KVM_EXIT_MEMORY_FAULT` (39): `kvm_run.exit_reason` when `KVM_RUN` fails with `EFAULT` or
 /// `EHWPOISON` and `kvm_run.memory_fault` is valid.
 pub const KVM_EXIT_MEMORY_FAULT: u32 = kvm_bindings::KVM_EXIT_MEMORY_FAULT;
@@ -126,6 +168,27 @@ mod tests {
         assert_eq!(KVM_SET_MEMORY_ATTRIBUTES, 0x4020_AED2);
         // _IOWR(0xAE, 0xd5, 64-byte struct)
         assert_eq!(KVM_PRE_FAULT_MEMORY, 0xC040_AED5);
+    }
+
+    #[test]
+    fn kvm_memory_attributes2_layout_and_ioctl_match_series_v8() {
+        // Written out from v8 patch 14/46 (include/uapi/linux/kvm.h): u64 offset (union with
+        // address), size, attributes, flags, error_offset, reserved[11]: 16 u64 = 128 bytes.
+        type A = kvm_memory_attributes2;
+        assert_eq!(size_of::<A>(), 128);
+        assert_eq!(offset_of!(A, offset), 0);
+        assert_eq!(offset_of!(A, size), 8);
+        assert_eq!(offset_of!(A, attributes), 16);
+        assert_eq!(offset_of!(A, flags), 24);
+        assert_eq!(offset_of!(A, error_offset), 32);
+        assert_eq!(offset_of!(A, reserved), 40);
+        // The fields shared with kvm_memory_attributes sit where it has them (v8 patch 13/46
+        // asserts this with MEMORY_ATTRIBUTES_MATCH in kvm_main.c).
+        assert_eq!(offset_of!(kvm_memory_attributes, address), 0);
+        assert_eq!(offset_of!(kvm_memory_attributes, flags), 24);
+        // _IOWR(0xAE, 0xd2, 128-byte struct): 3 << 30 | 0x80 << 16 | 0xAE << 8 | 0xd2.
+        assert_eq!(KVM_SET_MEMORY_ATTRIBUTES2, 0xC080_AED2);
+        assert_eq!(KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES_V8, 250);
     }
 
     #[test]
