@@ -388,14 +388,26 @@ mod tests {
 
     #[test]
     fn caps_check() {
-        assert!(caps(PAGE_SIZE, false).check().is_ok());
-        assert!(caps(0, false).check().is_err());
-        assert!(caps(PAGE_SIZE + 1, false).check().is_err());
+        assert_eq!(caps(PAGE_SIZE, false).check(), Ok(()));
+        let chunk =
+            |c: u64| format!("max_chunk {c:#x} is not a non-zero multiple of the granule 0x1000");
+        assert_eq!(caps(0, false).check(), Err(chunk(0)));
+        assert_eq!(
+            caps(PAGE_SIZE + 1, false).check(),
+            Err(chunk(PAGE_SIZE + 1))
+        );
         let mut c = caps(PAGE_SIZE, false);
         c.granule = 2048;
-        assert!(c.check().is_err());
+        let granule = |g: u64| format!("granule {g:#x} is not a power of two >= 4 KiB");
+        assert_eq!(c.check(), Err(granule(2048)));
         c.granule = 3 * 4096;
-        assert!(c.check().is_err());
+        assert_eq!(c.check(), Err(granule(3 * 4096)));
+        // A 2 MiB granule with a 2 MiB chunk is fine; a 1 MiB chunk is not a multiple of it.
+        c.granule = HUGE_2M;
+        c.max_chunk = HUGE_2M;
+        assert_eq!(c.check(), Ok(()));
+        c.max_chunk = HUGE_2M / 2;
+        assert!(c.check().unwrap_err().contains("granule 0x200000"));
     }
 
     #[test]

@@ -197,8 +197,17 @@ mod tests {
         // To the end: the partial last page goes too.
         assert_eq!(b.discard(3 * 4096, 4096 + 100).unwrap(), 4096 + 100);
         assert!(b.as_slice()[3 * 4096..].iter().all(|v| *v == 0));
-        assert!(b.discard(0, b.len() + 1).is_err());
-        assert!(b.discard(usize::MAX, 2).is_err());
+        // Past the end, or overflowing: refused as invalid input, and nothing more is zeroed.
+        let before = b.as_slice().to_vec();
+        for (at, len) in [(0, b.len() + 1), (usize::MAX, 2)] {
+            let e = b.discard(at, len).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::InvalidInput,
+                "{at:#x}+{len:#x}"
+            );
+        }
+        assert_eq!(b.as_slice(), &before[..]);
     }
 
     #[test]
@@ -206,7 +215,9 @@ mod tests {
         let data: Vec<u8> = (0..10000u32).map(|i| i as u8).collect();
         let b = SourceBuf::from_reader(&data[..], data.len()).unwrap();
         assert_eq!(b.as_slice(), &data[..]);
-        assert!(SourceBuf::from_reader(&data[..10], 11).is_err());
+        // A reader that ends early: the read fails as io::Read::read_exact does.
+        let e = SourceBuf::from_reader(&data[..10], 11).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
         let e = SourceBuf::new(0).unwrap();
         assert!(e.is_empty());
         assert_eq!(SourceBuf::from_slice(b"xy").unwrap().as_slice(), b"xy");

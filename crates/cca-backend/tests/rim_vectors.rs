@@ -299,9 +299,16 @@ fn rtt_starting_levels() {
     assert_eq!(g(32, false), (2, 4));
     // 33: level 1 would hold 8 -> level 2, 8 tables.
     assert_eq!(g(33, false), (2, 8));
-    assert!(rtt_geometry(52, false).is_err());
-    assert!(rtt_geometry(31, false).is_err());
-    assert!(rtt_geometry(53, true).is_err());
+    for (bits, lpa2) in [(52, false), (31, false), (53, true)] {
+        match rtt_geometry(bits, lpa2) {
+            Err(cca_backend::Error::InvalidParam { field, value, .. }) => {
+                assert_eq!((field, value), ("ipa_bits", u64::from(bits)))
+            }
+            other => panic!("{bits} bits, lpa2 {lpa2}: {other:?}"),
+        }
+    }
+    // The edges are accepted: 48 bits without LPA2, 52 with it.
+    assert!(rtt_geometry(48, false).is_ok() && rtt_geometry(52, true).is_ok());
 }
 
 fn split(base: u64, top: u64, ipa: u8, lpa2: bool) -> Vec<(u64, u64)> {
