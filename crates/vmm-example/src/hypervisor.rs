@@ -69,11 +69,13 @@ pub struct KvmSnp {
     vm: VmFd,
     sev: File,
     guest_memfd: OwnedFd,
+    flags: GmemFlags,
     caps: Capabilities,
     /// The VMM's memslots: (slot, gpa, guest_memfd offset, len).
     memslots: Vec<(u32, u64, u64, u64)>,
-    /// guest_memfd file ranges made private so far (what the next lend tells gmem).
-    private: Vec<(u64, u64)>,
+    /// guest_memfd file ranges made private so far (what the next lend tells gmem); `None`
+    /// before the first lend: as the guest_memfd was created.
+    private: Option<Vec<(u64, u64)>>,
     vcpus: Vec<VcpuFd>,
 }
 
@@ -109,16 +111,24 @@ impl KvmSnp {
             })?;
         // SAFETY: KVM_CREATE_GUEST_MEMFD returned a new fd that nothing else owns.
         let guest_memfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(KvmSnp::from_parts(vm, sev, guest_memfd, GmemFlags::empty()))
+    }
+
+    /// The VMM's VM fd, SEV device and guest_memfd (created on `vm` with `flags`), as the VMM
+    /// made them itself: nothing is checked or issued here (the VM's capabilities are probed
+    /// for the guest_memfd's conversions).
+    pub fn from_parts(vm: VmFd, sev: File, guest_memfd: OwnedFd, flags: GmemFlags) -> KvmSnp {
         let caps = Capabilities::probe(&vm);
-        Ok(KvmSnp {
+        KvmSnp {
             vm,
             sev,
             guest_memfd,
+            flags,
             caps,
             memslots: Vec::new(),
-            private: Vec::new(),
+            private: None,
             vcpus: Vec::new(),
-        })
+        }
     }
 
     /// The VM fd.
@@ -134,6 +144,12 @@ impl KvmSnp {
     /// The vCPUs, to run them after the launch.
     pub fn vcpus(&self) -> &[VcpuFd] {
         &self.vcpus
+    }
+
+    /// The guest_memfd file ranges `[start, end)` private as gmem recorded them after the last
+    /// lend (empty before the first).
+    pub fn private_ranges(&self) -> &[(u64, u64)] {
+        self.private.as_deref().unwrap_or_default()
     }
 }
 
@@ -190,8 +206,10 @@ impl SnpHypervisor for KvmSnp {
             &self.vm,
             &self.caps,
             Adopted::Borrowed(self.guest_memfd.as_fd()),
-            GmemFlags::empty(),
-            AdoptedState::Private(self.private.clone()),
+            self.flags,
+            self.private
+                .clone()
+                .map_or(AdoptedState::AsCreated, AdoptedState::Private),
         )?;
         for &(slot, gpa, offset, len) in &self.memslots {
             gmem.record_memslot(slot, gpa, offset, len)?;
@@ -201,7 +219,7 @@ impl SnpHypervisor for KvmSnp {
             io.add_guest_memfd(&mut gmem);
             f(&mut io)
         };
-        self.private = gmem.private_ranges();
+        self.private = Some(gmem.private_ranges());
         result
     }
 }
