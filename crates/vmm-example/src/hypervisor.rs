@@ -252,6 +252,12 @@ impl ModelVm {
         &self.model
     }
 
+    /// The model, mutably: to script what its firmware answers
+    /// ([`KernelModel::script`](sev_backend::testing::KernelModel::script), ...).
+    pub fn model_mut(&mut self) -> &mut sev_backend::testing::KernelModel {
+        &mut self.model
+    }
+
     /// The vCPU ids created.
     pub fn vcpus(&self) -> &[u64] {
         &self.vcpus

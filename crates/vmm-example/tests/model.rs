@@ -17,12 +17,12 @@ const MIB: u64 = 1 << 20;
 /// `KVM_SEV_SNP_PAGE_TYPE_ZERO` (include/uapi/linux/kvm.h).
 const TYPE_ZERO: u8 = 3;
 
-fn vmm(version: KernelVersion) -> Vmm<ModelVm> {
+fn model_vmm(version: KernelVersion) -> Vmm<ModelVm> {
     Vmm::new(ModelVm::new(version), &[(0, 16 * MIB)]).unwrap()
 }
 
 fn launch(file: &[u8], empty: EmptyPages, path: PopulatePath) -> (Vmm<ModelVm>, LaunchReport) {
-    let mut vmm = vmm(KernelVersion::default());
+    let mut vmm = model_vmm(KernelVersion::default());
     let opts = LaunchOptions {
         policy: IgvmPolicy::KVM.with_empty_pages(empty),
         vcpus: 2,
@@ -195,7 +195,7 @@ fn the_launch_follows_each_known_kernels_rules() {
     let file = sample_file();
     for version in KNOWN_KERNELS {
         for path in [PopulatePath::Driver, PopulatePath::PagePerCall] {
-            let mut vmm = vmm(version);
+            let mut vmm = model_vmm(version);
             let report = vmm
                 .launch_igvm(
                     &file,
@@ -265,4 +265,89 @@ fn the_kvm_layer_lends_and_keeps() {
         let _: &[kvm_ioctls::VcpuFd] = k.vcpus();
         Ok(())
     }
+}
+
+#[test]
+fn a_file_outside_guest_memory_is_refused_before_any_ioctl() {
+    let runs = [Run {
+        gpa: 0x100_0000,
+        pages: 2,
+        kind: Kind::Data,
+    }];
+    let mut vmm = model_vmm(KernelVersion::default());
+    let e = vmm
+        .launch_igvm(&igvm_file(&runs, 1, false), &LaunchOptions::default())
+        .unwrap_err();
+    assert!(matches!(e, vmm_example::Error::Memory(_)), "{e}");
+    assert!(e.to_string().contains("[0x1000000..+0x2000)"), "{e}");
+    assert!(vmm.hypervisor().model().calls.is_empty());
+    let e = vmm
+        .launch_igvm(b"not an IGVM file", &LaunchOptions::default())
+        .unwrap_err();
+    assert!(matches!(e, vmm_example::Error::Image(_)), "{e}");
+}
+
+/// The firmware fails `LAUNCH_UPDATE` of a region's third page: the driver resumes a call that
+/// stopped part-way and stops with its report (two pages populated) at a call that did nothing;
+/// the loop stops with the command's typed error.
+#[test]
+fn a_firmware_failure_is_a_typed_error_on_both_paths() {
+    use sev_backend::testing::Step;
+    const SEV_RET_INVALID_ADDRESS: u32 = 0x0c; // an arbitrary firmware status
+    let runs = [Run {
+        gpa: 0x10_0000,
+        pages: 8,
+        kind: Kind::Data,
+    }];
+    let file = igvm_file(&runs, 1, false);
+    // As the kernel does, a page failing after others leaves the call successful with the
+    // pages before it (kvm_gmem_populate returns the count): the driver resumes at the page.
+    let mut vmm = model_vmm(KernelVersion::default());
+    let fail = |after| Step::Firmware {
+        after,
+        code: SEV_RET_INVALID_ADDRESS,
+    };
+    vmm.hypervisor_mut().model_mut().script.push_back(fail(2));
+    let report = vmm.launch_igvm(&file, &LaunchOptions::default()).unwrap();
+    assert!(report.digest_matches());
+    assert_eq!(report.ioctls.launch_update, 2);
+    // Failing again at that page, before any page of the call: the run stops there.
+    let mut vmm = model_vmm(KernelVersion::default());
+    let script = &mut vmm.hypervisor_mut().model_mut().script;
+    script.extend([fail(2), fail(0)]);
+    let e = vmm
+        .launch_igvm(&file, &LaunchOptions::default())
+        .unwrap_err();
+    let vmm_example::Error::Populate(run) = &e else {
+        panic!("{e}")
+    };
+    let cc_populate::RunError::Stopped(report) = &**run else {
+        panic!("{run}")
+    };
+    assert_eq!(report.regions[0].populated, 2 * PAGE);
+    assert_eq!(vmm.hypervisor().model().ledger.len(), 2);
+
+    let mut vmm = model_vmm(KernelVersion::default());
+    // The loop's third LAUNCH_UPDATE is the third page; it fails before any page of it.
+    for _ in 0..2 {
+        vmm.hypervisor_mut().model_mut().script.push_back(Step::All);
+    }
+    vmm.hypervisor_mut().model_mut().script.push_back(fail(0));
+    let opts = LaunchOptions {
+        path: PopulatePath::PagePerCall,
+        ..Default::default()
+    };
+    let e = vmm.launch_igvm(&file, &opts).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            vmm_example::Error::Command {
+                cmd: "KVM_SEV_SNP_LAUNCH_UPDATE",
+                errno: libc::EIO,
+                fw_error: SEV_RET_INVALID_ADDRESS
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(vmm.hypervisor().model().ledger.len(), 2);
 }
