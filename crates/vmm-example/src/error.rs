@@ -34,6 +34,15 @@ pub enum Error {
         /// The errno.
         errno: i32,
     },
+    /// The page-per-call loop cannot populate a page: its role has no SEV-SNP page type, or
+    /// the kernel answered success without populating it.
+    #[error("page at {gpa:#x}: {reason}")]
+    Page {
+        /// The page's address.
+        gpa: u64,
+        /// Why.
+        reason: String,
+    },
     /// The VMM's guest_memfd handle could not be lent.
     #[error("guest_memfd: {0}")]
     Gmem(#[from] gmem::Error),

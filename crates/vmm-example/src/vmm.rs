@@ -430,13 +430,9 @@ impl<H: SnpHypervisor> Vmm<H> {
                 counts: &mut *ioctls,
             };
             for r in image.regions() {
-                let ty = PageType::for_role(r.role()).ok_or_else(|| {
-                    Error::Memory(format!(
-                        "[{:#x}..+{:#x}): role {} has no SNP page type",
-                        r.gpa(),
-                        r.size(),
-                        r.role()
-                    ))
+                let ty = PageType::for_role(r.role()).ok_or_else(|| Error::Page {
+                    gpa: r.gpa(),
+                    reason: format!("role {} has no SEV-SNP page type", r.role()),
                 })?;
                 for gpa in (r.gpa()..r.gpa() + r.size()).step_by(PAGE as usize) {
                     io.set_private(gpa, PAGE).map_err(|errno| Error::Os {
@@ -463,10 +459,10 @@ impl<H: SnpHypervisor> Vmm<H> {
                     })
                     .map_err(command("KVM_SEV_SNP_LAUNCH_UPDATE"))?;
                     if p.len != 0 {
-                        return Err(Error::Command {
-                            cmd: "KVM_SEV_SNP_LAUNCH_UPDATE",
-                            errno: libc::EAGAIN,
-                            fw_error: 0,
+                        return Err(Error::Page {
+                            gpa,
+                            reason: "KVM_SEV_SNP_LAUNCH_UPDATE succeeded without populating it"
+                                .into(),
                         });
                     }
                 }

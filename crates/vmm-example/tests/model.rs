@@ -351,3 +351,42 @@ fn a_firmware_failure_is_a_typed_error_on_both_paths() {
     );
     assert_eq!(vmm.hypervisor().model().ledger.len(), 2);
 }
+
+/// A signal pending when `LAUNCH_UPDATE` starts: Linux 6.18 answers `EIO` with firmware status
+/// 0 before any page (kvm_gmem_populate's `-EINTR`, turned into `-EIO` by snp_launch_update).
+/// The driver retries it (sev-backend's bounded retry) and the launch completes with the same
+/// digest; the page-per-call loop, like Cloud Hypervisor's, stops.
+#[test]
+fn a_signal_before_a_call_is_retried_by_the_driver_and_stops_the_loop() {
+    use sev_backend::testing::Step;
+    let file = sample_file();
+    let mut vmm = model_vmm(KernelVersion::default());
+    let script = &mut vmm.hypervisor_mut().model_mut().script;
+    script.extend([Step::All, Step::Signal(0)]);
+    let report = vmm.launch_igvm(&file, &LaunchOptions::default()).unwrap();
+    assert!(report.digest_matches());
+    // One call more than without the signal.
+    let plain = expected(&SAMPLE, PopulatePath::Driver);
+    assert_eq!(report.ioctls.launch_update, plain.launch_update + 1);
+
+    let mut vmm = model_vmm(KernelVersion::default());
+    let script = &mut vmm.hypervisor_mut().model_mut().script;
+    script.extend([Step::All, Step::Signal(0)]);
+    let opts = LaunchOptions {
+        path: PopulatePath::PagePerCall,
+        ..Default::default()
+    };
+    let e = vmm.launch_igvm(&file, &opts).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            vmm_example::Error::Command {
+                cmd: "KVM_SEV_SNP_LAUNCH_UPDATE",
+                errno: libc::EIO,
+                fw_error: 0
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(vmm.hypervisor().model().ledger.len(), 1);
+}
