@@ -267,6 +267,21 @@ fn the_kvm_layer_lends_and_keeps() {
     }
 }
 
+/// `e` is the page-per-call loop's `LAUNCH_UPDATE` failing with `EIO` and firmware status `fw`.
+fn assert_update_failed(e: &vmm_example::Error, fw: u32) {
+    assert!(
+        matches!(
+            e,
+            vmm_example::Error::Command {
+                cmd: "KVM_SEV_SNP_LAUNCH_UPDATE",
+                errno: libc::EIO,
+                fw_error
+            } if *fw_error == fw
+        ),
+        "{e}"
+    );
+}
+
 #[test]
 fn a_file_outside_guest_memory_is_refused_before_any_ioctl() {
     let runs = [Run {
@@ -338,17 +353,7 @@ fn a_firmware_failure_is_a_typed_error_on_both_paths() {
         ..Default::default()
     };
     let e = vmm.launch_igvm(&file, &opts).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            vmm_example::Error::Command {
-                cmd: "KVM_SEV_SNP_LAUNCH_UPDATE",
-                errno: libc::EIO,
-                fw_error: SEV_RET_INVALID_ADDRESS
-            }
-        ),
-        "{e}"
-    );
+    assert_update_failed(&e, SEV_RET_INVALID_ADDRESS);
     assert_eq!(vmm.hypervisor().model().ledger.len(), 2);
 }
 
@@ -377,16 +382,6 @@ fn a_signal_before_a_call_is_retried_by_the_driver_and_stops_the_loop() {
         ..Default::default()
     };
     let e = vmm.launch_igvm(&file, &opts).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            vmm_example::Error::Command {
-                cmd: "KVM_SEV_SNP_LAUNCH_UPDATE",
-                errno: libc::EIO,
-                fw_error: 0
-            }
-        ),
-        "{e}"
-    );
+    assert_update_failed(&e, 0);
     assert_eq!(vmm.hypervisor().model().ledger.len(), 1);
 }
