@@ -385,3 +385,22 @@ fn a_signal_before_a_call_is_retried_by_the_driver_and_stops_the_loop() {
     assert_update_failed(&e, 0);
     assert_eq!(vmm.hypervisor().model().ledger.len(), 1);
 }
+
+/// What the VMM prints after a launch: the ioctls by command and both digests.
+#[test]
+fn the_report_names_the_ioctls_and_both_digests() {
+    let (_, report) = launch(&sample_file(), EmptyPages::ZeroPage, PopulatePath::Driver);
+    let text = report.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].starts_with(
+            "Driver: 1059 pages, 21 ioctls: 8 KVM_SET_MEMORY_ATTRIBUTES, 10 LAUNCH_UPDATE, \
+             INIT2 1, LAUNCH_START 1, LAUNCH_FINISH 1 (18 to populate) in "
+        ),
+        "{text}"
+    );
+    let hex: String = report.expected.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(lines[1], format!("  launch digest {hex}"));
+    assert_eq!(lines[2], format!("  expected      {hex} (equal)"));
+}
