@@ -83,6 +83,21 @@ impl KvmSnp {
     /// Probes `kvm` for SEV-SNP ([`sev_backend::probe`]), then creates the SNP VM, opens
     /// `/dev/sev` and creates a guest_memfd of `guest_memfd_size` bytes. On a host without
     /// SEV-SNP: [`Error::Sev`] with [`sev_backend::Error::NotSupported`] saying why.
+    ///
+    /// ```no_run
+    /// use vmm_example::{KvmSnp, LaunchOptions, Vmm};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let kvm = kvm_ioctls::Kvm::new()?;
+    /// let mut vmm = Vmm::new(KvmSnp::create(&kvm, 256 << 20)?, &[(0, 256 << 20)])?;
+    /// let report = vmm.launch_igvm(&std::fs::read("guest.igvm")?, &LaunchOptions::default())?;
+    /// println!("{report}");
+    /// // The VMM's own, as before the launch: run its vCPUs.
+    /// let vcpu = &vmm.hypervisor().vcpus()[0];
+    /// # let _ = vcpu;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn create(kvm: &Kvm, guest_memfd_size: u64) -> Result<KvmSnp, Error> {
         sev_backend::probe(kvm)?;
         let vm = kvm
