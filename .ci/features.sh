@@ -33,5 +33,7 @@ for pkg in sev-backend tdx-backend cca-backend; do
 done
 check cc-image snp,igvm '^(tdx-backend|cca-backend) ' "SNP only: no other backend"
 check cc-image cca,json '^(tdx-backend|sev-backend|igvm) ' "CCA only: no other backend"
+# The worked integration (issue 25): what a Cloud Hypervisor-like SNP VMM builds.
+check vmm-example "" '^(tdx-backend|cca-backend|serde|serde_json) ' "an SNP VMM: no other backend, no serde"
 echo
 echo "feature-trimmed builds: all as required"

@@ -20,15 +20,30 @@ fn refused(path: &Path, e: cc_image::Error) -> Error {
     }
 }
 
-/// The IGVM policy named `name`.
+/// The IGVM policies `--igvm-policy` takes, by name: where SNP VMSAs are measured, and what a
+/// measured page the file gives no bytes for becomes (cc-image's `EmptyPages`).
+pub const IGVM_POLICIES: [(&str, cc_image::IgvmPolicy); 3] = [
+    // VMSAs after every page at KVM's VMSA address; empty pages NORMAL pages of zeros.
+    ("kvm", cc_image::IgvmPolicy::KVM),
+    // VMSAs in file order at the file's address; empty pages NORMAL pages of zeros.
+    ("reference", cc_image::IgvmPolicy::REFERENCE),
+    // As `kvm`, and empty pages ZERO pages (PAGE_TYPE_ZERO), as Cloud Hypervisor sends them.
+    ("cloud-hypervisor", cc_image::IgvmPolicy::CLOUD_HYPERVISOR),
+];
+
+/// The IGVM policy named `name` (one of [`IGVM_POLICIES`]).
 pub fn igvm_policy(name: &str) -> Result<cc_image::IgvmPolicy, Error> {
-    match name {
-        "kvm" => Ok(cc_image::IgvmPolicy::KVM),
-        "reference" => Ok(cc_image::IgvmPolicy::REFERENCE),
-        other => Err(Error::Usage(format!(
-            "--igvm-policy {other}: unknown (known: kvm, reference)"
-        ))),
-    }
+    IGVM_POLICIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| *p)
+        .ok_or_else(|| {
+            let known: Vec<&str> = IGVM_POLICIES.iter().map(|(n, _)| *n).collect();
+            Error::Usage(format!(
+                "--igvm-policy {name}: unknown (known: {})",
+                known.join(", ")
+            ))
+        })
 }
 
 /// Reads an IGVM file for `platform` (`snp` or `tdx`).
@@ -92,9 +107,14 @@ mod tests {
             igvm_policy("reference").unwrap(),
             cc_image::IgvmPolicy::REFERENCE
         );
+        // Cloud Hypervisor: KVM's VMSA placement, empty pages as ZERO pages.
+        let ch = igvm_policy("cloud-hypervisor").unwrap();
+        assert_eq!(ch, cc_image::IgvmPolicy::CLOUD_HYPERVISOR);
+        assert_eq!(ch.empty_pages, cc_image::EmptyPages::ZeroPage);
+        assert_eq!(ch.vmsa_placement, cc_image::IgvmPolicy::KVM.vmsa_placement);
         assert!(igvm_policy("qemu")
             .unwrap_err()
             .to_string()
-            .contains("known: kvm, reference"));
+            .contains("known: kvm, reference, cloud-hypervisor"));
     }
 }

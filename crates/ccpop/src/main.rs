@@ -391,9 +391,12 @@ struct CcaMeasureArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 struct IgvmArgs {
-    /// IGVM: where VMSAs are measured (`kvm`: after all pages at KVM's VMSA address, as a KVM
-    /// launch through these crates does; `reference`: in file order at the file's address, as
-    /// the igvm crate's reference measurement does).
+    /// IGVM: where VMSAs are measured and what a measured page without bytes is. `kvm`: VMSAs
+    /// after all pages at KVM's VMSA address, as a KVM launch through these crates does;
+    /// `reference`: in file order at the file's address, as the igvm crate's reference
+    /// measurement does; `cloud-hypervisor`: as `kvm`, and a page without bytes is a ZERO page
+    /// (PAGE_TYPE_ZERO), as Cloud Hypervisor populates it (`kvm` and `reference` measure it as
+    /// a NORMAL page of zeros; SEV-SNP only, TDX measures it the same under every policy).
     #[arg(long, default_value = "kvm", value_name = "POLICY")]
     igvm_policy: String,
 }

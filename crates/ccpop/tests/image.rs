@@ -246,7 +246,8 @@ fn crc32(bytes: &[u8]) -> u32 {
 
 /// A minimal IGVM file laid out by hand from the format (igvm_defs): the fixed header, one
 /// SUPPORTED_PLATFORM header (`platform_type` 2 = SEV-SNP, 3 = TDX; compatibility mask 1), one
-/// PAGE_DATA directive per page (NORMAL, measured) with its 4096 bytes in the file data section.
+/// PAGE_DATA directive per page (NORMAL, measured) with its 4096 bytes in the file data section
+/// (none for a page given no bytes).
 fn igvm_file(platform_type: u8, pages: &[(u64, &[u8])]) -> Vec<u8> {
     let mut vh = Vec::new();
     // IGVM_VHT_SUPPORTED_PLATFORM (0x1), 16 bytes.
@@ -258,18 +259,22 @@ fn igvm_file(platform_type: u8, pages: &[(u64, &[u8])]) -> Vec<u8> {
     vh.extend_from_slice(&1u16.to_le_bytes()); // platform_version
     vh.extend_from_slice(&0u64.to_le_bytes()); // shared_gpa_boundary
     let data_start = 24 + vh.len() + pages.len() * 32;
-    for (k, (gpa, _)) in pages.iter().enumerate() {
+    let mut at = data_start;
+    for (gpa, data) in pages {
+        // A page without bytes has file offset 0 (a page of zeros) and no data.
+        let file_offset = if data.is_empty() { 0 } else { at };
+        at += data.len();
         // IGVM_VHT_PAGE_DATA (0x302), 24 bytes.
         vh.extend_from_slice(&0x302u32.to_le_bytes());
         vh.extend_from_slice(&24u32.to_le_bytes());
         vh.extend_from_slice(&gpa.to_le_bytes());
         vh.extend_from_slice(&1u32.to_le_bytes()); // compatibility_mask
-        vh.extend_from_slice(&((data_start + k * 4096) as u32).to_le_bytes()); // file_offset
+        vh.extend_from_slice(&(file_offset as u32).to_le_bytes());
         vh.extend_from_slice(&0u32.to_le_bytes()); // flags: measured, 4 KiB, private
         vh.extend_from_slice(&0u16.to_le_bytes()); // data_type NORMAL
         vh.extend_from_slice(&0u16.to_le_bytes()); // reserved
     }
-    let total = data_start + pages.len() * 4096;
+    let total = at;
     let mut file = Vec::with_capacity(total);
     file.extend_from_slice(b"IGVM");
     file.extend_from_slice(&1u32.to_le_bytes()); // format_version
@@ -284,6 +289,77 @@ fn igvm_file(platform_type: u8, pages: &[(u64, &[u8])]) -> Vec<u8> {
         file.extend_from_slice(data);
     }
     file
+}
+
+/// `--igvm-policy cloud-hypervisor`: a measured page without bytes is a ZERO page, where `kvm`
+/// and `reference` measure a NORMAL page of zeros; TDX the same under every policy.
+#[test]
+fn the_cloud_hypervisor_policy_measures_empty_pages_as_zero_pages() {
+    let d = dir("igvm-empty");
+    let a = pattern(4096, 13);
+    let pages: [(u64, &[u8]); 3] = [(0x20_0000, &a), (0x20_1000, &[]), (0x20_2000, &[])];
+    let snp = write(&d, "snp.igvm", &igvm_file(2, &pages));
+    let measure = |policy: &str| {
+        last_line(&ccpop(&[
+            "measure",
+            "snp",
+            "--igvm",
+            &snp,
+            "--igvm-policy",
+            policy,
+        ]))
+    };
+    let by_hand = |empty: sev_backend::PageType| {
+        let mut ld = sev_backend::LaunchDigest::new();
+        let zeros = [0u8; 4096];
+        ld.update_page(0x20_0000, sev_backend::PageType::Normal, Some(&a))
+            .unwrap();
+        for gpa in [0x20_1000, 0x20_2000] {
+            let content = (empty == sev_backend::PageType::Normal).then_some(&zeros[..]);
+            ld.update_page(gpa, empty, content).unwrap();
+        }
+        hex(&ld.digest())
+    };
+    let normal = by_hand(sev_backend::PageType::Normal);
+    let zero = by_hand(sev_backend::PageType::Zero);
+    assert_ne!(normal, zero);
+    assert_eq!(measure("kvm"), normal);
+    assert_eq!(measure("reference"), normal);
+    assert_eq!(measure("cloud-hypervisor"), zero);
+    // The plan carries it: the empty pages are a zero region.
+    let out = ccpop(&[
+        "plan",
+        "--platform",
+        "snp",
+        "--igvm",
+        &snp,
+        "--igvm-policy",
+        "cloud-hypervisor",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let roles: Vec<&str> = v["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["measured", "zero"]);
+    // TDX: no ZERO page type; the same MRTD under every policy.
+    let tdx = write(&d, "tdx.igvm", &igvm_file(3, &pages));
+    let mrtd = |policy: &str| {
+        last_line(&ccpop(&[
+            "measure",
+            "tdx",
+            "--igvm",
+            &tdx,
+            "--igvm-policy",
+            policy,
+        ]))
+    };
+    assert_eq!(mrtd("cloud-hypervisor"), mrtd("kvm"));
+    let _ = std::fs::remove_dir_all(d);
 }
 
 #[test]

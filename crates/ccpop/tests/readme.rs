@@ -177,6 +177,53 @@ fn readme_synopsis_and_help_name_the_same_flags() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
+/// `--igvm-policy`'s choices: in the README's synopsis (`--igvm-policy a|b|c`, on every line it
+/// stands) and in each `--help` that lists it, where each choice is defined as `` `name`: ``.
+#[test]
+fn readme_synopsis_and_help_name_the_same_igvm_policies() {
+    let readme = read("README.md");
+    let section = &readme[readme.find("## `ccpop`").unwrap()..];
+    let mut in_synopsis = BTreeSet::new();
+    for at in section.match_indices("[--igvm-policy ").map(|(i, _)| i) {
+        let rest = &section[at + "[--igvm-policy ".len()..];
+        let choices = &rest[..rest.find(']').unwrap()];
+        let set: BTreeSet<String> = choices.split('|').map(str::to_string).collect();
+        if !in_synopsis.is_empty() {
+            assert_eq!(set, in_synopsis, "the synopsis lines differ");
+        }
+        in_synopsis = set;
+    }
+    assert!(in_synopsis.contains("cloud-hypervisor"), "{in_synopsis:?}");
+    for sub in ["plan", "measure snp", "measure tdx"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ccpop"))
+            .args(sub.split(' '))
+            .arg("--help")
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        // The option's line and its description (on the lines after it in long help), up to
+        // the next option.
+        let mut lines = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("--igvm-policy"));
+        let first = lines
+            .next()
+            .unwrap_or_else(|| panic!("ccpop {sub} --help lists no --igvm-policy"));
+        let rest: Vec<&str> = lines
+            .take_while(|l| !l.trim_start().starts_with('-'))
+            .collect();
+        let described = format!("{first} {}", rest.join(" "));
+        let defined: BTreeSet<String> = described
+            .split('`')
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[1].starts_with(':'))
+            .map(|w| w[0].to_string())
+            .collect();
+        assert_eq!(defined, in_synopsis, "ccpop {sub} --help");
+    }
+}
+
 #[test]
 fn flag_parsing_of_the_check_itself() {
     assert_eq!(
