@@ -108,7 +108,7 @@ pub use ioctl::{
 };
 #[cfg(feature = "kvm")]
 pub use kernel::{
-    running_release, KernelChoice, KernelNote, KernelVersion, Release, KNOWN_KERNELS,
+    running_release, KernelChoice, KernelNote, KernelVersion, Release, SeriesKernel, KNOWN_KERNELS,
 };
 #[cfg(feature = "kvm")]
 pub use launch::{
