@@ -880,13 +880,15 @@ impl<I: SevIoctl> SnpBackend<I> {
             match result {
                 Ok(()) => {
                     let moved = before.len.wrapping_sub(p.len);
-                    // In place (uaddr 0), and ZERO pages (always uaddr 0 here): uaddr stays 0
-                    // (series v8 patch 22/46 advances it only `if (src && type != ZERO)`).
-                    let uaddr_ok = if before.uaddr == 0 {
-                        p.uaddr == 0
-                    } else {
-                        p.uaddr == before.uaddr.wrapping_add(moved)
-                    };
+                    // ZERO pages: the kernel neither uses nor advances uaddr. In place (a
+                    // content page sent with uaddr 0): it stays 0 (series v8 patch 22/46
+                    // advances it only `if (src && type != ZERO)`).
+                    let uaddr_ok = ty == PageType::Zero
+                        || if before.uaddr == 0 {
+                            p.uaddr == 0
+                        } else {
+                            p.uaddr == before.uaddr.wrapping_add(moved)
+                        };
                     if p.len > before.len
                         || !moved.is_multiple_of(PAGE as u64)
                         || p.gfn_start != before.gfn_start + moved / PAGE as u64
