@@ -802,7 +802,9 @@ impl<I: SevIoctl> SnpBackend<I> {
             (_, ChunkSource::Bytes(b)) => Some(Cow::Borrowed(b)),
             (_, ChunkSource::Zero) => Some(Cow::Owned(vec![0; ulen])),
             (_, ChunkSource::InPlace) => match self.config.in_place {
-                // `init` refused this mode unless the kernel advertises it.
+                // The driver hands in-place chunks only where the kernel populates in place
+                // (`Backend::in_place_populate`: ZeroSource); elsewhere `uaddr` 0 is what each
+                // kernel answers (the model shows it), never a copy made here.
                 InPlaceMode::Kernel => None,
                 InPlaceMode::CopyBeforeConversion => match in_place_copy(self) {
                     Ok(c) => Some(Cow::Owned(c)),

@@ -1461,7 +1461,7 @@ impl<I: TdxIoctl> Backend for TdxBackend<I> {
                         done,
                         ErrorKind::Unsupported,
                         format!(
-                            "[{gpa:#x}..+{rest:#x}): TDX cannot populate in place (the module copies from a separate source page)"
+                            "[{gpa:#x}..+{rest:#x}): TDX cannot populate in place here (the module copies from a separate source page; only a kernel with the in-place conversion series and its parameter on adds a page from itself, with TdxBackend::with_in_place)"
                         ),
                     )
                 }
