@@ -480,6 +480,28 @@ mod tests {
     }
 
     #[test]
+    fn the_series_kernel_follows_gmems_conversion_path() {
+        use gmem::{ConversionPath, GmemSeries};
+        // Only the per-guest_memfd path (chosen with the module parameter on) is a series
+        // kernel that populates in place.
+        let on = SeriesKernel::from_conversion_path(Some(ConversionPath::GuestMemfdAttributes(
+            GmemSeries::V8,
+        )));
+        assert_eq!(on, Some(SeriesKernel::v8(true)));
+        assert!(on.is_some_and(SeriesKernel::populates_in_place));
+        assert_eq!(
+            SeriesKernel::from_conversion_path(Some(ConversionPath::VmAttributes)),
+            None
+        );
+        assert_eq!(SeriesKernel::from_conversion_path(None), None);
+        assert!(!SeriesKernel::v8(false).populates_in_place());
+        assert_eq!(
+            SeriesKernel::v8(false).to_string(),
+            "in-place conversion series v8 (kvm.gmem_in_place_conversion off)"
+        );
+    }
+
+    #[test]
     fn the_running_kernel_parses() {
         // Whatever this machine runs, its release parses (it may be refused as too old).
         let r = running_release().unwrap();

@@ -585,6 +585,21 @@ mod tests {
     use crate::uapi::{KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_VCPU};
 
     #[test]
+    fn the_series_kernel_follows_gmems_conversion_path() {
+        let on = SeriesKernel::from_conversion_path(Some(ConversionPath::GuestMemfdAttributes(
+            GmemSeries::V8,
+        )));
+        assert_eq!(on, Some(SeriesKernel::v8(true)));
+        assert!(on.is_some_and(SeriesKernel::populates_in_place));
+        assert_eq!(
+            SeriesKernel::from_conversion_path(Some(ConversionPath::VmAttributes)),
+            None
+        );
+        assert_eq!(SeriesKernel::from_conversion_path(None), None);
+        assert!(!SeriesKernel::v8(false).populates_in_place());
+    }
+
+    #[test]
     fn payload_sizes_follow_nent() {
         let mut caps = vec![0u8; CAPS_HEADER + CPUID2_HEADER];
         assert_eq!(needed_payload(KVM_TDX_CAPABILITIES, &caps), Some(2056));
