@@ -3,8 +3,8 @@
 use std::borrow::Cow;
 
 use cc_populate::{
-    Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, Conversion, ErrorKind,
-    Populated, Role, RoleSet, SourceBuf, HUGE_1G, HUGE_2M, PAGE_SIZE,
+    Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, Content, Conversion, ErrorKind,
+    Plan, Populated, Role, RoleSet, SourceBuf, HUGE_1G, HUGE_2M, PAGE_SIZE,
 };
 
 use crate::ioctl::{CcaIoctl, Probe};
@@ -39,6 +39,18 @@ pub fn cca_caps(version: UapiVersion) -> BackendCaps {
     let _ = version;
     CCA_CAPS
 }
+
+/// Why Arm CCA cannot populate content in place, whatever the kernel's guest_memfd offers
+/// (in-place conversion included): the series' populate (v12 20/46
+/// `realm_create_protected_data_page`, v13/v14 `realm_data_map_init`) delegates each destination
+/// granule to the realm (`RMI_GRANULE_DELEGATE`: the granule leaves the host's physical address
+/// space, its contents destroyed for the host) and then has the RMM copy the data into it from a
+/// source granule that stays the host's (`RMI_DATA_CREATE`'s `src`), so the source must be a
+/// separate page.
+pub const IN_PLACE_REFUSED: &str = "RMI_GRANULE_DELEGATE hands the destination granule to the \
+    realm and destroys its contents for the host, and RMI_DATA_CREATE copies from a separate \
+    source granule: content written in place cannot be kept; give it as a source, or opt in to \
+    staging it into one (CcaBackend::stage_in_place)";
 
 /// Bytes copied through the bounce buffer per populate call, when the source cannot be handed to
 /// the kernel as it is (not page aligned, zeros, or staged in-place content).
@@ -145,6 +157,47 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
     pub fn stage_in_place(mut self, stager: InPlaceStager<'s>) -> Self {
         self.stager = Some(std::sync::Mutex::new(stager));
         self
+    }
+
+    /// Refuses a plan with in-place content ([`cc_populate::Content::InPlace`]) unless the
+    /// backend stages it ([`stage_in_place`](Self::stage_in_place)), with
+    /// [`Error::InPlaceRefused`] naming the first such region and why ([`IN_PLACE_REFUSED`]):
+    /// the typed refusal to give a VMM before it converts or populates anything.
+    ///
+    /// ```
+    /// use cc_populate::{MemoryLayout, PlanBuilder, Role};
+    /// use cca_backend::{CcaBackend, Error, HashAlgo, RealmParams, UapiVersion, CCA_CAPS};
+    /// # use cca_backend::testing::KernelModel;
+    /// # let model = KernelModel::new(UapiVersion::V14, RealmParams::new(HashAlgo::Sha256, 40));
+    /// let b = CcaBackend::with_version(model, UapiVersion::V14, UapiVersion::V14.series_cap());
+    /// // A verifier's caps allow in-place content; the backend says why it cannot do it.
+    /// let caps = cc_populate::BackendCaps { in_place: true, ..CCA_CAPS };
+    /// let plan = PlanBuilder::new()
+    ///     .in_place(0x8000_0000, 0x1000, Role::Measured)
+    ///     .build(&caps, &MemoryLayout::unbounded())?;
+    /// let e = b.refuse_in_place(&plan).unwrap_err();
+    /// assert!(matches!(e, Error::InPlaceRefused { region: 0, gpa: 0x8000_0000, .. }));
+    /// assert!(e.to_string().contains("RMI_GRANULE_DELEGATE"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn refuse_in_place(&self, plan: &Plan<'_>) -> Result<(), Error> {
+        if self.stager.is_some() {
+            return Ok(());
+        }
+        match plan
+            .regions()
+            .iter()
+            .enumerate()
+            .find(|(_, r)| matches!(r.content(), Content::InPlace))
+        {
+            Some((region, r)) => Err(Error::InPlaceRefused {
+                region,
+                gpa: r.gpa(),
+                len: r.len(),
+                reason: IN_PLACE_REFUSED,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The capability number the backend was built with (from [`Probe`]).
@@ -468,7 +521,10 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
                     let from = b.get(off as usize..off as usize + n).ok_or_else(|| {
                         BackendError::new(
                             ErrorKind::Failed,
-                            format!("source of chunk at {:#x} is shorter than the chunk", chunk.gpa),
+                            format!(
+                                "source of chunk at {:#x} is shorter than the chunk",
+                                chunk.gpa
+                            ),
                         )
                     })?;
                     buf.copy_from_slice(from);
@@ -488,8 +544,8 @@ impl<'s, I: CcaIoctl> CcaBackend<'s, I> {
                         return Err(BackendError::new(
                             ErrorKind::Unsupported,
                             format!(
-                                "in-place content at {gpa:#x}+{len:#x}: Arm CCA delegation destroys it; \
-                                 give a source or opt in to staging"
+                                "in-place content at {gpa:#x}+{len:#x} refused on Arm CCA: \
+                                 {IN_PLACE_REFUSED}"
                             ),
                         ))
                     }

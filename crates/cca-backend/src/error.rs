@@ -57,6 +57,23 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// A region whose content is in place (written through the shared view of guest_memfd),
+    /// which Arm CCA cannot populate where it lies: [`CcaBackend::refuse_in_place`](crate::CcaBackend::refuse_in_place).
+    /// With the `kvm` feature (a cc-populate plan).
+    #[cfg(feature = "kvm")]
+    #[error(
+        "region {region} [{gpa:#x}..+{len:#x}): in-place content refused on Arm CCA: {reason}"
+    )]
+    InPlaceRefused {
+        /// Region index in the plan.
+        region: usize,
+        /// Its address.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+        /// Why (delegation destroys a granule's contents; the source must be separate).
+        reason: &'static str,
+    },
     /// A region's in-place content was needed and could not be read.
     #[error("region {region} [{gpa:#x}..+{len:#x}): {reason}")]
     Content {

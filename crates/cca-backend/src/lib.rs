@@ -128,6 +128,7 @@ pub mod uapi;
 #[cfg(feature = "kvm")]
 pub use backend::{
     cca_caps, Activation, CcaBackend, InPlaceStager, RealmState, BOUNCE_SIZE, CCA_CAPS,
+    IN_PLACE_REFUSED,
 };
 pub use error::Error;
 pub use exit::{Ripas, RipasChange, KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE};

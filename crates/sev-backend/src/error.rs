@@ -49,7 +49,9 @@ pub enum Error {
         reason: String,
     },
     /// [`InPlaceMode::Kernel`](crate::InPlaceMode::Kernel) asked of a kernel that does not
-    /// advertise in-place populate.
+    /// advertise in-place populate. No longer returned: whether the kernel populates in place
+    /// is decided per run (`cc_populate::Backend::in_place_populate`), and a run it cannot do
+    /// stops before converting anything.
     #[error("in-place populate (LAUNCH_UPDATE with uaddr 0 for content pages) is not offered by this kernel: {reason}")]
     InPlaceUnsupported {
         /// What the kernel would do instead, and what would advertise it.

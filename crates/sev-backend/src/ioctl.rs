@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use gmem::{GuestMemfd, MemoryState};
 use kvm_ioctls::{VcpuFd, VmFd};
 
-use crate::kernel::{KernelChoice, KernelVersion};
+use crate::kernel::{KernelChoice, KernelVersion, SeriesKernel};
 
 use crate::uapi::{
     kvm_sev_cmd, kvm_sev_init, kvm_sev_snp_launch_finish, kvm_sev_snp_launch_start,
@@ -158,16 +158,24 @@ pub trait SevIoctl {
     /// through the guest_memfd the range is bound to, so that handle records it.
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32>;
 
-    /// Whether the kernel advertises in-place populate: `KVM_SEV_SNP_LAUNCH_UPDATE` with
-    /// `uaddr = 0` for content pages, populating the bytes already in the page. Linux 6.18.2
-    /// does not: `arch/x86/kvm/svm/sev.c: sev_gmem_post_populate` hits a `WARN_ON_ONCE` and
-    /// fails the page with `-EINVAL`, which `snp_launch_update` reports as `EIO` with firmware
-    /// status 0; `include/uapi/linux/kvm.h` has no capability for it. A kernel with the
-    /// (unmerged) in-place conversion series would have to advertise it through a capability
-    /// read with `KVM_CHECK_EXTENSION`; until a released kernel has one, every implementation
-    /// answers `false` (the default).
+    /// The in-place conversion series the kernel carries, if any, with its module parameter
+    /// ([`SeriesKernel`]). The default is `None`: no released kernel carries the series.
+    fn series(&self) -> Option<SeriesKernel> {
+        None
+    }
+
+    /// Whether the kernel populates in place: `KVM_SEV_SNP_LAUNCH_UPDATE` with `uaddr = 0` for
+    /// content pages encrypts and measures the bytes already in the (private) page. Only a
+    /// kernel with the in-place conversion series and `kvm.gmem_in_place_conversion` on does
+    /// (v8 patch 22/46, `arch/x86/kvm/svm/sev.c: sev_gmem_post_populate`;
+    /// [`SeriesKernel::populates_in_place`]), which the default answers from
+    /// [`series`](Self::series). Without it: Linux 6.18.2's `sev_gmem_post_populate` warns
+    /// (`WARN_ON_ONCE`) and fails the page with `-EINVAL`, which `snp_launch_update` reports as
+    /// `EIO` with firmware status 0; 7.3.4's `snp_launch_update` refuses `uaddr` 0 with `EINVAL`
+    /// before any page; series v8 with the module parameter off fails the page with `-EINVAL`
+    /// (no warning), reported as `EIO` with status 0.
     fn in_place_populate(&self) -> bool {
-        false
+        self.series().is_some_and(SeriesKernel::populates_in_place)
     }
 
     /// The kernel whose rules this layer follows (the backend checks parameters before the
@@ -199,6 +207,9 @@ impl<T: SevIoctl + ?Sized> SevIoctl for &mut T {
     }
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
         (**self).set_private(gpa, len)
+    }
+    fn series(&self) -> Option<SeriesKernel> {
+        (**self).series()
     }
     fn in_place_populate(&self) -> bool {
         (**self).in_place_populate()
@@ -405,6 +416,14 @@ impl<V: Borrow<VmFd>, S: AsFd> SevIoctl for KvmSevIoctl<'_, V, S> {
 
     fn kernel(&self) -> KernelVersion {
         self.kernel
+    }
+
+    /// The series kernel gmem found: the per-guest_memfd conversion path of the first added
+    /// guest_memfd ([`SeriesKernel::from_conversion_path`]; that path is chosen only where
+    /// `KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES` answers PRIVATE, the module parameter on).
+    fn series(&self) -> Option<SeriesKernel> {
+        let g = self.gmems.first()?;
+        SeriesKernel::from_conversion_path(g.conversion_path())
     }
 
     fn create_vcpu(&mut self, id: u64) -> Result<(), i32> {

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use gmem::{ConversionPath, GmemSeries};
+
 use crate::Error;
 
 /// A Linux release this crate follows for SEV-SNP.
@@ -305,6 +307,98 @@ impl KernelVersion {
     }
 }
 
+/// A host kernel carrying Ackerley Tng's in-place conversion series ("guest_memfd: In-place
+/// conversion support"), as the posted patches of one version define it, and whether its
+/// module parameter `kvm.gmem_in_place_conversion` is on: what decides whether
+/// `KVM_SEV_SNP_LAUNCH_UPDATE` populates content where it lies.
+///
+/// No released kernel carries the series (Linux 7.3.4 has none of it); this follows the patch
+/// text of the versions [`GmemSeries`] names and has not run on a kernel or on SNP hardware.
+///
+/// What v8 (posted 2026-06-18, base kvm-x86/next `b7fbe9a1bf9e`) does, patch 22/46 ("KVM: SEV:
+/// Make 'uaddr' parameter optional for KVM_SEV_SNP_LAUNCH_UPDATE", `arch/x86/kvm/svm/sev.c`):
+/// - `snp_launch_update` of v8's base checks only that the source is page-aligned (`src =
+///   type == ZERO ? NULL : uaddr; if (!PAGE_ALIGNED(src)) return -EINVAL;`), so `uaddr` 0
+///   reaches `kvm_gmem_populate`, which pins no source (`src_page` NULL). The `!params.uaddr`
+///   refusal of 7.3.4 came after v8 (2026-06-23, "KVM: SEV: Fix user-space triggerable WARN_ON
+///   on snp_launch_update path"; Sean Christopherson's reply quotes the same base blob
+///   `74fb15551e83` patch 22/46 applies to);
+/// - `sev_gmem_post_populate`: a content page without a source is `-EINVAL` only when
+///   `gmem_in_place_conversion` is off (the base's `WARN_ON_ONCE` is gone); with it on, the
+///   page is not copied into and `SNP_LAUNCH_UPDATE` encrypts and measures what the page
+///   holds: what was written through the guest_memfd's shared mapping before the conversion
+///   (a conversion never touches contents). `snp_launch_update` turns an error before the
+///   first page into `EIO` with the firmware status (0 here), as before;
+/// - partial progress is written back as before, but `uaddr` is advanced only when given
+///   (`if (src && params.type != KVM_SEV_SNP_PAGE_TYPE_ZERO)`): it stays 0;
+/// - a CPUID page the firmware rejects is copied back only into a source page (`&& src_page`):
+///   in place, the firmware's table is lost to the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeriesKernel {
+    /// The posted version whose patches the kernel carries.
+    pub series: GmemSeries,
+    /// `kvm.gmem_in_place_conversion` (v8 patch 24/46: read-only, on unless the kernel was
+    /// built with `CONFIG_KVM_VM_MEMORY_ATTRIBUTES`). gmem's per-guest_memfd conversion path
+    /// ([`gmem::ConversionPath::GuestMemfdAttributes`]) is chosen only where it is on
+    /// (`KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES` answers PRIVATE, v8 patch 17/46).
+    pub in_place_conversion: bool,
+}
+
+impl SeriesKernel {
+    /// A kernel with series v8 and the module parameter as given.
+    pub fn v8(in_place_conversion: bool) -> SeriesKernel {
+        SeriesKernel {
+            series: GmemSeries::V8,
+            in_place_conversion,
+        }
+    }
+
+    /// The series kernel whose per-guest_memfd conversion path gmem chose (`path` from
+    /// [`gmem::GuestMemfd::conversion_path`]): that path exists only with the module parameter
+    /// on. `None` for the VM-attributes path or none.
+    pub fn from_conversion_path(path: Option<ConversionPath>) -> Option<SeriesKernel> {
+        match path {
+            Some(ConversionPath::GuestMemfdAttributes(series)) => Some(SeriesKernel {
+                series,
+                in_place_conversion: true,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether `KVM_SEV_SNP_LAUNCH_UPDATE` with `uaddr` 0 populates a content page where it
+    /// lies (v8 patch 22/46, `sev_gmem_post_populate`): only with the module parameter on.
+    ///
+    /// ```
+    /// use sev_backend::SeriesKernel;
+    /// assert!(SeriesKernel::v8(true).populates_in_place());
+    /// // Module parameter off: sev_gmem_post_populate answers -EINVAL, the ioctl EIO.
+    /// assert!(!SeriesKernel::v8(false).populates_in_place());
+    /// ```
+    pub fn populates_in_place(self) -> bool {
+        match self.series {
+            GmemSeries::V8 => self.in_place_conversion,
+            // A version this crate has not read (gmem refuses to build one by name).
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for SeriesKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let param = if self.in_place_conversion {
+            "on"
+        } else {
+            "off"
+        };
+        write!(
+            f,
+            "in-place conversion series {} (kvm.gmem_in_place_conversion {param})",
+            self.series
+        )
+    }
+}
+
 /// `uname -r` of the running kernel.
 pub fn running_release() -> Result<String, Error> {
     // SAFETY: an all-zero `utsname` is a valid value (arrays of `c_char`).
@@ -383,6 +477,28 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn the_series_kernel_follows_gmems_conversion_path() {
+        use gmem::{ConversionPath, GmemSeries};
+        // Only the per-guest_memfd path (chosen with the module parameter on) is a series
+        // kernel that populates in place.
+        let on = SeriesKernel::from_conversion_path(Some(ConversionPath::GuestMemfdAttributes(
+            GmemSeries::V8,
+        )));
+        assert_eq!(on, Some(SeriesKernel::v8(true)));
+        assert!(on.is_some_and(SeriesKernel::populates_in_place));
+        assert_eq!(
+            SeriesKernel::from_conversion_path(Some(ConversionPath::VmAttributes)),
+            None
+        );
+        assert_eq!(SeriesKernel::from_conversion_path(None), None);
+        assert!(!SeriesKernel::v8(false).populates_in_place());
+        assert_eq!(
+            SeriesKernel::v8(false).to_string(),
+            "in-place conversion series v8 (kvm.gmem_in_place_conversion off)"
+        );
     }
 
     #[test]

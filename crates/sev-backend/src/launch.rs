@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 
 use cc_populate::{
     Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, Conversion, ErrorKind,
-    Populated, Role, RoleSet, HUGE_2M,
+    InPlacePopulate, Populated, Role, RoleSet, HUGE_2M,
 };
 use kvm_ioctls::Kvm;
 
@@ -80,11 +80,14 @@ pub enum InPlaceMode {
     /// Not supported: plans with in-place content are refused at validation.
     #[default]
     Unsupported,
-    /// The kernel populates in place: `LAUNCH_UPDATE` with `uaddr = 0`. Only where the kernel
-    /// advertises it ([`SevIoctl::in_place_populate`]); Linux 6.18.2 does not (a kernel warning
-    /// and `EIO` with firmware status 0 for every such page), so there this mode is refused
-    /// with [`Error::InPlaceUnsupported`] by [`SnpBackend::create`] and [`SnpBackend::init`],
-    /// and plans with in-place content are refused at validation.
+    /// The kernel populates in place: the driver converts the region, then `LAUNCH_UPDATE`
+    /// gets `uaddr = 0` and the firmware encrypts and measures what the private page holds
+    /// (in-place conversion series v8 patch 22/46, [`SeriesKernel`](crate::SeriesKernel)).
+    /// Whether the running kernel can is answered per run ([`SevIoctl::in_place_populate`],
+    /// through [`Backend::in_place_populate`]): where it cannot (Linux 6.12, 6.18, 7.3; the
+    /// series with its module parameter off), the driver stops before converting anything, or
+    /// copies the content to a separate source first where the caller allowed it
+    /// (`cc_populate::DriverOptions::in_place_fallback`).
     Kernel,
     /// Fall back to a source buffer: the bytes are copied out of the shared view (through the
     /// reader given to [`SnpBackend::with_shared_view`]) just before the range is made private,
@@ -316,10 +319,6 @@ impl SnpBackend<KvmSevIoctl<'_>> {
     pub fn create(kvm: &Kvm, config: LaunchConfig) -> Result<Self, Error> {
         probe(kvm)?;
         let choice = KernelVersion::running()?;
-        if config.in_place == InPlaceMode::Kernel {
-            // KvmSevIoctl::in_place_populate is false: no released kernel advertises it.
-            return Err(in_place_refusal());
-        }
         let vm = kvm
             .create_vm_with_type(u64::from(KVM_X86_SNP_VM))
             .map_err(|e| Error::Os {
@@ -372,12 +371,6 @@ impl Bounce {
 
     fn as_mut(&mut self) -> &mut [u8] {
         &mut self.buf[self.off..self.off + self.len]
-    }
-}
-
-fn in_place_refusal() -> Error {
-    Error::InPlaceUnsupported {
-        reason: "Linux 6.18.2 has no capability for it, and there arch/x86/kvm/svm/sev.c: sev_gmem_post_populate warns (WARN_ON_ONCE) and fails every content page sent with uaddr 0 (EINVAL, reported by snp_launch_update as EIO with firmware status 0); a kernel would advertise it through a KVM_CHECK_EXTENSION capability (the unmerged in-place conversion series), which SevIoctl::in_place_populate reports; use InPlaceMode::CopyBeforeConversion".into(),
     }
 }
 
@@ -455,9 +448,6 @@ impl<I: SevIoctl> SnpBackend<I> {
                 step: "attach",
                 state,
             });
-        }
-        if config.in_place == InPlaceMode::Kernel && !ioctl.in_place_populate() {
-            return Err(in_place_refusal());
         }
         let mut b = SnpBackend::with_ioctl(ioctl, config);
         b.state = at.state;
@@ -578,13 +568,12 @@ impl<I: SevIoctl> SnpBackend<I> {
     }
 
     /// The backend's capabilities (as [`Backend::caps`]). In-place content is offered with
-    /// [`InPlaceMode::CopyBeforeConversion`], and with [`InPlaceMode::Kernel`] only where the
-    /// kernel advertises it ([`SevIoctl::in_place_populate`]).
+    /// [`InPlaceMode::CopyBeforeConversion`] and [`InPlaceMode::Kernel`]; with the latter,
+    /// how it is populated is decided per run ([`Backend::in_place_populate`]).
     pub fn caps_now(&self) -> BackendCaps {
         let in_place = match self.config.in_place {
             InPlaceMode::Unsupported => false,
-            InPlaceMode::Kernel => self.ioctl.in_place_populate(),
-            InPlaceMode::CopyBeforeConversion => true,
+            InPlaceMode::Kernel | InPlaceMode::CopyBeforeConversion => true,
         };
         snp_caps(in_place, self.config.max_chunk)
     }
@@ -621,13 +610,9 @@ impl<I: SevIoctl> SnpBackend<I> {
     /// `KVM_SEV_INIT2`. Refuses before the ioctl what `arch/x86/kvm/svm/sev.c:
     /// __sev_guest_init` (Linux 6.18.2) refuses for an SNP VM whatever the host: a GHCB version
     /// other than 0 (KVM's default, 2) or 2, and VMSA features 6.18 never offers (outside
-    /// [`SNP_VMSA_FEATURES_KNOWN`]); and [`InPlaceMode::Kernel`] where the kernel does not
-    /// advertise in-place populate.
+    /// [`SNP_VMSA_FEATURES_KNOWN`]).
     pub fn init(&mut self, p: &InitParams) -> Result<(), Error> {
         self.expect(LaunchState::Created, "KVM_SEV_INIT2")?;
-        if self.config.in_place == InPlaceMode::Kernel && !self.ioctl.in_place_populate() {
-            return Err(in_place_refusal());
-        }
         let kernel = self.ioctl.kernel();
         let ghcb_ok = match p.ghcb_version {
             0 | 2 => true,
@@ -817,7 +802,9 @@ impl<I: SevIoctl> SnpBackend<I> {
             (_, ChunkSource::Bytes(b)) => Some(Cow::Borrowed(b)),
             (_, ChunkSource::Zero) => Some(Cow::Owned(vec![0; ulen])),
             (_, ChunkSource::InPlace) => match self.config.in_place {
-                // `init` refused this mode unless the kernel advertises it.
+                // The driver hands in-place chunks only where the kernel populates in place
+                // (`Backend::in_place_populate`: ZeroSource); elsewhere `uaddr` 0 is what each
+                // kernel answers (the model shows it), never a copy made here.
                 InPlaceMode::Kernel => None,
                 InPlaceMode::CopyBeforeConversion => match in_place_copy(self) {
                     Ok(c) => Some(Cow::Owned(c)),
@@ -895,9 +882,15 @@ impl<I: SevIoctl> SnpBackend<I> {
             match result {
                 Ok(()) => {
                     let moved = before.len.wrapping_sub(p.len);
-                    let uaddr_ok = before.uaddr == 0
-                        || ty == PageType::Zero
-                        || p.uaddr == before.uaddr.wrapping_add(moved);
+                    // ZERO pages: the kernel neither uses nor advances uaddr. In place (a
+                    // content page sent with uaddr 0): it stays 0 (series v8 patch 22/46
+                    // advances it only `if (src && type != ZERO)`).
+                    let uaddr_ok = ty == PageType::Zero
+                        || if before.uaddr == 0 {
+                            p.uaddr == 0
+                        } else {
+                            p.uaddr == before.uaddr.wrapping_add(moved)
+                        };
                     if p.len > before.len
                         || !moved.is_multiple_of(PAGE as u64)
                         || p.gfn_start != before.gfn_start + moved / PAGE as u64
@@ -1191,5 +1184,17 @@ impl<I: SevIoctl> Backend for SnpBackend<I> {
             }
         }
         r
+    }
+
+    /// [`InPlaceMode::Kernel`]: [`InPlacePopulate::ZeroSource`] where the kernel populates in
+    /// place ([`SevIoctl::in_place_populate`]), else [`InPlacePopulate::Unavailable`];
+    /// otherwise the backend's own handling ([`InPlaceMode::CopyBeforeConversion`] copies the
+    /// content out in [`Backend::make_private`]).
+    fn in_place_populate(&self) -> InPlacePopulate {
+        match self.config.in_place {
+            InPlaceMode::Kernel if self.ioctl.in_place_populate() => InPlacePopulate::ZeroSource,
+            InPlaceMode::Kernel => InPlacePopulate::Unavailable,
+            _ => InPlacePopulate::Backend,
+        }
     }
 }

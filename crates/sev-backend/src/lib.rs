@@ -18,7 +18,9 @@
 //!   ([`plan_svsm`]); [`measure_with_vcpus`] adds the VMSAs to a plan a VMM populates.
 //! - `testing` (feature `test-utils`): an in-process model of the SNP launch commands of Linux
 //!   6.12, 6.18 and 7.3 ([`KernelVersion`], chosen from the running kernel for the real ioctls),
-//!   each behaviour cited to its kernel function and version.
+//!   and of a kernel with the in-place conversion series v8 ([`SeriesKernel`]: `uaddr` 0
+//!   populates a private page where it lies), each behaviour cited to its kernel function and
+//!   version or patch. The in-place path follows the posted series and has not run on a kernel.
 //! - [`KvmSevIoctl`] owns or borrows ([`KvmSevRef`]) the VM fd and `/dev/sev`;
 //!   [`SnpBackend::attach`] takes over a launch the VMM started; `examples/launch.rs` is the
 //!   whole launch.
@@ -108,7 +110,7 @@ pub use ioctl::{
 };
 #[cfg(feature = "kvm")]
 pub use kernel::{
-    running_release, KernelChoice, KernelNote, KernelVersion, Release, KNOWN_KERNELS,
+    running_release, KernelChoice, KernelNote, KernelVersion, Release, SeriesKernel, KNOWN_KERNELS,
 };
 #[cfg(feature = "kvm")]
 pub use launch::{

@@ -81,6 +81,32 @@
 //!   `id_block_uaddr` or `id_auth_uaddr` is 0 (`sev-dev.c: psp_copy_user_blob`) comes after the
 //!   VMSAs went to the firmware: that launch cannot be finished any more.
 //!
+//! **A kernel with the in-place conversion series** ([`KernelModel::series_v8`], a
+//! [`SeriesKernel`]): v8's patch text (posted 2026-06-18) applied to its base, kvm-x86/next
+//! `b7fbe9a1bf9e`, which the model takes for 7.3's rules except where the patch text shows the
+//! base differs (an assumption: the rest of the base was not compared with 7.3.4):
+//!
+//! - `sev.c: snp_launch_update` of the base checks only that a content page's source is
+//!   page-aligned, so `uaddr` 0 is not refused there (7.3.4's `!params.uaddr` check came after
+//!   v8: "KVM: SEV: Fix user-space triggerable WARN_ON on snp_launch_update path", 2026-06-23,
+//!   whose review quotes the base blob `74fb15551e83` that v8 patch 22/46 patches too);
+//!   `guest_memfd.c: kvm_gmem_populate` pins no source for `uaddr` 0;
+//! - v8 patch 22/46 `sev_gmem_post_populate`: with `kvm.gmem_in_place_conversion` on, a content
+//!   page without a source is encrypted and measured as it lies: the bytes the page held when
+//!   it was converted to private (conversion never touches contents; the host cannot write a
+//!   private page). With it off: `-EINVAL` (no warning), which `snp_launch_update` reports as
+//!   `-EIO` with status 0 before the first page;
+//! - v8 patch 22/46 `snp_launch_update`: partial progress advances `gfn_start` and `len`, and
+//!   `uaddr` only when one was given; a rejected CPUID page is copied back only into a source;
+//! - the pages must be private: with the module parameter on, in the guest_memfd's own
+//!   attributes (`kvm_gmem_range_is_private`), which the model reads from the guest_memfds
+//!   given to [`KernelModel::add_guest_memfd`] (converted through gmem's per-guest_memfd
+//!   path, [`SevIoctl::set_private`]); the page contents it measures are read from those files
+//!   as they were at conversion. A page whose content the model has no guest_memfd for is not
+//!   answered: the call stops there and [`KernelModel::violations`] says why. A file changed
+//!   after its conversion (which a real guest_memfd's `SIGBUS` forbids and gmem's views refuse)
+//!   is recorded in [`KernelModel::violations`], and the content at conversion is measured.
+//!
 //! What the model cannot follow is the PSP firmware: which statuses it returns and when (the
 //! tests script them with [`Step`], [`KernelModel::start_fw_error`],
 //! [`KernelModel::finish_fw_error`] and [`KernelModel::cpuid_check`]), and what a second
@@ -95,11 +121,15 @@
 //! `PAGE_INFO` code and a second SHA-384 implementation (`sha2`; the crate measures with
 //! `cc-hash`), so tests can compare it with the crate's offline [`measure`](crate::measure).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use gmem::{GuestMemfd, MemoryState};
 
 use crate::error::SEV_RET_INVALID_PARAM;
 use crate::ioctl::{SevCmd, SevIoctl, SevIoctlError, UpdateSource};
-use crate::kernel::KernelVersion;
+use crate::kernel::{KernelVersion, SeriesKernel};
 use crate::uapi::{
     kvm_sev_init, kvm_sev_snp_launch_finish, kvm_sev_snp_launch_start, kvm_sev_snp_launch_update,
 };
@@ -158,6 +188,16 @@ pub struct Memslot {
     pub guest_memfd: bool,
 }
 
+/// A guest_memfd given to the model ([`KernelModel::add_guest_memfd`]), bound at `gpa`.
+struct ModelGmem {
+    gmem: GuestMemfd,
+    /// The same file, for reading page contents as the firmware sees them.
+    file: File,
+    gpa: u64,
+    offset: u64,
+    len: u64,
+}
+
 /// Decides whether the firmware accepts a CPUID page: returns `Some(corrected page)` to reject.
 pub type CpuidCheck = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 
@@ -165,6 +205,8 @@ pub type CpuidCheck = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 pub struct KernelModel {
     /// The kernel whose rules are followed.
     pub version: KernelVersion,
+    /// The in-place conversion series the kernel carries ([`KernelModel::series_v8`]), if any.
+    pub series: Option<SeriesKernel>,
     /// 7.3: the firmware's policy bits (`sev.c: sev_hardware_setup` masks them by
     /// `KVM_SNP_POLICY_MASK_VALID` into `snp_supported_policy_bits`; the model does the same);
     /// by default 6.18's `SNP_POLICY_MASK_VALID`. Not used by 6.12 and 6.18.
@@ -223,6 +265,9 @@ pub struct KernelModel {
     /// Commands sent into a state the model cannot follow (must stay empty).
     pub violations: Vec<String>,
     populated: BTreeSet<u64>,
+    gmems: Vec<ModelGmem>,
+    /// What each page converted through a guest_memfd held at its conversion (GPA -> page).
+    at_conversion: BTreeMap<u64, Vec<u8>>,
     digest: [u8; 48],
     snp_active: bool,
     snp_context: bool,
@@ -291,6 +336,7 @@ impl KernelModel {
     pub fn for_version(version: KernelVersion) -> Self {
         KernelModel {
             version,
+            series: None,
             supported_policy_bits: POLICY_VALID,
             vcpus: 0,
             gmem_bindings: Vec::new(),
@@ -318,12 +364,96 @@ impl KernelModel {
             warnings: Vec::new(),
             violations: Vec::new(),
             populated: BTreeSet::new(),
+            gmems: Vec::new(),
+            at_conversion: BTreeMap::new(),
             digest: [0; 48],
             snp_active: false,
             snp_context: false,
             vmsas_measured: false,
             psp_dead: false,
             vm_dead: false,
+        }
+    }
+
+    /// A fresh SNP VM on a kernel with the in-place conversion series v8, its module parameter
+    /// `kvm.gmem_in_place_conversion` as given (see the module docs; 7.3's rules elsewhere).
+    pub fn series_v8(in_place_conversion: bool) -> Self {
+        let mut m = KernelModel::for_version(KernelVersion::V7_3);
+        m.series = Some(SeriesKernel::v8(in_place_conversion));
+        m
+    }
+
+    /// Gives the model a guest_memfd bound at `gpa..gpa+len` from file offset `offset` (recorded
+    /// on the handle with [`GuestMemfd::record_memslot`], slot = its index): conversions of
+    /// ranges it covers go through it ([`GuestMemfd::convert_gpa`], so through its conversion
+    /// path, e.g. gmem's `SeriesModel`), and in-place populate reads its pages. Refused as
+    /// `record_memslot` refuses the range, or when the file cannot be duplicated.
+    pub fn add_guest_memfd(
+        &mut self,
+        gmem: GuestMemfd,
+        gpa: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), gmem::Error> {
+        let slot = u32::try_from(self.gmems.len()).unwrap_or(u32::MAX);
+        gmem.record_memslot(slot, gpa, offset, len)?;
+        let fd = std::os::fd::AsFd::as_fd(&gmem)
+            .try_clone_to_owned()
+            .map_err(|source| gmem::Error::Io {
+                op: "fcntl(F_DUPFD_CLOEXEC)",
+                offset,
+                len,
+                source,
+            })?;
+        self.gmems.push(ModelGmem {
+            gmem,
+            file: File::from(fd),
+            gpa,
+            offset,
+            len,
+        });
+        Ok(())
+    }
+
+    /// The `i`-th guest_memfd given to [`add_guest_memfd`](Self::add_guest_memfd).
+    pub fn guest_memfd(&self, i: usize) -> Option<&GuestMemfd> {
+        self.gmems.get(i).map(|g| &g.gmem)
+    }
+
+    /// The `i`-th guest_memfd, mutably (to write through a shared view of a range not yet
+    /// converted).
+    pub fn guest_memfd_mut(&mut self, i: usize) -> Option<&mut GuestMemfd> {
+        self.gmems.get_mut(i).map(|g| &mut g.gmem)
+    }
+
+    /// The guest_memfd covering `gpa`, and the page's file offset.
+    fn gmem_of(&self, gpa: u64) -> Option<(&ModelGmem, u64)> {
+        self.gmems
+            .iter()
+            .find(|g| gpa >= g.gpa && gpa - g.gpa < g.len)
+            .map(|g| (g, g.offset + (gpa - g.gpa)))
+    }
+
+    /// The page at `gpa` as its guest_memfd holds it now, if one covers it.
+    fn file_page(&self, gpa: u64) -> Option<Vec<u8>> {
+        let (g, offset) = self.gmem_of(gpa)?;
+        let mut page = vec![0u8; PAGE as usize];
+        g.file.read_exact_at(&mut page, offset).ok()?;
+        Some(page)
+    }
+
+    /// Whether the page at `gpa` is private where the kernel looks: with the series' module
+    /// parameter on, the guest_memfd's own attributes (v8 `kvm_gmem_range_is_private`), as the
+    /// handle records what the kernel accepted; otherwise the VM's attributes.
+    fn page_private(&self, gpa: u64) -> bool {
+        let per_file = self.series.is_some_and(|s| s.in_place_conversion);
+        match self.gmem_of(gpa) {
+            Some((g, offset)) if per_file => g
+                .gmem
+                .private_ranges()
+                .iter()
+                .any(|&(a, b)| offset >= a && offset < b),
+            _ => self.private.contains(&gpa),
         }
     }
 
@@ -522,6 +652,29 @@ impl KernelModel {
         Ok(())
     }
 
+    /// The content an in-place populate of the page at `gpa` measures: what it held when it was
+    /// converted (or, for a page private since the file was created, what the file holds).
+    /// `None`, with the reason in [`violations`](Self::violations), for a page no guest_memfd
+    /// of the model covers (its content is unknown here).
+    fn in_place_page(&mut self, gpa: u64) -> Option<Vec<u8>> {
+        let Some(now) = self.file_page(gpa) else {
+            self.violations.push(format!(
+                "in-place populate of GPA {gpa:#x}: no guest_memfd given to the model covers it, so its content is unknown"
+            ));
+            return None;
+        };
+        match self.at_conversion.get(&gpa) {
+            Some(then) if *then != now => {
+                self.violations.push(format!(
+                    "GPA {gpa:#x} was written after its conversion to private (a real guest_memfd refuses host access to private pages); measuring what it held at conversion"
+                ));
+                Some(then.clone())
+            }
+            Some(then) => Some(then.clone()),
+            None => Some(now),
+        }
+    }
+
     /// `sev.c: snp_launch_update` and `guest_memfd.c: kvm_gmem_populate` (Linux 6.18.2).
     fn launch_update(
         &mut self,
@@ -540,10 +693,13 @@ impl KernelModel {
             return err(libc::EINVAL, 0);
         }
         // 7.3: a content page's `uaddr` must be non-zero and page-aligned, before the memslot.
-        if self.version.aligned_source_required()
-            && p.type_ != 3
-            && (p.uaddr == 0 || !p.uaddr.is_multiple_of(PAGE))
-        {
+        // Series v8's base: page-aligned only (`if (!PAGE_ALIGNED(src))`), so 0 passes.
+        let unaligned = !p.uaddr.is_multiple_of(PAGE);
+        let refused = match self.series {
+            Some(_) => unaligned,
+            None => p.uaddr == 0 || unaligned,
+        };
+        if self.version.aligned_source_required() && p.type_ != 3 && refused {
             return err(libc::EINVAL, 0);
         }
         if p.len == 0 {
@@ -581,7 +737,7 @@ impl KernelModel {
             }
             let off = src.wrapping_sub(base).wrapping_add(done * PAGE);
             let v7 = self.version == KernelVersion::V7_3;
-            if v7 && !zero {
+            if v7 && !zero && src != 0 {
                 // 7.3 kvm_gmem_populate: get_user_pages_fast(src + i * PAGE_SIZE, 1,
                 // FOLL_WRITE for CPUID) before the mapping lock: -EFAULT for a source it
                 // cannot pin, or one lent read-only when the kernel may write it back.
@@ -604,8 +760,9 @@ impl KernelModel {
                 stop = Some(Stop { fw_error: 0 });
                 break;
             }
-            // kvm_range_has_memory_attributes(PRIVATE) -> -EINVAL.
-            if !self.private.contains(&gpa) {
+            // kvm_range_has_memory_attributes(PRIVATE) -> -EINVAL (series v8 with the module
+            // parameter on: kvm_gmem_range_is_private, the file's attributes).
+            if !self.page_private(gpa) {
                 self.not_private.push(gpa);
                 stop = Some(Stop { fw_error: 0 });
                 break;
@@ -616,16 +773,37 @@ impl KernelModel {
                 break;
             }
             // sev_gmem_post_populate.
+            let mut in_place: Option<Vec<u8>> = None;
             if !zero && src == 0 {
-                self.warnings.push(format!(
-                    "sev_gmem_post_populate: WARN_ON_ONCE(type {} && !src) at GPA {gpa:#x}",
-                    p.type_
-                ));
-                stop = Some(Stop { fw_error: 0 });
-                break;
+                match self.series {
+                    // v8 patch 22/46: no source page, in-place conversion on: the page is
+                    // encrypted as it lies.
+                    Some(s) if s.populates_in_place() => match self.in_place_page(gpa) {
+                        Some(page) => in_place = Some(page),
+                        None => {
+                            stop = Some(Stop { fw_error: 0 });
+                            break;
+                        }
+                    },
+                    // v8 patch 22/46: `!gmem_in_place_conversion && !src_page` -> -EINVAL.
+                    Some(_) => {
+                        stop = Some(Stop { fw_error: 0 });
+                        break;
+                    }
+                    None => {
+                        self.warnings.push(format!(
+                            "sev_gmem_post_populate: WARN_ON_ONCE(type {} && !src) at GPA {gpa:#x}",
+                            p.type_
+                        ));
+                        stop = Some(Stop { fw_error: 0 });
+                        break;
+                    }
+                }
             }
             let content: Option<Vec<u8>> = if zero {
                 None
+            } else if in_place.is_some() {
+                in_place
             } else {
                 // copy_from_user(src + i * PAGE_SIZE) -> -EFAULT.
                 let bytes = source.as_ref().and_then(|s| {
@@ -672,7 +850,8 @@ impl KernelModel {
             if let Some(code) = fw {
                 // fw_err: the page is reclaimed; for CPUID + INVALID_PARAM the page (with the
                 // firmware's table) is copied back to `src + i * PAGE_SIZE`.
-                if p.type_ == 6 && code == SEV_RET_INVALID_PARAM {
+                // (v8 patch 22/46: `&& src_page`: in place, nothing is copied back.)
+                if p.type_ == 6 && code == SEV_RET_INVALID_PARAM && src != 0 {
                     let page = fixed.or(content).unwrap_or_default();
                     match source.as_mut() {
                         Some(UpdateSource::Bounce(b)) => {
@@ -703,7 +882,8 @@ impl KernelModel {
             _ => {
                 p.gfn_start += done;
                 p.len -= done * PAGE;
-                if !zero {
+                // Series v8 patch 22/46: `if (src && type != ZERO)`; before it, any non-ZERO.
+                if !zero && (self.series.is_none() || src != 0) {
                     p.uaddr = p.uaddr.wrapping_add(done * PAGE);
                 }
                 Ok(())
@@ -738,6 +918,10 @@ impl SevIoctl for KernelModel {
         self.version
     }
 
+    fn series(&self) -> Option<SeriesKernel> {
+        self.series
+    }
+
     /// `KVM_CREATE_VCPU`: a dead VM is `-EIO` (`kvm_vm_ioctl`); otherwise the vCPU exists
     /// (`sev.c: sev_vcpu_create` gives it a VMSA page once the VM is an SEV-ES/SNP guest; the
     /// model counts it, and `KVM_SEV_INIT2` is `-EINVAL` from then on).
@@ -755,7 +939,9 @@ impl SevIoctl for KernelModel {
     }
 
     /// `virt/kvm/kvm_main.c: kvm_vm_ioctl_set_mem_attributes` (Linux 6.18.2): size 0, overflow
-    /// or an unaligned address or size is `-EINVAL`.
+    /// or an unaligned address or size is `-EINVAL`. A range a guest_memfd given to
+    /// [`KernelModel::add_guest_memfd`] covers is converted through it
+    /// (`gmem::convert_gpa_range`, its errno on failure).
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
         if self.vm_dead {
             return Err(libc::EIO);
@@ -766,6 +952,22 @@ impl SevIoctl for KernelModel {
             || !len.is_multiple_of(PAGE)
         {
             return Err(libc::EINVAL);
+        }
+        if self.gmem_of(gpa).is_some() {
+            // Through the guest_memfd (its conversion path: gmem's convert). What each page
+            // holds is kept: a conversion never touches contents, and from now on the host
+            // cannot write the page.
+            let mut refs: Vec<&mut GuestMemfd> =
+                self.gmems.iter_mut().map(|g| &mut g.gmem).collect();
+            gmem::convert_gpa_range(&mut refs, gpa, len, MemoryState::Private)
+                .map_err(|e| e.errno())?;
+            let mut a = gpa;
+            while a < gpa + len {
+                if let Some(page) = self.file_page(a) {
+                    self.at_conversion.entry(a).or_insert(page);
+                }
+                a += PAGE;
+            }
         }
         let mut a = gpa;
         while a < gpa + len {

@@ -702,21 +702,24 @@ fn in_place_through_the_kernel_is_refused_on_6_18() {
         in_place: InPlaceMode::Kernel,
         ..LaunchConfig::default()
     };
-    let mut b = SnpBackend::with_ioctl(KernelModel::new(), config);
-    // Plans with in-place content are refused at validation ...
-    let e = PlanBuilder::new()
+    // 6.18 carries no in-place conversion series: the driver is told the kernel cannot
+    // populate in place, and stops before converting anything (no fallback was allowed).
+    let mut b = backend(config, KernelModel::new());
+    assert!(!b.ioctl().in_place_populate());
+    let plan = PlanBuilder::new()
         .in_place(0x20_0000, 4096, Role::Measured)
         .build(&b.caps_now(), &MemoryLayout::unbounded())
-        .unwrap_err();
-    assert!(matches!(e, PlanError::InPlaceUnsupported { .. }), "{e}");
-    // ... and the launch does not start: no ioctl is sent.
-    let e = b.init(&InitParams::default()).unwrap_err();
-    let Error::InPlaceUnsupported { reason } = &e else {
-        panic!("{e:?}")
-    };
-    assert!(reason.contains("sev_gmem_post_populate"), "{reason}");
-    assert!(reason.contains("EIO with firmware status 0"), "{reason}");
-    assert!(b.ioctl().calls.is_empty());
+        .unwrap();
+    let sent = b.ioctl().calls.len();
+    let err = Driver::new(&mut b).run(&plan).unwrap_err();
+    let stop = err.report().unwrap().stop.clone().unwrap();
+    assert!(
+        matches!(&stop.cause, StopCause::InPlaceUnavailable(m) if m.contains("in_place_fallback")),
+        "{:?}",
+        stop.cause
+    );
+    assert_eq!(b.ioctl().calls.len(), sent, "no ioctl after the refusal");
+    assert!(b.ioctl().private.is_empty(), "nothing converted");
 
     // Where a kernel advertised it, the backend would send uaddr 0; 6.18 warns and answers EIO
     // with status 0 for every such page, which the backend bounds.

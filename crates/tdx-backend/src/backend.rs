@@ -3,7 +3,9 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use cc_populate::{Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, Populated, Role};
+use cc_populate::{
+    Backend, BackendCaps, BackendError, ChunkRequest, ChunkSource, InPlacePopulate, Populated, Role,
+};
 
 use crate::ioctl::{TdxIoctl, CAPS_HEADER, CPUID2_HEADER, CPUID_ENTRY, INIT_VM_HEADER};
 use crate::measure::{page_op, TDX_CAPS};
@@ -628,6 +630,7 @@ pub struct TdxBackend<I> {
     vcpus: BTreeMap<u64, VcpuLaunch>,
     added: Vec<AddedRange>,
     unrecoverable: Option<Box<Unrecoverable>>,
+    in_place: bool,
 }
 
 impl<I: TdxIoctl> TdxBackend<I> {
@@ -646,7 +649,22 @@ impl<I: TdxIoctl> TdxBackend<I> {
             vcpus: BTreeMap::new(),
             added: Vec::new(),
             unrecoverable: None,
+            in_place: false,
         }
+    }
+
+    /// Offers in-place content ([`cc_populate::Content::InPlace`]: written through the
+    /// guest_memfd's shared mapping before the run): the backend's caps then say `in_place`
+    /// ([`TDX_CAPS`] otherwise), and whether the kernel adds such pages from their own
+    /// contents is decided per run ([`Backend::in_place_populate`]): with the in-place
+    /// conversion series and its module parameter on ([`TdxIoctl::in_place_populate`], v8
+    /// patch 23/46) the driver converts the region and the backend sends `source_addr` 0;
+    /// elsewhere the driver stops before converting, or copies the content to a separate
+    /// source first where the caller allowed it (`cc_populate::DriverOptions::in_place_fallback`).
+    /// Follows the posted series; it has not run on a kernel or on TDX hardware.
+    pub fn with_in_place(mut self, on: bool) -> Self {
+        self.in_place = on;
+        self
     }
 
     /// A backend for a TD whose `KVM_TDX_INIT_VM`, split irqchip, and vCPU creation,
@@ -1186,17 +1204,29 @@ impl<I: TdxIoctl> TdxBackend<I> {
     }
 }
 
-/// One `KVM_TDX_INIT_MEM_REGION` over `source` (page aligned, whole pages) at `gpa`.
+/// Where the pages of one `KVM_TDX_INIT_MEM_REGION` come from.
+#[derive(Clone, Copy)]
+enum PageSource<'s> {
+    /// A page-aligned buffer of whole pages.
+    Buffer(&'s [u8]),
+    /// This many bytes of pages added from their own contents: `source_addr` 0 (in-place
+    /// conversion series v8 patch 23/46).
+    InPlace(u64),
+}
+
+/// One `KVM_TDX_INIT_MEM_REGION` of `source` at `gpa`.
 /// Returns the bytes done, as the kernel wrote them back, and the errno with its message.
 fn add_pages<I: TdxIoctl>(
     kernel: Kernel,
     ioctl: &mut I,
     gpa: u64,
-    source: &[u8],
+    source: PageSource<'_>,
     flags: u32,
 ) -> (u64, Result<(), (i32, BackendError)>) {
-    let nr = source.len() as u64 / PAGE_SIZE;
-    let start = source.as_ptr() as u64;
+    let (source, nr, start) = match source {
+        PageSource::Buffer(b) => (b, b.len() as u64 / PAGE_SIZE, b.as_ptr() as u64),
+        PageSource::InPlace(len) => (&[][..], len / PAGE_SIZE, 0),
+    };
     let mut region = kvm_tdx_init_mem_region {
         source_addr: start,
         gpa,
@@ -1215,11 +1245,16 @@ fn add_pages<I: TdxIoctl>(
         "PAGE.ADD"
     };
     // tdx_vcpu_init_mem_region advances all three fields together, one page at a time, and
-    // writes the region back whatever the outcome.
+    // writes the region back whatever the outcome; a source_addr of 0 stays 0 (series v8
+    // patch 23/46: `if (region.source_addr)`).
     let pages = nr.checked_sub(region.nr_pages);
     let consistent = pages.is_some_and(|p| {
-        region.gpa == gpa.wrapping_add(p * PAGE_SIZE)
-            && region.source_addr == start.wrapping_add(p * PAGE_SIZE)
+        let source_addr = if start == 0 {
+            0
+        } else {
+            start.wrapping_add(p * PAGE_SIZE)
+        };
+        region.gpa == gpa.wrapping_add(p * PAGE_SIZE) && region.source_addr == source_addr
     });
     let Some(pages) = pages.filter(|_| consistent) else {
         let e = BackendError::new(
@@ -1287,7 +1322,21 @@ impl<I: TdxIoctl> TdxBackend<I> {
 
 impl<I: TdxIoctl> Backend for TdxBackend<I> {
     fn caps(&self) -> BackendCaps {
-        TDX_CAPS
+        BackendCaps {
+            in_place: self.in_place,
+            ..TDX_CAPS
+        }
+    }
+
+    /// With [`with_in_place`](TdxBackend::with_in_place): [`InPlacePopulate::ZeroSource`] where
+    /// the kernel adds pages from their own contents ([`TdxIoctl::in_place_populate`]), else
+    /// [`InPlacePopulate::Unavailable`].
+    fn in_place_populate(&self) -> InPlacePopulate {
+        match self.in_place {
+            true if self.ioctl.in_place_populate() => InPlacePopulate::ZeroSource,
+            true => InPlacePopulate::Unavailable,
+            false => InPlacePopulate::Backend,
+        }
     }
 
     fn page_type(&self, role: Role) -> Cow<'static, str> {
@@ -1385,25 +1434,34 @@ impl<I: TdxIoctl> Backend for TdxBackend<I> {
                         );
                     };
                     if (src.as_ptr() as u64).is_multiple_of(PAGE_SIZE) {
+                        let src = PageSource::Buffer(src);
                         (rest, add_pages(self.kernel, &mut self.ioctl, gpa, src, flags))
                     } else {
                         // The kernel wants a page-aligned source: bounce it.
                         let bounce = self.bounce.get_or_insert_with(|| Aligned::new(BOUNCE_SIZE));
                         let src = bounce.fill(src);
-                        (src.len() as u64, add_pages(self.kernel, &mut self.ioctl, gpa, src, flags))
+                        let n = src.len() as u64;
+                        let src = PageSource::Buffer(src);
+                        (n, add_pages(self.kernel, &mut self.ioctl, gpa, src, flags))
                     }
                 }
                 ChunkSource::Zero => {
                     let zero = self.zero.get_or_insert_with(|| Aligned::new(BOUNCE_SIZE));
                     let src = zero.get(rest.min(BOUNCE_SIZE as u64) as usize);
-                    (src.len() as u64, add_pages(self.kernel, &mut self.ioctl, gpa, src, flags))
+                    let n = src.len() as u64;
+                    let src = PageSource::Buffer(src);
+                    (n, add_pages(self.kernel, &mut self.ioctl, gpa, src, flags))
+                }
+                ChunkSource::InPlace if self.in_place && self.ioctl.in_place_populate() => {
+                    let src = PageSource::InPlace(rest);
+                    (rest, add_pages(self.kernel, &mut self.ioctl, gpa, src, flags))
                 }
                 ChunkSource::InPlace => {
                     return fail(
                         done,
                         ErrorKind::Unsupported,
                         format!(
-                            "[{gpa:#x}..+{rest:#x}): TDX cannot populate in place (the module copies from a separate source page)"
+                            "[{gpa:#x}..+{rest:#x}): TDX cannot populate in place here (the module copies from a separate source page; only a kernel with the in-place conversion series and its parameter on adds a page from itself, with TdxBackend::with_in_place)"
                         ),
                     )
                 }

@@ -5,7 +5,7 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 
-use gmem::{GuestMemfd, MemoryState};
+use gmem::{ConversionPath, GmemSeries, GuestMemfd, MemoryState};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use crate::uapi::{
@@ -117,6 +117,23 @@ pub trait TdxIoctl {
         false
     }
 
+    /// The in-place conversion series the kernel carries, if any, with its module parameter
+    /// ([`SeriesKernel`]). The default is `None`: no released kernel carries the series.
+    fn series(&self) -> Option<SeriesKernel> {
+        None
+    }
+
+    /// Whether `KVM_TDX_INIT_MEM_REGION` with `source_addr` 0 adds each page from its own
+    /// contents (what was written through the guest_memfd's shared mapping before conversion):
+    /// only a kernel with the series and `kvm.gmem_in_place_conversion` on (v8 patch 23/46,
+    /// `arch/x86/kvm/vmx/tdx.c: tdx_gmem_post_populate`), which the default answers from
+    /// [`series`](Self::series). Elsewhere `source_addr` 0 is `EINVAL` at the ioctl (7.3.4
+    /// `tdx_vcpu_init_mem_region`), `EFAULT` from the pin (6.18.2), or `EOPNOTSUPP` (series v8
+    /// with the module parameter off: `tdx_gmem_post_populate`).
+    fn in_place_populate(&self) -> bool {
+        self.series().is_some_and(SeriesKernel::populates_in_place)
+    }
+
     /// `KVM_CHECK_EXTENSION(cap)` on the VM fd. [`check_td`] asks `KVM_CAP_VM_TYPES` and
     /// `KVM_CAP_SYNC_REGS` before the backend sends its first TDX command.
     ///
@@ -217,6 +234,77 @@ impl<T: TdxIoctl + ?Sized> TdxIoctl for &mut T {
     }
     fn vm_check_extension(&mut self, cap: u32) -> i32 {
         (**self).vm_check_extension(cap)
+    }
+    fn series(&self) -> Option<SeriesKernel> {
+        (**self).series()
+    }
+    fn in_place_populate(&self) -> bool {
+        (**self).in_place_populate()
+    }
+}
+
+/// A host kernel carrying Ackerley Tng's in-place conversion series ("guest_memfd: In-place
+/// conversion support"), as the posted patches of one version define it, and whether its
+/// module parameter `kvm.gmem_in_place_conversion` is on: what decides whether
+/// `KVM_TDX_INIT_MEM_REGION` adds pages from their own contents.
+///
+/// No released kernel carries the series (Linux 7.3.4 has none of it); this follows the patch
+/// text and has not run on a kernel or on TDX hardware. What v8 (posted 2026-06-18, base
+/// kvm-x86/next `b7fbe9a1bf9e`) does, patch 23/46 ("KVM: TDX: Make source page optional for
+/// KVM_TDX_INIT_MEM_REGION", `arch/x86/kvm/vmx/tdx.c`):
+/// - `tdx_vcpu_init_mem_region` of v8's base checks only that `source_addr` is page-aligned,
+///   so 0 reaches `kvm_gmem_populate`, which pins no source (7.3.4's `!region.source_addr`
+///   refusal came after v8; the review that proposed it, 2026-06-23, quotes the same base blob
+///   `ffe9d0db58c5` patch 23/46 applies to);
+/// - `tdx_gmem_post_populate`: no source page is `-EOPNOTSUPP` when the module parameter is
+///   off; with it on, the page itself is the source of `TDH.MEM.PAGE.ADD` (and of
+///   `TDH.MR.EXTEND` when measured);
+/// - the region is written back as before, `source_addr` advanced only when not 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeriesKernel {
+    /// The posted version whose patches the kernel carries.
+    pub series: GmemSeries,
+    /// `kvm.gmem_in_place_conversion` (v8 patch 24/46). gmem's per-guest_memfd conversion
+    /// path is chosen only where it is on.
+    pub in_place_conversion: bool,
+}
+
+impl SeriesKernel {
+    /// A kernel with series v8 and the module parameter as given.
+    pub fn v8(in_place_conversion: bool) -> SeriesKernel {
+        SeriesKernel {
+            series: GmemSeries::V8,
+            in_place_conversion,
+        }
+    }
+
+    /// The series kernel whose per-guest_memfd conversion path gmem chose (that path exists
+    /// only with the module parameter on); `None` for another path or none.
+    pub fn from_conversion_path(path: Option<ConversionPath>) -> Option<SeriesKernel> {
+        match path {
+            Some(ConversionPath::GuestMemfdAttributes(series)) => Some(SeriesKernel {
+                series,
+                in_place_conversion: true,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether `source_addr` 0 adds pages from their own contents (v8 patch 23/46): only with
+    /// the module parameter on.
+    ///
+    /// ```
+    /// use tdx_backend::SeriesKernel;
+    /// assert!(SeriesKernel::v8(true).populates_in_place());
+    /// // Module parameter off: tdx_gmem_post_populate answers -EOPNOTSUPP.
+    /// assert!(!SeriesKernel::v8(false).populates_in_place());
+    /// ```
+    pub fn populates_in_place(self) -> bool {
+        match self.series {
+            GmemSeries::V8 => self.in_place_conversion,
+            // A version this crate has not read.
+            _ => false,
+        }
     }
 }
 
@@ -403,9 +491,10 @@ impl TdxIoctl for KvmTdx<'_> {
             .nr_pages
             .checked_mul(crate::PAGE_SIZE)
             .is_some_and(|n| n <= source.len() as u64);
+        // In place (series v8 patch 23/46): source_addr 0 and no source lent.
+        let in_place = region.source_addr == 0 && source.is_empty();
         if cmd.id != KVM_TDX_INIT_MEM_REGION
-            || region.source_addr != source.as_ptr() as u64
-            || !fits
+            || !(in_place || (region.source_addr == source.as_ptr() as u64 && fits))
         {
             return Err(libc::EINVAL);
         }
@@ -416,6 +505,13 @@ impl TdxIoctl for KvmTdx<'_> {
     fn set_private(&mut self, gpa: u64, len: u64) -> Result<(), i32> {
         gmem::convert_gpa_range(&mut self.gmems, gpa, len, MemoryState::Private)
             .map_err(|e| e.errno())
+    }
+
+    /// The series kernel gmem found: the conversion path of the first guest_memfd given
+    /// ([`SeriesKernel::from_conversion_path`]).
+    fn series(&self) -> Option<SeriesKernel> {
+        let g = self.gmems.first()?;
+        SeriesKernel::from_conversion_path(g.conversion_path())
     }
 
     fn has_vcpu(&self, vcpu: Option<u64>) -> bool {
@@ -487,6 +583,21 @@ pub fn create_td_vm(kvm: &Kvm) -> Result<VmFd, Error> {
 mod tests {
     use super::*;
     use crate::uapi::{KVM_TDX_FINALIZE_VM, KVM_TDX_INIT_VCPU};
+
+    #[test]
+    fn the_series_kernel_follows_gmems_conversion_path() {
+        let on = SeriesKernel::from_conversion_path(Some(ConversionPath::GuestMemfdAttributes(
+            GmemSeries::V8,
+        )));
+        assert_eq!(on, Some(SeriesKernel::v8(true)));
+        assert!(on.is_some_and(SeriesKernel::populates_in_place));
+        assert_eq!(
+            SeriesKernel::from_conversion_path(Some(ConversionPath::VmAttributes)),
+            None
+        );
+        assert_eq!(SeriesKernel::from_conversion_path(None), None);
+        assert!(!SeriesKernel::v8(false).populates_in_place());
+    }
 
     #[test]
     fn payload_sizes_follow_nent() {

@@ -93,7 +93,7 @@ pub use backend::{
     VcpuState, BOUNCE_SIZE, INIT_VM_ATTEMPTS,
 };
 #[cfg(feature = "kvm")]
-pub use ioctl::{check_td, create_td_vm, probe, KvmTdx, TdxIoctl};
+pub use ioctl::{check_td, create_td_vm, probe, KvmTdx, SeriesKernel, TdxIoctl};
 pub use kernel::{Assumed, Kernel, KernelChoice};
 #[cfg(all(feature = "kvm", feature = "measure"))]
 pub use measure::{

@@ -30,7 +30,9 @@ pub fn page_op(role: Role) -> Option<PageOp> {
 /// KVM maps private memory at 4 KiB while populating), chunks up to 1 GiB (one
 /// `KVM_TDX_INIT_MEM_REGION` takes any page count inside one memslot; the kernel loops a page at
 /// a time and reports how far it got), no in-place population (the module copies from a
-/// separate source page), ranges made private before populate, the common roles only.
+/// separate source page; a backend built with `TdxBackend::with_in_place` declares `in_place`
+/// for kernels with the in-place conversion series), ranges made private before populate, the
+/// common roles only.
 pub const TDX_CAPS: BackendCaps = BackendCaps {
     granule: PAGE_SIZE,
     max_chunk: HUGE_1G,

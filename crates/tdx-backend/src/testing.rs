@@ -84,9 +84,13 @@
 //! misordered field in the crate is then a refusal here, as it would be from the kernel.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use gmem::{GuestMemfd, MemoryState};
 
 use crate::backend::TdParams;
-use crate::ioctl::TdxIoctl;
+use crate::ioctl::{SeriesKernel, TdxIoctl};
 use crate::mrtd::EXTEND_CHUNK;
 use crate::uapi::{kvm_cpuid_entry2, kvm_tdx_cmd, kvm_tdx_init_mem_region};
 use crate::{Kernel, Mrtd, CHUNKS_PER_PAGE, PAGE_SIZE};
@@ -386,12 +390,29 @@ pub enum X86Call {
     SetCpuid(u64, usize, Result<(), i32>),
 }
 
+/// A guest_memfd given to the model ([`TdxModel::add_guest_memfd`]), bound at `gpa`.
+#[derive(Debug)]
+struct ModelGmem {
+    gmem: GuestMemfd,
+    /// The same file, for reading page contents as the TDX module does in place.
+    file: File,
+    gpa: u64,
+    offset: u64,
+    len: u64,
+}
+
 /// The kernel model. See the [module docs](self).
 #[derive(Debug)]
 pub struct TdxModel {
     /// The kernel release whose code the model follows where 6.18 and 7.3 differ
     /// ([`TdxModel::on`]); [`Kernel::V6_18`] by default.
     pub kernel: Kernel,
+    /// The in-place conversion series the kernel carries ([`TdxModel::series_v8`]), if any.
+    pub series: Option<SeriesKernel>,
+    /// Pages a call added in place whose guest_memfd was written after their conversion (a
+    /// real guest_memfd refuses host access to private pages), or whose content the model
+    /// cannot know (no guest_memfd given covers them). Must stay empty.
+    pub violations: Vec<String>,
     /// The host.
     pub host: Host,
     /// The type the VM was created with (`KVM_X86_TDX_VM` for a TD).
@@ -446,6 +467,9 @@ pub struct TdxModel {
     cpuid_values: TdCpuidValues,
     mrtd: Mrtd,
     finalized: Option<[u8; 48]>,
+    gmems: Vec<ModelGmem>,
+    /// What each page converted through a guest_memfd held at its conversion (GPA -> page).
+    at_conversion: BTreeMap<u64, Vec<u8>>,
 }
 
 impl Default for TdxModel {
@@ -460,6 +484,8 @@ impl TdxModel {
     pub fn new() -> Self {
         TdxModel {
             kernel: Kernel::V6_18,
+            series: None,
+            violations: Vec::new(),
             host: Host::Tdx,
             vm_type: KVM_X86_TDX_VM,
             supported_attrs: 1 << 28,
@@ -491,6 +517,113 @@ impl TdxModel {
             cpuid_values: Vec::new(),
             mrtd: Mrtd::new(),
             finalized: None,
+            gmems: Vec::new(),
+            at_conversion: BTreeMap::new(),
+        }
+    }
+
+    /// A fresh TD on a kernel with the in-place conversion series v8, its module parameter
+    /// `kvm.gmem_in_place_conversion` as given: v8 patch 23/46 on v8's base (kvm-x86/next
+    /// `b7fbe9a1bf9e`), taken for 7.3's rules except where the patch text shows the base
+    /// differs (an assumption: the rest of the base was not compared with 7.3.4):
+    /// `tdx_vcpu_init_mem_region` of the base checks only that `source_addr` is page-aligned
+    /// (7.3.4's `!region.source_addr` refusal came after v8), `kvm_gmem_populate` pins no
+    /// source for 0, `tdx_gmem_post_populate` answers `-EOPNOTSUPP` with the parameter off and
+    /// takes the page itself as the source with it on (the content it held at conversion,
+    /// read from the guest_memfds given to [`add_guest_memfd`](Self::add_guest_memfd)), and
+    /// `source_addr` 0 is never advanced. With the parameter on, "private" is the
+    /// guest_memfd's own attributes (`kvm_gmem_range_is_private`).
+    pub fn series_v8(in_place_conversion: bool) -> Self {
+        TdxModel {
+            series: Some(SeriesKernel::v8(in_place_conversion)),
+            ..TdxModel::on(Kernel::V7_3)
+        }
+    }
+
+    /// Gives the model a guest_memfd bound at `gpa..gpa+len` from file offset `offset`
+    /// (recorded on the handle with [`GuestMemfd::record_memslot`], slot = its index):
+    /// conversions of ranges it covers go through it (so through its conversion path, e.g.
+    /// gmem's `SeriesModel`), and in-place adds read its pages. Refused as `record_memslot`
+    /// refuses the range, or when the file cannot be duplicated.
+    pub fn add_guest_memfd(
+        &mut self,
+        gmem: GuestMemfd,
+        gpa: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), gmem::Error> {
+        let slot = u32::try_from(self.gmems.len()).unwrap_or(u32::MAX);
+        gmem.record_memslot(slot, gpa, offset, len)?;
+        let fd = std::os::fd::AsFd::as_fd(&gmem)
+            .try_clone_to_owned()
+            .map_err(|source| gmem::Error::Io {
+                op: "fcntl(F_DUPFD_CLOEXEC)",
+                offset,
+                len,
+                source,
+            })?;
+        self.gmems.push(ModelGmem {
+            gmem,
+            file: File::from(fd),
+            gpa,
+            offset,
+            len,
+        });
+        Ok(())
+    }
+
+    /// The `i`-th guest_memfd given to [`add_guest_memfd`](Self::add_guest_memfd).
+    pub fn guest_memfd(&self, i: usize) -> Option<&GuestMemfd> {
+        self.gmems.get(i).map(|g| &g.gmem)
+    }
+
+    fn gmem_of(&self, gpa: u64) -> Option<(&ModelGmem, u64)> {
+        self.gmems
+            .iter()
+            .find(|g| gpa >= g.gpa && gpa - g.gpa < g.len)
+            .map(|g| (g, g.offset + (gpa - g.gpa)))
+    }
+
+    fn file_page(&self, gpa: u64) -> Option<Vec<u8>> {
+        let (g, offset) = self.gmem_of(gpa)?;
+        let mut page = vec![0u8; PAGE_SIZE as usize];
+        g.file.read_exact_at(&mut page, offset).ok()?;
+        Some(page)
+    }
+
+    /// Private where the kernel looks: with the series' parameter on, the guest_memfd's own
+    /// attributes as the handle records them; otherwise the VM's attributes.
+    fn page_private(&self, gpa: u64) -> bool {
+        let per_file = self.series.is_some_and(|s| s.in_place_conversion);
+        match self.gmem_of(gpa) {
+            Some((g, offset)) if per_file => g
+                .gmem
+                .private_ranges()
+                .iter()
+                .any(|&(a, b)| offset >= a && offset < b),
+            _ => self.private.contains(&(gpa / PAGE_SIZE)),
+        }
+    }
+
+    /// The page an in-place add of `gpa` reads: what it held at conversion (or what the file
+    /// holds, for a page private since creation); `None` with a violation when no guest_memfd
+    /// covers it.
+    fn in_place_page(&mut self, gpa: u64) -> Option<Vec<u8>> {
+        let Some(now) = self.file_page(gpa) else {
+            self.violations.push(format!(
+                "in-place add of GPA {gpa:#x}: no guest_memfd given to the model covers it, so its content is unknown"
+            ));
+            return None;
+        };
+        match self.at_conversion.get(&gpa) {
+            Some(then) if *then != now => {
+                self.violations.push(format!(
+                    "GPA {gpa:#x} was written after its conversion to private; adding what it held at conversion"
+                ));
+                Some(then.clone())
+            }
+            Some(then) => Some(then.clone()),
+            None => Some(now),
         }
     }
 
@@ -1062,7 +1195,9 @@ impl TdxIoctl for TdxModel {
         let mut as_passed = *cmd;
         as_passed.data = 0;
         let mut region_passed = *region;
-        region_passed.source_addr = region.source_addr.wrapping_sub(base);
+        if region.source_addr != 0 {
+            region_passed.source_addr = region.source_addr.wrapping_sub(base);
+        }
         let call = self.calls.len();
         let event = self.script.pop_front().unwrap_or(Event::Complete);
         let mut k = read_cmd(cmd);
@@ -1160,6 +1295,20 @@ impl TdxIoctl for TdxModel {
         {
             return Err(libc::EINVAL);
         }
+        if self.gmem_of(gpa).is_some() {
+            // Through the guest_memfd; a conversion never touches contents, and what each page
+            // holds now is what an in-place add reads.
+            let mut refs: Vec<&mut GuestMemfd> =
+                self.gmems.iter_mut().map(|g| &mut g.gmem).collect();
+            gmem::convert_gpa_range(&mut refs, gpa, len, MemoryState::Private)
+                .map_err(|e| e.errno())?;
+            for p in 0..len / PAGE_SIZE {
+                let a = gpa + p * PAGE_SIZE;
+                if let Some(page) = self.file_page(a) {
+                    self.at_conversion.entry(a).or_insert(page);
+                }
+            }
+        }
         for p in 0..len / PAGE_SIZE {
             self.private.insert(gpa / PAGE_SIZE + p);
         }
@@ -1169,6 +1318,10 @@ impl TdxIoctl for TdxModel {
     /// `kvm->vm_dead`, as `kvm_vm_ioctl` would show it.
     fn vm_dead(&mut self) -> bool {
         self.vm_dead
+    }
+
+    fn series(&self) -> Option<SeriesKernel> {
+        self.series
     }
 
     /// A vCPU fd exists for `vcpu` (`None`: any, the lowest id taking the commands that name
@@ -1226,22 +1379,37 @@ impl TdxModel {
             if !self.slot_of(gpa).is_some_and(|s| s.guest_memfd) {
                 return Err(libc::EINVAL);
             }
-            // kvm_gmem_populate: get_user_pages_fast before anything else.
-            let off = region.source_addr.wrapping_sub(base) as usize;
-            let page = source
-                .get(off..off.saturating_add(PAGE_SIZE as usize))
-                .and_then(|s| <&[u8; PAGE_SIZE as usize]>::try_from(s).ok())
-                .ok_or(libc::EFAULT)?;
-            if matches!(event, Event::SourceFault { after_pages } if at(after_pages)) {
-                return Err(libc::EFAULT);
+            // kvm_gmem_populate: get_user_pages_fast before anything else (only for a source:
+            // series v8's base pins none for 0).
+            let in_place = region.source_addr == 0 && self.series.is_some();
+            let mut page: Vec<u8> = Vec::new();
+            if !in_place {
+                let off = region.source_addr.wrapping_sub(base) as usize;
+                let src = source
+                    .get(off..off.saturating_add(PAGE_SIZE as usize))
+                    .ok_or(libc::EFAULT)?;
+                page.extend_from_slice(src);
+                if matches!(event, Event::SourceFault { after_pages } if at(after_pages)) {
+                    return Err(libc::EFAULT);
+                }
             }
-            if !self.private.contains(&gfn) {
+            // kvm_gmem_populate: the range must be private (series v8 with the parameter on:
+            // the guest_memfd's attributes, kvm_gmem_range_is_private).
+            if !self.page_private(gpa) {
                 return Err(libc::EINVAL);
             }
             if self.added.contains_key(&gpa) {
                 // kvm_tdp_mmu_map_private_pfn: the S-EPT entry is there already.
                 self.twice.push(gpa);
                 return Err(libc::EIO);
+            }
+            if in_place {
+                // v8 patch 23/46 tdx_gmem_post_populate: no source page is -EOPNOTSUPP unless
+                // in-place conversion is on; then the page itself is the source.
+                if !self.series.is_some_and(SeriesKernel::populates_in_place) {
+                    return Err(libc::EOPNOTSUPP);
+                }
+                page = self.in_place_page(gpa).ok_or(libc::EFAULT)?;
             }
             if matches!(event, Event::SignalAfterFault { after_pages } if at(after_pages)) {
                 return Err(libc::EINTR);
@@ -1274,7 +1442,10 @@ impl TdxModel {
             // __kvm_gmem_populate: folio_mark_uptodate on success.
             self.prepared.insert(gfn);
             self.added.insert(gpa, added);
-            region.source_addr += PAGE_SIZE;
+            // v8 patch 23/46: `if (region.source_addr)`.
+            if region.source_addr != 0 {
+                region.source_addr += PAGE_SIZE;
+            }
             region.gpa += PAGE_SIZE;
             region.nr_pages -= 1;
             i += 1;
@@ -1316,8 +1487,9 @@ impl TdxModel {
             || end <= region.gpa
             || region.gpa & self.shared_bit != 0
             || (end - 1) & self.shared_bit != 0
-            // 7.3.4 also refuses a source_addr of 0 here; 6.18.2 lets it through to the pin.
-            || (self.kernel == Kernel::V7_3 && region.source_addr == 0)
+            // 7.3.4 also refuses a source_addr of 0 here; 6.18.2 lets it through to the pin,
+            // and so does series v8's base.
+            || (self.kernel == Kernel::V7_3 && region.source_addr == 0 && self.series.is_none())
         {
             return Err(libc::EINVAL);
         }

@@ -124,6 +124,19 @@ fn the_real_ioctl_path_runs_and_an_ordinary_vm_refuses_it() {
         "{r:?}"
     );
     assert_eq!(region.nr_pages, 1, "nothing was done");
+    // In place (series v8 patch 23/46): source_addr 0 with no source lent reaches the kernel
+    // too, which refuses it the same way here.
+    let mut region = kvm_tdx_init_mem_region {
+        source_addr: 0,
+        gpa: 0,
+        nr_pages: 1,
+    };
+    let r = io.init_mem_region(&mut cmd, &mut region, &[]);
+    assert!(
+        matches!(r, Err(e) if e == libc::ENOTTY || e == libc::EINVAL),
+        "{r:?}"
+    );
+    assert_eq!(region.nr_pages, 1, "nothing was done");
     // A payload too short for the sub-command never reaches the kernel.
     let mut short = [0u8; 16];
     let mut caps = kvm_tdx_cmd::default();
