@@ -199,7 +199,13 @@ fn vcpus_after_finish_are_refused() {
             ),
             "{v}: {e}"
         );
-        assert!(snp.vcpus_created(1).is_err());
+        assert!(matches!(
+            snp.vcpus_created(1),
+            Err(Error::BadState {
+                step: "KVM_CREATE_VCPU",
+                ..
+            })
+        ));
         assert_eq!(snp.ioctl().vcpus, 1);
     }
 }
@@ -306,7 +312,14 @@ fn attach_takes_the_state_given_and_refuses_what_it_forbids() {
             .unwrap();
         assert!(Driver::new(&mut snp).run(&plan).unwrap().is_complete());
         snp.finish(&FinishParams::default()).unwrap();
-        assert!(snp.create_vcpu(2).is_err());
+        // Past LAUNCH_FINISH a new vCPU would never be measured.
+        assert!(matches!(
+            snp.create_vcpu(2),
+            Err(Error::BadState {
+                step: "KVM_CREATE_VCPU",
+                ..
+            })
+        ));
 
         // Attached after INIT2 only: vCPUs may still come, LAUNCH_START is the next step.
         let m = initialised(v);

@@ -506,7 +506,13 @@ fn cpuid_report_only_keeps_the_firmware_table() {
     };
     let mut b = backend(config, rejecting_model());
     let plan = plan(&b, &i);
-    assert!(Driver::new(&mut b).run(&plan).is_err());
+    // The run stops at the CPUID page the firmware rejected, not elsewhere.
+    match Driver::new(&mut b).run(&plan).unwrap_err() {
+        cc_populate::RunError::Stopped(r) => {
+            assert_eq!(r.stop.as_ref().map(|s| s.role), Some(Role::Cpuid), "{r:?}")
+        }
+        other => panic!("{other:?}"),
+    }
     let c = &b.cpuid_corrections()[0];
     assert!(!c.applied);
     assert_eq!(c.firmware_page.as_deref(), Some(&cpuid_page(0x10)[..]));
@@ -573,7 +579,13 @@ fn cpuid_rejection_of_a_later_page_is_not_accepted_silently() {
 
     // ReportOnly: the same stop, with the firmware's page kept.
     let (b, r) = run_two_page_cpuid(CpuidPolicy::ReportOnly);
-    assert!(r.is_err());
+    match r {
+        Err(cc_populate::RunError::Stopped(r)) => {
+            let stop = r.stop.as_ref().expect("a stop");
+            assert_eq!((stop.role, stop.gpa), (Role::Cpuid, 0x80_f000), "{r:?}");
+        }
+        other => panic!("{other:?}"),
+    }
     let c = &b.cpuid_corrections()[0];
     assert_eq!(c.firmware_page.as_deref(), Some(&cpuid_page(0x10)[..]));
     assert!(!b.ioctl().is_populated(0x80_f000));
@@ -885,7 +897,14 @@ fn launch_steps_in_order_only() {
         ),
         "{e}"
     );
-    assert!(b.finish(&FinishParams::default()).is_err());
+    assert!(matches!(
+        b.finish(&FinishParams::default()),
+        Err(Error::MissingStep {
+            step: "KVM_SEV_SNP_LAUNCH_FINISH",
+            missing: "KVM_SEV_INIT2",
+            ..
+        })
+    ));
     let i = inputs();
     let plan = PlanBuilder::new()
         .source(FW, Role::Measured, &i.firmware)
@@ -1432,7 +1451,8 @@ fn the_model_checks_commands_as_6_18_does() {
     assert!(m.vmsas_measured());
     assert!(m.violations.is_empty());
     // What follows is firmware internals: the model answers, and records that it was asked.
-    assert!(finish_err(&mut m, &mut fin).is_err());
+    // A second LAUNCH_FINISH: the firmware's answer, passed on (EIO, status 2).
+    assert_eq!(finish_err(&mut m, &mut fin), Err((libc::EIO, 2)));
     assert_eq!(
         send(&mut m, &mut update(0x103, 0, 4096, 3), None),
         Err((libc::EIO, 0x02))

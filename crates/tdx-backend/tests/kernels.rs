@@ -379,7 +379,14 @@ fn an_eio_from_a_dead_vm_6_18_is_not_a_pre_mapped_page() {
     // The memory is made private first (after the VM dies, that ioctl is EIO too); the
     // kernel kills the VM in the failed finalize.
     td.ioctl_mut().set_private(0x10_0000, 2 * PAGE).unwrap();
-    assert!(td.finalize().is_err());
+    assert!(matches!(
+        td.finalize(),
+        Err(Error::Ioctl {
+            op: "KVM_TDX_FINALIZE_VM",
+            errno: libc::EIO,
+            ..
+        })
+    ));
     let opts = DriverOptions {
         conversion: ConversionPolicy::CallerConverted,
         ..DriverOptions::default()

@@ -242,7 +242,10 @@ fn full_run_matches_the_ledger_and_the_offline_mrtd() {
         }
     }
     // The released plan can no longer be measured offline; a fresh copy of it can.
-    assert!(measure_plan(&plan).is_err());
+    assert!(matches!(
+        measure_plan(&plan),
+        Err(Error::Content { region: 3, .. })
+    ));
     td.finalize().unwrap();
     let buf = SourceBuf::from_slice(&unaligned(3 * 4096, 3)[1..]).unwrap();
     let again = PlanBuilder::new()
@@ -797,9 +800,15 @@ fn no_tdx_command_reaches_an_ordinary_vm_on_an_amd_sev_host() {
         "{e}"
     );
     assert!(e.to_string().contains("no TDX command was sent"), "{e}");
-    assert!(td.init_vm(&TdxModel::minimal_params()).is_err());
-    assert!(td.init_vcpu(0, RCX).is_err());
-    assert!(td.finalize().is_err());
+    // Each later step is refused before any ioctl: the TD never came to be.
+    let calls = td.ioctl().calls.len();
+    assert!(matches!(
+        td.init_vm(&TdxModel::minimal_params()),
+        Err(Error::TooLate { .. })
+    ));
+    assert!(matches!(td.init_vcpu(0, RCX), Err(Error::TooLate { .. })));
+    assert!(matches!(td.finalize(), Err(Error::NotSupported { .. })));
+    assert_eq!(td.ioctl().calls.len(), calls, "no TDX command was sent");
     let page = vec![0u8; 4096];
     let plan = PlanBuilder::new()
         .source(0x1000, Role::Measured, &page)
