@@ -4,7 +4,9 @@
 //! A CCA attestation token (RMM specification, "Attestation token format"; TF-RMM
 //! `attestation_defs_priv.h`) is CBOR: tag 399 over a map of the platform token (key 44234)
 //! and the realm token (key 44241), each a byte string holding a `COSE_Sign1` (tag 18: an array
-//! of protected header, unprotected header, payload, signature). The realm token's payload is
+//! of protected header, unprotected header, payload, signature). The newer format (realm profile
+//! 2.0) is a CMW collection, tag 907, whose map values are records `[content-format, bytes]`;
+//! both are read. The realm token's payload is
 //! a map of claims; read here: the challenge (10), the realm personalization value (44235),
 //! the realm hash algorithm (44236, `"sha-256"` or `"sha-512"`), the realm initial measurement
 //! (44238) and the realm extensible measurements (44239). The COSE signatures and the platform
@@ -37,8 +39,12 @@ use ciborium::value::Value;
 
 use crate::Error;
 
-/// CBOR tag of a CCA attestation token.
+/// CBOR tag of a CCA attestation token (the first token format, realm profile 1.0).
 pub const TAG_CCA_TOKEN: u64 = 399;
+/// CBOR tag of a CMW collection: the CCA token format of the realm 2.0 profile (TF-M's
+/// `iat-verifier` example token; draft-ffm-rats-cca-token with draft-ietf-rats-msg-wrap), in
+/// which each token is a CMW record `[content-format, bytes]` rather than bare bytes.
+pub const TAG_CMW_COLLECTION: u64 = 907;
 /// CBOR tag of a `COSE_Sign1`.
 pub const TAG_COSE_SIGN1: u64 = 18;
 /// Map key of the platform token.
@@ -113,12 +119,22 @@ impl RealmClaims {
     pub fn parse(token: &[u8]) -> Result<Self, Error> {
         let top = decode(token, "token")?;
         let realm = match top {
-            Value::Tag(TAG_CCA_TOKEN, inner) => {
+            Value::Tag(tag @ (TAG_CCA_TOKEN | TAG_CMW_COLLECTION), inner) => {
                 let Value::Map(map) = *inner else {
-                    return Err(refused("the tag-399 token is not a map"));
+                    return Err(refused(format!("the tag-{tag} token is not a map")));
                 };
                 match field(&map, CCA_REALM_TOKEN) {
                     Some(Value::Bytes(b)) => decode(b, "realm token")?,
+                    // A CMW record: [content-format, bytes].
+                    Some(Value::Array(record)) => match record.as_slice() {
+                        [Value::Integer(_), Value::Bytes(b)] => decode(b, "realm token")?,
+                        _ => {
+                            return Err(refused(format!(
+                                "realm token (key {CCA_REALM_TOKEN}) is neither a byte string \
+                                 nor a CMW record [content-format, bytes]"
+                            )))
+                        }
+                    },
                     Some(_) => {
                         return Err(refused(format!(
                             "realm token (key {CCA_REALM_TOKEN}) is not a byte string"

@@ -87,6 +87,36 @@ fn cca_token(algo: &str, rim: &[u8]) -> Vec<u8> {
     )
 }
 
+/// The newer format (realm profile 2.0): a CMW collection, tag 907, each token a record
+/// `[content-format, bytes]` (content-format 263, as TF-M's `iat-verifier` example token has).
+fn cmw_token(algo: &str, rim: &[u8]) -> Vec<u8> {
+    let platform = sign1(map(&[(uint(10), bstr(&[0xd0; 32]))]));
+    tag(
+        907,
+        map(&[
+            (uint(44234), array(&[uint(263), bstr(&platform)])),
+            (
+                uint(44241),
+                array(&[uint(263), bstr(&sign1(realm_payload(algo, rim)))]),
+            ),
+        ]),
+    )
+}
+
+#[test]
+fn realm_claims_of_a_cmw_collection_token() {
+    let rim = [0x31u8; 32];
+    let c = RealmClaims::parse(&cmw_token("sha-256", &rim)).unwrap();
+    assert_eq!(c, RealmClaims::parse(&cca_token("sha-256", &rim)).unwrap());
+    // A record that is not [content-format, bytes] is named.
+    let bad = tag(907, map(&[(uint(44241), array(&[bstr(&[1])]))]));
+    assert_eq!(
+        RealmClaims::parse(&bad).unwrap_err().to_string(),
+        "CCA attestation token: realm token (key 44241) is neither a byte string nor a CMW \
+         record [content-format, bytes]"
+    );
+}
+
 #[test]
 fn realm_claims_of_a_whole_token() {
     for (algo, len) in [("sha-256", 32), ("sha-512", 64)] {
