@@ -264,6 +264,18 @@ pub struct KernelModel {
     pub warnings: Vec<String>,
     /// Commands sent into a state the model cannot follow (must stay empty).
     pub violations: Vec<String>,
+    /// The `/dev/sev` fd the VMM's layer puts in every command's `sev_fd` (`struct
+    /// kvm_sev_cmd`), checked as the kernel checks it (`None`: not checked). The kernel issues
+    /// `SNP_LAUNCH_START` on that fd and then **remembers its number** (`sev.c:
+    /// snp_launch_start`: `sev->fd = argp->sev_fd`, Linux 6.12, 6.18.2, 7.3.4):
+    /// `SNP_LAUNCH_FINISH` (`snp_launch_finish`: `sev_issue_cmd(kvm, ...)`) and every guest
+    /// request for the VM's life (`snp_handle_guest_req`, [`guest_request`](Self::guest_request))
+    /// go through the remembered number, looked up in the VMM's fd table at each use
+    /// (`__sev_issue_cmd`: `-EBADF` when it is not open, or not the SEV device), while the
+    /// VMSA updates at finish go through the finish command's own `sev_fd`.
+    pub sev_device: Option<std::os::fd::RawFd>,
+    /// The fd number `SNP_LAUNCH_START` remembered, and the (device, inode) of the file it was.
+    remembered_sev: Option<(std::os::fd::RawFd, (u64, u64))>,
     populated: BTreeSet<u64>,
     gmems: Vec<ModelGmem>,
     /// What each page converted through a guest_memfd held at its conversion (GPA -> page).
@@ -316,6 +328,21 @@ fn err(errno: i32, fw_error: u32) -> Result<(), SevIoctlError> {
     Err(SevIoctlError { errno, fw_error })
 }
 
+/// The (device, inode) of the open file `fd` names in this process, `None` when no file is
+/// open under that number: what `__sev_issue_cmd`'s `CLASS(fd, f)(fd)` finds.
+fn open_file(fd: std::os::fd::RawFd) -> Option<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: fstat only writes the stat buffer, which is valid and as large as it expects; a
+    // closed or foreign fd number only makes it fail with EBADF.
+    let rc = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    Some((st.st_dev, st.st_ino))
+}
+
 /// `SNP_POLICY_MASK_VALID` of `sev.c` (Linux 6.18.2): API minor and major (bits 0-15), SMT
 /// (16), the must-be-one bit 17, DEBUG (19), SINGLE_SOCKET (20).
 const POLICY_VALID: u64 = 0xffff | 1 << 16 | 1 << 17 | 1 << 19 | 1 << 20;
@@ -363,6 +390,8 @@ impl KernelModel {
             wrote_shared: Vec::new(),
             warnings: Vec::new(),
             violations: Vec::new(),
+            sev_device: None,
+            remembered_sev: None,
             populated: BTreeSet::new(),
             gmems: Vec::new(),
             at_conversion: BTreeMap::new(),
@@ -597,7 +626,15 @@ impl KernelModel {
             return err(libc::EINVAL, 0);
         }
         // snp_context_create: SNP_GCTX_CREATE failed (its status is in `error`), no context
-        // was kept, and snp_launch_start answers -ENOTTY.
+        // was kept, and snp_launch_start answers -ENOTTY. It is issued on the command's own
+        // `sev_fd` (`__sev_issue_cmd(argp->sev_fd, ...)`), so a closed fd fails it the same way.
+        let device = match self.sev_device {
+            Some(fd) => match open_file(fd) {
+                Some(file) => Some((fd, file)),
+                None => return err(libc::ENOTTY, 0),
+            },
+            None => None,
+        };
         if let Some(code) = self.gctx_create_fw_error.take() {
             return err(libc::ENOTTY, code);
         }
@@ -606,7 +643,32 @@ impl KernelModel {
             return err(libc::EIO, code);
         }
         self.snp_context = true;
+        // sev->fd = argp->sev_fd: the number, kept for the VM's life.
+        self.remembered_sev = device;
         Ok(())
+    }
+
+    /// `__sev_issue_cmd(sev->fd, ...)` on the fd number `SNP_LAUNCH_START` remembered:
+    /// `-EBADF` when nothing is open under it now, or a file other than the one it named (the
+    /// kernel accepts any open SEV device file there: `sev_issue_cmd_external_user` checks
+    /// `f_op == &sev_fops`; every open of the device node has its device and inode).
+    fn remembered_fd_ok(&self) -> Result<(), SevIoctlError> {
+        match self.remembered_sev {
+            Some((fd, file)) if open_file(fd) != Some(file) => err(libc::EBADF, 0),
+            _ => Ok(()),
+        }
+    }
+
+    /// An SNP guest request (`sev.c: snp_handle_guest_req`, on the guest's `MSG_REPORT_REQ`
+    /// and others, Linux 6.12, 6.18.2, 7.3.4): issued on the `/dev/sev` fd number
+    /// `SNP_LAUNCH_START` remembered, whatever the VMM holds now. `Err(EBADF)` once the VMM has
+    /// closed that fd (a VMM that drops a backend owning its `/dev/sev` fd, or reuses the
+    /// number for another file); `Err(EINVAL)` before the launch finished.
+    pub fn guest_request(&mut self) -> Result<(), i32> {
+        if !self.vmsas_measured {
+            return Err(libc::EINVAL);
+        }
+        self.remembered_fd_ok().map_err(|e| e.errno)
     }
 
     /// `sev.c: snp_launch_finish` (Linux 6.18.2).
@@ -621,6 +683,11 @@ impl KernelModel {
         if self.vmsas_measured && self.version.second_finish_einval() {
             // 6.12, 7.3: sev_es_sync_vmsa refuses a vCPU with guest_state_protected.
             return err(libc::EINVAL, 0);
+        }
+        // snp_launch_update_vmsa issues each VMSA's LAUNCH_UPDATE on the finish command's own
+        // sev_fd (`__sev_issue_cmd(argp->sev_fd, ...)`): a closed one fails the first.
+        if self.sev_device.is_some_and(|fd| open_file(fd).is_none()) && !self.vmsas.is_empty() {
+            return err(libc::EBADF, 0);
         }
         if self.vmsas_measured {
             // 6.18 syncs and hands over VMSAs the firmware already owns: firmware internals.
@@ -646,6 +713,8 @@ impl KernelModel {
         if p.id_block_en != 0 && (p.id_block_uaddr == 0 || p.id_auth_uaddr == 0) {
             return err(libc::EINVAL, 0);
         }
+        // SNP_LAUNCH_FINISH itself: sev_issue_cmd(kvm, ...), on the remembered fd number.
+        self.remembered_fd_ok()?;
         if let Some(code) = self.finish_fw_error.take() {
             return err(libc::EIO, code);
         }
