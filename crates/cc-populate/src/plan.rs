@@ -800,7 +800,25 @@ impl<'a> Plan<'a> {
         match &r.content {
             Content::Zero => Ok(RegionBytes::Zeros),
             Content::InPlace | Content::Guest(_) => {
-                let mut buf = vec![0u8; len as usize];
+                // Ask for the reader before allocating: a region may be far larger than memory.
+                if matches!(r.content, Content::InPlace) && reader.is_none() {
+                    return Err(ContentError::NoReader { region, gpa, len });
+                }
+                let failed = |reason: String| ContentError::ReadFailed {
+                    region,
+                    gpa,
+                    len,
+                    reason,
+                };
+                let n = usize::try_from(len)
+                    .map_err(|_| failed("larger than this machine can address".into()))?;
+                let mut buf = Vec::new();
+                buf.try_reserve_exact(n).map_err(|e| {
+                    failed(format!(
+                        "cannot allocate {len:#x} bytes to read it into: {e}"
+                    ))
+                })?;
+                buf.resize(n, 0);
                 let read = match &r.content {
                     Content::Guest(g) => g.read(0, &mut buf, false),
                     _ => reader
@@ -987,6 +1005,44 @@ impl Iterator for Chunks {
 mod tests {
     use super::*;
     use crate::{BackendCaps, Conversion, RoleSet};
+
+    /// An in-place region far larger than memory: without a reader the answer is `NoReader`
+    /// (nothing allocated first), with one a typed `ReadFailed`, never a panic
+    /// (`fuzz/regressions/fuzz_plan-huge-in-place-content`).
+    #[test]
+    fn content_of_a_huge_in_place_region_is_refused_not_allocated() {
+        let caps = BackendCaps {
+            granule: 4096,
+            max_chunk: 1 << 30,
+            hugepage_chunks: false,
+            in_place: true,
+            conversion: Conversion::NotNeeded,
+            roles: RoleSet::COMMON,
+        };
+        let len = 1u64 << 62;
+        let plan = PlanBuilder::new()
+            .in_place(0, len, Role::Measured)
+            .build(&caps, &MemoryLayout::unbounded())
+            .unwrap();
+        assert!(matches!(
+            plan.content_of(0, None),
+            Err(ContentError::NoReader { region: 0, gpa: 0, len: l }) if l == len
+        ));
+        let reader = |_gpa: u64, _buf: &mut [u8]| -> Result<(), String> {
+            unreachable!("no buffer of 2^62 bytes can be allocated")
+        };
+        match plan.content_of(0, Some(&reader)) {
+            Err(ContentError::ReadFailed {
+                region: 0, reason, ..
+            }) => {
+                assert!(
+                    reason.starts_with("cannot allocate 0x4000000000000000 bytes"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{:?}", other.err()),
+        }
+    }
 
     /// Releasing a `SourceBuf` counts what the buffer really released (whole host pages), and
     /// a page released only in part is released, and counted, by the call that completes it.
