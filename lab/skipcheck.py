@@ -79,6 +79,9 @@ def offered(need, caps):
         return g("guest_memfd") > 0 and g("guest_memfd_flags") >= 0 and g("guest_memfd_flags") & 3 == 3
     if need == "no_guest_memfd_shared":
         return not offered("guest_memfd_shared", caps)
+    if need == "no_snp_vm":
+        # A KVM without KVM_X86_SNP_VM (4) in KVM_CAP_VM_TYPES.
+        return g("kvm") == 1 and not (g("vm_types") > 0 and g("vm_types") & (1 << 4))
     if need == "user_memory2":
         return g("user_memory2") > 0
     if need == "sw_protected_vm":

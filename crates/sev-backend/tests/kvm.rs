@@ -1,5 +1,6 @@
 //! The real `/dev/kvm` of a machine without SEV-SNP: probing and creating a launch refuse with
-//! the typed "not supported" error.
+//! the typed "not supported" error. On a machine whose KVM offers SNP VMs there is nothing to
+//! refuse: the tests are reported skipped there (need `no_snp_vm`), never passed unchecked.
 
 #[path = "../examples/launch.rs"]
 mod example;
@@ -7,22 +8,31 @@ mod example;
 use gmem::testing::Need;
 use sev_backend::{probe, Error, InPlaceMode, LaunchConfig, SnpBackend};
 
-/// This machine's KVM, or `None` (said on stderr) when it offers SNP VMs: then there is
-/// nothing to refuse.
-fn kvm_without_snp() -> Option<kvm_ioctls::Kvm> {
-    let kvm = gmem::testing::kvm();
+/// `KVM_CAP_VM_TYPES` of this machine's KVM without the SNP VM type (`KVM_X86_SNP_VM`, bit 4).
+fn no_snp_vm() -> Result<(), String> {
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
     let types = kvm.check_extension_raw(libc::c_ulong::from(kvm_bindings::KVM_CAP_VM_TYPES));
     if types > 0 && types & (1 << kvm_bindings::KVM_X86_SNP_VM) != 0 {
-        eprintln!("this KVM offers SNP VMs (KVM_CAP_VM_TYPES = {types:#x}): nothing to refuse");
-        return None;
+        return Err(format!(
+            "this KVM offers SNP VMs (KVM_CAP_VM_TYPES = {types:#x}): nothing to refuse"
+        ));
     }
-    Some(kvm)
+    Ok(())
+}
+
+/// What these tests need: a KVM without SNP (`lab/skipcheck.py` re-checks `no_snp_vm`).
+const NO_SNP_VM: Need = Need::Tool {
+    id: "no_snp_vm",
+    from: "a KVM without KVM_X86_SNP_VM in KVM_CAP_VM_TYPES (any host but an SNP one)",
+    check: no_snp_vm,
+};
+
+fn kvm_without_snp() -> kvm_ioctls::Kvm {
+    gmem::testing::kvm()
 }
 
 fn real_kvm_without_snp_says_not_supported() {
-    let Some(kvm) = kvm_without_snp() else {
-        return;
-    };
+    let kvm = kvm_without_snp();
     let err = probe(&kvm).unwrap_err();
     assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
     let msg = err.to_string();
@@ -42,9 +52,7 @@ fn real_kvm_without_snp_says_not_supported() {
 }
 
 fn real_kvm_refuses_an_snp_vm_and_the_backend_names_why() {
-    let Some(kvm) = kvm_without_snp() else {
-        return;
-    };
+    let kvm = kvm_without_snp();
     // arch/x86/kvm/x86.c: kvm_arch_init_vm (Linux 6.18.2): a VM type this KVM does not support
     // is EINVAL. The backend never gets that far: its probe says why first.
     let e = kvm
@@ -73,9 +81,6 @@ fn real_kvm_refuses_an_snp_vm_and_the_backend_names_why() {
 
 /// `examples/launch.rs` on this machine's KVM: without SNP it ends in the typed refusal.
 fn the_example_launch_ends_in_not_supported_without_snp() {
-    if kvm_without_snp().is_none() {
-        return;
-    }
     let e = example::run(&[]).unwrap_err();
     let e = e.downcast_ref::<Error>().expect("a sev_backend::Error");
     assert!(matches!(e, Error::NotSupported { .. }), "{e:?}");
@@ -85,12 +90,18 @@ fn main() -> std::process::ExitCode {
     gmem::testing::run(vec![
         gmem::kvm_test!(
             the_example_launch_ends_in_not_supported_without_snp,
-            Need::Kvm
+            Need::Kvm,
+            NO_SNP_VM
         ),
-        gmem::kvm_test!(real_kvm_without_snp_says_not_supported, Need::Kvm),
+        gmem::kvm_test!(
+            real_kvm_without_snp_says_not_supported,
+            Need::Kvm,
+            NO_SNP_VM
+        ),
         gmem::kvm_test!(
             real_kvm_refuses_an_snp_vm_and_the_backend_names_why,
-            Need::Kvm
+            Need::Kvm,
+            NO_SNP_VM
         ),
     ])
 }
